@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# Build a tiny bootable Linux guest image (qcow2) from Debian packages only.
+#
+# Usage: scripts/build_tiny_image.sh OUTPUT.qcow2
+#
+# If OUTPUT already exists it is reused (cache) and the script exits 0.
+# Otherwise the image is built in a temporary directory and moved into place
+# atomically (OUTPUT.tmp -> OUTPUT).
+#
+# Ingredients (fetched with `apt-get download`, unpacked with `dpkg-deb -x`,
+# nothing is installed on the host; no mount, no loop devices):
+#   * the kernel behind the linux-image-cloud-amd64 metapackage
+#     (virtio + iso9660 drivers are loaded from its modules),
+#   * busybox-static as the whole userland of a gzip'd newc initramfs,
+#   * syslinux (host tool) installed onto a raw FAT image (mtools only),
+#     converted to qcow2 with qemu-img.
+#
+# Guest behaviour (/init):
+#   mount proc/sys/devtmpfs, insmod virtio/net/cdrom/isofs modules, print
+#   `IAAS-TINY-BOOT-OK`, DHCP on eth0 via udhcpc (prints
+#   `IAAS-DHCP-LEASE <ip>` or `IAAS-DHCP-FAILED`), set hostname, print
+#   `IAAS-TINY-READY`, then respawn a shell on the serial console forever.
+#
+# The guest needs ACPI in the domain XML; it boots under TCG (type='qemu').
+#
+# Environment overrides:
+#   TINY_KERNEL_META  kernel metapackage (default linux-image-cloud-amd64)
+#   TINY_HOSTNAME     guest hostname (default iaas-tiny)
+#   TINY_APPEND_EXTRA extra kernel command line (default "quiet")
+set -euo pipefail
+
+log() { printf 'build_tiny_image: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+if [[ $# -ne 1 || -z "${1:-}" ]]; then
+    echo "usage: $0 OUTPUT.qcow2" >&2
+    exit 2
+fi
+
+OUTPUT=$1
+KERNEL_META=${TINY_KERNEL_META:-linux-image-cloud-amd64}
+GUEST_HOSTNAME=${TINY_HOSTNAME:-iaas-tiny}
+APPEND_EXTRA=${TINY_APPEND_EXTRA:-quiet}
+
+# Modules to load, in dependency order. Missing ones (built in) are skipped.
+MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev
+         virtio_pci virtio_blk failover net_failover virtio_net cdrom isofs)
+
+if [[ -e "$OUTPUT" ]]; then
+    echo "tiny image already present (cached): $OUTPUT"
+    exit 0
+fi
+
+for tool in apt-get apt-cache dpkg-deb cpio gzip mkfs.vfat syslinux mcopy qemu-img find; do
+    command -v "$tool" >/dev/null 2>&1 || die "required tool not found: $tool"
+done
+
+OUT_DIR=$(dirname -- "$OUTPUT")
+mkdir -p -- "$OUT_DIR"
+TMP_OUT="${OUTPUT}.tmp"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tiny-image.XXXXXX")
+cleanup() {
+    rm -rf -- "$WORK"
+    rm -f -- "$TMP_OUT"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+START=$SECONDS
+
+# --- fetch packages ---------------------------------------------------------
+DEBS="$WORK/debs"
+mkdir -p -- "$DEBS"
+# Let apt's unprivileged _apt user write here (avoids the "unsandboxed" warning).
+chmod 0755 -- "$WORK"
+if id _apt >/dev/null 2>&1; then
+    chown _apt -- "$DEBS" 2>/dev/null || true
+fi
+
+APT_UPDATED=0
+apt_update_once() {
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        log "running apt-get update"
+        apt-get update -qq >&2 || log "apt-get update failed (continuing)"
+        APT_UPDATED=1
+    fi
+}
+
+resolve_kernel_pkg() {
+    # The metapackage depends on the real, versioned image package.
+    apt-cache depends "$KERNEL_META" 2>/dev/null \
+        | awk '$1 ~ /^\|?Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+
+apt_download() {
+    # apt_download PKG... ; downloads into $DEBS, updating lists once on failure.
+    if ! (cd -- "$DEBS" && apt-get download -qq "$@" >&2); then
+        apt_update_once
+        (cd -- "$DEBS" && apt-get download -qq "$@" >&2) \
+            || die "apt-get download failed for: $*"
+    fi
+}
+
+KERNEL_PKG=$(resolve_kernel_pkg || true)
+if [[ -z "$KERNEL_PKG" ]]; then
+    apt_update_once
+    KERNEL_PKG=$(resolve_kernel_pkg || true)
+fi
+[[ -n "$KERNEL_PKG" ]] || die "cannot resolve the kernel package behind $KERNEL_META"
+log "kernel package: $KERNEL_PKG"
+
+apt_download "$KERNEL_PKG" busybox-static
+
+shopt -s nullglob
+kdebs=("$DEBS"/"${KERNEL_PKG}"_*.deb)
+bdebs=("$DEBS"/busybox-static_*.deb)
+shopt -u nullglob
+[[ ${#kdebs[@]} -ge 1 ]] || die "kernel .deb not found after download"
+[[ ${#bdebs[@]} -ge 1 ]] || die "busybox-static .deb not found after download"
+
+KROOT="$WORK/kernel"
+BBROOT="$WORK/busybox"
+dpkg-deb -x "${kdebs[0]}" "$KROOT"
+dpkg-deb -x "${bdebs[0]}" "$BBROOT"
+
+shopt -s nullglob
+vmlinuz=("$KROOT"/boot/vmlinuz-*)
+moddirs=("$KROOT"/lib/modules/* "$KROOT"/usr/lib/modules/*)
+shopt -u nullglob
+[[ ${#vmlinuz[@]} -ge 1 ]] || die "no vmlinuz in $KERNEL_PKG"
+[[ ${#moddirs[@]} -ge 1 ]] || die "no module directory in $KERNEL_PKG"
+KVER=$(basename -- "${moddirs[0]}")
+MODDIR=${moddirs[0]}
+BUSYBOX="$BBROOT/bin/busybox"
+[[ -x "$BUSYBOX" ]] || die "busybox binary not found in busybox-static"
+
+# --- initramfs --------------------------------------------------------------
+ROOT="$WORK/initramfs"
+mkdir -p -- "$ROOT"/{bin,dev,proc,sys,tmp,run,etc,root,lib/modules,usr/share/udhcpc}
+chmod 1777 -- "$ROOT/tmp"
+cp -- "$BUSYBOX" "$ROOT/bin/busybox"
+chmod 0755 -- "$ROOT/bin/busybox"
+while IFS= read -r applet; do
+    [[ -n "$applet" && "$applet" != busybox ]] || continue
+    ln -sf busybox "$ROOT/bin/$applet"
+done < <("$BUSYBOX" --list)
+ln -s bin "$ROOT/sbin"
+
+# Copy (and decompress) the wanted modules; record load order.
+: > "$ROOT/lib/modules/order"
+loaded=()
+for mod in "${MODULES[@]}"; do
+    src=$(find "$MODDIR" -type f \( -name "${mod}.ko" -o -name "${mod}.ko.xz" \
+            -o -name "${mod}.ko.zst" -o -name "${mod}.ko.gz" \) -print -quit)
+    if [[ -z "$src" ]]; then
+        log "module $mod not found (built in?), skipping"
+        continue
+    fi
+    dst="$ROOT/lib/modules/${mod}.ko"
+    case "$src" in
+        *.ko.xz)  xz -dc -- "$src" > "$dst" ;;
+        *.ko.zst) zstd -qdc -- "$src" > "$dst" ;;
+        *.ko.gz)  gzip -dc -- "$src" > "$dst" ;;
+        *)        cp -- "$src" "$dst" ;;
+    esac
+    echo "$mod" >> "$ROOT/lib/modules/order"
+    loaded+=("$mod")
+done
+log "modules packed (kernel $KVER): ${loaded[*]:-none}"
+
+echo "$GUEST_HOSTNAME" > "$ROOT/etc/hostname"
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$ROOT/etc/passwd"
+printf 'root:x:0:\n' > "$ROOT/etc/group"
+
+cat > "$ROOT/usr/share/udhcpc/default.script" <<'EOF'
+#!/bin/sh
+# udhcpc event script: configure the interface and report the lease.
+case "$1" in
+    deconfig)
+        ip addr flush dev "$interface" 2>/dev/null
+        ip link set "$interface" up
+        ;;
+    bound|renew)
+        ip addr flush dev "$interface" 2>/dev/null
+        ip addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+        ip link set "$interface" up
+        if [ -n "$router" ]; then
+            while ip route del default dev "$interface" 2>/dev/null; do :; done
+            for r in $router; do
+                ip route add default via "$r" dev "$interface" && break
+            done
+        fi
+        : > /etc/resolv.conf
+        [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
+        for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+        [ -n "$hostname" ] && hostname "$hostname"
+        echo "IAAS-DHCP-LEASE $ip"
+        ;;
+    leasefail|nak)
+        ;;
+esac
+exit 0
+EOF
+chmod 0755 -- "$ROOT/usr/share/udhcpc/default.script"
+
+cat > "$ROOT/init" <<'EOF'
+#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs -o mode=0755 dev /dev
+[ -e /dev/console ] && exec </dev/console >/dev/console 2>&1
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts 2>/dev/null
+mount -t tmpfs -o mode=1777 tmpfs /tmp 2>/dev/null
+mount -t tmpfs -o mode=0755 tmpfs /run 2>/dev/null
+
+while read -r mod; do
+    [ -n "$mod" ] || continue
+    insmod "/lib/modules/$mod.ko" 2>/dev/null || echo "tiny-init: insmod $mod failed"
+done < /lib/modules/order
+
+echo "IAAS-TINY-BOOT-OK"
+
+hostname "$(cat /etc/hostname)"
+ip link set lo up
+ip addr add 127.0.0.1/8 dev lo 2>/dev/null
+
+# wait briefly for eth0 to appear (virtio_net probes asynchronously)
+n=0
+while [ ! -e /sys/class/net/eth0 ] && [ "$n" -lt 50 ]; do
+    sleep 0.1
+    n=$((n + 1))
+done
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    # wait (max ~3 s) for carrier so the first DISCOVER is not lost
+    n=0
+    while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ "$n" -lt 30 ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    if udhcpc -i eth0 -t 10 -T 2 -n -q -s /usr/share/udhcpc/default.script; then
+        :
+    else
+        echo "IAAS-DHCP-FAILED"
+    fi
+else
+    echo "IAAS-DHCP-FAILED"
+fi
+
+echo "IAAS-TINY-READY"
+
+while true; do
+    setsid cttyhack sh -l
+    sleep 1
+done
+EOF
+chmod 0755 -- "$ROOT/init"
+
+INITRD="$WORK/initrd.gz"
+(cd -- "$ROOT" && find . -print0 | LC_ALL=C sort -z \
+    | cpio --null -o -H newc --owner=0:0 --quiet) | gzip -9 > "$INITRD"
+
+# --- FAT boot disk ----------------------------------------------------------
+KERNEL_IMG="$WORK/vmlinuz"
+cp -- "${vmlinuz[0]}" "$KERNEL_IMG"
+
+cat > "$WORK/syslinux.cfg" <<EOF
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+    KERNEL vmlinuz
+    APPEND initrd=initrd.gz console=ttyS0,115200 panic=10 ${APPEND_EXTRA}
+EOF
+
+kbytes=$(( ( $(stat -c %s "$KERNEL_IMG") + $(stat -c %s "$INITRD") ) / 1024 ))
+fat_kib=$(( kbytes + 4096 ))
+RAW="$WORK/disk.raw"
+mkfs.vfat -C -n TINYBOOT "$RAW" "$fat_kib" >/dev/null
+syslinux --install "$RAW"
+export MTOOLS_SKIP_CHECK=1
+mcopy -i "$RAW" "$KERNEL_IMG" ::vmlinuz
+mcopy -i "$RAW" "$INITRD" ::initrd.gz
+mcopy -i "$RAW" "$WORK/syslinux.cfg" ::syslinux.cfg
+
+rm -f -- "$TMP_OUT"
+qemu-img convert -f raw -O qcow2 "$RAW" "$TMP_OUT"
+mv -f -- "$TMP_OUT" "$OUTPUT"
+
+log "built $OUTPUT ($(stat -c %s "$OUTPUT") bytes, kernel $KVER) in $((SECONDS - START))s"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install what is missing and start what is not running: Debian packages, the venv,
+# /dev/kvm permissions, virtlogd and libvirtd. Safe to run again; does nothing when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+          dnsmasq-base python3-venv python3-dev gcc syslinux syslinux-common mtools dosfstools cpio)
+VENV=${VENV:-.venv}
+REQUIREMENTS=${REQUIREMENTS:-requirements-dev.txt}
+PYTHON=${PYTHON:-python3}
+
+say() { printf 'setup: %s\n' "$*"; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        say "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+fix_kvm_permissions() {
+    # Without udev /dev/kvm stays root:root 0600; libvirtd then re-probes QEMU on every call
+    # (~44 s per define instead of ~2 ms).
+    [[ -e /dev/kvm ]] || { say "no /dev/kvm: use IAAS_DOMAIN_TYPE=qemu (TCG)"; return; }
+    if [[ $(stat -c '%G %a' /dev/kvm) != "kvm 660" ]]; then
+        say "fixing /dev/kvm to root:kvm 0660"
+        as_root chown root:kvm /dev/kvm
+        as_root chmod 660 /dev/kvm
+    fi
+}
+
+start_daemons() {
+    pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; as_root virtlogd -d; }
+    pgrep -x libvirtd >/dev/null || { say "starting libvirtd"; as_root libvirtd -d; }
+    local deadline=$((SECONDS + 60))
+    until as_root virsh -c qemu:///system version >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { say "libvirtd does not answer on qemu:///system"; exit 1; }
+        sleep 0.5
+    done
+}
+
+make_venv() {
+    local stamp="$VENV/.stamp-$(basename "$REQUIREMENTS")" want
+    want=$(cat requirements.txt "$REQUIREMENTS" | sha256sum | cut -d' ' -f1)
+    if [[ -f "$stamp" && $(cat "$stamp") == "$want" ]]; then return; fi
+    say "building $VENV from $REQUIREMENTS"
+    [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
+    echo "$want" > "$stamp"
+}
+
+install_packages
+fix_kvm_permissions
+start_daemons
+make_venv
+say "ready"

@@ -1,0 +1,1 @@
+"""The HTTP layer: request parsing, routing, validation, views and handlers."""

@@ -1,0 +1,109 @@
+"""HTTP handlers: parse and validate, call a service, shape the response. Nothing else."""
+from __future__ import annotations
+
+from typing import Any
+
+from src import errors
+from src.api import views
+from src.api.http import Request, Response
+from src.api.openapi import DOCUMENT, PATHS
+from src.api.router import Route
+from src.api.validation import parse_query, validate_body
+from src.services.compute import ComputeService, CreateRequest
+from src.services.images import ImageService
+from src.services.tasks import TaskRunner
+from src.database.db import Database
+from src.database import tasks as task_dao
+from src.utils.libvirt_host import Hypervisor, HypervisorError
+
+MAX_WAIT_S = 60
+
+
+class Handlers:
+    def __init__(self, db: Database, hypervisor: Hypervisor, compute: ComputeService,
+                 images: ImageService, runner: TaskRunner) -> None:
+        self._db = db
+        self._hypervisor = hypervisor
+        self._compute = compute
+        self._images = images
+        self._runner = runner
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/healthz", self.health),
+            Route("GET", "/v1/openapi.json", self.openapi),
+            Route("GET", "/v1/images", self.list_images),
+            Route("POST", "/v1/images", self.create_image),
+            Route("GET", "/v1/images/{image}", self.show_image),
+            Route("DELETE", "/v1/images/{image}", self.delete_image),
+            Route("GET", "/v1/vms", self.list_vms),
+            Route("POST", "/v1/vms", self.create_vm),
+            Route("GET", "/v1/vms/{vm}", self.show_vm),
+            Route("DELETE", "/v1/vms/{vm}", self.delete_vm),
+            Route("GET", "/v1/tasks/{task}", self.show_task),
+        ]
+
+    def health(self, _request: Request) -> Response:
+        parts = {"db": self._check(self._db.ping), "libvirt": self._check(self._hypervisor.ping)}
+        healthy = all(value == "ok" for value in parts.values())
+        return Response(200 if healthy else 503, {"status": "ok" if healthy else "degraded", **parts})
+
+    @staticmethod
+    def _check(probe: Any) -> str:
+        try:
+            probe()
+        except (HypervisorError, Exception) as exc:  # health reports any failure, never raises
+            return f"error: {exc}"
+        return "ok"
+
+    def openapi(self, _request: Request) -> Response:
+        return Response(200, DOCUMENT)
+
+    def list_images(self, _request: Request) -> Response:
+        return Response(200, {"images": [views.image(row) for row in self._images.list()]})
+
+    def create_image(self, request: Request) -> Response:
+        body = validate_body("ImageCreate", request.json())
+        image = self._images.register(body["name"], body["file"], body["format"])
+        return Response(201, views.image(image), [("Location", f"/v1/images/{image.id}")])
+
+    def show_image(self, _request: Request, image: str) -> Response:
+        return Response(200, views.image(self._images.get(image)))
+
+    def delete_image(self, _request: Request, image: str) -> Response:
+        self._images.delete(image)
+        return Response(204)
+
+    def list_vms(self, request: Request) -> Response:
+        query = parse_query(request.query, PATHS["/v1/vms"]["get"])
+        limit = query.get("limit", 1000)
+        page = self._compute.list(status=query.get("status"), name=query.get("name"),
+                                  limit=limit, marker=query.get("marker"))
+        body: dict[str, Any] = {"vms": [views.vm(view) for view in page]}
+        if len(page) == limit:
+            body["next_marker"] = page[-1].row.id
+        return Response(200, body)
+
+    def create_vm(self, request: Request) -> Response:
+        body = validate_body("VmCreate", request.json())
+        view = self._compute.create(CreateRequest(**body))
+        return Response(202, views.vm(view), [("Location", f"/v1/vms/{view.row.id}")])
+
+    def show_vm(self, _request: Request, vm: str) -> Response:
+        return Response(200, views.vm(self._compute.get(vm)))
+
+    def delete_vm(self, _request: Request, vm: str) -> Response:
+        task = self._compute.delete(vm)
+        return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")])
+
+    def show_task(self, request: Request, task: str) -> Response:
+        query = parse_query(request.query, PATHS["/v1/tasks/{task}"]["get"])
+        wait = min(query.get("wait", 0), MAX_WAIT_S)
+        if wait:
+            row = self._runner.wait(task, wait)
+        else:
+            with self._db.read() as conn:
+                row = task_dao.get(conn, task)
+        if row is None:
+            raise errors.TaskNotFound(task=task)
+        return Response(200, views.task(row))

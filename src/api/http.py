@@ -1,0 +1,66 @@
+"""Request and Response: the small slice of WSGI the handlers need."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+from urllib.parse import parse_qs
+
+from src import errors
+
+MAX_BODY_BYTES = 64 * 1024
+
+STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
+               404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+               413: "Payload Too Large", 415: "Unsupported Media Type",
+               500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class Request:
+    """What a handler may read from one WSGI call."""
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._environ = environ
+        self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
+        self.path: str = environ.get("PATH_INFO", "") or "/"
+        self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),
+                                                    keep_blank_values=True)
+
+    def json(self) -> Any:
+        """The JSON body, read only after its declared size and type are acceptable.
+
+        Raises: UnsupportedMediaType, BodyTooLarge, MalformedJson.
+        """
+        content_type = self._environ.get("CONTENT_TYPE", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise errors.UnsupportedMediaType(content_type=content_type)
+        try:
+            length = int(self._environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise errors.BadRequest(reason="Content-Length is not a number.") from None
+        if length > MAX_BODY_BYTES:
+            raise errors.BodyTooLarge(limit=MAX_BODY_BYTES)
+        raw = self._environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise errors.MalformedJson(reason=str(exc) if raw else "the body is empty") from None
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def wsgi_status(self) -> str:
+        return f"{self.status} {STATUS_TEXT.get(self.status, '')}".strip()
+
+    def encoded(self) -> Iterable[bytes]:
+        if self.body is None:
+            return [b""]
+        return [json.dumps(self.body, separators=(",", ":")).encode()]
+
+
+def error_body(error: errors.ApiError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message, "details": error.details}}

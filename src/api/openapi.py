@@ -1,0 +1,148 @@
+"""The OpenAPI 3.1 document: the API's contract, and the source of every request schema."""
+from __future__ import annotations
+
+from typing import Any
+
+DNS_LABEL = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+IMAGE_NAME = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IMAGE_FILE = "^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$"
+VM_STATUSES = ["building", "running", "stopped", "paused", "error", "deleting"]
+TASK_STATUSES = ["queued", "running", "succeeded", "failed"]
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+UUID = {"type": "string", "format": "uuid"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "required": list(properties) if required is None else required}
+
+
+SCHEMAS: dict[str, Any] = {
+    "VmCreate": _object({
+        "name": {"type": "string", "pattern": DNS_LABEL, "format": "dns-label", "maxLength": 63,
+                 "description": "DNS label; becomes the domain name and guest hostname."},
+        "cpu": {"type": "integer", "minimum": 1, "maximum": 128},
+        "ram": {"type": "integer", "minimum": 128, "maximum": 1048576, "description": "MiB"},
+        "image_name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "disk_gb": {"type": "integer", "minimum": 1, "maximum": 16384},
+    }, required=["name", "cpu", "ram", "image_name"]),
+    "ImageCreate": _object({
+        "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "file": {"type": "string", "pattern": IMAGE_FILE, "maxLength": 255,
+                 "description": "Bare file name inside IAAS_IMAGES_DIR."},
+        "format": {"type": "string", "enum": ["qcow2", "raw"]},
+    }),
+    "Error": _object({"error": _object({
+        "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "message": {"type": "string"},
+        "details": {"type": "object"},
+    })}),
+    "Task": _object({
+        "id": UUID, "vm_id": UUID,
+        "action": {"type": "string", "enum": ["create", "delete"]},
+        "status": {"type": "string", "enum": TASK_STATUSES},
+        "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+    }),
+    "ErrorInfo": _object({"code": {"type": "string"}, "message": {"type": "string"}}),
+    "Image": _object({
+        "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},
+        "format": {"type": "string", "enum": ["qcow2", "raw"]},
+        "size_bytes": {"type": ["integer", "null"]},
+        "virtual_size_bytes": {"type": ["integer", "null"]},
+        "created_at": TIME,
+    }),
+    "Vm": _object({
+        "id": UUID, "name": {"type": "string"},
+        "cpu": {"type": "integer"}, "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
+        "image": _object({"id": UUID, "name": {"type": "string"}}),
+        "status": {"type": "string", "enum": VM_STATUSES},
+        "power_state": {"type": "string"},
+        "task": {"oneOf": [{"type": "null"}, _ref("Task")]},
+        "ip_addresses": {"type": "array", "items": {"type": "string"}},
+        "console": _object({"vnc": {"oneOf": [{"type": "null"}, _object({
+            "host": {"type": "string"}, "port": {"type": "integer"}})]}}),
+        "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "created_at": TIME, "updated_at": TIME,
+    }),
+    "VmList": _object({"vms": {"type": "array", "items": _ref("Vm")},
+                       "next_marker": UUID}, required=["vms"]),
+    "ImageList": _object({"images": {"type": "array", "items": _ref("Image")}}),
+    "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
+                       "db": {"type": "string"}, "libvirt": {"type": "string"}}),
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _responses(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(ok): {"description": "Success",
+                                           **(_json(schema) if schema else {})}}
+    for status in errors:
+        responses[str(status)] = {"description": "Error", **_json(_ref("Error"))}
+    return responses
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+VM_PARAM = _path_param("vm", "VM id or name")
+IMAGE_PARAM = _path_param("image", "Image id or name")
+
+PATHS: dict[str, Any] = {
+    "/healthz": {"get": {"operationId": "health", "responses": _responses(
+        200, _ref("Health"), 503)}},
+    "/v1/openapi.json": {"get": {"operationId": "openapi", "responses": _responses(
+        200, {"type": "object"})}},
+    "/v1/images": {
+        "get": {"operationId": "listImages", "responses": _responses(200, _ref("ImageList"))},
+        "post": {"operationId": "createImage", "requestBody": {"required": True, **_json(
+            _ref("ImageCreate"))}, "responses": _responses(201, _ref("Image"), 400, 409, 413, 415)},
+    },
+    "/v1/images/{image}": {
+        "parameters": [IMAGE_PARAM],
+        "get": {"operationId": "showImage", "responses": _responses(200, _ref("Image"), 404)},
+        "delete": {"operationId": "deleteImage", "responses": _responses(204, None, 404, 409)},
+    },
+    "/v1/vms": {
+        "get": {"operationId": "listVms", "parameters": [
+            _query("status", {"type": "string", "enum": VM_STATUSES}),
+            _query("name", {"type": "string"}),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            _query("marker", UUID),
+        ], "responses": _responses(200, _ref("VmList"), 400)},
+        "post": {"operationId": "createVm", "requestBody": {"required": True, **_json(
+            _ref("VmCreate"))}, "responses": _responses(202, _ref("Vm"), 400, 409, 413, 415)},
+    },
+    "/v1/vms/{vm}": {
+        "parameters": [VM_PARAM],
+        "get": {"operationId": "showVm", "responses": _responses(200, _ref("Vm"), 404)},
+        "delete": {"operationId": "deleteVm", "responses": _responses(202, _ref("Task"), 404)},
+    },
+    "/v1/tasks/{task}": {
+        "parameters": [_path_param("task", "Task id")],
+        "get": {"operationId": "showTask", "parameters": [
+            _query("wait", {"type": "integer", "minimum": 0, "maximum": 60})],
+            "responses": _responses(200, _ref("Task"), 400, 404)},
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "IaaS control plane for AI workloads", "version": "1.0.0"},
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS},
+}

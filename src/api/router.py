@@ -1,0 +1,50 @@
+"""Routes as a table of (method, path pattern, handler); 404 for unknown paths, 405 with Allow."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from src import errors
+from src.api.http import Request, Response
+
+Handler = Callable[..., Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return _compile(self.pattern)
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    # "/v1/vms/{vm}" -> named group matching one path segment
+    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes = [(route, _compile(route.pattern)) for route in routes]
+
+    def dispatch(self, request: Request) -> Response:
+        """Call the matching handler with the path's parameters.
+
+        Raises: NotFound, MethodNotAllowed (with the allowed methods in details).
+        """
+        allowed = []
+        for route, regex in self._routes:
+            match = regex.match(request.path)
+            if match is None:
+                continue
+            if route.method == request.method:
+                return route.handler(request, **match.groupdict())
+            allowed.append(route.method)
+        if allowed:
+            raise errors.MethodNotAllowed(method=request.method, path=request.path,
+                                          allow=sorted(set(allowed)))
+        raise errors.NotFound(path=request.path)

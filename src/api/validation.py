@@ -1,0 +1,86 @@
+"""Validate request bodies and query strings against the schemas in the OpenAPI document."""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from src import errors
+from src.api.openapi import DNS_LABEL, DOCUMENT
+
+_format_checker = jsonschema.FormatChecker()
+
+
+@_format_checker.checks("dns-label")
+def _is_dns_label(value: object) -> bool:
+    # fullmatch: Python's "$" in the schema pattern would also accept a trailing newline.
+    return not isinstance(value, str) or re.fullmatch(DNS_LABEL.strip("^$"), value) is not None
+
+
+def _strict_integer(_checker: object, value: object) -> bool:
+    # JSON Schema counts 2.0 as an integer; a VM's cpu count must be written as 2.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
+
+
+@lru_cache(maxsize=None)
+def _validator(schema_name: str) -> Any:
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": DOCUMENT["components"]}
+    return _StrictValidator(schema, format_checker=_format_checker)
+
+
+def _field(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(part) for part in error.absolute_path)
+    if error.validator == "additionalProperties":
+        return path or "body"
+    if error.validator == "required":
+        return re.findall(r"'([^']+)'", error.message)[0] if "'" in error.message else path
+    return path or "body"
+
+
+def validate_body(schema_name: str, body: Any) -> dict[str, Any]:
+    """Return body if it matches the named component schema.
+
+    Raises: ValidationFailed with one message per offending field in details.errors.
+    """
+    problems = sorted(_validator(schema_name).iter_errors(body), key=lambda e: list(e.path))
+    if problems:
+        fields = [{"field": _field(error), "message": error.message} for error in problems]
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        raise errors.ValidationFailed(f"Request body is invalid: {summary}", errors=fields)
+    result: dict[str, Any] = body
+    return result
+
+
+def parse_query(query: dict[str, list[str]], operation: dict[str, Any]) -> dict[str, Any]:
+    """Typed query values for an operation's declared parameters.
+
+    Raises: InvalidQuery for unknown, repeated or ill-typed parameters.
+    """
+    declared = {p["name"]: p["schema"] for p in operation.get("parameters", []) if p["in"] == "query"}
+    values: dict[str, Any] = {}
+    for name, raw in query.items():
+        if name not in declared:
+            raise errors.InvalidQuery(field=name, reason="unknown parameter")
+        if len(raw) != 1:
+            raise errors.InvalidQuery(field=name, reason="given more than once")
+        schema = declared[name]
+        value: Any = raw[0]
+        if schema.get("type") == "integer":
+            if not re.fullmatch(r"[0-9]{1,9}", value):
+                raise errors.InvalidQuery(field=name, reason="must be a whole number")
+            value = int(value)
+        problem = jsonschema.exceptions.best_match(
+            _StrictValidator(schema, format_checker=_format_checker).iter_errors(value))
+        if problem is not None:
+            raise errors.InvalidQuery(field=name, reason=problem.message)
+        values[name] = value
+    return values

@@ -1,0 +1,38 @@
+"""Turn service results into the JSON objects the API returns."""
+from __future__ import annotations
+
+from typing import Any
+
+from src.database.images import ImageRow
+from src.database.tasks import TaskRow
+from src.services.compute import VmView
+
+VNC_HOST = "127.0.0.1"
+
+
+def _error(code: str | None, message: str | None) -> dict[str, str] | None:
+    return {"code": code, "message": message or ""} if code else None
+
+
+def task(row: TaskRow) -> dict[str, Any]:
+    return {"id": row.id, "vm_id": row.vm_id, "action": row.action, "status": row.status,
+            "error": _error(row.error_code, row.error_message), "created_at": row.created_at,
+            "started_at": row.started_at, "finished_at": row.finished_at}
+
+
+def image(row: ImageRow) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "file": row.file, "format": row.format,
+            "size_bytes": row.size_bytes, "virtual_size_bytes": row.virtual_size_bytes,
+            "created_at": row.created_at}
+
+
+def vm(view: VmView) -> dict[str, Any]:
+    row = view.row
+    vnc = {"host": VNC_HOST, "port": row.vnc_port} if row.vnc_port else None
+    return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
+            "disk_gb": row.disk_gb, "image": {"id": row.image_id, "name": row.image_name},
+            "status": row.status, "power_state": view.power_state,
+            "task": task(view.task) if view.task else None,
+            "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
+            "error": _error(row.error_code, row.error_message),
+            "created_at": row.created_at, "updated_at": row.updated_at}

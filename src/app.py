@@ -1,0 +1,88 @@
+"""The application factory: wires config, database, libvirt and services into one WSGI callable."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+from src import errors
+from src.api.handlers import Handlers
+from src.api.http import Request, Response, error_body
+from src.api.router import Router
+from src.config import Config
+from src.database.db import Database
+from src.database.meta import ensure_installation_id
+from src.services.compute import ComputeService
+from src.services.images import ImageService
+from src.services.provisioning import Provisioner
+from src.services.tasks import TaskRunner
+from src.utils.libvirt_host import Hypervisor
+from src.utils.qemu_img import QemuImg, Runner, run_command
+
+log = logging.getLogger("iaas.api")
+
+StartResponse = Callable[..., Any]
+
+
+class App:
+    """The WSGI callable, plus the pieces tests and the server need to reach."""
+
+    def __init__(self, config: Config, db: Database, hypervisor: Hypervisor, images: ImageService,
+                 compute: ComputeService, runner: TaskRunner, installation_id: str) -> None:
+        self.config = config
+        self.db = db
+        self.hypervisor = hypervisor
+        self.images = images
+        self.compute = compute
+        self.runner = runner
+        self.installation_id = installation_id
+        self._router = Router(Handlers(db, hypervisor, compute, images, runner).routes())
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request_id = "req-" + uuid.uuid4().hex
+        request = Request(environ)
+        response = self._respond(request)
+        headers = [("Content-Type", "application/json"), ("X-Request-Id", request_id),
+                   *response.headers]
+        body = response.encoded()
+        start_response(response.wsgi_status(), headers)
+        log.info("%s %s %d %.1fms %s", request.method, request.path, response.status,
+                 (time.perf_counter() - started) * 1000, request_id)
+        return body
+
+    def _respond(self, request: Request) -> Response:
+        try:
+            return self._router.dispatch(request)
+        except errors.MethodNotAllowed as exc:
+            return Response(exc.status, error_body(exc), [("Allow", ", ".join(exc.details["allow"]))])
+        except errors.ApiError as exc:
+            return Response(exc.status, error_body(exc))
+        except Exception:  # the boundary: log everything, leak nothing
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return Response(500, error_body(errors.ApiError()))
+
+    def close(self) -> None:
+        """Stop background work and drop the libvirt connection."""
+        self.runner.shutdown()
+        self.hypervisor.close()
+
+
+def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
+               run: Runner = run_command) -> App:
+    """Build the app: migrate the DB, recover interrupted tasks, return the WSGI callable."""
+    db = Database(config.db_path)
+    db.migrate()
+    with db.write() as conn:
+        installation_id = ensure_installation_id(conn)
+    hypervisor = open_libvirt(config.libvirt_uri)
+    qemu_img = QemuImg(run)
+    images = ImageService(db, config.images_dir, qemu_img)
+    runner = TaskRunner(db, config.max_builds)
+    provisioner = Provisioner(config, hypervisor, qemu_img, installation_id)
+    compute = ComputeService(db, hypervisor, images, provisioner, runner)
+    recovered = compute.recover_interrupted()
+    if recovered:
+        log.warning("marked %d interrupted task(s) failed and cleaned up their VMs", recovered)
+    return App(config, db, hypervisor, images, compute, runner, installation_id)

@@ -1,0 +1,104 @@
+"""Operator commands behind the Makefile: db-init, db-clean, vm-cleanup, install-image."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from src.config import Config, load_config
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.database.meta import ensure_installation_id
+from src.services.images import ImageService
+from src.services.provisioning import OWNER_MARKER
+from src.utils.domain_xml import METADATA_NS
+from src.utils.libvirt_host import Hypervisor
+from src.utils.qemu_img import QemuImg
+
+SEED_IMAGE = ("Ubuntu-Base-22.04", "ubuntu-test.qcow2", "qcow2")
+
+
+def _open_db(config: Config) -> tuple[Database, str]:
+    db = Database(config.db_path)
+    db.migrate()
+    with db.write() as conn:
+        return db, ensure_installation_id(conn)
+
+
+def db_init(config: Config) -> None:
+    """Create the schema and register the owner's seed image (its file may come later)."""
+    db, installation_id = _open_db(config)
+    images = ImageService(db, config.images_dir, QemuImg())
+    name, file, fmt = SEED_IMAGE
+    added = images.seed(name, file, fmt)
+    print(f"database {config.db_path} ready (installation {installation_id}); "
+          f"image {name} -> {images.path_of(file)} {'registered' if added else 'already registered'}")
+
+
+def install_image(config: Config, name: str, source: Path) -> None:
+    """Copy a local qcow2 into the images dir (never over an existing file) and register it."""
+    db, _ = _open_db(config)
+    target = config.images_dir / source.name
+    if not target.exists():
+        config.images_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target.with_suffix(".partial"))
+        target.with_suffix(".partial").rename(target)
+    added = ImageService(db, config.images_dir, QemuImg()).seed(name, target.name, "qcow2")
+    print(f"image {name} -> {target} {'registered' if added else 'already registered'}")
+
+
+def db_clean(config: Config) -> None:
+    """Delete VM rows and their tasks only; libvirt and files are untouched."""
+    db, _ = _open_db(config)
+    with db.write() as conn:
+        ids = vm_dao.delete_all(conn)
+        task_dao.delete_for_vms(conn, ids)
+    print(f"removed {len(ids)} VM record(s)")
+
+
+def vm_cleanup(config: Config) -> None:
+    """Force off, undefine and delete the files of every VM of this installation, then its rows."""
+    db, installation_id = _open_db(config)
+    hypervisor = Hypervisor(config.libvirt_uri)
+    domains = hypervisor.domains_tagged(METADATA_NS, "installation", installation_id)
+    for uuid, name in domains:
+        hypervisor.force_off(uuid)
+        hypervisor.undefine(uuid)
+        print(f"removed domain {name} ({uuid})")
+    removed_dirs = 0
+    if config.instances_dir.is_dir():
+        for folder in config.instances_dir.iterdir():
+            marker = folder / OWNER_MARKER
+            if marker.is_file() and marker.read_text().strip() == installation_id:
+                shutil.rmtree(folder)
+                removed_dirs += 1
+    with db.write() as conn:
+        ids = vm_dao.delete_all(conn)
+        task_dao.delete_for_vms(conn, ids)
+    print(f"removed {len(domains)} domain(s), {removed_dirs} instance folder(s), {len(ids)} VM record(s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m src.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("db-init")
+    sub.add_parser("db-clean")
+    sub.add_parser("vm-cleanup")
+    install = sub.add_parser("install-image", help="copy a qcow2 into IAAS_IMAGES_DIR and register it")
+    install.add_argument("name")
+    install.add_argument("source", type=Path)
+    args = parser.parse_args(argv)
+    config = load_config()
+    if args.command == "install-image":
+        install_image(config, args.name, args.source)
+    else:
+        {"db-init": db_init, "db-clean": db_clean, "vm-cleanup": vm_cleanup}[args.command](config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

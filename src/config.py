@@ -1,0 +1,87 @@
+"""Settings: the IAAS_* environment variables, an optional env file, and their defaults."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_ENV_FILE = Path(__file__).resolve().parent.parent / "configs" / "iaas.env"
+
+# Domain types libvirt knows (virDomainVirtType); anything else is a typo we refuse at start-up.
+DOMAIN_TYPES = frozenset({
+    "kvm", "qemu", "test", "xen", "lxc", "uml", "openvz", "vmware", "hyperv",
+    "vbox", "phyp", "parallels", "bhyve", "vz", "kqemu", "hvf", "ch",
+})
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+@dataclass(frozen=True)
+class Config:
+    db_path: Path
+    libvirt_uri: str = "qemu:///system"
+    domain_type: str = "kvm"
+    images_dir: Path = Path("/var/lib/libvirt/images")
+    instances_dir: Path = Path("/var/lib/libvirt/images/iaas-instances")
+    network: str = "default"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_builds: int = 4
+
+    def __post_init__(self) -> None:
+        if self.domain_type not in DOMAIN_TYPES:
+            raise ConfigError(f"IAAS_DOMAIN_TYPE={self.domain_type!r} is not a libvirt domain type")
+        if not _NETWORK_NAME.fullmatch(self.network):
+            raise ConfigError(f"IAAS_NETWORK={self.network!r} is not a valid network name")
+        if not 1 <= self.max_builds <= 256:
+            raise ConfigError("IAAS_MAX_BUILDS must be between 1 and 256")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("IAAS_PORT must be between 0 and 65535")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (comments and blanks ignored); a missing file is empty."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAULT_ENV_FILE) -> Config:
+    """Build the Config; the process environment wins over the env file.
+
+    Raises: ConfigError for an unusable value.
+    """
+    merged = {**read_env_file(env_file), **(os.environ if environ is None else environ)}
+
+    def get(name: str, default: str) -> str:
+        return merged.get(name) or default
+
+    try:
+        port = int(get("IAAS_PORT", "8000"))
+        max_builds = int(get("IAAS_MAX_BUILDS", "4"))
+    except ValueError as exc:
+        raise ConfigError(f"IAAS_PORT and IAAS_MAX_BUILDS must be integers: {exc}") from None
+    images_dir = Path(get("IAAS_IMAGES_DIR", "/var/lib/libvirt/images")).resolve()
+    return Config(
+        db_path=Path(get("IAAS_DB_PATH", "iaas_metadata.db")).resolve(),
+        libvirt_uri=get("IAAS_LIBVIRT_URI", "qemu:///system"),
+        domain_type=get("IAAS_DOMAIN_TYPE", "kvm"),
+        images_dir=images_dir,
+        instances_dir=Path(get("IAAS_INSTANCES_DIR", str(images_dir / "iaas-instances"))).resolve(),
+        network=get("IAAS_NETWORK", "default"),
+        host=get("IAAS_HOST", "127.0.0.1"),
+        port=port,
+        max_builds=max_builds,
+    )

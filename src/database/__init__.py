@@ -1,0 +1,1 @@
+"""SQLite persistence: connection handling, migrations and one DAO module per table."""

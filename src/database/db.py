@@ -1,0 +1,92 @@
+"""SQLite connections: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE writes, numbered migrations."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from src.utils.clock import utc_now
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class Database:
+    """Opens a short-lived connection per unit of work, so threads never share one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads (each statement sees a consistent snapshot)."""
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A BEGIN IMMEDIATE transaction: committed on success, rolled back on any exception."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; return the versions applied now."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.read() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+        applied_now = []
+        for version, sql in _migrations():
+            with self.write() as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                             "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+                done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                                    (version,)).fetchone()
+                if done:
+                    continue
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                             (version, utc_now()))
+                applied_now.append(version)
+        return applied_now
+
+    def ping(self) -> None:
+        """Raises: sqlite3.Error when the database cannot be read."""
+        with self.read() as conn:
+            conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("src.database") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            found.append((int(name[:3]), entry.read_text()))
+    return sorted(found)
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split instead (migrations hold no ';' in strings).
+    return [part.strip() for part in sql.split(";") if part.strip()]

@@ -1,0 +1,46 @@
+"""DAO for the images table."""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: str
+    name: str
+    file: str
+    format: str
+    size_bytes: int | None
+    virtual_size_bytes: int | None
+    created_at: str
+
+
+_COLUMNS = "id, name, file, format, size_bytes, virtual_size_bytes, created_at"
+
+
+def insert(conn: sqlite3.Connection, image: ImageRow) -> None:
+    """Raises: sqlite3.IntegrityError when the name is taken."""
+    conn.execute(f"INSERT INTO images ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (image.id, image.name, image.file, image.format, image.size_bytes,
+                  image.virtual_size_bytes, image.created_at))
+
+
+def get(conn: sqlite3.Connection, id_or_name: str) -> ImageRow | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE id = ? OR name = ?",
+                       (id_or_name, id_or_name)).fetchone()
+    return ImageRow(**row) if row else None
+
+
+def list_all(conn: sqlite3.Connection) -> list[ImageRow]:
+    return [ImageRow(**row) for row in
+            conn.execute(f"SELECT {_COLUMNS} FROM images ORDER BY created_at, id")]
+
+
+def count_users(conn: sqlite3.Connection, image_id: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM vms WHERE image_id = ?", (image_id,)).fetchone()[0])
+
+
+def delete(conn: sqlite3.Connection, image_id: str) -> None:
+    """Raises: sqlite3.IntegrityError while a VM still references the image."""
+    conn.execute("DELETE FROM images WHERE id = ?", (image_id,))

@@ -1,0 +1,73 @@
+"""DAO for the tasks table: one row per asynchronous action on a VM."""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: str
+    vm_id: str
+    action: str
+    status: str
+    error_code: str | None
+    error_message: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+_COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
+            "finished_at")
+
+
+def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
+    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (task.id, task.vm_id, task.action, task.status, task.error_code,
+                  task.error_message, task.created_at, task.started_at, task.finished_at))
+
+
+def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return TaskRow(**row) if row else None
+
+
+def active_for_vm(conn: sqlite3.Connection, vm_id: str) -> TaskRow | None:
+    """The VM's newest unfinished task, if any."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE vm_id = ? AND status IN (?, ?) "
+                       "ORDER BY created_at DESC LIMIT 1", (vm_id, *ACTIVE)).fetchone()
+    return TaskRow(**row) if row else None
+
+
+def active_by_vm(conn: sqlite3.Connection) -> dict[str, TaskRow]:
+    """Every VM's newest unfinished task, in one query."""
+    result: dict[str, TaskRow] = {}
+    for row in conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE status IN (?, ?) "
+                            "ORDER BY created_at", ACTIVE):
+        result[row["vm_id"]] = TaskRow(**row)
+    return result
+
+
+def list_active(conn: sqlite3.Connection) -> list[TaskRow]:
+    return [TaskRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE status IN (?, ?) ORDER BY created_at", ACTIVE)]
+
+
+def mark_running(conn: sqlite3.Connection, task_id: str, now: str) -> None:
+    conn.execute("UPDATE tasks SET status = 'running', started_at = ? WHERE id = ?", (now, task_id))
+
+
+def finish(conn: sqlite3.Connection, task_id: str, now: str,
+           error: tuple[str, str] | None = None) -> None:
+    """Mark the task succeeded, or failed with (code, message)."""
+    code, message = error if error else (None, None)
+    conn.execute("UPDATE tasks SET status = ?, error_code = ?, error_message = ?, finished_at = ?, "
+                 "started_at = coalesce(started_at, ?) WHERE id = ?",
+                 ("failed" if error else "succeeded", code, message, now, now, task_id))
+
+
+def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:
+    conn.executemany("DELETE FROM tasks WHERE vm_id = ?", [(vm_id,) for vm_id in vm_ids])

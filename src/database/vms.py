@@ -1,0 +1,97 @@
+"""DAO for the vms table."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VmRow:
+    id: str
+    name: str
+    cpu: int
+    ram: int
+    disk_gb: int
+    image_id: str
+    image_name: str
+    status: str
+    vnc_port: int | None
+    error_code: str | None
+    error_message: str | None
+    created_at: str
+    updated_at: str
+    ip_addresses: list[str] = field(default_factory=list)
+
+
+_SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
+           "v.status, v.vnc_port, v.ip_addresses, v.error_code, v.error_message, v.created_at, "
+           "v.updated_at FROM vms v JOIN images i ON i.id = v.image_id")
+
+
+def _row(row: sqlite3.Row) -> VmRow:
+    values = dict(row)
+    values["ip_addresses"] = json.loads(values["ip_addresses"])
+    return VmRow(**values)
+
+
+def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
+    """Raises: sqlite3.IntegrityError when the name (or id) is taken."""
+    conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, created_at, "
+                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (vm.id, vm.name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id, vm.status,
+                  vm.created_at, vm.updated_at))
+
+
+def get(conn: sqlite3.Connection, id_or_name: str) -> VmRow | None:
+    row = conn.execute(f"{_SELECT} WHERE v.id = ? OR v.name = ?", (id_or_name, id_or_name)).fetchone()
+    return _row(row) if row else None
+
+
+def list_page(conn: sqlite3.Connection, *, status: str | None, name: str | None,
+              after: VmRow | None, limit: int) -> list[VmRow]:
+    """VMs ordered by (created_at, id), filtered, starting after the marker VM."""
+    where, params = [], []
+    if status is not None:
+        where.append("v.status = ?")
+        params.append(status)
+    if name is not None:
+        where.append("v.name = ?")
+        params.append(name)
+    if after is not None:
+        where.append("(v.created_at, v.id) > (?, ?)")
+        params += [after.created_at, after.id]
+    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY v.created_at, v.id LIMIT ?"
+    return [_row(row) for row in conn.execute(sql, (*params, limit))]
+
+
+def list_ids(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT id FROM vms")]
+
+
+def set_status(conn: sqlite3.Connection, vm_id: str, status: str, now: str,
+               error: tuple[str, str] | None = None, only_from: str | None = None) -> None:
+    """Set status (and error); with only_from, only while the VM is still in that status."""
+    code, message = error if error else (None, None)
+    sql = "UPDATE vms SET status = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ?"
+    params: tuple[object, ...] = (status, code, message, now, vm_id)
+    if only_from is not None:
+        sql += " AND status = ?"
+        params += (only_from,)
+    conn.execute(sql, params)
+
+
+def set_vnc_port(conn: sqlite3.Connection, vm_id: str, port: int | None, now: str) -> None:
+    conn.execute("UPDATE vms SET vnc_port = ?, updated_at = ? WHERE id = ?", (port, now, vm_id))
+
+
+def delete(conn: sqlite3.Connection, vm_id: str) -> None:
+    conn.execute("DELETE FROM vms WHERE id = ?", (vm_id,))
+
+
+def delete_all(conn: sqlite3.Connection) -> list[str]:
+    """Remove every VM row; return the ids removed."""
+    ids = list_ids(conn)
+    conn.execute("DELETE FROM vms")
+    return ids

@@ -1,0 +1,46 @@
+"""Every error the API can answer with: HTTP status, stable snake_case code, message template."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """Base: carries what the HTTP boundary needs to build the JSON error envelope."""
+
+    status = 500
+    code = "internal_error"
+    template = "Internal server error."
+
+    def __init__(self, message: str | None = None, /, **details: Any) -> None:
+        self.details = details
+        self.message = message or self.template.format(**details)
+        super().__init__(self.message)
+
+
+def _error(name: str, status: int, code: str, template: str) -> type[ApiError]:
+    return type(name, (ApiError,), {"status": status, "code": code, "template": template})
+
+
+# A table, not a tower of classes: one line per error the API can return.
+BadRequest = _error("BadRequest", 400, "bad_request", "{reason}")
+ValidationFailed = _error("ValidationFailed", 400, "validation_failed", "Request body is invalid.")
+InvalidQuery = _error("InvalidQuery", 400, "invalid_query", "Query parameter {field!r} is invalid: {reason}")
+MalformedJson = _error("MalformedJson", 400, "malformed_json", "Request body is not valid JSON: {reason}")
+ImageNotFoundInRequest = _error("ImageNotFoundInRequest", 400, "image_not_found", "Image {image!r} does not exist.")
+ImageFileInvalid = _error("ImageFileInvalid", 400, "image_file_invalid", "Image file {file!r} is not usable: {reason}")
+DiskTooSmall = _error("DiskTooSmall", 400, "disk_too_small",
+                      "disk_gb={disk_gb} is smaller than the image's virtual size ({minimum_gb} GiB).")
+MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {marker!r} is not a VM id in this list.")
+NotFound = _error("NotFound", 404, "not_found", "No route for {path}.")
+VmNotFound = _error("VmNotFound", 404, "vm_not_found", "VM {vm!r} does not exist.")
+ImageNotFound = _error("ImageNotFound", 404, "image_not_found", "Image {image!r} does not exist.")
+TaskNotFound = _error("TaskNotFound", 404, "task_not_found", "Task {task!r} does not exist.")
+MethodNotAllowed = _error("MethodNotAllowed", 405, "method_not_allowed", "{method} is not allowed on {path}.")
+NameConflict = _error("NameConflict", 409, "name_conflict", "A {kind} named {name!r} already exists.")
+ImageInUse = _error("ImageInUse", 409, "image_in_use", "Image {image!r} is used by {vm_count} VM(s).")
+ImageFileMissing = _error("ImageFileMissing", 409, "image_file_missing",
+                          "The file {file!r} of image {image!r} is missing from the images directory.")
+BodyTooLarge = _error("BodyTooLarge", 413, "body_too_large", "Request body exceeds {limit} bytes.")
+UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported_media_type",
+                              "Content-Type must be application/json, not {content_type!r}.")
+ServiceUnavailable = _error("ServiceUnavailable", 503, "service_unavailable", "{reason}")

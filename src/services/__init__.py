@@ -1,0 +1,1 @@
+"""Business logic: images, VMs and the tasks that build and delete them."""

@@ -1,0 +1,109 @@
+"""ImageService: register, inspect, list and unregister base images in IAAS_IMAGES_DIR."""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+from src import errors
+from src.database import images as image_dao
+from src.database.db import Database
+from src.utils.clock import utc_now
+from src.utils.qemu_img import CommandFailed, QemuImg
+
+
+class ImageService:
+    def __init__(self, db: Database, images_dir: Path, qemu_img: QemuImg) -> None:
+        self._db = db
+        self._images_dir = images_dir
+        self._qemu_img = qemu_img
+
+    def list(self) -> list[image_dao.ImageRow]:
+        with self._db.read() as conn:
+            return image_dao.list_all(conn)
+
+    def get(self, id_or_name: str) -> image_dao.ImageRow:
+        """Raises: ImageNotFound."""
+        with self._db.read() as conn:
+            image = image_dao.get(conn, id_or_name)
+        if image is None:
+            raise errors.ImageNotFound(image=id_or_name)
+        return image
+
+    def register(self, name: str, file: str, fmt: str) -> image_dao.ImageRow:
+        """Register a file that already lies in the images dir, after checking what it is.
+
+        Raises: ImageFileInvalid, NameConflict.
+        """
+        path = self.path_of(file)
+        if not path.is_file():
+            raise errors.ImageFileInvalid(file=file, reason="no such file in the images directory")
+        size, virtual_size = self.inspect(path, file, fmt)
+        image = image_dao.ImageRow(id=str(uuid.uuid4()), name=name, file=file, format=fmt,
+                                   size_bytes=size, virtual_size_bytes=virtual_size,
+                                   created_at=utc_now())
+        try:
+            with self._db.write() as conn:
+                image_dao.insert(conn, image)
+        except sqlite3.IntegrityError:
+            raise errors.NameConflict(kind="image", name=name) from None
+        return image
+
+    def seed(self, name: str, file: str, fmt: str) -> bool:
+        """Register name→file even if the file is not there yet (db-init); False if it exists."""
+        path = self.path_of(file)
+        size = virtual_size = None
+        if path.is_file():
+            size, virtual_size = self.inspect(path, file, fmt)
+        image = image_dao.ImageRow(id=str(uuid.uuid4()), name=name, file=file, format=fmt,
+                                   size_bytes=size, virtual_size_bytes=virtual_size,
+                                   created_at=utc_now())
+        try:
+            with self._db.write() as conn:
+                image_dao.insert(conn, image)
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def delete(self, id_or_name: str) -> None:
+        """Unregister the image; its file stays. Raises: ImageNotFound, ImageInUse."""
+        with self._db.write() as conn:
+            image = image_dao.get(conn, id_or_name)
+            if image is None:
+                raise errors.ImageNotFound(image=id_or_name)
+            users = image_dao.count_users(conn, image.id)
+            if users:
+                raise errors.ImageInUse(image=image.name, vm_count=users)
+            image_dao.delete(conn, image.id)
+
+    def path_of(self, file: str) -> Path:
+        """The absolute path of a bare file name inside the images dir.
+
+        Raises: ImageFileInvalid when the name is a path or resolves outside the dir.
+        """
+        if not file or "/" in file or "\0" in file or file in (".", ".."):
+            raise errors.ImageFileInvalid(file=file, reason="must be a bare file name")
+        path = self._images_dir / file
+        if not path.resolve().is_relative_to(self._images_dir.resolve()):
+            raise errors.ImageFileInvalid(file=file, reason="resolves outside the images directory")
+        return path
+
+    def inspect(self, path: Path, file: str, fmt: str) -> tuple[int, int]:
+        """(size on disk, virtual size) of a standalone image of format fmt.
+
+        Raises: ImageFileInvalid when it is another format or depends on other files.
+        """
+        try:
+            info = self._qemu_img.info(path, fmt)
+            probed = self._qemu_img.info(path, None)["format"] if fmt == "raw" else fmt
+        except CommandFailed as exc:
+            raise errors.ImageFileInvalid(file=file, reason=f"not a {fmt} image: {exc.detail}") \
+                from None
+        if probed != fmt:  # a raw claim over a qcow2 file would hide its backing chain
+            raise errors.ImageFileInvalid(file=file, reason=f"declared {fmt} but is {probed}")
+        if info.get("backing-filename") or info.get("full-backing-filename"):
+            raise errors.ImageFileInvalid(file=file, reason="has a backing file")
+        data = info.get("format-specific", {}).get("data", {})
+        if data.get("data-file"):
+            raise errors.ImageFileInvalid(file=file, reason="has an external data file")
+        return int(info.get("actual-size", 0)), int(info["virtual-size"])

@@ -1,0 +1,121 @@
+"""Build and tear down one VM on the host: overlay, XML, define, start, each step with its undo."""
+from __future__ import annotations
+
+import logging
+import shutil
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from src.config import Config
+from src.services.tasks import TaskFailed
+from src.utils.domain_xml import DomainSpec, render_domain
+from src.utils.libvirt_host import Hypervisor, HypervisorError
+from src.utils.qemu_img import CommandFailed, QemuImg
+
+log = logging.getLogger(__name__)
+
+DISK_FILE = "disk.qcow2"
+CONSOLE_LOG = "console.log"
+OWNER_MARKER = ".iaas-installation"
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    vm_id: str
+    name: str
+    cpu: int
+    ram: int
+    disk_gb: int
+    image_name: str
+    base_path: Path
+    base_format: str
+
+
+class Provisioner:
+    """Turns a BuildPlan into a running domain, or leaves nothing behind."""
+
+    def __init__(self, config: Config, hypervisor: Hypervisor, qemu_img: QemuImg,
+                 installation_id: str) -> None:
+        self._config = config
+        self._hypervisor = hypervisor
+        self._qemu_img = qemu_img
+        self._installation_id = installation_id
+
+    def instance_dir(self, vm_id: str) -> Path:
+        return self._config.instances_dir / vm_id
+
+    def build(self, plan: BuildPlan, on_running: Callable[[int | None], None]) -> None:
+        """Create and start the VM, then call on_running(vnc_port) before committing to it.
+
+        Raises: TaskFailed with the failing step's code; everything made so far is undone.
+        """
+        folder = self.instance_dir(plan.vm_id)
+        with ExitStack() as undo:
+            with _step("instance_dir_failed"):
+                self._make_folder(folder)
+            undo.callback(_best_effort, "remove files", shutil.rmtree, folder)
+            with _step("overlay_failed"):
+                self._qemu_img.create_overlay(plan.base_path, plan.base_format, folder / DISK_FILE,
+                                              plan.disk_gb * GIB)
+            xml = render_domain(self._spec(plan, folder))
+            log.debug("domain XML for %s:\n%s", plan.vm_id, xml)
+            with _step("define_failed"):
+                self._hypervisor.define(xml)
+            undo.callback(_best_effort, "undefine", self._hypervisor.undefine, plan.vm_id)
+            with _step("start_failed"):
+                self._hypervisor.start(plan.vm_id)
+            undo.callback(_best_effort, "power off", self._hypervisor.force_off, plan.vm_id)
+            on_running(self._vnc_port(plan.vm_id))
+            undo.pop_all()
+
+    def tear_down(self, vm_id: str) -> None:
+        """Force off, undefine, remove every file of the VM; missing pieces are fine.
+
+        Raises: TaskFailed when libvirt refuses or files cannot be removed.
+        """
+        with _step("power_off_failed"):
+            self._hypervisor.force_off(vm_id)
+        with _step("undefine_failed"):
+            self._hypervisor.undefine(vm_id)
+        folder = self.instance_dir(vm_id)
+        with _step("file_removal_failed"):
+            if folder.exists():
+                shutil.rmtree(folder)
+
+    def _make_folder(self, folder: Path) -> None:
+        self._config.instances_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o755)  # never reuse: an existing folder is someone else's
+        (folder / OWNER_MARKER).write_text(self._installation_id + "\n")
+
+    def _spec(self, plan: BuildPlan, folder: Path) -> DomainSpec:
+        return DomainSpec(
+            uuid=plan.vm_id, name=plan.name, domain_type=self._config.domain_type, cpu=plan.cpu,
+            ram_mib=plan.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
+            network=self._config.network, console_log=str(folder / CONSOLE_LOG),
+            installation_id=self._installation_id, image_name=plan.image_name)
+
+    def _vnc_port(self, vm_id: str) -> int | None:
+        try:
+            return self._hypervisor.vnc_port(vm_id)
+        except HypervisorError as exc:  # the VM runs; a missing console port is not fatal
+            log.warning("could not read VNC port of %s: %s", vm_id, exc)
+            return None
+
+
+@contextmanager
+def _step(code: str) -> Iterator[None]:
+    """Turn a host-side failure inside the block into TaskFailed(code, reason)."""
+    try:
+        yield
+    except (HypervisorError, CommandFailed, OSError) as exc:
+        raise TaskFailed(code, str(exc)) from exc
+
+
+def _best_effort(what: str, func: Callable[..., object], *args: object) -> None:
+    try:
+        func(*args)
+    except Exception as exc:  # undo must go on with the remaining steps
+        log.error("undo step %r failed: %s", what, exc)

@@ -1,0 +1,1 @@
+"""Small helpers: time, qemu-img, domain XML rendering and the one libvirt module."""

@@ -1,0 +1,46 @@
+"""Render libvirt domain XML from configs/vm_template.xml with autoescape and StrictUndefined."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jinja2
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
+TEMPLATE_NAME = "vm_template.xml"
+METADATA_NS = "https://iaas.example.org/xmlns/instance/1"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything the template may use; values are escaped, never trusted as markup."""
+
+    uuid: str
+    name: str
+    domain_type: str
+    cpu: int
+    ram_mib: int
+    disk_path: str
+    disk_format: str
+    network: str
+    console_log: str
+    installation_id: str
+    image_name: str
+    metadata_ns: str = METADATA_NS
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render_domain(spec: DomainSpec) -> str:
+    """The domain XML for spec.
+
+    Raises: jinja2.UndefinedError if the template uses a value the spec lacks.
+    """
+    return _env.get_template(TEMPLATE_NAME).render(**asdict(spec))

@@ -1,0 +1,125 @@
+"""Test helpers shared by every tier: an in-process client that checks the OpenAPI contract."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import make_server
+
+from src.api.openapi import DOCUMENT
+from src.api.validation import _StrictValidator, _format_checker
+from src.app import App
+from src.serve import QuietHandler, ThreadingWSGIServer
+
+TEST_HOST_XML = """<node>
+  <cpu>
+    <mode>paravirt</mode><model>x86_64</model><active>16</active><nodes>1</nodes>
+    <sockets>1</sockets><cores>16</cores><threads>1</threads><mhz>3000</mhz>
+  </cpu>
+  <memory>67108864</memory>
+  <network>
+    <name>{network}</name>
+    <bridge name='virbr-iaas-t'/>
+    <ip address='10.250.0.1' netmask='255.255.255.0'/>
+  </network>
+</node>
+"""
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any = field(default=None)
+
+    @property
+    def error_code(self) -> str | None:
+        return self.body["error"]["code"] if isinstance(self.body, dict) and "error" in self.body \
+            else None
+
+
+def _operation(method: str, path: str) -> dict[str, Any] | None:
+    for template, item in DOCUMENT["paths"].items():
+        regex = "^" + re.sub(r"\{\w+\}", "[^/]+", template) + "$"
+        if re.match(regex, path):
+            return item.get(method.lower())
+    return None
+
+
+def check_contract(method: str, path: str, reply: Reply) -> None:
+    """Assert the reply's body matches the OpenAPI response schema for its status."""
+    assert reply.headers.get("X-Request-Id"), "every response carries X-Request-Id"
+    operation = _operation(method, path)
+    if operation is None or str(reply.status) not in operation["responses"]:
+        schema: dict[str, Any] = {"$ref": "#/components/schemas/Error"}
+        assert reply.status >= 400, f"{method} {path} -> {reply.status} is not documented"
+    else:
+        content = operation["responses"][str(reply.status)].get("content")
+        if content is None:
+            assert reply.body is None, f"{method} {path} -> {reply.status} should have no body"
+            return
+        schema = content["application/json"]["schema"]
+    validator = _StrictValidator({**schema, "components": DOCUMENT["components"]},
+                                 format_checker=_format_checker)
+    problems = [e.message for e in validator.iter_errors(reply.body)]
+    assert not problems, f"{method} {path} -> {reply.status} breaks the contract: {problems}"
+
+
+class Client:
+    """Calls the WSGI app in-process, like a server would, and checks every reply's contract."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                content_type: str = "application/json") -> Reply:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        target, _, query = path.partition("?")
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": target, "QUERY_STRING": query,
+                   "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(data)),
+                   "wsgi.input": io.BytesIO(data)}
+        captured: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            captured["status"] = int(status.split()[0])
+            captured["headers"] = dict(headers)
+
+        payload = b"".join(self.app(environ, start_response))
+        reply = Reply(captured["status"], captured["headers"], json.loads(payload) if payload else None)
+        check_contract(method, target, reply)
+        return reply
+
+    def get(self, path: str) -> Reply:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: Any) -> Reply:
+        return self.request("POST", path, body)
+
+    def delete(self, path: str) -> Reply:
+        return self.request("DELETE", path)
+
+    def wait_task(self, task_id: str, seconds: int = 60) -> dict[str, Any]:
+        reply = self.get(f"/v1/tasks/{task_id}?wait={seconds}")
+        assert reply.status == 200, reply.body
+        assert reply.body["status"] in ("succeeded", "failed"), reply.body
+        return reply.body
+
+
+class LiveServer:
+    """The app behind the real threaded wsgiref server on 127.0.0.1, in a background thread."""
+
+    def __init__(self, app: App) -> None:
+        self.server = make_server("127.0.0.1", 0, app, server_class=ThreadingWSGIServer,
+                                  handler_class=QuietHandler)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)
