@@ -59,10 +59,9 @@ def db_clean(config: Config) -> None:
     print(f"removed {len(ids)} VM record(s)")
 
 
-def vm_cleanup(config: Config) -> None:
+def vm_cleanup(config: Config, hypervisor: Hypervisor) -> None:
     """Force off, undefine and delete the files of every VM of this installation, then its rows."""
     db, installation_id = _open_db(config)
-    hypervisor = Hypervisor(config.libvirt_uri)
     domains = hypervisor.domains_tagged(METADATA_NS, "installation", installation_id)
     for uuid, name in domains:
         hypervisor.force_off(uuid)
@@ -95,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config()
     if args.command == "install-image":
         install_image(config, args.name, args.source)
+    elif args.command == "vm-cleanup":
+        vm_cleanup(config, Hypervisor(config.libvirt_uri))
     else:
-        {"db-init": db_init, "db-clean": db_clean, "vm-cleanup": vm_cleanup}[args.command](config)
+        {"db-init": db_init, "db-clean": db_clean}[args.command](config)
     return 0
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 DEFAULT_ENV_FILE = Path(__file__).resolve().parent.parent / "configs" / "iaas.env"
 

@@ -10,7 +10,7 @@ from typing import Any
 from wsgiref.simple_server import make_server
 
 from src.api.openapi import DOCUMENT
-from src.api.validation import _StrictValidator, _format_checker
+from src.api.validation import _format_checker, _StrictValidator
 from src.app import App
 from src.serve import QuietHandler, ThreadingWSGIServer
 

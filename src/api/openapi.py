@@ -103,8 +103,9 @@ VM_PARAM = _path_param("vm", "VM id or name")
 IMAGE_PARAM = _path_param("image", "Image id or name")
 
 PATHS: dict[str, Any] = {
-    "/healthz": {"get": {"operationId": "health", "responses": _responses(
-        200, _ref("Health"), 503)}},
+    "/healthz": {"get": {"operationId": "health", "responses": {
+        "200": {"description": "DB and libvirt answer", **_json(_ref("Health"))},
+        "503": {"description": "A part does not answer", **_json(_ref("Health"))}}}},
     "/v1/openapi.json": {"get": {"operationId": "openapi", "responses": _responses(
         200, {"type": "object"})}},
     "/v1/images": {

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -31,7 +31,7 @@ _StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(schema_name: str) -> Any:
     schema = {"$ref": f"#/components/schemas/{schema_name}", "components": DOCUMENT["components"]}
     return _StrictValidator(schema, format_checker=_format_checker)
@@ -53,7 +53,10 @@ def validate_body(schema_name: str, body: Any) -> dict[str, Any]:
     """
     problems = sorted(_validator(schema_name).iter_errors(body), key=lambda e: list(e.path))
     if problems:
-        fields = [{"field": _field(error), "message": error.message} for error in problems]
+        first: dict[str, str] = {}
+        for error in problems:  # one message per field: pattern and format often both fire
+            first.setdefault(_field(error), error.message)
+        fields = [{"field": name, "message": message} for name, message in first.items()]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         raise errors.ValidationFailed(f"Request body is invalid: {summary}", errors=fields)
     result: dict[str, Any] = body

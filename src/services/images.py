@@ -38,32 +38,35 @@ class ImageService:
         path = self.path_of(file)
         if not path.is_file():
             raise errors.ImageFileInvalid(file=file, reason="no such file in the images directory")
-        size, virtual_size = self.inspect(path, file, fmt)
-        image = image_dao.ImageRow(id=str(uuid.uuid4()), name=name, file=file, format=fmt,
-                                   size_bytes=size, virtual_size_bytes=virtual_size,
-                                   created_at=utc_now())
-        try:
-            with self._db.write() as conn:
-                image_dao.insert(conn, image)
-        except sqlite3.IntegrityError:
-            raise errors.NameConflict(kind="image", name=name) from None
+        image = self._insert(name, file, fmt, self.inspect(path, file, fmt))
+        if image is None:
+            raise errors.NameConflict(kind="image", name=name)
         return image
 
     def seed(self, name: str, file: str, fmt: str) -> bool:
-        """Register name→file even if the file is not there yet (db-init); False if it exists."""
+        """Register name→file even if the file is not there yet (db-init); False if it exists.
+
+        Raises: ImageFileInvalid when the file is there but is not a usable image.
+        """
+        with self._db.read() as conn:
+            if image_dao.get(conn, name) is not None:
+                return False
         path = self.path_of(file)
-        size = virtual_size = None
-        if path.is_file():
-            size, virtual_size = self.inspect(path, file, fmt)
+        sizes = self.inspect(path, file, fmt) if path.is_file() else (None, None)
+        return self._insert(name, file, fmt, sizes) is not None
+
+    def _insert(self, name: str, file: str, fmt: str,
+                sizes: tuple[int | None, int | None]) -> image_dao.ImageRow | None:
+        """Store a new image row; None when the name is already taken."""
         image = image_dao.ImageRow(id=str(uuid.uuid4()), name=name, file=file, format=fmt,
-                                   size_bytes=size, virtual_size_bytes=virtual_size,
+                                   size_bytes=sizes[0], virtual_size_bytes=sizes[1],
                                    created_at=utc_now())
         try:
             with self._db.write() as conn:
                 image_dao.insert(conn, image)
         except sqlite3.IntegrityError:
-            return False
-        return True
+            return None
+        return image
 
     def delete(self, id_or_name: str) -> None:
         """Unregister the image; its file stays. Raises: ImageNotFound, ImageInUse."""

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from src.config import Config
 from src.services.tasks import TaskFailed
@@ -117,5 +117,5 @@ def _step(code: str) -> Iterator[None]:
 def _best_effort(what: str, func: Callable[..., object], *args: object) -> None:
     try:
         func(*args)
-    except Exception as exc:  # undo must go on with the remaining steps
+    except Exception as exc:  # noqa: BLE001 - undo must go on with the remaining steps
         log.error("undo step %r failed: %s", what, exc)

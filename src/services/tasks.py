@@ -5,8 +5,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 from src.database import tasks as task_dao
 from src.database.db import Database

@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import libvirt  # type: ignore[import-untyped]
 
@@ -165,13 +166,17 @@ class Hypervisor:
         return {domain.UUIDString(): POWER_STATES.get(values.get("state.state", -1), "unknown")
                 for domain, values in stats}
 
-    def vnc_port(self, uuid: str) -> int | None:
-        """The VNC port QEMU was given (autoport), or None when it has none."""
+    def domain_xml(self, uuid: str) -> str:
+        """The live (or inactive) XML libvirt holds for the domain. Raises: DomainNotFound."""
         with _translated():
             domain = self._domain(uuid)
             self.calls += 1
-            xml = domain.XMLDesc(0)
-        graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
+            xml: str = domain.XMLDesc(0)
+        return xml
+
+    def vnc_port(self, uuid: str) -> int | None:
+        """The VNC port QEMU was given (autoport), or None when it has none."""
+        graphics = ET.fromstring(self.domain_xml(uuid)).find("./devices/graphics[@type='vnc']")
         port = int(graphics.get("port", "-1")) if graphics is not None else -1
         return port if port > 0 else None
 

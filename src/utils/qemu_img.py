@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,76 @@
+"""The HTTP boundary: one error envelope, 404/405/413/415, request ids, the OpenAPI document."""
+import io
+import json
+import socket
+
+from src.api.openapi import DOCUMENT
+from src.app import App
+from tests.support import Client, LiveServer
+
+
+def test_unknown_path_is_404_with_envelope(client: Client) -> None:
+    reply = client.get("/v1/nothing-here")
+    assert reply.status == 404
+    assert set(reply.body) == {"error"}
+    assert set(reply.body["error"]) == {"code", "message", "details"}
+    assert reply.error_code == "not_found"
+
+
+def test_wrong_method_is_405_with_allow(client: Client) -> None:
+    reply = client.request("PUT", "/v1/vms")
+    assert reply.status == 405
+    assert reply.headers["Allow"] == "GET, POST"
+    assert client.request("PATCH", "/v1/vms/some-vm").headers["Allow"] == "DELETE, GET"
+
+
+def test_every_response_has_a_unique_request_id(client: Client) -> None:
+    ids = {client.get("/healthz").headers["X-Request-Id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_non_json_content_type_is_415(client: Client) -> None:
+    reply = client.request("POST", "/v1/vms", raw=b"name=vm", content_type="text/plain")
+    assert reply.status == 415
+    assert reply.error_code == "unsupported_media_type"
+
+
+def test_malformed_json_is_400(client: Client) -> None:
+    for raw in (b"{", b"", b"\xff\xfe", b'{"name": }'):
+        reply = client.request("POST", "/v1/vms", raw=raw)
+        assert reply.status == 400 and reply.error_code == "malformed_json", raw
+
+
+class ExplodingInput(io.RawIOBase):
+    def read(self, size: int = -1) -> bytes:
+        raise AssertionError("the body must not be read")
+
+
+def test_oversized_body_is_413_without_reading_it(app: App) -> None:
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/vms", "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": str(64 * 1024 + 1), "wsgi.input": ExplodingInput()}
+    captured = {}
+    body = b"".join(app(environ, lambda status, headers: captured.update(status=status)))
+    assert captured["status"].startswith("413")
+    assert json.loads(body)["error"]["code"] == "body_too_large"
+
+
+def test_oversized_body_over_a_real_socket(app: App) -> None:
+    server = LiveServer(app)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 10000000\r\n\r\n" + b"{" * 1000)
+            answer = sock.recv(65536).decode()
+        assert answer.startswith(("HTTP/1.0 413", "HTTP/1.1 413"))
+    finally:
+        server.stop()
+
+
+def test_openapi_document_lists_every_route(client: Client, app: App) -> None:
+    reply = client.get("/v1/openapi.json")
+    assert reply.status == 200
+    assert reply.body["openapi"] == "3.1.0"
+    routes = {(route.method.lower(), route.pattern) for route, _ in app._router._routes}
+    documented = {(method, path) for path, item in DOCUMENT["paths"].items()
+                  for method in item if method != "parameters"}
+    assert routes == documented
