@@ -18,7 +18,7 @@ from src.services.compute import ComputeService
 from src.services.images import ImageService
 from src.services.provisioning import Provisioner
 from src.services.tasks import TaskRunner
-from src.utils.libvirt_host import Hypervisor
+from src.utils.libvirt_host import Hypervisor, HypervisorError
 from src.utils.qemu_img import QemuImg, Runner, run_command
 
 log = logging.getLogger("iaas.api")
@@ -60,6 +60,9 @@ class App:
             return Response(exc.status, error_body(exc), [("Allow", ", ".join(exc.details["allow"]))])
         except errors.ApiError as exc:
             return Response(exc.status, error_body(exc))
+        except HypervisorError as exc:
+            log.error("libvirt failed on %s %s: %s", request.method, request.path, exc)
+            return Response(503, error_body(errors.HypervisorUnavailable(reason=str(exc))))
         except Exception:  # the boundary: log everything, leak nothing
             log.exception("unhandled error on %s %s", request.method, request.path)
             return Response(500, error_body(errors.ApiError()))

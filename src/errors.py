@@ -43,4 +43,5 @@ ImageFileMissing = _error("ImageFileMissing", 409, "image_file_missing",
 BodyTooLarge = _error("BodyTooLarge", 413, "body_too_large", "Request body exceeds {limit} bytes.")
 UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported_media_type",
                               "Content-Type must be application/json, not {content_type!r}.")
-ServiceUnavailable = _error("ServiceUnavailable", 503, "service_unavailable", "{reason}")
+HypervisorUnavailable = _error("HypervisorUnavailable", 503, "hypervisor_unavailable",
+                               "libvirt did not answer: {reason}")

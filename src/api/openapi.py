@@ -85,7 +85,7 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _responses(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
     responses: dict[str, Any] = {str(ok): {"description": "Success",
                                            **(_json(schema) if schema else {})}}
-    for status in errors:
+    for status in (*errors, 500, 503):
         responses[str(status)] = {"description": "Error", **_json(_ref("Error"))}
     return responses
 

@@ -2,9 +2,13 @@
 import io
 import json
 import socket
+from dataclasses import replace
+from pathlib import Path
 
 from src.api.openapi import DOCUMENT
 from src.app import App
+from src.config import Config
+from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client, LiveServer
 
 
@@ -74,3 +78,27 @@ def test_openapi_document_lists_every_route(client: Client, app: App) -> None:
     documented = {(method, path) for path, item in DOCUMENT["paths"].items()
                   for method in item if method != "parameters"}
     assert routes == documented
+
+
+def test_unexpected_error_is_a_generic_500(make_app: AppFactory, config: Config) -> None:
+    def broken_qemu_img(argv: object) -> str:
+        raise RuntimeError("secret internal detail /etc/shadow")
+
+    client = Client(make_app(config, run=broken_qemu_img))
+    (config.images_dir / "disk.qcow2").write_bytes(b"x")
+    reply = client.post("/v1/images", {"name": "img", "file": "disk.qcow2", "format": "qcow2"})
+    assert reply.status == 500
+    assert reply.body == {"error": {"code": "internal_error", "message": "Internal server error.",
+                                    "details": {}}}
+
+
+def test_libvirt_down_is_503_and_changes_nothing(make_app: AppFactory, config: Config,
+                                                 tmp_path: Path) -> None:
+    client = Client(make_app(replace(config, libvirt_uri=f"test://{tmp_path}/gone.xml")))
+    make_qcow2(config.images_dir / "base.qcow2")
+    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
+                                      "format": "qcow2"}).status == 201
+    reply = client.post("/v1/vms", {"name": "vm", "cpu": 1, "ram": 256, "image_name": "base"})
+    assert reply.status == 503 and reply.error_code == "hypervisor_unavailable"
+    with client.app.db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM vms").fetchone()[0] == 0
