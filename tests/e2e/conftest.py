@@ -1,0 +1,116 @@
+"""E2E fixtures: qemu:///system, a network of our own, a workspace qemu can read, live apps."""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt  # type: ignore[import-untyped]
+import pytest
+
+from src.app import App
+from src.config import Config
+from tests.conftest import AppFactory
+from tests.e2e.host import (
+    SYSTEM_URI,
+    TINY_IMAGE_NAME,
+    HostUnavailable,
+    IsolatedNetwork,
+    make_workspace,
+    open_system,
+    purge_domains,
+    remove_network,
+    start_isolated_network,
+)
+from tests.e2e.http_client import HttpClient
+from tests.support import Client, LiveServer
+
+E2eAppFactory = Callable[[Config], App]
+
+
+@pytest.fixture(scope="session")
+def system_conn() -> Iterator[libvirt.virConnect]:
+    """Our own connection to qemu:///system; the tier fails (never skips) when libvirtd is down."""
+    try:
+        conn = open_system()
+    except HostUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_network(system_conn: libvirt.virConnect) -> Iterator[IsolatedNetwork]:
+    net = start_isolated_network(system_conn, "iaas-e2e")
+    try:
+        yield net
+    finally:
+        remove_network(system_conn, net)
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    """/var/lib/libvirt/images/iaas-e2e-XXXX with images/tiny-linux.qcow2 and instances/."""
+    try:
+        root = make_workspace("iaas-e2e-")
+    except HostUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def e2e_config(tmp_path: Path, workspace: Path, e2e_network: IsolatedNetwork) -> Config:
+    return Config(db_path=tmp_path / "iaas.db", libvirt_uri=SYSTEM_URI, domain_type="qemu",
+                  images_dir=workspace / "images", instances_dir=workspace / "instances",
+                  network=e2e_network.name, max_builds=2)
+
+
+def vm_ids_of(app: App) -> set[str]:
+    """Every VM id the app's DB knows, including those whose row a delete already removed."""
+    with app.db.read() as conn:
+        rows = conn.execute("SELECT id FROM vms UNION SELECT vm_id FROM tasks").fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.fixture
+def make_e2e_app(make_app: AppFactory, workspace: Path,
+                 system_conn: libvirt.virConnect) -> Iterator[E2eAppFactory]:
+    """Apps on qemu:///system; at teardown their builds stop and every domain of theirs goes."""
+    apps: list[App] = []
+
+    def factory(config: Config) -> App:
+        app = make_app(config)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.close()  # no build may define a domain after the purge
+        purge_domains(system_conn, vm_ids_of(app), app.installation_id)
+
+
+@pytest.fixture
+def e2e_app(make_e2e_app: E2eAppFactory, e2e_config: Config) -> App:
+    return make_e2e_app(e2e_config)
+
+
+@pytest.fixture
+def live_client(e2e_app: App) -> Iterator[HttpClient]:
+    """The app behind the real threaded server on 127.0.0.1."""
+    server = LiveServer(e2e_app)
+    try:
+        yield HttpClient(server.url)
+    finally:
+        server.stop()
+
+
+def register_tiny_image(client: Client | HttpClient) -> dict[str, Any]:
+    reply = client.post("/v1/images", {"name": TINY_IMAGE_NAME, "file": "tiny-linux.qcow2",
+                                       "format": "qcow2"})
+    assert reply.status == 201, reply.body
+    image: dict[str, Any] = reply.body
+    return image
