@@ -13,7 +13,7 @@ setup:
 setup-dev:
 	REQUIREMENTS=requirements-dev.txt scripts/setup.sh
 
-$(TINY_IMAGE):
+$(TINY_IMAGE): | setup
 	scripts/build_tiny_image.sh $@
 
 image: $(TINY_IMAGE)

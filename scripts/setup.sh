@@ -37,11 +37,21 @@ fix_kvm_permissions() {
     fi
 }
 
+libvirt_answers() { as_root virsh -c qemu:///system version >/dev/null 2>&1; }
+
 start_daemons() {
-    pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; as_root virtlogd -d; }
-    pgrep -x libvirtd >/dev/null || { say "starting libvirtd"; as_root libvirtd -d; }
+    libvirt_answers && return
+    if [[ -d /run/systemd/system ]]; then
+        # A systemd host: let its units (and socket activation) own the daemons.
+        say "starting virtlogd and libvirtd with systemd"
+        as_root systemctl start virtlogd.socket libvirtd.socket libvirtd.service
+    else
+        # No init system here (containers, CI sandboxes): run them as daemons ourselves.
+        pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; as_root virtlogd -d; }
+        pgrep -x libvirtd >/dev/null || { say "starting libvirtd"; as_root libvirtd -d; }
+    fi
     local deadline=$((SECONDS + 60))
-    until as_root virsh -c qemu:///system version >/dev/null 2>&1; do
+    until libvirt_answers; do
         ((SECONDS < deadline)) || { say "libvirtd does not answer on qemu:///system"; exit 1; }
         sleep 0.5
     done

@@ -44,8 +44,9 @@ def install_image(config: Config, name: str, source: Path) -> None:
     target = config.images_dir / source.name
     if not target.exists():
         config.images_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target.with_suffix(".partial"))
-        target.with_suffix(".partial").rename(target)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(source, partial)
+        partial.rename(target)
     added = ImageService(db, config.images_dir, QemuImg()).seed(name, target.name, "qcow2")
     print(f"image {name} -> {target} {'registered' if added else 'already registered'}")
 

@@ -41,6 +41,11 @@ def count_users(conn: sqlite3.Connection, image_id: str) -> int:
     return int(conn.execute("SELECT count(*) FROM vms WHERE image_id = ?", (image_id,)).fetchone()[0])
 
 
+def set_sizes(conn: sqlite3.Connection, image_id: str, size: int, virtual_size: int) -> None:
+    conn.execute("UPDATE images SET size_bytes = ?, virtual_size_bytes = ? WHERE id = ?",
+                 (size, virtual_size, image_id))
+
+
 def delete(conn: sqlite3.Connection, image_id: str) -> None:
     """Raises: sqlite3.IntegrityError while a VM still references the image."""
     conn.execute("DELETE FROM images WHERE id = ?", (image_id,))

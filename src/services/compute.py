@@ -136,10 +136,7 @@ class ComputeService:
         return len(interrupted)
 
     def _disk_gb(self, image: image_dao.ImageRow, requested: int | None) -> int:
-        virtual_size = image.virtual_size_bytes
-        if virtual_size is None:  # seeded before its file arrived
-            virtual_size = self._images.inspect(self._images.path_of(image.file), image.file,
-                                                image.format)[1]
+        virtual_size = self._images.virtual_size(image)
         minimum = max(1, math.ceil(virtual_size / GIB))
         if requested is None:
             return minimum

@@ -79,6 +79,18 @@ class ImageService:
                 raise errors.ImageInUse(image=image.name, vm_count=users)
             image_dao.delete(conn, image.id)
 
+    def virtual_size(self, image: image_dao.ImageRow) -> int:
+        """The image's virtual size; learned and stored now if it was seeded before its file.
+
+        Raises: ImageFileInvalid when the file is not a usable image.
+        """
+        if image.virtual_size_bytes is not None:
+            return image.virtual_size_bytes
+        size, virtual_size = self.inspect(self.path_of(image.file), image.file, image.format)
+        with self._db.write() as conn:
+            image_dao.set_sizes(conn, image.id, size, virtual_size)
+        return virtual_size
+
     def path_of(self, file: str) -> Path:
         """The absolute path of a bare file name inside the images dir.
 

@@ -26,6 +26,7 @@ MISSING = "missing"
 # The test driver refuses NVRAM/checkpoint flags; our domains have neither.
 _UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+_NOT_OURS = {libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN}
 _UNREACHABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
 
 
@@ -118,9 +119,12 @@ class Hypervisor:
                     return
                 raise
             self.calls += 1
-            if domain.isActive():
-                self.calls += 1
+            try:
                 domain.destroy()
+            except libvirt.libvirtError as exc:
+                # Already off (or it powered itself off just now): nothing to do.
+                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
 
     def undefine(self, uuid: str) -> None:
         """Remove the definition; a missing domain is fine."""
@@ -190,8 +194,10 @@ class Hypervisor:
                 self.calls += 1
                 try:
                     metadata = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace)
-                except libvirt.libvirtError:
-                    continue  # no metadata of ours: not our domain
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() in _NOT_OURS:
+                        continue  # no metadata of ours, or gone meanwhile: not our domain
+                    raise
                 element = ET.fromstring(metadata).find(tag)
                 if element is not None and element.text == value:
                     found.append((domain.UUIDString(), domain.name()))

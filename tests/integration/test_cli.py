@@ -27,6 +27,7 @@ def test_db_init_registers_the_owner_image_once(config: Config, make_app: AppFac
     make_qcow2(config.images_dir / "ubuntu-test.qcow2", "2G")
     reply = client.post("/v1/vms", OWNER_EXAMPLE)
     assert reply.status == 202 and reply.body["disk_gb"] == 2
+    assert client.get("/v1/images/Ubuntu-Base-22.04").body["virtual_size_bytes"] == 2 * 1024 ** 3
     assert client.wait_task(reply.body["task"]["id"])["status"] == "succeeded"
 
 
