@@ -82,6 +82,14 @@ class Hypervisor:
         self.calls += 1
         return self._connection().lookupByUUIDString(uuid)
 
+    def _domain_if_any(self, uuid: str) -> libvirt.virDomain | None:
+        try:
+            return self._domain(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -112,12 +120,9 @@ class Hypervisor:
     def force_off(self, uuid: str) -> None:
         """Hard power-off if running; a missing or stopped domain is fine."""
         with _translated():
-            try:
-                domain = self._domain(uuid)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return
-                raise
+            domain = self._domain_if_any(uuid)
+            if domain is None:
+                return
             self.calls += 1
             try:
                 domain.destroy()
@@ -129,12 +134,9 @@ class Hypervisor:
     def undefine(self, uuid: str) -> None:
         """Remove the definition; a missing domain is fine."""
         with _translated():
-            try:
-                domain = self._domain(uuid)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return
-                raise
+            domain = self._domain_if_any(uuid)
+            if domain is None:
+                return
             self.calls += 1
             domain.undefineFlags(_UNDEFINE_FLAGS)
 

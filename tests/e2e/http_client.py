@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.support import Reply, check_contract
+from tests.support import Reply, Verbs, check_contract
 
 # No proxies: one set in the environment must never carry calls to 127.0.0.1 off the machine.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -27,7 +27,7 @@ def fetch(base_url: str, method: str, path: str, body: Any = None) -> Reply:
     return Reply(status, headers, json.loads(payload) if payload else None)
 
 
-class HttpClient:
+class HttpClient(Verbs):
     """Same calls as tests.support.Client, but over a real socket."""
 
     def __init__(self, base_url: str) -> None:
@@ -37,15 +37,6 @@ class HttpClient:
         reply = fetch(self.base_url, method, path, body)
         check_contract(method, path.partition("?")[0], reply)
         return reply
-
-    def get(self, path: str) -> Reply:
-        return self.request("GET", path)
-
-    def post(self, path: str, body: Any) -> Reply:
-        return self.request("POST", path, body)
-
-    def delete(self, path: str) -> Reply:
-        return self.request("DELETE", path)
 
     def wait_task(self, task_id: str, deadline_s: float = 180) -> dict[str, Any]:
         """Long-poll the task until it finishes; fail if it is still going at the deadline."""

@@ -49,6 +49,18 @@ def setup_image(config: Config, client: Client) -> None:
                                       "format": "qcow2"}).status == 201
 
 
+def one_build_in_progress(make_app: AppFactory, config: Config
+                          ) -> tuple[App, Client, GatedQemuImg, dict[str, Any]]:
+    """An app with one build slot, taken by VM `first`, which is held inside qemu-img."""
+    gated = GatedQemuImg()
+    app = make_app(replace(config, max_builds=1), run=gated)
+    client = Client(app)
+    setup_image(config, client)
+    first = client.post("/v1/vms", {**VM, "name": "first"}).body
+    assert gated.entered.acquire(timeout=10)
+    return app, client, gated, first
+
+
 def create_and_fail(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
     reply = client.post("/v1/vms", VM)
     assert reply.status == 202
@@ -82,12 +94,7 @@ def test_failed_step_is_undone(make_app: AppFactory, config: Config, deps: dict,
 
 
 def test_define_rejected_by_libvirt_is_undone(make_app: AppFactory, config: Config) -> None:
-    gated = GatedQemuImg()
-    app = make_app(replace(config, max_builds=1), run=gated)
-    client = Client(app)
-    setup_image(config, client)
-    first = client.post("/v1/vms", {**VM, "name": "first"}).body
-    assert gated.entered.acquire(timeout=10)
+    app, client, gated, first = one_build_in_progress(make_app, config)
     second = client.post("/v1/vms", VM).body
     assert client.get(f"/v1/tasks/{second['task']['id']}").body["status"] == "queued"
     # While the build waits its turn, something else takes the domain name on the host.
@@ -117,12 +124,7 @@ def test_builds_beyond_the_limit_wait_queued(make_app: AppFactory, config: Confi
 
 
 def test_delete_of_a_queued_build_cancels_it(make_app: AppFactory, config: Config) -> None:
-    gated = GatedQemuImg()
-    app = make_app(replace(config, max_builds=1), run=gated)
-    client = Client(app)
-    setup_image(config, client)
-    first = client.post("/v1/vms", {**VM, "name": "first"}).body
-    assert gated.entered.acquire(timeout=10)
+    _app, client, gated, first = one_build_in_progress(make_app, config)
     queued = client.post("/v1/vms", VM).body
     delete = client.delete(f"/v1/vms/{queued['id']}").body
     gated.gate.set()
