@@ -99,6 +99,9 @@ class TaskRunner:
                 log.exception("task %s (%s) crashed", task.id, task.action)
                 error = ("internal_error", "The task failed unexpectedly; see the server log.")
             self._finish(task.id, error)
+        if task.action == "delete" and error is None:
+            with self._guard:  # the VM is gone: no task will ask for its lock again
+                self._vm_locks.pop(task.vm_id, None)
         log.info("task %s %s for vm %s: %s", task.id, task.action, task.vm_id,
                  "succeeded" if error is None else f"failed ({error[0]})")
 
