@@ -17,10 +17,6 @@ class Route:
     pattern: str
     handler: Handler
 
-    @property
-    def regex(self) -> re.Pattern[str]:
-        return _compile(self.pattern)
-
 
 def _compile(pattern: str) -> re.Pattern[str]:
     # "/v1/vms/{vm}" -> named group matching one path segment
