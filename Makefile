@@ -3,6 +3,8 @@
 
 PYTHON      := .venv/bin/python
 TINY_IMAGE  := images/tiny-linux.qcow2
+# The same guest with nothing listening to the ACPI power button (graceful shutdown is ignored).
+DEAF_IMAGE  := images/tiny-linux-noacpi.qcow2
 PYTEST_ARGS ?=
 
 .PHONY: setup setup-dev image db-init db-clean serve test test-fast test-e2e vm-cleanup bench lint
@@ -13,10 +15,16 @@ setup:
 setup-dev:
 	REQUIREMENTS=requirements-dev.txt scripts/setup.sh
 
-$(TINY_IMAGE): | setup
+# Rebuilt when the recipe changes (the script itself reuses an existing file).
+$(TINY_IMAGE): scripts/build_tiny_image.sh | setup
+	rm -f $@
 	scripts/build_tiny_image.sh $@
 
-image: $(TINY_IMAGE)
+$(DEAF_IMAGE): scripts/build_tiny_image.sh | setup
+	rm -f $@
+	TINY_ACPI=ignore scripts/build_tiny_image.sh $@
+
+image: $(TINY_IMAGE) $(DEAF_IMAGE)
 
 db-init: setup
 	$(PYTHON) -m src.cli db-init
@@ -29,18 +37,19 @@ serve: db-init $(TINY_IMAGE)
 	$(PYTHON) -m src.cli install-image tiny-linux $(TINY_IMAGE)
 	exec $(PYTHON) -m src.serve
 
+# Orphans only; ALL=1 also removes every VM of this installation and its records.
 vm-cleanup: setup
-	$(PYTHON) -m src.cli vm-cleanup
+	$(PYTHON) -m src.cli vm-cleanup $(if $(ALL),--all)
 
 # Every tier: unit, integration (libvirt test driver), e2e (qemu:///system, real guest).
 # pytest's exit 5 (no tests collected) fails this target like any other non-zero exit.
-test: lint $(TINY_IMAGE)
+test: lint $(TINY_IMAGE) $(DEAF_IMAGE)
 	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests
 
 test-fast: setup-dev
 	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests/unit tests/integration
 
-test-e2e: setup-dev $(TINY_IMAGE)
+test-e2e: setup-dev $(TINY_IMAGE) $(DEAF_IMAGE)
 	$(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests/e2e
 
 bench: setup-dev $(TINY_IMAGE)

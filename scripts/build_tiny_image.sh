@@ -20,6 +20,10 @@
 #   `IAAS-TINY-BOOT-OK`, DHCP on eth0 via udhcpc (prints
 #   `IAAS-DHCP-LEASE <ip>` or `IAAS-DHCP-FAILED`), set hostname, print
 #   `IAAS-TINY-READY`, then respawn a shell on the serial console forever.
+#   With TINY_ACPI=poweroff (default) busybox acpid powers the guest off when the
+#   ACPI power button is pressed (`virsh shutdown`, and libvirt's ACPI reboot), and
+#   the boot prints `IAAS-ACPI-POWEROFF`; with TINY_ACPI=ignore nothing listens,
+#   the boot prints `IAAS-ACPI-IGNORED`: a guest that ignores graceful shutdown.
 #
 # The guest needs ACPI in the domain XML; it boots under TCG (type='qemu').
 #
@@ -27,6 +31,7 @@
 #   TINY_KERNEL_META  kernel metapackage (default linux-image-cloud-amd64)
 #   TINY_HOSTNAME     guest hostname (default iaas-tiny)
 #   TINY_APPEND_EXTRA extra kernel command line (default "quiet")
+#   TINY_ACPI         poweroff (default) or ignore: what the ACPI power button does
 set -euo pipefail
 
 log() { printf 'build_tiny_image: %s\n' "$*" >&2; }
@@ -41,10 +46,13 @@ OUTPUT=$1
 KERNEL_META=${TINY_KERNEL_META:-linux-image-cloud-amd64}
 GUEST_HOSTNAME=${TINY_HOSTNAME:-iaas-tiny}
 APPEND_EXTRA=${TINY_APPEND_EXTRA:-quiet}
+ACPI_MODE=${TINY_ACPI:-poweroff}
+[[ "$ACPI_MODE" == poweroff || "$ACPI_MODE" == ignore ]] || { echo "TINY_ACPI must be poweroff or ignore" >&2; exit 2; }
 
 # Modules to load, in dependency order. Missing ones (built in) are skipped.
 MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev
-         virtio_pci virtio_blk failover net_failover virtio_net cdrom isofs)
+         virtio_pci virtio_blk failover net_failover virtio_net cdrom isofs
+         evdev button)
 
 if [[ -e "$OUTPUT" ]]; then
     echo "tiny image already present (cached): $OUTPUT"
@@ -204,6 +212,14 @@ exit 0
 EOF
 chmod 0755 -- "$ROOT/usr/share/udhcpc/default.script"
 
+if [[ "$ACPI_MODE" == poweroff ]]; then
+    # busybox acpid maps the power button (event PWRF) to the script etc/acpi/PWRF/00000080.
+    mkdir -p -- "$ROOT/etc/acpi/PWRF"
+    printf '#!/bin/sh\necho IAAS-ACPI-POWER-BUTTON > /dev/console\nsync\npoweroff -f\n' \
+        > "$ROOT/etc/acpi/PWRF/00000080"
+    chmod 0755 -- "$ROOT/etc/acpi/PWRF/00000080"
+fi
+
 cat > "$ROOT/init" <<'EOF'
 #!/bin/sh
 export PATH=/bin:/sbin
@@ -222,6 +238,12 @@ while read -r mod; do
 done < /lib/modules/order
 
 echo "IAAS-TINY-BOOT-OK"
+
+if [ -d /etc/acpi ]; then
+    acpid -c /etc/acpi -l /tmp/acpid.log && echo "IAAS-ACPI-POWEROFF"
+else
+    echo "IAAS-ACPI-IGNORED"
+fi
 
 hostname "$(cat /etc/hostname)"
 ip link set lo up

@@ -14,9 +14,12 @@ from src.api.router import Router
 from src.config import Config
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
-from src.services.compute import ComputeService
+from src.services.addresses import AddressBook
+from src.services.compute import ComputeService, Timeouts
 from src.services.images import ImageService
+from src.services.orphans import OrphanFinder
 from src.services.provisioning import Provisioner
+from src.services.reconcile import Reconciler
 from src.services.tasks import TaskRunner
 from src.utils.libvirt_host import Hypervisor, HypervisorError
 from src.utils.qemu_img import QemuImg, Runner, run_command
@@ -24,28 +27,32 @@ from src.utils.qemu_img import QemuImg, Runner, run_command
 log = logging.getLogger("iaas.api")
 
 StartResponse = Callable[..., Any]
+RETRY_AFTER_S = "5"
 
 
 class App:
     """The WSGI callable, plus the pieces tests and the server need to reach."""
 
     def __init__(self, config: Config, db: Database, hypervisor: Hypervisor, images: ImageService,
-                 compute: ComputeService, runner: TaskRunner, installation_id: str) -> None:
+                 compute: ComputeService, runner: TaskRunner, reconciler: Reconciler,
+                 orphans: OrphanFinder, installation_id: str) -> None:
         self.config = config
         self.db = db
         self.hypervisor = hypervisor
         self.images = images
         self.compute = compute
         self.runner = runner
+        self.reconciler = reconciler
+        self.orphans = orphans
         self.installation_id = installation_id
-        self._router = Router(Handlers(db, hypervisor, compute, images, runner).routes())
+        self._router = Router(Handlers(db, hypervisor, compute, images, runner, orphans).routes())
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = "req-" + uuid.uuid4().hex
-        request = Request(environ)
+        request = Request(environ, request_id)
         response = self._respond(request)
-        headers = [("Content-Type", "application/json"), ("X-Request-Id", request_id),
+        headers = [("Content-Type", response.content_type), ("X-Request-Id", request_id),
                    *response.headers]
         body = response.encoded()
         start_response(response.wsgi_status(), headers)
@@ -62,13 +69,15 @@ class App:
             return Response(exc.status, error_body(exc))
         except HypervisorError as exc:
             log.error("libvirt failed on %s %s: %s", request.method, request.path, exc)
-            return Response(503, error_body(errors.HypervisorUnavailable(reason=str(exc))))
+            return Response(503, error_body(errors.HypervisorUnavailable(reason=str(exc))),
+                            [("Retry-After", RETRY_AFTER_S)])
         except Exception:  # the boundary: log everything, leak nothing
             log.exception("unhandled error on %s %s", request.method, request.path)
             return Response(500, error_body(errors.ApiError()))
 
     def close(self) -> None:
         """Stop background work and drop the libvirt connection."""
+        self.reconciler.stop()
         self.runner.shutdown()
         self.hypervisor.close()
 
@@ -83,10 +92,17 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     hypervisor = open_libvirt(config.libvirt_uri)
     qemu_img = QemuImg(run)
     images = ImageService(db, config.images_dir, qemu_img)
-    runner = TaskRunner(db, config.max_builds)
+    runner = TaskRunner(db, config.max_builds, on_finish=lambda task: reconciler.check(task.vm_id))
     provisioner = Provisioner(config, hypervisor, qemu_img, installation_id)
-    compute = ComputeService(db, hypervisor, images, provisioner, runner)
+    addresses = AddressBook(db, hypervisor, config.network)
+    compute = ComputeService(db, hypervisor, images, provisioner, runner, addresses,
+                             Timeouts(task_s=config.task_timeout_s))
+    reconciler = Reconciler(db, hypervisor, addresses, runner, config.reconcile_interval_s,
+                            config.lifecycle_events)
     recovered = compute.recover_interrupted()
     if recovered:
-        log.warning("marked %d interrupted task(s) failed and cleaned up their VMs", recovered)
-    return App(config, db, hypervisor, images, compute, runner, installation_id)
+        log.warning("ended %d task(s) a restart interrupted", recovered)
+    reconciler.start()
+    orphans = OrphanFinder(db, hypervisor, config.instances_dir, installation_id)
+    return App(config, db, hypervisor, images, compute, runner, reconciler, orphans,
+               installation_id)

@@ -13,8 +13,7 @@ from src.database import vms as vm_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.services.images import ImageService
-from src.services.provisioning import OWNER_MARKER
-from src.utils.domain_xml import METADATA_NS
+from src.services.orphans import OrphanFinder
 from src.utils.libvirt_host import Hypervisor
 from src.utils.qemu_img import QemuImg
 
@@ -60,25 +59,25 @@ def db_clean(config: Config) -> None:
     print(f"removed {len(ids)} VM record(s)")
 
 
-def vm_cleanup(config: Config, hypervisor: Hypervisor) -> None:
-    """Force off, undefine and delete the files of every VM of this installation, then its rows."""
+def vm_cleanup(config: Config, hypervisor: Hypervisor, everything: bool = False) -> None:
+    """Remove this installation's orphans: domains and instance folders without a VM row.
+
+    With everything, also force off, undefine and delete every VM of this installation with its
+    rows (the owner's "start from scratch"). Domains and folders of others are never touched.
+    """
     db, installation_id = _open_db(config)
-    domains = hypervisor.domains_tagged(METADATA_NS, "installation", installation_id)
-    for uuid, name in domains:
-        hypervisor.force_off(uuid)
-        hypervisor.undefine(uuid)
+    finder = OrphanFinder(db, hypervisor, config.instances_dir, installation_id)
+    found = finder.ours() if everything else finder.find()
+    finder.remove(found)
+    for uuid, name in found.domains:
         print(f"removed domain {name} ({uuid})")
-    removed_dirs = 0
-    if config.instances_dir.is_dir():
-        for folder in config.instances_dir.iterdir():
-            marker = folder / OWNER_MARKER
-            if marker.is_file() and marker.read_text().strip() == installation_id:
-                shutil.rmtree(folder)
-                removed_dirs += 1
-    with db.write() as conn:
-        ids = vm_dao.delete_all(conn)
-        task_dao.delete_for_vms(conn, ids)
-    print(f"removed {len(domains)} domain(s), {removed_dirs} instance folder(s), {len(ids)} VM record(s)")
+    removed_rows: list[str] = []
+    if everything:
+        with db.write() as conn:
+            removed_rows = vm_dao.delete_all(conn)
+            task_dao.delete_for_vms(conn, removed_rows)
+    print(f"removed {len(found.domains)} domain(s), {len(found.folders)} instance folder(s), "
+          f"{len(removed_rows)} VM record(s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("db-init")
     sub.add_parser("db-clean")
-    sub.add_parser("vm-cleanup")
+    cleanup = sub.add_parser("vm-cleanup", help="remove orphaned domains and instance folders")
+    cleanup.add_argument("--all", action="store_true", dest="everything",
+                         help="also remove every VM of this installation and its records")
     install = sub.add_parser("install-image", help="copy a qcow2 into IAAS_IMAGES_DIR and register it")
     install.add_argument("name")
     install.add_argument("source", type=Path)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install-image":
         install_image(config, args.name, args.source)
     elif args.command == "vm-cleanup":
-        vm_cleanup(config, Hypervisor(config.libvirt_uri))
+        vm_cleanup(config, Hypervisor(config.libvirt_uri), args.everything)
     else:
         {"db-init": db_init, "db-clean": db_clean}[args.command](config)
     return 0

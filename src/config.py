@@ -32,6 +32,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
     max_builds: int = 4
+    reconcile_interval_s: float = 30.0
+    lifecycle_events: bool = True
+    task_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -42,6 +45,10 @@ class Config:
             raise ConfigError("IAAS_MAX_BUILDS must be between 1 and 256")
         if not 0 <= self.port <= 65535:
             raise ConfigError("IAAS_PORT must be between 0 and 65535")
+        if not 0.1 <= self.reconcile_interval_s <= 86400:
+            raise ConfigError("IAAS_RECONCILE_INTERVAL must be between 0.1 and 86400 seconds")
+        if not 1 <= self.task_timeout_s <= 86400:
+            raise ConfigError("IAAS_TASK_TIMEOUT must be between 1 and 86400 seconds")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -71,8 +78,14 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
     try:
         port = int(get("IAAS_PORT", "8000"))
         max_builds = int(get("IAAS_MAX_BUILDS", "4"))
+        reconcile_interval_s = float(get("IAAS_RECONCILE_INTERVAL", "30"))
+        task_timeout_s = float(get("IAAS_TASK_TIMEOUT", "600"))
     except ValueError as exc:
-        raise ConfigError(f"IAAS_PORT and IAAS_MAX_BUILDS must be integers: {exc}") from None
+        raise ConfigError(f"IAAS_PORT, IAAS_MAX_BUILDS, IAAS_RECONCILE_INTERVAL and "
+                          f"IAAS_TASK_TIMEOUT must be numbers: {exc}") from None
+    events = get("IAAS_LIFECYCLE_EVENTS", "on").lower()
+    if events not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"IAAS_LIFECYCLE_EVENTS={events!r} must be on or off")
     images_dir = Path(get("IAAS_IMAGES_DIR", "/var/lib/libvirt/images")).resolve()
     return Config(
         db_path=Path(get("IAAS_DB_PATH", "iaas_metadata.db")).resolve(),
@@ -84,4 +97,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         host=get("IAAS_HOST", "127.0.0.1"),
         port=port,
         max_builds=max_builds,
+        reconcile_interval_s=reconcile_interval_s,
+        lifecycle_events=events in ("on", "true", "1"),
+        task_timeout_s=task_timeout_s,
     )

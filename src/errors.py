@@ -36,6 +36,10 @@ VmNotFound = _error("VmNotFound", 404, "vm_not_found", "VM {vm!r} does not exist
 ImageNotFound = _error("ImageNotFound", 404, "image_not_found", "Image {image!r} does not exist.")
 TaskNotFound = _error("TaskNotFound", 404, "task_not_found", "Task {task!r} does not exist.")
 MethodNotAllowed = _error("MethodNotAllowed", 405, "method_not_allowed", "{method} is not allowed on {path}.")
+VmBusy = _error("VmBusy", 409, "vm_busy", "VM {vm!r} is busy with another task; wait for it to end.")
+InvalidState = _error("InvalidState", 409, "invalid_state",
+                      "Cannot {action} a VM whose status is {status!r}; allowed now: {allowed}.")
+VmNotRunning = _error("VmNotRunning", 409, "vm_not_running", "VM {vm!r} is not running.")
 NameConflict = _error("NameConflict", 409, "name_conflict", "A {kind} named {name!r} already exists.")
 ImageInUse = _error("ImageInUse", 409, "image_in_use", "Image {image!r} is used by {vm_count} VM(s).")
 ImageFileMissing = _error("ImageFileMissing", 409, "image_file_missing",

@@ -37,8 +37,8 @@ class Reply:
 
     @property
     def error_code(self) -> str | None:
-        return self.body["error"]["code"] if isinstance(self.body, dict) and "error" in self.body \
-            else None
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return error["code"] if isinstance(error, dict) else None
 
 
 def _operation(method: str, path: str) -> dict[str, Any] | None:
@@ -61,11 +61,21 @@ def check_contract(method: str, path: str, reply: Reply) -> None:
         if content is None:
             assert reply.body is None, f"{method} {path} -> {reply.status} should have no body"
             return
+        if "text/plain" in content:
+            assert reply.headers["Content-Type"].startswith("text/plain")
+            assert isinstance(reply.body, str)
+            return
         schema = content["application/json"]["schema"]
     validator = _StrictValidator({**schema, "components": DOCUMENT["components"]},
                                  format_checker=_format_checker)
     problems = [e.message for e in validator.iter_errors(reply.body)]
     assert not problems, f"{method} {path} -> {reply.status} breaks the contract: {problems}"
+
+
+def decode_body(headers: dict[str, str], payload: bytes) -> Any:
+    if headers.get("Content-Type", "").startswith("text/plain"):
+        return payload.decode()
+    return json.loads(payload) if payload else None
 
 
 class Verbs:
@@ -104,7 +114,7 @@ class Client(Verbs):
             captured["headers"] = dict(headers)
 
         payload = b"".join(self.app(environ, start_response))
-        reply = Reply(captured["status"], captured["headers"], json.loads(payload) if payload else None)
+        reply = Reply(captured["status"], captured["headers"], decode_body(captured["headers"], payload))
         check_contract(method, target, reply)
         return reply
 

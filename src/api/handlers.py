@@ -6,23 +6,29 @@ from typing import Any
 from src import errors
 from src.api import views
 from src.api.http import Request, Response
-from src.api.openapi import DOCUMENT, PATHS
+from src.api.openapi import DOCUMENT, PATHS, POWER_ACTIONS
 from src.api.router import Route
 from src.api.validation import parse_query, validate_body
 from src.database import tasks as task_dao
 from src.database.db import Database
 from src.services.compute import ComputeService, CreateRequest
 from src.services.images import ImageService
+from src.services.orphans import OrphanFinder
+from src.services.power import PowerOptions
 from src.services.tasks import TaskRunner
 from src.utils.libvirt_host import Hypervisor
 
 MAX_WAIT_S = 60
+DEFAULT_EVENTS = 100
+DEFAULT_CONSOLE_LINES = 100
+_OPTIONS_SCHEMA = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
 
 
 class Handlers:
     def __init__(self, db: Database, hypervisor: Hypervisor, compute: ComputeService,
-                 images: ImageService, runner: TaskRunner) -> None:
+                 images: ImageService, runner: TaskRunner, orphans: OrphanFinder) -> None:
         self._db = db
+        self._orphans = orphans
         self._hypervisor = hypervisor
         self._compute = compute
         self._images = images
@@ -40,6 +46,12 @@ class Handlers:
             Route("POST", "/v1/vms", self.create_vm),
             Route("GET", "/v1/vms/{vm}", self.show_vm),
             Route("DELETE", "/v1/vms/{vm}", self.delete_vm),
+            Route("GET", "/v1/vms/{vm}/events", self.list_vm_events),
+            Route("GET", "/v1/vms/{vm}/console", self.show_console),
+            Route("GET", "/v1/vms/{vm}/stats", self.show_stats),
+            *[Route("POST", f"/v1/vms/{{vm}}/{action}", self._action_handler(action))
+              for action in POWER_ACTIONS],
+            Route("GET", "/v1/admin/orphans", self.list_orphans),
             Route("GET", "/v1/tasks/{task}", self.show_task),
         ]
 
@@ -86,15 +98,42 @@ class Handlers:
 
     def create_vm(self, request: Request) -> Response:
         body = validate_body("VmCreate", request.json())
-        view = self._compute.create(CreateRequest(**body))
+        view = self._compute.create(CreateRequest(**body), request.request_id)
         return Response(202, views.vm(view), [("Location", f"/v1/vms/{view.row.id}")])
 
     def show_vm(self, _request: Request, vm: str) -> Response:
         return Response(200, views.vm(self._compute.get(vm)))
 
-    def delete_vm(self, _request: Request, vm: str) -> Response:
-        task = self._compute.delete(vm)
+    def delete_vm(self, request: Request, vm: str) -> Response:
+        task = self._compute.delete(vm, request.request_id)
         return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")])
+
+    def _action_handler(self, action: str) -> Any:
+        def handle(request: Request, vm: str) -> Response:
+            body = validate_body(_OPTIONS_SCHEMA.get(action, "NoOptions"), request.optional_json())
+            options = PowerOptions(timeout_s=body.get("timeout", 60), force=body.get("force", False),
+                                   hard=body.get("hard", False))
+            task = self._compute.act(vm, action, options, request.request_id)
+            return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")])
+        return handle
+
+    def list_vm_events(self, request: Request, vm: str) -> Response:
+        query = parse_query(request.query, PATHS["/v1/vms/{vm}/events"]["get"])
+        rows = self._compute.events(vm, query.get("limit", DEFAULT_EVENTS))
+        return Response(200, {"events": [views.event(row) for row in rows]})
+
+    def show_console(self, request: Request, vm: str) -> Response:
+        query = parse_query(request.query, PATHS["/v1/vms/{vm}/console"]["get"])
+        text = self._compute.console(vm, query.get("tail", DEFAULT_CONSOLE_LINES))
+        return Response(200, text, content_type="text/plain; charset=utf-8")
+
+    def show_stats(self, _request: Request, vm: str) -> Response:
+        return Response(200, self._compute.stats(vm))
+
+    def list_orphans(self, _request: Request) -> Response:
+        found = self._orphans.find()
+        return Response(200, {"domains": [{"uuid": uuid, "name": name} for uuid, name in found.domains],
+                              "folders": [str(folder) for folder in found.folders]})
 
     def show_task(self, request: Request, task: str) -> Response:
         query = parse_query(request.query, PATHS["/v1/tasks/{task}"]["get"])

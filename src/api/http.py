@@ -20,8 +20,9 @@ STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 40
 class Request:
     """What a handler may read from one WSGI call."""
 
-    def __init__(self, environ: dict[str, Any]) -> None:
+    def __init__(self, environ: dict[str, Any], request_id: str = "") -> None:
         self._environ = environ
+        self.request_id = request_id
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         self.path: str = environ.get("PATH_INFO", "") or "/"
         self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),
@@ -42,10 +43,21 @@ class Request:
         if length > MAX_BODY_BYTES:
             raise errors.BodyTooLarge(limit=MAX_BODY_BYTES)
         raw = self._environ["wsgi.input"].read(length) if length > 0 else b""
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise errors.MalformedJson(reason=str(exc) if raw else "the body is empty") from None
+        return _parse(raw)
+
+    def optional_json(self) -> Any:
+        """The JSON body, or {} when the request has none (no Content-Length, or 0)."""
+        if not self._environ.get("CONTENT_LENGTH") or self._environ["CONTENT_LENGTH"] == "0":
+            return {}
+        return self.json()
+
+
+def _parse(raw: bytes) -> Any:
+    """Raises: MalformedJson."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.MalformedJson(reason=str(exc) if raw else "the body is empty") from None
 
 
 @dataclass
@@ -53,6 +65,7 @@ class Response:
     status: int
     body: Any = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"
 
     def wsgi_status(self) -> str:
         return f"{self.status} {STATUS_TEXT.get(self.status, '')}".strip()
@@ -60,6 +73,8 @@ class Response:
     def encoded(self) -> Iterable[bytes]:
         if self.body is None:
             return [b""]
+        if isinstance(self.body, str):
+            return [self.body.encode()]
         return [json.dumps(self.body, separators=(",", ":")).encode()]
 
 

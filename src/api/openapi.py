@@ -8,6 +8,10 @@ IMAGE_NAME = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 IMAGE_FILE = "^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$"
 VM_STATUSES = ["building", "running", "stopped", "paused", "error", "deleting"]
 TASK_STATUSES = ["queued", "running", "succeeded", "failed"]
+POWER_ACTIONS = ["start", "shutdown", "stop", "reboot", "pause", "resume"]
+TASK_ACTIONS = ["create", "delete", *POWER_ACTIONS]
+COUNTER = {"type": "integer", "minimum": 0}
+NULLABLE_MIB = {"type": ["integer", "null"]}
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
@@ -37,6 +41,16 @@ SCHEMAS: dict[str, Any] = {
                  "description": "Bare file name inside IAAS_IMAGES_DIR."},
         "format": {"type": "string", "enum": ["qcow2", "raw"]},
     }),
+    "ShutdownOptions": _object({
+        "timeout": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 60,
+                    "description": "Seconds to wait for the guest; ACPI is re-sent every 10 s."},
+        "force": {"type": "boolean", "default": False,
+                  "description": "Power off once the timeout passes instead of failing."},
+    }, required=[]),
+    "RebootOptions": _object({
+        "hard": {"type": "boolean", "default": False, "description": "Reset instead of ACPI."},
+    }, required=[]),
+    "NoOptions": _object({}, required=[]),
     "Error": _object({"error": _object({
         "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
         "message": {"type": "string"},
@@ -44,7 +58,7 @@ SCHEMAS: dict[str, Any] = {
     })}),
     "Task": _object({
         "id": UUID, "vm_id": UUID,
-        "action": {"type": "string", "enum": ["create", "delete"]},
+        "action": {"type": "string", "enum": TASK_ACTIONS},
         "status": {"type": "string", "enum": TASK_STATUSES},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
@@ -64,11 +78,40 @@ SCHEMAS: dict[str, Any] = {
         "status": {"type": "string", "enum": VM_STATUSES},
         "power_state": {"type": "string"},
         "task": {"oneOf": [{"type": "null"}, _ref("Task")]},
-        "ip_addresses": {"type": "array", "items": {"type": "string"}},
-        "console": _object({"vnc": {"oneOf": [{"type": "null"}, _object({
-            "host": {"type": "string"}, "port": {"type": "integer"}})]}}),
+        "actions": {"type": "array", "items": {"type": "string", "enum": [*POWER_ACTIONS, "delete"]},
+                    "description": "What may be asked of the VM right now."},
+        "ip_addresses": {"type": "array", "items": _object({
+            "address": {"type": "string"}, "family": {"type": "string", "enum": ["ipv4", "ipv6", "unknown"]},
+            "source": {"type": "string", "enum": ["dhcp", "agent", "arp"]}})},
+        "console": _object({"vnc": {"type": ["string", "null"],
+                                    "description": "host:port while the VM runs"}}),
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "updated_at": TIME,
+    }),
+    "Event": _object({
+        "task_id": UUID, "action": {"type": "string", "enum": TASK_ACTIONS},
+        "request_id": {"type": ["string", "null"]},
+        "result": {"type": "string", "enum": TASK_STATUSES},
+        "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+    }),
+    "EventList": _object({"events": {"type": "array", "items": _ref("Event")}}),
+    "VmStats": _object({
+        "vm_id": UUID, "window_s": {"type": "number"},
+        "cpu": _object({"time_ns": COUNTER, "percent": {"type": "number"}, "vcpus": COUNTER}),
+        "memory": _object({"current_mib": NULLABLE_MIB, "available_mib": NULLABLE_MIB,
+                           "unused_mib": NULLABLE_MIB, "rss_mib": NULLABLE_MIB}),
+        "disks": {"type": "array", "items": _object({
+            "name": {"type": "string"}, "read_bytes": COUNTER, "write_bytes": COUNTER,
+            "read_ops": COUNTER, "write_ops": COUNTER})},
+        "nics": {"type": "array", "items": _object({
+            "name": {"type": "string"}, "rx_bytes": COUNTER, "tx_bytes": COUNTER,
+            "rx_packets": COUNTER, "tx_packets": COUNTER})},
+    }),
+    "Orphans": _object({
+        "domains": {"type": "array", "items": _object({"uuid": {"type": "string"},
+                                                      "name": {"type": "string"}})},
+        "folders": {"type": "array", "items": {"type": "string"}},
     }),
     "VmList": _object({"vms": {"type": "array", "items": _ref("Vm")},
                        "next_marker": UUID}, required=["vms"]),
@@ -82,11 +125,14 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _responses(ok: int, schema: dict[str, Any] | None, *errors: int) -> dict[str, Any]:
-    responses: dict[str, Any] = {str(ok): {"description": "Success",
-                                           **(_json(schema) if schema else {})}}
+def _responses(ok: int, schema: dict[str, Any] | None, *errors: int,
+               content: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {"content": content} if content is not None else (_json(schema) if schema else {})
+    responses: dict[str, Any] = {str(ok): {"description": "Success", **body}}
     for status in (*errors, 500, 503):
         responses[str(status)] = {"description": "Error", **_json(_ref("Error"))}
+    responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"},
+                                                   "description": "Seconds before retrying"}}
     return responses
 
 
@@ -131,7 +177,36 @@ PATHS: dict[str, Any] = {
     "/v1/vms/{vm}": {
         "parameters": [VM_PARAM],
         "get": {"operationId": "showVm", "responses": _responses(200, _ref("Vm"), 404)},
-        "delete": {"operationId": "deleteVm", "responses": _responses(202, _ref("Task"), 404)},
+        "delete": {"operationId": "deleteVm", "responses": _responses(202, _ref("Task"), 404, 409)},
+    },
+    "/v1/vms/{vm}/events": {
+        "parameters": [VM_PARAM],
+        "get": {"operationId": "listVmEvents", "parameters": [
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+            "responses": _responses(200, _ref("EventList"), 400, 404)},
+    },
+    "/v1/vms/{vm}/console": {
+        "parameters": [VM_PARAM],
+        "get": {"operationId": "showVmConsole", "description": "Tail of the serial console log.",
+                "parameters": [_query("tail", {"type": "integer", "minimum": 1, "maximum": 10000})],
+                "responses": _responses(200, None, 400, 404, content={
+                    "text/plain": {"schema": {"type": "string"}}})},
+    },
+    "/v1/vms/{vm}/stats": {
+        "parameters": [VM_PARAM],
+        "get": {"operationId": "showVmStats", "responses": _responses(200, _ref("VmStats"), 404, 409)},
+    },
+    **{f"/v1/vms/{{vm}}/{action}": {
+        "parameters": [VM_PARAM],
+        "post": {"operationId": f"{action}Vm",
+                 "requestBody": {"required": False, **_json(_ref(
+                     {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}.get(action, "NoOptions")))},
+                 "responses": _responses(202, _ref("Task"), 400, 404, 409, 413, 415)},
+    } for action in POWER_ACTIONS},
+    "/v1/admin/orphans": {
+        "get": {"operationId": "listOrphans", "description":
+                "Domains and instance folders of this installation that have no VM record.",
+                "responses": _responses(200, _ref("Orphans"))},
     },
     "/v1/tasks/{task}": {
         "parameters": [_path_param("task", "Task id")],

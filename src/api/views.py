@@ -20,6 +20,13 @@ def task(row: TaskRow) -> dict[str, Any]:
             "started_at": row.started_at, "finished_at": row.finished_at}
 
 
+def event(row: TaskRow) -> dict[str, Any]:
+    return {"task_id": row.id, "action": row.action, "request_id": row.request_id,
+            "result": row.status, "error": _error(row.error_code, row.error_message),
+            "created_at": row.created_at, "started_at": row.started_at,
+            "finished_at": row.finished_at}
+
+
 def image(row: ImageRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "file": row.file, "format": row.format,
             "size_bytes": row.size_bytes, "virtual_size_bytes": row.virtual_size_bytes,
@@ -28,11 +35,12 @@ def image(row: ImageRow) -> dict[str, Any]:
 
 def vm(view: VmView) -> dict[str, Any]:
     row = view.row
-    vnc = {"host": VNC_HOST, "port": row.vnc_port} if row.vnc_port else None
+    shows_screen = view.power_state in ("running", "paused", "blocked")
+    vnc = f"{VNC_HOST}:{row.vnc_port}" if row.vnc_port and shows_screen else None
     return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
             "disk_gb": row.disk_gb, "image": {"id": row.image_id, "name": row.image_name},
             "status": row.status, "power_state": view.power_state,
-            "task": task(view.task) if view.task else None,
+            "task": task(view.task) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
             "error": _error(row.error_code, row.error_message),
             "created_at": row.created_at, "updated_at": row.updated_at}

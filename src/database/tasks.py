@@ -18,16 +18,20 @@ class TaskRow:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    request_id: str | None = None
+    deadline: str | None = None
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
-            "finished_at")
+            "finished_at, request_id, deadline")
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
-    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
+    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
-                  task.error_message, task.created_at, task.started_at, task.finished_at))
+                  task.error_message, task.created_at, task.started_at, task.finished_at,
+                  task.request_id, task.deadline))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
@@ -56,17 +60,35 @@ def list_active(conn: sqlite3.Connection) -> list[TaskRow]:
         f"SELECT {_COLUMNS} FROM tasks WHERE status IN (?, ?) ORDER BY created_at", ACTIVE)]
 
 
-def mark_running(conn: sqlite3.Connection, task_id: str, now: str) -> None:
-    conn.execute("UPDATE tasks SET status = 'running', started_at = ? WHERE id = ?", (now, task_id))
+def list_for_vm(conn: sqlite3.Connection, vm_id: str, limit: int) -> list[TaskRow]:
+    """The VM's tasks, newest first."""
+    return [TaskRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE vm_id = ? ORDER BY created_at DESC, rowid DESC "
+        "LIMIT ?", (vm_id, limit))]
+
+
+def mark_running(conn: sqlite3.Connection, task_id: str, now: str, deadline: str) -> bool:
+    """Start a queued task; False if it already ended (cancelled or timed out)."""
+    cursor = conn.execute("UPDATE tasks SET status = 'running', started_at = ?, deadline = ? "
+                          "WHERE id = ? AND status = 'queued'", (now, deadline, task_id))
+    return cursor.rowcount == 1
 
 
 def finish(conn: sqlite3.Connection, task_id: str, now: str,
-           error: tuple[str, str] | None = None) -> None:
-    """Mark the task succeeded, or failed with (code, message)."""
+           error: tuple[str, str] | None = None) -> bool:
+    """Mark an unfinished task succeeded, or failed with (code, message); False if it had ended."""
     code, message = error if error else (None, None)
-    conn.execute("UPDATE tasks SET status = ?, error_code = ?, error_message = ?, finished_at = ?, "
-                 "started_at = coalesce(started_at, ?) WHERE id = ?",
-                 ("failed" if error else "succeeded", code, message, now, now, task_id))
+    cursor = conn.execute(
+        "UPDATE tasks SET status = ?, error_code = ?, error_message = ?, finished_at = ?, "
+        "started_at = coalesce(started_at, ?) WHERE id = ? AND status IN (?, ?)",
+        ("failed" if error else "succeeded", code, message, now, now, task_id, *ACTIVE))
+    return cursor.rowcount == 1
+
+
+def overdue(conn: sqlite3.Connection, now: str) -> list[TaskRow]:
+    """Running tasks whose deadline has passed."""
+    return [TaskRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' AND deadline < ?", (now,))]
 
 
 def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:

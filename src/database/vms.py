@@ -21,12 +21,13 @@ class VmRow:
     error_message: str | None
     created_at: str
     updated_at: str
-    ip_addresses: list[str] = field(default_factory=list)
+    ip_addresses: list[dict[str, str]] = field(default_factory=list)
+    mac: str | None = None
 
 
 _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
-           "v.status, v.vnc_port, v.ip_addresses, v.error_code, v.error_message, v.created_at, "
-           "v.updated_at FROM vms v JOIN images i ON i.id = v.image_id")
+           "v.status, v.vnc_port, v.ip_addresses, v.mac, v.error_code, v.error_message, "
+           "v.created_at, v.updated_at FROM vms v JOIN images i ON i.id = v.image_id")
 
 
 def _row(row: sqlite3.Row) -> VmRow:
@@ -37,9 +38,9 @@ def _row(row: sqlite3.Row) -> VmRow:
 
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
     """Raises: sqlite3.IntegrityError when the name (or id) is taken."""
-    conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, created_at, "
-                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (vm.id, vm.name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id, vm.status,
+    conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, mac, created_at, "
+                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (vm.id, vm.name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id, vm.status, vm.mac,
                   vm.created_at, vm.updated_at))
 
 
@@ -66,20 +67,45 @@ def list_page(conn: sqlite3.Connection, *, status: str | None, name: str | None,
     return [_row(row) for row in conn.execute(sql, (*params, limit))]
 
 
+def list_all(conn: sqlite3.Connection) -> list[VmRow]:
+    return [_row(row) for row in conn.execute(_SELECT)]
+
+
 def list_ids(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT id FROM vms")]
 
 
 def set_status(conn: sqlite3.Connection, vm_id: str, status: str, now: str,
-               error: tuple[str, str] | None = None, only_from: str | None = None) -> None:
-    """Set status (and error); with only_from, only while the VM is still in that status."""
+               error: tuple[str, str] | None = None, only_from: str | None = None) -> bool:
+    """Set status (and error); with only_from, only while the VM is still in that status.
+
+    Returns whether the row changed.
+    """
     code, message = error if error else (None, None)
     sql = "UPDATE vms SET status = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ?"
     params: tuple[object, ...] = (status, code, message, now, vm_id)
     if only_from is not None:
         sql += " AND status = ?"
         params += (only_from,)
-    conn.execute(sql, params)
+    return conn.execute(sql, params).rowcount == 1
+
+
+def set_status_if_idle(conn: sqlite3.Connection, vm: VmRow, status: str, now: str,
+                       error: tuple[str, str] | None) -> bool:
+    """Set status only if the VM still shows what vm shows and no task holds it."""
+    code, message = error if error else (None, None)
+    cursor = conn.execute(
+        "UPDATE vms SET status = ?, error_code = ?, error_message = ?, updated_at = ? "
+        "WHERE id = ? AND status = ? AND coalesce(error_code, '') = ? AND NOT EXISTS ("
+        "SELECT 1 FROM tasks t WHERE t.vm_id = vms.id AND t.status IN ('queued', 'running'))",
+        (status, code, message, now, vm.id, vm.status, vm.error_code or ""))
+    return cursor.rowcount == 1
+
+
+def set_addresses(conn: sqlite3.Connection, vm_id: str, addresses: list[dict[str, str]],
+                  now: str) -> None:
+    conn.execute("UPDATE vms SET ip_addresses = ?, updated_at = ? WHERE id = ?",
+                 (json.dumps(addresses), now, vm_id))
 
 
 def set_vnc_port(conn: sqlite3.Connection, vm_id: str, port: int | None, now: str) -> None:

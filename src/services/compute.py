@@ -3,22 +3,31 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import sqlite3
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src import errors
 from src.database import images as image_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
+from src.services import lifecycle
+from src.services.addresses import AddressBook
 from src.services.images import ImageService
+from src.services.power import PowerControl, PowerOptions
 from src.services.provisioning import GIB, BuildPlan, Provisioner
+from src.services.stats import summarize
 from src.services.tasks import TaskFailed, TaskRunner, new_task_row
 from src.utils.clock import utc_now
-from src.utils.libvirt_host import Hypervisor
+from src.utils.libvirt_host import MISSING, DomainNotFound, Hypervisor
 
 log = logging.getLogger(__name__)
+
+STATS_WINDOW_S = 0.5
+CONSOLE_READ_LIMIT = 1024 * 1024  # tail reads at most the last MiB of the log
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,13 @@ class VmView:
     row: vm_dao.VmRow
     power_state: str
     task: task_dao.TaskRow | None
+    actions: list[str] = field(default_factory=list)
+
+
+def _view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) -> VmView:
+    actions = lifecycle.allowed_actions(row.status, busy=task is not None,
+                                        domain_exists=power_state != MISSING)
+    return VmView(row=row, power_state=power_state, task=task, actions=actions)
 
 
 @dataclass(frozen=True)
@@ -39,16 +55,33 @@ class CreateRequest:
     disk_gb: int | None = None
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a task may run before the reconciler fails it with task_timeout."""
+
+    task_s: float = 600.0
+    shutdown_margin_s: float = 60.0
+
+
+def _new_mac() -> str:
+    # 52:54:00 is QEMU's locally administered prefix, as libvirt itself uses.
+    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in secrets.token_bytes(3))
+
+
 class ComputeService:
     def __init__(self, db: Database, hypervisor: Hypervisor, images: ImageService,
-                 provisioner: Provisioner, runner: TaskRunner) -> None:
+                 provisioner: Provisioner, runner: TaskRunner, addresses: AddressBook,
+                 timeouts: Timeouts) -> None:
         self._db = db
         self._hypervisor = hypervisor
         self._images = images
         self._provisioner = provisioner
         self._runner = runner
+        self._addresses = addresses
+        self._timeouts = timeouts
+        self._power = PowerControl(hypervisor)
 
-    def create(self, request: CreateRequest) -> VmView:
+    def create(self, request: CreateRequest, request_id: str | None = None) -> VmView:
         """Record the VM as building and queue its build.
 
         Raises: ImageNotFoundInRequest, ImageFileMissing, DiskTooSmall, NameConflict.
@@ -67,8 +100,9 @@ class ComputeService:
         row = vm_dao.VmRow(id=str(uuid.uuid4()), name=request.name, cpu=request.cpu,
                            ram=request.ram, disk_gb=disk_gb, image_id=image.id,
                            image_name=image.name, status="building", vnc_port=None,
-                           error_code=None, error_message=None, created_at=now, updated_at=now)
-        task = new_task_row(row.id, "create")
+                           error_code=None, error_message=None, created_at=now, updated_at=now,
+                           mac=_new_mac())
+        task = new_task_row(row.id, "create", request_id)
         try:
             with self._db.write() as conn:
                 vm_dao.insert(conn, row)
@@ -76,18 +110,109 @@ class ComputeService:
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
         plan = BuildPlan(vm_id=row.id, name=row.name, cpu=row.cpu, ram=row.ram, disk_gb=disk_gb,
-                         image_name=image.name, base_path=base, base_format=image.format)
-        self._runner.submit(task, lambda: self._build(plan))
-        return VmView(row=row, power_state="missing", task=task)
+                         image_name=image.name, base_path=base, base_format=image.format,
+                         mac=row.mac or _new_mac())
+        self._runner.submit(task, lambda: self._build(plan), self._timeouts.task_s)
+        return _view(row, MISSING, task)
 
     def get(self, id_or_name: str) -> VmView:
-        """Raises: VmNotFound."""
+        """The VM with its live power state; learns its addresses if it has none yet.
+
+        Raises: VmNotFound.
+        """
+        row, task = self._row_and_task(id_or_name)
+        power_state = self._hypervisor.power_state(row.id)
+        if power_state == "running" and not row.ip_addresses and row.mac:
+            learned = self._addresses.learn_one(row.id, row.mac)
+            if learned:
+                row = self._row_and_task(row.id)[0]
+        return _view(row, power_state, task)
+
+    def _row_and_task(self, id_or_name: str) -> tuple[vm_dao.VmRow, task_dao.TaskRow | None]:
         with self._db.read() as conn:
             row = vm_dao.get(conn, id_or_name)
             task = task_dao.active_for_vm(conn, row.id) if row else None
         if row is None:
             raise errors.VmNotFound(vm=id_or_name)
-        return VmView(row=row, power_state=self._hypervisor.power_state(row.id), task=task)
+        return row, task
+
+    def events(self, id_or_name: str, limit: int) -> list[task_dao.TaskRow]:
+        """Every action recorded for the VM, newest first. Raises: VmNotFound."""
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, id_or_name)
+            if row is None:
+                raise errors.VmNotFound(vm=id_or_name)
+            return task_dao.list_for_vm(conn, row.id, limit)
+
+    def stats(self, id_or_name: str) -> dict[str, object]:
+        """CPU, memory, disk and NIC counters sampled over STATS_WINDOW_S. Raises: VmNotFound,
+        VmNotRunning."""
+        row, _ = self._row_and_task(id_or_name)
+        try:
+            first = self._hypervisor.stats(row.id)
+            started = time.monotonic()
+            time.sleep(STATS_WINDOW_S)
+            second = self._hypervisor.stats(row.id)
+            window = time.monotonic() - started
+        except DomainNotFound:
+            raise errors.VmNotRunning(vm=id_or_name) from None
+        state = second.get("state.state")
+        if state not in (1, 2, 3):  # running, blocked, paused
+            raise errors.VmNotRunning(vm=id_or_name)
+        return {"vm_id": row.id, **summarize(first, second, window, row.cpu)}
+
+    def console(self, id_or_name: str, lines: int) -> str:
+        """The last lines of the VM's serial console log ('' before the guest wrote any).
+
+        Raises: VmNotFound.
+        """
+        row, _ = self._row_and_task(id_or_name)
+        path = self._provisioner.console_log(row.id)
+        try:
+            with path.open("rb") as log_file:
+                size = log_file.seek(0, 2)
+                log_file.seek(max(0, size - CONSOLE_READ_LIMIT))
+                data = log_file.read()
+        except FileNotFoundError:
+            return ""
+        text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+        return "".join(text.splitlines(keepends=True)[-lines:])
+
+    def act(self, id_or_name: str, action: str, options: PowerOptions,
+            request_id: str | None = None) -> task_dao.TaskRow:
+        """Queue a power action. Raises: VmNotFound, VmBusy, InvalidState."""
+        task, vm_id = self._hold(id_or_name, action, request_id)
+        timeout = self._timeouts.task_s
+        if action == "shutdown":
+            timeout = max(timeout, options.timeout_s + self._timeouts.shutdown_margin_s)
+        self._runner.submit(task, lambda: self._power_action(vm_id, action, options), timeout)
+        return task
+
+    def _hold(self, id_or_name: str, action: str,
+              request_id: str | None) -> tuple[task_dao.TaskRow, str]:
+        """Take the VM's hold for action: its one active task, inserted atomically.
+
+        Raises: VmNotFound, VmBusy, InvalidState.
+        """
+        row, _ = self._row_and_task(id_or_name)
+        # Only an errored VM's allowed list depends on the host (start needs the domain).
+        exists = row.status != "error" or self._hypervisor.power_state(row.id) != MISSING
+        task = new_task_row(row.id, action, request_id)
+        with self._db.write() as conn:
+            row = vm_dao.get(conn, row.id) or row
+            active = task_dao.active_for_vm(conn, row.id)
+            if active is not None:
+                raise errors.VmBusy(vm=id_or_name, task_id=active.id, action=active.action)
+            allowed = lifecycle.allowed_actions(row.status, busy=False, domain_exists=exists)
+            if action not in allowed:
+                raise errors.InvalidState(action=action, status=row.status, allowed=allowed)
+            try:
+                task_dao.insert(conn, task)
+            except sqlite3.IntegrityError:  # the unique hold index: someone got there first
+                raise errors.VmBusy(vm=id_or_name) from None
+            if action == "delete":
+                vm_dao.set_status(conn, row.id, "deleting", utc_now())
+        return task, row.id
 
     def list(self, *, status: str | None = None, name: str | None = None, limit: int = 1000,
              marker: str | None = None) -> list[VmView]:
@@ -102,38 +227,43 @@ class ComputeService:
         return [VmView(row=row, power_state=states.get(row.id, "missing"), task=active.get(row.id))
                 for row in rows]
 
-    def delete(self, id_or_name: str) -> task_dao.TaskRow:
-        """Queue the VM's removal; a delete already pending is returned as is. Raises: VmNotFound."""
-        with self._db.write() as conn:
-            row = vm_dao.get(conn, id_or_name)
-            if row is None:
-                raise errors.VmNotFound(vm=id_or_name)
-            pending = task_dao.active_for_vm(conn, row.id)
-            if pending is not None and pending.action == "delete":
-                return pending
-            task = new_task_row(row.id, "delete")
-            task_dao.insert(conn, task)
-            vm_dao.set_status(conn, row.id, "deleting", utc_now())
-        if pending is not None:
-            self._runner.cancel(pending.id)  # a build not yet started never runs
-        self._runner.submit(task, lambda: self._delete(row.id))
+    def delete(self, id_or_name: str, request_id: str | None = None) -> task_dao.TaskRow:
+        """Queue the VM's removal. Raises: VmNotFound, VmBusy, InvalidState."""
+        task, vm_id = self._hold(id_or_name, "delete", request_id)
+        self._runner.submit(task, lambda: self._delete(vm_id), self._timeouts.task_s)
         return task
 
     def recover_interrupted(self) -> int:
-        """Fail tasks a restart cut short and undo their half-made VMs; return how many."""
+        """End the tasks a restart cut short; return how many.
+
+        A half-made VM is torn down and kept in error (interrupted) for the user to see; a
+        half-done delete is finished; a power action just fails, and the reconciler's first
+        sweep sets the status from the host.
+        """
         with self._db.read() as conn:
             interrupted = task_dao.list_active(conn)
+        message = "The server stopped before this task finished."
         for task in interrupted:
-            message = "The server stopped before this task finished."
+            error: tuple[str, str] | None = ("interrupted", message)
             if task.action == "create":
+                self._tear_down_quietly(task.vm_id)
+                with self._db.write() as conn:
+                    vm_dao.set_status(conn, task.vm_id, "error", utc_now(), error)
+            elif task.action == "delete":
                 try:
-                    self._provisioner.tear_down(task.vm_id)
+                    self._delete(task.vm_id)
+                    error = None
                 except TaskFailed as exc:
-                    log.error("cleanup of interrupted build %s failed: %s", task.vm_id, exc)
+                    error = (exc.code, exc.message)
             with self._db.write() as conn:
-                task_dao.finish(conn, task.id, utc_now(), ("interrupted", message))
-                vm_dao.set_status(conn, task.vm_id, "error", utc_now(), ("interrupted", message))
+                task_dao.finish(conn, task.id, utc_now(), error)
         return len(interrupted)
+
+    def _tear_down_quietly(self, vm_id: str) -> None:
+        try:
+            self._provisioner.tear_down(vm_id)
+        except TaskFailed as exc:
+            log.error("cleanup of interrupted build %s failed: %s", vm_id, exc)
 
     def _disk_gb(self, image: image_dao.ImageRow, requested: int | None) -> int:
         virtual_size = self._images.virtual_size(image)
@@ -149,7 +279,9 @@ class ComputeService:
             with self._db.write() as conn:
                 now = utc_now()
                 vm_dao.set_vnc_port(conn, plan.vm_id, vnc_port, now)
-                vm_dao.set_status(conn, plan.vm_id, "running", now, only_from="building")
+                if not vm_dao.set_status(conn, plan.vm_id, "running", now, only_from="building"):
+                    # The reconciler failed this build (task_timeout) meanwhile: undo it all.
+                    raise TaskFailed("task_timeout", "The build outlived its deadline.")
 
         try:
             self._provisioner.build(plan, mark_running)
@@ -158,6 +290,18 @@ class ComputeService:
                 vm_dao.set_status(conn, plan.vm_id, "error", utc_now(), (exc.code, exc.message),
                                   only_from="building")
             raise
+
+    def _power_action(self, vm_id: str, action: str, options: PowerOptions) -> None:
+        self._power.run(vm_id, action, options)
+        status = lifecycle.RESULT[action]
+        running = status != "stopped"
+        vnc_port = self._provisioner.vnc_port(vm_id) if running else None
+        with self._db.write() as conn:
+            now = utc_now()
+            vm_dao.set_status(conn, vm_id, status, now)
+            vm_dao.set_vnc_port(conn, vm_id, vnc_port, now)
+            if not running:
+                vm_dao.set_addresses(conn, vm_id, [], now)
 
     def _delete(self, vm_id: str) -> None:
         try:

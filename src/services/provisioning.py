@@ -32,6 +32,7 @@ class BuildPlan:
     image_name: str
     base_path: Path
     base_format: str
+    mac: str
 
 
 class Provisioner:
@@ -67,8 +68,9 @@ class Provisioner:
             undo.callback(_best_effort, "undefine", self._hypervisor.undefine, plan.vm_id)
             with _step("start_failed"):
                 self._hypervisor.start(plan.vm_id)
-            undo.callback(_best_effort, "power off", self._hypervisor.force_off, plan.vm_id)
-            on_running(self._vnc_port(plan.vm_id))
+                undo.callback(_best_effort, "power off", self._hypervisor.force_off, plan.vm_id)
+                self._hypervisor.set_autostart(plan.vm_id, True)  # comes back with the host
+            on_running(self.vnc_port(plan.vm_id))
             undo.pop_all()
 
     def tear_down(self, vm_id: str) -> None:
@@ -95,9 +97,12 @@ class Provisioner:
             uuid=plan.vm_id, name=plan.name, domain_type=self._config.domain_type, cpu=plan.cpu,
             ram_mib=plan.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
             network=self._config.network, console_log=str(folder / CONSOLE_LOG),
-            installation_id=self._installation_id, image_name=plan.image_name)
+            installation_id=self._installation_id, image_name=plan.image_name, mac=plan.mac)
 
-    def _vnc_port(self, vm_id: str) -> int | None:
+    def console_log(self, vm_id: str) -> Path:
+        return self.instance_dir(vm_id) / CONSOLE_LOG
+
+    def vnc_port(self, vm_id: str) -> int | None:
         try:
             return self._hypervisor.vnc_port(vm_id)
         except HypervisorError as exc:  # the VM runs; a missing console port is not fatal

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from src.database import tasks as task_dao
 from src.database.db import Database
-from src.utils.clock import utc_now
+from src.utils.clock import utc_after, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +26,19 @@ class TaskFailed(Exception):
         super().__init__(f"{code}: {message}")
 
 
-def new_task_row(vm_id: str, action: str) -> task_dao.TaskRow:
+def new_task_row(vm_id: str, action: str, request_id: str | None) -> task_dao.TaskRow:
     return task_dao.TaskRow(id=str(uuid.uuid4()), vm_id=vm_id, action=action, status="queued",
                             error_code=None, error_message=None, created_at=utc_now(),
-                            started_at=None, finished_at=None)
+                            started_at=None, finished_at=None, request_id=request_id)
 
 
 class TaskRunner:
     """Runs task work off the request thread; builds are capped, further ones wait as queued."""
 
-    def __init__(self, db: Database, max_builds: int) -> None:
+    def __init__(self, db: Database, max_builds: int,
+                 on_finish: Callable[[task_dao.TaskRow], None] | None = None) -> None:
         self._db = db
+        self._on_finish = on_finish
         self._builds = ThreadPoolExecutor(max_builds, thread_name_prefix="build")
         self._others = ThreadPoolExecutor(OTHER_WORKERS, thread_name_prefix="task")
         self._done = threading.Condition()
@@ -44,22 +46,13 @@ class TaskRunner:
         self._vm_locks: dict[str, threading.Lock] = {}
         self._futures: dict[str, Future[None]] = {}
 
-    def submit(self, task: task_dao.TaskRow, work: Callable[[], None]) -> None:
-        """Queue work for an already-inserted task row."""
+    def submit(self, task: task_dao.TaskRow, work: Callable[[], None], timeout_s: float) -> None:
+        """Queue work for an already-inserted task row; it must end within timeout_s of starting."""
         pool = self._builds if task.action == "create" else self._others
-        future = pool.submit(self._run, task, work)
+        future = pool.submit(self._run, task, work, timeout_s)
         with self._guard:
             self._futures[task.id] = future
         future.add_done_callback(lambda _f: self._forget(task.id))
-
-    def cancel(self, task_id: str) -> bool:
-        """Cancel a task that has not started; True if it will never run."""
-        with self._guard:
-            future = self._futures.get(task_id)
-        if future is None or not future.cancel():
-            return False
-        self._finish(task_id, ("cancelled", "Cancelled before it started."))
-        return True
 
     def wait(self, task_id: str, timeout_s: float) -> task_dao.TaskRow | None:
         """The task once finished, or as it is when timeout_s runs out."""
@@ -86,10 +79,12 @@ class TaskRunner:
         with self._guard:
             self._futures.pop(task_id, None)
 
-    def _run(self, task: task_dao.TaskRow, work: Callable[[], None]) -> None:
+    def _run(self, task: task_dao.TaskRow, work: Callable[[], None], timeout_s: float) -> None:
         with self._vm_lock(task.vm_id):
             with self._db.write() as conn:
-                task_dao.mark_running(conn, task.id, utc_now())
+                started = task_dao.mark_running(conn, task.id, utc_now(), utc_after(timeout_s))
+            if not started:
+                return  # it was ended while it waited (start-up recovery or a timeout)
             error = None
             try:
                 work()
@@ -107,6 +102,14 @@ class TaskRunner:
 
     def _finish(self, task_id: str, error: tuple[str, str] | None) -> None:
         with self._db.write() as conn:
-            task_dao.finish(conn, task_id, utc_now(), error)
+            if not task_dao.finish(conn, task_id, utc_now(), error):
+                log.warning("task %s ended after it had been failed (timed out)", task_id)
+            task = task_dao.get(conn, task_id)
+        self.notify()
+        if self._on_finish is not None and task is not None:
+            self._on_finish(task)
+
+    def notify(self) -> None:
+        """Wake long-polls: a task ended (here or by the reconciler)."""
         with self._done:
             self._done.notify_all()

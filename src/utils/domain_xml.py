@@ -26,6 +26,7 @@ class DomainSpec:
     console_log: str
     installation_id: str
     image_name: str
+    mac: str
     metadata_ns: str = METADATA_NS
 
 

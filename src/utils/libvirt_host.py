@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,7 +28,31 @@ MISSING = "missing"
 _UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 _NOT_OURS = {libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN}
-_UNREACHABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
+_UNREACHABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_SYSTEM_ERROR}
+# What a lifecycle event says happened, as the reconciler reads it.
+LIFECYCLE_EVENTS = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+_FAMILIES = {libvirt.VIR_IP_ADDR_TYPE_IPV4: "ipv4", libvirt.VIR_IP_ADDR_TYPE_IPV6: "ipv6"}
+_ADDRESS_SOURCES = {"agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+                    "arp": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP}
+_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+          | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_BLOCK
+          | libvirt.VIR_DOMAIN_STATS_INTERFACE)
+KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 5, 3  # a silent daemon is dropped after about 20 s
+MAX_BACKOFF_S = 8.0  # reconnect attempts never wait longer, so recovery stays well under 30 s
+
+# (mac, address, family) tuples keyed by MAC.
+Addresses = dict[str, list[tuple[str, str]]]
+LifecycleListener = Callable[[str, str], None]
 
 
 class HypervisorError(RuntimeError):
@@ -48,6 +73,28 @@ def _silence_libvirt_stderr(_ctx: Any, _err: Any) -> None:
 
 libvirt.registerErrorHandler(_silence_libvirt_stderr, None)
 
+_event_loop_guard = threading.Lock()
+_event_loop_running = False
+
+
+def _ensure_event_loop() -> None:
+    """Run libvirt's default event loop on one daemon thread: events and keepalive need it.
+
+    It must be registered before the first connection is opened, so every Hypervisor calls this.
+    """
+    global _event_loop_running
+    with _event_loop_guard:
+        if _event_loop_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+        _event_loop_running = True
+
+
+def _run_event_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
 
 @contextmanager
 def _translated(connecting: bool = False) -> Iterator[None]:
@@ -66,17 +113,103 @@ class Hypervisor:
     """Domain operations on one libvirt URI; safe to share between threads."""
 
     def __init__(self, uri: str) -> None:
+        _ensure_event_loop()
         self.uri = uri
         self.calls = 0  # libvirt API calls made, read by benchmarks and tests
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self._last_failure = ""
+        self._listener: LifecycleListener | None = None
+        self._on_connect: Callable[[], None] | None = None
+        self._callback_id = -1
+        self._watchdog: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def _connection(self) -> libvirt.virConnect:
+        """The live connection, reopened when it died; failures back off instead of hanging.
+
+        Raises: HypervisorUnavailable while libvirtd cannot be reached.
+        """
         with self._lock:
-            if self._conn is None or not self._conn.isAlive():
+            if self._conn is not None and self._conn.isAlive():
+                return self._conn
+            if self._closed.is_set():
+                raise HypervisorUnavailable("the connection was closed")
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise HypervisorUnavailable(f"reconnecting ({self._last_failure})")
+            self._drop_dead_connection()
+            try:
                 with _translated(connecting=True):
-                    self._conn = libvirt.open(self.uri)
-            return self._conn
+                    conn = libvirt.open(self.uri)
+            except HypervisorUnavailable as exc:
+                self._backoff_s = min(max(self._backoff_s * 2, 0.5), MAX_BACKOFF_S)
+                self._retry_at = now + self._backoff_s
+                self._last_failure = str(exc)
+                raise
+            if self._backoff_s:
+                log.warning("libvirt connection to %s re-established", self.uri)
+            self._backoff_s = 0.0
+            self._conn = conn
+            self._prepare(conn)
+            on_connect = self._on_connect
+        if on_connect is not None:
+            on_connect()
+        return conn
+
+    def _prepare(self, conn: libvirt.virConnect) -> None:
+        try:
+            conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+        except libvirt.libvirtError:
+            pass  # local drivers (test:///) have no keepalive; nothing to keep alive
+        if self._listener is not None:
+            self._callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_event, None)
+
+    def _drop_dead_connection(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            pass  # it is dead already; closing only frees our side
+        self._conn = None
+
+    def _lifecycle_event(self, _conn: Any, domain: Any, event: int, _detail: int,
+                         _opaque: Any) -> None:
+        listener = self._listener
+        if listener is not None:
+            listener(domain.UUIDString(), LIFECYCLE_EVENTS.get(event, "unknown"))
+
+    def watch(self, listener: LifecycleListener, on_connect: Callable[[], None]) -> None:
+        """Deliver (uuid, event) for every domain lifecycle event, on every (re)connection.
+
+        on_connect runs after each successful (re)connection, so the caller can catch up on
+        what happened while events could not arrive. A watchdog thread reconnects with backoff.
+        Both callbacks run on libvirt's threads: they must only queue work, never block.
+        """
+        with self._lock:
+            self._listener = listener
+            self._on_connect = on_connect
+            if self._conn is not None and self._conn.isAlive():
+                self._prepare(self._conn)
+        self._watchdog = threading.Thread(target=self._keep_connected, name="libvirt-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
+
+    def _keep_connected(self) -> None:
+        while not self._closed.wait(1.0):
+            try:
+                self._connection()
+            except HypervisorUnavailable:
+                continue  # _connection recorded the failure and the next attempt time
+
+    @property
+    def connected(self) -> bool:
+        conn = self._conn
+        return conn is not None and bool(conn.isAlive())
 
     def _domain(self, uuid: str) -> libvirt.virDomain:
         self.calls += 1
@@ -91,10 +224,17 @@ class Hypervisor:
             raise
 
     def close(self) -> None:
+        self._closed.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._conn is not None and self._callback_id >= 0:
+                try:
+                    self._conn.domainEventDeregisterAny(self._callback_id)
+                except libvirt.libvirtError:
+                    pass  # a dead connection has no callbacks left to remove
+            self._listener = None
+            self._drop_dead_connection()
 
     def ping(self) -> None:
         """Raises: HypervisorError when libvirt does not answer."""
@@ -116,6 +256,41 @@ class Hypervisor:
         with _translated():
             self.calls += 1
             self._domain(uuid).create()
+
+    def _on_domain(self, uuid: str, call: Callable[[libvirt.virDomain], object]) -> None:
+        """Run one call on the domain. Raises: DomainNotFound, HypervisorError."""
+        with _translated():
+            domain = self._domain(uuid)
+            self.calls += 1
+            call(domain)
+
+    def shutdown(self, uuid: str) -> None:
+        """Ask the guest to power off (ACPI power button, or the guest agent when it runs)."""
+        self._on_domain(uuid, lambda domain: domain.shutdown())
+
+    def reboot(self, uuid: str) -> None:
+        """Ask the guest to reboot (ACPI, or the guest agent when it runs)."""
+        self._on_domain(uuid, lambda domain: domain.reboot(0))
+
+    def reset(self, uuid: str) -> None:
+        """Hard reset, like the reset button."""
+        self._on_domain(uuid, lambda domain: domain.reset(0))
+
+    def suspend(self, uuid: str) -> None:
+        self._on_domain(uuid, lambda domain: domain.suspend())
+
+    def resume(self, uuid: str) -> None:
+        self._on_domain(uuid, lambda domain: domain.resume())
+
+    def set_autostart(self, uuid: str, enabled: bool) -> None:
+        """Start the domain with libvirtd (host boot) or not."""
+        self._on_domain(uuid, lambda domain: domain.setAutostart(int(enabled)))
+
+    def autostart(self, uuid: str) -> bool:
+        with _translated():
+            domain = self._domain(uuid)
+            self.calls += 1
+            return bool(domain.autostart())
 
     def force_off(self, uuid: str) -> None:
         """Hard power-off if running; a missing or stopped domain is fine."""
@@ -204,3 +379,47 @@ class Hypervisor:
                 if element is not None and element.text == value:
                     found.append((domain.UUIDString(), domain.name()))
         return found
+
+    def dhcp_leases(self, network: str) -> Addresses:
+        """Current DHCP leases of a libvirt network by MAC; {} when the driver keeps none."""
+        with _translated():
+            self.calls += 2
+            try:
+                leases = self._connection().networkLookupByName(network).DHCPLeases()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT,
+                                            libvirt.VIR_ERR_NO_NETWORK):
+                    return {}
+                raise
+        found: Addresses = {}
+        for lease in leases:
+            found.setdefault(lease["mac"].lower(), []).append(
+                (lease["ipaddr"], _FAMILIES.get(lease["type"], "unknown")))
+        return found
+
+    def interface_addresses(self, uuid: str, source: str) -> Addresses:
+        """Addresses the guest agent or the host's ARP table knows; {} when that source has none."""
+        with _translated():
+            try:
+                domain = self._domain(uuid)
+                self.calls += 1
+                interfaces = domain.interfaceAddresses(_ADDRESS_SOURCES[source])
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                return {}  # no agent in the guest, unsupported source, or nothing learned yet
+        found: Addresses = {}
+        for interface in interfaces.values():
+            mac = (interface.get("hwaddr") or "").lower()
+            for address in interface.get("addrs") or []:
+                found.setdefault(mac, []).append(
+                    (address["addr"], _FAMILIES.get(address["type"], "unknown")))
+        return found
+
+    def stats(self, uuid: str) -> dict[str, Any]:
+        """Raw bulk statistics of one domain (cpu.time, balloon.*, block.N.*, net.N.*)."""
+        with _translated():
+            domain = self._domain(uuid)
+            self.calls += 1
+            records = self._connection().domainListGetStats([domain], _STATS)
+        return dict(records[0][1]) if records else {}

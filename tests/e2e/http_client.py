@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.support import Reply, Verbs, check_contract
+from tests.support import Reply, Verbs, check_contract, decode_body
 
 # No proxies: one set in the environment must never carry calls to 127.0.0.1 off the machine.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -24,7 +24,7 @@ def fetch(base_url: str, method: str, path: str, body: Any = None) -> Reply:
             status, headers, payload = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         status, headers, payload = exc.code, dict(exc.headers), exc.read()
-    return Reply(status, headers, json.loads(payload) if payload else None)
+    return Reply(status, headers, decode_body(headers, payload))
 
 
 class HttpClient(Verbs):

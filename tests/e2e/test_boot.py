@@ -56,7 +56,8 @@ def check_domain(conn: libvirt.virConnect, vm: dict[str, Any], app: App, config:
     assert disk is not None
     assert disk.get("file") == str(config.instances_dir / vm["id"] / "disk.qcow2")
     graphics = root.find("./devices/graphics[@type='vnc']")
-    assert graphics is not None and graphics.get("port") == str(vm["console"]["vnc"]["port"])
+    assert graphics is not None
+    assert vm["console"]["vnc"] == f"127.0.0.1:{graphics.get('port')}"
     assert graphics.get("listen") == "127.0.0.1"
     info = json.loads(subprocess.run(
         ["qemu-img", "info", "--output=json", "-U", "-f", "qcow2", str(disk.get("file"))],
@@ -85,7 +86,7 @@ def test_tiny_guest_boots_and_is_deleted_without_trace(
 
     vm = live_client.get(f"/v1/vms/{vm_id}").body
     assert (vm["status"], vm["power_state"]) == ("running", "running")
-    assert vm["console"]["vnc"]["port"] > 0
+    assert int(vm["console"]["vnc"].rpartition(":")[2]) > 0
     check_domain(system_conn, vm, e2e_app, e2e_config)
 
     console = e2e_config.instances_dir / vm_id / "console.log"
@@ -93,6 +94,20 @@ def test_tiny_guest_boots_and_is_deleted_without_trace(
     wait_for_console(console, "IAAS-TINY-BOOT-OK", deadline)
     lease = wait_for_console(console, LEASE.pattern, deadline)
     assert ipaddress.ip_address(lease.group(1)) in e2e_network.subnet
+
+    # The API shows the same: the console tail, and the address learned from the DHCP lease.
+    assert "IAAS-TINY-BOOT-OK" in live_client.get(f"/v1/vms/{vm_id}/console?tail=200").body
+    while not live_client.get(f"/v1/vms/{vm_id}").body["ip_addresses"]:
+        assert time.monotonic() < deadline, "the lease never reached ip_addresses"
+        time.sleep(0.5)
+    addresses = live_client.get(f"/v1/vms/{vm_id}").body["ip_addresses"]
+    assert addresses == [{"address": lease.group(1), "family": "ipv4", "source": "dhcp"}]
+    listed = live_client.get("/v1/vms").body["vms"]
+    assert [vm["ip_addresses"] for vm in listed if vm["id"] == vm_id] == [addresses]
+    stats = live_client.get(f"/v1/vms/{vm_id}/stats").body
+    assert stats["cpu"]["time_ns"] > 0 and stats["memory"]["current_mib"] == 256
+    assert [disk["name"] for disk in stats["disks"]] == ["vda"] and stats["disks"][0]["read_bytes"] > 0
+    assert len(stats["nics"]) == 1 and stats["nics"][0]["tx_bytes"] > 0
 
     reply = live_client.delete(f"/v1/vms/{vm_id}")
     assert reply.status == 202, reply.body

@@ -74,21 +74,30 @@ def make_foreign_folders(instances: Path) -> tuple[Path, Path]:
     return unmarked, other
 
 
-def test_vm_cleanup_removes_ours_only(make_e2e_app: E2eAppFactory, e2e_config: Config,
+def test_vm_cleanup_removes_orphans_then_all_of_ours_only(make_e2e_app: E2eAppFactory, e2e_config: Config,
                                       system_conn: libvirt.virConnect,
                                       foreign_domain: libvirt.virDomain) -> None:
     client = Client(make_e2e_app(e2e_config))
     register_tiny_image(client)
     ours = []
-    for _ in range(2):
+    for _ in range(3):
         reply = client.post("/v1/vms", vm_body(f"e2e-{secrets.token_hex(4)}"))
         assert client.wait_task(reply.body["task"]["id"])["status"] == "succeeded"
         ours.append(reply.body["id"])
     unmarked, other = make_foreign_folders(e2e_config.instances_dir)
+    orphan = ours.pop()
+    with client.app.db.write() as conn:  # a row lost (say, a restored DB backup): an orphan
+        conn.execute("DELETE FROM vms WHERE id = ?", (orphan,))
+    assert [d["uuid"] for d in client.get("/v1/admin/orphans").body["domains"]] == [orphan]
 
     hypervisor = Hypervisor(e2e_config.libvirt_uri)  # what `python -m src.cli vm-cleanup` opens
     try:
-        cli.vm_cleanup(e2e_config, hypervisor)
+        cli.vm_cleanup(e2e_config, hypervisor)  # `make vm-cleanup`: the orphan only
+        assert not domain_exists(system_conn, orphan)
+        assert not (e2e_config.instances_dir / orphan).exists()
+        assert all(domain_exists(system_conn, vm_id) for vm_id in ours)
+        assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+        cli.vm_cleanup(e2e_config, hypervisor, everything=True)  # `make vm-cleanup ALL=1`
     finally:
         hypervisor.close()
 

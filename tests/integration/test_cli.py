@@ -51,8 +51,7 @@ def test_db_clean_removes_rows_only(app: App, client: Client, config: Config,
     assert (config.instances_dir / vm["id"]).is_dir()
 
 
-def test_vm_cleanup_spares_foreign_domains_and_folders(app: App, client: Client, config: Config,
-                                                        base_image: dict) -> None:
+def _two_vms_and_foreign_things(app: App, client: Client, config: Config) -> tuple[list[str], str, list[Path]]:
     ours = []
     for name in ("ours-1", "ours-2"):
         vm = client.post("/v1/vms", {"name": name, "cpu": 1, "ram": 256, "image_name": "base"}).body
@@ -66,11 +65,39 @@ def test_vm_cleanup_spares_foreign_domains_and_folders(app: App, client: Client,
     other_install = config.instances_dir / "other-installation"
     shutil.copytree(config.instances_dir / ours[0], other_install)
     (other_install / ".iaas-installation").write_text("another-installation-id\n")
+    return ours, foreign_id, [foreign_folder, other_install]
+
+
+def test_vm_cleanup_removes_orphans_only(app: App, client: Client, config: Config,
+                                         base_image: dict) -> None:
+    ours, foreign_id, foreign_folders = _two_vms_and_foreign_things(app, client, config)
+    orphan, kept = ours
+    with app.db.write() as conn:  # the row goes, the domain and folder stay: orphans
+        conn.execute("DELETE FROM vms WHERE id = ?", (orphan,))
+    listed = client.get("/v1/admin/orphans").body
+    assert listed == {"domains": [{"uuid": orphan, "name": "ours-1"}],
+                      "folders": [str(config.instances_dir / orphan)]}
 
     cli.vm_cleanup(config, app.hypervisor)
+
+    assert app.hypervisor.power_state(orphan) == "missing"
+    assert not (config.instances_dir / orphan).exists()
+    assert app.hypervisor.power_state(kept) == "running"
+    assert (config.instances_dir / kept).is_dir()
+    assert [vm["id"] for vm in client.get("/v1/vms").body["vms"]] == [kept]
+    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+    assert app.hypervisor.power_state(foreign_id) == "shutoff"
+    assert all(folder.is_dir() for folder in foreign_folders)
+
+
+def test_vm_cleanup_all_removes_every_vm_of_ours(app: App, client: Client, config: Config,
+                                                 base_image: dict) -> None:
+    ours, foreign_id, foreign_folders = _two_vms_and_foreign_things(app, client, config)
+
+    cli.vm_cleanup(config, app.hypervisor, everything=True)
 
     assert all(app.hypervisor.power_state(vm_id) == "missing" for vm_id in ours)
     assert not any((config.instances_dir / vm_id).exists() for vm_id in ours)
     assert client.get("/v1/vms").body["vms"] == []
     assert app.hypervisor.power_state(foreign_id) == "shutoff"
-    assert foreign_folder.is_dir() and other_install.is_dir()
+    assert all(folder.is_dir() for folder in foreign_folders)

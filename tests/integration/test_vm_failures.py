@@ -123,16 +123,17 @@ def test_builds_beyond_the_limit_wait_queued(make_app: AppFactory, config: Confi
     assert all(client.wait_task(vm["task"]["id"])["status"] == "succeeded" for vm in vms)
 
 
-def test_delete_of_a_queued_build_cancels_it(make_app: AppFactory, config: Config) -> None:
+def test_delete_while_building_is_vm_busy(make_app: AppFactory, config: Config) -> None:
     _app, client, gated, first = one_build_in_progress(make_app, config)
-    queued = client.post("/v1/vms", VM).body
-    delete = client.delete(f"/v1/vms/{queued['id']}").body
+    refused = client.delete(f"/v1/vms/{first['id']}")
+    assert refused.status == 409 and refused.error_code == "vm_busy"
+    assert refused.body["error"]["details"]["task_id"] == first["task"]["id"]
+    assert client.get(f"/v1/vms/{first['id']}").body["actions"] == []
     gated.gate.set()
-    build = client.wait_task(queued["task"]["id"])
-    assert build["status"] == "failed" and build["error"]["code"] == "cancelled"
-    assert client.wait_task(delete["id"])["status"] == "succeeded"
-    assert client.get(f"/v1/vms/{queued['id']}").status == 404
     assert client.wait_task(first["task"]["id"])["status"] == "succeeded"
+    delete = client.delete(f"/v1/vms/{first['id']}")
+    assert delete.status == 202
+    assert client.wait_task(delete.body["id"])["status"] == "succeeded"
 
 
 def test_restart_marks_interrupted_and_cleans_up(make_app: AppFactory, config: Config) -> None:

@@ -14,9 +14,11 @@ SPEC = DomainSpec(
     ram_mib=2048, disk_path="/var/lib/libvirt/images/iaas-instances/6f1c/disk.qcow2",
     disk_format="qcow2", network="default",
     console_log="/var/lib/libvirt/images/iaas-instances/6f1c/console.log",
-    installation_id="0b8e2d1c-0000-4000-8000-000000000001", image_name="Ubuntu-Base-22.04")
+    installation_id="0b8e2d1c-0000-4000-8000-000000000001", image_name="Ubuntu-Base-22.04",
+    mac="52:54:00:12:ab:ef")
 
-EXPECTED_DEVICES = ["disk", "interface", "serial", "console", "graphics", "video", "memballoon"]
+EXPECTED_DEVICES = ["disk", "interface", "serial", "console", "channel", "graphics", "video",
+                    "memballoon"]
 INJECTIONS = [
     "x'/><hostdev mode='subsystem'/><x a='",
     'x"/><disk type="file"/><y z="',
@@ -26,7 +28,7 @@ INJECTIONS = [
     "{{ 7*7 }}{% raw %}",
 ]
 STRING_FIELDS = ["name", "disk_path", "network", "console_log", "installation_id", "image_name",
-                 "uuid", "domain_type", "disk_format"]
+                 "uuid", "domain_type", "disk_format", "mac"]
 
 
 def test_matches_golden_file() -> None:
@@ -41,6 +43,8 @@ def test_has_the_devices_and_features_every_vm_needs() -> None:
     assert root.find("devices/interface/model").get("type") == "virtio"
     assert root.find("devices/graphics").get("listen") == "127.0.0.1"
     assert root.find("devices/serial/log").get("file") == SPEC.console_log
+    assert root.find("devices/interface/mac").get("address") == SPEC.mac
+    assert root.find("devices/channel/target").get("name") == "org.qemu.guest_agent.0"
     installation = root.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}installation")
     assert installation.text == SPEC.installation_id
 

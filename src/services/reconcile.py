@@ -1,0 +1,157 @@
+"""Keep the DB true to the host: libvirt lifecycle events, a periodic sweep, and task deadlines.
+
+Rules (the hypervisor is the truth for power state; see lifecycle.reconciled):
+- an idle VM takes the status its domain's power state implies; a vanished domain is
+  error/domain_missing, a crashed guest error/guest_crashed;
+- a VM held by a task is left to the task, and re-checked when the task ends;
+- a task running past its deadline fails with task_timeout and puts its VM in error.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.services import lifecycle
+from src.services.addresses import AddressBook
+from src.services.tasks import TaskRunner
+from src.utils.clock import utc_now
+from src.utils.libvirt_host import MISSING, Hypervisor, HypervisorError
+
+log = logging.getLogger(__name__)
+
+_SWEEP = "<sweep>"
+_STOP = "<stop>"
+UP_STATUSES = ("running", "paused")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    changed: int
+    timed_out: int
+    addresses_learned: int
+
+
+class Reconciler:
+    def __init__(self, db: Database, hypervisor: Hypervisor, addresses: AddressBook,
+                 runner: TaskRunner, interval_s: float, use_events: bool) -> None:
+        self._db = db
+        self._hypervisor = hypervisor
+        self._addresses = addresses
+        self._runner = runner
+        self._interval_s = interval_s
+        self._use_events = use_events
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Listen to libvirt (if enabled) and sweep every interval on a background thread."""
+        if self._use_events:
+            self._hypervisor.watch(lambda uuid, _event: self.check(uuid), self.request_sweep)
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+
+    def check(self, vm_id: str) -> None:
+        """Re-read one VM's domain soon (an event arrived, or its task ended)."""
+        self._queue.put(vm_id)
+
+    def request_sweep(self) -> None:
+        self._queue.put(_SWEEP)
+
+    def _loop(self) -> None:
+        next_sweep = time.monotonic() + self._interval_s
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, next_sweep - time.monotonic()))
+            except queue.Empty:
+                item = _SWEEP
+            if item == _STOP:
+                return
+            try:
+                if item == _SWEEP:
+                    self.sweep()
+                else:
+                    self.check_now(item)
+            except HypervisorError as exc:
+                log.warning("reconcile skipped, libvirt unavailable: %s", exc)
+            except Exception:  # the loop must outlive any single bad pass
+                log.exception("reconcile pass failed")
+            if item == _SWEEP or time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self._interval_s
+
+    def sweep(self) -> SweepResult:
+        """One full pass with bulk calls: deadlines, power states, addresses."""
+        timed_out = self.fail_overdue_tasks()
+        with self._db.read() as conn:
+            rows = vm_dao.list_all(conn)
+            active = task_dao.active_by_vm(conn)
+        states = self._hypervisor.power_states() if rows else {}
+        changed = sum(self._apply(row, states.get(row.id, MISSING))
+                      for row in rows if row.id not in active)
+        running = [(row.id, row.mac) for row in rows
+                   if row.mac and row.id not in active and states.get(row.id) == "running"]
+        learned = self._addresses.learn(running)
+        return SweepResult(changed=changed, timed_out=timed_out, addresses_learned=learned)
+
+    def check_now(self, vm_id: str) -> bool:
+        """Reconcile one VM against its domain; True if its status changed."""
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, vm_id)
+            busy = row is not None and task_dao.active_for_vm(conn, vm_id) is not None
+        if row is None or busy:
+            return False
+        return self._apply(row, self._hypervisor.power_state(vm_id))
+
+    def fail_overdue_tasks(self) -> int:
+        message = "The task ran past its deadline and was abandoned."
+        with self._db.write() as conn:
+            now = utc_now()
+            overdue = task_dao.overdue(conn, now)
+            for task in overdue:
+                task_dao.finish(conn, task.id, now, ("task_timeout", message))
+                vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
+        for task in overdue:
+            log.error("task %s (%s) of vm %s timed out", task.id, task.action, task.vm_id)
+        if overdue:
+            self._runner.notify()
+        return len(overdue)
+
+    def _apply(self, row: vm_dao.VmRow, power_state: str) -> bool:
+        target = lifecycle.reconciled(row.status, row.error_code, power_state)
+        if target is None:
+            return False
+        status, error = target
+        with self._db.write() as conn:
+            now = utc_now()
+            if not vm_dao.set_status_if_idle(conn, row, status, now, error):
+                return False  # a task took the VM, or it changed, since we looked
+            if status not in UP_STATUSES:
+                vm_dao.set_addresses(conn, row.id, [], now)
+                vm_dao.set_vnc_port(conn, row.id, None, now)
+        log.warning("vm %s (%s): %s -> %s, libvirt reports %s", row.id, row.name, row.status,
+                    status, power_state)
+        self._follow_host(row.id, status)
+        return True
+
+    def _follow_host(self, vm_id: str, status: str) -> None:
+        """Autostart and the VNC port follow a change made outside the API."""
+        if status not in ("running", "stopped"):
+            return
+        try:
+            self._hypervisor.set_autostart(vm_id, status == "running")
+            if status == "running":
+                port = self._hypervisor.vnc_port(vm_id)
+                with self._db.write() as conn:
+                    vm_dao.set_vnc_port(conn, vm_id, port, utc_now())
+        except HypervisorError as exc:
+            log.warning("could not follow host change of %s: %s", vm_id, exc)
