@@ -37,6 +37,8 @@ fix_kvm_permissions() {
     fi
 }
 
+LIBVIRTD_STARTED_MARKER=/run/iaas-started-libvirtd.pid
+
 libvirt_answers() { as_root virsh -c qemu:///system version >/dev/null 2>&1; }
 
 start_daemons() {
@@ -48,13 +50,21 @@ start_daemons() {
     else
         # No init system here (containers, CI sandboxes): run them as daemons ourselves.
         pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; as_root virtlogd -d; }
-        pgrep -x libvirtd >/dev/null || { say "starting libvirtd"; as_root libvirtd -d; }
+        if ! pgrep -x libvirtd >/dev/null; then
+            say "starting libvirtd"
+            as_root libvirtd -d
+            started_libvirtd=1
+        fi
     fi
     local deadline=$((SECONDS + 60))
     until libvirt_answers; do
         ((SECONDS < deadline)) || { say "libvirtd does not answer on qemu:///system"; exit 1; }
         sleep 0.5
     done
+    # Record that this libvirtd is ours: only then may the outage test kill and restart it.
+    if [[ -n "${started_libvirtd:-}" && -r /run/libvirtd.pid ]]; then
+        as_root cp /run/libvirtd.pid "$LIBVIRTD_STARTED_MARKER"
+    fi
 }
 
 make_venv() {

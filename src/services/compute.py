@@ -7,7 +7,7 @@ import secrets
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from src import errors
 from src.database import images as image_dao
@@ -37,7 +37,7 @@ class VmView:
     row: vm_dao.VmRow
     power_state: str
     task: task_dao.TaskRow | None
-    actions: list[str] = field(default_factory=list)
+    actions: list[str]
 
 
 def _view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) -> VmView:
@@ -224,8 +224,7 @@ class ComputeService:
             rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit)
             active = task_dao.active_by_vm(conn) if rows else {}
         states = self._hypervisor.power_states() if rows else {}
-        return [VmView(row=row, power_state=states.get(row.id, "missing"), task=active.get(row.id))
-                for row in rows]
+        return [_view(row, states.get(row.id, MISSING), active.get(row.id)) for row in rows]
 
     def delete(self, id_or_name: str, request_id: str | None = None) -> task_dao.TaskRow:
         """Queue the VM's removal. Raises: VmNotFound, VmBusy, InvalidState."""

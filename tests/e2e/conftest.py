@@ -29,24 +29,42 @@ from tests.support import Client, LiveServer
 E2eAppFactory = Callable[[Config], App]
 
 
-@pytest.fixture(scope="session")
-def system_conn() -> Iterator[libvirt.virConnect]:
-    """Our own connection to qemu:///system; the tier fails (never skips) when libvirtd is down."""
+def _open_or_fail() -> libvirt.virConnect:
     try:
-        conn = open_system()
+        return open_system()
     except HostUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def system_conn() -> Iterator[libvirt.virConnect]:
+    """Our own connection to qemu:///system, per test: one test restarts libvirtd.
+
+    The tier fails (never skips) when libvirtd is down.
+    """
+    conn = _open_or_fail()
     yield conn
-    conn.close()
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass  # the daemon was restarted under it
 
 
 @pytest.fixture(scope="session")
-def e2e_network(system_conn: libvirt.virConnect) -> Iterator[IsolatedNetwork]:
-    net = start_isolated_network(system_conn, "iaas-e2e")
+def e2e_network() -> Iterator[IsolatedNetwork]:
+    conn = _open_or_fail()
+    try:
+        net = start_isolated_network(conn, "iaas-e2e")
+    finally:
+        conn.close()
     try:
         yield net
     finally:
-        remove_network(system_conn, net)
+        conn = _open_or_fail()  # fresh: libvirtd may have been restarted meanwhile
+        try:
+            remove_network(conn, net)
+        finally:
+            conn.close()
 
 
 @pytest.fixture

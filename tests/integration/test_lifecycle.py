@@ -77,6 +77,8 @@ def test_every_action_from_every_status(app: App, client: Client, base_image: di
     bring_to(app, client, vm_id, status)
     shown = client.get(f"/v1/vms/{vm_id}").body
     assert set(shown["actions"]) == ALLOWED[status]
+    listed = [vm["actions"] for vm in client.get("/v1/vms").body["vms"] if vm["id"] == vm_id]
+    assert listed == [shown["actions"]]
     events_before = len(client.get(f"/v1/vms/{vm_id}/events").body["events"])
 
     if action not in ALLOWED[status]:
