@@ -199,7 +199,10 @@ class ComputeService:
         exists = row.status != "error" or self._hypervisor.power_state(row.id) != MISSING
         task = new_task_row(row.id, action, request_id)
         with self._db.write() as conn:
-            row = vm_dao.get(conn, row.id) or row
+            current = vm_dao.get(conn, row.id)
+            if current is None:  # deleted since we looked
+                raise errors.VmNotFound(vm=id_or_name)
+            row = current
             active = task_dao.active_for_vm(conn, row.id)
             if active is not None:
                 raise errors.VmBusy(vm=id_or_name, task_id=active.id, action=active.action)
