@@ -16,6 +16,7 @@ from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.services.addresses import AddressBook
 from src.services.compute import ComputeService, Timeouts
+from src.services.flavors import FlavorService
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
 from src.services.provisioning import Provisioner
@@ -45,7 +46,8 @@ class App:
         self.reconciler = reconciler
         self.orphans = orphans
         self.installation_id = installation_id
-        self._router = Router(Handlers(db, hypervisor, compute, images, runner, orphans).routes())
+        self._router = Router(Handlers(db, hypervisor, compute, images, runner, orphans,
+                                       FlavorService(db)).routes())
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()

@@ -12,6 +12,7 @@ from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
+from src.services.flavors import FlavorService
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
 from src.utils.libvirt_host import Hypervisor
@@ -33,8 +34,10 @@ def db_init(config: Config) -> None:
     images = ImageService(db, config.images_dir, QemuImg())
     name, file, fmt = SEED_IMAGE
     added = images.seed(name, file, fmt)
+    flavors = FlavorService(db).seed()
     print(f"database {config.db_path} ready (installation {installation_id}); "
-          f"image {name} -> {images.path_of(file)} {'registered' if added else 'already registered'}")
+          f"image {name} -> {images.path_of(file)} {'registered' if added else 'already registered'}; "
+          f"{flavors} flavor(s) added")
 
 
 def install_image(config: Config, name: str, source: Path) -> None:

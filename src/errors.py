@@ -34,6 +34,11 @@ MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {mark
 NotFound = _error("NotFound", 404, "not_found", "No route for {path}.")
 VmNotFound = _error("VmNotFound", 404, "vm_not_found", "VM {vm!r} does not exist.")
 ImageNotFound = _error("ImageNotFound", 404, "image_not_found", "Image {image!r} does not exist.")
+FlavorNotFound = _error("FlavorNotFound", 404, "flavor_not_found", "Flavor {flavor!r} does not exist.")
+FlavorNotFoundInRequest = _error("FlavorNotFoundInRequest", 400, "flavor_not_found",
+                                 "Flavor {flavor!r} does not exist.")
+InsufficientCapacity = _error("InsufficientCapacity", 409, "insufficient_capacity",
+                              "Not enough {resource}: {requested} requested, {available} available.")
 TaskNotFound = _error("TaskNotFound", 404, "task_not_found", "Task {task!r} does not exist.")
 MethodNotAllowed = _error("MethodNotAllowed", 405, "method_not_allowed", "{method} is not allowed on {path}.")
 VmBusy = _error("VmBusy", 409, "vm_busy", "VM {vm!r} is busy with another task; wait for it to end.")

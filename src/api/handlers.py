@@ -12,6 +12,7 @@ from src.api.validation import parse_query, validate_body
 from src.database import tasks as task_dao
 from src.database.db import Database
 from src.services.compute import ComputeService, CreateRequest
+from src.services.flavors import FlavorService
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
 from src.services.power import PowerOptions
@@ -26,8 +27,10 @@ _OPTIONS_SCHEMA = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
 
 class Handlers:
     def __init__(self, db: Database, hypervisor: Hypervisor, compute: ComputeService,
-                 images: ImageService, runner: TaskRunner, orphans: OrphanFinder) -> None:
+                 images: ImageService, runner: TaskRunner, orphans: OrphanFinder,
+                 flavors: FlavorService) -> None:
         self._db = db
+        self._flavors = flavors
         self._orphans = orphans
         self._hypervisor = hypervisor
         self._compute = compute
@@ -42,6 +45,10 @@ class Handlers:
             Route("POST", "/v1/images", self.create_image),
             Route("GET", "/v1/images/{image}", self.show_image),
             Route("DELETE", "/v1/images/{image}", self.delete_image),
+            Route("GET", "/v1/flavors", self.list_flavors),
+            Route("POST", "/v1/flavors", self.create_flavor),
+            Route("GET", "/v1/flavors/{flavor}", self.show_flavor),
+            Route("DELETE", "/v1/flavors/{flavor}", self.delete_flavor),
             Route("GET", "/v1/vms", self.list_vms),
             Route("POST", "/v1/vms", self.create_vm),
             Route("GET", "/v1/vms/{vm}", self.show_vm),
@@ -86,6 +93,20 @@ class Handlers:
         self._images.delete(image)
         return Response(204)
 
+    def list_flavors(self, _request: Request) -> Response:
+        return Response(200, {"flavors": [views.flavor(row) for row in self._flavors.list()]})
+
+    def create_flavor(self, request: Request) -> Response:
+        flavor = self._flavors.create(validate_body("FlavorCreate", request.json()))
+        return Response(201, views.flavor(flavor), [("Location", f"/v1/flavors/{flavor.id}")])
+
+    def show_flavor(self, _request: Request, flavor: str) -> Response:
+        return Response(200, views.flavor(self._flavors.get(flavor)))
+
+    def delete_flavor(self, _request: Request, flavor: str) -> Response:
+        self._flavors.delete(flavor)
+        return Response(204)
+
     def list_vms(self, request: Request) -> Response:
         query = parse_query(request.query, PATHS["/v1/vms"]["get"])
         limit = query.get("limit", 1000)
@@ -98,6 +119,11 @@ class Handlers:
 
     def create_vm(self, request: Request) -> Response:
         body = validate_body("VmCreate", request.json())
+        sized = [field for field in ("cpu", "ram") if field in body]
+        if ("flavor" in body) == bool(sized) or (not body.get("flavor") and len(sized) != 2):
+            raise errors.ValidationFailed("Give either flavor, or both cpu and ram.",
+                                          errors=[{"field": "flavor",
+                                                   "message": "flavor xor (cpu and ram)"}])
         view = self._compute.create(CreateRequest(**body), request.request_id)
         return Response(202, views.vm(view), [("Location", f"/v1/vms/{view.row.id}")])
 

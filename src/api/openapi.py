@@ -34,7 +34,22 @@ SCHEMAS: dict[str, Any] = {
         "ram": {"type": "integer", "minimum": 128, "maximum": 1048576, "description": "MiB"},
         "image_name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
         "disk_gb": {"type": "integer", "minimum": 1, "maximum": 16384},
-    }, required=["name", "cpu", "ram", "image_name"]),
+        "flavor": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64,
+                   "description": "A flavor's name or id; give either flavor or cpu and ram."},
+    }, required=["name", "image_name"]),
+    "FlavorCreate": _object({
+        "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "cpu": {"type": "integer", "minimum": 1, "maximum": 128},
+        "ram": {"type": "integer", "minimum": 128, "maximum": 1048576, "description": "MiB"},
+        "disk_gb": {"type": "integer", "minimum": 1, "maximum": 16384},
+        "gpu_count": {"type": "integer", "minimum": 0, "maximum": 16, "default": 0},
+        "gpu_model": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$",
+                      "description": "Product name match, e.g. H100"},
+        "hugepages": {"type": "boolean", "default": False},
+        "cpu_pinning": {"type": "boolean", "default": False},
+        "numa_aligned": {"type": "boolean", "default": False},
+        "description": {"type": "string", "maxLength": 255},
+    }, required=["name", "cpu", "ram", "disk_gb"]),
     "ImageCreate": _object({
         "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
         "file": {"type": "string", "pattern": IMAGE_FILE, "maxLength": 255,
@@ -63,6 +78,15 @@ SCHEMAS: dict[str, Any] = {
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
     }),
+    "Flavor": _object({
+        "id": UUID, "name": {"type": "string"}, "cpu": {"type": "integer"},
+        "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
+        "gpu_count": {"type": "integer"}, "gpu_model": {"type": ["string", "null"]},
+        "hugepages": {"type": "boolean"}, "cpu_pinning": {"type": "boolean"},
+        "numa_aligned": {"type": "boolean"}, "description": {"type": "string"},
+        "created_at": TIME,
+    }),
+    "FlavorList": _object({"flavors": {"type": "array", "items": _ref("Flavor")}}),
     "ErrorInfo": _object({"code": {"type": "string"}, "message": {"type": "string"}}),
     "Image": _object({
         "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},
@@ -75,6 +99,7 @@ SCHEMAS: dict[str, Any] = {
         "id": UUID, "name": {"type": "string"},
         "cpu": {"type": "integer"}, "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
         "image": _object({"id": UUID, "name": {"type": "string"}}),
+        "flavor": {"type": ["string", "null"]},
         "status": {"type": "string", "enum": VM_STATUSES},
         "power_state": {"type": "string"},
         "task": {"oneOf": [{"type": "null"}, _ref("Task")]},
@@ -163,6 +188,16 @@ PATHS: dict[str, Any] = {
         "parameters": [IMAGE_PARAM],
         "get": {"operationId": "showImage", "responses": _responses(200, _ref("Image"), 404)},
         "delete": {"operationId": "deleteImage", "responses": _responses(204, None, 404, 409)},
+    },
+    "/v1/flavors": {
+        "get": {"operationId": "listFlavors", "responses": _responses(200, _ref("FlavorList"))},
+        "post": {"operationId": "createFlavor", "requestBody": {"required": True, **_json(
+            _ref("FlavorCreate"))}, "responses": _responses(201, _ref("Flavor"), 400, 409, 413, 415)},
+    },
+    "/v1/flavors/{flavor}": {
+        "parameters": [_path_param("flavor", "Flavor id or name")],
+        "get": {"operationId": "showFlavor", "responses": _responses(200, _ref("Flavor"), 404)},
+        "delete": {"operationId": "deleteFlavor", "responses": _responses(204, None, 404)},
     },
     "/v1/vms": {
         "get": {"operationId": "listVms", "parameters": [

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.database.flavors import FlavorRow
 from src.database.images import ImageRow
 from src.database.tasks import TaskRow
 from src.services.compute import VmView
@@ -27,6 +28,14 @@ def event(row: TaskRow) -> dict[str, Any]:
             "finished_at": row.finished_at}
 
 
+def flavor(row: FlavorRow) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
+            "disk_gb": row.disk_gb, "gpu_count": row.gpu_count, "gpu_model": row.gpu_model,
+            "hugepages": row.hugepages, "cpu_pinning": row.cpu_pinning,
+            "numa_aligned": row.numa_aligned, "description": row.description,
+            "created_at": row.created_at}
+
+
 def image(row: ImageRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "file": row.file, "format": row.format,
             "size_bytes": row.size_bytes, "virtual_size_bytes": row.virtual_size_bytes,
@@ -39,6 +48,7 @@ def vm(view: VmView) -> dict[str, Any]:
     vnc = f"{VNC_HOST}:{row.vnc_port}" if row.vnc_port and shows_screen else None
     return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
             "disk_gb": row.disk_gb, "image": {"id": row.image_id, "name": row.image_name},
+            "flavor": row.flavor_name,
             "status": row.status, "power_state": view.power_state,
             "task": task(view.task) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},

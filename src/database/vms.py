@@ -23,10 +23,11 @@ class VmRow:
     updated_at: str
     ip_addresses: list[dict[str, str]] = field(default_factory=list)
     mac: str | None = None
+    flavor_name: str | None = None
 
 
 _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
-           "v.status, v.vnc_port, v.ip_addresses, v.mac, v.error_code, v.error_message, "
+           "v.status, v.vnc_port, v.ip_addresses, v.mac, v.flavor_name, v.error_code, v.error_message, "
            "v.created_at, v.updated_at FROM vms v JOIN images i ON i.id = v.image_id")
 
 
@@ -38,10 +39,10 @@ def _row(row: sqlite3.Row) -> VmRow:
 
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
     """Raises: sqlite3.IntegrityError when the name (or id) is taken."""
-    conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, mac, created_at, "
-                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, mac, "
+                 "flavor_name, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (vm.id, vm.name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id, vm.status, vm.mac,
-                  vm.created_at, vm.updated_at))
+                  vm.flavor_name, vm.created_at, vm.updated_at))
 
 
 def get(conn: sqlite3.Connection, id_or_name: str) -> VmRow | None:

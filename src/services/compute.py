@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from src import errors
+from src.database import flavors as flavor_dao
 from src.database import images as image_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
@@ -48,11 +49,14 @@ def _view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) ->
 
 @dataclass(frozen=True)
 class CreateRequest:
+    """Either flavor, or cpu and ram (the handler enforces which)."""
+
     name: str
-    cpu: int
-    ram: int
     image_name: str
+    cpu: int | None = None
+    ram: int | None = None
     disk_gb: int | None = None
+    flavor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class ComputeService:
 
         Raises: ImageNotFoundInRequest, ImageFileMissing, DiskTooSmall, NameConflict.
         """
+        cpu, ram, disk_request, flavor_name = self._size(request)
         try:
             image = self._images.get(request.image_name)
         except errors.ImageNotFound:
@@ -93,15 +98,14 @@ class ComputeService:
         base = self._images.path_of(image.file)
         if not base.is_file():
             raise errors.ImageFileMissing(file=image.file, image=image.name)
-        disk_gb = self._disk_gb(image, request.disk_gb)
+        disk_gb = self._disk_gb(image, disk_request)
         if self._hypervisor.name_taken(request.name):
             raise errors.NameConflict(kind="domain", name=request.name)
         now = utc_now()
-        row = vm_dao.VmRow(id=str(uuid.uuid4()), name=request.name, cpu=request.cpu,
-                           ram=request.ram, disk_gb=disk_gb, image_id=image.id,
+        row = vm_dao.VmRow(id=str(uuid.uuid4()), name=request.name, cpu=cpu, ram=ram, disk_gb=disk_gb, image_id=image.id,
                            image_name=image.name, status="building", vnc_port=None,
                            error_code=None, error_message=None, created_at=now, updated_at=now,
-                           mac=_new_mac())
+                           mac=_new_mac(), flavor_name=flavor_name)
         task = new_task_row(row.id, "create", request_id)
         try:
             with self._db.write() as conn:
@@ -114,6 +118,22 @@ class ComputeService:
                          mac=row.mac or _new_mac())
         self._runner.submit(task, lambda: self._build(plan), self._timeouts.task_s)
         return _view(row, MISSING, task)
+
+    def _size(self, request: CreateRequest) -> tuple[int, int, int | None, str | None]:
+        """(cpu, ram, disk_gb wanted, flavor name). Raises: FlavorNotFoundInRequest,
+        InsufficientCapacity."""
+        if request.flavor is None:
+            assert request.cpu is not None and request.ram is not None
+            return request.cpu, request.ram, request.disk_gb, None
+        with self._db.read() as conn:
+            flavor = flavor_dao.get(conn, request.flavor)
+        if flavor is None:
+            raise errors.FlavorNotFoundInRequest(flavor=request.flavor)
+        if flavor.gpu_count:
+            # GPU inventory and passthrough are not built yet: no GPU can be promised.
+            raise errors.InsufficientCapacity(resource="gpu", requested=flavor.gpu_count,
+                                              available=0)
+        return flavor.cpu, flavor.ram, request.disk_gb or flavor.disk_gb, flavor.name
 
     def get(self, id_or_name: str) -> VmView:
         """The VM with its live power state; learns its addresses if it has none yet.
