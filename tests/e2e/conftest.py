@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +117,20 @@ def e2e_app(make_e2e_app: E2eAppFactory, e2e_config: Config) -> App:
     return make_e2e_app(e2e_config)
 
 
-@pytest.fixture
-def live_client(e2e_app: App) -> Iterator[HttpClient]:
+@contextmanager
+def served(app: App) -> Iterator[HttpClient]:
     """The app behind the real threaded server on 127.0.0.1."""
-    server = LiveServer(e2e_app)
+    server = LiveServer(app)
     try:
         yield HttpClient(server.url)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def live_client(e2e_app: App) -> Iterator[HttpClient]:
+    with served(e2e_app) as client:
+        yield client
 
 
 def register_tiny_image(client: Client | HttpClient) -> dict[str, Any]:

@@ -12,8 +12,7 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
@@ -25,10 +24,10 @@ import pytest
 
 from src.app import App
 from src.config import Config
-from tests.e2e.conftest import E2eAppFactory, register_tiny_image
+from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
 from tests.e2e.host import REPO, SYSTEM_URI, TINY_IMAGE_NAME, domain_exists
 from tests.e2e.http_client import HttpClient
-from tests.support import LiveServer, Reply
+from tests.support import Reply
 
 DEAF_IMAGE = REPO / "images" / "tiny-linux-noacpi.qcow2"
 DEAF_IMAGE_NAME = "tiny-linux-noacpi"
@@ -268,16 +267,6 @@ def race(calls: list[Callable[[], Reply]]) -> list[Reply]:
     answered = [reply for reply in replies if reply is not None]
     assert len(answered) == len(calls), "a racing call raised (see the thread's traceback)"
     return answered
-
-
-@contextmanager
-def served(app: App) -> Iterator[HttpClient]:
-    """The app behind the real threaded server, for tests that need their own config."""
-    server = LiveServer(app)
-    try:
-        yield HttpClient(server.url)
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -44,6 +44,14 @@ def eventually(probe: Callable[[], bool], deadline_s: float = 10) -> None:
         time.sleep(0.05)
 
 
+def sweep_only(make_app: AppFactory, config: Config, interval_s: float) -> tuple[App, Client]:
+    """An app that learns of host changes only from its sweep, with the base image registered."""
+    app = make_app(replace(config, lifecycle_events=False, reconcile_interval_s=interval_s))
+    client = Client(app)
+    setup_image(config, client)
+    return app, client
+
+
 def bring_to(app: App, client: Client, vm_id: str, status: str) -> None:
     """Put a fresh running VM into status through the API (error: its domain vanishes)."""
     if status == "paused":
@@ -118,9 +126,7 @@ def test_actions_record_events_newest_first(client: Client, base_image: dict) ->
 
 
 def test_failed_action_keeps_status_and_records_the_error(make_app: AppFactory, config: Config) -> None:
-    app = make_app(replace(config, lifecycle_events=False, reconcile_interval_s=3600))
-    client = Client(app)
-    setup_image(config, client)
+    app, client = sweep_only(make_app, config, 3600)
     vm_id = create(client, "pausefail")["id"]
     app.hypervisor.suspend(vm_id)  # behind the API's back; no event, no sweep yet
     task = act(client, vm_id, "pause")
@@ -208,9 +214,7 @@ def test_events_bring_outside_changes_in(app: App, client: Client, base_image: d
 
 
 def test_sweep_catches_changes_without_events(make_app: AppFactory, config: Config) -> None:
-    app = make_app(replace(config, lifecycle_events=False, reconcile_interval_s=3600))
-    client = Client(app)
-    setup_image(config, client)
+    app, client = sweep_only(make_app, config, 3600)
     vm_id = create(client, "swept")["id"]
     app.hypervisor.force_off(vm_id)
     time.sleep(0.2)  # give an (absent) event time to arrive: nothing may change by itself
@@ -225,9 +229,7 @@ def test_sweep_catches_changes_without_events(make_app: AppFactory, config: Conf
 
 
 def test_short_sweep_interval_reconciles_by_itself(make_app: AppFactory, config: Config) -> None:
-    app = make_app(replace(config, lifecycle_events=False, reconcile_interval_s=0.2))
-    client = Client(app)
-    setup_image(config, client)
+    app, client = sweep_only(make_app, config, 0.2)
     vm_id = create(client, "ticking")["id"]
     app.hypervisor.suspend(vm_id)
     eventually(lambda: client.get(f"/v1/vms/{vm_id}").body["status"] == "paused")
