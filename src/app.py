@@ -17,8 +17,10 @@ from src.database.meta import ensure_installation_id
 from src.services.addresses import AddressBook
 from src.services.compute import ComputeService, Timeouts
 from src.services.flavors import FlavorService
+from src.services.gpus import GpuInventory
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
+from src.services.placement import Placement
 from src.services.provisioning import Provisioner
 from src.services.reconcile import Reconciler
 from src.services.tasks import TaskRunner
@@ -36,7 +38,8 @@ class App:
 
     def __init__(self, config: Config, db: Database, hypervisor: Hypervisor, images: ImageService,
                  compute: ComputeService, runner: TaskRunner, reconciler: Reconciler,
-                 orphans: OrphanFinder, installation_id: str) -> None:
+                 orphans: OrphanFinder, gpus: GpuInventory, placement: Placement,
+                 installation_id: str) -> None:
         self.config = config
         self.db = db
         self.hypervisor = hypervisor
@@ -45,9 +48,11 @@ class App:
         self.runner = runner
         self.reconciler = reconciler
         self.orphans = orphans
+        self.gpus = gpus
+        self.placement = placement
         self.installation_id = installation_id
         self._router = Router(Handlers(db, hypervisor, compute, images, runner, orphans,
-                                       FlavorService(db)).routes())
+                                       FlavorService(db), gpus, placement).routes())
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -97,7 +102,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     runner = TaskRunner(db, config.max_builds, on_finish=lambda task: reconciler.check(task.vm_id))
     provisioner = Provisioner(config, hypervisor, qemu_img, installation_id)
     addresses = AddressBook(db, hypervisor, config.network)
-    compute = ComputeService(db, hypervisor, images, provisioner, runner, addresses,
+    placement = Placement(db, hypervisor, config.cpu_allocation_ratio,
+                          config.ram_allocation_ratio)
+    compute = ComputeService(db, hypervisor, images, provisioner, runner, addresses, placement,
                              Timeouts(task_s=config.task_timeout_s))
     reconciler = Reconciler(db, hypervisor, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events)
@@ -106,5 +113,10 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         log.warning("ended %d task(s) a restart interrupted", recovered)
     reconciler.start()
     orphans = OrphanFinder(db, hypervisor, config.instances_dir, installation_id)
-    return App(config, db, hypervisor, images, compute, runner, reconciler, orphans,
-               installation_id)
+    gpus = GpuInventory(db, hypervisor)
+    try:
+        gpus.refresh()
+    except HypervisorError as exc:  # libvirt down at start: serve anyway, refresh later
+        log.warning("GPU inventory not refreshed: %s", exc)
+    return App(config, db, hypervisor, images, compute, runner, reconciler, orphans, gpus,
+               placement, installation_id)

@@ -35,6 +35,8 @@ class Config:
     reconcile_interval_s: float = 30.0
     lifecycle_events: bool = True
     task_timeout_s: float = 600.0
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -49,6 +51,10 @@ class Config:
             raise ConfigError("IAAS_RECONCILE_INTERVAL must be between 0.1 and 86400 seconds")
         if not 1 <= self.task_timeout_s <= 86400:
             raise ConfigError("IAAS_TASK_TIMEOUT must be between 1 and 86400 seconds")
+        for name, ratio in (("IAAS_CPU_ALLOCATION_RATIO", self.cpu_allocation_ratio),
+                            ("IAAS_RAM_ALLOCATION_RATIO", self.ram_allocation_ratio)):
+            if not 0.1 <= ratio <= 64:
+                raise ConfigError(f"{name} must be between 0.1 and 64")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -80,9 +86,11 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         max_builds = int(get("IAAS_MAX_BUILDS", "4"))
         reconcile_interval_s = float(get("IAAS_RECONCILE_INTERVAL", "30"))
         task_timeout_s = float(get("IAAS_TASK_TIMEOUT", "600"))
+        cpu_ratio = float(get("IAAS_CPU_ALLOCATION_RATIO", "4.0"))
+        ram_ratio = float(get("IAAS_RAM_ALLOCATION_RATIO", "1.0"))
     except ValueError as exc:
-        raise ConfigError(f"IAAS_PORT, IAAS_MAX_BUILDS, IAAS_RECONCILE_INTERVAL and "
-                          f"IAAS_TASK_TIMEOUT must be numbers: {exc}") from None
+        raise ConfigError(f"IAAS_PORT, IAAS_MAX_BUILDS, IAAS_RECONCILE_INTERVAL, IAAS_TASK_TIMEOUT "
+                          f"and the allocation ratios must be numbers: {exc}") from None
     events = get("IAAS_LIFECYCLE_EVENTS", "on").lower()
     if events not in ("on", "off", "true", "false", "1", "0"):
         raise ConfigError(f"IAAS_LIFECYCLE_EVENTS={events!r} must be on or off")
@@ -100,4 +108,6 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         reconcile_interval_s=reconcile_interval_s,
         lifecycle_events=events in ("on", "true", "1"),
         task_timeout_s=task_timeout_s,
+        cpu_allocation_ratio=cpu_ratio,
+        ram_allocation_ratio=ram_ratio,
     )

@@ -10,7 +10,7 @@ import pytest
 
 from src.app import App, create_app
 from src.config import Config
-from tests.support import TEST_HOST_XML, Client
+from tests.support import Client, host_xml
 
 AppFactory = Callable[..., App]
 
@@ -19,7 +19,7 @@ AppFactory = Callable[..., App]
 def test_host(tmp_path: Path) -> Path:
     """A libvirt test-driver host of our own: every open gets a fresh, empty hypervisor."""
     path = tmp_path / "host.xml"
-    path.write_text(TEST_HOST_XML.format(network="iaas-test"))
+    path.write_text(host_xml("iaas-test"))
     return path
 
 

@@ -14,19 +14,27 @@ from src.api.validation import _format_checker, _StrictValidator
 from src.app import App
 from src.serve import QuietHandler, ThreadingWSGIServer
 
-TEST_HOST_XML = """<node>
+_HOST_XML = """<node>
   <cpu>
-    <mode>paravirt</mode><model>x86_64</model><active>16</active><nodes>1</nodes>
-    <sockets>1</sockets><cores>16</cores><threads>1</threads><mhz>3000</mhz>
+    <mode>paravirt</mode><model>x86_64</model><active>{cpus}</active><nodes>{numa_nodes}</nodes>
+    <sockets>1</sockets><cores>{cpus}</cores><threads>1</threads><mhz>3000</mhz>
   </cpu>
-  <memory>67108864</memory>
+  <memory>{memory_kib}</memory>
   <network>
     <name>{network}</name>
     <bridge name='virbr-iaas-t'/>
     <ip address='10.250.0.1' netmask='255.255.255.0'/>
   </network>
+{devices}
 </node>
 """
+
+
+def host_xml(network: str, *, cpus: int = 16, memory_gib: int = 64, numa_nodes: int = 1,
+                  devices: str = "") -> str:
+    """A libvirt test-driver host: CPUs, memory, one network and optional node devices."""
+    return _HOST_XML.format(network=network, cpus=cpus, memory_kib=memory_gib * 1024 * 1024,
+                            numa_nodes=numa_nodes, devices=devices)
 
 
 @dataclass

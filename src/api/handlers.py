@@ -11,10 +11,12 @@ from src.api.router import Route
 from src.api.validation import parse_query, validate_body
 from src.database import tasks as task_dao
 from src.database.db import Database
-from src.services.compute import ComputeService, CreateRequest
+from src.services.compute import ComputeService, CreateRequest, demand_of
 from src.services.flavors import FlavorService
+from src.services.gpus import GpuInventory
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
+from src.services.placement import Placement
 from src.services.power import PowerOptions
 from src.services.tasks import TaskRunner
 from src.utils.libvirt_host import Hypervisor
@@ -28,8 +30,10 @@ _OPTIONS_SCHEMA = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
 class Handlers:
     def __init__(self, db: Database, hypervisor: Hypervisor, compute: ComputeService,
                  images: ImageService, runner: TaskRunner, orphans: OrphanFinder,
-                 flavors: FlavorService) -> None:
+                 flavors: FlavorService, gpus: GpuInventory, placement: Placement) -> None:
         self._db = db
+        self._gpus = gpus
+        self._placement = placement
         self._flavors = flavors
         self._orphans = orphans
         self._hypervisor = hypervisor
@@ -49,6 +53,9 @@ class Handlers:
             Route("POST", "/v1/flavors", self.create_flavor),
             Route("GET", "/v1/flavors/{flavor}", self.show_flavor),
             Route("DELETE", "/v1/flavors/{flavor}", self.delete_flavor),
+            Route("GET", "/v1/flavors/{flavor}/availability", self.show_availability),
+            Route("GET", "/v1/gpus", self.list_gpus),
+            Route("POST", "/v1/gpus/refresh", self.refresh_gpus),
             Route("GET", "/v1/vms", self.list_vms),
             Route("POST", "/v1/vms", self.create_vm),
             Route("GET", "/v1/vms/{vm}", self.show_vm),
@@ -106,6 +113,19 @@ class Handlers:
     def delete_flavor(self, _request: Request, flavor: str) -> Response:
         self._flavors.delete(flavor)
         return Response(204)
+
+    def show_availability(self, _request: Request, flavor: str) -> Response:
+        row = self._flavors.get(flavor)
+        available, limited_by = self._placement.availability(demand_of(row))
+        return Response(200, {"flavor": row.name, "available": available,
+                              "limited_by": limited_by})
+
+    def list_gpus(self, _request: Request) -> Response:
+        return Response(200, {"gpus": [views.gpu(row) for row in self._gpus.list()]})
+
+    def refresh_gpus(self, _request: Request) -> Response:
+        self._placement.forget_host()
+        return Response(200, {"gpus": [views.gpu(row) for row in self._gpus.refresh()]})
 
     def list_vms(self, request: Request) -> Response:
         query = parse_query(request.query, PATHS["/v1/vms"]["get"])

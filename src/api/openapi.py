@@ -36,6 +36,11 @@ SCHEMAS: dict[str, Any] = {
         "disk_gb": {"type": "integer", "minimum": 1, "maximum": 16384},
         "flavor": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64,
                    "description": "A flavor's name or id; give either flavor or cpu and ram."},
+        "ssh_keys": {"type": "array", "maxItems": 32, "items": {
+            "type": "string", "minLength": 1, "maxLength": 8192},
+            "description": "OpenSSH public keys, put in the guest by cloud-init."},
+        "user_data": {"type": "string", "maxLength": 16384,
+                      "description": "cloud-init user-data, delivered unchanged (16 KiB max)."},
     }, required=["name", "image_name"]),
     "FlavorCreate": _object({
         "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
@@ -87,6 +92,29 @@ SCHEMAS: dict[str, Any] = {
         "created_at": TIME,
     }),
     "FlavorList": _object({"flavors": {"type": "array", "items": _ref("Flavor")}}),
+    "Availability": _object({
+        "flavor": {"type": "string"}, "available": COUNTER,
+        "limited_by": {"type": "string", "enum": ["gpu", "pcpu", "vcpu", "ram"],
+                       "description": "The resource that runs out first"},
+    }),
+    "Gpu": _object({
+        "id": {"type": "string", "description": "PCI address"},
+        "vendor": _object({"id": {"type": "string"}, "name": {"type": ["string", "null"]}}),
+        "product": _object({"id": {"type": "string"}, "name": {"type": ["string", "null"]}}),
+        "iommu_group": {"type": ["integer", "null"]},
+        "iommu_group_devices": {"type": "array", "items": _object({
+            "address": {"type": "string"}, "class": {"type": "string"},
+            "role": {"type": "string", "enum": ["companion", "bridge", "foreign"]}})},
+        "passthrough_functions": {"type": "array", "items": {"type": "string"}},
+        "numa_node": {"type": ["integer", "null"]},
+        "driver": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": ["free", "allocated", "unavailable"]},
+        "reason": {"type": ["string", "null"],
+                   "enum": [None, "iommu_group_shared", "no_iommu_group", "not_present"]},
+        "vm_id": {"type": ["string", "null"]},
+        "refreshed_at": TIME,
+    }),
+    "GpuList": _object({"gpus": {"type": "array", "items": _ref("Gpu")}}),
     "ErrorInfo": _object({"code": {"type": "string"}, "message": {"type": "string"}}),
     "Image": _object({
         "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},
@@ -100,6 +128,11 @@ SCHEMAS: dict[str, Any] = {
         "cpu": {"type": "integer"}, "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
         "image": _object({"id": UUID, "name": {"type": "string"}}),
         "flavor": {"type": ["string", "null"]},
+        "gpus": {"type": "array", "items": {"type": "string"},
+                 "description": "PCI addresses of the GPUs reserved for this VM"},
+        "numa_node": {"type": ["integer", "null"]},
+        "pinned_cpus": {"type": "array", "items": COUNTER,
+                        "description": "Host CPU of each vCPU, when pinned"},
         "status": {"type": "string", "enum": VM_STATUSES},
         "power_state": {"type": "string"},
         "task": {"oneOf": [{"type": "null"}, _ref("Task")]},
@@ -198,6 +231,20 @@ PATHS: dict[str, Any] = {
         "parameters": [_path_param("flavor", "Flavor id or name")],
         "get": {"operationId": "showFlavor", "responses": _responses(200, _ref("Flavor"), 404)},
         "delete": {"operationId": "deleteFlavor", "responses": _responses(204, None, 404)},
+    },
+    "/v1/flavors/{flavor}/availability": {
+        "parameters": [_path_param("flavor", "Flavor id or name")],
+        "get": {"operationId": "showFlavorAvailability",
+                "description": "How many VMs of this flavor could be created now.",
+                "responses": _responses(200, _ref("Availability"), 404)},
+    },
+    "/v1/gpus": {
+        "get": {"operationId": "listGpus", "responses": _responses(200, _ref("GpuList"))},
+    },
+    "/v1/gpus/refresh": {
+        "post": {"operationId": "refreshGpus", "description":
+                 "Re-read the host's PCI devices; allocations are kept.",
+                 "responses": _responses(200, _ref("GpuList"))},
     },
     "/v1/vms": {
         "get": {"operationId": "listVms", "parameters": [

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from src.database.flavors import FlavorRow
+from src.database.gpus import GpuRow
 from src.database.images import ImageRow
 from src.database.tasks import TaskRow
 from src.services.compute import VmView
@@ -36,6 +37,15 @@ def flavor(row: FlavorRow) -> dict[str, Any]:
             "created_at": row.created_at}
 
 
+def gpu(row: GpuRow) -> dict[str, Any]:
+    return {"id": row.id, "vendor": {"id": row.vendor_id, "name": row.vendor_name},
+            "product": {"id": row.product_id, "name": row.product_name},
+            "iommu_group": row.iommu_group, "iommu_group_devices": row.group_devices,
+            "passthrough_functions": row.functions, "numa_node": row.numa_node,
+            "driver": row.driver, "status": row.status, "reason": row.unavailable_reason,
+            "vm_id": row.vm_id, "refreshed_at": row.refreshed_at}
+
+
 def image(row: ImageRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "file": row.file, "format": row.format,
             "size_bytes": row.size_bytes, "virtual_size_bytes": row.virtual_size_bytes,
@@ -48,7 +58,8 @@ def vm(view: VmView) -> dict[str, Any]:
     vnc = f"{VNC_HOST}:{row.vnc_port}" if row.vnc_port and shows_screen else None
     return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
             "disk_gb": row.disk_gb, "image": {"id": row.image_id, "name": row.image_name},
-            "flavor": row.flavor_name,
+            "flavor": row.flavor_name, "gpus": row.gpus, "numa_node": row.numa_node,
+            "pinned_cpus": row.pinned_cpus,
             "status": row.status, "power_state": view.power_state,
             "task": task(view.task) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},

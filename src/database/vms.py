@@ -24,25 +24,34 @@ class VmRow:
     ip_addresses: list[dict[str, str]] = field(default_factory=list)
     mac: str | None = None
     flavor_name: str | None = None
+    numa_node: int | None = None
+    pinned_cpus: list[int] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)
 
 
 _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
            "v.status, v.vnc_port, v.ip_addresses, v.mac, v.flavor_name, v.error_code, v.error_message, "
-           "v.created_at, v.updated_at FROM vms v JOIN images i ON i.id = v.image_id")
+           "v.created_at, v.updated_at, v.numa_node, v.pinned_cpus, "
+           "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus "
+           "FROM vms v JOIN images i ON i.id = v.image_id")
 
 
 def _row(row: sqlite3.Row) -> VmRow:
     values = dict(row)
-    values["ip_addresses"] = json.loads(values["ip_addresses"])
+    for column in ("ip_addresses", "pinned_cpus", "gpus"):
+        values[column] = json.loads(values[column])
+    values["gpus"].sort()
     return VmRow(**values)
 
 
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
     """Raises: sqlite3.IntegrityError when the name (or id) is taken."""
     conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, mac, "
-                 "flavor_name, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "flavor_name, numa_node, pinned_cpus, created_at, updated_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (vm.id, vm.name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id, vm.status, vm.mac,
-                  vm.flavor_name, vm.created_at, vm.updated_at))
+                  vm.flavor_name, vm.numa_node, json.dumps(vm.pinned_cpus), vm.created_at,
+                  vm.updated_at))
 
 
 def get(conn: sqlite3.Connection, id_or_name: str) -> VmRow | None:
@@ -111,6 +120,23 @@ def set_addresses(conn: sqlite3.Connection, vm_id: str, addresses: list[dict[str
 
 def set_vnc_port(conn: sqlite3.Connection, vm_id: str, port: int | None, now: str) -> None:
     conn.execute("UPDATE vms SET vnc_port = ?, updated_at = ? WHERE id = ?", (port, now, vm_id))
+
+
+def release_resources(conn: sqlite3.Connection, vm_id: str) -> None:
+    """The VM stops counting against capacity: its build failed, nothing of it runs."""
+    conn.execute("UPDATE vms SET holds_resources = 0, pinned_cpus = '[]' WHERE id = ?", (vm_id,))
+    conn.execute("DELETE FROM gpu_allocations WHERE vm_id = ?", (vm_id,))
+
+
+def allocated(conn: sqlite3.Connection) -> tuple[int, int, set[int]]:
+    """(vCPUs, MiB of RAM, pinned host CPUs) held by VMs."""
+    vcpus, ram = conn.execute("SELECT coalesce(sum(cpu), 0), coalesce(sum(ram), 0) FROM vms "
+                              "WHERE holds_resources = 1").fetchone()
+    pinned: set[int] = set()
+    for (cpus,) in conn.execute("SELECT pinned_cpus FROM vms WHERE holds_resources = 1 "
+                                "AND pinned_cpus != '[]'"):
+        pinned.update(json.loads(cpus))
+    return int(vcpus), int(ram), pinned
 
 
 def delete(conn: sqlite3.Connection, vm_id: str) -> None:

@@ -7,10 +7,11 @@ import secrets
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from src import errors
 from src.database import flavors as flavor_dao
+from src.database import gpus as gpu_dao
 from src.database import images as image_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
@@ -18,6 +19,7 @@ from src.database.db import Database
 from src.services import lifecycle
 from src.services.addresses import AddressBook
 from src.services.images import ImageService
+from src.services.placement import Demand, Placement
 from src.services.power import PowerControl, PowerOptions
 from src.services.provisioning import GIB, BuildPlan, Provisioner
 from src.services.stats import summarize
@@ -57,6 +59,8 @@ class CreateRequest:
     ram: int | None = None
     disk_gb: int | None = None
     flavor: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+    user_data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class Timeouts:
     shutdown_margin_s: float = 60.0
 
 
+def demand_of(flavor: flavor_dao.FlavorRow) -> Demand:
+    return Demand(cpu=flavor.cpu, ram=flavor.ram, gpu_count=flavor.gpu_count,
+                  gpu_model=flavor.gpu_model, numa_aligned=flavor.numa_aligned,
+                  cpu_pinning=flavor.cpu_pinning)
+
+
 def _new_mac() -> str:
     # 52:54:00 is QEMU's locally administered prefix, as libvirt itself uses.
     return "52:54:00:" + ":".join(f"{byte:02x}" for byte in secrets.token_bytes(3))
@@ -75,8 +85,9 @@ def _new_mac() -> str:
 class ComputeService:
     def __init__(self, db: Database, hypervisor: Hypervisor, images: ImageService,
                  provisioner: Provisioner, runner: TaskRunner, addresses: AddressBook,
-                 timeouts: Timeouts) -> None:
+                 placement: Placement, timeouts: Timeouts) -> None:
         self._db = db
+        self._placement = placement
         self._hypervisor = hypervisor
         self._images = images
         self._provisioner = provisioner
@@ -86,11 +97,12 @@ class ComputeService:
         self._power = PowerControl(hypervisor)
 
     def create(self, request: CreateRequest, request_id: str | None = None) -> VmView:
-        """Record the VM as building and queue its build.
+        """Claim capacity (GPUs included), record the VM as building and queue its build.
 
-        Raises: ImageNotFoundInRequest, ImageFileMissing, DiskTooSmall, NameConflict.
+        Raises: ImageNotFoundInRequest, ImageFileMissing, DiskTooSmall, NameConflict,
+        FlavorNotFoundInRequest, InsufficientCapacity.
         """
-        cpu, ram, disk_request, flavor_name = self._size(request)
+        demand, disk_request, flavor = self._demand(request)
         try:
             image = self._images.get(request.image_name)
         except errors.ImageNotFound:
@@ -101,39 +113,45 @@ class ComputeService:
         disk_gb = self._disk_gb(image, disk_request)
         if self._hypervisor.name_taken(request.name):
             raise errors.NameConflict(kind="domain", name=request.name)
+        host = self._placement.host()
         now = utc_now()
-        row = vm_dao.VmRow(id=str(uuid.uuid4()), name=request.name, cpu=cpu, ram=ram, disk_gb=disk_gb, image_id=image.id,
+        row = vm_dao.VmRow(id=str(uuid.uuid4()), name=request.name, cpu=demand.cpu,
+                           ram=demand.ram, disk_gb=disk_gb, image_id=image.id,
                            image_name=image.name, status="building", vnc_port=None,
                            error_code=None, error_message=None, created_at=now, updated_at=now,
-                           mac=_new_mac(), flavor_name=flavor_name)
+                           mac=_new_mac(), flavor_name=flavor.name if flavor else None)
         task = new_task_row(row.id, "create", request_id)
         try:
             with self._db.write() as conn:
+                claim = self._placement.claim(conn, demand, host)
+                row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
+                              gpus=[gpu.id for gpu in claim.gpus])
                 vm_dao.insert(conn, row)
+                gpu_dao.allocate(conn, row.gpus, row.id, now)
                 task_dao.insert(conn, task)
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
         plan = BuildPlan(vm_id=row.id, name=row.name, cpu=row.cpu, ram=row.ram, disk_gb=disk_gb,
                          image_name=image.name, base_path=base, base_format=image.format,
-                         mac=row.mac or _new_mac())
+                         mac=row.mac or _new_mac(),
+                         gpu_functions=[fn for gpu in claim.gpus for fn in gpu.functions],
+                         numa_node=claim.numa_node, node_cpus=claim.node_cpus,
+                         pinned_cpus=claim.pinned_cpus,
+                         hugepages=bool(flavor and flavor.hugepages))
         self._runner.submit(task, lambda: self._build(plan), self._timeouts.task_s)
         return _view(row, MISSING, task)
 
-    def _size(self, request: CreateRequest) -> tuple[int, int, int | None, str | None]:
-        """(cpu, ram, disk_gb wanted, flavor name). Raises: FlavorNotFoundInRequest,
-        InsufficientCapacity."""
+    def _demand(self, request: CreateRequest
+                ) -> tuple[Demand, int | None, flavor_dao.FlavorRow | None]:
+        """(what the VM needs, disk_gb wanted, its flavor). Raises: FlavorNotFoundInRequest."""
         if request.flavor is None:
             assert request.cpu is not None and request.ram is not None
-            return request.cpu, request.ram, request.disk_gb, None
+            return Demand(cpu=request.cpu, ram=request.ram), request.disk_gb, None
         with self._db.read() as conn:
             flavor = flavor_dao.get(conn, request.flavor)
         if flavor is None:
             raise errors.FlavorNotFoundInRequest(flavor=request.flavor)
-        if flavor.gpu_count:
-            # GPU inventory and passthrough are not built yet: no GPU can be promised.
-            raise errors.InsufficientCapacity(resource="gpu", requested=flavor.gpu_count,
-                                              available=0)
-        return flavor.cpu, flavor.ram, request.disk_gb or flavor.disk_gb, flavor.name
+        return demand_of(flavor), request.disk_gb or flavor.disk_gb, flavor
 
     def get(self, id_or_name: str) -> VmView:
         """The VM with its live power state; learns its addresses if it has none yet.
@@ -271,6 +289,7 @@ class ComputeService:
                 self._tear_down_quietly(task.vm_id)
                 with self._db.write() as conn:
                     vm_dao.set_status(conn, task.vm_id, "error", utc_now(), error)
+                    vm_dao.release_resources(conn, task.vm_id)
             elif task.action == "delete":
                 try:
                     self._delete(task.vm_id)
@@ -311,6 +330,7 @@ class ComputeService:
             with self._db.write() as conn:
                 vm_dao.set_status(conn, plan.vm_id, "error", utc_now(), (exc.code, exc.message),
                                   only_from="building")
+                vm_dao.release_resources(conn, plan.vm_id)  # nothing of it is left on the host
             raise
 
     def _power_action(self, vm_id: str, action: str, options: PowerOptions) -> None:

@@ -5,13 +5,14 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.config import Config
 from src.services.tasks import TaskFailed
 from src.utils.domain_xml import DomainSpec, render_domain
 from src.utils.libvirt_host import Hypervisor, HypervisorError
+from src.utils.pci import split_address
 from src.utils.qemu_img import CommandFailed, QemuImg
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,8 @@ DISK_FILE = "disk.qcow2"
 CONSOLE_LOG = "console.log"
 OWNER_MARKER = ".iaas-installation"
 GIB = 1024 ** 3
+# Words in libvirt's start errors that mean the PCI passthrough itself failed.
+_PASSTHROUGH_WORDS = ("pci", "passthrough", "vfio", "iommu", "hostdev")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class BuildPlan:
     base_path: Path
     base_format: str
     mac: str
+    gpu_functions: list[str] = field(default_factory=list)  # PCI addresses to pass through
+    numa_node: int | None = None
+    node_cpus: list[int] = field(default_factory=list)
+    pinned_cpus: list[int] = field(default_factory=list)
+    hugepages: bool = False
 
 
 class Provisioner:
@@ -66,7 +74,7 @@ class Provisioner:
             with _step("define_failed"):
                 self._hypervisor.define(xml)
             undo.callback(_best_effort, "undefine", self._hypervisor.undefine, plan.vm_id)
-            with _step("start_failed"):
+            with _step("start_failed", plan.gpu_functions):
                 self._hypervisor.start(plan.vm_id)
                 undo.callback(_best_effort, "power off", self._hypervisor.force_off, plan.vm_id)
                 self._hypervisor.set_autostart(plan.vm_id, True)  # comes back with the host
@@ -93,11 +101,20 @@ class Provisioner:
         (folder / OWNER_MARKER).write_text(self._installation_id + "\n")
 
     def _spec(self, plan: BuildPlan, folder: Path) -> DomainSpec:
+        domain_type = self._config.domain_type
+        passthrough = bool(plan.gpu_functions)
         return DomainSpec(
-            uuid=plan.vm_id, name=plan.name, domain_type=self._config.domain_type, cpu=plan.cpu,
+            uuid=plan.vm_id, name=plan.name, domain_type=domain_type, cpu=plan.cpu,
             ram_mib=plan.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
             network=self._config.network, console_log=str(folder / CONSOLE_LOG),
-            installation_id=self._installation_id, image_name=plan.image_name, mac=plan.mac)
+            installation_id=self._installation_id, image_name=plan.image_name, mac=plan.mac,
+            machine="q35" if passthrough else "pc",
+            # TCG cannot pass the host CPU through; 'maximum' is its equivalent.
+            cpu_mode=("maximum" if domain_type == "qemu" else "host-passthrough")
+            if passthrough else None,
+            hostdevs=tuple(split_address(address) for address in plan.gpu_functions),
+            numa_node=plan.numa_node, cpuset=cpu_list(plan.node_cpus),
+            pinned_cpus=tuple(plan.pinned_cpus), hugepages=plan.hugepages)
 
     def console_log(self, vm_id: str) -> Path:
         return self.instance_dir(vm_id) / CONSOLE_LOG
@@ -110,13 +127,30 @@ class Provisioner:
             return None
 
 
+def cpu_list(cpus: list[int]) -> str:
+    """libvirt's cpuset syntax for cpus: [0, 1, 2, 3, 8] -> '0-3,8'."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(f"{low}-{high}" if high > low else str(low) for low, high in ranges)
+
+
 @contextmanager
-def _step(code: str) -> Iterator[None]:
-    """Turn a host-side failure inside the block into TaskFailed(code, reason)."""
+def _step(code: str, passthrough: list[str] | None = None) -> Iterator[None]:
+    """Turn a host-side failure inside the block into TaskFailed(code, reason).
+
+    With PCI devices to pass through, a failure that names passthrough is gpu_passthrough_failed.
+    """
     try:
         yield
     except (HypervisorError, CommandFailed, OSError) as exc:
-        raise TaskFailed(code, str(exc)) from exc
+        message = str(exc)
+        if passthrough and any(word in message.lower() for word in _PASSTHROUGH_WORDS):
+            code = "gpu_passthrough_failed"
+        raise TaskFailed(code, message) from exc
 
 
 def _best_effort(what: str, func: Callable[..., object], *args: object) -> None:

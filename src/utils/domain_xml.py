@@ -27,6 +27,14 @@ class DomainSpec:
     installation_id: str
     image_name: str
     mac: str
+    seed_path: str | None = None  # the cloud-init NoCloud ISO, attached read-only
+    machine: str = "pc"  # q35 for PCI passthrough
+    cpu_mode: str | None = None  # host-passthrough for GPU VMs
+    hostdevs: tuple[tuple[int, int, int, int], ...] = ()  # (domain, bus, slot, function)
+    numa_node: int | None = None  # memory bound strictly to this host node
+    cpuset: str = ""  # host CPUs the vCPUs may float over, e.g. "0-7"
+    pinned_cpus: tuple[int, ...] = ()  # host CPU of vCPU 0, 1, ...
+    hugepages: bool = False
     metadata_ns: str = METADATA_NS
 
 

@@ -423,3 +423,29 @@ class Hypervisor:
             self.calls += 1
             records = self._connection().domainListGetStats([domain], _STATS)
         return dict(records[0][1]) if records else {}
+
+    def host_resources(self) -> tuple[int, int, int]:
+        """(logical CPUs, memory in MiB, NUMA nodes) of the host, from getInfo."""
+        with _translated():
+            self.calls += 1
+            info = self._connection().getInfo()
+        return int(info[2]), int(info[1]), max(1, int(info[4]))
+
+    def numa_cpus(self) -> dict[int, list[int]]:
+        """Host CPU ids per NUMA cell from the capabilities; {} when libvirt reports no cells."""
+        with _translated():
+            self.calls += 1
+            caps = ET.fromstring(self._connection().getCapabilities())
+        cells: dict[int, list[int]] = {}
+        for cell in caps.iterfind("./host/topology/cells/cell"):
+            cells[int(cell.get("id", "0"))] = sorted(
+                int(cpu.get("id", "0")) for cpu in cell.iterfind("./cpus/cpu"))
+        return cells
+
+    def pci_device_xmls(self) -> list[str]:
+        """The node-device XML of every PCI device the host has."""
+        with _translated():
+            self.calls += 1
+            devices = self._connection().listAllDevices(
+                libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
+            return [device.XMLDesc() for device in devices]

@@ -1,4 +1,5 @@
 """Domain XML: golden output, and no user value can change the document's structure."""
+import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -59,3 +60,47 @@ def test_injection_stays_inert_text(field: str, payload: str) -> None:
     values = [element.text for element in root.iter()]
     values += [value for element in root.iter() for value in element.attrib.values()]
     assert payload in values  # round-trips as plain text, exactly as given
+
+
+GPU_GOLDEN = Path(__file__).parent / "golden" / "domain-gpu.xml"
+GPU_SPEC = replace(SPEC, machine="q35", cpu_mode="host-passthrough",
+                   hostdevs=((0, 0x3b, 0, 0), (0, 0x3b, 0, 1)), numa_node=1, cpuset="8-15",
+                   pinned_cpus=(8, 9), hugepages=True)
+
+
+def test_gpu_vm_matches_golden_file() -> None:
+    assert render_domain(GPU_SPEC) == GPU_GOLDEN.read_text()
+
+
+def test_gpu_vm_has_passthrough_numa_and_hugepages() -> None:
+    root = ET.fromstring(render_domain(GPU_SPEC))
+    assert root.find("os/type").get("machine") == "q35"
+    assert root.find("cpu").get("mode") == "host-passthrough"
+    hostdevs = root.findall("devices/hostdev")
+    assert [h.get("managed") for h in hostdevs] == ["yes", "yes"]
+    assert [h.find("source/address").get("function") for h in hostdevs] == ["0x0", "0x1"]
+    assert root.find("devices/hostdev/source/address").get("bus") == "0x3b"
+    assert root.find("numatune/memory").attrib == {"mode": "strict", "nodeset": "1"}
+    assert root.find("vcpu").get("cpuset") == "8-15"
+    assert [(p.get("vcpu"), p.get("cpuset")) for p in root.iterfind("cputune/vcpupin")] == [
+        ("0", "8"), ("1", "9")]
+    assert root.find("memoryBacking/hugepages") is not None
+
+
+def test_cpu_only_vm_has_none_of_it() -> None:
+    root = ET.fromstring(render_domain(SPEC))
+    for absent in ("cpu", "numatune", "cputune", "memoryBacking", "devices/hostdev"):
+        assert root.find(absent) is None, absent
+    assert root.find("vcpu").get("cpuset") is None
+    assert root.find("os/type").get("machine") == "pc"
+
+
+@pytest.mark.parametrize("spec", [SPEC, GPU_SPEC, replace(GPU_SPEC, domain_type="qemu",
+                                                         cpu_mode="maximum")],
+                         ids=["cpu-only", "gpu-kvm", "gpu-tcg"])
+def test_passes_libvirts_own_schema(spec: DomainSpec, tmp_path: Path) -> None:
+    path = tmp_path / "domain.xml"
+    path.write_text(render_domain(spec))
+    result = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

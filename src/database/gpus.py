@@ -1,0 +1,97 @@
+"""DAO for the GPU inventory and the allocation ledger."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GpuRow:
+    id: str
+    vendor_id: str
+    vendor_name: str | None
+    product_id: str
+    product_name: str | None
+    iommu_group: int | None
+    numa_node: int | None
+    driver: str | None
+    unavailable_reason: str | None
+    refreshed_at: str
+    group_devices: list[dict[str, str]] = field(default_factory=list)
+    functions: list[str] = field(default_factory=list)
+    vm_id: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.vm_id is not None:
+            return "allocated"
+        return "unavailable" if self.unavailable_reason else "free"
+
+
+_SELECT = ("SELECT g.id, g.vendor_id, g.vendor_name, g.product_id, g.product_name, g.iommu_group, "
+           "g.numa_node, g.driver, g.unavailable_reason, g.refreshed_at, g.group_devices, "
+           "g.functions, a.vm_id FROM gpus g LEFT JOIN gpu_allocations a ON a.gpu_id = g.id")
+
+
+def _row(row: sqlite3.Row) -> GpuRow:
+    values = dict(row)
+    for column in ("group_devices", "functions"):
+        values[column] = json.loads(values[column])
+    return GpuRow(**values)
+
+
+def upsert(conn: sqlite3.Connection, gpu: GpuRow) -> None:
+    """Insert or refresh a GPU's description; its allocation is left alone."""
+    conn.execute(
+        "INSERT INTO gpus (id, vendor_id, vendor_name, product_id, product_name, iommu_group, "
+        "group_devices, functions, numa_node, driver, unavailable_reason, refreshed_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "vendor_id = excluded.vendor_id, vendor_name = excluded.vendor_name, "
+        "product_id = excluded.product_id, product_name = excluded.product_name, "
+        "iommu_group = excluded.iommu_group, group_devices = excluded.group_devices, "
+        "functions = excluded.functions, numa_node = excluded.numa_node, "
+        "driver = excluded.driver, unavailable_reason = excluded.unavailable_reason, "
+        "refreshed_at = excluded.refreshed_at",
+        (gpu.id, gpu.vendor_id, gpu.vendor_name, gpu.product_id, gpu.product_name,
+         gpu.iommu_group, json.dumps(gpu.group_devices), json.dumps(gpu.functions),
+         gpu.numa_node, gpu.driver, gpu.unavailable_reason, gpu.refreshed_at))
+
+
+def list_all(conn: sqlite3.Connection) -> list[GpuRow]:
+    return [_row(row) for row in conn.execute(_SELECT + " ORDER BY g.id")]
+
+
+def list_free(conn: sqlite3.Connection, model: str | None) -> list[GpuRow]:
+    """Assignable GPUs nobody holds, optionally only those whose product name contains model."""
+    sql = _SELECT + " WHERE a.vm_id IS NULL AND g.unavailable_reason IS NULL"
+    params: tuple[str, ...] = ()
+    if model:
+        sql += " AND instr(lower(coalesce(g.product_name, '')), lower(?)) > 0"
+        params = (model,)
+    return [_row(row) for row in conn.execute(sql + " ORDER BY g.id", params)]
+
+
+def for_vm(conn: sqlite3.Connection, vm_id: str) -> list[GpuRow]:
+    return [_row(row) for row in conn.execute(_SELECT + " WHERE a.vm_id = ? ORDER BY g.id",
+                                              (vm_id,))]
+
+
+def allocate(conn: sqlite3.Connection, gpu_ids: list[str], vm_id: str, now: str) -> None:
+    """Raises: sqlite3.IntegrityError if any of them is taken (the ledger's primary key)."""
+    conn.executemany("INSERT INTO gpu_allocations (gpu_id, vm_id, allocated_at) VALUES (?, ?, ?)",
+                     [(gpu_id, vm_id, now) for gpu_id in gpu_ids])
+
+
+def _in(values: list[str]) -> str:
+    # An empty list must match nothing; "IN (NULL)" would make NOT IN match nothing too.
+    return "(" + ", ".join("?" for _ in values) + ")" if values else "(SELECT 1 WHERE 0)"
+
+
+def forget_absent(conn: sqlite3.Connection, present: list[str], now: str) -> None:
+    """GPUs the host no longer has: forgotten, or kept and flagged while a VM still holds them."""
+    held = "(SELECT gpu_id FROM gpu_allocations)"
+    conn.execute(f"DELETE FROM gpus WHERE id NOT IN {_in(present)} AND id NOT IN {held}",
+                 present)
+    conn.execute(f"UPDATE gpus SET unavailable_reason = 'not_present', refreshed_at = ? "
+                 f"WHERE id NOT IN {_in(present)}", (now, *present))
