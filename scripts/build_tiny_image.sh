@@ -16,10 +16,18 @@
 #     converted to qcow2 with qemu-img.
 #
 # Guest behaviour (/init):
-#   mount proc/sys/devtmpfs, insmod virtio/net/cdrom/isofs modules, print
-#   `IAAS-TINY-BOOT-OK`, DHCP on eth0 via udhcpc (prints
-#   `IAAS-DHCP-LEASE <ip>` or `IAAS-DHCP-FAILED`), set hostname, print
-#   `IAAS-TINY-READY`, then respawn a shell on the serial console forever.
+#   mount proc/sys/devtmpfs, insmod virtio/net/blk/cdrom/isofs modules, print
+#   `IAAS-TINY-BOOT-OK`, set the default hostname, read the NoCloud seed (below),
+#   DHCP on eth0 via udhcpc (prints `IAAS-DHCP-LEASE <ip>` or `IAAS-DHCP-FAILED`),
+#   print `IAAS-TINY-READY`, then respawn a shell on the serial console forever.
+#
+#   The NoCloud seed is found the way cloud-init finds it: the block device holding
+#   an ISO 9660 filesystem labelled `cidata` (the platform attaches it as a read-only
+#   virtio disk, usually /dev/vdb). It is mounted read-only; `local-hostname` from
+#   meta-data becomes the hostname (`IAAS-SEED-HOSTNAME <name>`), and each entry of
+#   `ssh_authorized_keys` in user-data (plain #cloud-config, or the 7bit platform part
+#   of a MIME archive) is printed as `IAAS-SEED-SSH-KEY <key line>`. Without a seed
+#   the boot prints `IAAS-SEED-NONE`.
 #   With TINY_ACPI=poweroff (default) busybox acpid powers the guest off when the
 #   ACPI power button is pressed (`virsh shutdown`, and libvirt's ACPI reboot), and
 #   the boot prints `IAAS-ACPI-POWEROFF`; with TINY_ACPI=ignore nothing listens,
@@ -246,6 +254,49 @@ else
 fi
 
 hostname "$(cat /etc/hostname)"
+
+# The NoCloud seed: an ISO 9660 volume labelled cidata, read like cloud-init reads it.
+is_seed() {
+    # The primary volume descriptor (sector 16) has "CD001" at byte 1, the label at byte 40.
+    [ "$(dd if="$1" bs=1 skip=32769 count=5 2>/dev/null)" = CD001 ] || return 1
+    label=$(dd if="$1" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')
+    [ "$label" = cidata ] || [ "$label" = CIDATA ]
+}
+find_seed() {
+    for blk in /sys/block/*; do
+        dev=/dev/${blk##*/}
+        # devtmpfs may lag a moment behind the driver
+        n=0
+        while [ ! -b "$dev" ] && [ "$n" -lt 10 ]; do
+            sleep 0.1
+            n=$((n + 1))
+        done
+        is_seed "$dev" && echo "$dev" && return 0
+    done
+    return 1
+}
+# Values may be quoted ("..." as the platform writes them, or '...'); print them bare.
+unquote() { sed -e 's/[[:space:]]*$//' -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'\$/\1/"; }
+read_seed() {
+    mkdir -p /run/seed
+    seed=$(find_seed) && mount -t iso9660 -o ro "$seed" /run/seed 2>/dev/null || return 1
+    name=$(sed -n 's/^local-hostname:[[:space:]]*//p' /run/seed/meta-data | head -n 1 \
+        | tr -d '\r' | unquote)
+    if [ -n "$name" ]; then
+        hostname "$name"
+        echo "$name" > /etc/hostname
+        printf 'IAAS-SEED-HOSTNAME %s\n' "$name"
+    fi
+    # The entries of the top-level ssh_authorized_keys list, one per line.
+    awk '/^ssh_authorized_keys:/ { keys = 1; next }
+         keys && /^[ \t]+- / { sub(/^[ \t]+- +/, ""); sub(/[ \t\r]+$/, ""); print; next }
+         { keys = 0 }' /run/seed/user-data | unquote | while IFS= read -r key; do
+        printf 'IAAS-SEED-SSH-KEY %s\n' "$key"
+    done
+    umount /run/seed
+}
+read_seed || echo "IAAS-SEED-NONE"
+
 ip link set lo up
 ip addr add 127.0.0.1/8 dev lo 2>/dev/null
 

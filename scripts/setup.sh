@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-          dnsmasq-base python3-venv python3-dev gcc syslinux syslinux-common mtools dosfstools cpio)
+          dnsmasq-base python3-venv python3-dev gcc syslinux syslinux-common mtools dosfstools cpio
+          libxml2-utils)
+# Only the tests need these: cloud-init checks the NoCloud seed's schema, ssh-keygen makes real keys.
+DEV_PACKAGES=(cloud-init openssh-client)
 VENV=${VENV:-.venv}
 REQUIREMENTS=${REQUIREMENTS:-requirements-dev.txt}
 PYTHON=${PYTHON:-python3}
@@ -13,17 +16,30 @@ PYTHON=${PYTHON:-python3}
 say() { printf 'setup: %s\n' "$*"; }
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
 install_packages() {
     local missing=() pkg
-    for pkg in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
-            || missing+=("$pkg")
+    for pkg in "$@"; do
+        installed "$pkg" || missing+=("$pkg")
     done
     if ((${#missing[@]})); then
         say "installing ${missing[*]}"
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+}
+
+# cloud-init installed as a test tool must never configure this host: its documented off switch
+# goes in first. A cloud-init that was already here is the host's own and is left alone.
+install_dev_packages() {
+    [[ $(basename "$REQUIREMENTS") == requirements-dev.txt ]] || return 0
+    if ! installed cloud-init && [[ ! -e /etc/cloud/cloud-init.disabled ]]; then
+        say "disabling cloud-init on this host (/etc/cloud/cloud-init.disabled) before installing it"
+        as_root mkdir -p /etc/cloud
+        as_root touch /etc/cloud/cloud-init.disabled
+    fi
+    install_packages "${DEV_PACKAGES[@]}"
 }
 
 fix_kvm_permissions() {
@@ -77,7 +93,8 @@ make_venv() {
     echo "$want" > "$stamp"
 }
 
-install_packages
+install_packages "${PACKAGES[@]}"
+install_dev_packages
 fix_kvm_permissions
 start_daemons
 make_venv

@@ -20,11 +20,27 @@ from src.services.placement import Placement
 from src.services.power import PowerOptions
 from src.services.tasks import TaskRunner
 from src.utils.libvirt_host import Hypervisor
+from src.utils.nocloud import InvalidSshKey, validate_ssh_key
 
 MAX_WAIT_S = 60
+MAX_USER_DATA_BYTES = 16 * 1024
 DEFAULT_EVENTS = 100
 DEFAULT_CONSOLE_LINES = 100
 _OPTIONS_SCHEMA = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
+
+
+def _valid_ssh_keys(keys: list[str]) -> list[str]:
+    """Raises: ValidationFailed naming each key that is not an OpenSSH public key."""
+    problems, valid = [], []
+    for index, key in enumerate(keys):
+        try:
+            valid.append(validate_ssh_key(key.strip()))  # `cat id.pub` ends in a newline
+        except InvalidSshKey as exc:
+            problems.append({"field": f"ssh_keys[{index}]", "message": str(exc)})
+    if problems:
+        raise errors.ValidationFailed("An SSH key is not a valid OpenSSH public key.",
+                                      errors=problems)
+    return valid
 
 
 class Handlers:
@@ -144,6 +160,10 @@ class Handlers:
             raise errors.ValidationFailed("Give either flavor, or both cpu and ram.",
                                           errors=[{"field": "flavor",
                                                    "message": "flavor xor (cpu and ram)"}])
+        body["ssh_keys"] = tuple(_valid_ssh_keys(body.get("ssh_keys", [])))
+        if len(body.get("user_data", "").encode()) > MAX_USER_DATA_BYTES:
+            raise errors.ValidationFailed("user_data is over 16 KiB.", errors=[
+                {"field": "user_data", "message": f"at most {MAX_USER_DATA_BYTES} bytes"}])
         view = self._compute.create(CreateRequest(**body), request.request_id)
         return Response(202, views.vm(view), [("Location", f"/v1/vms/{view.row.id}")])
 

@@ -137,7 +137,8 @@ class ComputeService:
                          gpu_functions=[fn for gpu in claim.gpus for fn in gpu.functions],
                          numa_node=claim.numa_node, node_cpus=claim.node_cpus,
                          pinned_cpus=claim.pinned_cpus,
-                         hugepages=bool(flavor and flavor.hugepages))
+                         hugepages=bool(flavor and flavor.hugepages),
+                         ssh_keys=tuple(request.ssh_keys), user_data=request.user_data)
         self._runner.submit(task, lambda: self._build(plan), self._timeouts.task_s)
         return _view(row, MISSING, task)
 

@@ -12,12 +12,14 @@ from src.config import Config
 from src.services.tasks import TaskFailed
 from src.utils.domain_xml import DomainSpec, render_domain
 from src.utils.libvirt_host import Hypervisor, HypervisorError
+from src.utils.nocloud import Seed, write_seed
 from src.utils.pci import split_address
 from src.utils.qemu_img import CommandFailed, QemuImg
 
 log = logging.getLogger(__name__)
 
 DISK_FILE = "disk.qcow2"
+SEED_FILE = "seed.iso"  # the cloud-init NoCloud volume
 CONSOLE_LOG = "console.log"
 OWNER_MARKER = ".iaas-installation"
 GIB = 1024 ** 3
@@ -41,6 +43,8 @@ class BuildPlan:
     node_cpus: list[int] = field(default_factory=list)
     pinned_cpus: list[int] = field(default_factory=list)
     hugepages: bool = False
+    ssh_keys: tuple[str, ...] = ()
+    user_data: str | None = None
 
 
 class Provisioner:
@@ -69,6 +73,10 @@ class Provisioner:
             with _step("overlay_failed"):
                 self._qemu_img.create_overlay(plan.base_path, plan.base_format, folder / DISK_FILE,
                                               plan.disk_gb * GIB)
+            with _step("seed_failed"):
+                write_seed(Seed(instance_id=plan.vm_id, hostname=plan.name,
+                                ssh_keys=plan.ssh_keys, user_data=plan.user_data, mac=plan.mac),
+                           folder / SEED_FILE)
             xml = render_domain(self._spec(plan, folder))
             log.debug("domain XML for %s:\n%s", plan.vm_id, xml)
             with _step("define_failed"):
@@ -108,7 +116,7 @@ class Provisioner:
             ram_mib=plan.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
             network=self._config.network, console_log=str(folder / CONSOLE_LOG),
             installation_id=self._installation_id, image_name=plan.image_name, mac=plan.mac,
-            machine="q35" if passthrough else "pc",
+            seed_path=str(folder / SEED_FILE), machine="q35" if passthrough else "pc",
             # TCG cannot pass the host CPU through; 'maximum' is its equivalent.
             cpu_mode=("maximum" if domain_type == "qemu" else "host-passthrough")
             if passthrough else None,

@@ -27,6 +27,9 @@ from tests.e2e.http_client import HttpClient
 
 BOOT_DEADLINE_S = 120
 LEASE = re.compile(r"IAAS-DHCP-LEASE (\d+\.\d+\.\d+\.\d+)")
+SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl "
+           "ml@workstation")
+USER_DATA = "#!/bin/sh\necho from the user\n"  # delivered beside the platform's part, unread here
 
 
 def sha256(path: Path) -> str:
@@ -77,7 +80,8 @@ def test_tiny_guest_boots_and_is_deleted_without_trace(
     name = f"e2e-{secrets.token_hex(4)}"
 
     reply = live_client.post("/v1/vms", {"name": name, "cpu": 1, "ram": 256,
-                                         "image_name": TINY_IMAGE_NAME})
+                                         "image_name": TINY_IMAGE_NAME, "ssh_keys": [SSH_KEY],
+                                         "user_data": USER_DATA})
     assert reply.status == 202, reply.body
     vm_id = reply.body["id"]
     assert reply.headers["Location"] == f"/v1/vms/{vm_id}"
@@ -96,7 +100,12 @@ def test_tiny_guest_boots_and_is_deleted_without_trace(
     assert ipaddress.ip_address(lease.group(1)) in e2e_network.subnet
 
     # The API shows the same: the console tail, and the address learned from the DHCP lease.
-    assert "IAAS-TINY-BOOT-OK" in live_client.get(f"/v1/vms/{vm_id}/console?tail=200").body
+    tail = live_client.get(f"/v1/vms/{vm_id}/console?tail=200").body
+    assert "IAAS-TINY-BOOT-OK" in tail
+    # The guest read its NoCloud seed (a read-only virtio disk) the way cloud-init does.
+    assert f"IAAS-SEED-HOSTNAME {name}\n" in tail
+    assert f"IAAS-SEED-SSH-KEY {SSH_KEY}\n" in tail
+    assert tail.count("IAAS-SEED-SSH-KEY") == 1
     while not live_client.get(f"/v1/vms/{vm_id}").body["ip_addresses"]:
         assert time.monotonic() < deadline, "the lease never reached ip_addresses"
         time.sleep(0.5)
@@ -106,7 +115,8 @@ def test_tiny_guest_boots_and_is_deleted_without_trace(
     assert [vm["ip_addresses"] for vm in listed if vm["id"] == vm_id] == [addresses]
     stats = live_client.get(f"/v1/vms/{vm_id}/stats").body
     assert stats["cpu"]["time_ns"] > 0 and stats["memory"]["current_mib"] == 256
-    assert [disk["name"] for disk in stats["disks"]] == ["vda"] and stats["disks"][0]["read_bytes"] > 0
+    assert [disk["name"] for disk in stats["disks"]] == ["vda", "vdb"]
+    assert all(disk["read_bytes"] > 0 for disk in stats["disks"])  # vdb: the seed was read
     assert len(stats["nics"]) == 1 and stats["nics"][0]["tx_bytes"] > 0
 
     reply = live_client.delete(f"/v1/vms/{vm_id}")

@@ -16,9 +16,9 @@ SPEC = DomainSpec(
     disk_format="qcow2", network="default",
     console_log="/var/lib/libvirt/images/iaas-instances/6f1c/console.log",
     installation_id="0b8e2d1c-0000-4000-8000-000000000001", image_name="Ubuntu-Base-22.04",
-    mac="52:54:00:12:ab:ef")
+    mac="52:54:00:12:ab:ef", seed_path="/var/lib/libvirt/images/iaas-instances/6f1c/seed.iso")
 
-EXPECTED_DEVICES = ["disk", "interface", "serial", "console", "channel", "graphics", "video",
+EXPECTED_DEVICES = ["disk", "disk", "interface", "serial", "console", "channel", "graphics", "video",
                     "memballoon"]
 INJECTIONS = [
     "x'/><hostdev mode='subsystem'/><x a='",
@@ -29,7 +29,7 @@ INJECTIONS = [
     "{{ 7*7 }}{% raw %}",
 ]
 STRING_FIELDS = ["name", "disk_path", "network", "console_log", "installation_id", "image_name",
-                 "uuid", "domain_type", "disk_format", "mac"]
+                 "uuid", "domain_type", "disk_format", "mac", "seed_path"]
 
 
 def test_matches_golden_file() -> None:
@@ -46,6 +46,10 @@ def test_has_the_devices_and_features_every_vm_needs() -> None:
     assert root.find("devices/serial/log").get("file") == SPEC.console_log
     assert root.find("devices/interface/mac").get("address") == SPEC.mac
     assert root.find("devices/channel/target").get("name") == "org.qemu.guest_agent.0"
+    seed = root.findall("devices/disk")[1]
+    assert seed.get("device") == "disk" and seed.find("readonly") is not None
+    assert seed.find("target").attrib == {"dev": "vdb", "bus": "virtio"}
+    assert seed.find("source").get("file") == SPEC.seed_path
     installation = root.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}installation")
     assert installation.text == SPEC.installation_id
 
@@ -56,7 +60,7 @@ def test_injection_stays_inert_text(field: str, payload: str) -> None:
     root = ET.fromstring(render_domain(replace(SPEC, **{field: payload})))
     assert [child.tag for child in root.find("devices")] == EXPECTED_DEVICES
     assert root.find(".//hostdev") is None
-    assert len(root.findall("devices/disk")) == 1
+    assert len(root.findall("devices/disk")) == 2
     values = [element.text for element in root.iter()]
     values += [value for element in root.iter() for value in element.attrib.values()]
     assert payload in values  # round-trips as plain text, exactly as given
