@@ -15,6 +15,7 @@ from src.config import Config
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.services.addresses import AddressBook
+from src.services.auth import TokenService
 from src.services.compute import ComputeService, Timeouts
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
@@ -51,6 +52,7 @@ class App:
         self.gpus = gpus
         self.placement = placement
         self.installation_id = installation_id
+        self.tokens = TokenService(db)
         self._router = Router(Handlers(db, hypervisor, compute, images, runner, orphans,
                                        FlavorService(db), gpus, placement).routes())
 
@@ -69,7 +71,11 @@ class App:
 
     def _respond(self, request: Request) -> Response:
         try:
+            if request.path.startswith("/v1/") and not self._router.is_public(request.path):
+                request.principal = self.tokens.authenticate(request.header("Authorization"))
             return self._router.dispatch(request)
+        except errors.Unauthorized as exc:
+            return Response(exc.status, error_body(exc), [("WWW-Authenticate", "Bearer")])
         except errors.MethodNotAllowed as exc:
             return Response(exc.status, error_body(exc), [("Allow", ", ".join(exc.details["allow"]))])
         except errors.ApiError as exc:

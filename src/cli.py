@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
+from src.services.auth import ROLES, TokenService
 from src.services.flavors import FlavorService
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
@@ -38,6 +40,42 @@ def db_init(config: Config) -> None:
     print(f"database {config.db_path} ready (installation {installation_id}); "
           f"image {name} -> {images.path_of(file)} {'registered' if added else 'already registered'}; "
           f"{flavors} flavor(s) added")
+    secret = TokenService(db).first_admin_token()
+    if secret is not None:  # shown once: only its hash is kept
+        _write_private(config.admin_token_file, secret + "\n")
+        print(f"admin token of project default written to {config.admin_token_file} (mode 0600)")
+        print(f"IAAS_ADMIN_TOKEN={secret}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write text to a new file only its owner can read (never widened, even for a moment)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    partial.rename(path)
+
+
+def token_command(config: Config, args: argparse.Namespace) -> None:
+    """token create / list / revoke."""
+    db, _ = _open_db(config)
+    tokens = TokenService(db)
+    if args.action == "create":
+        row, secret = tokens.issue(args.project, args.role, args.expires_in_days * 86400
+                                   if args.expires_in_days else None, args.description)
+        print(f"token {row.id} (project {row.project}, role {row.role}, "
+              f"expires {row.expires_at or 'never'})")
+        print(secret)
+    elif args.action == "list":
+        for row in tokens.list():
+            state = "revoked" if row.revoked_at else f"expires {row.expires_at or 'never'}"
+            print(f"{row.id}  {row.project}  {row.role}  {state}  {row.description}")
+    elif not tokens.revoke(args.token_id):
+        raise SystemExit(f"no active token {args.token_id}")
+    else:
+        print(f"revoked {args.token_id}")
 
 
 def install_image(config: Config, name: str, source: Path) -> None:
@@ -95,10 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     install = sub.add_parser("install-image", help="copy a qcow2 into IAAS_IMAGES_DIR and register it")
     install.add_argument("name")
     install.add_argument("source", type=Path)
+    token = sub.add_parser("token", help="manage API tokens")
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="print a new token (shown only once)")
+    create.add_argument("--project", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--expires-in-days", type=float, default=None)
+    create.add_argument("--description", default="")
+    actions.add_parser("list")
+    revoke = actions.add_parser("revoke")
+    revoke.add_argument("token_id")
     args = parser.parse_args(argv)
     config = load_config()
     if args.command == "install-image":
         install_image(config, args.name, args.source)
+    elif args.command == "token":
+        token_command(config, args)
     elif args.command == "vm-cleanup":
         vm_cleanup(config, Hypervisor(config.libvirt_uri), args.everything)
     else:

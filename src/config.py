@@ -37,6 +37,7 @@ class Config:
     task_timeout_s: float = 600.0
     cpu_allocation_ratio: float = 4.0
     ram_allocation_ratio: float = 1.0
+    admin_token_file: Path = Path("iaas-admin-token")
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -110,4 +111,5 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         task_timeout_s=task_timeout_s,
         cpu_allocation_ratio=cpu_ratio,
         ram_allocation_ratio=ram_ratio,
+        admin_token_file=Path(get("IAAS_ADMIN_TOKEN_FILE", "iaas-admin-token")).resolve(),
     )

@@ -31,6 +31,9 @@ ImageFileInvalid = _error("ImageFileInvalid", 400, "image_file_invalid", "Image 
 DiskTooSmall = _error("DiskTooSmall", 400, "disk_too_small",
                       "disk_gb={disk_gb} is smaller than the image's virtual size ({minimum_gb} GiB).")
 MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {marker!r} is not a VM id in this list.")
+Unauthorized = _error("Unauthorized", 401, "unauthorized",
+                      "A valid bearer token is required (Authorization: Bearer <token>).")
+Forbidden = _error("Forbidden", 403, "forbidden", "This call needs the admin role.")
 NotFound = _error("NotFound", 404, "not_found", "No route for {path}.")
 VmNotFound = _error("VmNotFound", 404, "vm_not_found", "VM {vm!r} does not exist.")
 ImageNotFound = _error("ImageNotFound", 404, "image_not_found", "Image {image!r} does not exist.")

@@ -102,11 +102,24 @@ class Verbs:
         return self.request("DELETE", path)
 
 
-class Client(Verbs):
-    """Calls the WSGI app in-process, like a server would, and checks every reply's contract."""
+# Bearer tokens of the live servers tests started, by base URL: clients look theirs up here.
+SERVER_TOKENS: dict[str, str] = {}
 
-    def __init__(self, app: App) -> None:
+
+def admin_token(app: App) -> str:
+    """A fresh admin token of the default project, minted through the app's own service."""
+    return app.tokens.issue("default", "admin", description="tests")[1]
+
+
+class Client(Verbs):
+    """Calls the WSGI app in-process, like a server would, and checks every reply's contract.
+
+    It carries an admin token unless given another one (token=None sends none).
+    """
+
+    def __init__(self, app: App, token: str | None | bool = True) -> None:
         self.app = app
+        self.token = admin_token(app) if token is True else (token or None)
 
     def request(self, method: str, path: str, body: Any = None, *,  # type: ignore[override]
                 raw: bytes | None = None, content_type: str = "application/json") -> Reply:
@@ -115,6 +128,8 @@ class Client(Verbs):
         environ = {"REQUEST_METHOD": method, "PATH_INFO": target, "QUERY_STRING": query,
                    "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(data)),
                    "wsgi.input": io.BytesIO(data)}
+        if self.token:
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
         captured: dict[str, Any] = {}
 
         def start_response(status: str, headers: list[tuple[str, str]]) -> None:
@@ -141,6 +156,7 @@ class LiveServer:
                                   handler_class=QuietHandler)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
+        self.token = SERVER_TOKENS[self.url] = admin_token(app)
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -59,19 +59,19 @@ class Handlers:
 
     def routes(self) -> list[Route]:
         return [
-            Route("GET", "/healthz", self.health),
-            Route("GET", "/v1/openapi.json", self.openapi),
+            Route("GET", "/healthz", self.health, "public"),
+            Route("GET", "/v1/openapi.json", self.openapi, "public"),
             Route("GET", "/v1/images", self.list_images),
-            Route("POST", "/v1/images", self.create_image),
+            Route("POST", "/v1/images", self.create_image, "admin"),
             Route("GET", "/v1/images/{image}", self.show_image),
-            Route("DELETE", "/v1/images/{image}", self.delete_image),
+            Route("DELETE", "/v1/images/{image}", self.delete_image, "admin"),
             Route("GET", "/v1/flavors", self.list_flavors),
-            Route("POST", "/v1/flavors", self.create_flavor),
+            Route("POST", "/v1/flavors", self.create_flavor, "admin"),
             Route("GET", "/v1/flavors/{flavor}", self.show_flavor),
-            Route("DELETE", "/v1/flavors/{flavor}", self.delete_flavor),
+            Route("DELETE", "/v1/flavors/{flavor}", self.delete_flavor, "admin"),
             Route("GET", "/v1/flavors/{flavor}/availability", self.show_availability),
-            Route("GET", "/v1/gpus", self.list_gpus),
-            Route("POST", "/v1/gpus/refresh", self.refresh_gpus),
+            Route("GET", "/v1/gpus", self.list_gpus, "admin"),
+            Route("POST", "/v1/gpus/refresh", self.refresh_gpus, "admin"),
             Route("GET", "/v1/vms", self.list_vms),
             Route("POST", "/v1/vms", self.create_vm),
             Route("GET", "/v1/vms/{vm}", self.show_vm),
@@ -81,7 +81,7 @@ class Handlers:
             Route("GET", "/v1/vms/{vm}/stats", self.show_stats),
             *[Route("POST", f"/v1/vms/{{vm}}/{action}", self._action_handler(action))
               for action in POWER_ACTIONS],
-            Route("GET", "/v1/admin/orphans", self.list_orphans),
+            Route("GET", "/v1/admin/orphans", self.list_orphans, "admin"),
             Route("GET", "/v1/tasks/{task}", self.show_task),
         ]
 
@@ -147,7 +147,7 @@ class Handlers:
         query = parse_query(request.query, PATHS["/v1/vms"]["get"])
         limit = query.get("limit", 1000)
         page = self._compute.list(status=query.get("status"), name=query.get("name"),
-                                  limit=limit, marker=query.get("marker"))
+                                  limit=limit, marker=query.get("marker"), project=request.scope)
         body: dict[str, Any] = {"vms": [views.vm(view) for view in page]}
         if len(page) == limit:
             body["next_marker"] = page[-1].row.id
@@ -164,14 +164,15 @@ class Handlers:
         if len(body.get("user_data", "").encode()) > MAX_USER_DATA_BYTES:
             raise errors.ValidationFailed("user_data is over 16 KiB.", errors=[
                 {"field": "user_data", "message": f"at most {MAX_USER_DATA_BYTES} bytes"}])
-        view = self._compute.create(CreateRequest(**body), request.request_id)
+        view = self._compute.create(CreateRequest(**body, project=request.project),
+                                    request.request_id)
         return Response(202, views.vm(view), [("Location", f"/v1/vms/{view.row.id}")])
 
-    def show_vm(self, _request: Request, vm: str) -> Response:
-        return Response(200, views.vm(self._compute.get(vm)))
+    def show_vm(self, request: Request, vm: str) -> Response:
+        return Response(200, views.vm(self._compute.get(vm, request.scope)))
 
     def delete_vm(self, request: Request, vm: str) -> Response:
-        task = self._compute.delete(vm, request.request_id)
+        task = self._compute.delete(vm, request.request_id, request.scope)
         return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")])
 
     def _action_handler(self, action: str) -> Any:
@@ -179,22 +180,22 @@ class Handlers:
             body = validate_body(_OPTIONS_SCHEMA.get(action, "NoOptions"), request.optional_json())
             options = PowerOptions(timeout_s=body.get("timeout", 60), force=body.get("force", False),
                                    hard=body.get("hard", False))
-            task = self._compute.act(vm, action, options, request.request_id)
+            task = self._compute.act(vm, action, options, request.request_id, request.scope)
             return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")])
         return handle
 
     def list_vm_events(self, request: Request, vm: str) -> Response:
         query = parse_query(request.query, PATHS["/v1/vms/{vm}/events"]["get"])
-        rows = self._compute.events(vm, query.get("limit", DEFAULT_EVENTS))
+        rows = self._compute.events(vm, query.get("limit", DEFAULT_EVENTS), request.scope)
         return Response(200, {"events": [views.event(row) for row in rows]})
 
     def show_console(self, request: Request, vm: str) -> Response:
         query = parse_query(request.query, PATHS["/v1/vms/{vm}/console"]["get"])
-        text = self._compute.console(vm, query.get("tail", DEFAULT_CONSOLE_LINES))
+        text = self._compute.console(vm, query.get("tail", DEFAULT_CONSOLE_LINES), request.scope)
         return Response(200, text, content_type="text/plain; charset=utf-8")
 
-    def show_stats(self, _request: Request, vm: str) -> Response:
-        return Response(200, self._compute.stats(vm))
+    def show_stats(self, request: Request, vm: str) -> Response:
+        return Response(200, self._compute.stats(vm, request.scope))
 
     def list_orphans(self, _request: Request) -> Response:
         found = self._orphans.find()
@@ -204,11 +205,10 @@ class Handlers:
     def show_task(self, request: Request, task: str) -> Response:
         query = parse_query(request.query, PATHS["/v1/tasks/{task}"]["get"])
         wait = min(query.get("wait", 0), MAX_WAIT_S)
+        with self._db.read() as conn:
+            row = task_dao.get(conn, task)
+        if row is None or (request.scope is not None and row.project != request.scope):
+            raise errors.TaskNotFound(task=task)  # another project's task is not there for you
         if wait:
-            row = self._runner.wait(task, wait)
-        else:
-            with self._db.read() as conn:
-                row = task_dao.get(conn, task)
-        if row is None:
-            raise errors.TaskNotFound(task=task)
+            row = self._runner.wait(task, wait) or row
         return Response(200, views.task(row))

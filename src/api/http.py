@@ -8,11 +8,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from src import errors
+from src.services.auth import Principal
 
 MAX_BODY_BYTES = 64 * 1024
 
 STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
-               404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+               401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
                413: "Payload Too Large", 415: "Unsupported Media Type",
                500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -23,10 +24,24 @@ class Request:
     def __init__(self, environ: dict[str, Any], request_id: str = "") -> None:
         self._environ = environ
         self.request_id = request_id
+        self.principal: Principal | None = None  # set by the app once the token checks out
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         self.path: str = environ.get("PATH_INFO", "") or "/"
         self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),
                                                     keep_blank_values=True)
+
+    def header(self, name: str) -> str | None:
+        return self._environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    @property
+    def scope(self) -> str | None:
+        """The project the caller is confined to; None for admins (and public routes)."""
+        return self.principal.scope if self.principal else None
+
+    @property
+    def project(self) -> str:
+        """The project new resources of this caller belong to."""
+        return self.principal.project if self.principal else "default"
 
     def json(self) -> Any:
         """The JSON body, read only after its declared size and type are acceptable.

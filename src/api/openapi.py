@@ -187,8 +187,9 @@ def _responses(ok: int, schema: dict[str, Any] | None, *errors: int,
                content: dict[str, Any] | None = None) -> dict[str, Any]:
     body = {"content": content} if content is not None else (_json(schema) if schema else {})
     responses: dict[str, Any] = {str(ok): {"description": "Success", **body}}
-    for status in (*errors, 500, 503):
+    for status in (*errors, 401, 403, 500, 503):
         responses[str(status)] = {"description": "Error", **_json(_ref("Error"))}
+    responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
     responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"},
                                                    "description": "Seconds before retrying"}}
     return responses
@@ -207,10 +208,10 @@ VM_PARAM = _path_param("vm", "VM id or name")
 IMAGE_PARAM = _path_param("image", "Image id or name")
 
 PATHS: dict[str, Any] = {
-    "/healthz": {"get": {"operationId": "health", "responses": {
+    "/healthz": {"get": {"operationId": "health", "security": [], "responses": {
         "200": {"description": "DB and libvirt answer", **_json(_ref("Health"))},
         "503": {"description": "A part does not answer", **_json(_ref("Health"))}}}},
-    "/v1/openapi.json": {"get": {"operationId": "openapi", "responses": _responses(
+    "/v1/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": _responses(
         200, {"type": "object"})}},
     "/v1/images": {
         "get": {"operationId": "listImages", "responses": _responses(200, _ref("ImageList"))},
@@ -302,5 +303,8 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "IaaS control plane for AI workloads", "version": "1.0.0"},
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS},
+    "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "An API token: `python -m src.cli token create`, or IAAS_ADMIN_TOKEN from db-init"}}},
+    "security": [{"bearer": []}],
 }

@@ -16,6 +16,7 @@ class Route:
     method: str
     pattern: str
     handler: Handler
+    access: str = "member"  # public (no token), member (any valid token) or admin
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -26,6 +27,15 @@ def _compile(pattern: str) -> re.Pattern[str]:
 class Router:
     def __init__(self, routes: list[Route]) -> None:
         self._routes = [(route, _compile(route.pattern)) for route in routes]
+
+    def is_public(self, path: str) -> bool:
+        """Whether path is served without a token (health, the contract)."""
+        return any(route.access == "public" and regex.match(path)
+                   for route, regex in self._routes)
+
+    @property
+    def routes(self) -> list[Route]:
+        return [route for route, _ in self._routes]
 
     def dispatch(self, request: Request) -> Response:
         """Call the matching handler with the path's parameters.
@@ -38,6 +48,8 @@ class Router:
             if match is None:
                 continue
             if route.method == request.method:
+                if route.access == "admin" and not (request.principal and request.principal.is_admin):
+                    raise errors.Forbidden()
                 return route.handler(request, **match.groupdict())
             allowed.append(route.method)
         if allowed:

@@ -20,18 +20,19 @@ class TaskRow:
     finished_at: str | None
     request_id: str | None = None
     deadline: str | None = None
+    project: str = "default"
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
-            "finished_at, request_id, deadline")
+            "finished_at, request_id, deadline, project")
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
-    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
-                  task.request_id, task.deadline))
+                  task.request_id, task.deadline, task.project))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:

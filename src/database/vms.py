@@ -27,11 +27,12 @@ class VmRow:
     numa_node: int | None = None
     pinned_cpus: list[int] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)
+    project: str = "default"
 
 
 _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
            "v.status, v.vnc_port, v.ip_addresses, v.mac, v.flavor_name, v.error_code, v.error_message, "
-           "v.created_at, v.updated_at, v.numa_node, v.pinned_cpus, "
+           "v.created_at, v.updated_at, v.numa_node, v.pinned_cpus, v.project, "
            "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus "
            "FROM vms v JOIN images i ON i.id = v.image_id")
 
@@ -47,22 +48,27 @@ def _row(row: sqlite3.Row) -> VmRow:
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
     """Raises: sqlite3.IntegrityError when the name (or id) is taken."""
     conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, mac, "
-                 "flavor_name, numa_node, pinned_cpus, created_at, updated_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "flavor_name, numa_node, pinned_cpus, project, created_at, updated_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (vm.id, vm.name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id, vm.status, vm.mac,
-                  vm.flavor_name, vm.numa_node, json.dumps(vm.pinned_cpus), vm.created_at,
-                  vm.updated_at))
+                  vm.flavor_name, vm.numa_node, json.dumps(vm.pinned_cpus), vm.project,
+                  vm.created_at, vm.updated_at))
 
 
-def get(conn: sqlite3.Connection, id_or_name: str) -> VmRow | None:
-    row = conn.execute(f"{_SELECT} WHERE v.id = ? OR v.name = ?", (id_or_name, id_or_name)).fetchone()
+def get(conn: sqlite3.Connection, id_or_name: str, project: str | None = None) -> VmRow | None:
+    """The VM by id or name; with project, only if it belongs to that project."""
+    row = conn.execute(f"{_SELECT} WHERE (v.id = ? OR v.name = ?) AND (? IS NULL OR v.project = ?)",
+                       (id_or_name, id_or_name, project, project)).fetchone()
     return _row(row) if row else None
 
 
 def list_page(conn: sqlite3.Connection, *, status: str | None, name: str | None,
-              after: VmRow | None, limit: int) -> list[VmRow]:
+              after: VmRow | None, limit: int, project: str | None = None) -> list[VmRow]:
     """VMs ordered by (created_at, id), filtered, starting after the marker VM."""
     where, params = [], []
+    if project is not None:
+        where.append("v.project = ?")
+        params.append(project)
     if status is not None:
         where.append("v.status = ?")
         params.append(status)

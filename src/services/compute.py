@@ -61,6 +61,7 @@ class CreateRequest:
     flavor: str | None = None
     ssh_keys: tuple[str, ...] = ()
     user_data: str | None = None
+    project: str = "default"
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,9 @@ class ComputeService:
                            ram=demand.ram, disk_gb=disk_gb, image_id=image.id,
                            image_name=image.name, status="building", vnc_port=None,
                            error_code=None, error_message=None, created_at=now, updated_at=now,
-                           mac=_new_mac(), flavor_name=flavor.name if flavor else None)
-        task = new_task_row(row.id, "create", request_id)
+                           mac=_new_mac(), flavor_name=flavor.name if flavor else None,
+                           project=request.project)
+        task = new_task_row(row.id, "create", request_id, request.project)
         try:
             with self._db.write() as conn:
                 claim = self._placement.claim(conn, demand, host)
@@ -154,12 +156,12 @@ class ComputeService:
             raise errors.FlavorNotFoundInRequest(flavor=request.flavor)
         return demand_of(flavor), request.disk_gb or flavor.disk_gb, flavor
 
-    def get(self, id_or_name: str) -> VmView:
+    def get(self, id_or_name: str, project: str | None = None) -> VmView:
         """The VM with its live power state; learns its addresses if it has none yet.
 
         Raises: VmNotFound.
         """
-        row, task = self._row_and_task(id_or_name)
+        row, task = self._row_and_task(id_or_name, project)
         power_state = self._hypervisor.power_state(row.id)
         if power_state == "running" and not row.ip_addresses and row.mac:
             learned = self._addresses.learn_one(row.id, row.mac)
@@ -167,26 +169,29 @@ class ComputeService:
                 row = self._row_and_task(row.id)[0]
         return _view(row, power_state, task)
 
-    def _row_and_task(self, id_or_name: str) -> tuple[vm_dao.VmRow, task_dao.TaskRow | None]:
+    def _row_and_task(self, id_or_name: str, project: str | None = None
+                      ) -> tuple[vm_dao.VmRow, task_dao.TaskRow | None]:
+        """Raises: VmNotFound, also for another project's VM (its existence is not revealed)."""
         with self._db.read() as conn:
-            row = vm_dao.get(conn, id_or_name)
+            row = vm_dao.get(conn, id_or_name, project)
             task = task_dao.active_for_vm(conn, row.id) if row else None
         if row is None:
             raise errors.VmNotFound(vm=id_or_name)
         return row, task
 
-    def events(self, id_or_name: str, limit: int) -> list[task_dao.TaskRow]:
+    def events(self, id_or_name: str, limit: int,
+               project: str | None = None) -> list[task_dao.TaskRow]:
         """Every action recorded for the VM, newest first. Raises: VmNotFound."""
         with self._db.read() as conn:
-            row = vm_dao.get(conn, id_or_name)
+            row = vm_dao.get(conn, id_or_name, project)
             if row is None:
                 raise errors.VmNotFound(vm=id_or_name)
             return task_dao.list_for_vm(conn, row.id, limit)
 
-    def stats(self, id_or_name: str) -> dict[str, object]:
+    def stats(self, id_or_name: str, project: str | None = None) -> dict[str, object]:
         """CPU, memory, disk and NIC counters sampled over STATS_WINDOW_S. Raises: VmNotFound,
         VmNotRunning."""
-        row, _ = self._row_and_task(id_or_name)
+        row, _ = self._row_and_task(id_or_name, project)
         try:
             first = self._hypervisor.stats(row.id)
             started = time.monotonic()
@@ -200,12 +205,12 @@ class ComputeService:
             raise errors.VmNotRunning(vm=id_or_name)
         return {"vm_id": row.id, **summarize(first, second, window, row.cpu)}
 
-    def console(self, id_or_name: str, lines: int) -> str:
+    def console(self, id_or_name: str, lines: int, project: str | None = None) -> str:
         """The last lines of the VM's serial console log ('' before the guest wrote any).
 
         Raises: VmNotFound.
         """
-        row, _ = self._row_and_task(id_or_name)
+        row, _ = self._row_and_task(id_or_name, project)
         path = self._provisioner.console_log(row.id)
         try:
             with path.open("rb") as log_file:
@@ -218,25 +223,25 @@ class ComputeService:
         return "".join(text.splitlines(keepends=True)[-lines:])
 
     def act(self, id_or_name: str, action: str, options: PowerOptions,
-            request_id: str | None = None) -> task_dao.TaskRow:
+            request_id: str | None = None, project: str | None = None) -> task_dao.TaskRow:
         """Queue a power action. Raises: VmNotFound, VmBusy, InvalidState."""
-        task, vm_id = self._hold(id_or_name, action, request_id)
+        task, vm_id = self._hold(id_or_name, action, request_id, project)
         timeout = self._timeouts.task_s
         if action == "shutdown":
             timeout = max(timeout, options.timeout_s + self._timeouts.shutdown_margin_s)
         self._runner.submit(task, lambda: self._power_action(vm_id, action, options), timeout)
         return task
 
-    def _hold(self, id_or_name: str, action: str,
-              request_id: str | None) -> tuple[task_dao.TaskRow, str]:
+    def _hold(self, id_or_name: str, action: str, request_id: str | None,
+              project: str | None) -> tuple[task_dao.TaskRow, str]:
         """Take the VM's hold for action: its one active task, inserted atomically.
 
         Raises: VmNotFound, VmBusy, InvalidState.
         """
-        row, _ = self._row_and_task(id_or_name)
+        row, _ = self._row_and_task(id_or_name, project)
         # Only an errored VM's allowed list depends on the host (start needs the domain).
         exists = row.status != "error" or self._hypervisor.power_state(row.id) != MISSING
-        task = new_task_row(row.id, action, request_id)
+        task = new_task_row(row.id, action, request_id, row.project)
         with self._db.write() as conn:
             current = vm_dao.get(conn, row.id)
             if current is None:  # deleted since we looked
@@ -257,20 +262,22 @@ class ComputeService:
         return task, row.id
 
     def list(self, *, status: str | None = None, name: str | None = None, limit: int = 1000,
-             marker: str | None = None) -> list[VmView]:
+             marker: str | None = None, project: str | None = None) -> list[VmView]:
         """A page of VMs with live state from one bulk libvirt call. Raises: MarkerNotFound."""
         with self._db.read() as conn:
-            after = vm_dao.get(conn, marker) if marker is not None else None
+            after = vm_dao.get(conn, marker, project) if marker is not None else None
             if marker is not None and (after is None or after.id != marker):
                 raise errors.MarkerNotFound(marker=marker)
-            rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit)
+            rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit,
+                                    project=project)
             active = task_dao.active_by_vm(conn) if rows else {}
         states = self._hypervisor.power_states() if rows else {}
         return [_view(row, states.get(row.id, MISSING), active.get(row.id)) for row in rows]
 
-    def delete(self, id_or_name: str, request_id: str | None = None) -> task_dao.TaskRow:
+    def delete(self, id_or_name: str, request_id: str | None = None,
+               project: str | None = None) -> task_dao.TaskRow:
         """Queue the VM's removal. Raises: VmNotFound, VmBusy, InvalidState."""
-        task, vm_id = self._hold(id_or_name, "delete", request_id)
+        task, vm_id = self._hold(id_or_name, "delete", request_id, project)
         self._runner.submit(task, lambda: self._delete(vm_id), self._timeouts.task_s)
         return task
 

@@ -26,10 +26,12 @@ class TaskFailed(Exception):
         super().__init__(f"{code}: {message}")
 
 
-def new_task_row(vm_id: str, action: str, request_id: str | None) -> task_dao.TaskRow:
+def new_task_row(vm_id: str, action: str, request_id: str | None,
+                 project: str = "default") -> task_dao.TaskRow:
     return task_dao.TaskRow(id=str(uuid.uuid4()), vm_id=vm_id, action=action, status="queued",
                             error_code=None, error_message=None, created_at=utc_now(),
-                            started_at=None, finished_at=None, request_id=request_id)
+                            started_at=None, finished_at=None, request_id=request_id,
+                            project=project)
 
 
 class TaskRunner:

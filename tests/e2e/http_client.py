@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.support import Reply, Verbs, check_contract, decode_body
+from tests.support import SERVER_TOKENS, Reply, Verbs, check_contract, decode_body
 
 # No proxies: one set in the environment must never carry calls to 127.0.0.1 off the machine.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -15,10 +15,12 @@ SOCKET_TIMEOUT_S = 90  # above the longest long-poll (60 s)
 
 
 def fetch(base_url: str, method: str, path: str, body: Any = None) -> Reply:
-    """One HTTP call; error statuses are returned as replies, not raised."""
+    """One HTTP call with the server's admin token; error statuses are returned, not raised."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if base_url in SERVER_TOKENS:
+        headers["Authorization"] = f"Bearer {SERVER_TOKENS[base_url]}"
+    request = urllib.request.Request(base_url + path, data=data, method=method, headers=headers)
     try:
         with _OPENER.open(request, timeout=SOCKET_TIMEOUT_S) as response:
             status, headers, payload = response.status, dict(response.headers), response.read()

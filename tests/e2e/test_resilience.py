@@ -19,6 +19,8 @@ import libvirt  # type: ignore[import-untyped]
 import pytest
 
 from src.config import Config
+from src.database.db import Database
+from src.services.auth import TokenService
 from tests.e2e.host import (
     REPO,
     domain_exists,
@@ -27,6 +29,7 @@ from tests.e2e.host import (
     purge_domains,
 )
 from tests.e2e.http_client import HttpClient, fetch
+from tests.support import SERVER_TOKENS
 
 LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
 STARTED_MARKER = Path("/run/iaas-started-libvirtd.pid")  # written by scripts/setup.sh
@@ -52,6 +55,9 @@ class ApiProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "src.serve"], cwd=REPO, env=env,
                                         stdout=self._log, stderr=self._log)
         self.url = self._wait_for_url(log_path)
+        # The server migrated the DB by now; a token minted there is good for it.
+        SERVER_TOKENS[self.url] = TokenService(Database(config.db_path)).issue("default",
+                                                                               "admin")[1]
         self.client = HttpClient(self.url)
 
     def _wait_for_url(self, log_path: Path) -> str:

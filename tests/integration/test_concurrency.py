@@ -6,12 +6,14 @@ import urllib.request
 from typing import Any
 
 from src.app import App
-from tests.support import LiveServer, Reply, check_contract
+from tests.support import SERVER_TOKENS, LiveServer, Reply, check_contract
 
 
 def post(url: str, body: dict[str, Any]) -> Reply:
+    base = url[:url.index("/v1/")]
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {SERVER_TOKENS[base]}"})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return Reply(answer.status, dict(answer.headers), json.loads(answer.read()))

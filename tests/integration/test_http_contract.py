@@ -9,7 +9,7 @@ from src.api.openapi import DOCUMENT
 from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory, make_qcow2
-from tests.support import Client, LiveServer
+from tests.support import Client, LiveServer, admin_token
 
 
 def test_unknown_path_is_404_with_envelope(client: Client) -> None:
@@ -51,7 +51,8 @@ class ExplodingInput(io.RawIOBase):
 
 def test_oversized_body_is_413_without_reading_it(app: App) -> None:
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/vms", "CONTENT_TYPE": "application/json",
-               "CONTENT_LENGTH": str(64 * 1024 + 1), "wsgi.input": ExplodingInput()}
+               "CONTENT_LENGTH": str(64 * 1024 + 1), "wsgi.input": ExplodingInput(),
+               "HTTP_AUTHORIZATION": f"Bearer {admin_token(app)}"}
     captured = {}
     body = b"".join(app(environ, lambda status, headers: captured.update(status=status)))
     assert captured["status"].startswith("413")
@@ -63,7 +64,8 @@ def test_oversized_body_over_a_real_socket(app: App) -> None:
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 10000000\r\n\r\n" + b"{" * 1000)
+                         + f"Authorization: Bearer {server.token}\r\n".encode()
+                         + b"Content-Length: 10000000\r\n\r\n" + b"{" * 1000)
             answer = sock.recv(65536).decode()
         assert answer.startswith(("HTTP/1.0 413", "HTTP/1.1 413"))
     finally:

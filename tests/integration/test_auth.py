@@ -1,0 +1,171 @@
+"""Who may do what: every route of the route table x every kind of caller, so a new route cannot
+escape the check; tokens are never stored in clear text."""
+from __future__ import annotations
+
+import itertools
+import secrets
+import stat
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from src import cli
+from src.api.router import Route
+from src.app import App
+from src.config import Config
+from tests.conftest import make_qcow2
+from tests.support import Client
+
+CALLERS = ["nobody", "bad", "expired", "revoked", "other_member", "member", "admin"]
+UNAUTHENTICATED = {"nobody", "bad", "expired", "revoked"}
+_names = itertools.count()
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    # The matrix makes about a hundred VMs; capacity has its own tests.
+    return replace(config, cpu_allocation_ratio=64.0, ram_allocation_ratio=8.0)
+
+
+@pytest.fixture
+def tokens(app: App) -> dict[str, str | None]:
+    revoked_row, revoked = app.tokens.issue("alpha", "member")
+    app.tokens.revoke(revoked_row.id)
+    return {"nobody": None, "bad": "iaas_" + secrets.token_urlsafe(32),
+            "expired": app.tokens.issue("alpha", "member", expires_in_s=-1)[1],
+            "revoked": revoked, "other_member": app.tokens.issue("beta", "member")[1],
+            "member": app.tokens.issue("alpha", "member")[1],
+            "admin": app.tokens.issue("default", "admin")[1]}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+class World:
+    """Fresh things to aim each call at, so one call's effect never changes another's answer."""
+
+    def __init__(self, app: App, config: Config, member: str) -> None:
+        self.admin = Client(app)
+        self.member = Client(app, token=member)
+        make_qcow2(config.images_dir / "base.qcow2")
+        assert self.admin.post("/v1/images", {"name": "base", "file": "base.qcow2",
+                                              "format": "qcow2"}).status == 201
+
+    def params(self, route: Route) -> dict[str, str]:
+        values: dict[str, str] = {}
+        if "{vm}" in route.pattern or "{task}" in route.pattern:
+            reply = self.member.post("/v1/vms", {"name": unique("vm"), "cpu": 1, "ram": 128,
+                                                 "image_name": "base"})
+            assert reply.status == 202, reply.body
+            vm = reply.body
+            self.member.wait_task(vm["task"]["id"])
+            values.update(vm=vm["id"], task=vm["task"]["id"])
+        if "{flavor}" in route.pattern:
+            name = unique("fl")
+            self.admin.post("/v1/flavors", {"name": name, "cpu": 1, "ram": 128, "disk_gb": 1})
+            values["flavor"] = name
+        if "{image}" in route.pattern:
+            name = unique("img")
+            self.admin.post("/v1/images", {"name": name, "file": "base.qcow2", "format": "qcow2"})
+            values["image"] = name
+        return values
+
+
+def body_for(route: Route) -> Any:
+    if route.method != "POST":
+        return None
+    return {"/v1/vms": {"name": unique("new"), "cpu": 1, "ram": 128, "image_name": "base"},
+            "/v1/images": {"name": unique("img"), "file": "base.qcow2", "format": "qcow2"},
+            "/v1/flavors": {"name": unique("fl"), "cpu": 1, "ram": 128, "disk_gb": 1},
+            }.get(route.pattern)
+
+
+def expected(route: Route, caller: str) -> str:
+    if route.access == "public":
+        return "allowed"
+    if caller in UNAUTHENTICATED:
+        return "401"
+    if route.access == "admin":
+        return "allowed" if caller == "admin" else "403"
+    if caller == "other_member" and ("{vm}" in route.pattern or "{task}" in route.pattern):
+        return "404"  # another project's VM or task does not exist for you
+    return "allowed"
+
+
+def test_every_route_for_every_caller(app: App, config: Config,
+                                      tokens: dict[str, str | None]) -> None:
+    world = World(app, config, tokens["member"] or "")
+    routes = app._router.routes
+    assert len(routes) >= 25 and {r.access for r in routes} == {"public", "member", "admin"}
+    for route, caller in itertools.product(routes, CALLERS):
+        path = route.pattern.format(**world.params(route))
+        reply = Client(app, token=tokens[caller]).request(route.method, path, body_for(route))
+        want = expected(route, caller)
+        where = f"{route.method} {route.pattern} as {caller}: {reply.status} {reply.body}"
+        if want == "allowed":
+            assert reply.status not in (401, 403), where
+            if "{vm}" in route.pattern or "{task}" in route.pattern:
+                assert reply.status != 404, where
+        else:
+            assert str(reply.status) == want, where
+            code = {"401": "unauthorized", "403": "forbidden"}.get(want)
+            assert reply.error_code in (code, "vm_not_found", "task_not_found"), where
+        if want == "401":
+            assert reply.headers["WWW-Authenticate"] == "Bearer", where
+
+
+def test_members_see_only_their_projects_vms(app: App, config: Config,
+                                             tokens: dict[str, str | None]) -> None:
+    world = World(app, config, tokens["member"] or "")
+    mine = world.member.post("/v1/vms", {"name": "mine", "cpu": 1, "ram": 128,
+                                         "image_name": "base"}).body
+    other = Client(app, token=tokens["other_member"])
+    theirs = other.post("/v1/vms", {"name": "theirs", "cpu": 1, "ram": 128,
+                                    "image_name": "base"}).body
+    assert [vm["name"] for vm in world.member.get("/v1/vms").body["vms"]] == ["mine"]
+    assert [vm["name"] for vm in other.get("/v1/vms").body["vms"]] == ["theirs"]
+    assert sorted(vm["name"] for vm in world.admin.get("/v1/vms").body["vms"]) == ["mine", "theirs"]
+    assert other.get("/v1/vms/mine").error_code == "vm_not_found"  # by name too
+    assert other.get(f"/v1/vms?marker={mine['id']}").error_code == "marker_not_found"
+    clash = other.post("/v1/vms", {"name": "mine", "cpu": 1, "ram": 128, "image_name": "base"})
+    assert clash.status == 409 and clash.error_code == "name_conflict"
+    assert "alpha" not in str(clash.body) and mine["id"] not in str(clash.body)
+    assert other.get(f"/v1/tasks/{mine['task']['id']}?wait=1").error_code == "task_not_found"
+    assert world.member.get(f"/v1/vms/{theirs['id']}").status == 404
+
+
+def test_requests_cannot_set_what_they_must_not(app: App, config: Config,
+                                                tokens: dict[str, str | None]) -> None:
+    world = World(app, config, tokens["member"] or "")
+    for field, value in (("project", "beta"), ("status", "running"), ("host", "h1"),
+                         ("gpus", ["0000:3b:00.0"]), ("disk_path", "/etc/passwd"), ("id", "x")):
+        reply = world.member.post("/v1/vms", {"name": unique("mass"), "cpu": 1, "ram": 128,
+                                              "image_name": "base", field: value})
+        assert reply.status == 400 and reply.error_code == "validation_failed", field
+    assert world.admin.get("/v1/vms").body["vms"] == []
+
+
+def test_db_init_prints_and_files_the_admin_token_once_hashed_only(
+        config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token_file = tmp_path / "secrets" / "admin-token"
+    config = replace(config, admin_token_file=token_file)
+    cli.db_init(config)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("IAAS_ADMIN_TOKEN=iaas_")
+    secret = out[-1].partition("=")[2]
+    assert token_file.read_text() == secret + "\n"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    cli.db_init(config)
+    assert "IAAS_ADMIN_TOKEN" not in capsys.readouterr().out  # only on the run that made it
+    assert secret.encode() not in config.db_path.read_bytes()
+    for extra in config.db_path.parent.glob(config.db_path.name + "-*"):
+        assert secret.encode() not in extra.read_bytes()
+    from src.app import create_app
+    app = create_app(config)
+    try:
+        assert Client(app, token=secret).get("/v1/gpus").status == 200
+    finally:
+        app.close()
