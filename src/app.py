@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -12,23 +13,33 @@ from src.api.handlers import Handlers
 from src.api.http import Request, Response, error_body
 from src.api.router import Router
 from src.config import Config
+from src.database import audit as audit_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.services.addresses import AddressBook
-from src.services.auth import TokenService
+from src.services.auth import TokenService, new_project_limits
 from src.services.compute import ComputeService, Timeouts
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
+from src.services.idempotency import (
+    IdempotencyStore,
+    StoredResponse,
+    check_key,
+    request_hash,
+)
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
 from src.services.placement import Placement
 from src.services.provisioning import Provisioner
+from src.services.quotas import QuotaService
 from src.services.reconcile import Reconciler
 from src.services.tasks import TaskRunner
+from src.utils.clock import utc_now
 from src.utils.libvirt_host import Hypervisor, HypervisorError
 from src.utils.qemu_img import QemuImg, Runner, run_command
 
 log = logging.getLogger("iaas.api")
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 StartResponse = Callable[..., Any]
 RETRY_AFTER_S = "5"
@@ -52,15 +63,19 @@ class App:
         self.gpus = gpus
         self.placement = placement
         self.installation_id = installation_id
-        self.tokens = TokenService(db)
+        self.tokens = TokenService(db, new_project_limits(config.default_quota))
+        self.idempotency = IdempotencyStore(db)
         self._router = Router(Handlers(db, hypervisor, compute, images, runner, orphans,
-                                       FlavorService(db), gpus, placement).routes())
+                                       FlavorService(db), gpus, placement,
+                                       QuotaService(db)).routes())
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = "req-" + uuid.uuid4().hex
         request = Request(environ, request_id)
-        response = self._respond(request)
+        response = self._guarded(request, lambda: self._respond(request))
+        if request.method not in READ_METHODS:
+            self._audit(request, response)
         headers = [("Content-Type", response.content_type), ("X-Request-Id", request_id),
                    *response.headers]
         body = response.encoded()
@@ -70,10 +85,33 @@ class App:
         return body
 
     def _respond(self, request: Request) -> Response:
-        try:
-            if request.path.startswith("/v1/") and not self._router.is_public(request.path):
-                request.principal = self.tokens.authenticate(request.header("Authorization"))
+        """Authenticate, then answer; a POST with an Idempotency-Key answers at most once.
+
+        Raises: ApiError (and whatever a handler raises), turned into a response by _guarded.
+        """
+        if request.path.startswith("/v1/") and not self._router.is_public(request.path):
+            request.principal = self.tokens.authenticate(request.header("Authorization"))
+        key = request.header("Idempotency-Key")
+        if key is None or request.method != "POST" or request.principal is None:
             return self._router.dispatch(request)
+        check_key(key)
+        project = request.principal.project
+        digest = request_hash(request.method, request.path, request.raw_body())
+        stored = self.idempotency.begin(project, key, digest)
+        if stored is not None:
+            return Response(stored.status, stored.body,
+                            [*stored.headers, ("Idempotent-Replayed", "true")],
+                            content_type=stored.content_type)
+        response = self._guarded(request, lambda: self._router.dispatch(request))
+        self.idempotency.finish(project, key, StoredResponse(
+            status=response.status, body=response.body, headers=response.headers,
+            content_type=response.content_type))
+        return response
+
+    def _guarded(self, request: Request, answer: Callable[[], Response]) -> Response:
+        """answer(), with every failure turned into its JSON error response."""
+        try:
+            return answer()
         except errors.Unauthorized as exc:
             return Response(exc.status, error_body(exc), [("WWW-Authenticate", "Bearer")])
         except errors.MethodNotAllowed as exc:
@@ -87,6 +125,22 @@ class App:
         except Exception:  # the boundary: log everything, leak nothing
             log.exception("unhandled error on %s %s", request.method, request.path)
             return Response(500, error_body(errors.ApiError()))
+
+    def _audit(self, request: Request, response: Response) -> None:
+        """Record a mutating request; a failure to record is logged, never the caller's problem."""
+        principal = request.principal
+        body = response.body if isinstance(response.body, dict) else {}
+        resource = body.get("vm_id") or body.get("id") or body.get("project")
+        row = audit_dao.AuditRow(
+            id=0, at=utc_now(), project=principal.project if principal else None,
+            token_id=principal.token_id if principal else None, method=request.method,
+            path=request.path, status=response.status, request_id=request.request_id,
+            resource_id=str(resource) if resource else None)
+        try:
+            with self.db.write() as conn:
+                audit_dao.record(conn, row)
+        except sqlite3.Error:
+            log.exception("could not record %s %s in the audit trail", request.method, request.path)
 
     def close(self) -> None:
         """Stop background work and drop the libvirt connection."""

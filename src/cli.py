@@ -13,7 +13,7 @@ from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
-from src.services.auth import ROLES, TokenService
+from src.services.auth import ROLES, TokenService, new_project_limits
 from src.services.flavors import FlavorService
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
@@ -40,7 +40,7 @@ def db_init(config: Config) -> None:
     print(f"database {config.db_path} ready (installation {installation_id}); "
           f"image {name} -> {images.path_of(file)} {'registered' if added else 'already registered'}; "
           f"{flavors} flavor(s) added")
-    secret = TokenService(db).first_admin_token()
+    secret = TokenService(db, new_project_limits(config.default_quota)).first_admin_token()
     if secret is not None:  # shown once: only its hash is kept
         _write_private(config.admin_token_file, secret + "\n")
         print(f"admin token of project default written to {config.admin_token_file} (mode 0600)")
@@ -61,10 +61,13 @@ def _write_private(path: Path, text: str) -> None:
 def token_command(config: Config, args: argparse.Namespace) -> None:
     """token create / list / revoke."""
     db, _ = _open_db(config)
-    tokens = TokenService(db)
+    tokens = TokenService(db, new_project_limits(config.default_quota))
     if args.action == "create":
-        row, secret = tokens.issue(args.project, args.role, args.expires_in_days * 86400
-                                   if args.expires_in_days else None, args.description)
+        try:
+            row, secret = tokens.issue(args.project, args.role, args.expires_in_days * 86400
+                                       if args.expires_in_days else None, args.description)
+        except ValueError as exc:
+            raise SystemExit(f"token create: {exc}") from None
         print(f"token {row.id} (project {row.project}, role {row.role}, "
               f"expires {row.expires_at or 'never'})")
         print(secret)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,8 @@ class Config:
     cpu_allocation_ratio: float = 4.0
     ram_allocation_ratio: float = 1.0
     admin_token_file: Path = Path("iaas-admin-token")
+    # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
+    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0)
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -112,4 +114,20 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         cpu_allocation_ratio=cpu_ratio,
         ram_allocation_ratio=ram_ratio,
         admin_token_file=Path(get("IAAS_ADMIN_TOKEN_FILE", "iaas-admin-token")).resolve(),
+        default_quota=_default_quota(get),
     )
+
+
+def _default_quota(get: Callable[[str, str], str]) -> tuple[int | None, ...]:
+    """IAAS_DEFAULT_QUOTA_{INSTANCES,VCPUS,RAM,GPUS}; 'unlimited' lifts a limit."""
+    limits: list[int | None] = []
+    for name, default in (("INSTANCES", "10"), ("VCPUS", "20"), ("RAM", "51200"), ("GPUS", "0")):
+        value = get(f"IAAS_DEFAULT_QUOTA_{name}", default).strip().lower()
+        if value == "unlimited":
+            limits.append(None)
+        elif value.isdigit():
+            limits.append(int(value))
+        else:
+            raise ConfigError(f"IAAS_DEFAULT_QUOTA_{name}={value!r} must be a whole number or "
+                              "'unlimited'")
+    return tuple(limits)

@@ -34,6 +34,13 @@ MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {mark
 Unauthorized = _error("Unauthorized", 401, "unauthorized",
                       "A valid bearer token is required (Authorization: Bearer <token>).")
 Forbidden = _error("Forbidden", 403, "forbidden", "This call needs the admin role.")
+QuotaExceeded = _error("QuotaExceeded", 403, "quota_exceeded",
+                       "Quota of {resource} exceeded: limit {limit}, {in_use} in use, {requested} requested.")
+ProjectNotFound = _error("ProjectNotFound", 404, "project_not_found", "Project {project!r} does not exist.")
+IdempotencyKeyReused = _error("IdempotencyKeyReused", 422, "idempotency_key_reused",
+                              "This Idempotency-Key was used with a different request.")
+IdempotencyKeyInUse = _error("IdempotencyKeyInUse", 409, "idempotency_key_in_use",
+                             "A request with this Idempotency-Key is still being answered; retry.")
 NotFound = _error("NotFound", 404, "not_found", "No route for {path}.")
 VmNotFound = _error("VmNotFound", 404, "vm_not_found", "VM {vm!r} does not exist.")
 ImageNotFound = _error("ImageNotFound", 404, "image_not_found", "Image {image!r} does not exist.")

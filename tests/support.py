@@ -5,6 +5,8 @@ import io
 import json
 import re
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import make_server
@@ -164,3 +166,36 @@ class LiveServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=10)
+
+
+def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
+    """POST JSON to a live server with its admin token (headers may override or add)."""
+    base = url[:url.index("/v1/")]
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {SERVER_TOKENS[base]}",
+        **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            reply = Reply(answer.status, dict(answer.headers), json.loads(answer.read()))
+    except urllib.error.HTTPError as error:
+        reply = Reply(error.code, dict(error.headers), json.loads(error.read()))
+    check_contract("POST", url[len(base):], reply)
+    return reply
+
+
+def race(url: str, bodies: list[dict[str, Any]],
+         headers: dict[str, str] | None = None) -> list[Reply]:
+    """POST every body at once (threads released by one barrier); replies in finishing order."""
+    replies: list[Reply] = []
+    start = threading.Barrier(len(bodies))
+
+    def one(body: dict[str, Any]) -> None:
+        start.wait()
+        replies.append(post(url, body, headers))
+
+    threads = [threading.Thread(target=one, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return replies

@@ -9,6 +9,7 @@ from src.api.http import Request, Response
 from src.api.openapi import DOCUMENT, PATHS, POWER_ACTIONS
 from src.api.router import Route
 from src.api.validation import parse_query, validate_body
+from src.database import audit as audit_dao
 from src.database import tasks as task_dao
 from src.database.db import Database
 from src.services.compute import ComputeService, CreateRequest, demand_of
@@ -18,6 +19,7 @@ from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
 from src.services.placement import Placement
 from src.services.power import PowerOptions
+from src.services.quotas import QuotaService
 from src.services.tasks import TaskRunner
 from src.utils.libvirt_host import Hypervisor
 from src.utils.nocloud import InvalidSshKey, validate_ssh_key
@@ -46,8 +48,10 @@ def _valid_ssh_keys(keys: list[str]) -> list[str]:
 class Handlers:
     def __init__(self, db: Database, hypervisor: Hypervisor, compute: ComputeService,
                  images: ImageService, runner: TaskRunner, orphans: OrphanFinder,
-                 flavors: FlavorService, gpus: GpuInventory, placement: Placement) -> None:
+                 flavors: FlavorService, gpus: GpuInventory, placement: Placement,
+                 quotas: QuotaService) -> None:
         self._db = db
+        self._quotas = quotas
         self._gpus = gpus
         self._placement = placement
         self._flavors = flavors
@@ -82,6 +86,10 @@ class Handlers:
             *[Route("POST", f"/v1/vms/{{vm}}/{action}", self._action_handler(action))
               for action in POWER_ACTIONS],
             Route("GET", "/v1/admin/orphans", self.list_orphans, "admin"),
+            Route("GET", "/v1/projects", self.list_projects, "admin"),
+            Route("GET", "/v1/projects/{project}/quota", self.show_quota),
+            Route("PUT", "/v1/projects/{project}/quota", self.update_quota, "admin"),
+            Route("GET", "/v1/events", self.list_audit_events),
             Route("GET", "/v1/tasks/{task}", self.show_task),
         ]
 
@@ -196,6 +204,34 @@ class Handlers:
 
     def show_stats(self, request: Request, vm: str) -> Response:
         return Response(200, self._compute.stats(vm, request.scope))
+
+    def list_projects(self, _request: Request) -> Response:
+        return Response(200, {"projects": [self._quotas.show(name)
+                                           for name in self._quotas.names()]})
+
+    def show_quota(self, request: Request, project: str) -> Response:
+        if request.scope is not None and project != request.scope:
+            raise errors.ProjectNotFound(project=project)  # others' projects are not there
+        return Response(200, self._quotas.show(project))
+
+    def update_quota(self, request: Request, project: str) -> Response:
+        return Response(200, self._quotas.update(project, validate_body("QuotaUpdate",
+                                                                        request.json())))
+
+    def list_audit_events(self, request: Request) -> Response:
+        query = parse_query(request.query, PATHS["/v1/events"]["get"])
+        limit = query.pop("limit", DEFAULT_EVENTS)
+        marker = query.pop("marker", None)
+        if request.scope is not None:
+            if query.get("project", request.scope) != request.scope:
+                return Response(200, {"events": []})  # members read only their own trail
+            query["project"] = request.scope
+        with self._db.read() as conn:
+            rows = audit_dao.page(conn, query, marker, limit)
+        body: dict[str, Any] = {"events": [views.audit(row) for row in rows]}
+        if len(rows) == limit:
+            body["next_marker"] = rows[-1].id
+        return Response(200, body)
 
     def list_orphans(self, _request: Request) -> Response:
         found = self._orphans.find()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -12,10 +13,7 @@ from src.services.auth import Principal
 
 MAX_BODY_BYTES = 64 * 1024
 
-STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
-               401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-               413: "Payload Too Large", 415: "Unsupported Media Type",
-               500: "Internal Server Error", 503: "Service Unavailable"}
+
 
 
 class Request:
@@ -25,6 +23,7 @@ class Request:
         self._environ = environ
         self.request_id = request_id
         self.principal: Principal | None = None  # set by the app once the token checks out
+        self._raw: bytes | None = None
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         self.path: str = environ.get("PATH_INFO", "") or "/"
         self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),
@@ -51,14 +50,22 @@ class Request:
         content_type = self._environ.get("CONTENT_TYPE", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise errors.UnsupportedMediaType(content_type=content_type)
-        try:
-            length = int(self._environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise errors.BadRequest(reason="Content-Length is not a number.") from None
-        if length > MAX_BODY_BYTES:
-            raise errors.BodyTooLarge(limit=MAX_BODY_BYTES)
-        raw = self._environ["wsgi.input"].read(length) if length > 0 else b""
-        return _parse(raw)
+        return _parse(self.raw_body())
+
+    def raw_body(self) -> bytes:
+        """The body's bytes, read once and only if its declared size is acceptable.
+
+        Raises: BadRequest, BodyTooLarge.
+        """
+        if self._raw is None:
+            try:
+                length = int(self._environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                raise errors.BadRequest(reason="Content-Length is not a number.") from None
+            if length > MAX_BODY_BYTES:
+                raise errors.BodyTooLarge(limit=MAX_BODY_BYTES)
+            self._raw = self._environ["wsgi.input"].read(length) if length > 0 else b""
+        return self._raw
 
     def optional_json(self) -> Any:
         """The JSON body, or {} when the request has none (no Content-Length, or 0)."""
@@ -83,7 +90,7 @@ class Response:
     content_type: str = "application/json"
 
     def wsgi_status(self) -> str:
-        return f"{self.status} {STATUS_TEXT.get(self.status, '')}".strip()
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
 
     def encoded(self) -> Iterable[bytes]:
         if self.body is None:

@@ -15,6 +15,8 @@ NULLABLE_MIB = {"type": ["integer", "null"]}
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
+QUOTA_RESOURCES = ["instances", "vcpus", "ram", "gpus"]
+LIMIT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000000}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -92,6 +94,22 @@ SCHEMAS: dict[str, Any] = {
         "created_at": TIME,
     }),
     "FlavorList": _object({"flavors": {"type": "array", "items": _ref("Flavor")}}),
+    "QuotaUpdate": {**_object({resource: {**LIMIT, "description": "null: unlimited"}
+                               for resource in QUOTA_RESOURCES}, required=[]), "minProperties": 1},
+    "Quota": _object({
+        "project": {"type": "string"},
+        "limits": _object({resource: {"type": ["integer", "null"]} for resource in QUOTA_RESOURCES}),
+        "in_use": _object({resource: COUNTER for resource in QUOTA_RESOURCES}),
+    }),
+    "ProjectList": _object({"projects": {"type": "array", "items": _ref("Quota")}}),
+    "AuditEvent": _object({
+        "id": COUNTER, "at": TIME, "project": {"type": ["string", "null"]},
+        "token_id": {"type": ["string", "null"]}, "method": {"type": "string"},
+        "path": {"type": "string"}, "status": {"type": "integer"},
+        "request_id": {"type": "string"}, "resource_id": {"type": ["string", "null"]},
+    }),
+    "AuditEventList": _object({"events": {"type": "array", "items": _ref("AuditEvent")},
+                               "next_marker": COUNTER}, required=["events"]),
     "Availability": _object({
         "flavor": {"type": "string"}, "available": COUNTER,
         "limited_by": {"type": "string", "enum": ["gpu", "pcpu", "vcpu", "ram"],
@@ -127,6 +145,7 @@ SCHEMAS: dict[str, Any] = {
         "id": UUID, "name": {"type": "string"},
         "cpu": {"type": "integer"}, "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
         "image": _object({"id": UUID, "name": {"type": "string"}}),
+        "project": {"type": "string"},
         "flavor": {"type": ["string", "null"]},
         "gpus": {"type": "array", "items": {"type": "string"},
                  "description": "PCI addresses of the GPUs reserved for this VM"},
@@ -291,6 +310,28 @@ PATHS: dict[str, Any] = {
                 "Domains and instance folders of this installation that have no VM record.",
                 "responses": _responses(200, _ref("Orphans"))},
     },
+    "/v1/projects": {
+        "get": {"operationId": "listProjects", "responses": _responses(200, _ref("ProjectList"))},
+    },
+    "/v1/projects/{project}/quota": {
+        "parameters": [_path_param("project", "Project name")],
+        "get": {"operationId": "showQuota", "description": "Limits (null: unlimited) and usage.",
+                "responses": _responses(200, _ref("Quota"), 404)},
+        "put": {"operationId": "updateQuota", "requestBody": {"required": True, **_json(
+            _ref("QuotaUpdate"))}, "responses": _responses(200, _ref("Quota"), 400, 404, 413, 415)},
+    },
+    "/v1/events": {
+        "get": {"operationId": "listAuditEvents", "description":
+                "The audit trail of mutating requests, newest first (members: their project).",
+                "parameters": [
+                    _query("project", {"type": "string"}),
+                    _query("method", {"type": "string", "enum": ["POST", "PUT", "DELETE"]}),
+                    _query("status", {"type": "integer", "minimum": 100, "maximum": 599}),
+                    _query("resource_id", {"type": "string"}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _query("marker", {"type": "integer", "minimum": 1}),
+                ], "responses": _responses(200, _ref("AuditEventList"), 400)},
+    },
     "/v1/tasks/{task}": {
         "parameters": [_path_param("task", "Task id")],
         "get": {"operationId": "showTask", "parameters": [
@@ -298,6 +339,15 @@ PATHS: dict[str, Any] = {
             "responses": _responses(200, _ref("Task"), 400, 404)},
     },
 }
+
+for _item in PATHS.values():  # any POST may carry an Idempotency-Key
+    if "post" in _item:
+        _item["post"].setdefault("parameters", []).append({
+            "name": "Idempotency-Key", "in": "header", "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "Same key and body within 24 h: the first answer again, nothing new."})
+        _item["post"]["responses"]["422"] = {"description": "Key reused with another body",
+                                             **_json(_ref("Error"))}
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.database.audit import AuditRow
 from src.database.flavors import FlavorRow
 from src.database.gpus import GpuRow
 from src.database.images import ImageRow
@@ -27,6 +28,12 @@ def event(row: TaskRow) -> dict[str, Any]:
             "result": row.status, "error": _error(row.error_code, row.error_message),
             "created_at": row.created_at, "started_at": row.started_at,
             "finished_at": row.finished_at}
+
+
+def audit(row: AuditRow) -> dict[str, Any]:
+    return {"id": row.id, "at": row.at, "project": row.project, "token_id": row.token_id,
+            "method": row.method, "path": row.path, "status": row.status,
+            "request_id": row.request_id, "resource_id": row.resource_id}
 
 
 def flavor(row: FlavorRow) -> dict[str, Any]:
@@ -58,7 +65,7 @@ def vm(view: VmView) -> dict[str, Any]:
     vnc = f"{VNC_HOST}:{row.vnc_port}" if row.vnc_port and shows_screen else None
     return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
             "disk_gb": row.disk_gb, "image": {"id": row.image_id, "name": row.image_name},
-            "flavor": row.flavor_name, "gpus": row.gpus, "numa_node": row.numa_node,
+            "project": row.project, "flavor": row.flavor_name, "gpus": row.gpus, "numa_node": row.numa_node,
             "pinned_cpus": row.pinned_cpus,
             "status": row.status, "power_state": view.power_state,
             "task": task(view.task) if view.task else None, "actions": view.actions,

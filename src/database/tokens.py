@@ -20,10 +20,6 @@ class TokenRow:
 _COLUMNS = "id, project, role, secret_hash, description, created_at, expires_at, revoked_at"
 
 
-def ensure_project(conn: sqlite3.Connection, name: str, now: str) -> None:
-    conn.execute("INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (name, now))
-
-
 def insert(conn: sqlite3.Connection, token: TokenRow) -> None:
     conn.execute(f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                  (token.id, token.project, token.role, token.secret_hash, token.description,

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
 
 from src import errors
+from src.database import projects as project_dao
 from src.database import tokens as token_dao
 from src.database.db import Database
 from src.utils.clock import utc_after, utc_now
 
 ROLES = ("admin", "member")
+PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 TOKEN_PREFIX = "iaas_"
 
 
@@ -42,15 +45,24 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def new_project_limits(defaults: tuple[int | None, ...]) -> project_dao.Limits:
+    return dict(zip(project_dao.RESOURCES, defaults, strict=True))
+
+
 class TokenService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database,
+                 new_project_limits: project_dao.Limits | None = None) -> None:
         self._db = db
+        self._new_project_limits = new_project_limits or {}
 
     def issue(self, project: str, role: str, expires_in_s: float | None = None,
               description: str = "") -> tuple[token_dao.TokenRow, str]:
         """A new token (the row, and the secret shown this once). Raises: ValueError."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if not PROJECT_NAME.fullmatch(project):
+            raise ValueError("a project name is 1-63 of a-z 0-9 _ . - and starts with a letter "
+                             "or digit")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = utc_now()
         row = token_dao.TokenRow(
@@ -59,7 +71,7 @@ class TokenService:
             expires_at=utc_after(expires_in_s) if expires_in_s is not None else None,
             revoked_at=None)
         with self._db.write() as conn:
-            token_dao.ensure_project(conn, project, now)
+            project_dao.create(conn, project, self._new_project_limits, now)
             token_dao.insert(conn, row)
         return row, secret
 

@@ -16,7 +16,7 @@ from src.database import images as image_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
-from src.services import lifecycle
+from src.services import lifecycle, quotas
 from src.services.addresses import AddressBook
 from src.services.images import ImageService
 from src.services.placement import Demand, Placement
@@ -101,7 +101,7 @@ class ComputeService:
         """Claim capacity (GPUs included), record the VM as building and queue its build.
 
         Raises: ImageNotFoundInRequest, ImageFileMissing, DiskTooSmall, NameConflict,
-        FlavorNotFoundInRequest, InsufficientCapacity.
+        FlavorNotFoundInRequest, InsufficientCapacity, QuotaExceeded.
         """
         demand, disk_request, flavor = self._demand(request)
         try:
@@ -125,6 +125,9 @@ class ComputeService:
         task = new_task_row(row.id, "create", request_id, request.project)
         try:
             with self._db.write() as conn:
+                quotas.enforce(conn, request.project, {
+                    "instances": 1, "vcpus": demand.cpu, "ram": demand.ram,
+                    "gpus": demand.gpu_count})
                 claim = self._placement.claim(conn, demand, host)
                 row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
                               gpus=[gpu.id for gpu in claim.gpus])

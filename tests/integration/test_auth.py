@@ -26,7 +26,8 @@ _names = itertools.count()
 @pytest.fixture
 def config(config: Config) -> Config:
     # The matrix makes about a hundred VMs; capacity has its own tests.
-    return replace(config, cpu_allocation_ratio=64.0, ram_allocation_ratio=8.0)
+    return replace(config, cpu_allocation_ratio=64.0, ram_allocation_ratio=8.0,
+                   default_quota=(None, None, None, None))
 
 
 @pytest.fixture
@@ -67,6 +68,8 @@ class World:
             name = unique("fl")
             self.admin.post("/v1/flavors", {"name": name, "cpu": 1, "ram": 128, "disk_gb": 1})
             values["flavor"] = name
+        if "{project}" in route.pattern:
+            values["project"] = "alpha"  # the member's own project
         if "{image}" in route.pattern:
             name = unique("img")
             self.admin.post("/v1/images", {"name": name, "file": "base.qcow2", "format": "qcow2"})
@@ -75,6 +78,8 @@ class World:
 
 
 def body_for(route: Route) -> Any:
+    if route.method == "PUT":
+        return {"instances": 1000}
     if route.method != "POST":
         return None
     return {"/v1/vms": {"name": unique("new"), "cpu": 1, "ram": 128, "image_name": "base"},
@@ -90,8 +95,9 @@ def expected(route: Route, caller: str) -> str:
         return "401"
     if route.access == "admin":
         return "allowed" if caller == "admin" else "403"
-    if caller == "other_member" and ("{vm}" in route.pattern or "{task}" in route.pattern):
-        return "404"  # another project's VM or task does not exist for you
+    if caller == "other_member" and any(part in route.pattern
+                                        for part in ("{vm}", "{task}", "{project}")):
+        return "404"  # another project's VM, task or quota does not exist for you
     return "allowed"
 
 
@@ -107,12 +113,13 @@ def test_every_route_for_every_caller(app: App, config: Config,
         where = f"{route.method} {route.pattern} as {caller}: {reply.status} {reply.body}"
         if want == "allowed":
             assert reply.status not in (401, 403), where
-            if "{vm}" in route.pattern or "{task}" in route.pattern:
+            if any(part in route.pattern for part in ("{vm}", "{task}", "{project}")):
                 assert reply.status != 404, where
         else:
             assert str(reply.status) == want, where
             code = {"401": "unauthorized", "403": "forbidden"}.get(want)
-            assert reply.error_code in (code, "vm_not_found", "task_not_found"), where
+            assert reply.error_code in (code, "vm_not_found", "task_not_found",
+                                        "project_not_found"), where
         if want == "401":
             assert reply.headers["WWW-Authenticate"] == "Bearer", where
 
@@ -169,3 +176,23 @@ def test_db_init_prints_and_files_the_admin_token_once_hashed_only(
         assert Client(app, token=secret).get("/v1/gpus").status == 200
     finally:
         app.close()
+
+
+def test_token_cli_creates_lists_and_revokes(app: App, config: Config,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IAAS_DB_PATH", str(config.db_path))
+    assert cli.main(["token", "create", "--project", "team-c", "--role", "member",
+                     "--expires-in-days", "2"]) == 0
+    header, secret = capsys.readouterr().out.strip().splitlines()
+    token_id = header.split()[1]
+    member = Client(app, token=secret)
+    assert member.get("/v1/vms").status == 200
+    assert member.get("/v1/gpus").status == 403
+    cli.main(["token", "list"])
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(token_id)]
+    assert "team-c  member  expires 20" in listed[0]
+    cli.main(["token", "revoke", token_id])
+    assert member.get("/v1/vms").status == 401
+    with pytest.raises(SystemExit, match="project name"):
+        cli.main(["token", "create", "--project", "Bad Name!", "--role", "member"])

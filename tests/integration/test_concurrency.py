@@ -1,40 +1,7 @@
 """Concurrent requests over the real threaded server: unique names hold, SQLite never locks."""
-import json
-import threading
-import urllib.error
-import urllib.request
-from typing import Any
 
 from src.app import App
-from tests.support import SERVER_TOKENS, LiveServer, Reply, check_contract
-
-
-def post(url: str, body: dict[str, Any]) -> Reply:
-    base = url[:url.index("/v1/")]
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": f"Bearer {SERVER_TOKENS[base]}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return Reply(answer.status, dict(answer.headers), json.loads(answer.read()))
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, dict(error.headers), json.loads(error.read()))
-
-
-def race(url: str, bodies: list[dict[str, Any]]) -> list[Reply]:
-    replies: list[Reply] = []
-    start = threading.Barrier(len(bodies))
-
-    def one(body: dict[str, Any]) -> None:
-        start.wait()
-        replies.append(post(url, body))
-
-    threads = [threading.Thread(target=one, args=(body,)) for body in bodies]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return replies
+from tests.support import LiveServer, check_contract, race
 
 
 def test_twenty_creates_of_one_name_give_one_vm(app: App, base_image: dict) -> None:

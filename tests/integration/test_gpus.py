@@ -2,7 +2,6 @@
 5 GPUs: 4 assignable, one stuck in an IOMMU group it shares with a NIC."""
 from __future__ import annotations
 
-import threading
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -13,9 +12,8 @@ import pytest
 from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory
-from tests.integration.test_concurrency import post
 from tests.integration.test_vm_failures import failing_qemu_img
-from tests.support import Client, LiveServer, check_contract, host_xml
+from tests.support import Client, LiveServer, host_xml, race
 
 
 def _pci(address: str, class_code: str, numa: int, group: int, members: list[str],
@@ -113,24 +111,11 @@ def test_eight_racing_creates_get_four_gpus_never_one_twice(app: App, client: Cl
     client.post("/v1/flavors", ONE_GPU)
     assert availability(client, "g.1") == (4, "gpu")
     server = LiveServer(app)
-    replies: list[Any] = []
-    barrier = threading.Barrier(8)
-
-    def one(index: int) -> None:
-        barrier.wait()
-        replies.append(post(f"{server.url}/v1/vms",
-                            {"name": f"gpu-{index}", "image_name": "base", "flavor": "g.1"}))
-
-    threads = [threading.Thread(target=one, args=(index,)) for index in range(8)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        replies = race(f"{server.url}/v1/vms", [
+            {"name": f"gpu-{index}", "image_name": "base", "flavor": "g.1"} for index in range(8)])
     finally:
         server.stop()
-    for reply in replies:
-        check_contract("POST", "/v1/vms", reply)
     accepted = [reply.body for reply in replies if reply.status == 202]
     refused = [reply.body for reply in replies if reply.status == 409]
     assert (len(accepted), len(refused)) == (4, 4), [r.body for r in replies]

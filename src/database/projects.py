@@ -1,0 +1,45 @@
+"""DAO for projects: their quotas and what they use."""
+from __future__ import annotations
+
+import sqlite3
+
+RESOURCES = ("instances", "vcpus", "ram", "gpus")
+Limits = dict[str, int | None]
+
+
+def exists(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone() is not None
+
+
+def create(conn: sqlite3.Connection, name: str, limits: Limits, now: str) -> None:
+    """Add the project with limits unless it exists (its limits are then left as they are)."""
+    conn.execute("INSERT OR IGNORE INTO projects (name, created_at, quota_instances, quota_vcpus, "
+                 "quota_ram, quota_gpus) VALUES (?, ?, ?, ?, ?, ?)",
+                 (name, now, *(limits.get(resource) for resource in RESOURCES)))
+
+
+def limits(conn: sqlite3.Connection, name: str) -> Limits | None:
+    row = conn.execute("SELECT quota_instances, quota_vcpus, quota_ram, quota_gpus FROM projects "
+                       "WHERE name = ?", (name,)).fetchone()
+    return dict(zip(RESOURCES, tuple(row), strict=True)) if row else None
+
+
+def set_limits(conn: sqlite3.Connection, name: str, changes: Limits) -> None:
+    for resource, value in changes.items():
+        assert resource in RESOURCES
+        conn.execute(f"UPDATE projects SET quota_{resource} = ? WHERE name = ?", (value, name))
+
+
+def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
+    """Instances are every VM row; vCPUs and RAM only of VMs that still hold them."""
+    instances, vcpus, ram = conn.execute(
+        "SELECT count(*), coalesce(sum(CASE WHEN holds_resources = 1 THEN cpu END), 0), "
+        "coalesce(sum(CASE WHEN holds_resources = 1 THEN ram END), 0) FROM vms WHERE project = ?",
+        (name,)).fetchone()
+    gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
+                        "WHERE v.project = ?", (name,)).fetchone()[0]
+    return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus}
+
+
+def names(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT name FROM projects ORDER BY name")]

@@ -1,0 +1,49 @@
+"""Per-project quotas: instances, vCPUs, RAM (MiB) and GPUs, checked inside the create transaction."""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from src import errors
+from src.database import projects as project_dao
+from src.database.db import Database
+
+
+def enforce(conn: sqlite3.Connection, project: str, requested: dict[str, int]) -> None:
+    """Raises: QuotaExceeded naming the first resource the request would take over its limit."""
+    limits = project_dao.limits(conn, project) or {}
+    if all(limit is None for limit in limits.values()):
+        return
+    in_use = project_dao.usage(conn, project)
+    for resource in project_dao.RESOURCES:
+        limit = limits.get(resource)
+        wanted = requested.get(resource, 0)
+        if limit is not None and wanted and in_use[resource] + wanted > limit:
+            raise errors.QuotaExceeded(resource=resource, limit=limit,
+                                       in_use=in_use[resource], requested=wanted)
+
+
+class QuotaService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def show(self, project: str) -> dict[str, Any]:
+        """Raises: ProjectNotFound."""
+        with self._db.read() as conn:
+            limits = project_dao.limits(conn, project)
+            if limits is None:
+                raise errors.ProjectNotFound(project=project)
+            return {"project": project, "limits": limits,
+                    "in_use": project_dao.usage(conn, project)}
+
+    def names(self) -> list[str]:
+        with self._db.read() as conn:
+            return project_dao.names(conn)
+
+    def update(self, project: str, changes: dict[str, int | None]) -> dict[str, Any]:
+        """Set some limits (None: unlimited). Raises: ProjectNotFound."""
+        with self._db.write() as conn:
+            if not project_dao.exists(conn, project):
+                raise errors.ProjectNotFound(project=project)
+            project_dao.set_limits(conn, project, changes)
+        return self.show(project)
