@@ -7,7 +7,7 @@ TINY_IMAGE  := images/tiny-linux.qcow2
 DEAF_IMAGE  := images/tiny-linux-noacpi.qcow2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-dev image db-init db-clean serve test test-fast test-e2e vm-cleanup bench lint
+.PHONY: setup setup-dev image db-init db-clean serve serve-prod test test-fast test-e2e vm-cleanup bench lint
 
 setup:
 	REQUIREMENTS=requirements.txt scripts/setup.sh
@@ -36,6 +36,11 @@ db-clean: setup
 serve: db-init $(TINY_IMAGE)
 	$(PYTHON) -m src.cli install-image tiny-linux $(TINY_IMAGE)
 	exec $(PYTHON) -m src.serve
+
+# The same API behind waitress, which buffers whole requests before a worker sees them.
+serve-prod: db-init $(TINY_IMAGE)
+	$(PYTHON) -m src.cli install-image tiny-linux $(TINY_IMAGE)
+	exec $(PYTHON) -m src.serve_prod
 
 # Orphans only; ALL=1 also removes every VM of this installation and its records.
 vm-cleanup: setup

@@ -1,6 +1,7 @@
 """The application factory: wires config, database, libvirt and services into one WSGI callable."""
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -11,6 +12,7 @@ from typing import Any
 from src import errors
 from src.api.handlers import Handlers
 from src.api.http import Request, Response, error_body
+from src.api.metrics import Metrics
 from src.api.router import Router
 from src.config import Config
 from src.database import audit as audit_dao
@@ -65,9 +67,10 @@ class App:
         self.installation_id = installation_id
         self.tokens = TokenService(db, new_project_limits(config.default_quota))
         self.idempotency = IdempotencyStore(db)
+        self.metrics = Metrics(db, hypervisor)
         self._router = Router(Handlers(db, hypervisor, compute, images, runner, orphans,
                                        FlavorService(db), gpus, placement,
-                                       QuotaService(db)).routes())
+                                       QuotaService(db), self.metrics).routes())
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -80,8 +83,13 @@ class App:
                    *response.headers]
         body = response.encoded()
         start_response(response.wsgi_status(), headers)
-        log.info("%s %s %d %.1fms %s", request.method, request.path, response.status,
-                 (time.perf_counter() - started) * 1000, request_id)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(request.method, request.route, response.status, elapsed)
+        log.info("%s", json.dumps({
+            "event": "request", "method": request.method, "path": request.path,
+            "route": request.route, "status": response.status,
+            "duration_ms": round(elapsed * 1000, 2), "request_id": request_id,
+            "project": request.principal.project if request.principal else None}))
         return body
 
     def _respond(self, request: Request) -> Response:

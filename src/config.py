@@ -38,6 +38,7 @@ class Config:
     cpu_allocation_ratio: float = 4.0
     ram_allocation_ratio: float = 1.0
     admin_token_file: Path = Path("iaas-admin-token")
+    prod_threads: int = 16
     # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
     default_quota: tuple[int | None, ...] = (10, 20, 51200, 0)
 
@@ -52,6 +53,8 @@ class Config:
             raise ConfigError("IAAS_PORT must be between 0 and 65535")
         if not 0.1 <= self.reconcile_interval_s <= 86400:
             raise ConfigError("IAAS_RECONCILE_INTERVAL must be between 0.1 and 86400 seconds")
+        if not 1 <= self.prod_threads <= 1024:
+            raise ConfigError("IAAS_PROD_THREADS must be between 1 and 1024")
         if not 1 <= self.task_timeout_s <= 86400:
             raise ConfigError("IAAS_TASK_TIMEOUT must be between 1 and 86400 seconds")
         for name, ratio in (("IAAS_CPU_ALLOCATION_RATIO", self.cpu_allocation_ratio),
@@ -89,6 +92,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         max_builds = int(get("IAAS_MAX_BUILDS", "4"))
         reconcile_interval_s = float(get("IAAS_RECONCILE_INTERVAL", "30"))
         task_timeout_s = float(get("IAAS_TASK_TIMEOUT", "600"))
+        prod_threads = int(get("IAAS_PROD_THREADS", "16"))
         cpu_ratio = float(get("IAAS_CPU_ALLOCATION_RATIO", "4.0"))
         ram_ratio = float(get("IAAS_RAM_ALLOCATION_RATIO", "1.0"))
     except ValueError as exc:
@@ -115,6 +119,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         ram_allocation_ratio=ram_ratio,
         admin_token_file=Path(get("IAAS_ADMIN_TOKEN_FILE", "iaas-admin-token")).resolve(),
         default_quota=_default_quota(get),
+        prod_threads=prod_threads,
     )
 
 

@@ -15,6 +15,7 @@ from src.api.openapi import DOCUMENT
 from src.api.validation import _format_checker, _StrictValidator
 from src.app import App
 from src.serve import QuietHandler, ThreadingWSGIServer
+from src.serve_prod import bound_port, make_prod_server
 
 _HOST_XML = """<node>
   <cpu>
@@ -165,6 +166,23 @@ class LiveServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self._thread.join(timeout=10)
+
+
+class ProdServer:
+    """The app behind waitress (what `make serve-prod` runs) on 127.0.0.1, in a background thread."""
+
+    def __init__(self, app: App, threads: int = 8) -> None:
+        self.server = make_prod_server(app, "127.0.0.1", 0, threads)
+        self.port = bound_port(self.server)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = SERVER_TOKENS[self.url] = admin_token(app)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown()
         self._thread.join(timeout=10)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from src import errors
 from src.api import views
 from src.api.http import Request, Response
+from src.api.metrics import Metrics
 from src.api.openapi import DOCUMENT, PATHS, POWER_ACTIONS
 from src.api.router import Route
 from src.api.validation import parse_query, validate_body
@@ -49,8 +50,9 @@ class Handlers:
     def __init__(self, db: Database, hypervisor: Hypervisor, compute: ComputeService,
                  images: ImageService, runner: TaskRunner, orphans: OrphanFinder,
                  flavors: FlavorService, gpus: GpuInventory, placement: Placement,
-                 quotas: QuotaService) -> None:
+                 quotas: QuotaService, metrics: Metrics) -> None:
         self._db = db
+        self._metrics = metrics
         self._quotas = quotas
         self._gpus = gpus
         self._placement = placement
@@ -64,6 +66,7 @@ class Handlers:
     def routes(self) -> list[Route]:
         return [
             Route("GET", "/healthz", self.health, "public"),
+            Route("GET", "/metrics", self.metrics, "public"),
             Route("GET", "/v1/openapi.json", self.openapi, "public"),
             Route("GET", "/v1/images", self.list_images),
             Route("POST", "/v1/images", self.create_image, "admin"),
@@ -105,6 +108,10 @@ class Handlers:
         except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
             return f"error: {exc}"
         return "ok"
+
+    def metrics(self, _request: Request) -> Response:
+        text, content_type = self._metrics.exposition()
+        return Response(200, text, content_type=content_type)
 
     def openapi(self, _request: Request) -> Response:
         return Response(200, DOCUMENT)

@@ -24,6 +24,7 @@ class Request:
         self.request_id = request_id
         self.principal: Principal | None = None  # set by the app once the token checks out
         self._raw: bytes | None = None
+        self.route = "unmatched"  # the matched route's pattern, for metrics and logs
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         self.path: str = environ.get("PATH_INFO", "") or "/"
         self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),

@@ -230,6 +230,9 @@ PATHS: dict[str, Any] = {
     "/healthz": {"get": {"operationId": "health", "security": [], "responses": {
         "200": {"description": "DB and libvirt answer", **_json(_ref("Health"))},
         "503": {"description": "A part does not answer", **_json(_ref("Health"))}}}},
+    "/metrics": {"get": {"operationId": "metrics", "security": [],
+                         "description": "Prometheus text exposition", "responses": _responses(
+                             200, None, content={"text/plain": {"schema": {"type": "string"}}})}},
     "/v1/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": _responses(
         200, {"type": "object"})}},
     "/v1/images": {

@@ -48,6 +48,7 @@ class Router:
             if match is None:
                 continue
             if route.method == request.method:
+                request.route = route.pattern
                 if route.access == "admin" and not (request.principal and request.principal.is_admin):
                     raise errors.Forbidden()
                 return route.handler(request, **match.groupdict())

@@ -1,0 +1,74 @@
+"""Both servers (wsgiref for `make serve`, waitress for `make serve-prod`) under slow clients and
+load, on 127.0.0.1 only. Deadlines here are generous: the measured figures go to BENCHMARKS.md."""
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from src.app import App
+from src.config import Config
+from tests.support import Client, LiveServer, ProdServer
+
+SLOW_CLIENTS = 50
+REQUESTS, CONCURRENCY, VMS = 2000, 50, 100
+ANSWER_DEADLINE_S = 5.0
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    return replace(config, cpu_allocation_ratio=64.0)  # 100 VMs on the 16-CPU test host
+
+
+@pytest.fixture(params=["wsgiref", "waitress"])
+def server(request: pytest.FixtureRequest, app: App) -> Iterator[Any]:
+    live = LiveServer(app) if request.param == "wsgiref" else ProdServer(app)
+    yield live
+    live.stop()
+
+
+def timed_get(url: str, token: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as answer:
+        answer.read()
+        return answer.status, time.perf_counter() - started
+
+
+def test_stalled_half_requests_do_not_block_others(server: Any) -> None:
+    stalled = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"POST /v1/vms HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"na")
+            stalled.append(sock)
+        status, seconds = timed_get(server.url + "/v1/vms", server.token)
+        print(f"GET /v1/vms beside {SLOW_CLIENTS} stalled clients: {seconds * 1000:.1f} ms")
+        assert status == 200 and seconds < ANSWER_DEADLINE_S
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_two_thousand_lists_at_concurrency_fifty(app: App, server: Any, base_image: dict) -> None:
+    client = Client(app)
+    for index in range(VMS):
+        assert client.post("/v1/vms", {"name": f"load-{index}", "cpu": 1, "ram": 128,
+                                        "image_name": "base"}).status == 202
+    url = server.url + "/v1/vms"
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        results = list(pool.map(lambda _: timed_get(url, server.token), range(REQUESTS)))
+    statuses = [status for status, _ in results]
+    latencies = sorted(seconds for _, seconds in results)
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    print(f"{REQUESTS} x GET /v1/vms ({VMS} VMs) at concurrency {CONCURRENCY}: "
+          f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    assert statuses == [200] * REQUESTS
