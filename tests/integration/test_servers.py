@@ -6,8 +6,8 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
