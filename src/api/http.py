@@ -78,9 +78,16 @@ class Request:
 def _parse(raw: bytes) -> Any:
     """Raises: MalformedJson."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise errors.MalformedJson(reason="nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.MalformedJson(reason=str(exc) if raw else "the body is empty") from None
+
+
+def _no_constants(name: str) -> None:
+    """NaN and Infinity are not JSON, whatever Python's parser accepts."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 @dataclass

@@ -347,10 +347,13 @@ for _item in PATHS.values():  # any POST may carry an Idempotency-Key
     if "post" in _item:
         _item["post"].setdefault("parameters", []).append({
             "name": "Idempotency-Key", "in": "header", "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
             "description": "Same key and body within 24 h: the first answer again, nothing new."})
-        _item["post"]["responses"]["422"] = {"description": "Key reused with another body",
-                                             **_json(_ref("Error"))}
+        for _status, _why in (("400", "Malformed key or request"),
+                              ("409", "The key's first request is still being answered"),
+                              ("422", "Key reused with another body")):
+            _item["post"]["responses"].setdefault(_status, {"description": _why,
+                                                            **_json(_ref("Error"))})
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
