@@ -343,6 +343,22 @@ PATHS: dict[str, Any] = {
     },
 }
 
+def _links(response: dict[str, Any], source: str, targets: dict[str, str]) -> None:
+    """OpenAPI links: what a client (and Schemathesis's stateful runs) may call next."""
+    response["links"] = {operation: {"operationId": operation, "parameters": {param: source}}
+                         for operation, param in targets.items()}
+
+
+_links(PATHS["/v1/vms"]["post"]["responses"]["202"], "$response.body#/id", {
+    "showVm": "vm", "deleteVm": "vm", "stopVm": "vm", "startVm": "vm", "listVmEvents": "vm",
+    "showVmConsole": "vm"})
+_links(PATHS["/v1/vms/{vm}"]["delete"]["responses"]["202"], "$response.body#/id",
+       {"showTask": "task"})
+_links(PATHS["/v1/images"]["post"]["responses"]["201"], "$response.body#/id",
+       {"showImage": "image", "deleteImage": "image"})
+_links(PATHS["/v1/flavors"]["post"]["responses"]["201"], "$response.body#/id",
+       {"showFlavor": "flavor", "deleteFlavor": "flavor", "showFlavorAvailability": "flavor"})
+
 for _item in PATHS.values():  # any POST may carry an Idempotency-Key
     if "post" in _item:
         _item["post"].setdefault("parameters", []).append({

@@ -6,6 +6,7 @@ import re
 import secrets
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import threading
@@ -116,6 +117,9 @@ def _installation_id(config: Config) -> str | None:
     return row[0] if row else None
 
 
+CHURN_WORKERS = 4
+
+
 def vm_body() -> dict[str, Any]:
     return {"name": f"e2e-{secrets.token_hex(4)}", "cpu": 1, "ram": 256, "image_name": "tiny-linux"}
 
@@ -138,6 +142,8 @@ def assert_nothing_left(client: HttpClient, conn: libvirt.virConnect, config: Co
     with sqlite3.connect(config.db_path) as db:
         active = db.execute("SELECT count(*) FROM tasks WHERE status IN ('queued', 'running')")
         assert active.fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM vms").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM gpu_allocations").fetchone()[0] == 0
 
 
 def test_server_killed_mid_create_leaves_nothing_behind(
@@ -240,7 +246,7 @@ def test_libvirtd_killed_during_create_and_delete(
             if task.status == 200 and task.body["status"] == "succeeded":
                 timed("delete", "DELETE", f"/v1/vms/{reply.body['id']}")
 
-    workers = [threading.Thread(target=churn) for _ in range(2)]
+    workers = [threading.Thread(target=churn) for _ in range(CHURN_WORKERS)]
     for worker in workers:
         worker.start()
     try:
@@ -264,8 +270,17 @@ def test_libvirtd_killed_during_create_and_delete(
         stop.set()
         for worker in workers:
             worker.join(timeout=120)
-    print(f"killed at {killed_at:.1f}s, libvirtd back at {back_at:.1f}s, "
-          f"API healthy at {recovered_at:.1f}s ({recovered_at - back_at:.1f}s after)")
+    failed = [o.at for o in outcomes if o.status >= 500]
+    window = (max(failed) - min(failed)) if failed else 0.0
+    baseline = statistics.median(o.seconds for o in outcomes if o.what == "create"
+                                 and o.status == 202 and o.at < killed_at)
+    back_to_baseline = next((o.at - recovered_at for o in outcomes if o.what == "create"
+                             and o.status == 202 and o.at > recovered_at
+                             and o.seconds <= 1.5 * baseline), None)
+    print(f"CHURN concurrency {CHURN_WORKERS}: killed at {killed_at:.1f}s, libvirtd back at "
+          f"{back_at:.1f}s, API healthy at {recovered_at:.1f}s ({recovered_at - back_at:.1f}s "
+          f"after); 5xx window {window:.1f}s over {len(failed)} answers; create baseline "
+          f"{baseline * 1000:.1f} ms, back within 1.5x of it {back_to_baseline}s after recovery")
     assert all(outcome.seconds < REQUEST_TIMEOUT_S for outcome in outcomes), \
         max(outcomes, key=lambda o: o.seconds)
     assert {o.status for o in outcomes} <= {200, 202, 409, 503}, outcomes

@@ -53,3 +53,4 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def test_api_keeps_its_contract(case: schemathesis.Case, fuzzed: LiveServer) -> None:
     case.call_and_validate(base_url=fuzzed.url,
                            headers={"Authorization": f"Bearer {fuzzed.token}"})
+
