@@ -36,6 +36,7 @@ from tests.e2e.host import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+SECTIONS = ("create", "disk", "throughput", "listing", "servers")
 
 
 def _first_line(command: list[str]) -> str:
@@ -96,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only these sections (repeatable); default: all")
     args = parser.parse_args(argv)
     quick = args.quick
+    wanted = set(args.only or SECTIONS)
     # Bursts of 50 clients deliberately queue behind waitress's workers; it warns at each one.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     started = time.monotonic()
@@ -115,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("disk", lambda root: [disk.run(root, (1,) if quick else (1, 4, 16))]),
                 ("throughput", lambda root: [throughput.run(
                     conn, root, net, (1, 4) if quick else (1, 4, 8), 4 if quick else 8)])):
+            if label not in wanted:
+                continue
             root = make_workspace(f"iaas-bench-{label}-")
             try:
                 print(f"bench: {label}", flush=True)
@@ -124,13 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         remove_network(conn, net)
         conn.close()
-    with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-        print("bench: listing", flush=True)
-        sections.append(listing.run(Path(tmp) / "list", (10, 100) if quick else
-                                    (10, 100, 1000, 5000), 20 if quick else 200))
-    with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-        print("bench: servers", flush=True)
-        sections += servers.run(Path(tmp), 200 if quick else 2000, 500 if quick else 2000)
+    if "listing" in wanted:
+        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
+            print("bench: listing", flush=True)
+            sections.append(listing.run(Path(tmp) / "list", (10, 100) if quick else
+                                        (10, 100, 1000, 5000), 20 if quick else 200))
+    if "servers" in wanted:
+        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
+            print("bench: servers", flush=True)
+            sections += servers.run(Path(tmp), 200 if quick else 2000, 500 if quick else 2000)
     write_report(args.output, machine, sections, time.monotonic() - started, quick)
     print(args.output.read_text())
     return 0
