@@ -97,6 +97,7 @@ class App:
 
         Raises: ApiError (and whatever a handler raises), turned into a response by _guarded.
         """
+        self._router.label(request)
         if request.path.startswith("/v1/") and not self._router.is_public(request.path):
             request.principal = self.tokens.authenticate(request.header("Authorization"))
         key = request.header("Idempotency-Key")

@@ -57,14 +57,14 @@ class Metrics:
         self._requests = Counter("iaas_http_requests", "HTTP requests answered",
                                  ["method", "route", "status"], registry=self.registry)
         self._latency = Histogram("iaas_http_request_duration_seconds",
-                                  "Time to answer HTTP requests", ["method", "route"],
+                                  "Time to answer HTTP requests", ["method", "route", "status"],
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(db, hypervisor))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """route is the route's pattern (/v1/vms/{vm}), so labels stay few."""
         self._requests.labels(method, route, str(status)).inc()
-        self._latency.labels(method, route).observe(seconds)
+        self._latency.labels(method, route, str(status)).observe(seconds)
 
     def exposition(self) -> tuple[str, str]:
         """(text, content type) of every metric."""

@@ -33,6 +33,13 @@ class Router:
         return any(route.access == "public" and regex.match(path)
                    for route, regex in self._routes)
 
+    def label(self, request: Request) -> None:
+        """Name the request by its route's pattern (for metrics and logs), even if it is refused."""
+        for route, regex in self._routes:
+            if route.method == request.method and regex.match(request.path):
+                request.route = route.pattern
+                return
+
     @property
     def routes(self) -> list[Route]:
         return [route for route, _ in self._routes]
@@ -48,7 +55,6 @@ class Router:
             if match is None:
                 continue
             if route.method == request.method:
-                request.route = route.pattern
                 if route.access == "admin" and not (request.principal and request.principal.is_admin):
                     raise errors.Forbidden()
                 return route.handler(request, **match.groupdict())

@@ -1,0 +1,52 @@
+"""GET /metrics (Prometheus text, no token) and one JSON log line per request."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from src.app import App
+from tests.support import Client
+
+
+def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    reply = Client(app, token=None).get("/metrics")
+    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(reply.body)
+            for sample in family.samples}
+
+
+def test_metrics_count_requests_by_route_and_show_the_platform(app: App, client: Client,
+                                                               base_image: dict) -> None:
+    vm = client.post("/v1/vms", {"name": "m1", "cpu": 1, "ram": 128, "image_name": "base"}).body
+    client.wait_task(vm["task"]["id"])
+    for _ in range(3):
+        client.get(f"/v1/vms/{vm['id']}")
+    client.get("/v1/vms/nope")
+    Client(app, token=None).get("/v1/vms")
+    samples = scrape(app)
+    show = (("method", "GET"), ("route", "/v1/vms/{vm}"), ("status", "200"))
+    assert samples[("iaas_http_requests_total", show)] == 3
+    assert samples[("iaas_http_requests_total", (("method", "GET"), ("route", "/v1/vms/{vm}"),
+                                                 ("status", "404")))] == 1
+    assert samples[("iaas_http_requests_total", (("method", "GET"), ("route", "/v1/vms"),
+                                                 ("status", "401")))] == 1
+    assert samples[("iaas_http_request_duration_seconds_count", show)] == 3
+    assert samples[("iaas_vms", (("status", "running"),))] == 1
+    assert samples[("iaas_tasks", (("action", "create"), ("result", "succeeded")))] == 1
+    assert samples[("iaas_libvirt_up", ())] == 1
+
+
+def test_one_json_line_per_request(client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="iaas.api")
+    reply = client.get("/v1/flavors")
+    lines = [json.loads(record.getMessage()) for record in caplog.records
+             if record.name == "iaas.api"]
+    assert lines[-1] == {"event": "request", "method": "GET", "path": "/v1/flavors",
+                         "route": "/v1/flavors", "status": 200,
+                         "duration_ms": lines[-1]["duration_ms"],
+                         "request_id": reply.headers["X-Request-Id"], "project": "default"}
+    assert isinstance(lines[-1]["duration_ms"], float)
