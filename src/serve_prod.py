@@ -53,10 +53,11 @@ def main() -> int:
              config.host, bound_port(server), config.prod_threads, config.libvirt_uri,
              config.network)
     try:
-        server.run()
+        server.run()  # waitress itself returns on KeyboardInterrupt
     except KeyboardInterrupt:
-        log.info("stopping")
+        pass
     finally:
+        log.info("stopping")
         server.close()
         app.close()
     return 0
