@@ -40,7 +40,8 @@ _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS 
 def _row(row: sqlite3.Row) -> VmRow:
     values = dict(row)
     for column in ("ip_addresses", "pinned_cpus", "gpus"):
-        values[column] = json.loads(values[column])
+        raw = values[column]
+        values[column] = [] if raw == "[]" else json.loads(raw)  # most rows: lists are empty
     values["gpus"].sort()
     return VmRow(**values)
 
