@@ -10,7 +10,7 @@ import pytest
 
 from src.app import App, create_app
 from src.config import Config
-from tests.support import Client, host_xml
+from tests.support import Client, LiveServer, ProdServer, host_xml
 
 AppFactory = Callable[..., App]
 
@@ -68,3 +68,11 @@ def base_image(client: Client, config: Config) -> dict[str, Any]:
     assert reply.status == 201, reply.body
     body: dict[str, Any] = reply.body
     return body
+
+
+@pytest.fixture(params=["wsgiref", "waitress"])
+def server(request: pytest.FixtureRequest, app: App) -> Iterator[LiveServer | ProdServer]:
+    """The app behind `make serve`'s server, then behind `make serve-prod`'s."""
+    live = LiveServer(app) if request.param == "wsgiref" else ProdServer(app)
+    yield live
+    live.stop()

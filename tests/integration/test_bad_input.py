@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from src.api.openapi import SCHEMAS
 from src.app import App
 from src.config import Config
 from tests.conftest import make_qcow2
-from tests.support import Client, LiveServer, ProdServer
+from tests.support import Client
 
 XML_PAYLOADS = ["x'/><hostdev mode='subsystem'/><x a='", 'a"/><disk type="file"/>',
                 "]]><!ENTITY xxe SYSTEM 'file:///etc/passwd'>", "&lt;&amp;&#x0;", "\u202e<x>"]
@@ -114,13 +113,6 @@ def test_bodies_that_break_parsers(client: Client, app: App, config: Config, bas
         return
     assert reply.status == 400 and reply.error_code == code, reply.body
     assert state(app, config) == before
-
-
-@pytest.fixture(params=["wsgiref", "waitress"])
-def server(request: pytest.FixtureRequest, app: App) -> Iterator[Any]:
-    live = LiveServer(app) if request.param == "wsgiref" else ProdServer(app)
-    yield live
-    live.stop()
 
 
 def exchange(port: int, data: bytes) -> tuple[int, dict[str, Any] | None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from src.app import App
 from src.config import Config
-from tests.support import Client, LiveServer, ProdServer
+from tests.support import Client
 
 SLOW_CLIENTS = 50
 REQUESTS, CONCURRENCY, VMS = 2000, 50, 100
@@ -24,13 +23,6 @@ ANSWER_DEADLINE_S = 5.0
 @pytest.fixture
 def config(config: Config) -> Config:
     return replace(config, cpu_allocation_ratio=64.0)  # 100 VMs on the 16-CPU test host
-
-
-@pytest.fixture(params=["wsgiref", "waitress"])
-def server(request: pytest.FixtureRequest, app: App) -> Iterator[Any]:
-    live = LiveServer(app) if request.param == "wsgiref" else ProdServer(app)
-    yield live
-    live.stop()
 
 
 def timed_get(url: str, token: str) -> tuple[int, float]:
