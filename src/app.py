@@ -41,7 +41,9 @@ from src.utils.libvirt_host import Hypervisor, HypervisorError
 from src.utils.qemu_img import QemuImg, Runner, run_command
 
 log = logging.getLogger("iaas.api")
-READ_METHODS = ("GET", "HEAD", "OPTIONS")
+MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+KNOWN_METHODS = ("GET", "HEAD", "OPTIONS", *MUTATING_METHODS)
+AUDIT_PATH_CHARS = 256
 
 StartResponse = Callable[..., Any]
 RETRY_AFTER_S = "5"
@@ -77,14 +79,16 @@ class App:
         request_id = "req-" + uuid.uuid4().hex
         request = Request(environ, request_id)
         response = self._guarded(request, lambda: self._respond(request))
-        if request.method not in READ_METHODS:
-            self._audit(request, response)
+        if request.method in MUTATING_METHODS and (
+                request.principal is not None or request.route != "unmatched"):
+            self._audit(request, response)  # anonymous noise on unknown paths is not kept
         headers = [("Content-Type", response.content_type), ("X-Request-Id", request_id),
                    *response.headers]
         body = response.encoded()
         start_response(response.wsgi_status(), headers)
         elapsed = time.perf_counter() - started
-        self.metrics.observe(request.method, request.route, response.status, elapsed)
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        self.metrics.observe(method, request.route, response.status, elapsed)
         log.info("%s", json.dumps({
             "event": "request", "method": request.method, "path": request.path,
             "route": request.route, "status": response.status,
@@ -104,15 +108,15 @@ class App:
         if key is None or request.method != "POST" or request.principal is None:
             return self._router.dispatch(request)
         check_key(key)
-        project = request.principal.project
+        token_id = request.principal.token_id
         digest = request_hash(request.method, request.path, request.raw_body())
-        stored = self.idempotency.begin(project, key, digest)
+        stored = self.idempotency.begin(token_id, key, digest)
         if stored is not None:
             return Response(stored.status, stored.body,
                             [*stored.headers, ("Idempotent-Replayed", "true")],
                             content_type=stored.content_type)
         response = self._guarded(request, lambda: self._router.dispatch(request))
-        self.idempotency.finish(project, key, StoredResponse(
+        self.idempotency.finish(token_id, key, StoredResponse(
             status=response.status, body=response.body, headers=response.headers,
             content_type=response.content_type))
         return response
@@ -141,9 +145,12 @@ class App:
         body = response.body if isinstance(response.body, dict) else {}
         resource = body.get("vm_id") or body.get("id") or body.get("project")
         row = audit_dao.AuditRow(
-            id=0, at=utc_now(), project=principal.project if principal else None,
+            id=0, at=utc_now(),
+            # Filed under the project whose resource it touched, so its members see it.
+            project=request.target_project or (principal.project if principal else None),
             token_id=principal.token_id if principal else None, method=request.method,
-            path=request.path, status=response.status, request_id=request.request_id,
+            path=request.path[:AUDIT_PATH_CHARS], status=response.status,
+            request_id=request.request_id,
             resource_id=str(resource) if resource else None)
         try:
             with self.db.write() as conn:

@@ -65,7 +65,8 @@ def token_command(config: Config, args: argparse.Namespace) -> None:
     if args.action == "create":
         try:
             row, secret = tokens.issue(args.project, args.role, args.expires_in_days * 86400
-                                       if args.expires_in_days else None, args.description)
+                                       if args.expires_in_days is not None else None,
+                                       args.description)
         except ValueError as exc:
             raise SystemExit(f"token create: {exc}") from None
         print(f"token {row.id} (project {row.project}, role {row.role}, "

@@ -181,6 +181,7 @@ class Handlers:
                 {"field": "user_data", "message": f"at most {MAX_USER_DATA_BYTES} bytes"}])
         view = self._compute.create(CreateRequest(**body, project=request.project),
                                     request.request_id)
+        request.target_project = view.row.project
         return Response(202, views.vm(view), [("Location", f"/v1/vms/{view.row.id}")])
 
     def show_vm(self, request: Request, vm: str) -> Response:
@@ -188,6 +189,7 @@ class Handlers:
 
     def delete_vm(self, request: Request, vm: str) -> Response:
         task = self._compute.delete(vm, request.request_id, request.scope)
+        request.target_project = task.project
         return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")])
 
     def _action_handler(self, action: str) -> Any:
@@ -196,6 +198,7 @@ class Handlers:
             options = PowerOptions(timeout_s=body.get("timeout", 60), force=body.get("force", False),
                                    hard=body.get("hard", False))
             task = self._compute.act(vm, action, options, request.request_id, request.scope)
+            request.target_project = task.project
             return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")])
         return handle
 
@@ -222,6 +225,7 @@ class Handlers:
         return Response(200, self._quotas.show(project))
 
     def update_quota(self, request: Request, project: str) -> Response:
+        request.target_project = project
         return Response(200, self._quotas.update(project, validate_body("QuotaUpdate",
                                                                         request.json())))
 

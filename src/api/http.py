@@ -25,6 +25,7 @@ class Request:
         self.principal: Principal | None = None  # set by the app once the token checks out
         self._raw: bytes | None = None
         self.route = "unmatched"  # the matched route's pattern, for metrics and logs
+        self.target_project: str | None = None  # the project of the resource acted on, if any
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         self.path: str = environ.get("PATH_INFO", "") or "/"
         self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),
@@ -78,7 +79,10 @@ class Request:
 def _parse(raw: bytes) -> Any:
     """Raises: MalformedJson."""
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        value = json.loads(raw, parse_constant=_no_constants)
+        # A "\ud800" escape parses into a string no UTF-8 can hold; refuse it here, not later.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
     except RecursionError:
         raise errors.MalformedJson(reason="nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:

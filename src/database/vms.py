@@ -58,8 +58,10 @@ def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
 
 def get(conn: sqlite3.Connection, id_or_name: str, project: str | None = None) -> VmRow | None:
     """The VM by id or name; with project, only if it belongs to that project."""
-    row = conn.execute(f"{_SELECT} WHERE (v.id = ? OR v.name = ?) AND (? IS NULL OR v.project = ?)",
-                       (id_or_name, id_or_name, project, project)).fetchone()
+    # A name may look like another VM's id: the id wins.
+    row = conn.execute(f"{_SELECT} WHERE (v.id = ? OR v.name = ?) AND (? IS NULL OR v.project = ?) "
+                       "ORDER BY v.id = ? DESC LIMIT 1",
+                       (id_or_name, id_or_name, project, project, id_or_name)).fetchone()
     return _row(row) if row else None
 
 

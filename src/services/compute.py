@@ -25,11 +25,13 @@ from src.services.provisioning import GIB, BuildPlan, Provisioner
 from src.services.stats import summarize
 from src.services.tasks import TaskFailed, TaskRunner, new_task_row
 from src.utils.clock import utc_now
-from src.utils.libvirt_host import MISSING, DomainNotFound, Hypervisor
+from src.utils.libvirt_host import MISSING, DomainNotFound, Hypervisor, HypervisorError
 
 log = logging.getLogger(__name__)
 
 STATS_WINDOW_S = 0.5
+CLEANUP_FAILED = ("Its domain could not be removed, so it keeps its resources; "
+                  "delete the VM to finish the clean-up.")
 CONSOLE_READ_LIMIT = 1024 * 1024  # tail reads at most the last MiB of the log
 
 
@@ -297,10 +299,12 @@ class ComputeService:
         for task in interrupted:
             error: tuple[str, str] | None = ("interrupted", message)
             if task.action == "create":
-                self._tear_down_quietly(task.vm_id)
+                cleaned = self._tear_down_quietly(task.vm_id)
                 with self._db.write() as conn:
-                    vm_dao.set_status(conn, task.vm_id, "error", utc_now(), error)
-                    vm_dao.release_resources(conn, task.vm_id)
+                    vm_dao.set_status(conn, task.vm_id, "error", utc_now(), error if cleaned
+                                      else ("cleanup_failed", CLEANUP_FAILED))
+                    if cleaned:  # a domain that may still run keeps its GPUs and CPUs
+                        vm_dao.release_resources(conn, task.vm_id)
             elif task.action == "delete":
                 try:
                     self._delete(task.vm_id)
@@ -311,11 +315,21 @@ class ComputeService:
                 task_dao.finish(conn, task.id, utc_now(), error)
         return len(interrupted)
 
-    def _tear_down_quietly(self, vm_id: str) -> None:
+    def _tear_down_quietly(self, vm_id: str) -> bool:
+        """Whether nothing of the VM is left on the host."""
         try:
             self._provisioner.tear_down(vm_id)
         except TaskFailed as exc:
             log.error("cleanup of interrupted build %s failed: %s", vm_id, exc)
+            return False
+        return True
+
+    def _gone_from_host(self, vm_id: str) -> bool:
+        """Whether the VM has no domain; an unreachable host counts as 'maybe still there'."""
+        try:
+            return self._hypervisor.power_state(vm_id) == MISSING
+        except HypervisorError:
+            return False
 
     def _disk_gb(self, image: image_dao.ImageRow, requested: int | None) -> int:
         virtual_size = self._images.virtual_size(image)
@@ -337,12 +351,20 @@ class ComputeService:
 
         try:
             self._provisioner.build(plan, mark_running)
-        except TaskFailed as exc:
+        except Exception as exc:
+            failure = exc if isinstance(exc, TaskFailed) else TaskFailed(
+                "build_failed", f"The build failed unexpectedly: {exc}")
+            gone = self._gone_from_host(plan.vm_id)  # the undo steps are best-effort
             with self._db.write() as conn:
-                vm_dao.set_status(conn, plan.vm_id, "error", utc_now(), (exc.code, exc.message),
-                                  only_from="building")
-                vm_dao.release_resources(conn, plan.vm_id)  # nothing of it is left on the host
-            raise
+                vm_dao.set_status(conn, plan.vm_id, "error", utc_now(), (
+                    failure.code, failure.message if gone else
+                    f"{failure.message} {CLEANUP_FAILED}"), only_from="building")
+                if gone:  # only what is off the host may go to the next VM
+                    vm_dao.release_resources(conn, plan.vm_id)
+            if isinstance(exc, TaskFailed):
+                raise
+            log.exception("build of %s crashed", plan.vm_id)
+            raise failure from exc
 
     def _power_action(self, vm_id: str, action: str, options: PowerOptions) -> None:
         self._power.run(vm_id, action, options)

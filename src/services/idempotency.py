@@ -1,7 +1,9 @@
 """Idempotency-Key: the same key and body within 24 h gets the first answer, never a second VM.
 
-The key is claimed with a placeholder row in a BEGIN IMMEDIATE transaction, so of two
-concurrent requests only one runs; the other waits for its answer and replays it.
+Keys belong to the token that sent them. The key is claimed with a placeholder row in a BEGIN
+IMMEDIATE transaction, so of two concurrent requests only one runs; the other waits for its
+answer and replays it. Only successes are kept: a refusal (a quota, no capacity, a bad body)
+created nothing, so a retry runs again and may succeed once the cause is gone.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class IdempotencyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def begin(self, project: str, key: str, digest: str) -> StoredResponse | None:
+    def begin(self, token_id: str, key: str, digest: str) -> StoredResponse | None:
         """The stored answer to replay, or None when this request is the first and must run.
 
         Raises: IdempotencyKeyReused, IdempotencyKeyInUse.
@@ -52,15 +54,17 @@ class IdempotencyStore:
         deadline = time.monotonic() + WAIT_S
         while True:
             with self._db.write() as conn:
-                conn.execute("DELETE FROM idempotency_keys WHERE project = ? AND key = ? AND "
-                             "(created_at < ? OR (status IS NULL AND created_at < ?))",
-                             (project, key, utc_after(-TTL_S), utc_after(-ABANDONED_S)))
+                conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?",
+                             (utc_after(-TTL_S),))
+                conn.execute("DELETE FROM idempotency_keys WHERE token_id = ? AND key = ? AND "
+                             "status IS NULL AND created_at < ?",
+                             (token_id, key, utc_after(-ABANDONED_S)))
                 row = conn.execute("SELECT request_hash, status, response FROM idempotency_keys "
-                                   "WHERE project = ? AND key = ?", (project, key)).fetchone()
+                                   "WHERE token_id = ? AND key = ?", (token_id, key)).fetchone()
                 if row is None:
-                    conn.execute("INSERT INTO idempotency_keys (project, key, request_hash, "
+                    conn.execute("INSERT INTO idempotency_keys (token_id, key, request_hash, "
                                  "created_at) VALUES (?, ?, ?, ?)",
-                                 (project, key, digest, utc_now()))
+                                 (token_id, key, digest, utc_now()))
                     return None
             if row["request_hash"] != digest:
                 raise errors.IdempotencyKeyReused()
@@ -73,16 +77,16 @@ class IdempotencyStore:
                 raise errors.IdempotencyKeyInUse()
             time.sleep(POLL_S)
 
-    def finish(self, project: str, key: str, response: StoredResponse) -> None:
-        """Keep the answer for replays; a 5xx is not kept, so a retry may run again."""
+    def finish(self, token_id: str, key: str, response: StoredResponse) -> None:
+        """Keep a success for replays; drop the claim of anything else, so a retry runs."""
         with self._db.write() as conn:
-            if response.status >= 500:
-                conn.execute("DELETE FROM idempotency_keys WHERE project = ? AND key = ?",
-                             (project, key))
+            if not 200 <= response.status < 300:
+                conn.execute("DELETE FROM idempotency_keys WHERE token_id = ? AND key = ?",
+                             (token_id, key))
                 return
             conn.execute("UPDATE idempotency_keys SET status = ?, response = ? "
-                         "WHERE project = ? AND key = ?",
+                         "WHERE token_id = ? AND key = ?",
                          (response.status, json.dumps({"body": response.body,
                                                        "headers": response.headers,
                                                        "content_type": response.content_type}),
-                          project, key))
+                          token_id, key))

@@ -103,6 +103,8 @@ def test_a_symlink_out_of_the_images_dir_is_refused(client: Client, app: App, co
     (b'{"name": "inf", "cpu": Infinity, "ram": 128, "image_name": "base"}', "malformed_json"),
     (b"\xef\xbb\xbf{}", "validation_failed"),  # a UTF-8 BOM is skipped, as RFC 8259 allows
     (b"", "malformed_json"),
+    (b'{"name": "s", "cpu": 1, "ram": 128, "image_name": "base", "user_data": "\\ud800"}',
+     "malformed_json"),                                                        # lone surrogate
 ])
 def test_bodies_that_break_parsers(client: Client, app: App, config: Config, base_image: dict,
                                    raw: bytes, code: str | None) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from src.app import App
 from src.config import Config
+from src.utils.libvirt_host import Hypervisor, HypervisorError
 from tests.conftest import AppFactory
 from tests.integration.test_vm_failures import failing_qemu_img
 from tests.support import Client, LiveServer, host_xml, race
@@ -241,3 +242,37 @@ def test_refresh_keeps_allocations(app: App, client: Client, base_image: dict) -
     after = {gpu["id"]: gpu for gpu in reply.body["gpus"]}
     assert after[vm["gpus"][0]]["vm_id"] == vm["id"]
     assert len(after) == 5
+
+
+class UndefineFailsOnce(Hypervisor):
+    """Our libvirt module with start refused and the first undefine failing: a build whose undo
+    cannot remove its domain."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.undefine_failures = 1
+
+    def start(self, uuid: str) -> None:
+        raise HypervisorError("internal error: qemu unexpectedly closed the monitor")
+
+    def undefine(self, uuid: str) -> None:
+        if self.undefine_failures:
+            self.undefine_failures -= 1
+            raise HypervisorError("cannot undefine: the daemon went away")
+        super().undefine(uuid)
+
+
+def test_gpus_stay_held_while_a_failed_build_leaves_its_domain(
+        make_app: AppFactory, config: Config, base_image: dict) -> None:
+    app = make_app(config, open_libvirt=UndefineFailsOnce)
+    client = Client(app)
+    client.post("/v1/flavors", ONE_GPU)
+    vm = create(client, "stuck", "g.1").body
+    assert client.wait_task(vm["task"]["id"])["status"] == "failed"
+    shown = client.get("/v1/vms/stuck").body
+    assert shown["status"] == "error" and "keeps its resources" in shown["error"]["message"]
+    assert shown["power_state"] != "missing" and shown["gpus"] == vm["gpus"]
+    assert gpus(client)[vm["gpus"][0]]["vm_id"] == vm["id"]  # not handed to the next VM
+    assert availability(client, "g.1") == (3, "gpu")
+    assert client.wait_task(client.delete("/v1/vms/stuck").body["id"])["status"] == "succeeded"
+    assert availability(client, "g.1") == (4, "gpu")

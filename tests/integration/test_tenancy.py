@@ -112,7 +112,7 @@ def test_ten_racing_retries_with_one_key_make_one_vm(app: App, member: Client) -
     assert len(member.get("/v1/vms").body["vms"]) == 1
 
 
-def test_keys_belong_to_a_project_and_expire_after_a_day(app: App, member: Client) -> None:
+def test_keys_belong_to_a_token_and_expire_after_a_day(app: App, member: Client) -> None:
     server = LiveServer(app)
     other = app.tokens.issue("team-b", "member")[1]
     try:
@@ -129,13 +129,32 @@ def test_keys_belong_to_a_project_and_expire_after_a_day(app: App, member: Clien
         server.stop()
 
 
-def test_failed_requests_replay_too_but_not_5xx(app: App, member: Client) -> None:
+def test_refusals_are_not_kept_so_a_retry_can_succeed(app: App, member: Client) -> None:
+    admin = Client(app)
+    admin.request("PUT", "/v1/projects/team-a/quota", {"instances": 0})
     server = LiveServer(app)
     try:
-        refused = send(server.url, member.token or "", {"name": "no", **VM, "cpu": 0}, key="bad")
-        assert refused.status == 400
-        assert send(server.url, member.token or "", {"name": "no", **VM, "cpu": 0},
-                    key="bad").headers.get("Idempotent-Replayed") == "true"
+        refused = send(server.url, member.token or "", {"name": "later", **VM}, key="retry")
+        assert refused.status == 403 and refused.error_code == "quota_exceeded"
+        admin.request("PUT", "/v1/projects/team-a/quota", {"instances": 1})
+        accepted = send(server.url, member.token or "", {"name": "later", **VM}, key="retry")
+        assert accepted.status == 202 and "Idempotent-Replayed" not in accepted.headers
+    finally:
+        server.stop()
+
+
+def test_a_replay_never_answers_another_token(app: App, member: Client) -> None:
+    vm = member.post("/v1/vms", {"name": "private", **VM}).body
+    member.wait_task(vm["task"]["id"])
+    admin_token = app.tokens.issue("default", "admin")[1]
+    colleague = app.tokens.issue("default", "member")[1]
+    server = LiveServer(app)
+    try:
+        stop = f"{server.url}/v1/vms/{vm['id']}/stop"
+        first = post(stop, {}, _headers(admin_token, "k1"))
+        assert first.status == 202
+        again = post(stop, {}, _headers(colleague, "k1"))
+        assert again.status == 404 and "Idempotent-Replayed" not in again.headers
     finally:
         server.stop()
 
@@ -175,3 +194,32 @@ def test_every_mutating_request_is_audited(app: App, member: Client, config: Con
     assert (member.token or "").encode() not in dump
     assert member.token and member.token not in caplog.text  # nor in the request log
     assert '"method": "POST", "path": "/v1/vms", "route": "/v1/vms", "status": 202' in caplog.text
+
+
+def test_admin_actions_are_filed_under_the_project_they_touch(app: App, member: Client) -> None:
+    admin = Client(app)
+    vm = member.post("/v1/vms", {"name": "owned", **VM}).body
+    member.wait_task(vm["task"]["id"])
+    assert admin.post(f"/v1/vms/{vm['id']}/stop", None).status == 202
+    assert admin.request("PUT", "/v1/projects/team-a/quota", {"gpus": 1}).status == 200
+    default_member = Client(app, token=app.tokens.issue("default", "member")[1])
+    own = [(e["method"], e["path"]) for e in member.get("/v1/events").body["events"]]
+    assert ("POST", f"/v1/vms/{vm['id']}/stop") in own
+    assert ("PUT", "/v1/projects/team-a/quota") in own
+    theirs = [e["path"] for e in default_member.get("/v1/events").body["events"]]
+    assert theirs == ["/v1/images"]  # the admin's own image registration, nothing of team-a
+
+
+def test_anonymous_junk_grows_neither_the_trail_nor_the_metrics(app: App) -> None:
+    anonymous = Client(app, token=None)
+    for index in range(20):
+        anonymous.request(f"X{index}", "/v1/" + "a" * 2000)
+        anonymous.request("POST", f"/v1/nowhere-{index}")
+    with app.db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM audit_events").fetchone()[0] == 0
+    text = Client(app, token=None).get("/metrics").body
+    assert 'method="other"' in text and 'method="X1"' not in text
+    anonymous.post("/v1/vms", {"name": "anon", **VM})  # a real route: recorded, path short
+    with app.db.read() as conn:
+        rows = conn.execute("SELECT project, path, status FROM audit_events").fetchall()
+    assert [tuple(row) for row in rows] == [(None, "/v1/vms", 401)]
