@@ -7,6 +7,7 @@ import re
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import make_server
@@ -151,17 +152,24 @@ class Client(Verbs):
         return reply.body
 
 
-class LiveServer:
-    """The app behind the real threaded wsgiref server on 127.0.0.1, in a background thread."""
+class _BackgroundServer:
+    """A server on 127.0.0.1 serving from a daemon thread, with an admin token for its clients."""
+
+    def _serve(self, app: App, port: int, serve: Callable[[], object]) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.token = SERVER_TOKENS[self.url] = admin_token(app)
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+
+
+class LiveServer(_BackgroundServer):
+    """The app behind the real threaded wsgiref server (what `make serve` runs)."""
 
     def __init__(self, app: App) -> None:
         self.server = make_server("127.0.0.1", 0, app, server_class=ThreadingWSGIServer,
                                   handler_class=QuietHandler)
-        self.port = self.server.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = SERVER_TOKENS[self.url] = admin_token(app)
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        self._serve(app, self.server.server_port, self.server.serve_forever)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -169,16 +177,12 @@ class LiveServer:
         self._thread.join(timeout=10)
 
 
-class ProdServer:
-    """The app behind waitress (what `make serve-prod` runs) on 127.0.0.1, in a background thread."""
+class ProdServer(_BackgroundServer):
+    """The app behind waitress (what `make serve-prod` runs)."""
 
     def __init__(self, app: App, threads: int = 8) -> None:
         self.server = make_prod_server(app, "127.0.0.1", 0, threads)
-        self.port = bound_port(self.server)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = SERVER_TOKENS[self.url] = admin_token(app)
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
-        self._thread.start()
+        self._serve(app, bound_port(self.server), self.server.run)
 
     def stop(self) -> None:
         self.server.close()
@@ -186,17 +190,33 @@ class ProdServer:
         self._thread.join(timeout=10)
 
 
-def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
-    """POST JSON to a live server with its admin token (headers may override or add)."""
-    base = url[:url.index("/v1/")]
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {SERVER_TOKENS[base]}",
-        **(headers or {})})
+# No proxies: one set in the environment must never carry calls to 127.0.0.1 off the machine.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+SOCKET_TIMEOUT_S = 90  # above the longest long-poll (60 s)
+
+
+def fetch(base_url: str, method: str, path: str, body: Any = None,
+          headers: dict[str, str] | None = None) -> Reply:
+    """One HTTP call with the server's admin token (headers may override or add); error
+    statuses are returned as replies, not raised."""
+    data = json.dumps(body).encode() if body is not None else None
+    sent = {"Content-Type": "application/json"}
+    if base_url in SERVER_TOKENS:
+        sent["Authorization"] = f"Bearer {SERVER_TOKENS[base_url]}"
+    request = urllib.request.Request(base_url + path, data=data, method=method,
+                                     headers={**sent, **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            reply = Reply(answer.status, dict(answer.headers), json.loads(answer.read()))
-    except urllib.error.HTTPError as error:
-        reply = Reply(error.code, dict(error.headers), json.loads(error.read()))
+        with _OPENER.open(request, timeout=SOCKET_TIMEOUT_S) as response:
+            status, answer_headers, payload = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, answer_headers, payload = exc.code, dict(exc.headers), exc.read()
+    return Reply(status, answer_headers, decode_body(answer_headers, payload))
+
+
+def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
+    """POST JSON to a live server's full URL and check the reply against the contract."""
+    base = url[:url.index("/v1/")]
+    reply = fetch(base, "POST", url[len(base):], body, headers)
     check_contract("POST", url[len(base):], reply)
     return reply
 

@@ -11,8 +11,7 @@ from typing import Any
 
 from src.app import App, create_app
 from src.config import Config
-from tests.e2e.http_client import fetch
-from tests.support import LiveServer, ProdServer, Reply, host_xml
+from tests.support import LiveServer, ProdServer, Reply, fetch, host_xml
 
 
 @dataclass

@@ -107,15 +107,27 @@ def _after(free: _Free, demand: Demand, claim: Claim) -> _Free:
 
 
 def _count(demand: Demand, free: _Free, skip: frozenset[str] = frozenset()) -> int:
-    """How many VMs of demand fit into free, one claim after another."""
+    """How many VMs of demand fit into free.
+
+    vCPUs and RAM are plain division; only GPUs and pinned CPUs, which depend on which node
+    each claim lands on, are counted one claim after another (at most up to that bound).
+    """
+    limits = [free.vcpus // demand.cpu] if "vcpu" not in skip else []
+    limits += [free.ram_mib // demand.ram] if "ram" not in skip else []
+    bound = max(0, min(limits)) if limits else None
+    placed = ((demand.gpu_count and "gpu" not in skip)
+              or (demand.cpu_pinning and "pcpu" not in skip))
+    if not placed and bound is not None:
+        return bound
     fitted = 0
-    while True:
+    while bound is None or fitted < bound:
         try:
             claim = _choose(demand, free, skip)
         except _Shortfall:
-            return fitted
+            break
         fitted += 1
         free = _after(free, demand, claim)
+    return fitted
 
 
 class Placement:

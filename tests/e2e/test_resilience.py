@@ -29,8 +29,8 @@ from tests.e2e.host import (
     open_system,
     purge_domains,
 )
-from tests.e2e.http_client import HttpClient, fetch
-from tests.support import SERVER_TOKENS
+from tests.e2e.http_client import HttpClient
+from tests.support import SERVER_TOKENS, fetch
 
 LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
 STARTED_MARKER = Path("/run/iaas-started-libvirtd.pid")  # written by scripts/setup.sh
