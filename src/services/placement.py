@@ -46,8 +46,8 @@ class HostCapacity:
 
 
 @dataclass(frozen=True)
-class _Free:
-    """What is left for the next VM, as _choose sees it."""
+class Free:
+    """What is left for the next VM, as choose sees it."""
 
     vcpus: int
     ram_mib: int
@@ -55,22 +55,22 @@ class _Free:
     cpus: dict[int, list[int]]  # unpinned host CPUs per NUMA node
 
 
-class _Shortfall(Exception):
+class Shortfall(Exception):
     def __init__(self, resource: str, available: int) -> None:
         super().__init__(resource)
         self.resource = resource
         self.available = available
 
 
-def _choose(demand: Demand, free: _Free, skip: frozenset[str] = frozenset()) -> Claim:
+def choose(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -> Claim:
     """The claim for demand out of free, packing GPU VMs onto the fullest node that fits.
 
-    Raises: _Shortfall naming the first resource that does not fit (skip ignores some).
+    Raises: Shortfall naming the first resource that does not fit (skip ignores some).
     """
     if "vcpu" not in skip and demand.cpu > free.vcpus:
-        raise _Shortfall("vcpu", max(0, free.vcpus))
+        raise Shortfall("vcpu", max(0, free.vcpus))
     if "ram" not in skip and demand.ram > free.ram_mib:
-        raise _Shortfall("ram", max(0, free.ram_mib))
+        raise Shortfall("ram", max(0, free.ram_mib))
     if not (demand.gpu_count or demand.numa_aligned or demand.cpu_pinning):
         return Claim()
     nodes: list[int | None] = list(free.cpus) if demand.numa_aligned else [None]
@@ -89,24 +89,24 @@ def _choose(demand: Demand, free: _Free, skip: frozenset[str] = frozenset()) -> 
             fits.append((len(gpus), len(cpus), node, gpus, cpus))
     if not fits:
         if "gpu" not in skip and best_gpus < demand.gpu_count:
-            raise _Shortfall("gpu", best_gpus)
-        raise _Shortfall("pcpu", best_cpus)
+            raise Shortfall("gpu", best_gpus)
+        raise Shortfall("pcpu", best_cpus)
     _, _, node, gpus, cpus = min(fits, key=lambda fit: (fit[0], fit[1], fit[2] or 0))
     return Claim(gpus=gpus[:demand.gpu_count], numa_node=node,
                  node_cpus=free.cpus[node] if node is not None else [],
                  pinned_cpus=cpus[:demand.cpu] if demand.cpu_pinning else [])
 
 
-def _after(free: _Free, demand: Demand, claim: Claim) -> _Free:
+def after_claim(free: Free, demand: Demand, claim: Claim) -> Free:
     taken_gpus = {gpu.id for gpu in claim.gpus}
     taken_cpus = set(claim.pinned_cpus)
-    return _Free(vcpus=free.vcpus - demand.cpu, ram_mib=free.ram_mib - demand.ram,
+    return Free(vcpus=free.vcpus - demand.cpu, ram_mib=free.ram_mib - demand.ram,
                  gpus=[gpu for gpu in free.gpus if gpu.id not in taken_gpus],
                  cpus={node: [cpu for cpu in cpus if cpu not in taken_cpus]
                        for node, cpus in free.cpus.items()})
 
 
-def _count(demand: Demand, free: _Free, skip: frozenset[str] = frozenset()) -> int:
+def count_fits(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -> int:
     """How many VMs of demand fit into free.
 
     vCPUs and RAM are plain division; only GPUs and pinned CPUs, which depend on which node
@@ -122,11 +122,11 @@ def _count(demand: Demand, free: _Free, skip: frozenset[str] = frozenset()) -> i
     fitted = 0
     while bound is None or fitted < bound:
         try:
-            claim = _choose(demand, free, skip)
-        except _Shortfall:
+            claim = choose(demand, free, skip)
+        except Shortfall:
             break
         fitted += 1
-        free = _after(free, demand, claim)
+        free = after_claim(free, demand, claim)
     return fitted
 
 
@@ -163,8 +163,8 @@ class Placement:
         Raises: InsufficientCapacity with the resource that ran out.
         """
         try:
-            return _choose(demand, self._free(conn, demand, host))
-        except _Shortfall as short:
+            return choose(demand, self._free(conn, demand, host))
+        except Shortfall as short:
             raise errors.InsufficientCapacity(
                 resource=short.resource, available=short.available,
                 requested=demand.gpu_count if short.resource == "gpu" else
@@ -182,15 +182,15 @@ class Placement:
                 continue
             if resource == "pcpu" and not demand.cpu_pinning:
                 continue
-            counts[resource] = _count(demand, free, others)
+            counts[resource] = count_fits(demand, free, others)
         limited_by = min(counts, key=lambda resource: counts[resource])
-        return min(_count(demand, free), counts[limited_by]), limited_by
+        return min(count_fits(demand, free), counts[limited_by]), limited_by
 
     @staticmethod
-    def _free(conn: sqlite3.Connection, demand: Demand, host: HostCapacity) -> _Free:
+    def _free(conn: sqlite3.Connection, demand: Demand, host: HostCapacity) -> Free:
         vcpus, ram, pinned = vm_dao.allocated(conn)
         gpus = gpu_dao.list_free(conn, demand.gpu_model) if demand.gpu_count else []
-        return _Free(vcpus=host.vcpus - vcpus, ram_mib=host.ram_mib - ram, gpus=gpus,
+        return Free(vcpus=host.vcpus - vcpus, ram_mib=host.ram_mib - ram, gpus=gpus,
                      cpus={node: [cpu for cpu in cpus if cpu not in pinned]
                            for node, cpus in host.cells.items()})
 
