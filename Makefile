@@ -7,7 +7,7 @@ TINY_IMAGE  := images/tiny-linux.qcow2
 DEAF_IMAGE  := images/tiny-linux-noacpi.qcow2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-dev image db-init db-clean serve serve-prod test test-fast test-e2e vm-cleanup bench lint
+.PHONY: setup setup-dev image db-init db-clean serve serve-prod test test-fast test-e2e vm-cleanup bench lint docs
 
 setup:
 	REQUIREMENTS=requirements.txt scripts/setup.sh
@@ -35,12 +35,12 @@ db-clean: setup
 # Registers the tiny test guest too, so a new user can boot a VM at once.
 serve: db-init $(TINY_IMAGE)
 	$(PYTHON) -m src.cli install-image tiny-linux $(TINY_IMAGE)
-	exec $(PYTHON) -m src.serve
+	exec $(PYTHON) -m src.serve --server wsgiref
 
 # The same API behind waitress, which buffers whole requests before a worker sees them.
 serve-prod: db-init $(TINY_IMAGE)
 	$(PYTHON) -m src.cli install-image tiny-linux $(TINY_IMAGE)
-	exec $(PYTHON) -m src.serve_prod
+	exec $(PYTHON) -m src.serve --server waitress
 
 # Orphans only; ALL=1 also removes every VM of this installation and its records.
 vm-cleanup: setup
@@ -60,6 +60,12 @@ test-e2e: setup-dev $(TINY_IMAGE) $(DEAF_IMAGE)
 bench: setup-dev $(TINY_IMAGE)
 	$(PYTHON) scripts/bench.py
 
+# Style, types, and the layer contracts of .importlinter (a wrong import fails here).
 lint: setup-dev
 	$(PYTHON) -m ruff check src tests scripts
 	$(PYTHON) -m mypy --strict src
+	.venv/bin/lint-imports
+
+# Regenerate the tables in docs/ that mirror code (errors, settings, routes, lifecycle).
+docs: setup-dev
+	$(PYTHON) scripts/docs.py

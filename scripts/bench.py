@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import libvirt  # type: ignore[import-untyped]
-from benchmarks import create, disk, listing, servers, throughput
-from benchmarks.common import Section
 
-from tests.e2e.host import (
+from scripts.benchmarks import create, disk, listing, servers, throughput
+from scripts.benchmarks.common import Section
+from scripts.harness.host import (
     HostUnavailable,
     make_workspace,
     open_system,

@@ -13,12 +13,13 @@ from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
-from src.services.auth import ROLES, TokenService, new_project_limits
+from src.hypervisor.disks import QemuImg
+from src.hypervisor.driver import Hypervisor
+from src.services.auth import TokenService, new_project_limits
 from src.services.flavors import FlavorService
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
-from src.utils.libvirt_host import Hypervisor
-from src.utils.qemu_img import QemuImg
+from src.vocabulary import ROLES
 
 SEED_IMAGE = ("Ubuntu-Base-22.04", "ubuntu-test.qcow2", "qcow2")
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_ENV_FILE = Path(__file__).resolve().parent.parent / "configs" / "iaas.env"
 
@@ -77,62 +78,92 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One IAAS_* variable: the Config field it sets, its default and what it means."""
+
+    env: str
+    field: str
+    default: str
+    description: str
+    parse: Callable[[str], Any] = str
+    index: int | None = None  # position inside a tuple field (the default quota)
+
+
+def _path(text: str) -> Path:
+    return Path(text).resolve()
+
+
+def _switch(text: str) -> bool:
+    if text.lower() not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError("must be on or off")
+    return text.lower() in ("on", "true", "1")
+
+
+def _limit(text: str) -> int | None:
+    """A whole number, or 'unlimited'."""
+    if text.strip().lower() == "unlimited":
+        return None
+    if not text.strip().isdigit():
+        raise ValueError("must be a whole number or 'unlimited'")
+    return int(text)
+
+
+DERIVED = ""  # a default computed from another setting
+SETTINGS: tuple[Setting, ...] = (
+    Setting("IAAS_DB_PATH", "db_path", "iaas_metadata.db", "SQLite database file.", _path),
+    Setting("IAAS_LIBVIRT_URI", "libvirt_uri", "qemu:///system", "libvirt connection URI."),
+    Setting("IAAS_DOMAIN_TYPE", "domain_type", "kvm",
+            "Domain type: `kvm`, or `qemu` (TCG) where KVM does not work."),
+    Setting("IAAS_IMAGES_DIR", "images_dir", "/var/lib/libvirt/images",
+            "Where base images lie.", _path),
+    Setting("IAAS_INSTANCES_DIR", "instances_dir", DERIVED,
+            "Per-VM folders (overlay, seed, console log); default "
+            "`$IAAS_IMAGES_DIR/iaas-instances`.", _path),
+    Setting("IAAS_NETWORK", "network", "default", "libvirt network VMs are attached to."),
+    Setting("IAAS_HOST", "host", "127.0.0.1", "Address the API listens on."),
+    Setting("IAAS_PORT", "port", "8000", "Port the API listens on.", int),
+    Setting("IAAS_MAX_BUILDS", "max_builds", "4", "VM builds run at once.", int),
+    Setting("IAAS_RECONCILE_INTERVAL", "reconcile_interval_s", "30",
+            "Seconds between reconciliation sweeps.", float),
+    Setting("IAAS_LIFECYCLE_EVENTS", "lifecycle_events", "on",
+            "Listen to libvirt lifecycle events (`on`/`off`).", _switch),
+    Setting("IAAS_TASK_TIMEOUT", "task_timeout_s", "600",
+            "Seconds a task may run before it fails with `task_timeout`.", float),
+    Setting("IAAS_CPU_ALLOCATION_RATIO", "cpu_allocation_ratio", "4.0",
+            "vCPUs per host CPU.", float),
+    Setting("IAAS_RAM_ALLOCATION_RATIO", "ram_allocation_ratio", "1.0",
+            "Guest RAM per host RAM.", float),
+    Setting("IAAS_ADMIN_TOKEN_FILE", "admin_token_file", "iaas-admin-token",
+            "Where `make db-init` files the first admin token (mode 0600).", _path),
+    Setting("IAAS_PROD_THREADS", "prod_threads", "16", "Worker threads of `make serve-prod`.",
+            int),
+    *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
+              f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
+      for index, (resource, default) in enumerate(
+          (("instances", "10"), ("vcpus", "20"), ("ram", "51200"), ("gpus", "0")))),
+)
+
+
 def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAULT_ENV_FILE) -> Config:
-    """Build the Config; the process environment wins over the env file.
+    """Build the Config; the process environment wins over the env file, which wins over
+    the defaults.
 
     Raises: ConfigError for an unusable value.
     """
     merged = {**read_env_file(env_file), **(os.environ if environ is None else environ)}
-
-    def get(name: str, default: str) -> str:
-        return merged.get(name) or default
-
-    try:
-        port = int(get("IAAS_PORT", "8000"))
-        max_builds = int(get("IAAS_MAX_BUILDS", "4"))
-        reconcile_interval_s = float(get("IAAS_RECONCILE_INTERVAL", "30"))
-        task_timeout_s = float(get("IAAS_TASK_TIMEOUT", "600"))
-        prod_threads = int(get("IAAS_PROD_THREADS", "16"))
-        cpu_ratio = float(get("IAAS_CPU_ALLOCATION_RATIO", "4.0"))
-        ram_ratio = float(get("IAAS_RAM_ALLOCATION_RATIO", "1.0"))
-    except ValueError as exc:
-        raise ConfigError(f"IAAS_PORT, IAAS_MAX_BUILDS, IAAS_RECONCILE_INTERVAL, IAAS_TASK_TIMEOUT "
-                          f"and the allocation ratios must be numbers: {exc}") from None
-    events = get("IAAS_LIFECYCLE_EVENTS", "on").lower()
-    if events not in ("on", "off", "true", "false", "1", "0"):
-        raise ConfigError(f"IAAS_LIFECYCLE_EVENTS={events!r} must be on or off")
-    images_dir = Path(get("IAAS_IMAGES_DIR", "/var/lib/libvirt/images")).resolve()
-    return Config(
-        db_path=Path(get("IAAS_DB_PATH", "iaas_metadata.db")).resolve(),
-        libvirt_uri=get("IAAS_LIBVIRT_URI", "qemu:///system"),
-        domain_type=get("IAAS_DOMAIN_TYPE", "kvm"),
-        images_dir=images_dir,
-        instances_dir=Path(get("IAAS_INSTANCES_DIR", str(images_dir / "iaas-instances"))).resolve(),
-        network=get("IAAS_NETWORK", "default"),
-        host=get("IAAS_HOST", "127.0.0.1"),
-        port=port,
-        max_builds=max_builds,
-        reconcile_interval_s=reconcile_interval_s,
-        lifecycle_events=events in ("on", "true", "1"),
-        task_timeout_s=task_timeout_s,
-        cpu_allocation_ratio=cpu_ratio,
-        ram_allocation_ratio=ram_ratio,
-        admin_token_file=Path(get("IAAS_ADMIN_TOKEN_FILE", "iaas-admin-token")).resolve(),
-        default_quota=_default_quota(get),
-        prod_threads=prod_threads,
-    )
-
-
-def _default_quota(get: Callable[[str, str], str]) -> tuple[int | None, ...]:
-    """IAAS_DEFAULT_QUOTA_{INSTANCES,VCPUS,RAM,GPUS}; 'unlimited' lifts a limit."""
-    limits: list[int | None] = []
-    for name, default in (("INSTANCES", "10"), ("VCPUS", "20"), ("RAM", "51200"), ("GPUS", "0")):
-        value = get(f"IAAS_DEFAULT_QUOTA_{name}", default).strip().lower()
-        if value == "unlimited":
-            limits.append(None)
-        elif value.isdigit():
-            limits.append(int(value))
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = merged.get(setting.env) or setting.default
+        try:
+            value = setting.parse(raw) if raw != DERIVED else None
+        except ValueError as exc:
+            raise ConfigError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+        if setting.index is None:
+            values[setting.field] = value
         else:
-            raise ConfigError(f"IAAS_DEFAULT_QUOTA_{name}={value!r} must be a whole number or "
-                              "'unlimited'")
-    return tuple(limits)
+            values.setdefault(setting.field, [None] * 4)[setting.index] = value
+    values["default_quota"] = tuple(values["default_quota"])
+    if values["instances_dir"] is None:
+        values["instances_dir"] = values["images_dir"] / "iaas-instances"
+    return Config(**values)

@@ -4,6 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 
+class HostFailure(Exception):
+    """A host-side component (libvirt) failed; the HTTP boundary answers 503."""
+
+
 class ApiError(Exception):
     """Base: carries what the HTTP boundary needs to build the JSON error envelope."""
 

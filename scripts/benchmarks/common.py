@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scripts.harness.servers import LiveServer, ProdServer, Reply, fetch, host_xml
 from src.app import App, create_app
 from src.config import Config
-from tests.support import LiveServer, ProdServer, Reply, fetch, host_xml
 
 
 @dataclass

@@ -12,11 +12,16 @@ from pathlib import Path
 
 import libvirt  # type: ignore[import-untyped]
 
+from scripts.harness.host import (
+    SYSTEM_URI,
+    TINY_IMAGE_NAME,
+    IsolatedNetwork,
+    purge_domains,
+)
 from src.config import Config
+from src.hypervisor.domain_xml import DomainSpec, render_domain
 from src.services.provisioning import GIB
-from src.utils.domain_xml import DomainSpec, render_domain
 from src.utils.nocloud import Seed, write_seed
-from tests.e2e.host import SYSTEM_URI, TINY_IMAGE_NAME, IsolatedNetwork, purge_domains
 
 from .common import Section, call, live_app, median_ms, ms, percentile, wait_task
 

@@ -6,8 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from src.hypervisor.disks import QemuImg
 from src.services.provisioning import GIB
-from src.utils.qemu_img import QemuImg
 
 from .common import Section, ms
 

@@ -7,7 +7,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.support import SERVER_TOKENS
+from scripts.harness.servers import SERVER_TOKENS
 
 from .common import (
     Section,

@@ -8,8 +8,13 @@ from pathlib import Path
 
 import libvirt  # type: ignore[import-untyped]
 
+from scripts.harness.host import (
+    SYSTEM_URI,
+    TINY_IMAGE_NAME,
+    IsolatedNetwork,
+    purge_domains,
+)
 from src.config import Config
-from tests.e2e.host import SYSTEM_URI, TINY_IMAGE_NAME, IsolatedNetwork, purge_domains
 
 from .common import Section, call, live_app, wait_task
 

@@ -9,11 +9,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from src import errors
-from src.services.auth import Principal
+from src.services.access import Principal
 
 MAX_BODY_BYTES = 64 * 1024
-
-
 
 
 class Request:
@@ -22,10 +20,10 @@ class Request:
     def __init__(self, environ: dict[str, Any], request_id: str = "") -> None:
         self._environ = environ
         self.request_id = request_id
-        self.principal: Principal | None = None  # set by the app once the token checks out
+        self.principal: Principal | None = None  # set by the pipeline once the token checks out
         self._raw: bytes | None = None
         self.route = "unmatched"  # the matched route's pattern, for metrics and logs
-        self.target_project: str | None = None  # the project of the resource acted on, if any
+        self.params: dict[str, Any] = {}  # the query, typed by the route's declaration
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         self.path: str = environ.get("PATH_INFO", "") or "/"
         self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),
@@ -35,14 +33,11 @@ class Request:
         return self._environ.get("HTTP_" + name.upper().replace("-", "_"))
 
     @property
-    def scope(self) -> str | None:
-        """The project the caller is confined to; None for admins (and public routes)."""
-        return self.principal.scope if self.principal else None
-
-    @property
-    def project(self) -> str:
-        """The project new resources of this caller belong to."""
-        return self.principal.project if self.principal else "default"
+    def caller(self) -> Principal:
+        """Who is calling a route that needs a token. Raises: Unauthorized."""
+        if self.principal is None:
+            raise errors.Unauthorized()
+        return self.principal
 
     def json(self) -> Any:
         """The JSON body, read only after its declared size and type are acceptable.
@@ -79,7 +74,7 @@ class Request:
 def _parse(raw: bytes) -> Any:
     """Raises: MalformedJson."""
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        value = json.loads(raw, parse_constant=_no_constants, parse_float=_number)
         # A "\ud800" escape parses into a string no UTF-8 can hold; refuse it here, not later.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
         return value
@@ -87,6 +82,12 @@ def _parse(raw: bytes) -> Any:
         raise errors.MalformedJson(reason="nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.MalformedJson(reason=str(exc) if raw else "the body is empty") from None
+
+
+def _number(text: str) -> float | int:
+    """JSON has one number type: 2.0 is the integer 2 (as JSON Schema counts it), so it is one."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def _no_constants(name: str) -> None:
@@ -100,6 +101,7 @@ class Response:
     body: Any = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
+    project: str | None = None  # the project whose resource the request touched (for the audit)
 
     def wsgi_status(self) -> str:
         return f"{self.status} {HTTPStatus(self.status).phrase}"
@@ -111,6 +113,3 @@ class Response:
             return [self.body.encode()]
         return [json.dumps(self.body, separators=(",", ":")).encode()]
 
-
-def error_body(error: errors.ApiError) -> dict[str, Any]:
-    return {"error": {"code": error.code, "message": error.message, "details": error.details}}

@@ -13,53 +13,46 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from src.database.db import Database
-from src.utils.libvirt_host import Hypervisor
+from src.services.telemetry import Telemetry
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0,
                    60.0)
 
 
 class _StateCollector(Collector):
-    """What the platform holds right now, read from the DB at scrape time."""
+    """What the platform holds right now, read at scrape time."""
 
-    def __init__(self, db: Database, hypervisor: Hypervisor) -> None:
-        self._db = db
-        self._hypervisor = hypervisor
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
 
     def collect(self) -> Iterable[Metric]:
+        counts = self._telemetry.counts()
         vms = GaugeMetricFamily("iaas_vms", "VMs by status", labels=["status"])
+        for status, count in counts.vms.items():
+            vms.add_metric([status], count)
         tasks = GaugeMetricFamily("iaas_tasks", "Tasks recorded, by action and result",
                                   labels=["action", "result"])
+        for (action, status), count in counts.tasks.items():
+            tasks.add_metric([action, status], count)
         gpus = GaugeMetricFamily("iaas_gpus", "GPUs in the inventory, by status", labels=["status"])
-        with self._db.read() as conn:
-            for status, count in conn.execute("SELECT status, count(*) FROM vms GROUP BY status"):
-                vms.add_metric([status], count)
-            for action, status, count in conn.execute(
-                    "SELECT action, status, count(*) FROM tasks GROUP BY action, status"):
-                tasks.add_metric([action, status], count)
-            for status, count in conn.execute(
-                    "SELECT CASE WHEN a.vm_id IS NOT NULL THEN 'allocated' "
-                    "WHEN g.unavailable_reason IS NOT NULL THEN 'unavailable' ELSE 'free' END, "
-                    "count(*) FROM gpus g LEFT JOIN gpu_allocations a ON a.gpu_id = g.id "
-                    "GROUP BY 1"):
-                gpus.add_metric([status], count)
+        for status, count in counts.gpus.items():
+            gpus.add_metric([status], count)
         yield vms
         yield tasks
         yield gpus
         yield GaugeMetricFamily("iaas_libvirt_up", "1 while the libvirt connection is alive",
-                                value=1 if self._hypervisor.connected else 0)
+                                value=1 if counts.libvirt_up else 0)
 
 
 class Metrics:
-    def __init__(self, db: Database, hypervisor: Hypervisor) -> None:
+    def __init__(self, telemetry: Telemetry) -> None:
         self.registry = CollectorRegistry()
         self._requests = Counter("iaas_http_requests", "HTTP requests answered",
                                  ["method", "route", "status"], registry=self.registry)
         self._latency = Histogram("iaas_http_request_duration_seconds",
                                   "Time to answer HTTP requests", ["method", "route", "status"],
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(_StateCollector(db, hypervisor))
+        self.registry.register(_StateCollector(telemetry))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """route is the route's pattern (/v1/vms/{vm}), so labels stay few."""

@@ -1,22 +1,12 @@
-"""Routes as a table of (method, path pattern, handler); 404 for unknown paths, 405 with Allow."""
+"""Match a request to its row of the route table: 404 for unknown paths, 405 with Allow."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from src import errors
-from src.api.http import Request, Response
-
-Handler = Callable[..., Response]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: str
-    handler: Handler
-    access: str = "member"  # public (no token), member (any valid token) or admin
+from src.api.http import Request
+from src.api.routes import Route
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -25,39 +15,36 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 
 class Router:
-    def __init__(self, routes: list[Route]) -> None:
-        self._routes = [(route, _compile(route.pattern)) for route in routes]
-
-    def is_public(self, path: str) -> bool:
-        """Whether path is served without a token (health, the contract)."""
-        return any(route.access == "public" and regex.match(path)
-                   for route, regex in self._routes)
-
-    def label(self, request: Request) -> None:
-        """Name the request by its route's pattern (for metrics and logs), even if it is refused."""
-        for route, regex in self._routes:
-            if route.method == request.method and regex.match(request.path):
-                request.route = route.pattern
-                return
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._table = [(route, _compile(route.pattern)) for route in routes]
 
     @property
     def routes(self) -> list[Route]:
-        return [route for route, _ in self._routes]
+        return [route for route, _ in self._table]
 
-    def dispatch(self, request: Request) -> Response:
-        """Call the matching handler with the path's parameters.
+    def is_public(self, path: str) -> bool:
+        """Whether path is served without a token (health, metrics, the contract)."""
+        return any(route.access == "public" and regex.match(path) for route, regex in self._table)
+
+    def label(self, request: Request) -> str:
+        """The request's route pattern (for metrics and logs), even if it will be refused."""
+        for route, regex in self._table:
+            if route.method == request.method and regex.match(request.path):
+                return route.pattern
+        return "unmatched"
+
+    def match(self, request: Request) -> tuple[Route, dict[str, str]]:
+        """The route and its path parameters.
 
         Raises: NotFound, MethodNotAllowed (with the allowed methods in details).
         """
         allowed = []
-        for route, regex in self._routes:
-            match = regex.match(request.path)
-            if match is None:
+        for route, regex in self._table:
+            found = regex.match(request.path)
+            if found is None:
                 continue
             if route.method == request.method:
-                if route.access == "admin" and not (request.principal and request.principal.is_admin):
-                    raise errors.Forbidden()
-                return route.handler(request, **match.groupdict())
+                return route, found.groupdict()
             allowed.append(route.method)
         if allowed:
             raise errors.MethodNotAllowed(method=request.method, path=request.path,

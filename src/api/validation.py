@@ -1,4 +1,4 @@
-"""Validate request bodies and query strings against the schemas in the OpenAPI document."""
+"""Validate request bodies and query strings against the schemas of the contract."""
 from __future__ import annotations
 
 import re
@@ -9,7 +9,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from src import errors
-from src.api.openapi import DNS_LABEL, DOCUMENT
+from src.api.schemas import DNS_LABEL, SCHEMAS
 
 _format_checker = jsonschema.FormatChecker()
 
@@ -20,21 +20,15 @@ def _is_dns_label(value: object) -> bool:
     return not isinstance(value, str) or re.fullmatch(DNS_LABEL.strip("^$"), value) is not None
 
 
-def _strict_integer(_checker: object, value: object) -> bool:
-    # JSON Schema counts 2.0 as an integer; a VM's cpu count must be written as 2.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-_StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
-)
+def validator(schema: dict[str, Any]) -> Any:
+    """A JSON Schema validator for schema, which may refer to the contract's components."""
+    return Draft202012Validator({**schema, "components": {"schemas": SCHEMAS}},
+                                format_checker=_format_checker)
 
 
 @cache
 def _validator(schema_name: str) -> Any:
-    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": DOCUMENT["components"]}
-    return _StrictValidator(schema, format_checker=_format_checker)
+    return validator({"$ref": f"#/components/schemas/{schema_name}"})
 
 
 def _field(error: jsonschema.ValidationError) -> str:
@@ -63,12 +57,16 @@ def validate_body(schema_name: str, body: Any) -> dict[str, Any]:
     return result
 
 
-def parse_query(query: dict[str, list[str]], operation: dict[str, Any]) -> dict[str, Any]:
-    """Typed query values for an operation's declared parameters.
+def parse_query(query: dict[str, list[str]],
+                declaration: tuple[tuple[str, dict[str, Any]], ...]) -> dict[str, Any]:
+    """Typed query values for a route's declared parameters; a route that declares none
+    ignores its query string.
 
     Raises: InvalidQuery for unknown, repeated or ill-typed parameters.
     """
-    declared = {p["name"]: p["schema"] for p in operation.get("parameters", []) if p["in"] == "query"}
+    if not declaration:
+        return {}
+    declared = dict(declaration)
     values: dict[str, Any] = {}
     for name, raw in query.items():
         if name not in declared:
@@ -82,7 +80,7 @@ def parse_query(query: dict[str, list[str]], operation: dict[str, Any]) -> dict[
                 raise errors.InvalidQuery(field=name, reason="must be a whole number")
             value = int(value)
         problem = jsonschema.exceptions.best_match(
-            _StrictValidator(schema, format_checker=_format_checker).iter_errors(value))
+            validator(schema).iter_errors(value))
         if problem is not None:
             raise errors.InvalidQuery(field=name, reason=problem.message)
         values[name] = value

@@ -1,14 +1,17 @@
 """Turn service results into the JSON objects the API returns."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from src.database.audit import AuditRow
-from src.database.flavors import FlavorRow
-from src.database.gpus import GpuRow
-from src.database.images import ImageRow
-from src.database.tasks import TaskRow
-from src.services.compute import VmView
+from src.services.orphans import Orphans
+from src.services.vm_reads import VmView
+
+if TYPE_CHECKING:  # the rows services return; views only read their fields
+    from src.database.audit import AuditRow
+    from src.database.flavors import FlavorRow
+    from src.database.gpus import GpuRow
+    from src.database.images import ImageRow
+    from src.database.tasks import TaskRow
 
 VNC_HOST = "127.0.0.1"
 
@@ -72,3 +75,8 @@ def vm(view: VmView) -> dict[str, Any]:
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
             "error": _error(row.error_code, row.error_message),
             "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def orphans(found: Orphans) -> dict[str, Any]:
+    return {"domains": [{"uuid": uuid, "name": name} for uuid, name in found.domains],
+            "folders": [str(folder) for folder in found.folders]}

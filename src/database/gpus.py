@@ -95,3 +95,11 @@ def forget_absent(conn: sqlite3.Connection, present: list[str], now: str) -> Non
                  present)
     conn.execute(f"UPDATE gpus SET unavailable_reason = 'not_present', refreshed_at = ? "
                  f"WHERE id NOT IN {_in(present)}", (now, *present))
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    """GPUs by what GpuRow.status would say: allocated, unavailable or free."""
+    return {status: count for status, count in conn.execute(
+        "SELECT CASE WHEN a.vm_id IS NOT NULL THEN 'allocated' "
+        "WHEN g.unavailable_reason IS NOT NULL THEN 'unavailable' ELSE 'free' END, count(*) "
+        "FROM gpus g LEFT JOIN gpu_allocations a ON a.gpu_id = g.id GROUP BY 1")}

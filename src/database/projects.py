@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sqlite3
 
-RESOURCES = ("instances", "vcpus", "ram", "gpus")
+from src.vocabulary import QUOTA_RESOURCES as RESOURCES
+
 Limits = dict[str, int | None]
 
 

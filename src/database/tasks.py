@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-ACTIVE = ("queued", "running")
+from src.vocabulary import ACTIVE_TASK_STATUSES as ACTIVE
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,8 @@ def overdue(conn: sqlite3.Connection, now: str) -> list[TaskRow]:
 
 def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:
     conn.executemany("DELETE FROM tasks WHERE vm_id = ?", [(vm_id,) for vm_id in vm_ids])
+
+
+def count_by_action_and_status(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    return {(action, status): count for action, status, count in conn.execute(
+        "SELECT action, status, count(*) FROM tasks GROUP BY action, status")}

@@ -157,3 +157,8 @@ def delete_all(conn: sqlite3.Connection) -> list[str]:
     ids = list_ids(conn)
     conn.execute("DELETE FROM vms")
     return ids
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    return {status: count for status, count in
+            conn.execute("SELECT status, count(*) FROM vms GROUP BY status")}

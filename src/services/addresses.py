@@ -9,8 +9,10 @@ import logging
 
 from src.database import vms as vm_dao
 from src.database.db import Database
+from src.hypervisor.domains import Addresses
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import DomainNotFound
 from src.utils.clock import utc_now
-from src.utils.libvirt_host import Addresses, DomainNotFound, Hypervisor
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class AddressBook:
         VMs got a changed list."""
         if not vms:
             return 0
-        leases = self._hypervisor.dhcp_leases(self._network)
+        leases = self._hypervisor.host.dhcp_leases(self._network)
         changed = 0
         for vm_id, mac in vms:
             addresses = _entries(leases, mac, "dhcp") or self._ask_guest_or_host(vm_id, mac)

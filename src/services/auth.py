@@ -10,35 +10,17 @@ import hmac
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
 
 from src import errors
 from src.database import projects as project_dao
 from src.database import tokens as token_dao
 from src.database.db import Database
+from src.services.access import Principal
 from src.utils.clock import utc_after, utc_now
+from src.vocabulary import QUOTA_RESOURCES, ROLES
 
-ROLES = ("admin", "member")
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 TOKEN_PREFIX = "iaas_"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the token's id, project and role."""
-
-    token_id: str
-    project: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    @property
-    def scope(self) -> str | None:
-        """The project whose VMs this caller sees; None means every project."""
-        return None if self.is_admin else self.project
 
 
 def _hash(secret: str) -> str:
@@ -46,7 +28,7 @@ def _hash(secret: str) -> str:
 
 
 def new_project_limits(defaults: tuple[int | None, ...]) -> project_dao.Limits:
-    return dict(zip(project_dao.RESOURCES, defaults, strict=True))
+    return dict(zip(QUOTA_RESOURCES, defaults, strict=True))
 
 
 class TokenService:

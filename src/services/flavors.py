@@ -8,6 +8,7 @@ from typing import Any
 from src import errors
 from src.database import flavors as flavor_dao
 from src.database.db import Database
+from src.services.placement import Demand, Placement
 from src.utils.clock import utc_now
 
 # What `make db-init` seeds: CPU-only sizes, and GPU sizes that ask for NUMA-local placement.
@@ -27,9 +28,17 @@ SEED_FLAVORS: list[dict[str, Any]] = [
 ]
 
 
+def demand_of(flavor: flavor_dao.FlavorRow) -> Demand:
+    """What a VM of this flavor asks of a host."""
+    return Demand(cpu=flavor.cpu, ram=flavor.ram, gpu_count=flavor.gpu_count,
+                  gpu_model=flavor.gpu_model, numa_aligned=flavor.numa_aligned,
+                  cpu_pinning=flavor.cpu_pinning)
+
+
 class FlavorService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, placement: Placement | None = None) -> None:
         self._db = db
+        self._placement = placement
 
     def list(self) -> list[flavor_dao.FlavorRow]:
         with self._db.read() as conn:
@@ -42,6 +51,16 @@ class FlavorService:
         if flavor is None:
             raise errors.FlavorNotFound(flavor=id_or_name)
         return flavor
+
+    def availability(self, id_or_name: str) -> tuple[str, int, str]:
+        """(flavor name, how many VMs of it fit now, the resource that limits them).
+
+        Raises: FlavorNotFound, HypervisorError.
+        """
+        flavor = self.get(id_or_name)
+        assert self._placement is not None, "availability needs placement"
+        available, limited_by = self._placement.availability(demand_of(flavor))
+        return flavor.name, available, limited_by
 
     def create(self, fields: dict[str, Any]) -> flavor_dao.FlavorRow:
         """Raises: NameConflict."""

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from src.database import gpus as gpu_dao
 from src.database.db import Database
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.pci import PciDevice, slot_of
 from src.utils.clock import utc_now
-from src.utils.libvirt_host import Hypervisor
-from src.utils.pci import PciDevice, parse_node_device, slot_of
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,19 @@ def assess(gpu: PciDevice, by_address: dict[str, PciDevice], now: str) -> gpu_da
 
 
 class GpuInventory:
-    def __init__(self, db: Database, hypervisor: Hypervisor) -> None:
+    def __init__(self, db: Database, hypervisor: Hypervisor,
+                 on_refresh: Callable[[], None] = lambda: None) -> None:
         self._db = db
         self._hypervisor = hypervisor
+        self._on_refresh = on_refresh  # e.g. placement re-reads the host's capacity
 
     def refresh(self) -> list[gpu_dao.GpuRow]:
         """Re-read the host's PCI devices into the inventory; allocations are kept.
 
         Raises: HypervisorError when libvirt cannot list node devices.
         """
-        devices = [device for xml in self._hypervisor.pci_device_xmls()
-                   if (device := parse_node_device(xml)) is not None]
+        self._on_refresh()
+        devices = self._hypervisor.host.pci_devices()
         by_address = {device.address: device for device in devices}
         now = utc_now()
         found = [assess(device, by_address, now) for device in devices if device.is_gpu]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from src import errors
+from src.database import idempotency as key_dao
 from src.database.db import Database
 from src.utils.clock import utc_after, utc_now
 
@@ -54,23 +55,17 @@ class IdempotencyStore:
         deadline = time.monotonic() + WAIT_S
         while True:
             with self._db.write() as conn:
-                conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?",
-                             (utc_after(-TTL_S),))
-                conn.execute("DELETE FROM idempotency_keys WHERE token_id = ? AND key = ? AND "
-                             "status IS NULL AND created_at < ?",
-                             (token_id, key, utc_after(-ABANDONED_S)))
-                row = conn.execute("SELECT request_hash, status, response FROM idempotency_keys "
-                                   "WHERE token_id = ? AND key = ?", (token_id, key)).fetchone()
+                key_dao.purge_older_than(conn, utc_after(-TTL_S))
+                key_dao.drop_unanswered_claim(conn, token_id, key, utc_after(-ABANDONED_S))
+                row = key_dao.get(conn, token_id, key)
                 if row is None:
-                    conn.execute("INSERT INTO idempotency_keys (token_id, key, request_hash, "
-                                 "created_at) VALUES (?, ?, ?, ?)",
-                                 (token_id, key, digest, utc_now()))
+                    key_dao.claim(conn, token_id, key, digest, utc_now())
                     return None
-            if row["request_hash"] != digest:
+            if row.request_hash != digest:
                 raise errors.IdempotencyKeyReused()
-            if row["status"] is not None:
-                stored = json.loads(row["response"])
-                return StoredResponse(status=row["status"], body=stored["body"],
+            if row.status is not None and row.response is not None:
+                stored = json.loads(row.response)
+                return StoredResponse(status=row.status, body=stored["body"],
                                       headers=[tuple(pair) for pair in stored["headers"]],
                                       content_type=stored["content_type"])
             if time.monotonic() >= deadline:
@@ -81,12 +76,8 @@ class IdempotencyStore:
         """Keep a success for replays; drop the claim of anything else, so a retry runs."""
         with self._db.write() as conn:
             if not 200 <= response.status < 300:
-                conn.execute("DELETE FROM idempotency_keys WHERE token_id = ? AND key = ?",
-                             (token_id, key))
+                key_dao.release(conn, token_id, key)
                 return
-            conn.execute("UPDATE idempotency_keys SET status = ?, response = ? "
-                         "WHERE token_id = ? AND key = ?",
-                         (response.status, json.dumps({"body": response.body,
-                                                       "headers": response.headers,
-                                                       "content_type": response.content_type}),
-                          token_id, key))
+            key_dao.store_answer(conn, token_id, key, response.status, json.dumps({
+                "body": response.body, "headers": response.headers,
+                "content_type": response.content_type}))

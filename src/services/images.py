@@ -8,8 +8,8 @@ from pathlib import Path
 from src import errors
 from src.database import images as image_dao
 from src.database.db import Database
+from src.hypervisor.disks import CommandFailed, QemuImg
 from src.utils.clock import utc_now
-from src.utils.qemu_img import CommandFailed, QemuImg
 
 
 class ImageService:

@@ -5,8 +5,6 @@ all read these tables, so they cannot disagree.
 """
 from __future__ import annotations
 
-POWER_ACTIONS = ("start", "shutdown", "stop", "reboot", "pause", "resume")
-
 ALLOWED: dict[str, tuple[str, ...]] = {
     "building": (),
     "deleting": (),

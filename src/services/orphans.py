@@ -11,9 +11,9 @@ from pathlib import Path
 
 from src.database import vms as vm_dao
 from src.database.db import Database
+from src.hypervisor.domain_xml import METADATA_NS
+from src.hypervisor.driver import Hypervisor
 from src.services.provisioning import OWNER_MARKER
-from src.utils.domain_xml import METADATA_NS
-from src.utils.libvirt_host import Hypervisor
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class OrphanFinder:
 
     def ours(self) -> Orphans:
         """Every domain and instance folder of this installation, with a row or not."""
-        domains = self._hypervisor.domains_tagged(METADATA_NS, "installation", self._installation_id)
+        domains = self._hypervisor.tagged(METADATA_NS, "installation", self._installation_id)
         folders = []
         if self._instances_dir.is_dir():
             for folder in sorted(self._instances_dir.iterdir()):

@@ -14,10 +14,10 @@ from src import errors
 from src.database import gpus as gpu_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
-from src.utils.libvirt_host import Hypervisor
+from src.hypervisor.driver import Hypervisor
 
 # When resources tie as the limit, name the scarcest kind first.
-RESOURCE_ORDER = ("gpu", "pcpu", "vcpu", "ram")
+from src.vocabulary import CAPACITY_RESOURCES as RESOURCE_ORDER
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ class Placement:
         """
         with self._lock:
             if self._host is None:
-                cpus, ram_mib, nodes = self._hypervisor.host_resources()
-                cells = self._hypervisor.numa_cpus() or _even_cells(cpus, nodes)
+                cpus, ram_mib, nodes = self._hypervisor.host.resources()
+                cells = self._hypervisor.host.numa_cpus() or _even_cells(cpus, nodes)
                 self._host = HostCapacity(vcpus=int(cpus * self._cpu_ratio),
                                           ram_mib=int(ram_mib * self._ram_ratio), cells=cells)
             return self._host

@@ -5,8 +5,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from src.hypervisor.domains import MISSING
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
 from src.services.tasks import TaskFailed
-from src.utils.libvirt_host import MISSING, Hypervisor, HypervisorError
 
 SHUTDOWN_RESEND_S = 10.0  # guests still booting miss the first ACPI press; press again
 POLL_S = 0.25
@@ -15,7 +17,7 @@ OFF_STATES = ("shutoff", MISSING, "crashed")
 
 @dataclass(frozen=True)
 class PowerOptions:
-    timeout_s: int = 60
+    timeout: int = 60  # seconds; the field names are the request body's
     force: bool = False
     hard: bool = False
 
@@ -31,7 +33,7 @@ class PowerControl:
         steps: dict[str, Callable[[], None]] = {
             "start": lambda: self._start(vm_id),
             "stop": lambda: self._stop(vm_id),
-            "shutdown": lambda: self._shutdown(vm_id, options.timeout_s, options.force),
+            "shutdown": lambda: self._shutdown(vm_id, options.timeout, options.force),
             "reboot": lambda: (self._hypervisor.reset(vm_id) if options.hard
                                else self._hypervisor.reboot(vm_id)),
             "pause": lambda: self._hypervisor.suspend(vm_id),

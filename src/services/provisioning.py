@@ -5,16 +5,20 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from src.config import Config
+from src.database.images import ImageRow
+from src.database.vms import VmRow
+from src.hypervisor.disks import CommandFailed, QemuImg
+from src.hypervisor.domain_xml import DomainSpec, render_domain
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
+from src.hypervisor.pci import split_address
+from src.services.placement import Claim
 from src.services.tasks import TaskFailed
-from src.utils.domain_xml import DomainSpec, render_domain
-from src.utils.libvirt_host import Hypervisor, HypervisorError
 from src.utils.nocloud import Seed, write_seed
-from src.utils.pci import split_address
-from src.utils.qemu_img import CommandFailed, QemuImg
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +33,19 @@ _PASSTHROUGH_WORDS = ("pci", "passthrough", "vfio", "iommu", "hostdev")
 
 @dataclass(frozen=True)
 class BuildPlan:
-    vm_id: str
-    name: str
-    cpu: int
-    ram: int
-    disk_gb: int
-    image_name: str
+    """What one build needs: the VM's row, its base image, what placement gave it, its seed."""
+
+    row: VmRow
+    image: ImageRow
     base_path: Path
-    base_format: str
-    mac: str
-    gpu_functions: list[str] = field(default_factory=list)  # PCI addresses to pass through
-    numa_node: int | None = None
-    node_cpus: list[int] = field(default_factory=list)
-    pinned_cpus: list[int] = field(default_factory=list)
+    claim: Claim
+    seed: Seed
     hugepages: bool = False
-    ssh_keys: tuple[str, ...] = ()
-    user_data: str | None = None
+
+    @property
+    def gpu_functions(self) -> list[str]:
+        """PCI addresses to pass through: every function of every claimed GPU."""
+        return [fn for gpu in self.claim.gpus for fn in gpu.functions]
 
 
 class Provisioner:
@@ -65,28 +66,27 @@ class Provisioner:
 
         Raises: TaskFailed with the failing step's code; everything made so far is undone.
         """
-        folder = self.instance_dir(plan.vm_id)
+        vm_id = plan.row.id
+        folder = self.instance_dir(vm_id)
         with ExitStack() as undo:
             with _step("instance_dir_failed"):
                 self._make_folder(folder)
             undo.callback(_best_effort, "remove files", shutil.rmtree, folder)
             with _step("overlay_failed"):
-                self._qemu_img.create_overlay(plan.base_path, plan.base_format, folder / DISK_FILE,
-                                              plan.disk_gb * GIB)
+                self._qemu_img.create_overlay(plan.base_path, plan.image.format,
+                                              folder / DISK_FILE, plan.row.disk_gb * GIB)
             with _step("seed_failed"):
-                write_seed(Seed(instance_id=plan.vm_id, hostname=plan.name,
-                                ssh_keys=plan.ssh_keys, user_data=plan.user_data, mac=plan.mac),
-                           folder / SEED_FILE)
+                write_seed(plan.seed, folder / SEED_FILE)
             xml = render_domain(self._spec(plan, folder))
-            log.debug("domain XML for %s:\n%s", plan.vm_id, xml)
+            log.debug("domain XML for %s:\n%s", vm_id, xml)
             with _step("define_failed"):
                 self._hypervisor.define(xml)
-            undo.callback(_best_effort, "undefine", self._hypervisor.undefine, plan.vm_id)
+            undo.callback(_best_effort, "undefine", self._hypervisor.undefine, vm_id)
             with _step("start_failed", plan.gpu_functions):
-                self._hypervisor.start(plan.vm_id)
-                undo.callback(_best_effort, "power off", self._hypervisor.force_off, plan.vm_id)
-                self._hypervisor.set_autostart(plan.vm_id, True)  # comes back with the host
-            on_running(self.vnc_port(plan.vm_id))
+                self._hypervisor.start(vm_id)
+                undo.callback(_best_effort, "power off", self._hypervisor.force_off, vm_id)
+                self._hypervisor.set_autostart(vm_id, True)  # comes back with the host
+            on_running(self.vnc_port(vm_id))
             undo.pop_all()
 
     def tear_down(self, vm_id: str) -> None:
@@ -111,18 +111,20 @@ class Provisioner:
     def _spec(self, plan: BuildPlan, folder: Path) -> DomainSpec:
         domain_type = self._config.domain_type
         passthrough = bool(plan.gpu_functions)
+        row, claim = plan.row, plan.claim
         return DomainSpec(
-            uuid=plan.vm_id, name=plan.name, domain_type=domain_type, cpu=plan.cpu,
-            ram_mib=plan.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
+            uuid=row.id, name=row.name, domain_type=domain_type, cpu=row.cpu,
+            ram_mib=row.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
             network=self._config.network, console_log=str(folder / CONSOLE_LOG),
-            installation_id=self._installation_id, image_name=plan.image_name, mac=plan.mac,
+            installation_id=self._installation_id, image_name=plan.image.name,
+            mac=row.mac or plan.seed.mac,
             seed_path=str(folder / SEED_FILE), machine="q35" if passthrough else "pc",
             # TCG cannot pass the host CPU through; 'maximum' is its equivalent.
             cpu_mode=("maximum" if domain_type == "qemu" else "host-passthrough")
             if passthrough else None,
             hostdevs=tuple(split_address(address) for address in plan.gpu_functions),
-            numa_node=plan.numa_node, cpuset=cpu_list(plan.node_cpus),
-            pinned_cpus=tuple(plan.pinned_cpus), hugepages=plan.hugepages)
+            numa_node=claim.numa_node, cpuset=cpu_list(claim.node_cpus),
+            pinned_cpus=tuple(claim.pinned_cpus), hugepages=plan.hugepages)
 
     def console_log(self, vm_id: str) -> Path:
         return self.instance_dir(vm_id) / CONSOLE_LOG

@@ -7,6 +7,9 @@ from typing import Any
 from src import errors
 from src.database import projects as project_dao
 from src.database.db import Database
+from src.services import access
+from src.services.access import Principal
+from src.vocabulary import QUOTA_RESOURCES
 
 
 def enforce(conn: sqlite3.Connection, project: str, requested: dict[str, int]) -> None:
@@ -15,7 +18,7 @@ def enforce(conn: sqlite3.Connection, project: str, requested: dict[str, int]) -
     if all(limit is None for limit in limits.values()):
         return
     in_use = project_dao.usage(conn, project)
-    for resource in project_dao.RESOURCES:
+    for resource in QUOTA_RESOURCES:
         limit = limits.get(resource)
         wanted = requested.get(resource, 0)
         if limit is not None and wanted and in_use[resource] + wanted > limit:
@@ -27,8 +30,10 @@ class QuotaService:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def show(self, project: str) -> dict[str, Any]:
-        """Raises: ProjectNotFound."""
+    def show(self, project: str, caller: Principal | None = None) -> dict[str, Any]:
+        """Limits and usage; another project is not there for a member. Raises: ProjectNotFound."""
+        if caller is not None:
+            access.check_project(caller, project)
         with self._db.read() as conn:
             limits = project_dao.limits(conn, project)
             if limits is None:
@@ -36,9 +41,11 @@ class QuotaService:
             return {"project": project, "limits": limits,
                     "in_use": project_dao.usage(conn, project)}
 
-    def names(self) -> list[str]:
+    def list(self) -> list[dict[str, Any]]:
+        """Every project with its limits and usage."""
         with self._db.read() as conn:
-            return project_dao.names(conn)
+            names = project_dao.names(conn)
+        return [self.show(name) for name in names]
 
     def update(self, project: str, changes: dict[str, int | None]) -> dict[str, Any]:
         """Set some limits (None: unlimited). Raises: ProjectNotFound."""

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
+from src.hypervisor.domains import MISSING
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
 from src.services import lifecycle
 from src.services.addresses import AddressBook
 from src.services.tasks import TaskRunner
 from src.utils.clock import utc_now
-from src.utils.libvirt_host import MISSING, Hypervisor, HypervisorError
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from src.database import tasks as task_dao
 from src.database.db import Database
 from src.utils.clock import utc_after, utc_now
+from src.vocabulary import ACTIVE_TASK_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class TaskRunner:
                 with self._db.read() as conn:
                     task = task_dao.get(conn, task_id)
                 remaining = deadline - time.monotonic()
-                if task is None or task.status not in task_dao.ACTIVE or remaining <= 0:
+                if task is None or task.status not in ACTIVE_TASK_STATUSES or remaining <= 0:
                     return task
                 self._done.wait(remaining)
 

@@ -10,10 +10,7 @@ from typing import Any
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
-from src.app import App
-from src.config import Config
-from tests.conftest import AppFactory
-from tests.e2e.host import (
+from scripts.harness.host import (
     SYSTEM_URI,
     TINY_IMAGE_NAME,
     HostUnavailable,
@@ -24,6 +21,9 @@ from tests.e2e.host import (
     remove_network,
     start_isolated_network,
 )
+from src.app import App
+from src.config import Config
+from tests.conftest import AppFactory
 from tests.e2e.http_client import HttpClient
 from tests.support import Client, LiveServer
 

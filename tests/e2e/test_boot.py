@@ -14,15 +14,15 @@ from typing import Any
 
 import libvirt  # type: ignore[import-untyped]
 
-from src.app import App
-from src.config import Config
-from tests.e2e.conftest import register_tiny_image
-from tests.e2e.host import (
+from scripts.harness.host import (
     TINY_IMAGE_NAME,
     IsolatedNetwork,
     domain_exists,
     installation_of,
 )
+from src.app import App
+from src.config import Config
+from tests.e2e.conftest import register_tiny_image
 from tests.e2e.http_client import HttpClient
 
 BOOT_DEADLINE_S = 120

@@ -10,11 +10,11 @@ from pathlib import Path
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
+from scripts.harness.host import TINY_IMAGE_NAME, domain_exists
 from src import cli
 from src.config import Config
-from src.utils.libvirt_host import Hypervisor
+from src.hypervisor.driver import Hypervisor
 from tests.e2e.conftest import E2eAppFactory, register_tiny_image
-from tests.e2e.host import TINY_IMAGE_NAME, domain_exists
 from tests.support import Client
 
 FOREIGN_XML = """<domain type='qemu'>

@@ -12,12 +12,12 @@ import uuid
 
 import libvirt  # type: ignore[import-untyped]
 
+from scripts.harness.host import domain_exists
 from src.app import App
 from src.database import gpus as gpu_dao
+from src.hypervisor.domain_xml import DomainSpec, render_domain
 from src.utils.clock import utc_now
-from src.utils.domain_xml import DomainSpec, render_domain
 from tests.e2e.conftest import register_tiny_image
-from tests.e2e.host import domain_exists
 from tests.support import Client
 
 FAKE_GPU = "0000:fe:1f.0"  # no such bus on this machine: libvirt can never touch a real device

@@ -22,10 +22,10 @@ from typing import Any
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
+from scripts.harness.host import REPO, SYSTEM_URI, TINY_IMAGE_NAME, domain_exists
 from src.app import App
 from src.config import Config
 from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
-from tests.e2e.host import REPO, SYSTEM_URI, TINY_IMAGE_NAME, domain_exists
 from tests.e2e.http_client import HttpClient
 from tests.support import Reply
 

@@ -19,16 +19,16 @@ from typing import Any
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
-from src.config import Config
-from src.database.db import Database
-from src.services.auth import TokenService
-from tests.e2e.host import (
+from scripts.harness.host import (
     REPO,
     domain_exists,
     installation_of,
     open_system,
     purge_domains,
 )
+from src.config import Config
+from src.database.db import Database
+from src.services.auth import TokenService
 from tests.e2e.http_client import HttpClient
 from tests.support import SERVER_TOKENS, fetch
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from src import cli
-from src.api.router import Route
+from src.api.routes import Route
 from src.app import App
 from src.config import Config
 from tests.conftest import make_qcow2
@@ -104,7 +104,7 @@ def expected(route: Route, caller: str) -> str:
 def test_every_route_for_every_caller(app: App, config: Config,
                                       tokens: dict[str, str | None]) -> None:
     world = World(app, config, tokens["member"] or "")
-    routes = app._router.routes
+    routes = app.router.routes
     assert len(routes) >= 25 and {r.access for r in routes} == {"public", "member", "admin"}
     for route, caller in itertools.product(routes, CALLERS):
         path = route.pattern.format(**world.params(route))

@@ -11,7 +11,8 @@ import pytest
 
 from src.app import App
 from src.config import Config
-from src.utils.libvirt_host import Hypervisor, HypervisorError
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
 from tests.conftest import AppFactory
 from tests.integration.test_vm_failures import failing_qemu_img
 from tests.support import Client, LiveServer, host_xml, race

@@ -76,7 +76,7 @@ def test_openapi_document_lists_every_route(client: Client, app: App) -> None:
     reply = client.get("/v1/openapi.json")
     assert reply.status == 200
     assert reply.body["openapi"] == "3.1.0"
-    routes = {(route.method.lower(), route.pattern) for route, _ in app._router._routes}
+    routes = {(route.method.lower(), route.pattern) for route in app.router.routes}
     documented = {(method, path) for path, item in DOCUMENT["paths"].items()
                   for method in item if method != "parameters"}
     assert routes == documented

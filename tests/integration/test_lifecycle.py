@@ -11,12 +11,12 @@ import pytest
 
 from src.app import App
 from src.config import Config
-from src.services import lifecycle
+from src.vocabulary import POWER_ACTIONS
 from tests.conftest import AppFactory
 from tests.integration.test_vm_failures import one_build_in_progress, setup_image
 from tests.support import Client
 
-ALL_ACTIONS = [*lifecycle.POWER_ACTIONS, "delete"]
+ALL_ACTIONS = [*POWER_ACTIONS, "delete"]
 SPEC = {"cpu": 1, "ram": 256, "image_name": "base"}
 
 
@@ -186,7 +186,7 @@ def test_concurrent_actions_one_runs_the_other_is_refused(app: App, client: Clie
 def test_busy_vm_refuses_actions_with_the_holding_task(make_app: AppFactory,
                                                        config: Config) -> None:
     _app, client, gated, first = one_build_in_progress(make_app, config)
-    for action in lifecycle.POWER_ACTIONS:
+    for action in POWER_ACTIONS:
         reply = client.post(f"/v1/vms/{first['id']}/{action}", None)
         assert reply.status == 409 and reply.error_code == "vm_busy"
         assert reply.body["error"]["details"]["action"] == "create"

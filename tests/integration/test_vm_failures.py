@@ -8,8 +8,9 @@ import pytest
 
 from src.app import App
 from src.config import Config
-from src.utils.libvirt_host import Hypervisor, HypervisorError
-from src.utils.qemu_img import CommandFailed, run_command
+from src.hypervisor.disks import CommandFailed, run_command
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client
 

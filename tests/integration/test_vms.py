@@ -6,7 +6,7 @@ from typing import Any
 
 from src.app import App
 from src.config import Config
-from src.utils.domain_xml import METADATA_NS
+from src.hypervisor.domain_xml import METADATA_NS
 from tests.support import Client
 
 OWNER_EXAMPLE = {"name": "vm-chulhee-01", "cpu": 2, "ram": 2048, "image_name": "base"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.domain_xml import METADATA_NS, DomainSpec, render_domain
+from src.hypervisor.domain_xml import METADATA_NS, DomainSpec, render_domain
 
 GOLDEN = Path(__file__).parent / "golden" / "domain.xml"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.qemu_img import CommandFailed, QemuImg, run_command
+from src.hypervisor.disks import CommandFailed, QemuImg, run_command
 
 
 class Recorder:

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 
 from src import errors
-from src.api.openapi import PATHS
+from src.api.routes import ROUTES
 from src.api.validation import parse_query, validate_body
 
 GOOD = {"name": "vm-1", "cpu": 2, "ram": 2048, "image_name": "Ubuntu-Base-22.04"}
@@ -16,7 +16,7 @@ def test_good_body_passes() -> None:
 
 
 @pytest.mark.parametrize("field, value", [
-    ("cpu", "2"), ("cpu", True), ("cpu", 2.5), ("cpu", 2.0), ("cpu", 0), ("cpu", 129),
+    ("cpu", "2"), ("cpu", True), ("cpu", 2.5), ("cpu", 0), ("cpu", 129),
     ("ram", 127), ("ram", 1048577), ("ram", None), ("disk_gb", 0), ("disk_gb", 16385),
     ("name", "vm1\n"), ("name", "-vm"), ("name", "vm-"), ("name", "VM"), ("name", "a" * 64),
     ("name", "vm_1"), ("name", ""), ("name", "vm.1"), ("image_name", "../etc"), ("image_name", 3),
@@ -45,7 +45,7 @@ def test_body_must_be_an_object(body: Any) -> None:
 
 
 def test_query_is_typed_and_checked() -> None:
-    operation = PATHS["/v1/vms"]["get"]
+    operation = next(r.query for r in ROUTES if (r.method, r.pattern) == ("GET", "/v1/vms"))
     assert parse_query({"limit": ["5"], "status": ["running"]}, operation) == \
         {"limit": 5, "status": "running"}
     for bad in ({"limit": ["0"]}, {"limit": ["x"]}, {"limit": ["1001"]}, {"status": ["up"]},

@@ -1,4 +1,4 @@
-"""Host helpers for the e2e tier and the benchmark: isolated network, workspaces, purging."""
+"""Host helpers for the e2e tier and the benchmarks: isolated network, workspaces, purging."""
 from __future__ import annotations
 
 import ipaddress
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import libvirt  # type: ignore[import-untyped]
 
-from src.utils.domain_xml import METADATA_NS
+from src.hypervisor.domain_xml import METADATA_NS
 
 SYSTEM_URI = "qemu:///system"
 REPO = Path(__file__).resolve().parents[2]

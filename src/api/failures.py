@@ -1,0 +1,61 @@
+"""One table from exception to HTTP answer; anything not in it is a logged, generic 500."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from src import errors
+from src.api.http import Request, Response
+
+log = logging.getLogger("iaas.api")
+RETRY_AFTER_S = "5"
+
+
+def error_body(error: errors.ApiError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message, "details": error.details}}
+
+
+def _unauthorized(exc: Any) -> Response:
+    return Response(exc.status, error_body(exc), [("WWW-Authenticate", "Bearer")])
+
+
+def _not_allowed(exc: Any) -> Response:
+    return Response(exc.status, error_body(exc), [("Allow", ", ".join(exc.details["allow"]))])
+
+
+def _api_error(exc: Any) -> Response:
+    return Response(exc.status, error_body(exc))
+
+
+def _host_failure(exc: Any) -> Response:
+    return Response(503, error_body(errors.HypervisorUnavailable(reason=str(exc))),
+                    [("Retry-After", RETRY_AFTER_S)])
+
+
+# First match wins, so subclasses come before their bases.
+ANSWERS: tuple[tuple[type[Exception], Callable[[Any], Response]], ...] = (
+    (errors.Unauthorized, _unauthorized),
+    (errors.MethodNotAllowed, _not_allowed),
+    (errors.ApiError, _api_error),
+    (errors.HostFailure, _host_failure),
+)
+
+
+def answer(request: Request, exc: Exception) -> Response:
+    """The response for a failure while answering request."""
+    for kind, respond in ANSWERS:
+        if isinstance(exc, kind):
+            if kind is errors.HostFailure:
+                log.error("libvirt failed on %s %s: %s", request.method, request.path, exc)
+            return respond(exc)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return Response(500, error_body(errors.ApiError()))
+
+
+def guarded(request: Request, respond: Callable[[], Response]) -> Response:
+    """respond(), with every failure turned into its JSON error response."""
+    try:
+        return respond()
+    except Exception as exc:  # noqa: BLE001 - the boundary: log everything, leak nothing
+        return answer(request, exc)

@@ -1,0 +1,107 @@
+"""The route table: every operation's method, path, handler, operationId, who may call it, and
+what it takes and answers. The router dispatches from it; the OpenAPI document is derived from it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from src.api.handlers import Handlers
+from src.api.http import Request, Response
+from src.api.schemas import UUID
+from src.vocabulary import ACTION_OPTIONS, POWER_ACTIONS, VM_STATUSES
+
+Handler = Callable[..., Response]
+Query = tuple[tuple[str, dict[str, Any]], ...]
+PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler  # a Handlers method, bound by the router
+    operation_id: str
+    access: str = "member"  # public (no token), member (any valid token) or admin
+    ok: int = 200
+    returns: str | None = None  # schema of the success body; None: no body (or text)
+    errors: tuple[int, ...] = ()  # statuses beyond those every operation of its kind may give
+    body: str | None = None  # schema of the request body
+    body_required: bool = True
+    query: Query = ()
+    description: str = ""
+    text: bool = False  # the success body is text/plain
+    action: str | None = None  # the power action a shared handler performs
+
+    def call(self, handlers: Handlers, request: Request, params: dict[str, str]) -> Response:
+        extra = {"action": self.action} if self.action else {}
+        return self.handler(handlers, request, **params, **extra)
+
+
+H = Handlers
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", H.health, "health", "public", returns="Health", errors=(503,),
+          description="Whether the database and libvirt answer."),
+    Route("GET", "/metrics", H.metrics, "metrics", "public", text=True,
+          description="Prometheus text exposition."),
+    Route("GET", "/v1/openapi.json", H.openapi, "openapi", "public", returns="OpenApiDocument"),
+    Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList"),
+    Route("POST", "/v1/images", H.create_image, "createImage", "admin", 201, "Image", (409,),
+          body="ImageCreate"),
+    Route("GET", "/v1/images/{image}", H.show_image, "showImage", returns="Image", errors=(404,)),
+    Route("DELETE", "/v1/images/{image}", H.delete_image, "deleteImage", "admin", 204,
+          errors=(404, 409)),
+    Route("GET", "/v1/flavors", H.list_flavors, "listFlavors", returns="FlavorList"),
+    Route("POST", "/v1/flavors", H.create_flavor, "createFlavor", "admin", 201, "Flavor", (409,),
+          body="FlavorCreate"),
+    Route("GET", "/v1/flavors/{flavor}", H.show_flavor, "showFlavor", returns="Flavor",
+          errors=(404,)),
+    Route("DELETE", "/v1/flavors/{flavor}", H.delete_flavor, "deleteFlavor", "admin", 204,
+          errors=(404,)),
+    Route("GET", "/v1/flavors/{flavor}/availability", H.show_availability,
+          "showFlavorAvailability", returns="Availability", errors=(404,),
+          description="How many VMs of this flavor could be created now."),
+    Route("GET", "/v1/gpus", H.list_gpus, "listGpus", "admin", returns="GpuList"),
+    Route("POST", "/v1/gpus/refresh", H.refresh_gpus, "refreshGpus", "admin", returns="GpuList",
+          description="Re-read the host's PCI devices; allocations are kept."),
+    Route("GET", "/v1/vms", H.list_vms, "listVms", returns="VmList", errors=(400,), query=(
+        ("status", {"type": "string", "enum": list(VM_STATUSES)}),
+        ("name", {"type": "string"}),
+        ("limit", PAGE_LIMIT),
+        ("marker", UUID))),
+    Route("POST", "/v1/vms", H.create_vm, "createVm", ok=202, returns="Vm", errors=(403, 409),
+          body="VmCreate"),
+    Route("GET", "/v1/vms/{vm}", H.show_vm, "showVm", returns="Vm", errors=(404,)),
+    Route("DELETE", "/v1/vms/{vm}", H.delete_vm, "deleteVm", ok=202, returns="Task",
+          errors=(404, 409)),
+    Route("GET", "/v1/vms/{vm}/events", H.list_vm_events, "listVmEvents", returns="EventList",
+          errors=(400, 404), query=(("limit", PAGE_LIMIT),)),
+    Route("GET", "/v1/vms/{vm}/console", H.show_console, "showVmConsole", text=True,
+          errors=(400, 404), query=(("tail", {"type": "integer", "minimum": 1, "maximum": 10000}),),
+          description="Tail of the serial console log."),
+    Route("GET", "/v1/vms/{vm}/stats", H.show_stats, "showVmStats", returns="VmStats",
+          errors=(404, 409)),
+    *(Route("POST", f"/v1/vms/{{vm}}/{action}", H.act, f"{action}Vm", ok=202, returns="Task",
+            errors=(404, 409), body=ACTION_OPTIONS.get(action, "NoOptions"), body_required=False,
+            action=action) for action in POWER_ACTIONS),
+    Route("GET", "/v1/admin/orphans", H.list_orphans, "listOrphans", "admin", returns="Orphans",
+          description="Domains and instance folders of this installation that have no VM record."),
+    Route("GET", "/v1/projects", H.list_projects, "listProjects", "admin", returns="ProjectList"),
+    Route("GET", "/v1/projects/{project}/quota", H.show_quota, "showQuota", returns="Quota",
+          errors=(404,), description="Limits (null: unlimited) and usage."),
+    Route("PUT", "/v1/projects/{project}/quota", H.update_quota, "updateQuota", "admin",
+          returns="Quota", errors=(404,), body="QuotaUpdate"),
+    Route("GET", "/v1/events", H.list_audit_events, "listAuditEvents", returns="AuditEventList",
+          errors=(400,), query=(
+              ("project", {"type": "string"}),
+              ("method", {"type": "string", "enum": ["POST", "PUT", "DELETE"]}),
+              ("status", {"type": "integer", "minimum": 100, "maximum": 599}),
+              ("resource_id", {"type": "string"}),
+              ("limit", PAGE_LIMIT),
+              ("marker", {"type": "integer", "minimum": 1})),
+          description="The audit trail of mutating requests, newest first (members: their "
+                      "project)."),
+    Route("GET", "/v1/tasks/{task}", H.show_task, "showTask", returns="Task", errors=(400, 404),
+          query=(("wait", {"type": "integer", "minimum": 0, "maximum": 60}),)),
+)

@@ -1,0 +1,215 @@
+"""The JSON Schemas of every request and response body: OpenAPI components, and validation's source."""
+from __future__ import annotations
+
+from typing import Any
+
+from src.services.power import PowerOptions
+from src.vocabulary import (
+    CAPACITY_RESOURCES,
+    GPU_STATUSES,
+    GPU_UNAVAILABLE_REASONS,
+    IMAGE_FORMATS,
+    QUOTA_RESOURCES,
+    TASK_ACTIONS,
+    TASK_STATUSES,
+    VM_ACTIONS,
+    VM_STATUSES,
+)
+
+DNS_LABEL = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+IMAGE_NAME = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IMAGE_FILE = "^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$"
+COUNTER = {"type": "integer", "minimum": 0}
+NULLABLE_MIB = {"type": ["integer", "null"]}
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+UUID = {"type": "string", "format": "uuid"}
+LIMIT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000000}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "required": list(properties) if required is None else required}
+
+
+SCHEMAS: dict[str, Any] = {
+    "VmCreate": _object({
+        "name": {"type": "string", "pattern": DNS_LABEL, "format": "dns-label", "maxLength": 63,
+                 "description": "DNS label; becomes the domain name and guest hostname."},
+        "cpu": {"type": "integer", "minimum": 1, "maximum": 128},
+        "ram": {"type": "integer", "minimum": 128, "maximum": 1048576, "description": "MiB"},
+        "image_name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "disk_gb": {"type": "integer", "minimum": 1, "maximum": 16384},
+        "flavor": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64,
+                   "description": "A flavor's name or id; give either flavor or cpu and ram."},
+        "ssh_keys": {"type": "array", "maxItems": 32, "items": {
+            "type": "string", "minLength": 1, "maxLength": 8192},
+            "description": "OpenSSH public keys, put in the guest by cloud-init."},
+        "user_data": {"type": "string", "maxLength": 16384,
+                      "description": "cloud-init user-data, delivered unchanged (16 KiB max)."},
+    }, required=["name", "image_name"]) | {
+        "description": "Sized by a flavor, or by cpu and ram (not both).",
+        "oneOf": [
+            {"required": ["flavor"], "not": {"anyOf": [{"required": ["cpu"]}, {"required": ["ram"]}]}},
+            {"required": ["cpu", "ram"], "not": {"required": ["flavor"]}},
+        ]},
+    "FlavorCreate": _object({
+        "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "cpu": {"type": "integer", "minimum": 1, "maximum": 128},
+        "ram": {"type": "integer", "minimum": 128, "maximum": 1048576, "description": "MiB"},
+        "disk_gb": {"type": "integer", "minimum": 1, "maximum": 16384},
+        "gpu_count": {"type": "integer", "minimum": 0, "maximum": 16, "default": 0},
+        "gpu_model": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$",
+                      "description": "Product name match, e.g. H100"},
+        "hugepages": {"type": "boolean", "default": False},
+        "cpu_pinning": {"type": "boolean", "default": False},
+        "numa_aligned": {"type": "boolean", "default": False},
+        "description": {"type": "string", "maxLength": 255},
+    }, required=["name", "cpu", "ram", "disk_gb"]),
+    "ImageCreate": _object({
+        "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "file": {"type": "string", "pattern": IMAGE_FILE, "maxLength": 255,
+                 "description": "Bare file name inside IAAS_IMAGES_DIR."},
+        "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
+    }),
+    "ShutdownOptions": _object({
+        "timeout": {"type": "integer", "minimum": 1, "maximum": 3600, "default": PowerOptions.timeout,
+                    "description": "Seconds to wait for the guest; ACPI is re-sent every 10 s."},
+        "force": {"type": "boolean", "default": PowerOptions.force,
+                  "description": "Power off once the timeout passes instead of failing."},
+    }, required=[]),
+    "RebootOptions": _object({
+        "hard": {"type": "boolean", "default": PowerOptions.hard,
+                 "description": "Reset instead of ACPI."},
+    }, required=[]),
+    "NoOptions": _object({}, required=[]),
+    "Error": _object({"error": _object({
+        "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "message": {"type": "string"},
+        "details": {"type": "object"},
+    })}),
+    "Task": _object({
+        "id": UUID, "vm_id": UUID,
+        "action": {"type": "string", "enum": list(TASK_ACTIONS)},
+        "status": {"type": "string", "enum": list(TASK_STATUSES)},
+        "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+    }),
+    "Flavor": _object({
+        "id": UUID, "name": {"type": "string"}, "cpu": {"type": "integer"},
+        "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
+        "gpu_count": {"type": "integer"}, "gpu_model": {"type": ["string", "null"]},
+        "hugepages": {"type": "boolean"}, "cpu_pinning": {"type": "boolean"},
+        "numa_aligned": {"type": "boolean"}, "description": {"type": "string"},
+        "created_at": TIME,
+    }),
+    "FlavorList": _object({"flavors": {"type": "array", "items": _ref("Flavor")}}),
+    "QuotaUpdate": {**_object({resource: {**LIMIT, "description": "null: unlimited"}
+                               for resource in QUOTA_RESOURCES}, required=[]), "minProperties": 1},
+    "Quota": _object({
+        "project": {"type": "string"},
+        "limits": _object({resource: {"type": ["integer", "null"]} for resource in QUOTA_RESOURCES}),
+        "in_use": _object({resource: COUNTER for resource in QUOTA_RESOURCES}),
+    }),
+    "ProjectList": _object({"projects": {"type": "array", "items": _ref("Quota")}}),
+    "AuditEvent": _object({
+        "id": COUNTER, "at": TIME, "project": {"type": ["string", "null"]},
+        "token_id": {"type": ["string", "null"]}, "method": {"type": "string"},
+        "path": {"type": "string"}, "status": {"type": "integer"},
+        "request_id": {"type": "string"}, "resource_id": {"type": ["string", "null"]},
+    }),
+    "AuditEventList": _object({"events": {"type": "array", "items": _ref("AuditEvent")},
+                               "next_marker": COUNTER}, required=["events"]),
+    "Availability": _object({
+        "flavor": {"type": "string"}, "available": COUNTER,
+        "limited_by": {"type": "string", "enum": list(CAPACITY_RESOURCES),
+                       "description": "The resource that runs out first"},
+    }),
+    "Gpu": _object({
+        "id": {"type": "string", "description": "PCI address"},
+        "vendor": _object({"id": {"type": "string"}, "name": {"type": ["string", "null"]}}),
+        "product": _object({"id": {"type": "string"}, "name": {"type": ["string", "null"]}}),
+        "iommu_group": {"type": ["integer", "null"]},
+        "iommu_group_devices": {"type": "array", "items": _object({
+            "address": {"type": "string"}, "class": {"type": "string"},
+            "role": {"type": "string", "enum": ["companion", "bridge", "foreign"]}})},
+        "passthrough_functions": {"type": "array", "items": {"type": "string"}},
+        "numa_node": {"type": ["integer", "null"]},
+        "driver": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": list(GPU_STATUSES)},
+        "reason": {"type": ["string", "null"],
+                   "enum": [None, *GPU_UNAVAILABLE_REASONS]},
+        "vm_id": {"type": ["string", "null"]},
+        "refreshed_at": TIME,
+    }),
+    "GpuList": _object({"gpus": {"type": "array", "items": _ref("Gpu")}}),
+    "ErrorInfo": _object({"code": {"type": "string"}, "message": {"type": "string"}}),
+    "Image": _object({
+        "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},
+        "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
+        "size_bytes": {"type": ["integer", "null"]},
+        "virtual_size_bytes": {"type": ["integer", "null"]},
+        "created_at": TIME,
+    }),
+    "Vm": _object({
+        "id": UUID, "name": {"type": "string"},
+        "cpu": {"type": "integer"}, "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
+        "image": _object({"id": UUID, "name": {"type": "string"}}),
+        "project": {"type": "string"},
+        "flavor": {"type": ["string", "null"]},
+        "gpus": {"type": "array", "items": {"type": "string"},
+                 "description": "PCI addresses of the GPUs reserved for this VM"},
+        "numa_node": {"type": ["integer", "null"]},
+        "pinned_cpus": {"type": "array", "items": COUNTER,
+                        "description": "Host CPU of each vCPU, when pinned"},
+        "status": {"type": "string", "enum": list(VM_STATUSES)},
+        "power_state": {"type": "string"},
+        "task": {"oneOf": [{"type": "null"}, _ref("Task")]},
+        "actions": {"type": "array", "items": {"type": "string", "enum": list(VM_ACTIONS)},
+                    "description": "What may be asked of the VM right now."},
+        "ip_addresses": {"type": "array", "items": _object({
+            "address": {"type": "string"}, "family": {"type": "string", "enum": ["ipv4", "ipv6", "unknown"]},
+            "source": {"type": "string", "enum": ["dhcp", "agent", "arp"]}})},
+        "console": _object({"vnc": {"type": ["string", "null"],
+                                    "description": "host:port while the VM runs"}}),
+        "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "created_at": TIME, "updated_at": TIME,
+    }),
+    "Event": _object({
+        "task_id": UUID, "action": {"type": "string", "enum": list(TASK_ACTIONS)},
+        "request_id": {"type": ["string", "null"]},
+        "result": {"type": "string", "enum": list(TASK_STATUSES)},
+        "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+    }),
+    "EventList": _object({"events": {"type": "array", "items": _ref("Event")}}),
+    "VmStats": _object({
+        "vm_id": UUID, "window_s": {"type": "number"},
+        "cpu": _object({"time_ns": COUNTER, "percent": {"type": "number"}, "vcpus": COUNTER}),
+        "memory": _object({"current_mib": NULLABLE_MIB, "available_mib": NULLABLE_MIB,
+                           "unused_mib": NULLABLE_MIB, "rss_mib": NULLABLE_MIB}),
+        "disks": {"type": "array", "items": _object({
+            "name": {"type": "string"}, "read_bytes": COUNTER, "write_bytes": COUNTER,
+            "read_ops": COUNTER, "write_ops": COUNTER})},
+        "nics": {"type": "array", "items": _object({
+            "name": {"type": "string"}, "rx_bytes": COUNTER, "tx_bytes": COUNTER,
+            "rx_packets": COUNTER, "tx_packets": COUNTER})},
+    }),
+    "Orphans": _object({
+        "domains": {"type": "array", "items": _object({"uuid": {"type": "string"},
+                                                      "name": {"type": "string"}})},
+        "folders": {"type": "array", "items": {"type": "string"}},
+    }),
+    "VmList": _object({"vms": {"type": "array", "items": _ref("Vm")},
+                       "next_marker": UUID}, required=["vms"]),
+    "ImageList": _object({"images": {"type": "array", "items": _ref("Image")}}),
+    "OpenApiDocument": {"type": "object", "description": "This document."},
+    "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
+                       "db": {"type": "string"}, "libvirt": {"type": "string"}}),
+}
+
+

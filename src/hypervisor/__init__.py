@@ -1,0 +1,1 @@
+"""The hypervisor layer: the only code that imports libvirt or runs qemu-img."""

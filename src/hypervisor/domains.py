@@ -1,0 +1,175 @@
+"""Domain operations on one libvirt host: define, power, state, XML, addresses, statistics."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import libvirt  # type: ignore[import-untyped]
+
+from src.hypervisor.connection import Connection, is_missing
+
+POWER_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting_down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+MISSING = "missing"
+# The test driver refuses NVRAM/checkpoint flags; our domains have neither.
+_UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+_NOT_OURS = {libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN}
+FAMILIES = {libvirt.VIR_IP_ADDR_TYPE_IPV4: "ipv4", libvirt.VIR_IP_ADDR_TYPE_IPV6: "ipv6"}
+_ADDRESS_SOURCES = {"agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+                    "arp": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP}
+_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+          | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_BLOCK
+          | libvirt.VIR_DOMAIN_STATS_INTERFACE)
+
+# (address, family) pairs keyed by MAC.
+Addresses = dict[str, list[tuple[str, str]]]
+
+
+def _destroy_if_running(domain: libvirt.virDomain) -> None:
+    try:
+        domain.destroy()
+    except libvirt.libvirtError as exc:
+        # Already off (or it powered itself off just now): nothing to do.
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+
+
+def _addresses(interfaces: dict[str, Any]) -> Addresses:
+    found: Addresses = {}
+    for interface in interfaces.values():
+        mac = (interface.get("hwaddr") or "").lower()
+        for address in interface.get("addrs") or []:
+            found.setdefault(mac, []).append(
+                (address["addr"], FAMILIES.get(address["type"], "unknown")))
+    return found
+
+
+class Domains:
+    """What the platform asks of libvirt about its domains. Raises: HypervisorError (and its
+    DomainNotFound / HypervisorUnavailable) from every call."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def define(self, xml: str) -> None:
+        """Define a persistent domain, validated against libvirt's schema."""
+        self.connection.call(lambda c: c.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE))
+
+    def start(self, uuid: str) -> None:
+        self.connection.on_domain(uuid, lambda d: d.create())
+
+    def shutdown(self, uuid: str) -> None:
+        """Ask the guest to power off (ACPI power button, or the guest agent when it runs)."""
+        self.connection.on_domain(uuid, lambda d: d.shutdown())
+
+    def reboot(self, uuid: str) -> None:
+        """Ask the guest to reboot (ACPI, or the guest agent when it runs)."""
+        self.connection.on_domain(uuid, lambda d: d.reboot(0))
+
+    def reset(self, uuid: str) -> None:
+        """Hard reset, like the reset button."""
+        self.connection.on_domain(uuid, lambda d: d.reset(0))
+
+    def suspend(self, uuid: str) -> None:
+        self.connection.on_domain(uuid, lambda d: d.suspend())
+
+    def resume(self, uuid: str) -> None:
+        self.connection.on_domain(uuid, lambda d: d.resume())
+
+    def set_autostart(self, uuid: str, enabled: bool) -> None:
+        """Start the domain with libvirtd (host boot) or not."""
+        self.connection.on_domain(uuid, lambda d: d.setAutostart(int(enabled)))
+
+    def autostart(self, uuid: str) -> bool:
+        return self.connection.on_domain(uuid, lambda d: bool(d.autostart()))
+
+    def force_off(self, uuid: str) -> None:
+        """Hard power-off if running; a missing or stopped domain is fine."""
+        self.connection.on_domain(uuid, _destroy_if_running, missing=None)
+
+    def undefine(self, uuid: str) -> None:
+        """Remove the definition; a missing domain is fine."""
+        self.connection.on_domain(uuid, lambda d: d.undefineFlags(_UNDEFINE_FLAGS), missing=None)
+
+    def name_taken(self, name: str) -> bool:
+        def look(conn: libvirt.virConnect) -> bool:
+            try:
+                conn.lookupByName(name)
+            except libvirt.libvirtError as exc:
+                if is_missing(exc):
+                    return False
+                raise
+            return True
+        return self.connection.call(look)
+
+    def power_state(self, uuid: str) -> str:
+        """One domain's live state, or 'missing'."""
+        return self.connection.on_domain(
+            uuid, lambda d: POWER_STATES.get(d.state()[0], "unknown"), missing=MISSING)
+
+    def power_states(self) -> dict[str, str]:
+        """Live state of every domain by UUID, in one libvirt call."""
+        stats = self.connection.call(
+            lambda c: c.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE))
+        return {domain.UUIDString(): POWER_STATES.get(values.get("state.state", -1), "unknown")
+                for domain, values in stats}
+
+    def domain_xml(self, uuid: str) -> str:
+        """The live (or inactive) XML libvirt holds for the domain. Raises: DomainNotFound."""
+        xml: str = self.connection.on_domain(uuid, lambda d: d.XMLDesc(0))
+        return xml
+
+    def vnc_port(self, uuid: str) -> int | None:
+        """The VNC port QEMU was given (autoport), or None when it has none."""
+        graphics = ET.fromstring(self.domain_xml(uuid)).find("./devices/graphics[@type='vnc']")
+        port = int(graphics.get("port", "-1")) if graphics is not None else -1
+        return port if port > 0 else None
+
+    def tagged(self, namespace: str, tag: str, value: str) -> list[tuple[str, str]]:
+        """(uuid, name) of every domain whose metadata in namespace has <tag>value</tag>."""
+        def scan(conn: libvirt.virConnect) -> list[tuple[str, str]]:
+            found = []
+            domains = conn.listAllDomains()
+            self.connection.calls += len(domains)
+            for domain in domains:
+                try:
+                    metadata = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() in _NOT_OURS:
+                        continue  # no metadata of ours, or gone meanwhile: not our domain
+                    raise
+                element = ET.fromstring(metadata).find(tag)
+                if element is not None and element.text == value:
+                    found.append((domain.UUIDString(), domain.name()))
+            return found
+        return self.connection.call(scan)
+
+    def interface_addresses(self, uuid: str, source: str) -> Addresses:
+        """Addresses the guest agent or the host's ARP table knows; {} when that source has none.
+
+        Raises: DomainNotFound.
+        """
+        def ask(domain: libvirt.virDomain) -> Addresses:
+            try:
+                return _addresses(domain.interfaceAddresses(_ADDRESS_SOURCES[source]))
+            except libvirt.libvirtError as exc:
+                if is_missing(exc):
+                    raise
+                return {}  # no agent in the guest, unsupported source, or nothing learned yet
+        return self.connection.on_domain(uuid, ask)
+
+    def stats(self, uuid: str) -> dict[str, Any]:
+        """Raw bulk statistics of one domain (cpu.time, balloon.*, block.N.*, net.N.*)."""
+        def sample(domain: libvirt.virDomain) -> dict[str, Any]:
+            records = domain.connect().domainListGetStats([domain], _STATS)
+            return dict(records[0][1]) if records else {}
+        return self.connection.on_domain(uuid, sample)

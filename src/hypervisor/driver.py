@@ -1,0 +1,37 @@
+"""Hypervisor: everything the services ask of one libvirt host, over one connection."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from src.hypervisor.connection import Connection, LifecycleListener
+from src.hypervisor.domains import Domains
+from src.hypervisor.host import HostFacts
+
+
+class Hypervisor(Domains):
+    """Domain operations (inherited), host facts (`host`) and the connection's life."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(Connection(uri))
+        self.uri = uri
+        self.host = HostFacts(self.connection)
+
+    @property
+    def calls(self) -> int:
+        """libvirt API calls made so far (benchmarks and tests count them)."""
+        return self.connection.calls
+
+    @property
+    def connected(self) -> bool:
+        return self.connection.connected
+
+    def ping(self) -> None:
+        """Raises: HypervisorError when libvirt does not answer."""
+        self.connection.call(lambda c: c.getLibVersion())
+
+    def watch(self, listener: LifecycleListener, on_connect: Callable[[], None]) -> None:
+        """See Connection.watch."""
+        self.connection.watch(listener, on_connect)
+
+    def close(self) -> None:
+        self.connection.close()

@@ -1,0 +1,51 @@
+"""Every decision about who may do what: route roles, and which project's things a caller sees.
+
+Admins act in every project; members only in their own, and another project's VMs, tasks and
+quotas do not exist for them (404, never 403, so existence is not revealed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from src import errors
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id, project and role."""
+
+    token_id: str
+    project: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def authorize(caller: Principal | None, access: str) -> None:
+    """Whether caller may call a route of this access level (public, member or admin).
+
+    Raises: Unauthorized (no valid token), Forbidden (the route needs an admin).
+    """
+    if access == "public":
+        return
+    if caller is None:
+        raise errors.Unauthorized()
+    if access == "admin" and not caller.is_admin:
+        raise errors.Forbidden()
+
+
+def scope(caller: Principal) -> str | None:
+    """The one project whose things caller sees; None means every project."""
+    return None if caller.is_admin else caller.project
+
+
+def sees_project(caller: Principal, project: str | None) -> bool:
+    return caller.is_admin or project == caller.project
+
+
+def check_project(caller: Principal, project: str) -> None:
+    """Raises: ProjectNotFound when caller may not see project (it is not there for them)."""
+    if not sees_project(caller, project):
+        raise errors.ProjectNotFound(project=project)

@@ -1,0 +1,45 @@
+"""What operators read about the platform: health of its parts, and counts for /metrics."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from src.database import gpus as gpu_dao
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.hypervisor.driver import Hypervisor
+
+
+@dataclass(frozen=True)
+class Counts:
+    vms: dict[str, int]  # by status
+    tasks: dict[tuple[str, str], int]  # by (action, status)
+    gpus: dict[str, int]  # by status
+    libvirt_up: bool
+
+
+def _probe(check: Callable[[], object]) -> str:
+    try:
+        check()
+    except Exception as exc:  # noqa: BLE001 - health reports any failure, never raises
+        return f"error: {exc}"
+    return "ok"
+
+
+class Telemetry:
+    def __init__(self, db: Database, hypervisor: Hypervisor) -> None:
+        self._db = db
+        self._hypervisor = hypervisor
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """(all healthy, 'ok' or the error of each part)."""
+        parts = {"db": _probe(self._db.ping), "libvirt": _probe(self._hypervisor.ping)}
+        return all(value == "ok" for value in parts.values()), parts
+
+    def counts(self) -> Counts:
+        with self._db.read() as conn:
+            return Counts(vms=vm_dao.count_by_status(conn),
+                          tasks=task_dao.count_by_action_and_status(conn),
+                          gpus=gpu_dao.count_by_status(conn),
+                          libvirt_up=self._hypervisor.connected)

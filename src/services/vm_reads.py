@@ -1,0 +1,142 @@
+"""Reading VMs: show, list, events, console, stats and their tasks, merged with live host state."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from src import errors
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.hypervisor.domains import MISSING
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import DomainNotFound
+from src.services import access, lifecycle
+from src.services.access import Principal
+from src.services.addresses import AddressBook
+from src.services.stats import summarize
+from src.services.tasks import TaskRunner
+
+STATS_WINDOW_S = 0.5
+CONSOLE_READ_LIMIT = 1024 * 1024  # tail reads at most the last MiB of the log
+MAX_WAIT_S = 60
+ConsoleLogs = Callable[[str], Path]  # where a VM's serial console log lies
+
+
+@dataclass(frozen=True)
+class VmView:
+    """A VM as the API shows it: its row, live power state and unfinished task."""
+
+    row: vm_dao.VmRow
+    power_state: str
+    task: task_dao.TaskRow | None
+    actions: list[str]
+
+
+def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) -> VmView:
+    actions = lifecycle.allowed_actions(row.status, busy=task is not None,
+                                        domain_exists=power_state != MISSING)
+    return VmView(row=row, power_state=power_state, task=task, actions=actions)
+
+
+def row_and_task(db: Database, id_or_name: str, project: str | None = None
+                 ) -> tuple[vm_dao.VmRow, task_dao.TaskRow | None]:
+    """Raises: VmNotFound, also for another project's VM (its existence is not revealed)."""
+    with db.read() as conn:
+        row = vm_dao.get(conn, id_or_name, project)
+        task = task_dao.active_for_vm(conn, row.id) if row else None
+    if row is None:
+        raise errors.VmNotFound(vm=id_or_name)
+    return row, task
+
+
+class VmReader:
+    def __init__(self, db: Database, hypervisor: Hypervisor, addresses: AddressBook,
+                 runner: TaskRunner, console_log: ConsoleLogs) -> None:
+        self._db = db
+        self._hypervisor = hypervisor
+        self._addresses = addresses
+        self._runner = runner
+        self._console_log = console_log
+
+    def get(self, id_or_name: str, caller: Principal) -> VmView:
+        """The VM with its live power state; learns its addresses if it has none yet.
+
+        Raises: VmNotFound.
+        """
+        row, task = row_and_task(self._db, id_or_name, access.scope(caller))
+        power_state = self._hypervisor.power_state(row.id)
+        learnable = power_state == "running" and not row.ip_addresses and row.mac
+        if learnable and self._addresses.learn_one(row.id, row.mac or ""):
+            row = row_and_task(self._db, row.id)[0]
+        return view(row, power_state, task)
+
+    def page(self, caller: Principal, *, status: str | None = None, name: str | None = None,
+             limit: int = 1000, marker: str | None = None) -> list[VmView]:
+        """A page of VMs with live state from one bulk libvirt call. Raises: MarkerNotFound."""
+        project = access.scope(caller)
+        with self._db.read() as conn:
+            after = vm_dao.get(conn, marker, project) if marker is not None else None
+            if marker is not None and (after is None or after.id != marker):
+                raise errors.MarkerNotFound(marker=marker)
+            rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit,
+                                    project=project)
+            active = task_dao.active_by_vm(conn) if rows else {}
+        states = self._hypervisor.power_states() if rows else {}
+        return [view(row, states.get(row.id, MISSING), active.get(row.id)) for row in rows]
+
+    def events(self, id_or_name: str, limit: int, caller: Principal) -> list[task_dao.TaskRow]:
+        """Every action recorded for the VM, newest first. Raises: VmNotFound."""
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, id_or_name, access.scope(caller))
+            if row is None:
+                raise errors.VmNotFound(vm=id_or_name)
+            return task_dao.list_for_vm(conn, row.id, limit)
+
+    def stats(self, id_or_name: str, caller: Principal) -> dict[str, object]:
+        """CPU, memory, disk and NIC counters sampled over STATS_WINDOW_S.
+
+        Raises: VmNotFound, VmNotRunning.
+        """
+        row, _ = row_and_task(self._db, id_or_name, access.scope(caller))
+        try:
+            first = self._hypervisor.stats(row.id)
+            started = time.monotonic()
+            time.sleep(STATS_WINDOW_S)
+            second = self._hypervisor.stats(row.id)
+            window = time.monotonic() - started
+        except DomainNotFound:
+            raise errors.VmNotRunning(vm=id_or_name) from None
+        if second.get("state.state") not in (1, 2, 3):  # running, blocked, paused
+            raise errors.VmNotRunning(vm=id_or_name)
+        return {"vm_id": row.id, **summarize(first, second, window, row.cpu)}
+
+    def console(self, id_or_name: str, lines: int, caller: Principal) -> str:
+        """The last lines of the VM's serial console log ('' before the guest wrote any).
+
+        Raises: VmNotFound.
+        """
+        row, _ = row_and_task(self._db, id_or_name, access.scope(caller))
+        try:
+            with self._console_log(row.id).open("rb") as log_file:
+                size = log_file.seek(0, 2)
+                log_file.seek(max(0, size - CONSOLE_READ_LIMIT))
+                data = log_file.read()
+        except FileNotFoundError:
+            return ""
+        text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+        return "".join(text.splitlines(keepends=True)[-lines:])
+
+    def task(self, task_id: str, caller: Principal, wait_s: int = 0) -> task_dao.TaskRow:
+        """The task, once finished or after wait_s (at most MAX_WAIT_S). Raises: TaskNotFound,
+        also for another project's task."""
+        with self._db.read() as conn:
+            row = task_dao.get(conn, task_id)
+        if row is None or not access.sees_project(caller, row.project):
+            raise errors.TaskNotFound(task=task_id)
+        if wait_s:
+            row = self._runner.wait(task_id, min(wait_s, MAX_WAIT_S)) or row
+        return row
+

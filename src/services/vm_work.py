@@ -1,0 +1,129 @@
+"""The work of VM tasks, run off the request thread: build, power actions, delete, and the
+clean-up of tasks a restart cut short."""
+from __future__ import annotations
+
+import logging
+
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.hypervisor.domains import MISSING
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
+from src.services import lifecycle
+from src.services.power import PowerControl, PowerOptions
+from src.services.provisioning import BuildPlan, Provisioner
+from src.services.tasks import TaskFailed
+from src.utils.clock import utc_now
+
+log = logging.getLogger(__name__)
+
+CLEANUP_FAILED = ("Its domain could not be removed, so it keeps its resources; "
+                  "delete the VM to finish the clean-up.")
+INTERRUPTED = ("interrupted", "The server stopped before this task finished.")
+
+
+class VmWork:
+    def __init__(self, db: Database, hypervisor: Hypervisor, provisioner: Provisioner) -> None:
+        self._db = db
+        self._hypervisor = hypervisor
+        self._provisioner = provisioner
+        self._power = PowerControl(hypervisor)
+
+    def build(self, plan: BuildPlan) -> None:
+        """Make and start the VM; on failure leave it in error, its resources freed only when
+        nothing of it is left on the host. Raises: TaskFailed."""
+        vm_id = plan.row.id
+
+        def mark_running(vnc_port: int | None) -> None:
+            with self._db.write() as conn:
+                now = utc_now()
+                vm_dao.set_vnc_port(conn, vm_id, vnc_port, now)
+                if not vm_dao.set_status(conn, vm_id, "running", now, only_from="building"):
+                    # The reconciler failed this build (task_timeout) meanwhile: undo it all.
+                    raise TaskFailed("task_timeout", "The build outlived its deadline.")
+
+        try:
+            self._provisioner.build(plan, mark_running)
+        except Exception as exc:
+            failure = exc if isinstance(exc, TaskFailed) else TaskFailed(
+                "build_failed", f"The build failed unexpectedly: {exc}")
+            gone = self._gone_from_host(vm_id)  # the undo steps are best-effort
+            with self._db.write() as conn:
+                vm_dao.set_status(conn, vm_id, "error", utc_now(), (
+                    failure.code, failure.message if gone else
+                    f"{failure.message} {CLEANUP_FAILED}"), only_from="building")
+                if gone:  # only what is off the host may go to the next VM
+                    vm_dao.release_resources(conn, vm_id)
+            if isinstance(exc, TaskFailed):
+                raise
+            log.exception("build of %s crashed", vm_id)
+            raise failure from exc
+
+    def power(self, vm_id: str, action: str, options: PowerOptions) -> None:
+        """Raises: TaskFailed."""
+        self._power.run(vm_id, action, options)
+        status = lifecycle.RESULT[action]
+        running = status != "stopped"
+        vnc_port = self._provisioner.vnc_port(vm_id) if running else None
+        with self._db.write() as conn:
+            now = utc_now()
+            vm_dao.set_status(conn, vm_id, status, now)
+            vm_dao.set_vnc_port(conn, vm_id, vnc_port, now)
+            if not running:
+                vm_dao.set_addresses(conn, vm_id, [], now)
+
+    def delete(self, vm_id: str) -> None:
+        """Remove the VM from the host, then its row. Raises: TaskFailed (the VM is then error)."""
+        try:
+            self._provisioner.tear_down(vm_id)
+        except TaskFailed as exc:
+            with self._db.write() as conn:
+                vm_dao.set_status(conn, vm_id, "error", utc_now(), (exc.code, exc.message))
+            raise
+        with self._db.write() as conn:
+            vm_dao.delete(conn, vm_id)
+
+    def recover_interrupted(self) -> int:
+        """End the tasks a restart cut short; return how many.
+
+        A half-made VM is torn down and kept in error (interrupted) for the user to see; a
+        half-done delete is finished; a power action just fails, and the reconciler's first
+        sweep sets the status from the host.
+        """
+        with self._db.read() as conn:
+            interrupted = task_dao.list_active(conn)
+        for task in interrupted:
+            error: tuple[str, str] | None = INTERRUPTED
+            if task.action == "create":
+                cleaned = self._tear_down_quietly(task.vm_id)
+                with self._db.write() as conn:
+                    vm_dao.set_status(conn, task.vm_id, "error", utc_now(), INTERRUPTED if cleaned
+                                      else ("cleanup_failed", CLEANUP_FAILED))
+                    if cleaned:  # a domain that may still run keeps its GPUs and CPUs
+                        vm_dao.release_resources(conn, task.vm_id)
+            elif task.action == "delete":
+                try:
+                    self.delete(task.vm_id)
+                    error = None
+                except TaskFailed as exc:
+                    error = (exc.code, exc.message)
+            with self._db.write() as conn:
+                task_dao.finish(conn, task.id, utc_now(), error)
+        return len(interrupted)
+
+    def _tear_down_quietly(self, vm_id: str) -> bool:
+        """Whether nothing of the VM is left on the host."""
+        try:
+            self._provisioner.tear_down(vm_id)
+        except TaskFailed as exc:
+            log.error("cleanup of interrupted build %s failed: %s", vm_id, exc)
+            return False
+        return True
+
+    def _gone_from_host(self, vm_id: str) -> bool:
+        """Whether the VM has no domain; an unreachable host counts as 'maybe still there'."""
+        try:
+            return self._hypervisor.power_state(vm_id) == MISSING
+        except HypervisorError:
+            return False

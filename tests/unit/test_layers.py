@@ -1,0 +1,33 @@
+"""The layer contracts in .importlinter hold, and a wrong import makes `make lint` fail."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(LINT_IMPORTS), "--config", str(root / ".importlinter"),
+                           "--no-cache"], cwd=root, capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_tree_keeps_every_contract() -> None:
+    result = _lint(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_api_module_importing_the_database_breaks_the_build(tmp_path: Path) -> None:
+    for package in ("src", "scripts", "tests"):
+        shutil.copytree(REPO / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.qcow2"))
+    shutil.copy(REPO / ".importlinter", tmp_path)
+    handlers = tmp_path / "src" / "api" / "handlers.py"
+    handlers.write_text(handlers.read_text() + "\nfrom src.database import vms  # noqa\n")
+    result = _lint(tmp_path)
+    assert result.returncode == 1
+    assert "src.api.handlers -> src.database.vms" in result.stdout
