@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import libvirt  # type: ignore[import-untyped]
 
-from scripts.benchmarks import create, disk, listing, servers, throughput
+from scripts.benchmarks import create, disk, listing, servers, task_history, throughput
 from scripts.benchmarks.common import Section
 from scripts.harness.host import (
     HostUnavailable,
@@ -36,7 +36,7 @@ from scripts.harness.host import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("create", "disk", "throughput", "listing", "servers")
+SECTIONS = ("create", "disk", "throughput", "listing", "history", "servers")
 
 
 def _first_line(command: list[str]) -> str:
@@ -84,12 +84,23 @@ def describe_machine(conn: libvirt.virConnect) -> str:
 
 
 def write_report(path: Path, machine: str, sections: list[Section], seconds: float,
-                 quick: bool) -> None:
+                 quick: bool, partial: bool) -> None:
+    """Write the report; a partial run (--only) replaces just its sections in the file."""
+    kept: dict[str, str] = {}
+    if partial and path.exists():
+        for chunk in path.read_text().split("\n## ")[1:]:
+            kept["## " + chunk.split("\n", 1)[0]] = "## " + chunk.rstrip() + "\n"
+    for section in sections:
+        kept[f"## {section.title}"] = section.markdown()
     intro = ("# Benchmarks\n\nWritten by `make bench` (`scripts/bench.py`"
              f"{' --quick' if quick else ''}) in {seconds:.0f} s. Each comparison is measured "
              "side by side in one run on this shared, noisy machine, so ratios mean more than "
              "absolute times. Guests run under TCG here (`IAAS_DOMAIN_TYPE=qemu`).\n")
-    body = "\n".join(section.markdown() for section in sections)
+    if partial:
+        intro += ("\nThis file was last updated by a partial run (`--only`) that re-measured: "
+                  + ", ".join(section.title for section in sections) + ". The machine table "
+                  "below is that run's.\n")
+    body = "\n".join(kept.values())
     path.write_text(f"{intro}\n{machine}\n\n{body}")
 
 
@@ -135,11 +146,18 @@ def main(argv: list[str] | None = None) -> int:
             print("bench: listing", flush=True)
             sections.append(listing.run(Path(tmp) / "list", (10, 100) if quick else
                                         (10, 100, 1000, 5000), 20 if quick else 200))
+    if "history" in wanted:
+        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
+            print("bench: history", flush=True)
+            sections.append(task_history.run(Path(tmp) / "history", 100 if quick else 1000,
+                                             10_000 if quick else 1_000_000,
+                                             20 if quick else 200))
     if "servers" in wanted:
         with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
             print("bench: servers", flush=True)
             sections += servers.run(Path(tmp), 200 if quick else 2000, 500 if quick else 2000)
-    write_report(args.output, machine, sections, time.monotonic() - started, quick)
+    write_report(args.output, machine, sections, time.monotonic() - started, quick,
+                 partial=bool(args.only))
     print(args.output.read_text())
     return 0
 

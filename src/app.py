@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from src.api.handlers import Handlers
@@ -31,6 +31,7 @@ from src.services.placement import Placement
 from src.services.provisioning import Provisioner
 from src.services.quotas import QuotaService
 from src.services.reconcile import Reconciler
+from src.services.retention import Retention
 from src.services.tasks import TaskRunner
 from src.services.telemetry import Telemetry
 from src.services.vm_reads import VmReader
@@ -80,12 +81,14 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     provisioner = Provisioner(config, hypervisor, qemu_img, installation_id)
     addresses = AddressBook(db, hypervisor, config.network)
     placement = Placement(db, hypervisor, config.cpu_allocation_ratio,
-                          config.ram_allocation_ratio)
+                          config.ram_allocation_ratio,
+                          lambda: int(provisioner.storage_gb() * config.disk_allocation_ratio))
     work = VmWork(db, hypervisor, provisioner)
     compute = ComputeService(db, hypervisor, images, work, runner, placement,
                              Timeouts(task_s=config.task_timeout_s))
+    retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hypervisor, addresses, runner, config.reconcile_interval_s,
-                            config.lifecycle_events)
+                            config.lifecycle_events, housekeeping=retention.purge)
     recovered = work.recover_interrupted()
     if recovered:
         log.warning("ended %d task(s) a restart interrupted", recovered)
@@ -105,7 +108,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         quotas=QuotaService(db), audit=AuditTrail(db),
         orphans=OrphanFinder(db, hypervisor, config.instances_dir, installation_id),
         telemetry=telemetry, metrics_registry=metrics, document=DOCUMENT)
-    pipeline = Pipeline(Router(ROUTES), handlers, tokens, IdempotencyStore(db), AuditTrail(db),
+    routes = [replace(route, access="public") if route.operation_id == "metrics"
+              and config.metrics_public else route for route in ROUTES]
+    pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(db), AuditTrail(db),
                         metrics)
     return App(config=config, db=db, hypervisor=hypervisor, installation_id=installation_id,
                tokens=tokens, runner=runner, reconciler=reconciler, pipeline=pipeline)

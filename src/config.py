@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.vocabulary import QUOTA_RESOURCES
+
 DEFAULT_ENV_FILE = Path(__file__).resolve().parent.parent / "configs" / "iaas.env"
 
 # Domain types libvirt knows (virDomainVirtType); anything else is a typo we refuse at start-up.
@@ -41,7 +43,13 @@ class Config:
     admin_token_file: Path = Path("iaas-admin-token")
     prod_threads: int = 16
     # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
-    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0)
+    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500)
+    disk_allocation_ratio: float = 1.0
+    audit_retention_days: int = 90
+    task_retention_days: int = 30
+    metrics_public: bool = False
+    project_max_tasks: int = 8
+    task_queue_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -59,9 +67,18 @@ class Config:
         if not 1 <= self.task_timeout_s <= 86400:
             raise ConfigError("IAAS_TASK_TIMEOUT must be between 1 and 86400 seconds")
         for name, ratio in (("IAAS_CPU_ALLOCATION_RATIO", self.cpu_allocation_ratio),
-                            ("IAAS_RAM_ALLOCATION_RATIO", self.ram_allocation_ratio)):
+                            ("IAAS_RAM_ALLOCATION_RATIO", self.ram_allocation_ratio),
+                            ("IAAS_DISK_ALLOCATION_RATIO", self.disk_allocation_ratio)):
             if not 0.1 <= ratio <= 64:
                 raise ConfigError(f"{name} must be between 0.1 and 64")
+        for name, days in (("IAAS_AUDIT_RETENTION_DAYS", self.audit_retention_days),
+                           ("IAAS_TASK_RETENTION_DAYS", self.task_retention_days)):
+            if not 1 <= days <= 36500:
+                raise ConfigError(f"{name} must be between 1 and 36500 days")
+        if not 1 <= self.project_max_tasks <= 1024:
+            raise ConfigError("IAAS_PROJECT_MAX_TASKS must be between 1 and 1024")
+        if not 1 <= self.task_queue_timeout_s <= 86400:
+            raise ConfigError("IAAS_TASK_QUEUE_TIMEOUT must be between 1 and 86400 seconds")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -138,10 +155,24 @@ SETTINGS: tuple[Setting, ...] = (
             "Where `make db-init` files the first admin token (mode 0600).", _path),
     Setting("IAAS_PROD_THREADS", "prod_threads", "16", "Worker threads of `make serve-prod`.",
             int),
+    Setting("IAAS_DISK_ALLOCATION_RATIO", "disk_allocation_ratio", "1.0",
+            "Guest disk (`disk_gb` of every VM) per byte of the instances filesystem.", float),
+    Setting("IAAS_AUDIT_RETENTION_DAYS", "audit_retention_days", "90",
+            "Audit rows older than this are purged by the sweep.", int),
+    Setting("IAAS_TASK_RETENTION_DAYS", "task_retention_days", "30",
+            "Finished tasks of deleted VMs older than this are purged by the sweep.", int),
+    Setting("IAAS_METRICS_PUBLIC", "metrics_public", "off",
+            "Serve `/metrics` without a token (`on`); otherwise it needs an admin token.",
+            _switch),
+    Setting("IAAS_PROJECT_MAX_TASKS", "project_max_tasks", "8",
+            "Tasks of one project that run at once; the rest wait their project's turn.", int),
+    Setting("IAAS_TASK_QUEUE_TIMEOUT", "task_queue_timeout_s", "600",
+            "Seconds a task may wait in the queue before it fails with `task_expired`.", float),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(
-          (("instances", "10"), ("vcpus", "20"), ("ram", "51200"), ("gpus", "0")))),
+          (("instances", "10"), ("vcpus", "20"), ("ram", "51200"), ("gpus", "0"),
+           ("disk_gb", "500")))),
 )
 
 
@@ -162,7 +193,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         if setting.index is None:
             values[setting.field] = value
         else:
-            values.setdefault(setting.field, [None] * 4)[setting.index] = value
+            values.setdefault(setting.field, [None] * len(QUOTA_RESOURCES))[setting.index] = value
     values["default_quota"] = tuple(values["default_quota"])
     if values["instances_dir"] is None:
         values["instances_dir"] = values["images_dir"] / "iaas-instances"

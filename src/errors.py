@@ -63,6 +63,8 @@ NameConflict = _error("NameConflict", 409, "name_conflict", "A {kind} named {nam
 ImageInUse = _error("ImageInUse", 409, "image_in_use", "Image {image!r} is used by {vm_count} VM(s).")
 ImageFileMissing = _error("ImageFileMissing", 409, "image_file_missing",
                           "The file {file!r} of image {image!r} is missing from the images directory.")
+ImageInvalid = _error("ImageInvalid", 409, "image_invalid",
+                      "Image {image!r} is no longer usable: {reason}.")
 BodyTooLarge = _error("BodyTooLarge", 413, "body_too_large", "Request body exceeds {limit} bytes.")
 UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported_media_type",
                               "Content-Type must be application/json, not {content_type!r}.")

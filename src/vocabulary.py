@@ -12,12 +12,12 @@ TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
 ACTION_OPTIONS = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
-QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus")
+QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb")
 ROLES = ("admin", "member")
 IMAGE_FORMATS = ("qcow2", "raw")
 # Who may call a route: anyone, any valid token, or an admin token.
 ACCESS_LEVELS = ("public", "member", "admin")
 # The resource a placement shortfall names; when several tie, the scarcest kind comes first.
-CAPACITY_RESOURCES = ("gpu", "pcpu", "vcpu", "ram")
+CAPACITY_RESOURCES = ("gpu", "pcpu", "vcpu", "ram", "disk")
 GPU_STATUSES = ("free", "allocated", "unavailable")
 GPU_UNAVAILABLE_REASONS = ("iommu_group_shared", "no_iommu_group", "not_present")

@@ -7,6 +7,7 @@ from typing import Any
 
 from src import errors
 from src.api.http import Request, Response
+from src.services import access
 
 log = logging.getLogger("iaas.api")
 RETRY_AFTER_S = "5"
@@ -28,16 +29,18 @@ def _api_error(exc: Any) -> Response:
     return Response(exc.status, error_body(exc))
 
 
-def _host_failure(exc: Any) -> Response:
-    return Response(503, error_body(errors.HypervisorUnavailable(reason=str(exc))),
-                    [("Retry-After", RETRY_AFTER_S)])
+def _host_failure(exc: Any, reveal: bool) -> Response:
+    error = (errors.HypervisorUnavailable(reason=str(exc)) if reveal else
+             errors.HypervisorUnavailable("The hypervisor did not answer; retry shortly."))
+    return Response(503, error_body(error), [("Retry-After", RETRY_AFTER_S)])
 
 
-# First match wins, so subclasses come before their bases.
-ANSWERS: tuple[tuple[type[Exception], Callable[[Any], Response]], ...] = (
-    (errors.Unauthorized, _unauthorized),
-    (errors.MethodNotAllowed, _not_allowed),
-    (errors.ApiError, _api_error),
+# First match wins, so subclasses come before their bases. Each answer gets the exception and
+# whether the caller may read host detail (admins; the log always has it, by request id).
+ANSWERS: tuple[tuple[type[Exception], Callable[[Any, bool], Response]], ...] = (
+    (errors.Unauthorized, lambda exc, _reveal: _unauthorized(exc)),
+    (errors.MethodNotAllowed, lambda exc, _reveal: _not_allowed(exc)),
+    (errors.ApiError, lambda exc, _reveal: _api_error(exc)),
     (errors.HostFailure, _host_failure),
 )
 
@@ -47,8 +50,9 @@ def answer(request: Request, exc: Exception) -> Response:
     for kind, respond in ANSWERS:
         if isinstance(exc, kind):
             if kind is errors.HostFailure:
-                log.error("libvirt failed on %s %s: %s", request.method, request.path, exc)
-            return respond(exc)
+                log.error("libvirt failed on %s %s (%s): %s", request.method, request.path,
+                          request.request_id, exc)
+            return respond(exc, access.sees_internals(request.principal))
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return Response(500, error_body(errors.ApiError()))
 

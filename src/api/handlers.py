@@ -8,6 +8,7 @@ from src.api import views
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
+from src.services import access
 from src.services.audit import AuditTrail
 from src.services.compute import ComputeService, CreateRequest
 from src.services.flavors import FlavorService
@@ -33,8 +34,14 @@ def _page(items: list[Any], limit: int, marker: Any, key: str) -> dict[str, Any]
     return body
 
 
-def _accepted(task: Any, project: str) -> Response:
-    return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")], project=project)
+def _reveal(request: Request) -> bool:
+    """Whether the caller may read host detail in errors (access decides: admins)."""
+    return access.sees_internals(request.principal)
+
+
+def _accepted(request: Request, task: Any) -> Response:
+    return Response(202, views.task(task, _reveal(request)), [("Location", f"/v1/tasks/{task.id}")],
+                    project=task.project)
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,8 @@ class Handlers:
     metrics_registry: Metrics
     document: dict[str, Any]
 
-    def health(self, _request: Request) -> Response:
-        healthy, parts = self.telemetry.health()
+    def health(self, request: Request) -> Response:
+        healthy, parts = self.telemetry.health(request.principal)
         return Response(200 if healthy else 503,
                         {"status": "ok" if healthy else "degraded", **parts})
 
@@ -109,31 +116,31 @@ class Handlers:
         limit = query.get("limit", DEFAULT_VMS)
         page = self.reads.page(request.caller, status=query.get("status"), name=query.get("name"),
                                limit=limit, marker=query.get("marker"))
-        return Response(200, _page([views.vm(view) for view in page], limit,
+        return Response(200, _page([views.vm(view, _reveal(request)) for view in page], limit,
                                    page[-1].row.id if page else None, "vms"))
 
     def create_vm(self, request: Request) -> Response:
         body = validate_body("VmCreate", request.json())
         view = self.compute.create(CreateRequest(**body), request.caller, request.request_id)
-        return Response(202, views.vm(view), [("Location", f"/v1/vms/{view.row.id}")],
+        return Response(202, views.vm(view, _reveal(request)), [("Location", f"/v1/vms/{view.row.id}")],
                         project=view.row.project)
 
     def show_vm(self, request: Request, vm: str) -> Response:
-        return Response(200, views.vm(self.reads.get(vm, request.caller)))
+        return Response(200, views.vm(self.reads.get(vm, request.caller), _reveal(request)))
 
     def delete_vm(self, request: Request, vm: str) -> Response:
         task = self.compute.delete(vm, request.caller, request.request_id)
-        return _accepted(task, task.project)
+        return _accepted(request, task)
 
     def act(self, request: Request, vm: str, action: str) -> Response:
         schema = ACTION_OPTIONS.get(action, "NoOptions")
         options = PowerOptions(**validate_body(schema, request.optional_json()))
         task = self.compute.act(vm, action, options, request.caller, request.request_id)
-        return _accepted(task, task.project)
+        return _accepted(request, task)
 
     def list_vm_events(self, request: Request, vm: str) -> Response:
         rows = self.reads.events(vm, request.params.get("limit", DEFAULT_EVENTS), request.caller)
-        return Response(200, {"events": [views.event(row) for row in rows]})
+        return Response(200, {"events": [views.event(row, _reveal(request)) for row in rows]})
 
     def show_console(self, request: Request, vm: str) -> Response:
         lines = request.params.get("tail", DEFAULT_CONSOLE_LINES)
@@ -145,7 +152,7 @@ class Handlers:
 
     def show_task(self, request: Request, task: str) -> Response:
         row = self.reads.task(task, request.caller, request.params.get("wait", 0))
-        return Response(200, views.task(row))
+        return Response(200, views.task(row, _reveal(request)))
 
     def list_orphans(self, _request: Request) -> Response:
         return Response(200, views.orphans(self.orphans.find()))

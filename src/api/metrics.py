@@ -52,12 +52,18 @@ class Metrics:
         self._latency = Histogram("iaas_http_request_duration_seconds",
                                   "Time to answer HTTP requests", ["method", "route", "status"],
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._unauthorized = Counter("iaas_unauthorized_requests",
+                                     "Requests refused for a missing or invalid token",
+                                     ["route"], registry=self.registry)
         self.registry.register(_StateCollector(telemetry))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """route is the route's pattern (/v1/vms/{vm}), so labels stay few."""
         self._requests.labels(method, route, str(status)).inc()
         self._latency.labels(method, route, str(status)).observe(seconds)
+
+    def unauthorized(self, route: str) -> None:
+        self._unauthorized.labels(route).inc()
 
     def exposition(self) -> tuple[str, str]:
         """(text, content type) of every metric."""

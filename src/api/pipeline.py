@@ -60,8 +60,12 @@ class Pipeline:
 
     def _authenticated(self, request: Request) -> Response:
         """Raises: Unauthorized, and whatever the later stages raise."""
-        if request.path.startswith("/v1/") and not self.router.is_public(request.path):
-            request.principal = self._tokens.authenticate(request.header("Authorization"))
+        authorization = request.header("Authorization")
+        if self.router.is_public(request.path):
+            # Optional there: a valid token shows an admin more (health details), nothing less.
+            request.principal = self._tokens.identify(authorization)
+        elif request.path.startswith("/v1/") or request.route != "unmatched":
+            request.principal = self._tokens.authenticate(authorization)
         key = request.header("Idempotency-Key")
         if key is None or request.method != "POST" or request.principal is None:
             return self._dispatch(request)
@@ -94,10 +98,11 @@ class Pipeline:
         return route.call(self._handlers, request, params)
 
     def _record(self, request: Request, response: Response) -> None:
-        """Audit a mutating request; anonymous noise on unknown paths is not kept."""
-        if request.method not in MUTATING_METHODS or (
-                request.principal is None and request.route == "unmatched"):
-            return
+        """Audit a mutating request of a caller with a valid token."""
+        if response.status == 401:
+            self._metrics.unauthorized(request.route)
+        if request.method not in MUTATING_METHODS or request.principal is None:
+            return  # anonymous requests are counted in /metrics, never written
         body = response.body if isinstance(response.body, dict) else {}
         resource = body.get("vm_id") or body.get("id") or body.get("project")
         self._audit.record(request.principal, request.method, request.path, response.status,

@@ -43,8 +43,8 @@ H = Handlers
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", H.health, "health", "public", returns="Health", errors=(503,),
           description="Whether the database and libvirt answer."),
-    Route("GET", "/metrics", H.metrics, "metrics", "public", text=True,
-          description="Prometheus text exposition."),
+    Route("GET", "/metrics", H.metrics, "metrics", "admin", text=True,
+          description="Prometheus text exposition (public when IAAS_METRICS_PUBLIC=on)."),
     Route("GET", "/v1/openapi.json", H.openapi, "openapi", "public", returns="OpenApiDocument"),
     Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList"),
     Route("POST", "/v1/images", H.create_image, "createImage", "admin", 201, "Image", (409,),

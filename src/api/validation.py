@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -20,10 +21,26 @@ def _is_dns_label(value: object) -> bool:
     return not isinstance(value, str) or re.fullmatch(DNS_LABEL.strip("^$"), value) is not None
 
 
+@cache
+def _whole_string(pattern: str) -> re.Pattern[str]:
+    """pattern with ECMA-262's `$` (end of input), which JSON Schema means; Python's `$` also
+    matches before a final newline, so "name\n" would pass `^[a-z]+$`."""
+    return re.compile(re.sub(r"(?<!\\)\$", r"\\Z", pattern))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, _schema: Any) -> Iterator[Any]:
+    if validator.is_type(instance, "string") and not _whole_string(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, validators={"pattern": _pattern})
+
+
 def validator(schema: dict[str, Any]) -> Any:
     """A JSON Schema validator for schema, which may refer to the contract's components."""
-    return Draft202012Validator({**schema, "components": {"schemas": SCHEMAS}},
-                                format_checker=_format_checker)
+    return _Validator({**schema, "components": {"schemas": SCHEMAS}},
+                      format_checker=_format_checker)
 
 
 @cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from src.services.orphans import Orphans
+from src.services.redaction import redact
 from src.services.vm_reads import VmView
 
 if TYPE_CHECKING:  # the rows services return; views only read their fields
@@ -16,19 +17,23 @@ if TYPE_CHECKING:  # the rows services return; views only read their fields
 VNC_HOST = "127.0.0.1"
 
 
-def _error(code: str | None, message: str | None) -> dict[str, str] | None:
-    return {"code": code, "message": message or ""} if code else None
+def _error(code: str | None, message: str | None, reveal: bool) -> dict[str, str] | None:
+    """A task's or VM's error; host detail (paths, URIs) only for those who may read it."""
+    if not code:
+        return None
+    return {"code": code, "message": (message or "") if reveal else redact(message or "")}
 
 
-def task(row: TaskRow) -> dict[str, Any]:
+def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
     return {"id": row.id, "vm_id": row.vm_id, "action": row.action, "status": row.status,
-            "error": _error(row.error_code, row.error_message), "created_at": row.created_at,
+            "error": _error(row.error_code, row.error_message, reveal),
+            "created_at": row.created_at,
             "started_at": row.started_at, "finished_at": row.finished_at}
 
 
-def event(row: TaskRow) -> dict[str, Any]:
+def event(row: TaskRow, reveal: bool) -> dict[str, Any]:
     return {"task_id": row.id, "action": row.action, "request_id": row.request_id,
-            "result": row.status, "error": _error(row.error_code, row.error_message),
+            "result": row.status, "error": _error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at, "started_at": row.started_at,
             "finished_at": row.finished_at}
 
@@ -62,7 +67,7 @@ def image(row: ImageRow) -> dict[str, Any]:
             "created_at": row.created_at}
 
 
-def vm(view: VmView) -> dict[str, Any]:
+def vm(view: VmView, reveal: bool) -> dict[str, Any]:
     row = view.row
     shows_screen = view.power_state in ("running", "paused", "blocked")
     vnc = f"{VNC_HOST}:{row.vnc_port}" if row.vnc_port and shows_screen else None
@@ -71,9 +76,9 @@ def vm(view: VmView) -> dict[str, Any]:
             "project": row.project, "flavor": row.flavor_name, "gpus": row.gpus, "numa_node": row.numa_node,
             "pinned_cpus": row.pinned_cpus,
             "status": row.status, "power_state": view.power_state,
-            "task": task(view.task) if view.task else None, "actions": view.actions,
+            "task": task(view.task, reveal) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
-            "error": _error(row.error_code, row.error_message),
+            "error": _error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 

@@ -43,3 +43,9 @@ def page(conn: sqlite3.Connection, filters: dict[str, object], before: int | Non
     sql += (" WHERE " + " AND ".join(where)) if where else ""
     return [AuditRow(**row) for row in conn.execute(sql + " ORDER BY id DESC LIMIT ?",
                                                      (*params, limit))]
+
+
+def purge_before(conn: sqlite3.Connection, before: str, batch: int) -> int:
+    """Delete up to batch rows recorded before `before`; return how many."""
+    return conn.execute("DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events "
+                        "WHERE at < ? LIMIT ?)", (before, batch)).rowcount

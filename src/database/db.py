@@ -88,5 +88,13 @@ def _migrations() -> list[tuple[int, str]]:
 
 
 def _statements(sql: str) -> list[str]:
-    # executescript() would COMMIT our transaction; split instead (migrations hold no ';' in strings).
-    return [part.strip() for part in sql.split(";") if part.strip()]
+    """The statements of a migration; executescript() would COMMIT our transaction, so split,
+    keeping a trigger's BEGIN ... END body whole."""
+    statements, pending = [], ""
+    for part in sql.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements

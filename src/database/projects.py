@@ -14,14 +14,15 @@ def exists(conn: sqlite3.Connection, name: str) -> bool:
 
 def create(conn: sqlite3.Connection, name: str, limits: Limits, now: str) -> None:
     """Add the project with limits unless it exists (its limits are then left as they are)."""
-    conn.execute("INSERT OR IGNORE INTO projects (name, created_at, quota_instances, quota_vcpus, "
-                 "quota_ram, quota_gpus) VALUES (?, ?, ?, ?, ?, ?)",
+    columns = ", ".join(f"quota_{resource}" for resource in RESOURCES)
+    conn.execute(f"INSERT OR IGNORE INTO projects (name, created_at, {columns}) "
+                 f"VALUES (?, ?{', ?' * len(RESOURCES)})",
                  (name, now, *(limits.get(resource) for resource in RESOURCES)))
 
 
 def limits(conn: sqlite3.Connection, name: str) -> Limits | None:
-    row = conn.execute("SELECT quota_instances, quota_vcpus, quota_ram, quota_gpus FROM projects "
-                       "WHERE name = ?", (name,)).fetchone()
+    columns = ", ".join(f"quota_{resource}" for resource in RESOURCES)
+    row = conn.execute(f"SELECT {columns} FROM projects WHERE name = ?", (name,)).fetchone()
     return dict(zip(RESOURCES, tuple(row), strict=True)) if row else None
 
 
@@ -32,14 +33,15 @@ def set_limits(conn: sqlite3.Connection, name: str, changes: Limits) -> None:
 
 
 def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
-    """Instances are every VM row; vCPUs and RAM only of VMs that still hold them."""
-    instances, vcpus, ram = conn.execute(
+    """Instances are every VM row; vCPUs, RAM and disk only of VMs that still hold them."""
+    instances, vcpus, ram, disk = conn.execute(
         "SELECT count(*), coalesce(sum(CASE WHEN holds_resources = 1 THEN cpu END), 0), "
-        "coalesce(sum(CASE WHEN holds_resources = 1 THEN ram END), 0) FROM vms WHERE project = ?",
-        (name,)).fetchone()
+        "coalesce(sum(CASE WHEN holds_resources = 1 THEN ram END), 0), "
+        "coalesce(sum(CASE WHEN holds_resources = 1 THEN disk_gb END), 0) "
+        "FROM vms WHERE project = ?", (name,)).fetchone()
     gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
                         "WHERE v.project = ?", (name,)).fetchone()[0]
-    return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus}
+    return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk}
 
 
 def names(conn: sqlite3.Connection) -> list[str]:

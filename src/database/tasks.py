@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from src.vocabulary import ACTIVE_TASK_STATUSES as ACTIVE
 
+# Written out, not bound: only a literal list lets SQLite use the partial indexes on status.
+_ACTIVE_SQL = "(" + ", ".join(f"'{status}'" for status in ACTIVE) + ")"
+
 
 @dataclass(frozen=True)
 class TaskRow:
@@ -42,23 +45,23 @@ def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
 
 def active_for_vm(conn: sqlite3.Connection, vm_id: str) -> TaskRow | None:
     """The VM's newest unfinished task, if any."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE vm_id = ? AND status IN (?, ?) "
-                       "ORDER BY created_at DESC LIMIT 1", (vm_id, *ACTIVE)).fetchone()
+    row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE vm_id = ? AND status IN {_ACTIVE_SQL} "
+                       "ORDER BY created_at DESC LIMIT 1", (vm_id,)).fetchone()
     return TaskRow(**row) if row else None
 
 
 def active_by_vm(conn: sqlite3.Connection) -> dict[str, TaskRow]:
     """Every VM's newest unfinished task, in one query."""
     result: dict[str, TaskRow] = {}
-    for row in conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE status IN (?, ?) "
-                            "ORDER BY created_at", ACTIVE):
+    for row in conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE status IN {_ACTIVE_SQL} "
+                            "ORDER BY created_at"):
         result[row["vm_id"]] = TaskRow(**row)
     return result
 
 
 def list_active(conn: sqlite3.Connection) -> list[TaskRow]:
     return [TaskRow(**row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM tasks WHERE status IN (?, ?) ORDER BY created_at", ACTIVE)]
+        f"SELECT {_COLUMNS} FROM tasks WHERE status IN {_ACTIVE_SQL} ORDER BY created_at")]
 
 
 def list_for_vm(conn: sqlite3.Connection, vm_id: str, limit: int) -> list[TaskRow]:
@@ -81,8 +84,8 @@ def finish(conn: sqlite3.Connection, task_id: str, now: str,
     code, message = error if error else (None, None)
     cursor = conn.execute(
         "UPDATE tasks SET status = ?, error_code = ?, error_message = ?, finished_at = ?, "
-        "started_at = coalesce(started_at, ?) WHERE id = ? AND status IN (?, ?)",
-        ("failed" if error else "succeeded", code, message, now, now, task_id, *ACTIVE))
+        f"started_at = coalesce(started_at, ?) WHERE id = ? AND status IN {_ACTIVE_SQL}",
+        ("failed" if error else "succeeded", code, message, now, now, task_id))
     return cursor.rowcount == 1
 
 
@@ -97,5 +100,15 @@ def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:
 
 
 def count_by_action_and_status(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """From the counts triggers keep (migration 008): no scan of tasks, however many."""
     return {(action, status): count for action, status, count in conn.execute(
-        "SELECT action, status, count(*) FROM tasks GROUP BY action, status")}
+        "SELECT action, status, count FROM task_counts WHERE count > 0")}
+
+
+def purge_finished_of_deleted_vms(conn: sqlite3.Connection, before: str, batch: int) -> int:
+    """Delete up to batch finished tasks older than before whose VM is gone; return how many."""
+    return conn.execute(
+        "DELETE FROM tasks WHERE rowid IN (SELECT t.rowid FROM tasks t "
+        "WHERE t.status IN ('succeeded', 'failed') AND t.finished_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = t.vm_id) LIMIT ?)",
+        (before, batch)).rowcount

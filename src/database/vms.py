@@ -137,15 +137,25 @@ def release_resources(conn: sqlite3.Connection, vm_id: str) -> None:
     conn.execute("DELETE FROM gpu_allocations WHERE vm_id = ?", (vm_id,))
 
 
-def allocated(conn: sqlite3.Connection) -> tuple[int, int, set[int]]:
-    """(vCPUs, MiB of RAM, pinned host CPUs) held by VMs."""
-    vcpus, ram = conn.execute("SELECT coalesce(sum(cpu), 0), coalesce(sum(ram), 0) FROM vms "
-                              "WHERE holds_resources = 1").fetchone()
+@dataclass(frozen=True)
+class Held:
+    """What VMs that still hold resources take from the host."""
+
+    vcpus: int
+    ram_mib: int
+    disk_gb: int
+    pinned_cpus: set[int]
+
+
+def allocated(conn: sqlite3.Connection) -> Held:
+    vcpus, ram, disk = conn.execute(
+        "SELECT coalesce(sum(cpu), 0), coalesce(sum(ram), 0), coalesce(sum(disk_gb), 0) "
+        "FROM vms WHERE holds_resources = 1").fetchone()
     pinned: set[int] = set()
     for (cpus,) in conn.execute("SELECT pinned_cpus FROM vms WHERE holds_resources = 1 "
                                 "AND pinned_cpus != '[]'"):
         pinned.update(json.loads(cpus))
-    return int(vcpus), int(ram), pinned
+    return Held(vcpus=int(vcpus), ram_mib=int(ram), disk_gb=int(disk), pinned_cpus=pinned)
 
 
 def delete(conn: sqlite3.Connection, vm_id: str) -> None:

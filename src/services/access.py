@@ -49,3 +49,8 @@ def check_project(caller: Principal, project: str) -> None:
     """Raises: ProjectNotFound when caller may not see project (it is not there for them)."""
     if not sees_project(caller, project):
         raise errors.ProjectNotFound(project=project)
+
+
+def sees_internals(caller: Principal | None) -> bool:
+    """Whether caller may read host detail (paths, libvirt's words, health errors): admins."""
+    return caller is not None and caller.is_admin

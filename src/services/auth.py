@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import sqlite3
 import uuid
 
 from src import errors
@@ -71,6 +72,16 @@ class TokenService:
                                           and row.expires_at <= utc_now()):
             raise errors.Unauthorized()
         return Principal(token_id=row.id, project=row.project, role=row.role)
+
+    def identify(self, authorization: str | None) -> Principal | None:
+        """The caller behind a token, or None when there is none, it is not valid, or the
+        database cannot tell (the health check must still answer then)."""
+        if authorization is None:
+            return None
+        try:
+            return self.authenticate(authorization)
+        except (errors.Unauthorized, sqlite3.Error):
+            return None
 
     def list(self) -> list[token_dao.TokenRow]:
         with self._db.read() as conn:

@@ -74,17 +74,16 @@ class ComputeService:
         """Claim capacity (GPUs included), record the VM as building and queue its build.
 
         Raises: ValidationFailed (ssh_keys, user_data), ImageNotFoundInRequest,
-        ImageFileMissing, DiskTooSmall, NameConflict, FlavorNotFoundInRequest,
+        ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict, FlavorNotFoundInRequest,
         InsufficientCapacity, QuotaExceeded.
         """
         ssh_keys = seeds.checked_ssh_keys(request.ssh_keys)
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
         image = self._image(request.image_name)
-        base = self._images.path_of(image.file)
-        if not base.is_file():
-            raise errors.ImageFileMissing(file=image.file, image=image.name)
-        disk_gb = self._disk_gb(image, disk_request)
+        base, virtual_size = self._images.verify(image)
+        disk_gb = self._disk_gb(virtual_size, disk_request)
+        demand = replace(demand, disk_gb=disk_gb)
         if self._hypervisor.name_taken(request.name):
             raise errors.NameConflict(kind="domain", name=request.name)
         host = self._placement.host()
@@ -100,7 +99,7 @@ class ComputeService:
             with self._db.write() as conn:
                 quotas.enforce(conn, row.project, {
                     "instances": 1, "vcpus": demand.cpu, "ram": demand.ram,
-                    "gpus": demand.gpu_count})
+                    "gpus": demand.gpu_count, "disk_gb": disk_gb})
                 claim = self._placement.claim(conn, demand, host)
                 row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
                               gpus=[gpu.id for gpu in claim.gpus])
@@ -180,9 +179,10 @@ class ComputeService:
         except errors.ImageNotFound:
             raise errors.ImageNotFoundInRequest(image=name) from None
 
-    def _disk_gb(self, image: image_dao.ImageRow, requested: int | None) -> int:
+    @staticmethod
+    def _disk_gb(virtual_size: int, requested: int | None) -> int:
         """Raises: DiskTooSmall."""
-        minimum = max(1, math.ceil(self._images.virtual_size(image) / GIB))
+        minimum = max(1, math.ceil(virtual_size / GIB))
         if requested is None:
             return minimum
         if requested < minimum:

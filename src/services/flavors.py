@@ -32,7 +32,7 @@ def demand_of(flavor: flavor_dao.FlavorRow) -> Demand:
     """What a VM of this flavor asks of a host."""
     return Demand(cpu=flavor.cpu, ram=flavor.ram, gpu_count=flavor.gpu_count,
                   gpu_model=flavor.gpu_model, numa_aligned=flavor.numa_aligned,
-                  cpu_pinning=flavor.cpu_pinning)
+                  cpu_pinning=flavor.cpu_pinning, disk_gb=flavor.disk_gb)
 
 
 class FlavorService:

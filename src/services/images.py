@@ -9,6 +9,7 @@ from src import errors
 from src.database import images as image_dao
 from src.database.db import Database
 from src.hypervisor.disks import CommandFailed, QemuImg
+from src.services.redaction import redact
 from src.utils.clock import utc_now
 
 
@@ -79,17 +80,28 @@ class ImageService:
                 raise errors.ImageInUse(image=image.name, vm_count=users)
             image_dao.delete(conn, image.id)
 
-    def virtual_size(self, image: image_dao.ImageRow) -> int:
-        """The image's virtual size; learned and stored now if it was seeded before its file.
+    def verify(self, image: image_dao.ImageRow) -> tuple[Path, int]:
+        """(the base file, its virtual size), inspected now: a file replaced since registration
+        (another format, a backing file, another size) is not trusted.
 
-        Raises: ImageFileInvalid when the file is not a usable image.
+        Raises: ImageFileMissing, ImageInvalid.
         """
-        if image.virtual_size_bytes is not None:
-            return image.virtual_size_bytes
-        size, virtual_size = self.inspect(self.path_of(image.file), image.file, image.format)
-        with self._db.write() as conn:
-            image_dao.set_sizes(conn, image.id, size, virtual_size)
-        return virtual_size
+        path = self.path_of(image.file)
+        if not path.is_file():
+            raise errors.ImageFileMissing(file=image.file, image=image.name)
+        try:
+            size, virtual_size = self.inspect(path, image.file, image.format)
+        except errors.ImageFileInvalid as exc:
+            raise errors.ImageInvalid(image=image.name,
+                                      reason=redact(exc.details["reason"])) from None
+        if image.virtual_size_bytes is None:  # seeded before its file arrived: learn it now
+            with self._db.write() as conn:
+                image_dao.set_sizes(conn, image.id, size, virtual_size)
+        elif virtual_size != image.virtual_size_bytes:
+            raise errors.ImageInvalid(image=image.name, reason=(
+                f"its virtual size changed from {image.virtual_size_bytes} to {virtual_size} "
+                "bytes since it was registered"))
+        return path, virtual_size
 
     def path_of(self, file: str) -> Path:
         """The absolute path of a bare file name inside the images dir.

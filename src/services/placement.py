@@ -1,13 +1,14 @@
 """Placement: does a VM fit on this host now, and which GPUs, NUMA node and host CPUs it gets.
 
-Capacity is the host's CPUs and memory (libvirt getInfo) times the allocation ratios, minus
-what VM rows hold. Claims run inside the caller's BEGIN IMMEDIATE transaction, so two creates
+Capacity is the host's CPUs and memory (libvirt getInfo) and the instances filesystem's size,
+times the allocation ratios, minus what VM rows hold. Claims run inside the caller's BEGIN IMMEDIATE transaction, so two creates
 can never both take the last GPU or vCPU.
 """
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from src import errors
@@ -15,9 +16,9 @@ from src.database import gpus as gpu_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.driver import Hypervisor
+from src.vocabulary import CAPACITY_RESOURCES as RESOURCE_ORDER  # scarcest kind first
 
-# When resources tie as the limit, name the scarcest kind first.
-from src.vocabulary import CAPACITY_RESOURCES as RESOURCE_ORDER
+UNBOUNDED = 2 ** 62
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Demand:
     gpu_model: str | None = None
     numa_aligned: bool = False
     cpu_pinning: bool = False
+    disk_gb: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class HostCapacity:
     vcpus: int  # logical CPUs times the CPU allocation ratio
     ram_mib: int  # memory times the RAM allocation ratio
     cells: dict[int, list[int]]  # host CPU ids per NUMA node
+    disk_gb: int = UNBOUNDED  # the instances filesystem times the disk allocation ratio
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Free:
     ram_mib: int
     gpus: list[gpu_dao.GpuRow]
     cpus: dict[int, list[int]]  # unpinned host CPUs per NUMA node
+    disk_gb: int = UNBOUNDED
 
 
 class Shortfall(Exception):
@@ -71,6 +75,8 @@ def choose(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -> Cl
         raise Shortfall("vcpu", max(0, free.vcpus))
     if "ram" not in skip and demand.ram > free.ram_mib:
         raise Shortfall("ram", max(0, free.ram_mib))
+    if "disk" not in skip and demand.disk_gb > free.disk_gb:
+        raise Shortfall("disk", max(0, free.disk_gb))
     if not (demand.gpu_count or demand.numa_aligned or demand.cpu_pinning):
         return Claim()
     nodes: list[int | None] = list(free.cpus) if demand.numa_aligned else [None]
@@ -101,7 +107,7 @@ def after_claim(free: Free, demand: Demand, claim: Claim) -> Free:
     taken_gpus = {gpu.id for gpu in claim.gpus}
     taken_cpus = set(claim.pinned_cpus)
     return Free(vcpus=free.vcpus - demand.cpu, ram_mib=free.ram_mib - demand.ram,
-                 gpus=[gpu for gpu in free.gpus if gpu.id not in taken_gpus],
+                disk_gb=free.disk_gb - demand.disk_gb, gpus=[gpu for gpu in free.gpus if gpu.id not in taken_gpus],
                  cpus={node: [cpu for cpu in cpus if cpu not in taken_cpus]
                        for node, cpus in free.cpus.items()})
 
@@ -114,6 +120,7 @@ def count_fits(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -
     """
     limits = [free.vcpus // demand.cpu] if "vcpu" not in skip else []
     limits += [free.ram_mib // demand.ram] if "ram" not in skip else []
+    limits += [free.disk_gb // demand.disk_gb] if "disk" not in skip and demand.disk_gb else []
     bound = max(0, min(limits)) if limits else None
     placed = ((demand.gpu_count and "gpu" not in skip)
               or (demand.cpu_pinning and "pcpu" not in skip))
@@ -132,11 +139,12 @@ def count_fits(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -
 
 class Placement:
     def __init__(self, db: Database, hypervisor: Hypervisor, cpu_ratio: float,
-                 ram_ratio: float) -> None:
+                 ram_ratio: float, disk_gb: Callable[[], int] = lambda: UNBOUNDED) -> None:
         self._db = db
         self._hypervisor = hypervisor
         self._cpu_ratio = cpu_ratio
         self._ram_ratio = ram_ratio
+        self._disk_gb = disk_gb  # the instances filesystem's size, ratio applied
         self._host: HostCapacity | None = None
         self._lock = threading.Lock()
 
@@ -150,7 +158,8 @@ class Placement:
                 cpus, ram_mib, nodes = self._hypervisor.host.resources()
                 cells = self._hypervisor.host.numa_cpus() or _even_cells(cpus, nodes)
                 self._host = HostCapacity(vcpus=int(cpus * self._cpu_ratio),
-                                          ram_mib=int(ram_mib * self._ram_ratio), cells=cells)
+                                          ram_mib=int(ram_mib * self._ram_ratio), cells=cells,
+                                          disk_gb=self._disk_gb())
             return self._host
 
     def forget_host(self) -> None:
@@ -165,10 +174,10 @@ class Placement:
         try:
             return choose(demand, self._free(conn, demand, host))
         except Shortfall as short:
-            raise errors.InsufficientCapacity(
-                resource=short.resource, available=short.available,
-                requested=demand.gpu_count if short.resource == "gpu" else
-                demand.ram if short.resource == "ram" else demand.cpu) from None
+            requested = {"gpu": demand.gpu_count, "ram": demand.ram,
+                         "disk": demand.disk_gb}.get(short.resource, demand.cpu)
+            raise errors.InsufficientCapacity(resource=short.resource, available=short.available,
+                                              requested=requested) from None
 
     def availability(self, demand: Demand) -> tuple[int, str]:
         """(how many VMs of demand fit now, the resource that limits them). Raises: HypervisorError."""
@@ -182,15 +191,19 @@ class Placement:
                 continue
             if resource == "pcpu" and not demand.cpu_pinning:
                 continue
+            if resource == "disk" and not demand.disk_gb:
+                continue
             counts[resource] = count_fits(demand, free, others)
         limited_by = min(counts, key=lambda resource: counts[resource])
         return min(count_fits(demand, free), counts[limited_by]), limited_by
 
     @staticmethod
     def _free(conn: sqlite3.Connection, demand: Demand, host: HostCapacity) -> Free:
-        vcpus, ram, pinned = vm_dao.allocated(conn)
+        held = vm_dao.allocated(conn)
+        pinned = held.pinned_cpus
         gpus = gpu_dao.list_free(conn, demand.gpu_model) if demand.gpu_count else []
-        return Free(vcpus=host.vcpus - vcpus, ram_mib=host.ram_mib - ram, gpus=gpus,
+        return Free(vcpus=host.vcpus - held.vcpus, ram_mib=host.ram_mib - held.ram_mib,
+                    disk_gb=host.disk_gb - held.disk_gb, gpus=gpus,
                      cpus={node: [cpu for cpu in cpus if cpu not in pinned]
                            for node, cpus in host.cells.items()})
 

@@ -126,6 +126,14 @@ class Provisioner:
             numa_node=claim.numa_node, cpuset=cpu_list(claim.node_cpus),
             pinned_cpus=tuple(claim.pinned_cpus), hugepages=plan.hugepages)
 
+    def storage_gb(self) -> int:
+        """Size in GiB of the filesystem that holds the instances folder (its nearest existing
+        ancestor until the folder is made)."""
+        folder = self._config.instances_dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).total // GIB
+
     def console_log(self, vm_id: str) -> Path:
         return self.instance_dir(vm_id) / CONSOLE_LOG
 

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from src.database import tasks as task_dao
@@ -41,8 +42,10 @@ class SweepResult:
 
 class Reconciler:
     def __init__(self, db: Database, hypervisor: Hypervisor, addresses: AddressBook,
-                 runner: TaskRunner, interval_s: float, use_events: bool) -> None:
+                 runner: TaskRunner, interval_s: float, use_events: bool,
+                 housekeeping: Callable[[], object] = lambda: None) -> None:
         self._db = db
+        self._housekeeping = housekeeping  # e.g. retention, run once per sweep
         self._hypervisor = hypervisor
         self._addresses = addresses
         self._runner = runner
@@ -103,6 +106,7 @@ class Reconciler:
         running = [(row.id, row.mac) for row in rows
                    if row.mac and row.id not in active and states.get(row.id) == "running"]
         learned = self._addresses.learn(running)
+        self._housekeeping()
         return SweepResult(changed=changed, timed_out=timed_out, addresses_learned=learned)
 
     def check_now(self, vm_id: str) -> bool:

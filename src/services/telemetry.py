@@ -9,6 +9,8 @@ from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.driver import Hypervisor
+from src.services import access
+from src.services.access import Principal
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,13 @@ class Telemetry:
         self._db = db
         self._hypervisor = hypervisor
 
-    def health(self) -> tuple[bool, dict[str, str]]:
-        """(all healthy, 'ok' or the error of each part)."""
+    def health(self, caller: Principal | None = None) -> tuple[bool, dict[str, str]]:
+        """(all healthy, each part's 'ok' or 'error'); admins read each error's text too."""
         parts = {"db": _probe(self._db.ping), "libvirt": _probe(self._hypervisor.ping)}
-        return all(value == "ok" for value in parts.values()), parts
+        healthy = all(value == "ok" for value in parts.values())
+        if not access.sees_internals(caller):
+            parts = {part: "ok" if value == "ok" else "error" for part, value in parts.items()}
+        return healthy, parts
 
     def counts(self) -> Counts:
         with self._db.read() as conn:

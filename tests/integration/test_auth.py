@@ -27,7 +27,7 @@ _names = itertools.count()
 def config(config: Config) -> Config:
     # The matrix makes about a hundred VMs; capacity has its own tests.
     return replace(config, cpu_allocation_ratio=64.0, ram_allocation_ratio=8.0,
-                   default_quota=(None, None, None, None))
+                   default_quota=(None, None, None, None, None))
 
 
 @pytest.fixture

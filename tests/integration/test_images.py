@@ -98,3 +98,23 @@ def test_image_in_use_cannot_be_deleted(client: Client, base_image: dict) -> Non
     assert conflict.status == 409 and conflict.error_code == "image_in_use"
     client.wait_task(client.delete("/v1/vms/user").body["id"])
     assert client.delete("/v1/images/base").status == 204
+
+
+@pytest.mark.parametrize("swap", ["backing_file", "bigger", "raw_over_qcow2"])
+def test_a_base_replaced_after_registration_fails_the_create(client: Client, app: Any,
+                                                             config: Config, swap: str) -> None:
+    base = make_qcow2(config.images_dir / "base.qcow2")
+    assert register(client, "base.qcow2", name="base").status == 201
+    base.unlink()
+    if swap == "backing_file":  # the attack: a qcow2 whose backing file is a host secret
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "/etc/shadow",
+                        "-F", "raw", str(base), "64M"], check=True)
+    elif swap == "bigger":
+        make_qcow2(base, "2G")
+    else:
+        base.write_bytes(b"\0" * 1024 * 1024)
+    reply = client.post("/v1/vms", {"name": "vm", "cpu": 1, "ram": 128, "image_name": "base"})
+    assert reply.status == 409 and reply.error_code == "image_invalid", reply.body
+    assert client.get("/v1/vms").body["vms"] == []
+    assert app.hypervisor.power_states() == {}
+    assert not config.instances_dir.exists() or not any(config.instances_dir.iterdir())

@@ -1,18 +1,22 @@
-"""GET /metrics (Prometheus text, no token) and one JSON log line per request."""
+"""GET /metrics (Prometheus text, admin token unless public) and one JSON log line per request."""
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from src.app import App
+from src.config import Config
+from tests.conftest import AppFactory
 from tests.support import Client
 
 
 def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    reply = Client(app, token=None).get("/metrics")
+    reply = Client(app).get("/metrics")
     assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(reply.body)
@@ -50,3 +54,25 @@ def test_one_json_line_per_request(client: Client, caplog: pytest.LogCaptureFixt
                          "duration_ms": lines[-1]["duration_ms"],
                          "request_id": reply.headers["X-Request-Id"], "project": "default"}
     assert isinstance(lines[-1]["duration_ms"], float)
+
+
+def test_metrics_need_an_admin_unless_made_public(make_app: AppFactory, config: Config) -> None:
+    app = make_app(config)
+    member = app.tokens.issue("team-a", "member")[1]
+    assert Client(app, token=None).get("/metrics").status == 401
+    assert Client(app, token=member).get("/metrics").status == 403
+    assert Client(app).get("/metrics").status == 200
+    public = make_app(replace(config, metrics_public=True))
+    assert Client(public, token=None).get("/metrics").status == 200
+
+
+def test_health_shows_failures_in_detail_only_to_admins(make_app: AppFactory, config: Config,
+                                                        tmp_path: Path) -> None:
+    app = make_app(replace(config, libvirt_uri=f"test://{tmp_path}/gone.xml"))
+    anonymous = Client(app, token=None).get("/healthz")
+    assert anonymous.status == 503
+    assert anonymous.body == {"status": "degraded", "db": "ok", "libvirt": "error"}
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1]).get("/healthz").body
+    assert member["libvirt"] == "error"
+    admin = Client(app).get("/healthz").body
+    assert admin["libvirt"].startswith("error: ") and "gone.xml" in admin["libvirt"]

@@ -1,0 +1,48 @@
+"""Retention: audit rows and finished tasks of deleted VMs are purged once old enough.
+
+Purges run in small batches, each its own short write transaction, so API writes never wait
+long behind them.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+
+from src.database import audit as audit_dao
+from src.database import tasks as task_dao
+from src.database.db import Database
+from src.utils.clock import utc_after
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+DAY_S = 86400
+
+
+class Retention:
+    def __init__(self, db: Database, audit_days: int, task_days: int,
+                 batch: int = BATCH) -> None:
+        self._db = db
+        self._audit_days = audit_days
+        self._task_days = task_days
+        self._batch = batch
+
+    def purge(self) -> tuple[int, int]:
+        """(audit rows, tasks) removed now."""
+        audit = self._in_batches(audit_dao.purge_before, utc_after(-self._audit_days * DAY_S))
+        tasks = self._in_batches(task_dao.purge_finished_of_deleted_vms,
+                                 utc_after(-self._task_days * DAY_S))
+        if audit or tasks:
+            log.info("retention: purged %d audit row(s) and %d finished task(s)", audit, tasks)
+        return audit, tasks
+
+    def _in_batches(self, purge: Callable[[sqlite3.Connection, str, int], int],
+                    before: str) -> int:
+        total = 0
+        while True:
+            with self._db.write() as conn:
+                removed = purge(conn, before, self._batch)
+            total += removed
+            if removed < self._batch:
+                return total
