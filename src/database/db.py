@@ -1,6 +1,7 @@
 """SQLite connections: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE writes, numbered migrations."""
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 from src.utils.clock import utc_now
 
 BUSY_TIMEOUT_S = 30.0
+PRIVATE_MODE = 0o600
 
 
 class Database:
@@ -53,6 +55,7 @@ class Database:
     def migrate(self) -> list[int]:
         """Apply pending numbered migrations; return the versions applied now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_private()
         with self.read() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
         applied_now = []
@@ -70,6 +73,14 @@ class Database:
                              (version, utc_now()))
                 applied_now.append(version)
         return applied_now
+
+    def _make_private(self) -> None:
+        """The database and its WAL are readable by their owner only; SQLite gives the -wal
+        and -shm files the database file's mode, so the file is made 0600 before it opens."""
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+        for path in (self.path, *self.path.parent.glob(self.path.name + "-*")):
+            os.chmod(path, PRIVATE_MODE)
 
     def ping(self) -> None:
         """Raises: sqlite3.Error when the database cannot be read."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,6 +28,10 @@ SEED_FILE = "seed.iso"  # the cloud-init NoCloud volume
 CONSOLE_LOG = "console.log"
 OWNER_MARKER = ".iaas-installation"
 GIB = 1024 ** 3
+# Other local users may pass through a VM's folder (QEMU's user must reach its files) but list
+# and read nothing; libvirt hands each file to QEMU's user while the VM runs.
+FOLDER_MODE = 0o711
+FILE_MODE = 0o600
 # Words in libvirt's start errors that mean the PCI passthrough itself failed.
 _PASSTHROUGH_WORDS = ("pci", "passthrough", "vfio", "iommu", "hostdev")
 
@@ -75,6 +80,7 @@ class Provisioner:
             with _step("overlay_failed"):
                 self._qemu_img.create_overlay(plan.base_path, plan.image.format,
                                               folder / DISK_FILE, plan.row.disk_gb * GIB)
+                os.chmod(folder / DISK_FILE, FILE_MODE)
             with _step("seed_failed"):
                 write_seed(plan.seed, folder / SEED_FILE)
             xml = render_domain(self._spec(plan, folder))
@@ -104,9 +110,12 @@ class Provisioner:
                 shutil.rmtree(folder)
 
     def _make_folder(self, folder: Path) -> None:
-        self._config.instances_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        folder.mkdir(mode=0o755)  # never reuse: an existing folder is someone else's
-        (folder / OWNER_MARKER).write_text(self._installation_id + "\n")
+        self._config.instances_dir.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        folder.mkdir(mode=FOLDER_MODE)  # never reuse: an existing folder is someone else's
+        os.chmod(folder, FOLDER_MODE)  # mkdir's mode is cut by the umask
+        marker = os.open(folder / OWNER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(marker, "w") as out:
+            out.write(self._installation_id + "\n")
 
     def _spec(self, plan: BuildPlan, folder: Path) -> DomainSpec:
         domain_type = self._config.domain_type
