@@ -77,7 +77,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     hypervisor = open_libvirt(config.libvirt_uri)
     qemu_img = QemuImg(run)
     images = ImageService(db, config.images_dir, qemu_img)
-    runner = TaskRunner(db, config.max_builds, on_finish=lambda task: reconciler.check(task.vm_id))
+    runner = TaskRunner(db, config.max_builds, project_max=config.project_max_tasks,
+                        queue_timeout_s=config.task_queue_timeout_s,
+                        on_finish=lambda task: reconciler.check(task.vm_id))
     provisioner = Provisioner(config, hypervisor, qemu_img, installation_id)
     addresses = AddressBook(db, hypervisor, config.network)
     placement = Placement(db, hypervisor, config.cpu_allocation_ratio,
@@ -88,7 +90,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
                              Timeouts(task_s=config.task_timeout_s))
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hypervisor, addresses, runner, config.reconcile_interval_s,
-                            config.lifecycle_events, housekeeping=retention.purge)
+                            config.lifecycle_events,
+                            housekeeping=lambda: (retention.purge(), runner.expire_queued()))
     recovered = work.recover_interrupted()
     if recovered:
         log.warning("ended %d task(s) a restart interrupted", recovered)

@@ -112,7 +112,8 @@ class ComputeService:
                          seed=Seed(instance_id=row.id, hostname=row.name, ssh_keys=ssh_keys,
                                    user_data=request.user_data, mac=row.mac or _new_mac()),
                          hugepages=bool(flavor and flavor.hugepages))
-        self._runner.submit(task, lambda: self._work.build(plan), self._timeouts.task_s)
+        self._runner.submit(task, lambda: self._work.build(plan), self._timeouts.task_s,
+                            on_expire=lambda: self._work.expire_build(row.id))
         return view(row, MISSING, task)
 
     def delete(self, id_or_name: str, caller: Principal,
@@ -156,8 +157,6 @@ class ComputeService:
                 task_dao.insert(conn, task)
             except sqlite3.IntegrityError:  # the unique hold index: someone got there first
                 raise errors.VmBusy(vm=id_or_name) from None
-            if action == "delete":
-                vm_dao.set_status(conn, current.id, "deleting", utc_now())
         return task
 
     def _demand(self, request: CreateRequest

@@ -1,4 +1,9 @@
-"""The host side of each power action: what libvirt is asked to do, and when it counts as done."""
+"""The host side of each power action: what libvirt is asked to do, and when it counts as done.
+
+A graceful shutdown presses the ACPI button and then waits without holding a worker: it returns
+a Wait, is checked again on a timer or when its VM's lifecycle event arrives, presses again
+every SHUTDOWN_RESEND_S, and at its deadline forces the VM off (force) or fails.
+"""
 from __future__ import annotations
 
 import time
@@ -8,10 +13,10 @@ from dataclasses import dataclass
 from src.hypervisor.domains import MISSING
 from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError
-from src.services.tasks import TaskFailed
+from src.services.tasks import TaskFailed, Wait
 
 SHUTDOWN_RESEND_S = 10.0  # guests still booting miss the first ACPI press; press again
-POLL_S = 0.25
+RECHECK_S = 1.0  # without a lifecycle event, look again this often
 OFF_STATES = ("shutoff", MISSING, "crashed")
 
 
@@ -25,24 +30,24 @@ class PowerOptions:
 class PowerControl:
     """Runs one action against the domain; raises TaskFailed(<action>_failed | shutdown_timeout)."""
 
-    def __init__(self, hypervisor: Hypervisor, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, hypervisor: Hypervisor,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._hypervisor = hypervisor
-        self._sleep = sleep
+        self._clock = clock
 
-    def run(self, vm_id: str, action: str, options: PowerOptions) -> None:
-        steps: dict[str, Callable[[], None]] = {
+    def run(self, vm_id: str, action: str, options: PowerOptions) -> Wait | None:
+        """Do the action; a Wait when it is under way and must be checked again."""
+        steps: dict[str, Callable[[], Wait | None]] = {
             "start": lambda: self._start(vm_id),
             "stop": lambda: self._stop(vm_id),
-            "shutdown": lambda: self._shutdown(vm_id, options.timeout, options.force),
+            "shutdown": lambda: self._shutdown(vm_id, self._clock() + options.timeout,
+                                               options.timeout, options.force, 0.0),
             "reboot": lambda: (self._hypervisor.reset(vm_id) if options.hard
                                else self._hypervisor.reboot(vm_id)),
             "pause": lambda: self._hypervisor.suspend(vm_id),
             "resume": lambda: self._hypervisor.resume(vm_id),
         }
-        try:
-            steps[action]()
-        except HypervisorError as exc:
-            raise TaskFailed(f"{action}_failed", str(exc)) from exc
+        return _translated(action, steps[action])
 
     def _start(self, vm_id: str) -> None:
         if self._hypervisor.power_state(vm_id) != "running":  # already up (e.g. after an error)
@@ -53,26 +58,34 @@ class PowerControl:
         self._hypervisor.force_off(vm_id)
         self._hypervisor.set_autostart(vm_id, False)
 
-    def _shutdown(self, vm_id: str, timeout_s: int, force: bool) -> None:
-        """Press the ACPI button every SHUTDOWN_RESEND_S until the guest is off or time runs out."""
-        deadline = time.monotonic() + timeout_s
-        next_press = time.monotonic()
-        while self._hypervisor.power_state(vm_id) not in OFF_STATES:
-            now = time.monotonic()
-            if now >= deadline:
-                if not force:
-                    raise TaskFailed("shutdown_timeout",
-                                     f"The guest did not power off within {timeout_s} s and is "
-                                     "still running; retry with force, or use stop.")
-                self._hypervisor.force_off(vm_id)
-                break
-            if now >= next_press:
-                try:
-                    self._hypervisor.shutdown(vm_id)
-                except HypervisorError:
-                    if self._hypervisor.power_state(vm_id) in OFF_STATES:
-                        break  # it went off between our look and the press
+    def _shutdown(self, vm_id: str, deadline: float, timeout_s: int, force: bool,
+                  next_press: float) -> Wait | None:
+        """One look: done when the guest is off; else press (when due) and come back later."""
+        if self._hypervisor.power_state(vm_id) in OFF_STATES:
+            self._hypervisor.set_autostart(vm_id, False)
+            return None
+        now = self._clock()
+        if now >= deadline:
+            if not force:
+                raise TaskFailed("shutdown_timeout",
+                                 f"The guest did not power off within {timeout_s} s and is "
+                                 "still running; retry with force, or use stop.")
+            self._stop(vm_id)
+            return None
+        if now >= next_press:
+            try:
+                self._hypervisor.shutdown(vm_id)
+            except HypervisorError:
+                if self._hypervisor.power_state(vm_id) not in OFF_STATES:
                     raise
-                next_press = now + SHUTDOWN_RESEND_S
-            self._sleep(POLL_S)
-        self._hypervisor.set_autostart(vm_id, False)
+            next_press = now + SHUTDOWN_RESEND_S
+        return Wait(min(RECHECK_S, max(0.0, deadline - now)), lambda: _translated(
+            "shutdown", lambda: self._shutdown(vm_id, deadline, timeout_s, force, next_press)))
+
+
+def _translated(action: str, step: Callable[[], Wait | None]) -> Wait | None:
+    """Raises: TaskFailed(<action>_failed) for a libvirt refusal."""
+    try:
+        return step()
+    except HypervisorError as exc:
+        raise TaskFailed(f"{action}_failed", str(exc)) from exc

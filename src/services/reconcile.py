@@ -57,7 +57,7 @@ class Reconciler:
     def start(self) -> None:
         """Listen to libvirt (if enabled) and sweep every interval on a background thread."""
         if self._use_events:
-            self._hypervisor.watch(lambda uuid, _event: self.check(uuid), self.request_sweep)
+            self._hypervisor.watch(self._on_event, self.request_sweep)
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
         self._thread.start()
 
@@ -65,6 +65,11 @@ class Reconciler:
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
+
+    def _on_event(self, vm_id: str, _event: str) -> None:
+        """A lifecycle event: a task waiting on this VM looks now, and the VM is re-read."""
+        self._runner.poke(vm_id)
+        self.check(vm_id)
 
     def check(self, vm_id: str) -> None:
         """Re-read one VM's domain soon (an event arrived, or its task ended)."""

@@ -1,4 +1,5 @@
-"""Background tasks: bounded worker pools, one task at a time per VM, long-poll on completion."""
+"""Background tasks: bounded workers served fairly by project, waits that hold no worker,
+queue expiry, one task at a time per VM, and long-poll on completion."""
 from __future__ import annotations
 
 import logging
@@ -6,16 +7,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from src.database import tasks as task_dao
 from src.database.db import Database
+from src.services.fair_queue import FairQueue
 from src.utils.clock import utc_after, utc_now
 from src.vocabulary import ACTIVE_TASK_STATUSES
 
 log = logging.getLogger(__name__)
 
 OTHER_WORKERS = 4
+EXPIRED = "The task waited in the queue longer than IAAS_TASK_QUEUE_TIMEOUT and did not run."
 
 
 class TaskFailed(Exception):
@@ -35,27 +38,82 @@ def new_task_row(vm_id: str, action: str, request_id: str | None,
                             project=project)
 
 
-class TaskRunner:
-    """Runs task work off the request thread; builds are capped, further ones wait as queued."""
+@dataclass(frozen=True)
+class Wait:
+    """What a task step returns to be called again: then() after after_s seconds, or sooner
+    when poked (a lifecycle event of its VM). The task holds no worker meanwhile."""
 
-    def __init__(self, db: Database, max_builds: int,
+    after_s: float
+    then: Callable[[], Wait | None]
+
+
+Work = Callable[[], "Wait | None"]
+
+
+@dataclass
+class _Entry:
+    task: task_dao.TaskRow
+    work: Work
+    timeout_s: float
+    enqueued: float  # monotonic time of submit
+    on_expire: Callable[[], None] | None
+    started: bool = False
+    due: float = 0.0  # monotonic time its next step may run, while it waits
+
+    @property
+    def kind(self) -> str:
+        return "build" if self.task.action == "create" else "other"
+
+
+class TaskRunner:
+    """Runs task work on worker threads: builds on their own capped workers, everything else
+    on the others; projects are served in turn, each with at most project_max tasks running."""
+
+    def __init__(self, db: Database, max_builds: int, *, workers: int = OTHER_WORKERS,
+                 project_max: int = 8, queue_timeout_s: float = 600.0,
                  on_finish: Callable[[task_dao.TaskRow], None] | None = None) -> None:
         self._db = db
         self._on_finish = on_finish
-        self._builds = ThreadPoolExecutor(max_builds, thread_name_prefix="build")
-        self._others = ThreadPoolExecutor(OTHER_WORKERS, thread_name_prefix="task")
+        self._queue_timeout_s = queue_timeout_s
+        self._queue: FairQueue[_Entry] = FairQueue(project_max)
+        self._waiting: dict[str, _Entry] = {}  # task id -> a started task between two steps
+        self._cond = threading.Condition()
+        self._stopping = False
         self._done = threading.Condition()
         self._guard = threading.Lock()
         self._vm_locks: dict[str, threading.Lock] = {}
-        self._futures: dict[str, Future[None]] = {}
+        self._threads = [threading.Thread(target=self._serve, args=(kind,), daemon=True,
+                                          name=f"{kind}-{index}")
+                         for kind, count in (("build", max_builds), ("other", workers))
+                         for index in range(count)]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, task: task_dao.TaskRow, work: Callable[[], None], timeout_s: float) -> None:
-        """Queue work for an already-inserted task row; it must end within timeout_s of starting."""
-        pool = self._builds if task.action == "create" else self._others
-        future = pool.submit(self._run, task, work, timeout_s)
-        with self._guard:
-            self._futures[task.id] = future
-        future.add_done_callback(lambda _f: self._forget(task.id))
+    def submit(self, task: task_dao.TaskRow, work: Work, timeout_s: float,
+               on_expire: Callable[[], None] | None = None) -> None:
+        """Queue work for an already-inserted task row; it must end within timeout_s of starting.
+        on_expire runs if it waited in the queue too long and never started."""
+        entry = _Entry(task, work, timeout_s, time.monotonic(), on_expire)
+        with self._cond:
+            self._queue.put(task.project, entry.kind, entry)
+            self._cond.notify_all()
+
+    def poke(self, vm_id: str) -> None:
+        """Something happened to the VM (a lifecycle event): run its waiting task's next step now."""
+        with self._cond:
+            for entry in self._waiting.values():
+                if entry.task.vm_id == vm_id:
+                    entry.due = 0.0
+            self._cond.notify_all()
+
+    def expire_queued(self) -> int:
+        """Fail every task that has waited in the queue too long (task_expired); how many."""
+        cutoff = time.monotonic() - self._queue_timeout_s
+        with self._cond:
+            old = self._queue.remove_where(lambda entry: entry.enqueued < cutoff)
+        for entry in old:
+            self._expire(entry)
+        return len(old)
 
     def wait(self, task_id: str, timeout_s: float) -> task_dao.TaskRow | None:
         """The task once finished, or as it is when timeout_s runs out."""
@@ -70,38 +128,107 @@ class TaskRunner:
                 self._done.wait(remaining)
 
     def shutdown(self) -> None:
-        """Stop taking work; queued tasks stay queued and are marked interrupted at next start."""
-        for pool in (self._builds, self._others):
-            pool.shutdown(wait=True, cancel_futures=True)
+        """Stop taking work and let running steps end; queued and waiting tasks stay as they are
+        in the database and are ended as interrupted at the next start."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=60)
 
-    def _vm_lock(self, vm_id: str) -> threading.Lock:
-        with self._guard:
-            return self._vm_locks.setdefault(vm_id, threading.Lock())
+    def notify(self) -> None:
+        """Wake long-polls: a task ended (here or by the reconciler)."""
+        with self._done:
+            self._done.notify_all()
 
-    def _forget(self, task_id: str) -> None:
-        with self._guard:
-            self._futures.pop(task_id, None)
+    def _serve(self, kind: str) -> None:
+        while True:
+            with self._cond:
+                entry = self._next(kind)
+                while entry is None:
+                    if self._stopping:
+                        return
+                    self._cond.wait(timeout=self._until_due())
+                    entry = self._next(kind)
+            if self._step(entry):
+                continue  # it waits again, keeping its project's slot
+            with self._cond:
+                self._queue.done(entry.task.project)
+                self._cond.notify_all()
 
-    def _run(self, task: task_dao.TaskRow, work: Callable[[], None], timeout_s: float) -> None:
+    def _next(self, kind: str) -> _Entry | None:
+        """A waiting task whose time has come, else the next queued one (under _cond)."""
+        if self._stopping:
+            return None
+        now = time.monotonic()
+        for task_id, entry in self._waiting.items():
+            if entry.kind == kind and entry.due <= now:
+                return self._waiting.pop(task_id)
+        taken = self._queue.take(kind)
+        return taken[1] if taken else None
+
+    def _until_due(self) -> float:
+        dues = [entry.due for entry in self._waiting.values()]
+        return max(0.01, min(dues) - time.monotonic()) if dues else 1.0
+
+    def _step(self, entry: _Entry) -> bool:
+        """Run the entry's next step; True when it waits again (and was put back)."""
+        task = entry.task
         with self._vm_lock(task.vm_id):
-            with self._db.write() as conn:
-                started = task_dao.mark_running(conn, task.id, utc_now(), utc_after(timeout_s))
-            if not started:
-                return  # it was ended while it waited (start-up recovery or a timeout)
-            error = None
-            try:
-                work()
-            except TaskFailed as exc:
-                error = (exc.code, exc.message)
-            except Exception:  # the task must end failed, never stay running
-                log.exception("task %s (%s) crashed", task.id, task.action)
-                error = ("internal_error", "The task failed unexpectedly; see the server log.")
+            if not entry.started:
+                if time.monotonic() - entry.enqueued > self._queue_timeout_s:
+                    self._expire(entry)
+                    return False
+                with self._db.write() as conn:
+                    if not task_dao.mark_running(conn, task.id, utc_now(),
+                                                 utc_after(entry.timeout_s)):
+                        return False  # ended while it waited (start-up recovery, expiry)
+                entry.started = True
+            elif not self._still_running(task.id):
+                return False  # failed meanwhile (task_timeout): its remaining steps are void
+            error, result = self._attempt(entry)
+            if isinstance(result, Wait):
+                with self._cond:
+                    entry.work, entry.due = result.then, time.monotonic() + result.after_s
+                    self._waiting[task.id] = entry
+                    self._cond.notify_all()
+                return True
             self._finish(task.id, error)
         if task.action == "delete" and error is None:
             with self._guard:  # the VM is gone: no task will ask for its lock again
                 self._vm_locks.pop(task.vm_id, None)
         log.info("task %s %s for vm %s: %s", task.id, task.action, task.vm_id,
                  "succeeded" if error is None else f"failed ({error[0]})")
+        return False
+
+    @staticmethod
+    def _attempt(entry: _Entry) -> tuple[tuple[str, str] | None, Wait | None]:
+        try:
+            return None, entry.work()
+        except TaskFailed as exc:
+            return (exc.code, exc.message), None
+        except Exception:  # the task must end failed, never stay running
+            log.exception("task %s (%s) crashed", entry.task.id, entry.task.action)
+            return ("internal_error", "The task failed unexpectedly; see the server log."), None
+
+    def _still_running(self, task_id: str) -> bool:
+        with self._db.read() as conn:
+            task = task_dao.get(conn, task_id)
+        return task is not None and task.status == "running"
+
+    def _expire(self, entry: _Entry) -> None:
+        with self._db.write() as conn:
+            expired = task_dao.finish(conn, entry.task.id, utc_now(), ("task_expired", EXPIRED))
+        if expired:
+            log.warning("task %s (%s) of vm %s expired in the queue", entry.task.id,
+                        entry.task.action, entry.task.vm_id)
+            if entry.on_expire is not None:
+                entry.on_expire()
+        self.notify()
+
+    def _vm_lock(self, vm_id: str) -> threading.Lock:
+        with self._guard:
+            return self._vm_locks.setdefault(vm_id, threading.Lock())
 
     def _finish(self, task_id: str, error: tuple[str, str] | None) -> None:
         with self._db.write() as conn:
@@ -111,8 +238,3 @@ class TaskRunner:
         self.notify()
         if self._on_finish is not None and task is not None:
             self._on_finish(task)
-
-    def notify(self) -> None:
-        """Wake long-polls: a task ended (here or by the reconciler)."""
-        with self._done:
-            self._done.notify_all()

@@ -3,6 +3,7 @@ clean-up of tasks a restart cut short."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
@@ -13,7 +14,7 @@ from src.hypervisor.errors import HypervisorError
 from src.services import lifecycle
 from src.services.power import PowerControl, PowerOptions
 from src.services.provisioning import BuildPlan, Provisioner
-from src.services.tasks import TaskFailed
+from src.services.tasks import TaskFailed, Wait
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,19 @@ class VmWork:
             log.exception("build of %s crashed", vm_id)
             raise failure from exc
 
-    def power(self, vm_id: str, action: str, options: PowerOptions) -> None:
+    def power(self, vm_id: str, action: str, options: PowerOptions) -> Wait | None:
         """Raises: TaskFailed."""
-        self._power.run(vm_id, action, options)
+        return self._then(self._power.run(vm_id, action, options),
+                          lambda: self._record_power(vm_id, action))
+
+    def _then(self, step: Wait | None, finish: Callable[[], None]) -> Wait | None:
+        """step's remaining waits, then finish once the host side is done."""
+        if step is None:
+            finish()
+            return None
+        return Wait(step.after_s, lambda: self._then(step.then(), finish))
+
+    def _record_power(self, vm_id: str, action: str) -> None:
         status = lifecycle.RESULT[action]
         running = status != "stopped"
         vnc_port = self._provisioner.vnc_port(vm_id) if running else None
@@ -73,8 +84,18 @@ class VmWork:
             if not running:
                 vm_dao.set_addresses(conn, vm_id, [], now)
 
+    def expire_build(self, vm_id: str) -> None:
+        """A create that never started: nothing is on the host, so its claim goes back."""
+        with self._db.write() as conn:
+            vm_dao.set_status(conn, vm_id, "error", utc_now(), (
+                "task_expired", "The build waited in the queue too long and never started."),
+                only_from="building")
+            vm_dao.release_resources(conn, vm_id)
+
     def delete(self, vm_id: str) -> None:
         """Remove the VM from the host, then its row. Raises: TaskFailed (the VM is then error)."""
+        with self._db.write() as conn:  # only now: a delete still queued leaves the VM as it is
+            vm_dao.set_status(conn, vm_id, "deleting", utc_now())
         try:
             self._provisioner.tear_down(vm_id)
         except TaskFailed as exc:
