@@ -84,15 +84,24 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self.max_connections = max_connections
         self.request_timeout_s = request_timeout_s
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._refusing = False  # read and written only by the accepting thread
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the connection if one frees within BUSY_WAIT_S; else 503 and close."""
-        if not self._slots.acquire(timeout=BUSY_WAIT_S):
-            log.warning("refused a connection: %d connections are being served",
-                        self.max_connections)
+        """A thread for the connection if one frees within BUSY_WAIT_S; else 503 and close.
+
+        Only the first connection of a busy spell waits: the wait stops the accepting thread,
+        and a flood must not queue a fresh client behind one second per connection.
+        """
+        free = (self._slots.acquire(blocking=False) if self._refusing
+                else self._slots.acquire(timeout=BUSY_WAIT_S))
+        if not free:
+            if not self._refusing:
+                log.warning("refusing connections: %d are being served", self.max_connections)
+            self._refusing = True
             refuse(request)
             self.shutdown_request(request)
             return
+        self._refusing = False
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started: nothing else will give the slot back

@@ -128,15 +128,17 @@ def test_a_short_body_on_waitress_is_never_a_500(app: App) -> None:
 
 def test_connections_beyond_the_cap_get_503_server_busy(make_app: AppFactory,
                                                         config: Config) -> None:
-    cap, extra = 4, 2  # each refusal first waits up to 1 s for a thread: keep extra small
-    server = LiveServer(make_app(replace(config, max_connections=cap, request_timeout_s=3.5)))
+    cap, extra = 4, 4
+    server = LiveServer(make_app(replace(config, max_connections=cap, request_timeout_s=2.5)))
     stalled = []
     try:
+        started = time.monotonic()
         for _ in range(cap + extra):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
             stalled.append(sock)
         refused = [read_answer(sock) for sock in stalled[cap:]]
+        refused_after = time.monotonic() - started  # the first waited 1 s, the others not
         assert all(not closed_by_server(sock) for sock in stalled[:cap])
         assert wait_for(lambda: all(closed_by_server(sock) for sock in stalled[:cap]), 5.0)
         after = fetch(server.url, "GET", "/healthz")
@@ -144,6 +146,8 @@ def test_connections_beyond_the_cap_get_503_server_busy(make_app: AppFactory,
         for sock in stalled:
             sock.close()
         server.stop()
+    print(f"{extra} connections beyond {cap} refused within {refused_after:.2f} s")
+    assert refused_after < 2.0
     for status, headers, body in refused:
         assert status == 503 and body["error"]["code"] == "server_busy"
         assert headers["Retry-After"] == "1" and headers["X-Request-Id"].startswith("req-")
