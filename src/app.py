@@ -36,6 +36,7 @@ from src.services.tasks import TaskRunner
 from src.services.telemetry import Telemetry
 from src.services.vm_reads import VmReader
 from src.services.vm_work import VmWork
+from src.services.waits import WaitLimiter
 
 log = logging.getLogger("iaas.api")
 
@@ -52,6 +53,7 @@ class App:
     runner: TaskRunner
     reconciler: Reconciler
     pipeline: Pipeline
+    waits: WaitLimiter  # the serving server sets its capacity (src/serve.py)
 
     @property
     def router(self) -> Router:
@@ -104,9 +106,10 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     telemetry = Telemetry(db, hypervisor)
     metrics = Metrics(telemetry)
     tokens = TokenService(db, new_project_limits(config.default_quota))
+    waits = WaitLimiter(config.max_waits_per_token)
     handlers = Handlers(
         compute=compute, reads=VmReader(db, hypervisor, addresses, runner,
-                                        provisioner.console_log),
+                                        provisioner.console_log, waits),
         images=images, flavors=FlavorService(db, placement), gpus=gpus,
         quotas=QuotaService(db), audit=AuditTrail(db),
         orphans=OrphanFinder(db, hypervisor, config.instances_dir, installation_id),
@@ -116,4 +119,5 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(db), AuditTrail(db),
                         metrics)
     return App(config=config, db=db, hypervisor=hypervisor, installation_id=installation_id,
-               tokens=tokens, runner=runner, reconciler=reconciler, pipeline=pipeline)
+               tokens=tokens, runner=runner, reconciler=reconciler, pipeline=pipeline,
+               waits=waits)

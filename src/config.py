@@ -42,6 +42,9 @@ class Config:
     ram_allocation_ratio: float = 1.0
     admin_token_file: Path = Path("iaas-admin-token")
     prod_threads: int = 16
+    max_connections: int = 64  # wsgiref: connections served at once, one thread each
+    request_timeout_s: float = 30.0  # wsgiref: a whole request must arrive within this
+    max_waits_per_token: int = 4  # long-polls one token may hold open at once
     # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
     default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500)
     disk_allocation_ratio: float = 1.0
@@ -64,6 +67,12 @@ class Config:
             raise ConfigError("IAAS_RECONCILE_INTERVAL must be between 0.1 and 86400 seconds")
         if not 1 <= self.prod_threads <= 1024:
             raise ConfigError("IAAS_PROD_THREADS must be between 1 and 1024")
+        if not 1 <= self.max_connections <= 4096:
+            raise ConfigError("IAAS_MAX_CONNECTIONS must be between 1 and 4096")
+        if not 0.1 <= self.request_timeout_s <= 3600:
+            raise ConfigError("IAAS_REQUEST_TIMEOUT must be between 0.1 and 3600 seconds")
+        if not 0 <= self.max_waits_per_token <= 1024:
+            raise ConfigError("IAAS_MAX_WAITS_PER_TOKEN must be between 0 and 1024")
         if not 1 <= self.task_timeout_s <= 86400:
             raise ConfigError("IAAS_TASK_TIMEOUT must be between 1 and 86400 seconds")
         for name, ratio in (("IAAS_CPU_ALLOCATION_RATIO", self.cpu_allocation_ratio),
@@ -168,6 +177,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Tasks of one project that run at once; the rest wait their project's turn.", int),
     Setting("IAAS_TASK_QUEUE_TIMEOUT", "task_queue_timeout_s", "600",
             "Seconds a task may wait in the queue before it fails with `task_expired`.", float),
+    Setting("IAAS_MAX_CONNECTIONS", "max_connections", "64",
+            "Connections `make serve` (wsgiref) serves at once, one thread each; more wait up "
+            "to 1 s, then get 503 `server_busy`.", int),
+    Setting("IAAS_REQUEST_TIMEOUT", "request_timeout_s", "30",
+            "Seconds a whole request (line, headers, body) may take to arrive on `make serve`; "
+            "then the connection is closed (a short body: 400 `incomplete_body`).", float),
+    Setting("IAAS_MAX_WAITS_PER_TOKEN", "max_waits_per_token", "4",
+            "Long-polls (`GET /v1/tasks/{id}?wait=`) one token may hold open at once; more "
+            "answer at once with `Retry-After: 1`.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

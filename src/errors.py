@@ -29,6 +29,8 @@ def _error(name: str, status: int, code: str, template: str) -> type[ApiError]:
 BadRequest = _error("BadRequest", 400, "bad_request", "{reason}")
 ValidationFailed = _error("ValidationFailed", 400, "validation_failed", "Request body is invalid.")
 InvalidQuery = _error("InvalidQuery", 400, "invalid_query", "Query parameter {field!r} is invalid: {reason}")
+IncompleteBody = _error("IncompleteBody", 400, "incomplete_body",
+                       "The request body ended before its Content-Length of {length} bytes arrived.")
 MalformedJson = _error("MalformedJson", 400, "malformed_json", "Request body is not valid JSON: {reason}")
 ImageNotFoundInRequest = _error("ImageNotFoundInRequest", 400, "image_not_found", "Image {image!r} does not exist.")
 ImageFileInvalid = _error("ImageFileInvalid", 400, "image_file_invalid", "Image file {file!r} is not usable: {reason}")
@@ -68,5 +70,7 @@ ImageInvalid = _error("ImageInvalid", 409, "image_invalid",
 BodyTooLarge = _error("BodyTooLarge", 413, "body_too_large", "Request body exceeds {limit} bytes.")
 UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported_media_type",
                               "Content-Type must be application/json, not {content_type!r}.")
+ServerBusy = _error("ServerBusy", 503, "server_busy",
+                    "The server is serving as many connections as it may; retry shortly.")
 HypervisorUnavailable = _error("HypervisorUnavailable", 503, "hypervisor_unavailable",
                                "libvirt did not answer: {reason}")

@@ -5,6 +5,7 @@ import io
 import json
 import re
 import threading
+import time
 from typing import Any
 
 from scripts.harness.servers import (  # noqa: F401 - re-exported: the tests' one import place
@@ -99,6 +100,9 @@ class Client(Verbs):
 
     def wait_task(self, task_id: str, seconds: int = 60) -> dict[str, Any]:
         reply = self.get(f"/v1/tasks/{task_id}?wait={seconds}")
+        while "Retry-After" in reply.headers:  # no wait slot was free: poll again
+            time.sleep(float(reply.headers["Retry-After"]))
+            reply = self.get(f"/v1/tasks/{task_id}?wait={seconds}")
         assert reply.status == 200, reply.body
         assert reply.body["status"] in ("succeeded", "failed"), reply.body
         return reply.body

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,11 +60,13 @@ def call(base_url: str, method: str, path: str, body: Any = None, *, status: int
 def wait_task(base_url: str, task_id: str) -> None:
     """Long-poll until the task succeeds. Raises: RuntimeError if it fails."""
     while True:
-        task = call(base_url, "GET", f"/v1/tasks/{task_id}?wait=60").body
+        reply = call(base_url, "GET", f"/v1/tasks/{task_id}?wait=60")
+        task = reply.body
         if task["status"] == "succeeded":
             return
         if task["status"] == "failed":
             raise RuntimeError(f"task {task_id} failed: {task['error']}")
+        time.sleep(float(reply.headers.get("Retry-After", 0)))  # the server declined to wait
 
 
 @contextmanager

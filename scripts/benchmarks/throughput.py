@@ -24,9 +24,11 @@ def _create(url: str) -> tuple[str, str | None]:
     body = {"name": f"bench-tp-{secrets.token_hex(4)}", "cpu": 1, "ram": 128,
             "image_name": TINY_IMAGE_NAME}
     reply = call(url, "POST", "/v1/vms", body, status=202)
-    task = call(url, "GET", f"/v1/tasks/{reply.body['task']['id']}?wait=60").body
+    task = reply.body["task"]
     while task["status"] not in ("succeeded", "failed"):
-        task = call(url, "GET", f"/v1/tasks/{task['id']}?wait=60").body
+        polled = call(url, "GET", f"/v1/tasks/{task['id']}?wait=60")
+        task = polled.body
+        time.sleep(float(polled.headers.get("Retry-After", 0)))  # the server declined to wait
     return str(reply.body["id"]), task["error"]["code"] if task["error"] else None
 
 

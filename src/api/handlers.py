@@ -151,8 +151,9 @@ class Handlers:
         return Response(200, self.reads.stats(vm, request.caller))
 
     def show_task(self, request: Request, task: str) -> Response:
-        row = self.reads.task(task, request.caller, request.params.get("wait", 0))
-        return Response(200, views.task(row, _reveal(request)))
+        answer = self.reads.task(task, request.caller, request.params.get("wait", 0))
+        retry = [("Retry-After", str(answer.retry_after_s))] if answer.retry_after_s else []
+        return Response(200, views.task(answer.row, _reveal(request)), retry)
 
     def list_orphans(self, _request: Request) -> Response:
         return Response(200, views.orphans(self.orphans.find()))

@@ -52,7 +52,7 @@ class Request:
     def raw_body(self) -> bytes:
         """The body's bytes, read once and only if its declared size is acceptable.
 
-        Raises: BadRequest, BodyTooLarge.
+        Raises: BadRequest, BodyTooLarge, IncompleteBody.
         """
         if self._raw is None:
             try:
@@ -61,7 +61,7 @@ class Request:
                 raise errors.BadRequest(reason="Content-Length is not a number.") from None
             if length > MAX_BODY_BYTES:
                 raise errors.BodyTooLarge(limit=MAX_BODY_BYTES)
-            self._raw = self._environ["wsgi.input"].read(length) if length > 0 else b""
+            self._raw = _read_exactly(self._environ["wsgi.input"], length) if length > 0 else b""
         return self._raw
 
     def optional_json(self) -> Any:
@@ -69,6 +69,25 @@ class Request:
         if not self._environ.get("CONTENT_LENGTH") or self._environ["CONTENT_LENGTH"] == "0":
             return {}
         return self.json()
+
+
+def _read_exactly(stream: Any, length: int) -> bytes:
+    """length bytes of stream. Raises: IncompleteBody when the client closed first, or when the
+    server's request deadline (a socket timeout) passed first."""
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        while received < length:
+            chunk = stream.read(length - received)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            received += len(chunk)
+    except OSError:  # TimeoutError at the deadline, or the connection reset
+        pass
+    if received < length:
+        raise errors.IncompleteBody(length=length)
+    return b"".join(chunks)
 
 
 def _parse(raw: bytes) -> Any:

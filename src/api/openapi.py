@@ -17,6 +17,9 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "description": "Same key and body within 24 h: the first answer again, "
                                   "nothing new."}
 
+HEADERS = {"Retry-After": {"schema": {"type": "integer"},
+                           "description": "Seconds before retrying"}}
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -32,8 +35,14 @@ def _error(description: str = "Error") -> dict[str, Any]:
 
 def _success(route: Route) -> dict[str, Any]:
     if route.text:
-        return {"description": "Success", "content": {"text/plain": {"schema": {"type": "string"}}}}
-    return {"description": "Success", **(_json(_ref(route.returns)) if route.returns else {})}
+        success = {"description": "Success",
+                   "content": {"text/plain": {"schema": {"type": "string"}}}}
+    else:
+        success = {"description": "Success",
+                   **(_json(_ref(route.returns)) if route.returns else {})}
+    if route.headers:
+        success["headers"] = {name: HEADERS[name] for name in route.headers}
+    return success
 
 
 def _responses(route: Route) -> dict[str, Any]:
@@ -57,8 +66,7 @@ def _responses(route: Route) -> dict[str, Any]:
         responses["503"] = {"description": "A part does not answer", **_json(_ref("Health"))}
     if "401" in responses:
         responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-    responses["503"].setdefault("headers", {"Retry-After": {
-        "schema": {"type": "integer"}, "description": "Seconds before retrying"}})
+    responses["503"].setdefault("headers", {"Retry-After": HEADERS["Retry-After"]})
     return responses
 
 

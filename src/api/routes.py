@@ -33,6 +33,7 @@ class Route:
     description: str = ""
     text: bool = False  # the success body is text/plain
     action: str | None = None  # the power action a shared handler performs
+    headers: tuple[str, ...] = ()  # headers the success answer may carry (openapi.HEADERS)
 
     def call(self, handlers: Handlers, request: Request, params: dict[str, str]) -> Response:
         extra = {"action": self.action} if self.action else {}
@@ -103,5 +104,9 @@ ROUTES: tuple[Route, ...] = (
           description="The audit trail of mutating requests, newest first (members: their "
                       "project)."),
     Route("GET", "/v1/tasks/{task}", H.show_task, "showTask", returns="Task", errors=(400, 404),
-          query=(("wait", {"type": "integer", "minimum": 0, "maximum": 60}),)),
+          query=(("wait", {"type": "integer", "minimum": 0, "maximum": 60}),),
+          headers=("Retry-After",),
+          description="`wait` long-polls until the task ends; when the token or the server "
+                      "already holds its share of waits, the task as it is now, with "
+                      "Retry-After."),
 )

@@ -18,10 +18,13 @@ from src.services.access import Principal
 from src.services.addresses import AddressBook
 from src.services.stats import summarize
 from src.services.tasks import TaskRunner
+from src.services.waits import WaitLimiter
+from src.vocabulary import ACTIVE_TASK_STATUSES
 
 STATS_WINDOW_S = 0.5
 CONSOLE_READ_LIMIT = 1024 * 1024  # tail reads at most the last MiB of the log
 MAX_WAIT_S = 60
+POLL_AGAIN_S = 1  # a declined long-poll: when to ask again
 ConsoleLogs = Callable[[str], Path]  # where a VM's serial console log lies
 
 
@@ -33,6 +36,14 @@ class VmView:
     power_state: str
     task: task_dao.TaskRow | None
     actions: list[str]
+
+
+@dataclass(frozen=True)
+class TaskAnswer:
+    """A task as it is now; retry_after_s is set when its long-poll was declined."""
+
+    row: task_dao.TaskRow
+    retry_after_s: int | None = None
 
 
 def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) -> VmView:
@@ -54,8 +65,9 @@ def row_and_task(db: Database, id_or_name: str, project: str | None = None
 
 class VmReader:
     def __init__(self, db: Database, hypervisor: Hypervisor, addresses: AddressBook,
-                 runner: TaskRunner, console_log: ConsoleLogs) -> None:
+                 runner: TaskRunner, console_log: ConsoleLogs, waits: WaitLimiter) -> None:
         self._db = db
+        self._waits = waits
         self._hypervisor = hypervisor
         self._addresses = addresses
         self._runner = runner
@@ -129,14 +141,20 @@ class VmReader:
         text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
         return "".join(text.splitlines(keepends=True)[-lines:])
 
-    def task(self, task_id: str, caller: Principal, wait_s: int = 0) -> task_dao.TaskRow:
-        """The task, once finished or after wait_s (at most MAX_WAIT_S). Raises: TaskNotFound,
-        also for another project's task."""
+    def task(self, task_id: str, caller: Principal, wait_s: int = 0) -> TaskAnswer:
+        """The task, once finished or after wait_s (at most MAX_WAIT_S); at once, with a
+        retry_after_s, when the caller's token or the server has no wait slot free.
+
+        Raises: TaskNotFound, also for another project's task.
+        """
         with self._db.read() as conn:
             row = task_dao.get(conn, task_id)
         if row is None or not access.sees_project(caller, row.project):
             raise errors.TaskNotFound(task=task_id)
-        if wait_s:
-            row = self._runner.wait(task_id, min(wait_s, MAX_WAIT_S)) or row
-        return row
+        if not wait_s or row.status not in ACTIVE_TASK_STATUSES:
+            return TaskAnswer(row)
+        with self._waits.slot(caller.token_id) as granted:
+            if not granted:
+                return TaskAnswer(row, retry_after_s=POLL_AGAIN_S)
+            return TaskAnswer(self._runner.wait(task_id, min(wait_s, MAX_WAIT_S)) or row)
 

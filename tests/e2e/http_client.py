@@ -28,3 +28,4 @@ class HttpClient(Verbs):
             if task["status"] in ("succeeded", "failed"):
                 return task
             assert time.monotonic() < deadline, f"task {task_id} still {task['status']}"
+            time.sleep(float(reply.headers.get("Retry-After", 0)))  # the server declined to wait

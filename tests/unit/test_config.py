@@ -15,6 +15,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.network == "default"
     assert (config.host, config.port, config.max_builds) == ("127.0.0.1", 8000, 4)
     assert config.db_path.name == "iaas_metadata.db"
+    assert (config.max_connections, config.request_timeout_s, config.max_waits_per_token) == (
+        64, 30.0, 4)
 
 
 def test_environment_overrides_env_file(tmp_path: Path) -> None:
@@ -32,6 +34,10 @@ def test_environment_overrides_env_file(tmp_path: Path) -> None:
     ("IAAS_NETWORK", "net'><evil"),
     ("IAAS_MAX_BUILDS", "0"),
     ("IAAS_PORT", "eighty"),
+    ("IAAS_MAX_CONNECTIONS", "0"),
+    ("IAAS_REQUEST_TIMEOUT", "0"),
+    ("IAAS_REQUEST_TIMEOUT", "soon"),
+    ("IAAS_MAX_WAITS_PER_TOKEN", "-1"),
 ])
 def test_bad_values_are_refused(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError):
