@@ -33,6 +33,12 @@ def _page(items: list[Any], limit: int, marker: Any, key: str) -> dict[str, Any]
     return body
 
 
+def _project(request: Request) -> str | None:
+    """The ?project= a VM route was given: which project's VM a name means."""
+    project: str | None = request.params.get("project")
+    return project
+
+
 def _accepted(task: Any, project: str) -> Response:
     return Response(202, views.task(task), [("Location", f"/v1/tasks/{task.id}")], project=project)
 
@@ -119,29 +125,31 @@ class Handlers:
                         project=view.row.project)
 
     def show_vm(self, request: Request, vm: str) -> Response:
-        return Response(200, views.vm(self.reads.get(vm, request.caller)))
+        return Response(200, views.vm(self.reads.get(vm, request.caller, _project(request))))
 
     def delete_vm(self, request: Request, vm: str) -> Response:
-        task = self.compute.delete(vm, request.caller, request.request_id)
+        task = self.compute.delete(vm, request.caller, request.request_id, _project(request))
         return _accepted(task, task.project)
 
     def act(self, request: Request, vm: str, action: str) -> Response:
         schema = ACTION_OPTIONS.get(action, "NoOptions")
         options = PowerOptions(**validate_body(schema, request.optional_json()))
-        task = self.compute.act(vm, action, options, request.caller, request.request_id)
+        task = self.compute.act(vm, action, options, request.caller, request.request_id,
+                                _project(request))
         return _accepted(task, task.project)
 
     def list_vm_events(self, request: Request, vm: str) -> Response:
-        rows = self.reads.events(vm, request.params.get("limit", DEFAULT_EVENTS), request.caller)
+        rows = self.reads.events(vm, request.params.get("limit", DEFAULT_EVENTS), request.caller,
+                                 _project(request))
         return Response(200, {"events": [views.event(row) for row in rows]})
 
     def show_console(self, request: Request, vm: str) -> Response:
         lines = request.params.get("tail", DEFAULT_CONSOLE_LINES)
-        text = self.reads.console(vm, lines, request.caller)
+        text = self.reads.console(vm, lines, request.caller, _project(request))
         return Response(200, text, content_type="text/plain; charset=utf-8")
 
     def show_stats(self, request: Request, vm: str) -> Response:
-        return Response(200, self.reads.stats(vm, request.caller))
+        return Response(200, self.reads.stats(vm, request.caller, _project(request)))
 
     def show_task(self, request: Request, task: str) -> Response:
         row = self.reads.task(task, request.caller, request.params.get("wait", 0))
