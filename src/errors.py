@@ -61,6 +61,8 @@ VmBusy = _error("VmBusy", 409, "vm_busy", "VM {vm!r} is busy with another task; 
 InvalidState = _error("InvalidState", 409, "invalid_state",
                       "Cannot {action} a VM whose status is {status!r}; allowed now: {allowed}.")
 VmNotRunning = _error("VmNotRunning", 409, "vm_not_running", "VM {vm!r} is not running.")
+AmbiguousName = _error("AmbiguousName", 409, "ambiguous_name",
+                      "VMs of {count} projects are named {name!r}: use an id, or add ?project=.")
 NameConflict = _error("NameConflict", 409, "name_conflict", "A {kind} named {name!r} already exists.")
 ImageInUse = _error("ImageInUse", 409, "image_in_use", "Image {image!r} is used by {vm_count} VM(s).")
 ImageFileMissing = _error("ImageFileMissing", 409, "image_file_missing",

@@ -21,3 +21,5 @@ ACCESS_LEVELS = ("public", "member", "admin")
 CAPACITY_RESOURCES = ("gpu", "pcpu", "vcpu", "ram", "disk")
 GPU_STATUSES = ("free", "allocated", "unavailable")
 GPU_UNAVAILABLE_REASONS = ("iommu_group_shared", "no_iommu_group", "not_present")
+# A VM's libvirt domain is named this prefix + its id (VMs created before 009 keep their name).
+DOMAIN_NAME_PREFIX = "iaas-"

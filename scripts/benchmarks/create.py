@@ -19,7 +19,7 @@ from scripts.harness.host import (
     purge_domains,
 )
 from src.config import Config
-from src.hypervisor.domain_xml import DomainSpec, render_domain
+from src.hypervisor.domain_xml import DomainSpec, domain_name, render_domain
 from src.services.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
 
@@ -47,7 +47,8 @@ def raw_create(conn: libvirt.virConnect, base: Path, workdir: Path, network: str
     vm_id = str(uuid.uuid4())
     folder = workdir / vm_id
     mac = "52:54:00:" + ":".join(secrets.token_hex(1) for _ in range(3))
-    spec = DomainSpec(uuid=vm_id, name=f"bench-raw-{secrets.token_hex(4)}", domain_type="qemu",
+    spec = DomainSpec(uuid=vm_id, name=domain_name(vm_id),
+                      title=f"bench-raw-{secrets.token_hex(4)}", domain_type="qemu",
                       cpu=1, ram_mib=256, disk_path=str(folder / "disk.qcow2"),
                       disk_format="qcow2", network=network,
                       console_log=str(folder / "console.log"),
@@ -57,7 +58,7 @@ def raw_create(conn: libvirt.virConnect, base: Path, workdir: Path, network: str
     folder.mkdir(mode=0o755)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2",
                     spec.disk_path, str(GIB)], check=True)
-    write_seed(Seed(instance_id=vm_id, hostname=spec.name, ssh_keys=(), user_data=None, mac=mac),
+    write_seed(Seed(instance_id=vm_id, hostname=spec.title, ssh_keys=(), user_data=None, mac=mac),
                folder / "seed.iso")
     domain = conn.defineXMLFlags(render_domain(spec), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
     try:

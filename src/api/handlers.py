@@ -39,6 +39,12 @@ def _reveal(request: Request) -> bool:
     return access.sees_internals(request.principal)
 
 
+def _project(request: Request) -> str | None:
+    """The ?project= a VM route was given: which project's VM a name means."""
+    project: str | None = request.params.get("project")
+    return project
+
+
 def _accepted(request: Request, task: Any) -> Response:
     return Response(202, views.task(task, _reveal(request)), [("Location", f"/v1/tasks/{task.id}")],
                     project=task.project)
@@ -126,29 +132,32 @@ class Handlers:
                         project=view.row.project)
 
     def show_vm(self, request: Request, vm: str) -> Response:
-        return Response(200, views.vm(self.reads.get(vm, request.caller), _reveal(request)))
+        return Response(200, views.vm(self.reads.get(vm, request.caller, _project(request)),
+                                      _reveal(request)))
 
     def delete_vm(self, request: Request, vm: str) -> Response:
-        task = self.compute.delete(vm, request.caller, request.request_id)
+        task = self.compute.delete(vm, request.caller, request.request_id, _project(request))
         return _accepted(request, task)
 
     def act(self, request: Request, vm: str, action: str) -> Response:
         schema = ACTION_OPTIONS.get(action, "NoOptions")
         options = PowerOptions(**validate_body(schema, request.optional_json()))
-        task = self.compute.act(vm, action, options, request.caller, request.request_id)
+        task = self.compute.act(vm, action, options, request.caller, request.request_id,
+                                _project(request))
         return _accepted(request, task)
 
     def list_vm_events(self, request: Request, vm: str) -> Response:
-        rows = self.reads.events(vm, request.params.get("limit", DEFAULT_EVENTS), request.caller)
+        rows = self.reads.events(vm, request.params.get("limit", DEFAULT_EVENTS), request.caller,
+                                 _project(request))
         return Response(200, {"events": [views.event(row, _reveal(request)) for row in rows]})
 
     def show_console(self, request: Request, vm: str) -> Response:
         lines = request.params.get("tail", DEFAULT_CONSOLE_LINES)
-        text = self.reads.console(vm, lines, request.caller)
+        text = self.reads.console(vm, lines, request.caller, _project(request))
         return Response(200, text, content_type="text/plain; charset=utf-8")
 
     def show_stats(self, request: Request, vm: str) -> Response:
-        return Response(200, self.reads.stats(vm, request.caller))
+        return Response(200, self.reads.stats(vm, request.caller, _project(request)))
 
     def show_task(self, request: Request, task: str) -> Response:
         answer = self.reads.task(task, request.caller, request.params.get("wait", 0))

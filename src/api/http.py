@@ -29,6 +29,12 @@ class Request:
         self.query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""),
                                                     keep_blank_values=True)
 
+    @property
+    def target(self) -> str:
+        """The path with its query string, as sent (?project= changes which VM a POST means)."""
+        query = self._environ.get("QUERY_STRING", "")
+        return f"{self.path}?{query}" if query else self.path
+
     def header(self, name: str) -> str | None:
         return self._environ.get("HTTP_" + name.upper().replace("-", "_"))
 

@@ -78,7 +78,7 @@ class Pipeline:
         """
         check_key(key)
         token_id = request.caller.token_id
-        digest = request_hash(request.method, request.path, request.raw_body())
+        digest = request_hash(request.method, request.target, request.raw_body())
         stored = self._idempotency.begin(token_id, key, digest)
         if stored is not None:
             return Response(stored.status, stored.body,

@@ -15,6 +15,10 @@ from src.vocabulary import ACTION_OPTIONS, POWER_ACTIONS, VM_STATUSES
 Handler = Callable[..., Response]
 Query = tuple[tuple[str, dict[str, Any]], ...]
 PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+# On every route of one VM: which project's VM {vm} names (names are unique per project).
+VM_PROJECT = ("project", {"type": "string", "description":
+                          "The VM's project, when {vm} is a name that several projects use "
+                          "(409 ambiguous_name without it)"})
 
 
 @dataclass(frozen=True)
@@ -73,19 +77,21 @@ ROUTES: tuple[Route, ...] = (
         ("marker", UUID))),
     Route("POST", "/v1/vms", H.create_vm, "createVm", ok=202, returns="Vm", errors=(403, 409),
           body="VmCreate"),
-    Route("GET", "/v1/vms/{vm}", H.show_vm, "showVm", returns="Vm", errors=(404,)),
+    Route("GET", "/v1/vms/{vm}", H.show_vm, "showVm", returns="Vm", errors=(404, 409),
+          query=(VM_PROJECT,)),
     Route("DELETE", "/v1/vms/{vm}", H.delete_vm, "deleteVm", ok=202, returns="Task",
-          errors=(404, 409)),
+          errors=(404, 409), query=(VM_PROJECT,)),
     Route("GET", "/v1/vms/{vm}/events", H.list_vm_events, "listVmEvents", returns="EventList",
-          errors=(400, 404), query=(("limit", PAGE_LIMIT),)),
+          errors=(400, 404, 409), query=(("limit", PAGE_LIMIT), VM_PROJECT)),
     Route("GET", "/v1/vms/{vm}/console", H.show_console, "showVmConsole", text=True,
-          errors=(400, 404), query=(("tail", {"type": "integer", "minimum": 1, "maximum": 10000}),),
+          errors=(400, 404, 409),
+          query=(("tail", {"type": "integer", "minimum": 1, "maximum": 10000}), VM_PROJECT),
           description="Tail of the serial console log."),
     Route("GET", "/v1/vms/{vm}/stats", H.show_stats, "showVmStats", returns="VmStats",
-          errors=(404, 409)),
+          errors=(404, 409), query=(VM_PROJECT,)),
     *(Route("POST", f"/v1/vms/{{vm}}/{action}", H.act, f"{action}Vm", ok=202, returns="Task",
             errors=(404, 409), body=ACTION_OPTIONS.get(action, "NoOptions"), body_required=False,
-            action=action) for action in POWER_ACTIONS),
+            query=(VM_PROJECT,), action=action) for action in POWER_ACTIONS),
     Route("GET", "/v1/admin/orphans", H.list_orphans, "listOrphans", "admin", returns="Orphans",
           description="Domains and instance folders of this installation that have no VM record."),
     Route("GET", "/v1/projects", H.list_projects, "listProjects", "admin", returns="ProjectList"),

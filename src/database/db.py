@@ -20,11 +20,11 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, foreign_keys: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         return conn
 
@@ -38,9 +38,12 @@ class Database:
             conn.close()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A BEGIN IMMEDIATE transaction: committed on success, rolled back on any exception."""
-        conn = self._connect()
+    def write(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
+        """A BEGIN IMMEDIATE transaction: committed on success, rolled back on any exception.
+
+        foreign_keys=False is for migrations only (see migrate).
+        """
+        conn = self._connect(foreign_keys)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -52,15 +55,19 @@ class Database:
         finally:
             conn.close()
 
-    def migrate(self) -> list[int]:
-        """Apply pending numbered migrations; return the versions applied now."""
+    def migrate(self, until: int | None = None) -> list[int]:
+        """Apply pending numbered migrations (up to version until); return those applied now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._make_private()
         with self.read() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
         applied_now = []
         for version, sql in _migrations():
-            with self.write() as conn:
+            if until is not None and version > until:
+                break
+            # Foreign keys off: rebuilding a table (create, copy, drop, rename) must not cascade
+            # the drop into the rows that reference it. They are checked before the commit.
+            with self.write(foreign_keys=False) as conn:
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
                              "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
                 done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
@@ -69,6 +76,7 @@ class Database:
                     continue
                 for statement in _statements(sql):
                     conn.execute(statement)
+                _check_foreign_keys(conn, version)
                 conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                              (version, utc_now()))
                 applied_now.append(version)
@@ -86,6 +94,14 @@ class Database:
         """Raises: sqlite3.Error when the database cannot be read."""
         with self.read() as conn:
             conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+
+
+def _check_foreign_keys(conn: sqlite3.Connection, version: int) -> None:
+    """Raises: sqlite3.IntegrityError when the migration left a reference without its row."""
+    broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise sqlite3.IntegrityError(
+            f"migration {version} breaks foreign keys: {[tuple(row) for row in broken[:5]]}")
 
 
 def _migrations() -> list[tuple[int, str]]:

@@ -5,6 +5,8 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from src.vocabulary import DOMAIN_NAME_PREFIX
+
 
 @dataclass(frozen=True)
 class VmRow:
@@ -28,9 +30,14 @@ class VmRow:
     pinned_cpus: list[int] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)
     project: str = "default"
+    domain_name: str = ""  # libvirt's name for its domain: iaas-<id>, or the name of older VMs
+
+    def __post_init__(self) -> None:
+        if not self.domain_name:  # a new VM: its domain is named by its id
+            object.__setattr__(self, "domain_name", DOMAIN_NAME_PREFIX + self.id)
 
 
-_SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
+_SELECT = ("SELECT v.id, v.name, v.domain_name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
            "v.status, v.vnc_port, v.ip_addresses, v.mac, v.flavor_name, v.error_code, v.error_message, "
            "v.created_at, v.updated_at, v.numa_node, v.pinned_cpus, v.project, "
            "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus "
@@ -47,21 +54,31 @@ def _row(row: sqlite3.Row) -> VmRow:
 
 
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
-    """Raises: sqlite3.IntegrityError when the name (or id) is taken."""
-    conn.execute("INSERT INTO vms (id, name, cpu, ram, disk_gb, image_id, status, mac, "
-                 "flavor_name, numa_node, pinned_cpus, project, created_at, updated_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (vm.id, vm.name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id, vm.status, vm.mac,
-                  vm.flavor_name, vm.numa_node, json.dumps(vm.pinned_cpus), vm.project,
-                  vm.created_at, vm.updated_at))
+    """Raises: sqlite3.IntegrityError when the name is taken in its project (or the id is)."""
+    conn.execute("INSERT INTO vms (id, name, domain_name, cpu, ram, disk_gb, image_id, status, "
+                 "mac, flavor_name, numa_node, pinned_cpus, project, created_at, updated_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (vm.id, vm.name, vm.domain_name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id,
+                  vm.status, vm.mac, vm.flavor_name, vm.numa_node, json.dumps(vm.pinned_cpus),
+                  vm.project, vm.created_at, vm.updated_at))
 
 
-def get(conn: sqlite3.Connection, id_or_name: str, project: str | None = None) -> VmRow | None:
-    """The VM by id or name; with project, only if it belongs to that project."""
+def find(conn: sqlite3.Connection, id_or_name: str, project: str | None = None) -> list[VmRow]:
+    """The VM with this id, else every VM with this name (one per project); with project, only
+    that project's."""
     # A name may look like another VM's id: the id wins.
-    row = conn.execute(f"{_SELECT} WHERE (v.id = ? OR v.name = ?) AND (? IS NULL OR v.project = ?) "
-                       "ORDER BY v.id = ? DESC LIMIT 1",
-                       (id_or_name, id_or_name, project, project, id_or_name)).fetchone()
+    rows = conn.execute(f"{_SELECT} WHERE (v.id = ? OR v.name = ?) AND (? IS NULL OR v.project = ?) "
+                        "ORDER BY v.id = ? DESC, v.project",
+                        (id_or_name, id_or_name, project, project, id_or_name)).fetchall()
+    if rows and rows[0]["id"] == id_or_name:
+        rows = rows[:1]
+    return [_row(row) for row in rows]
+
+
+def get(conn: sqlite3.Connection, vm_id: str, project: str | None = None) -> VmRow | None:
+    """The VM with this id; with project, only if it belongs to that project."""
+    row = conn.execute(f"{_SELECT} WHERE v.id = ? AND (? IS NULL OR v.project = ?)",
+                       (vm_id, project, project)).fetchone()
     return _row(row) if row else None
 
 

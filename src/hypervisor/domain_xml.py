@@ -6,9 +6,17 @@ from pathlib import Path
 
 import jinja2
 
+from src.vocabulary import DOMAIN_NAME_PREFIX
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 TEMPLATE_NAME = "vm_template.xml"
 METADATA_NS = "https://iaas.example.org/xmlns/instance/1"
+
+
+def domain_name(vm_id: str) -> str:
+    """The libvirt name of a new VM's domain: from its id, so it reveals and collides with
+    nothing (VM names are only unique per project)."""
+    return DOMAIN_NAME_PREFIX + vm_id
 
 
 @dataclass(frozen=True)
@@ -16,7 +24,8 @@ class DomainSpec:
     """Everything the template may use; values are escaped, never trusted as markup."""
 
     uuid: str
-    name: str
+    name: str  # the domain's name: iaas-<uuid>
+    title: str  # the VM's name, for `virsh list --title`
     domain_type: str
     cpu: int
     ram_mib: int

@@ -100,17 +100,6 @@ class Domains:
         """Remove the definition; a missing domain is fine."""
         self.connection.on_domain(uuid, lambda d: d.undefineFlags(_UNDEFINE_FLAGS), missing=None)
 
-    def name_taken(self, name: str) -> bool:
-        def look(conn: libvirt.virConnect) -> bool:
-            try:
-                conn.lookupByName(name)
-            except libvirt.libvirtError as exc:
-                if is_missing(exc):
-                    return False
-                raise
-            return True
-        return self.connection.call(look)
-
     def power_state(self, uuid: str) -> str:
         """One domain's live state, or 'missing'."""
         return self.connection.on_domain(

@@ -41,6 +41,19 @@ def scope(caller: Principal) -> str | None:
     return None if caller.is_admin else caller.project
 
 
+def vm_scope(caller: Principal, vm: str, project: str | None = None) -> str | None:
+    """The one project in which caller's lookup of vm searches (None: every project); project
+    narrows an admin's lookup.
+
+    Raises: VmNotFound when a member names another project (there is no such VM for them).
+    """
+    if caller.is_admin:
+        return project
+    if project is not None and project != caller.project:
+        raise errors.VmNotFound(vm=vm)
+    return caller.project
+
+
 def sees_project(caller: Principal, project: str | None) -> bool:
     return caller.is_admin or project == caller.project
 

@@ -14,6 +14,7 @@ from src.database import images as image_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
+from src.hypervisor.domain_xml import domain_name
 from src.hypervisor.domains import MISSING
 from src.hypervisor.driver import Hypervisor
 from src.services import access, lifecycle, quotas, seeds
@@ -74,7 +75,8 @@ class ComputeService:
         """Claim capacity (GPUs included), record the VM as building and queue its build.
 
         Raises: ValidationFailed (ssh_keys, user_data), ImageNotFoundInRequest,
-        ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict, FlavorNotFoundInRequest,
+        ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
+        caller's own project), FlavorNotFoundInRequest,
         InsufficientCapacity, QuotaExceeded.
         """
         ssh_keys = seeds.checked_ssh_keys(request.ssh_keys)
@@ -84,12 +86,13 @@ class ComputeService:
         base, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
-        if self._hypervisor.name_taken(request.name):
-            raise errors.NameConflict(kind="domain", name=request.name)
         host = self._placement.host()
         now = utc_now()
-        row = vm_dao.VmRow(id=str(uuid.uuid4()), name=request.name, cpu=demand.cpu,
-                           ram=demand.ram, disk_gb=disk_gb, image_id=image.id,
+        vm_id = str(uuid.uuid4())
+        # The domain is named by the id, not the VM's name: names are only unique per project,
+        # and a name must not tell anyone what another project has (the name is its title).
+        row = vm_dao.VmRow(id=vm_id, name=request.name, domain_name=domain_name(vm_id),
+                           cpu=demand.cpu, ram=demand.ram, disk_gb=disk_gb, image_id=image.id,
                            image_name=image.name, status="building", vnc_port=None,
                            error_code=None, error_message=None, created_at=now, updated_at=now,
                            mac=_new_mac(), flavor_name=flavor.name if flavor else None,
@@ -116,17 +119,19 @@ class ComputeService:
                             on_expire=lambda: self._work.expire_build(row.id))
         return view(row, MISSING, task)
 
-    def delete(self, id_or_name: str, caller: Principal,
-               request_id: str | None = None) -> task_dao.TaskRow:
-        """Queue the VM's removal. Raises: VmNotFound, VmBusy, InvalidState."""
-        task = self._hold(id_or_name, "delete", request_id, caller)
+    def delete(self, id_or_name: str, caller: Principal, request_id: str | None = None,
+               project: str | None = None) -> task_dao.TaskRow:
+        """Queue the VM's removal. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
+        task = self._hold(id_or_name, "delete", request_id, access.vm_scope(caller, id_or_name,
+                                                                            project))
         self._runner.submit(task, lambda: self._work.delete(task.vm_id), self._timeouts.task_s)
         return task
 
     def act(self, id_or_name: str, action: str, options: PowerOptions, caller: Principal,
-            request_id: str | None = None) -> task_dao.TaskRow:
-        """Queue a power action. Raises: VmNotFound, VmBusy, InvalidState."""
-        task = self._hold(id_or_name, action, request_id, caller)
+            request_id: str | None = None, project: str | None = None) -> task_dao.TaskRow:
+        """Queue a power action. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
+        task = self._hold(id_or_name, action, request_id,
+                          access.vm_scope(caller, id_or_name, project))
         timeout = self._timeouts.task_s
         if action == "shutdown":
             timeout = max(timeout, options.timeout + self._timeouts.shutdown_margin_s)
@@ -134,12 +139,13 @@ class ComputeService:
         return task
 
     def _hold(self, id_or_name: str, action: str, request_id: str | None,
-              caller: Principal) -> task_dao.TaskRow:
-        """Take the VM's hold for action: its one active task, inserted atomically.
+              scope: str | None) -> task_dao.TaskRow:
+        """Take the VM's hold for action: its one active task, inserted atomically. scope is
+        the project the lookup searches (None: every project).
 
-        Raises: VmNotFound, VmBusy, InvalidState.
+        Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState.
         """
-        row, _ = row_and_task(self._db, id_or_name, access.scope(caller))
+        row, _ = row_and_task(self._db, id_or_name, scope)
         # Only an errored VM's allowed list depends on the host (start needs the domain).
         exists = row.status != "error" or self._hypervisor.power_state(row.id) != MISSING
         task = new_task_row(row.id, action, request_id, row.project)

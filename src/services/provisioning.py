@@ -122,8 +122,8 @@ class Provisioner:
         passthrough = bool(plan.gpu_functions)
         row, claim = plan.row, plan.claim
         return DomainSpec(
-            uuid=row.id, name=row.name, domain_type=domain_type, cpu=row.cpu,
-            ram_mib=row.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
+            uuid=row.id, name=row.domain_name, title=row.name, domain_type=domain_type,
+            cpu=row.cpu, ram_mib=row.ram, disk_path=str(folder / DISK_FILE), disk_format="qcow2",
             network=self._config.network, console_log=str(folder / CONSOLE_LOG),
             installation_id=self._installation_id, image_name=plan.image.name,
             mac=row.mac or plan.seed.mac,

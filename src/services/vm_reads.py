@@ -1,6 +1,7 @@
 """Reading VMs: show, list, events, console, stats and their tasks, merged with live host state."""
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,14 +53,27 @@ def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) -> 
     return VmView(row=row, power_state=power_state, task=task, actions=actions)
 
 
+def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
+    """The one VM with this id, or with this name in project (None: in any project).
+
+    Raises: VmNotFound, also for another project's VM (its existence is not revealed);
+    AmbiguousName when projects share the name and project does not say which.
+    """
+    found = vm_dao.find(conn, id_or_name, project)
+    if not found:
+        raise errors.VmNotFound(vm=id_or_name)
+    if len(found) > 1:  # only an admin's unnarrowed lookup sees more than one project
+        raise errors.AmbiguousName(name=id_or_name, count=len(found),
+                                   ids=[row.id for row in found])
+    return found[0]
+
+
 def row_and_task(db: Database, id_or_name: str, project: str | None = None
                  ) -> tuple[vm_dao.VmRow, task_dao.TaskRow | None]:
-    """Raises: VmNotFound, also for another project's VM (its existence is not revealed)."""
+    """Raises: VmNotFound, AmbiguousName (see lookup)."""
     with db.read() as conn:
-        row = vm_dao.get(conn, id_or_name, project)
-        task = task_dao.active_for_vm(conn, row.id) if row else None
-    if row is None:
-        raise errors.VmNotFound(vm=id_or_name)
+        row = lookup(conn, id_or_name, project)
+        task = task_dao.active_for_vm(conn, row.id)
     return row, task
 
 
@@ -73,12 +87,13 @@ class VmReader:
         self._runner = runner
         self._console_log = console_log
 
-    def get(self, id_or_name: str, caller: Principal) -> VmView:
+    def get(self, id_or_name: str, caller: Principal, project: str | None = None) -> VmView:
         """The VM with its live power state; learns its addresses if it has none yet.
 
-        Raises: VmNotFound.
+        Raises: VmNotFound, AmbiguousName.
         """
-        row, task = row_and_task(self._db, id_or_name, access.scope(caller))
+        row, task = row_and_task(self._db, id_or_name,
+                                 access.vm_scope(caller, id_or_name, project))
         power_state = self._hypervisor.power_state(row.id)
         learnable = power_state == "running" and not row.ip_addresses and row.mac
         if learnable and self._addresses.learn_one(row.id, row.mac or ""):
@@ -91,7 +106,7 @@ class VmReader:
         project = access.scope(caller)
         with self._db.read() as conn:
             after = vm_dao.get(conn, marker, project) if marker is not None else None
-            if marker is not None and (after is None or after.id != marker):
+            if marker is not None and after is None:
                 raise errors.MarkerNotFound(marker=marker)
             rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit,
                                     project=project)
@@ -99,20 +114,21 @@ class VmReader:
         states = self._hypervisor.power_states() if rows else {}
         return [view(row, states.get(row.id, MISSING), active.get(row.id)) for row in rows]
 
-    def events(self, id_or_name: str, limit: int, caller: Principal) -> list[task_dao.TaskRow]:
-        """Every action recorded for the VM, newest first. Raises: VmNotFound."""
+    def events(self, id_or_name: str, limit: int, caller: Principal,
+               project: str | None = None) -> list[task_dao.TaskRow]:
+        """Every action recorded for the VM, newest first. Raises: VmNotFound, AmbiguousName."""
+        scope = access.vm_scope(caller, id_or_name, project)
         with self._db.read() as conn:
-            row = vm_dao.get(conn, id_or_name, access.scope(caller))
-            if row is None:
-                raise errors.VmNotFound(vm=id_or_name)
+            row = lookup(conn, id_or_name, scope)
             return task_dao.list_for_vm(conn, row.id, limit)
 
-    def stats(self, id_or_name: str, caller: Principal) -> dict[str, object]:
+    def stats(self, id_or_name: str, caller: Principal,
+              project: str | None = None) -> dict[str, object]:
         """CPU, memory, disk and NIC counters sampled over STATS_WINDOW_S.
 
-        Raises: VmNotFound, VmNotRunning.
+        Raises: VmNotFound, AmbiguousName, VmNotRunning.
         """
-        row, _ = row_and_task(self._db, id_or_name, access.scope(caller))
+        row, _ = row_and_task(self._db, id_or_name, access.vm_scope(caller, id_or_name, project))
         try:
             first = self._hypervisor.stats(row.id)
             started = time.monotonic()
@@ -125,12 +141,13 @@ class VmReader:
             raise errors.VmNotRunning(vm=id_or_name)
         return {"vm_id": row.id, **summarize(first, second, window, row.cpu)}
 
-    def console(self, id_or_name: str, lines: int, caller: Principal) -> str:
+    def console(self, id_or_name: str, lines: int, caller: Principal,
+                project: str | None = None) -> str:
         """The last lines of the VM's serial console log ('' before the guest wrote any).
 
-        Raises: VmNotFound.
+        Raises: VmNotFound, AmbiguousName.
         """
-        row, _ = row_and_task(self._db, id_or_name, access.scope(caller))
+        row, _ = row_and_task(self._db, id_or_name, access.vm_scope(caller, id_or_name, project))
         try:
             with self._console_log(row.id).open("rb") as log_file:
                 size = log_file.seek(0, 2)

@@ -48,9 +48,11 @@ def wait_for_console(log: Path, pattern: str, deadline: float) -> re.Match[str]:
 
 
 def check_domain(conn: libvirt.virConnect, vm: dict[str, Any], app: App, config: Config) -> None:
-    """The libvirt domain is exactly the VM: same UUID and name, TCG, an overlay on our image."""
+    """The libvirt domain is exactly the VM: same UUID, named iaas-<uuid> and titled with the
+    VM's name, TCG, an overlay on our image."""
     domain = conn.lookupByUUIDString(vm["id"])
-    assert domain.name() == vm["name"]
+    assert domain.name() == f"iaas-{vm['id']}"
+    assert domain.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None) == vm["name"]
     assert installation_of(domain) == app.installation_id
     root = ET.fromstring(domain.XMLDesc(0))
     assert root.get("type") == "qemu"

@@ -58,7 +58,7 @@ def test_start_failure_is_undone(make_e2e_app: E2eAppFactory, e2e_config: Config
     assert vm["power_state"] == "missing"
     assert not domain_exists(system_conn, vm["id"])
     with pytest.raises(libvirt.libvirtError):
-        system_conn.lookupByName(name)
+        system_conn.lookupByName(f"iaas-{vm['id']}")
     assert not (config.instances_dir / vm["id"]).exists()
     assert (config.images_dir / "tiny-linux.qcow2").is_file()
 

@@ -378,8 +378,8 @@ def test_delete_from_every_status(status: str, live_client: HttpClient, e2e_app:
         if status == "error-domain-kept":
             set_status_in_db(e2e_app, vm_id, "error", "start_failed")
     elif status == "error-domain-gone":
-        virsh("destroy", vm["name"])
-        virsh("undefine", vm["name"])
+        virsh("destroy", vm_id)  # the domain's name is iaas-<id>; virsh takes the UUID too
+        virsh("undefine", vm_id)
     settle(live_client, system_conn, vm_id, status, RECONCILE_DEADLINE_S)
     refuse_all_but(live_client, system_conn, vm_id, status)
     delete_and_check_gone(live_client, system_conn, e2e_config, vm_id)
@@ -435,7 +435,8 @@ def test_virsh_behind_the_api_is_reconciled(events: bool, make_e2e_app: E2eAppFa
     with served(make_e2e_app(config)) as client:
         register_tiny_image(client)
         vm = create_vm(client, TINY_IMAGE_NAME)
-        vm_id, name = vm["id"], vm["name"]
+        vm_id = vm["id"]
+        name = f"iaas-{vm_id}"  # the domain's name, as an operator sees it in `virsh list`
 
         virsh("destroy", name)
         settle(client, system_conn, vm_id, "stopped", RECONCILE_DEADLINE_S)

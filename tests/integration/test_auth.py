@@ -137,9 +137,12 @@ def test_members_see_only_their_projects_vms(app: App, config: Config,
     assert sorted(vm["name"] for vm in world.admin.get("/v1/vms").body["vms"]) == ["mine", "theirs"]
     assert other.get("/v1/vms/mine").error_code == "vm_not_found"  # by name too
     assert other.get(f"/v1/vms?marker={mine['id']}").error_code == "marker_not_found"
+    # Names are per project: another project's VM of that name is neither a clash nor revealed.
+    same_name = other.post("/v1/vms", {"name": "mine", "cpu": 1, "ram": 128, "image_name": "base"})
+    assert same_name.status == 202 and same_name.body["id"] != mine["id"]
+    assert "alpha" not in str(same_name.body) and mine["id"] not in str(same_name.body)
     clash = other.post("/v1/vms", {"name": "mine", "cpu": 1, "ram": 128, "image_name": "base"})
     assert clash.status == 409 and clash.error_code == "name_conflict"
-    assert "alpha" not in str(clash.body) and mine["id"] not in str(clash.body)
     assert other.get(f"/v1/tasks/{mine['task']['id']}?wait=1").error_code == "task_not_found"
     assert world.member.get(f"/v1/vms/{theirs['id']}").status == 404
 

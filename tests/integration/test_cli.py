@@ -75,7 +75,7 @@ def test_vm_cleanup_removes_orphans_only(app: App, client: Client, config: Confi
     with app.db.write() as conn:  # the row goes, the domain and folder stay: orphans
         conn.execute("DELETE FROM vms WHERE id = ?", (orphan,))
     listed = client.get("/v1/admin/orphans").body
-    assert listed == {"domains": [{"uuid": orphan, "name": "ours-1"}],
+    assert listed == {"domains": [{"uuid": orphan, "name": f"iaas-{orphan}"}],
                       "folders": [str(config.instances_dir / orphan)]}
 
     cli.vm_cleanup(config, app.hypervisor)

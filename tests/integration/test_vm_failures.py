@@ -99,8 +99,8 @@ def test_define_rejected_by_libvirt_is_undone(make_app: AppFactory, config: Conf
     second = client.post("/v1/vms", VM).body
     assert client.get(f"/v1/tasks/{second['task']['id']}").body["status"] == "queued"
     # While the build waits its turn, something else takes the domain name on the host.
-    app.hypervisor.define(f"<domain type='test'><name>{VM['name']}</name><memory>131072</memory>"
-                          "<os><type>hvm</type></os></domain>")
+    app.hypervisor.define(f"<domain type='test'><name>iaas-{second['id']}</name>"
+                          "<memory>131072</memory><os><type>hvm</type></os></domain>")
     gated.gate.set()
     assert client.wait_task(first["task"]["id"])["status"] == "succeeded"
     task = client.wait_task(second["task"]["id"])

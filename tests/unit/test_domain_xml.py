@@ -6,12 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from src.hypervisor.domain_xml import METADATA_NS, DomainSpec, render_domain
+from src.hypervisor.domain_xml import (
+    METADATA_NS,
+    DomainSpec,
+    domain_name,
+    render_domain,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "domain.xml"
 
+VM_ID = "6f1c9a52-6a38-4d0e-9a3e-1d5b8f4f2a10"
 SPEC = DomainSpec(
-    uuid="6f1c9a52-6a38-4d0e-9a3e-1d5b8f4f2a10", name="vm-chulhee-01", domain_type="kvm", cpu=2,
+    uuid=VM_ID, name=domain_name(VM_ID), title="vm-chulhee-01", domain_type="kvm", cpu=2,
     ram_mib=2048, disk_path="/var/lib/libvirt/images/iaas-instances/6f1c/disk.qcow2",
     disk_format="qcow2", network="default",
     console_log="/var/lib/libvirt/images/iaas-instances/6f1c/console.log",
@@ -28,7 +34,7 @@ INJECTIONS = [
     "&lt;hostdev/&gt;&amp;",
     "{{ 7*7 }}{% raw %}",
 ]
-STRING_FIELDS = ["name", "disk_path", "network", "console_log", "installation_id", "image_name",
+STRING_FIELDS = ["name", "title", "disk_path", "network", "console_log", "installation_id", "image_name",
                  "uuid", "domain_type", "disk_format", "mac", "seed_path"]
 
 
@@ -52,6 +58,14 @@ def test_has_the_devices_and_features_every_vm_needs() -> None:
     assert seed.find("source").get("file") == SPEC.seed_path
     installation = root.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}installation")
     assert installation.text == SPEC.installation_id
+
+
+def test_domain_is_named_by_its_uuid_and_titled_with_the_vm_name() -> None:
+    root = ET.fromstring(render_domain(SPEC))
+    assert root.findtext("name") == "iaas-6f1c9a52-6a38-4d0e-9a3e-1d5b8f4f2a10"
+    assert root.findtext("uuid") == SPEC.uuid
+    assert root.findtext("title") == "vm-chulhee-01"  # what `virsh list --title` shows
+    assert [child.tag for child in root][:3] == ["name", "title", "uuid"]
 
 
 @pytest.mark.parametrize("field", STRING_FIELDS)
