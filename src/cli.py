@@ -1,4 +1,5 @@
-"""Operator commands behind the Makefile: db-init, db-clean, vm-cleanup, install-image."""
+"""Operator commands behind the Makefile: db-init, db-clean, vm-cleanup, install-image,
+ensure-network, token."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,8 @@ from src.services.orphans import OrphanFinder
 from src.vocabulary import ROLES
 
 SEED_IMAGE = ("Ubuntu-Base-22.04", "ubuntu-test.qcow2", "qcow2")
+# Debian's and Ubuntu's definition of libvirt's NAT network `default`.
+DEFAULT_NETWORK_XML = Path("/usr/share/libvirt/networks/default.xml")
 
 
 def _open_db(config: Config) -> tuple[Database, str]:
@@ -126,12 +129,37 @@ def vm_cleanup(config: Config, hypervisor: Hypervisor, everything: bool = False)
           f"{len(removed_rows)} VM record(s)")
 
 
+def ensure_network(config: Config, hypervisor: Hypervisor) -> int:
+    """Make IAAS_NETWORK exist (only `default`, from libvirt's own definition), run and autostart.
+
+    Returns the exit status: 1 when the network does not exist and cannot be made here.
+    """
+    name = config.network
+    state = hypervisor.networks.state(name)
+    if state == "missing" and name == "default" and DEFAULT_NETWORK_XML.is_file():
+        hypervisor.networks.define(DEFAULT_NETWORK_XML.read_text())
+        print(f"network default defined from {DEFAULT_NETWORK_XML}")
+        state = "inactive"
+    if state == "missing":
+        print(f"network {name!r} does not exist on {config.libvirt_uri}: define it "
+              f"(`virsh net-define <file>`) or set IAAS_NETWORK to a network that does",
+              file=sys.stderr)
+        return 1
+    if state == "inactive":
+        hypervisor.networks.start(name)
+        print(f"network {name} was not running: started it and marked it autostart")
+    else:
+        print(f"network {name} is active")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m src.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("db-init")
     sub.add_parser("db-clean")
+    sub.add_parser("ensure-network", help="start IAAS_NETWORK (and autostart it) if it is not")
     cleanup = sub.add_parser("vm-cleanup", help="remove orphaned domains and instance folders")
     cleanup.add_argument("--all", action="store_true", dest="everything",
                          help="also remove every VM of this installation and its records")
@@ -154,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         install_image(config, args.name, args.source)
     elif args.command == "token":
         token_command(config, args)
+    elif args.command == "ensure-network":
+        return ensure_network(config, Hypervisor(config.libvirt_uri))
     elif args.command == "vm-cleanup":
         vm_cleanup(config, Hypervisor(config.libvirt_uri), args.everything)
     else:

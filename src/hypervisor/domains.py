@@ -19,6 +19,14 @@ POWER_STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 MISSING = "missing"
+HALTED = "paused_by_hypervisor"  # paused, but not because anyone asked
+# Why a paused domain is paused: only these mean somebody (or a passing operation) paused it.
+_ASKED_PAUSES = {getattr(libvirt, f"VIR_DOMAIN_PAUSED_{name}") for name in (
+    "USER", "MIGRATION", "SAVE", "DUMP", "SNAPSHOT", "SHUTTING_DOWN", "STARTING_UP",
+    "FROM_SNAPSHOT", "POSTCOPY") if hasattr(libvirt, f"VIR_DOMAIN_PAUSED_{name}")}
+PAUSE_REASONS: dict[int, str] = {value: name[len("VIR_DOMAIN_PAUSED_"):].lower() for name, value in
+                 vars(libvirt).items() if name.startswith("VIR_DOMAIN_PAUSED_")
+                 and name != "VIR_DOMAIN_PAUSED_LAST" and isinstance(value, int)}
 # The test driver refuses NVRAM/checkpoint flags; our domains have neither.
 _UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
@@ -32,6 +40,12 @@ _STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
 
 # (address, family) pairs keyed by MAC.
 Addresses = dict[str, list[tuple[str, str]]]
+
+
+def _state_name(state: int, reason: int) -> str:
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason not in _ASKED_PAUSES:
+        return HALTED
+    return POWER_STATES.get(state, "unknown")
 
 
 def _destroy_if_running(domain: libvirt.virDomain) -> None:
@@ -102,15 +116,21 @@ class Domains:
 
     def power_state(self, uuid: str) -> str:
         """One domain's live state, or 'missing'."""
-        return self.connection.on_domain(
-            uuid, lambda d: POWER_STATES.get(d.state()[0], "unknown"), missing=MISSING)
+        return self.connection.on_domain(uuid, lambda d: _state_name(*d.state()),
+                                         missing=MISSING)
 
     def power_states(self) -> dict[str, str]:
         """Live state of every domain by UUID, in one libvirt call."""
         stats = self.connection.call(
             lambda c: c.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE))
-        return {domain.UUIDString(): POWER_STATES.get(values.get("state.state", -1), "unknown")
+        return {domain.UUIDString(): _state_name(values.get("state.state", -1),
+                                                 values.get("state.reason", 0))
                 for domain, values in stats}
+
+    def pause_reason(self, uuid: str) -> str:
+        """Why libvirt says the domain is paused (ioerror, crashed, unknown, ...)."""
+        reason: int = self.connection.on_domain(uuid, lambda d: d.state()[1])
+        return PAUSE_REASONS.get(reason, "unknown")
 
     def domain_xml(self, uuid: str) -> str:
         """The live (or inactive) XML libvirt holds for the domain. Raises: DomainNotFound."""

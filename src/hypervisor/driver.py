@@ -6,15 +6,18 @@ from collections.abc import Callable
 from src.hypervisor.connection import Connection, LifecycleListener
 from src.hypervisor.domains import Domains
 from src.hypervisor.host import HostFacts
+from src.hypervisor.networks import Networks
 
 
 class Hypervisor(Domains):
-    """Domain operations (inherited), host facts (`host`) and the connection's life."""
+    """Domain operations (inherited), host facts (`host`), networks (`networks`) and the
+    connection's life."""
 
     def __init__(self, uri: str) -> None:
         super().__init__(Connection(uri))
         self.uri = uri
         self.host = HostFacts(self.connection)
+        self.networks = Networks(self.connection)
 
     @property
     def calls(self) -> int:

@@ -22,7 +22,7 @@ RESULT: dict[str, str] = {
 
 # Errors the reconciler itself sets; the host clears them by showing a normal power state again.
 # Other errors (a failed build, a timed-out task) stay until the user acts.
-HOST_ERRORS = ("domain_missing", "guest_crashed")
+HOST_ERRORS = ("domain_missing", "guest_crashed", "paused_by_hypervisor")
 
 # libvirt power state -> the status it implies for an idle VM (None: transient, no change).
 _STATUS_OF_POWER: dict[str, tuple[str, tuple[str, str] | None] | None] = {
@@ -32,6 +32,10 @@ _STATUS_OF_POWER: dict[str, tuple[str, tuple[str, str] | None] | None] = {
     "suspended": ("paused", None),
     "shutoff": ("stopped", None),
     "crashed": ("error", ("guest_crashed", "The guest crashed.")),
+    "paused_by_hypervisor": ("error", ("paused_by_hypervisor", (
+        "The hypervisor paused the guest without a pause action. With IAAS_DOMAIN_TYPE=kvm on "
+        "a host where KVM does not work, QEMU stops the guest at once: use "
+        "IAAS_DOMAIN_TYPE=qemu (software emulation) there."))),
     "missing": ("error", ("domain_missing",
                           "The libvirt domain disappeared outside the API (undefined on the host).")),
     "shutting_down": None,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from src.hypervisor.domains import MISSING
+from src.hypervisor.domains import HALTED, MISSING
 from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError
 from src.services.tasks import TaskFailed, Wait
@@ -50,7 +50,10 @@ class PowerControl:
         return _translated(action, steps[action])
 
     def _start(self, vm_id: str) -> None:
-        if self._hypervisor.power_state(vm_id) != "running":  # already up (e.g. after an error)
+        state = self._hypervisor.power_state(vm_id)
+        if state in ("paused", HALTED):  # an errored VM the hypervisor stopped: let it go on
+            self._hypervisor.resume(vm_id)
+        elif state != "running":  # already up (e.g. after an error): nothing to start
             self._hypervisor.start(vm_id)
         self._hypervisor.set_autostart(vm_id, True)
 

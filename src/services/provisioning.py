@@ -88,7 +88,7 @@ class Provisioner:
             with _step("define_failed"):
                 self._hypervisor.define(xml)
             undo.callback(_best_effort, "undefine", self._hypervisor.undefine, vm_id)
-            with _step("start_failed", plan.gpu_functions):
+            with _step("start_failed", plan.gpu_functions, self._config.network):
                 self._hypervisor.start(vm_id)
                 undo.callback(_best_effort, "power off", self._hypervisor.force_off, vm_id)
                 self._hypervisor.set_autostart(vm_id, True)  # comes back with the host
@@ -166,10 +166,12 @@ def cpu_list(cpus: list[int]) -> str:
 
 
 @contextmanager
-def _step(code: str, passthrough: list[str] | None = None) -> Iterator[None]:
+def _step(code: str, passthrough: list[str] | None = None,
+          network: str | None = None) -> Iterator[None]:
     """Turn a host-side failure inside the block into TaskFailed(code, reason).
 
-    With PCI devices to pass through, a failure that names passthrough is gpu_passthrough_failed.
+    Two start failures get codes of their own: gpu_passthrough_failed when libvirt's words
+    name passthrough (with devices to pass through), and network_inactive with what to do.
     """
     try:
         yield
@@ -177,6 +179,11 @@ def _step(code: str, passthrough: list[str] | None = None) -> Iterator[None]:
         message = str(exc)
         if passthrough and any(word in message.lower() for word in _PASSTHROUGH_WORDS):
             code = "gpu_passthrough_failed"
+        elif network and f"network '{network}' is not active" in message:
+            code, message = "network_inactive", (
+                f"The network {network!r} is not active, so the VM cannot start: start it with "
+                f"`virsh net-start {network}` and `virsh net-autostart {network}`, or run "
+                f"`make serve`, which does both ({message}).")
         raise TaskFailed(code, message) from exc
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
-from src.hypervisor.domains import MISSING
+from src.hypervisor.domains import HALTED, MISSING
 from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError
 from src.services import lifecycle
@@ -142,6 +142,8 @@ class Reconciler:
         if target is None:
             return False
         status, error = target
+        if error is not None and power_state == HALTED:
+            error = (error[0], f"{error[1]} libvirt's reason: {self._pause_reason(row.id)}.")
         with self._db.write() as conn:
             now = utc_now()
             if not vm_dao.set_status_if_idle(conn, row, status, now, error):
@@ -153,6 +155,12 @@ class Reconciler:
                     status, power_state)
         self._follow_host(row.id, status)
         return True
+
+    def _pause_reason(self, vm_id: str) -> str:
+        try:
+            return self._hypervisor.pause_reason(vm_id)
+        except HypervisorError:
+            return "unknown"
 
     def _follow_host(self, vm_id: str, status: str) -> None:
         """Autostart and the VNC port follow a change made outside the API."""

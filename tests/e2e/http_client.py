@@ -10,11 +10,12 @@ from tests.support import Reply, Verbs, check_contract, fetch
 class HttpClient(Verbs):
     """Same calls as tests.support.Client, but over a real socket."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None  # else the admin
 
     def request(self, method: str, path: str, body: Any = None) -> Reply:
-        reply = fetch(self.base_url, method, path, body)
+        reply = fetch(self.base_url, method, path, body, self._headers)
         check_contract(method, path.partition("?")[0], reply)
         return reply
 

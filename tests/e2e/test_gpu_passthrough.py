@@ -80,7 +80,7 @@ def test_passthrough_domain_defines_with_libvirt_validation(
         disk_format="qcow2", network=e2e_app.config.network,
         console_log=str(e2e_app.config.instances_dir / vm_id / "console.log"),
         installation_id=e2e_app.installation_id, image_name="tiny-linux",
-        mac="52:54:00:aa:bb:cc", machine="q35", cpu_mode="maximum",
+        mac="52:54:00:aa:bb:cc", title="gpu-xml", machine="q35", cpu_mode="maximum",
         hostdevs=((0, 0xfe, 0x1f, 0), (0, 0xfe, 0x1f, 1)), numa_node=0, cpuset="0-1",
         pinned_cpus=(0, 1), hugepages=True)
     e2e_app.hypervisor.define(render_domain(spec))  # VIR_DOMAIN_DEFINE_VALIDATE: libvirt's schema
