@@ -118,7 +118,8 @@ class Connection:
             return func(self._connection())
 
     def count(self, libvirt_calls: int) -> None:
-        """Add calls made inside a `call` beyond the ones it declared (one per domain listed)."""
+        """Count libvirt calls, in total and for this thread: `call` counts those it declares, a
+        scan adds one per domain it lists."""
         self.calls += libvirt_calls
         self._mine.calls = self.thread_calls + libvirt_calls
 

@@ -58,13 +58,13 @@ class AddressBook:
         neighbours = self._hypervisor.host.neighbours() or {}
         found = {row.id: _entries(leases, row.mac or "", "dhcp") for row in rows}
         answers = self._ask_agents([row for row in rows if not found[row.id]])
-        changed = 0
+        changes: dict[str, Entries] = {}
         for row in rows:
             addresses = (found[row.id] or answers.get(row.id)
                          or self._from_neighbours(row, neighbours))
-            if addresses and self._record(row.id, addresses):
-                changed += 1
-        return changed
+            if addresses and addresses != row.ip_addresses:
+                changes[row.id] = addresses
+        return self._record(changes)
 
     def learn_one(self, vm_id: str, mac: str) -> bool:
         """Look up one running VM's addresses now (a GET of a VM without any), asking its agent
@@ -76,7 +76,7 @@ class AddressBook:
             neighbours = self._hypervisor.host.neighbours()
             addresses = (self._ask(vm_id, mac, "arp") if neighbours is None  # remote host
                          else _entries(neighbours, mac, "arp"))
-        return bool(addresses) and self._record(vm_id, addresses)
+        return bool(addresses) and self._record({vm_id: addresses}) == 1
 
     def _ask_agents(self, rows: list[vm_dao.VmRow]) -> dict[str, Entries]:
         """Ask the agents the schedule says are due, at most its budget; answers by VM id."""
@@ -107,12 +107,19 @@ class AddressBook:
         except DomainNotFound:
             return []
 
-    def _record(self, vm_id: str, addresses: Entries) -> bool:
+    def _record(self, changes: dict[str, Entries]) -> int:
+        """Store new address lists by VM id, in one transaction; return how many changed."""
+        if not changes:
+            return 0
+        recorded = []
         with self._db.write() as conn:
-            row = vm_dao.get(conn, vm_id)
-            if row is None or row.ip_addresses == addresses:
-                return False
-            vm_dao.set_addresses(conn, vm_id, addresses, utc_now())
-        log.info("vm %s addresses: %s", vm_id,
-                 ", ".join(entry["address"] for entry in addresses))
-        return True
+            now = utc_now()
+            for vm_id, addresses in changes.items():
+                row = vm_dao.get(conn, vm_id)
+                if row is not None and row.ip_addresses != addresses:
+                    vm_dao.set_addresses(conn, vm_id, addresses, now)
+                    recorded.append(vm_id)
+        for vm_id in recorded:
+            log.info("vm %s addresses: %s", vm_id,
+                     ", ".join(entry["address"] for entry in changes[vm_id]))
+        return len(recorded)
