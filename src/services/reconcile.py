@@ -55,7 +55,8 @@ class Reconciler:
         self._use_events = use_events
         self._queue: queue.Queue[str] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self.sweeps = 0  # sweeps done, read by benchmarks
+        self.sweeps = 0  # sweeps done and the libvirt calls they made, read by benchmarks
+        self.sweep_calls = 0
 
     def start(self) -> None:
         """Listen to libvirt (if enabled) and sweep every interval on a background thread."""
@@ -100,6 +101,7 @@ class Reconciler:
     def sweep(self) -> SweepResult:
         """One full pass with bulk calls: deadlines, power states, addresses; at most
         SWEEP_CALLS_BOUND libvirt calls when no VM changed status."""
+        calls_before = self._hypervisor.thread_calls
         timed_out = self.fail_overdue_tasks()
         with self._db.read() as conn:
             rows = vm_dao.list_all(conn)
@@ -111,6 +113,7 @@ class Reconciler:
                    if row.mac and row.id not in active and states.get(row.id) == "running"]
         learned = self._addresses.learn(running)
         self.sweeps += 1
+        self.sweep_calls += self._hypervisor.thread_calls - calls_before
         return SweepResult(changed=changed, timed_out=timed_out, addresses_learned=learned)
 
     def check_now(self, vm_id: str) -> bool:
