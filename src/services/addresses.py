@@ -53,6 +53,7 @@ class AddressBook:
         """Look up and record the addresses of running VMs (rows with a MAC); return how many
         VMs got a changed list. Costs at most LEARN_CALLS_BOUND libvirt calls."""
         if not rows:
+            self._ask_agents([])  # no running VM: forget every agent's schedule
             return 0
         leases = self._hypervisor.host.dhcp_leases(self._network)
         neighbours = self._hypervisor.host.neighbours() or {}
@@ -80,7 +81,7 @@ class AddressBook:
 
     def _ask_agents(self, rows: list[vm_dao.VmRow]) -> dict[str, Entries]:
         """Ask the agents the schedule says are due, at most its budget; answers by VM id."""
-        if not self._guest_agent or not rows:
+        if not self._guest_agent:
             return {}
         macs = {row.id: row.mac or "" for row in rows}
         answers: dict[str, Entries] = {}
