@@ -16,6 +16,7 @@ from src.config import Config
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.hypervisor.disks import QemuImg, Runner, run_command
+from src.hypervisor.domain_xml import template_has_agent_channel
 from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError
 from src.services.addresses import AddressBook
@@ -83,7 +84,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
                         queue_timeout_s=config.task_queue_timeout_s,
                         on_finish=lambda task: reconciler.check(task.vm_id))
     provisioner = Provisioner(config, hypervisor, qemu_img, installation_id)
-    addresses = AddressBook(db, hypervisor, config.network)
+    addresses = AddressBook(db, hypervisor, config.network,
+                            guest_agent=template_has_agent_channel())
     placement = Placement(db, hypervisor, config.cpu_allocation_ratio,
                           config.ram_allocation_ratio,
                           lambda: int(provisioner.storage_gb() * config.disk_allocation_ratio))

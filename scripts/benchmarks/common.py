@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +70,11 @@ def wait_task(base_url: str, task_id: str) -> None:
 
 
 @contextmanager
-def live_app(config: Config, server: str = "wsgiref") -> Iterator[tuple[App, str]]:
-    """create_app(config) behind wsgiref (make serve) or waitress (make serve-prod) on 127.0.0.1."""
-    app = create_app(config)
+def live_app(config: Config, server: str = "wsgiref",
+             wrap: Callable[[App], App] = lambda app: app) -> Iterator[tuple[App, str]]:
+    """wrap(create_app(config)) behind wsgiref (make serve) or waitress (make serve-prod) on
+    127.0.0.1."""
+    app = wrap(create_app(config))
     try:
         live = LiveServer(app) if server == "wsgiref" else ProdServer(app)
         try:

@@ -88,7 +88,10 @@ class Database:
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
         for path in (self.path, *self.path.parent.glob(self.path.name + "-*")):
-            os.chmod(path, PRIVATE_MODE)
+            try:
+                os.chmod(path, PRIVATE_MODE)
+            except FileNotFoundError:
+                pass  # a -wal or -shm the last connection just removed
 
     def ping(self) -> None:
         """Raises: sqlite3.Error when the database cannot be read."""

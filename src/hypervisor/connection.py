@@ -95,7 +95,8 @@ class Connection:
     def __init__(self, uri: str) -> None:
         _ensure_event_loop()
         self.uri = uri
-        self.calls = 0  # libvirt API calls made, read by benchmarks and tests
+        self.calls = 0  # libvirt API calls made by every thread, read by benchmarks and tests
+        self._mine = threading.local()  # .calls: those made by the thread reading it
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._backoff_s = 0.0
@@ -113,8 +114,20 @@ class Connection:
         Raises: HypervisorUnavailable, DomainNotFound, HypervisorError.
         """
         with _translated():
-            self.calls += libvirt_calls
+            self.count(libvirt_calls)
             return func(self._connection())
+
+    def count(self, libvirt_calls: int) -> None:
+        """Count libvirt calls, in total and for this thread: `call` counts those it declares, a
+        scan adds one per domain it lists."""
+        self.calls += libvirt_calls
+        self._mine.calls = self.thread_calls + libvirt_calls
+
+    @property
+    def thread_calls(self) -> int:
+        """libvirt API calls made by the calling thread: a request's own calls, told apart from
+        the reconciler's and the task runner's, which share the connection."""
+        return int(getattr(self._mine, "calls", 0))
 
     def on_domain(self, uuid: str, func: Callable[[libvirt.virDomain], T],
                   missing: T | _Raise = RAISE) -> T:

@@ -1,6 +1,7 @@
 """Render libvirt domain XML from configs/vm_template.xml with autoescape and StrictUndefined."""
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from src.vocabulary import DOMAIN_NAME_PREFIX
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 TEMPLATE_NAME = "vm_template.xml"
 METADATA_NS = "https://iaas.example.org/xmlns/instance/1"
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 def domain_name(vm_id: str) -> str:
@@ -62,3 +64,20 @@ def render_domain(spec: DomainSpec) -> str:
     Raises: jinja2.UndefinedError if the template uses a value the spec lacks.
     """
     return _env.get_template(TEMPLATE_NAME).render(**asdict(spec))
+
+
+def has_agent_channel(xml: str) -> bool:
+    """Whether a domain XML gives the guest a QEMU guest agent channel."""
+    return any(target.get("name") == AGENT_CHANNEL
+               for target in ET.fromstring(xml).iterfind("./devices/channel/target"))
+
+
+def template_has_agent_channel() -> bool:
+    """Whether the domains we render get a guest agent channel, from one sample rendering, so
+    nobody asks libvirt (or a guest without a channel) every sweep."""
+    sample = DomainSpec(uuid="00000000-0000-4000-8000-000000000000", name="sample",
+                        domain_type="kvm", cpu=1, ram_mib=64, disk_path="/sample.qcow2",
+                        disk_format="qcow2", network="sample", console_log="/sample.log",
+                        installation_id="sample", image_name="sample", mac="52:54:00:00:00:00",
+                        title="sample")
+    return has_agent_channel(render_domain(sample))

@@ -148,7 +148,7 @@ class Domains:
         def scan(conn: libvirt.virConnect) -> list[tuple[str, str]]:
             found = []
             domains = conn.listAllDomains()
-            self.connection.calls += len(domains)
+            self.connection.count(len(domains))
             for domain in domains:
                 try:
                     metadata = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace)

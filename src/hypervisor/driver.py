@@ -25,6 +25,11 @@ class Hypervisor(Domains):
         return self.connection.calls
 
     @property
+    def thread_calls(self) -> int:
+        """libvirt API calls the calling thread made so far (see Connection.thread_calls)."""
+        return self.connection.thread_calls
+
+    @property
     def connected(self) -> bool:
         return self.connection.connected
 

@@ -1,7 +1,8 @@
-"""Facts about one libvirt host: CPUs, memory, NUMA cells, PCI devices, DHCP leases."""
+"""Facts about one libvirt host: CPUs, memory, NUMA cells, PCI devices, DHCP leases, neighbours."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import libvirt  # type: ignore[import-untyped]
 
@@ -9,12 +10,52 @@ from src.hypervisor.connection import Connection
 from src.hypervisor.domains import FAMILIES, Addresses
 from src.hypervisor.pci import PciDevice, parse_node_device
 
+ARP_TABLE = Path("/proc/net/arp")
+_ARP_COMPLETE = 0x2  # ATF_COM: the entry holds a resolved hardware address
+_NO_MAC = "00:00:00:00:00:00"
+
+
+def is_local(uri: str) -> bool:
+    """Whether the URI names a libvirt on this machine (qemu:///system, qemu:///session,
+    test:///path): no host part and no remote transport, so this machine's tables are its."""
+    scheme, _, rest = uri.partition("://")
+    transport = scheme.partition("+")[2]
+    return rest.startswith("/") and transport in ("", "unix")
+
+
+def parse_arp_table(text: str) -> Addresses:
+    """IPv4 neighbours by MAC from /proc/net/arp's text; incomplete entries are left out."""
+    found: Addresses = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 6:
+            continue
+        address, flags, mac = fields[0], fields[2], fields[3].lower()
+        try:
+            complete = int(flags, 16) & _ARP_COMPLETE
+        except ValueError:
+            continue
+        if complete and mac != _NO_MAC:
+            found.setdefault(mac, []).append((address, "ipv4"))
+    return found
+
 
 class HostFacts:
     """Read-only questions about the host. Raises: HypervisorError from every call."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, arp_table: Path = ARP_TABLE) -> None:
         self.connection = connection
+        self.arp_table = arp_table
+
+    def neighbours(self) -> Addresses | None:
+        """The host's IPv4 neighbours by MAC, read from its ARP table without a libvirt call;
+        None when libvirt is remote (this machine's table is not the host's)."""
+        if not is_local(self.connection.uri):
+            return None
+        try:
+            return parse_arp_table(self.arp_table.read_text())
+        except OSError:
+            return {}  # no procfs here: nothing learned, as when the table is empty
 
     def resources(self) -> tuple[int, int, int]:
         """(logical CPUs, memory in MiB, NUMA nodes) of the host, from getInfo."""

@@ -1,68 +1,126 @@
 """Learn VMs' IP addresses from the host and record them, so listing VMs never asks libvirt for them.
 
-Sources, in order: the libvirt network's DHCP leases (one call for every VM), the guest agent,
-then the host's ARP table (one call per VM still without an address).
+Sources, in order: the libvirt network's DHCP leases (one bulk call), the guest agent (one call
+per VM, only when our domains have an agent channel, on a schedule with a budget per sweep),
+then the host's neighbour (ARP) table (read once, from this machine when libvirt is local).
+
+What one sweep's `learn` costs in libvirt calls, whatever the number of VMs: 2 for the leases,
+none for the neighbour table, 2 per agent question and at most ASKS_PER_SWEEP questions, so at
+most LEARN_CALLS_BOUND. An agent that does not answer is asked again after 10 s, 20 s, 40 s...
+up to 5 minutes; one that answered is asked again every 5 minutes.
 """
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import Addresses
 from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import DomainNotFound
+from src.services.agent_asks import ASKS_PER_SWEEP, AgentSchedule
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
 
-PER_VM_SOURCES = ("agent", "arp")
+LEASE_CALLS = 2  # network lookup, then its leases
+LEARN_CALLS_BOUND = LEASE_CALLS + 2 * ASKS_PER_SWEEP  # an agent question: lookup, then ask
+Entries = list[dict[str, str]]
 
 
-def _entries(found: Addresses, mac: str, source: str) -> list[dict[str, str]]:
+def _entries(found: Addresses, mac: str, source: str) -> Entries:
     return [{"address": address, "family": family, "source": source}
             for address, family in found.get(mac.lower(), [])]
 
 
 class AddressBook:
-    def __init__(self, db: Database, hypervisor: Hypervisor, network: str) -> None:
+    def __init__(self, db: Database, hypervisor: Hypervisor, network: str, *,
+                 guest_agent: bool = True, schedule: AgentSchedule | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """guest_agent: whether our domains have an agent channel (decided from the template)."""
         self._db = db
         self._hypervisor = hypervisor
         self._network = network
+        self._guest_agent = guest_agent
+        self._schedule = schedule or AgentSchedule()
+        self._clock = clock
+        self._asking = threading.Lock()  # one sweep at a time reads and moves the schedule
 
-    def learn(self, vms: list[tuple[str, str]]) -> int:
-        """Look up and record the addresses of running VMs given as (vm_id, mac); return how many
-        VMs got a changed list."""
-        if not vms:
+    def learn(self, rows: list[vm_dao.VmRow]) -> int:
+        """Look up and record the addresses of running VMs (rows with a MAC); return how many
+        VMs got a changed list. Costs at most LEARN_CALLS_BOUND libvirt calls."""
+        if not rows:
+            self._ask_agents([])  # no running VM: forget every agent's schedule
             return 0
         leases = self._hypervisor.host.dhcp_leases(self._network)
-        changed = 0
-        for vm_id, mac in vms:
-            addresses = _entries(leases, mac, "dhcp") or self._ask_guest_or_host(vm_id, mac)
-            if addresses and self._record(vm_id, addresses):
-                changed += 1
-        return changed
+        neighbours = self._hypervisor.host.neighbours() or {}
+        found = {row.id: _entries(leases, row.mac or "", "dhcp") for row in rows}
+        answers = self._ask_agents([row for row in rows if not found[row.id]])
+        changes: dict[str, Entries] = {}
+        for row in rows:
+            addresses = (found[row.id] or answers.get(row.id)
+                         or self._from_neighbours(row, neighbours))
+            if addresses and addresses != row.ip_addresses:
+                changes[row.id] = addresses
+        return self._record(changes)
 
     def learn_one(self, vm_id: str, mac: str) -> bool:
-        return self.learn([(vm_id, mac)]) == 1
+        """Look up one running VM's addresses now (a GET of a VM without any), asking its agent
+        whatever the sweep's schedule says; True if its list changed."""
+        addresses = _entries(self._hypervisor.host.dhcp_leases(self._network), mac, "dhcp")
+        if not addresses and self._guest_agent:
+            addresses = self._ask(vm_id, mac, "agent")
+        if not addresses:
+            neighbours = self._hypervisor.host.neighbours()
+            addresses = (self._ask(vm_id, mac, "arp") if neighbours is None  # remote host
+                         else _entries(neighbours, mac, "arp"))
+        return bool(addresses) and self._record({vm_id: addresses}) == 1
 
-    def _ask_guest_or_host(self, vm_id: str, mac: str) -> list[dict[str, str]]:
-        for source in PER_VM_SOURCES:
-            try:
-                addresses = _entries(self._hypervisor.interface_addresses(vm_id, source), mac,
-                                     source)
-            except DomainNotFound:
-                return []
-            if addresses:
-                return addresses
-        return []
+    def _ask_agents(self, rows: list[vm_dao.VmRow]) -> dict[str, Entries]:
+        """Ask the agents the schedule says are due, at most its budget; answers by VM id."""
+        if not self._guest_agent:
+            return {}
+        macs = {row.id: row.mac or "" for row in rows}
+        answers: dict[str, Entries] = {}
+        with self._asking:
+            now = self._clock()
+            for vm_id in self._schedule.due({row.id: bool(row.ip_addresses) for row in rows}, now):
+                addresses = self._ask(vm_id, macs[vm_id], "agent")
+                if addresses:
+                    answers[vm_id] = addresses
+                    self._schedule.answered(vm_id, now)
+                else:
+                    self._schedule.unanswered(vm_id, now)
+        return answers
 
-    def _record(self, vm_id: str, addresses: list[dict[str, str]]) -> bool:
+    @staticmethod
+    def _from_neighbours(row: vm_dao.VmRow, neighbours: Addresses) -> Entries:
+        if any(entry.get("source") == "agent" for entry in row.ip_addresses):
+            return []  # what the agent said stands until it is asked again
+        return _entries(neighbours, row.mac or "", "arp")
+
+    def _ask(self, vm_id: str, mac: str, source: str) -> Entries:
+        try:
+            return _entries(self._hypervisor.interface_addresses(vm_id, source), mac, source)
+        except DomainNotFound:
+            return []
+
+    def _record(self, changes: dict[str, Entries]) -> int:
+        """Store new address lists by VM id, in one transaction; return how many changed."""
+        if not changes:
+            return 0
+        recorded = []
         with self._db.write() as conn:
-            row = vm_dao.get(conn, vm_id)
-            if row is None or row.ip_addresses == addresses:
-                return False
-            vm_dao.set_addresses(conn, vm_id, addresses, utc_now())
-        log.info("vm %s addresses: %s", vm_id,
-                 ", ".join(entry["address"] for entry in addresses))
-        return True
+            now = utc_now()
+            for vm_id, addresses in changes.items():
+                row = vm_dao.get(conn, vm_id)
+                if row is not None and row.ip_addresses != addresses:
+                    vm_dao.set_addresses(conn, vm_id, addresses, now)
+                    recorded.append(vm_id)
+        for vm_id in recorded:
+            log.info("vm %s addresses: %s", vm_id,
+                     ", ".join(entry["address"] for entry in changes[vm_id]))
+        return len(recorded)

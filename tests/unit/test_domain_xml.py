@@ -10,7 +10,9 @@ from src.hypervisor.domain_xml import (
     METADATA_NS,
     DomainSpec,
     domain_name,
+    has_agent_channel,
     render_domain,
+    template_has_agent_channel,
 )
 
 GOLDEN = Path(__file__).parent / "golden" / "domain.xml"
@@ -122,3 +124,20 @@ def test_passes_libvirts_own_schema(spec: DomainSpec, tmp_path: Path) -> None:
     result = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_our_template_gives_every_guest_an_agent_channel() -> None:
+    assert has_agent_channel(render_domain(SPEC))
+    assert template_has_agent_channel()
+
+
+def test_a_domain_without_an_agent_channel_is_told_apart() -> None:
+    root = ET.fromstring(render_domain(SPEC))
+    devices = root.find("devices")
+    assert devices is not None
+    for channel in devices.findall("channel"):
+        devices.remove(channel)
+    assert not has_agent_channel(ET.tostring(root, encoding="unicode"))
+    other = "<domain><devices><channel type='unix'><target type='virtio' name='org.example.0'/>" \
+            "</channel></devices></domain>"
+    assert not has_agent_channel(other)
