@@ -122,7 +122,8 @@ class Handlers:
         limit = query.get("limit", DEFAULT_VMS)
         page = self.reads.page(request.caller, status=query.get("status"), name=query.get("name"),
                                limit=limit, marker=query.get("marker"))
-        return Response(200, _page([views.vm(view, _reveal(request)) for view in page], limit,
+        reveal = _reveal(request)
+        return Response(200, _page([views.vm(view, reveal) for view in page], limit,
                                    page[-1].row.id if page else None, "vms"))
 
     def create_vm(self, request: Request) -> Response:

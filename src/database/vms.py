@@ -37,20 +37,24 @@ class VmRow:
             object.__setattr__(self, "domain_name", DOMAIN_NAME_PREFIX + self.id)
 
 
-_SELECT = ("SELECT v.id, v.name, v.domain_name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
-           "v.status, v.vnc_port, v.ip_addresses, v.mac, v.flavor_name, v.error_code, v.error_message, "
-           "v.created_at, v.updated_at, v.numa_node, v.pinned_cpus, v.project, "
-           "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus "
+# In VmRow's field order, so a row becomes a VmRow without building a dict.
+_SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
+           "v.status, v.vnc_port, v.error_code, v.error_message, v.created_at, v.updated_at, "
+           "v.ip_addresses, v.mac, v.flavor_name, v.numa_node, v.pinned_cpus, "
+           "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus, "
+           "v.project, v.domain_name "
            "FROM vms v JOIN images i ON i.id = v.image_id")
+_JSON_COLUMNS = (13, 17, 18)  # ip_addresses, pinned_cpus, gpus
+_GPUS = 18
 
 
 def _row(row: sqlite3.Row) -> VmRow:
-    values = dict(row)
-    for column in ("ip_addresses", "pinned_cpus", "gpus"):
-        raw = values[column]
-        values[column] = [] if raw == "[]" else json.loads(raw)  # most rows: lists are empty
-    values["gpus"].sort()
-    return VmRow(**values)
+    values = list(row)
+    for index in _JSON_COLUMNS:
+        raw = values[index]
+        values[index] = [] if raw == "[]" else json.loads(raw)  # most rows: lists are empty
+    values[_GPUS].sort()
+    return VmRow(*values)
 
 
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:

@@ -86,6 +86,7 @@ class ComputeService:
         base, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
+        self._hypervisor.ping()  # a host that does not answer gets no build to fail: 503 now
         host = self._placement.host()
         now = utc_now()
         vm_id = str(uuid.uuid4())
