@@ -14,21 +14,23 @@ from src.api.router import Router
 from src.api.routes import ROUTES
 from src.config import Config
 from src.database.db import Database
+from src.database.hosts import LOCAL
 from src.database.meta import ensure_installation_id
 from src.hypervisor.disks import QemuImg, Runner, run_command
 from src.hypervisor.domain_xml import template_has_agent_channel
 from src.hypervisor.driver import Hypervisor
-from src.hypervisor.errors import HypervisorError
 from src.services.addresses import AddressBook
 from src.services.audit import AuditTrail
 from src.services.auth import TokenService, new_project_limits
+from src.services.capacity import Capacity
 from src.services.compute import ComputeService, Timeouts
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
+from src.services.host_admin import HostService
+from src.services.hosts import HostRegistry
 from src.services.idempotency import IdempotencyStore
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
-from src.services.placement import Placement
 from src.services.provisioning import Provisioner
 from src.services.quotas import QuotaService
 from src.services.reconcile import Reconciler
@@ -48,7 +50,7 @@ class App:
 
     config: Config
     db: Database
-    hypervisor: Hypervisor
+    hosts: HostRegistry
     installation_id: str
     tokens: TokenService
     runner: TaskRunner
@@ -60,66 +62,90 @@ class App:
     def router(self) -> Router:
         return self.pipeline.router
 
+    @property
+    def hypervisor(self) -> Hypervisor:
+        """The host `local` (IAAS_LIBVIRT_URI): what a single-host install runs on."""
+        return self.hosts.get(LOCAL).hypervisor
+
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return self.pipeline(environ, start_response)
 
     def close(self) -> None:
-        """Stop background work and drop the libvirt connection."""
+        """Stop background work and drop every libvirt connection."""
         self.reconciler.stop()
         self.runner.shutdown()
-        self.hypervisor.close()
+        self.hosts.close()
+
+
+@dataclass(frozen=True)
+class _Core:
+    """What both the HTTP side and the background work are built on."""
+
+    db: Database
+    installation_id: str
+    hosts: HostRegistry
+    images: ImageService
+    provisioner: Provisioner
+    capacity: Capacity
+    addresses: AddressBook
+    runner: TaskRunner
+    reconciler: Reconciler
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
                run: Runner = run_command) -> App:
     """Build the app: migrate the DB, recover interrupted tasks, start background work."""
+    core = _core(config, open_libvirt, run)
+    work = VmWork(core.db, core.hosts, core.provisioner)
+    compute = ComputeService(core.db, core.hosts, core.images, work, core.runner, core.capacity,
+                             Timeouts(task_s=config.task_timeout_s))
+    recovered = work.recover_interrupted()
+    if recovered:
+        log.warning("ended %d task(s) a restart interrupted", recovered)
+    core.hosts.start()
+    core.reconciler.start()
+    gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
+    gpus.refresh()  # every host that answers; the others at their next refresh
+    telemetry = Telemetry(core.db, core.hosts)
+    metrics = Metrics(telemetry)
+    tokens = TokenService(core.db, new_project_limits(config.default_quota))
+    waits = WaitLimiter(config.max_waits_per_token)
+    handlers = Handlers(
+        compute=compute, reads=VmReader(core.db, core.hosts, core.addresses, core.runner,
+                                        core.provisioner.console_tail, waits),
+        images=core.images, flavors=FlavorService(core.db, core.capacity),
+        gpus=gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
+        orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
+        telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
+        metrics_registry=metrics, document=DOCUMENT)
+    routes = [replace(route, access="public") if route.operation_id == "metrics"
+              and config.metrics_public else route for route in ROUTES]
+    pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
+                        AuditTrail(core.db), metrics)
+    return App(config=config, db=core.db, hosts=core.hosts, installation_id=core.installation_id,
+               tokens=tokens, runner=core.runner, reconciler=core.reconciler, pipeline=pipeline,
+               waits=waits)
+
+
+def _core(config: Config, open_libvirt: Callable[[str], Hypervisor], run: Runner) -> _Core:
     db = Database(config.db_path)
     db.migrate()
     with db.write() as conn:
         installation_id = ensure_installation_id(conn)
-    hypervisor = open_libvirt(config.libvirt_uri)
+    hosts = HostRegistry(db, config, open_libvirt)
+    hosts.ensure_local()
     qemu_img = QemuImg(run)
-    images = ImageService(db, config.images_dir, qemu_img)
+    provisioner = Provisioner(config, db, qemu_img, installation_id)
+    capacity = Capacity(db, hosts, config.scheduler, lambda: int(
+        provisioner.shared.capacity_gb() * config.disk_allocation_ratio))
+    addresses = AddressBook(db, guest_agent=template_has_agent_channel())
     runner = TaskRunner(db, config.max_builds, project_max=config.project_max_tasks,
                         queue_timeout_s=config.task_queue_timeout_s,
                         on_finish=lambda task: reconciler.check(task.vm_id))
-    provisioner = Provisioner(config, hypervisor, qemu_img, installation_id)
-    addresses = AddressBook(db, hypervisor, config.network,
-                            guest_agent=template_has_agent_channel())
-    placement = Placement(db, hypervisor, config.cpu_allocation_ratio,
-                          config.ram_allocation_ratio,
-                          lambda: int(provisioner.storage_gb() * config.disk_allocation_ratio))
-    work = VmWork(db, hypervisor, provisioner)
-    compute = ComputeService(db, hypervisor, images, work, runner, placement,
-                             Timeouts(task_s=config.task_timeout_s))
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
-    reconciler = Reconciler(db, hypervisor, addresses, runner, config.reconcile_interval_s,
+    reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued()))
-    recovered = work.recover_interrupted()
-    if recovered:
-        log.warning("ended %d task(s) a restart interrupted", recovered)
-    reconciler.start()
-    gpus = GpuInventory(db, hypervisor, on_refresh=placement.forget_host)
-    try:
-        gpus.refresh()
-    except HypervisorError as exc:  # libvirt down at start: serve anyway, refresh later
-        log.warning("GPU inventory not refreshed: %s", exc)
-    telemetry = Telemetry(db, hypervisor)
-    metrics = Metrics(telemetry)
-    tokens = TokenService(db, new_project_limits(config.default_quota))
-    waits = WaitLimiter(config.max_waits_per_token)
-    handlers = Handlers(
-        compute=compute, reads=VmReader(db, hypervisor, addresses, runner,
-                                        provisioner.console_log, waits),
-        images=images, flavors=FlavorService(db, placement), gpus=gpus,
-        quotas=QuotaService(db), audit=AuditTrail(db),
-        orphans=OrphanFinder(db, hypervisor, config.instances_dir, installation_id),
-        telemetry=telemetry, metrics_registry=metrics, document=DOCUMENT)
-    routes = [replace(route, access="public") if route.operation_id == "metrics"
-              and config.metrics_public else route for route in ROUTES]
-    pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(db), AuditTrail(db),
-                        metrics)
-    return App(config=config, db=db, hypervisor=hypervisor, installation_id=installation_id,
-               tokens=tokens, runner=runner, reconciler=reconciler, pipeline=pipeline,
-               waits=waits)
+    return _Core(db, installation_id, hosts, ImageService(db, config.images_dir, qemu_img),
+                 provisioner, capacity, addresses, runner, reconciler)
+

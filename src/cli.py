@@ -18,6 +18,7 @@ from src.hypervisor.disks import QemuImg
 from src.hypervisor.driver import Hypervisor
 from src.services.auth import TokenService, new_project_limits
 from src.services.flavors import FlavorService
+from src.services.hosts import HostRegistry
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
 from src.vocabulary import ROLES
@@ -41,6 +42,7 @@ def db_init(config: Config) -> None:
     name, file, fmt = SEED_IMAGE
     added = images.seed(name, file, fmt)
     flavors = FlavorService(db).seed()
+    HostRegistry(db, config).ensure_local()  # a single host is a cluster of one: `local`
     print(f"database {config.db_path} ready (installation {installation_id}); "
           f"image {name} -> {images.path_of(file)} {'registered' if added else 'already registered'}; "
           f"{flavors} flavor(s) added")
@@ -108,18 +110,23 @@ def db_clean(config: Config) -> None:
     print(f"removed {len(ids)} VM record(s)")
 
 
-def vm_cleanup(config: Config, hypervisor: Hypervisor, everything: bool = False) -> None:
+def vm_cleanup(config: Config, hosts: HostRegistry | None = None,
+               everything: bool = False) -> None:
     """Remove this installation's orphans: domains and instance folders without a VM row.
 
     With everything, also force off, undefine and delete every VM of this installation with its
     rows (the owner's "start from scratch"). Domains and folders of others are never touched.
     """
     db, installation_id = _open_db(config)
-    finder = OrphanFinder(db, hypervisor, config.instances_dir, installation_id)
+    if hosts is None:
+        hosts = HostRegistry(db, config)
+        hosts.ensure_local()
+        hosts.check_all()
+    finder = OrphanFinder(db, hosts, config.instances_dir, installation_id)
     found = finder.ours() if everything else finder.find()
     finder.remove(found)
-    for uuid, name in found.domains:
-        print(f"removed domain {name} ({uuid})")
+    for domain in found.domains:
+        print(f"removed domain {domain.name} ({domain.uuid}) on host {domain.host}")
     removed_rows: list[str] = []
     if everything:
         with db.write() as conn:
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "ensure-network":
         return ensure_network(config, Hypervisor(config.libvirt_uri))
     elif args.command == "vm-cleanup":
-        vm_cleanup(config, Hypervisor(config.libvirt_uri), args.everything)
+        vm_cleanup(config, everything=args.everything)
     else:
         {"db-init": db_init, "db-clean": db_clean}[args.command](config)
     return 0

@@ -53,6 +53,8 @@ class Config:
     metrics_public: bool = False
     project_max_tasks: int = 8
     task_queue_timeout_s: float = 600.0
+    allow_insecure_hosts: bool = False
+    scheduler: str = "spread"
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -84,6 +86,8 @@ class Config:
                            ("IAAS_TASK_RETENTION_DAYS", self.task_retention_days)):
             if not 1 <= days <= 36500:
                 raise ConfigError(f"{name} must be between 1 and 36500 days")
+        if self.scheduler not in ("spread", "pack"):
+            raise ConfigError(f"IAAS_SCHEDULER={self.scheduler!r} must be spread or pack")
         if not 1 <= self.project_max_tasks <= 1024:
             raise ConfigError("IAAS_PROJECT_MAX_TASKS must be between 1 and 1024")
         if not 1 <= self.task_queue_timeout_s <= 86400:
@@ -186,6 +190,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_MAX_WAITS_PER_TOKEN", "max_waits_per_token", "4",
             "Long-polls (`GET /v1/tasks/{id}?wait=`) one token may hold open at once; more "
             "answer at once with `Retry-After: 1`.", int),
+    Setting("IAAS_ALLOW_INSECURE_HOSTS", "allow_insecure_hosts", "off",
+            "Accept `qemu+tcp://` hosts (no encryption, no authentication): test set-ups only.",
+            _switch),
+    Setting("IAAS_SCHEDULER", "scheduler", "spread",
+            "`spread`: a VM goes where most RAM is free; `pack`: where the least RAM that fits "
+            "is free.", str),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

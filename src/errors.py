@@ -76,3 +76,15 @@ ServerBusy = _error("ServerBusy", 503, "server_busy",
                     "The server is serving as many connections as it may; retry shortly.")
 HypervisorUnavailable = _error("HypervisorUnavailable", 503, "hypervisor_unavailable",
                                "libvirt did not answer: {reason}")
+HostNotFound = _error("HostNotFound", 404, "host_not_found", "Host {host!r} does not exist.")
+HostNotFoundInRequest = _error("HostNotFoundInRequest", 400, "host_not_found",
+                               "Host {host!r} does not exist.")
+InsecureUri = _error("InsecureUri", 400, "insecure_uri",
+                     "{uri!r} is neither encrypted nor authenticated; use qemu+tls:// or "
+                     "qemu+ssh://, or set IAAS_ALLOW_INSECURE_HOSTS=true.")
+HostUnreachable = _error("HostUnreachable", 409, "host_unreachable",
+                         "libvirt at {uri!r} does not answer: {reason}")
+HostNotEmpty = _error("HostNotEmpty", 409, "host_not_empty",
+                      "Host {host!r} still has {vm_count} VM(s); delete them first.")
+HostUnavailable = _error("HostUnavailable", 503, "host_unavailable",
+                         "Host {host!r} does not answer; retry shortly.")

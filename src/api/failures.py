@@ -29,6 +29,10 @@ def _api_error(exc: Any) -> Response:
     return Response(exc.status, error_body(exc))
 
 
+def _retry_later(exc: Any) -> Response:
+    return Response(exc.status, error_body(exc), [("Retry-After", RETRY_AFTER_S)])
+
+
 def _host_failure(exc: Any, reveal: bool) -> Response:
     error = (errors.HypervisorUnavailable(reason=str(exc)) if reveal else
              errors.HypervisorUnavailable("The hypervisor did not answer; retry shortly."))
@@ -40,6 +44,8 @@ def _host_failure(exc: Any, reveal: bool) -> Response:
 ANSWERS: tuple[tuple[type[Exception], Callable[[Any, bool], Response]], ...] = (
     (errors.Unauthorized, lambda exc, _reveal: _unauthorized(exc)),
     (errors.MethodNotAllowed, lambda exc, _reveal: _not_allowed(exc)),
+    (errors.HostUnavailable, lambda exc, _reveal: _retry_later(exc)),
+    (errors.HypervisorUnavailable, lambda exc, _reveal: _retry_later(exc)),
     (errors.ApiError, lambda exc, _reveal: _api_error(exc)),
     (errors.HostFailure, _host_failure),
 )

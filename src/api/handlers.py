@@ -13,6 +13,7 @@ from src.services.audit import AuditTrail
 from src.services.compute import ComputeService, CreateRequest
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
+from src.services.host_admin import HostService
 from src.services.images import ImageService
 from src.services.orphans import OrphanFinder
 from src.services.power import PowerOptions
@@ -63,6 +64,7 @@ class Handlers:
     audit: AuditTrail
     orphans: OrphanFinder
     telemetry: Telemetry
+    hosts: HostService
     metrics_registry: Metrics
     document: dict[str, Any]
 
@@ -86,8 +88,12 @@ class Handlers:
         image = self.images.register(body["name"], body["file"], body["format"])
         return Response(201, views.image(image), [("Location", f"/v1/images/{image.id}")])
 
-    def show_image(self, _request: Request, image: str) -> Response:
-        return Response(200, views.image(self.images.get(image)))
+    def show_image(self, request: Request, image: str) -> Response:
+        row = self.images.get(image)
+        body = views.image(row)
+        if _reveal(request):  # which hosts hold a copy is host detail
+            body["hosts"] = list(self.images.copies(row))
+        return Response(200, body)
 
     def delete_image(self, _request: Request, image: str) -> Response:
         self.images.delete(image)
@@ -107,12 +113,12 @@ class Handlers:
         self.flavors.delete(flavor)
         return Response(204)
 
-    def show_availability(self, _request: Request, flavor: str) -> Response:
-        name, available, limited_by = self.flavors.availability(flavor)
-        return Response(200, {"flavor": name, "available": available, "limited_by": limited_by})
+    def show_availability(self, request: Request, flavor: str) -> Response:
+        return Response(200, self.flavors.availability(flavor, request.caller))
 
-    def list_gpus(self, _request: Request) -> Response:
-        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.list()]})
+    def list_gpus(self, request: Request) -> Response:
+        host = request.params.get("host")
+        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.list(host)]})
 
     def refresh_gpus(self, _request: Request) -> Response:
         return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.refresh()]})
@@ -164,6 +170,23 @@ class Handlers:
         answer = self.reads.task(task, request.caller, request.params.get("wait", 0))
         retry = [("Retry-After", str(answer.retry_after_s))] if answer.retry_after_s else []
         return Response(200, views.task(answer.row, _reveal(request)), retry)
+
+    def list_hosts(self, _request: Request) -> Response:
+        return Response(200, {"hosts": self.hosts.list()})
+
+    def create_host(self, request: Request) -> Response:
+        host = self.hosts.add(validate_body("HostCreate", request.json()))
+        return Response(201, host, [("Location", f"/v1/hosts/{host['name']}")])
+
+    def show_host(self, _request: Request, host: str) -> Response:
+        return Response(200, self.hosts.show(host))
+
+    def update_host(self, request: Request, host: str) -> Response:
+        return Response(200, self.hosts.update(host, validate_body("HostUpdate", request.json())))
+
+    def delete_host(self, _request: Request, host: str) -> Response:
+        self.hosts.remove(host)
+        return Response(204)
 
     def list_orphans(self, _request: Request) -> Response:
         return Response(200, views.orphans(self.orphans.find()))

@@ -40,8 +40,13 @@ class _StateCollector(Collector):
         yield vms
         yield tasks
         yield gpus
-        yield GaugeMetricFamily("iaas_libvirt_up", "1 while the libvirt connection is alive",
-                                value=1 if counts.libvirt_up else 0)
+        yield GaugeMetricFamily("iaas_libvirt_up", "1 while every host's libvirt answers",
+                                value=1 if all(counts.hosts_up.values()) else 0)
+        hosts = GaugeMetricFamily("iaas_host_up", "1 while the host's libvirt answers",
+                                  labels=["host"])
+        for name, up in counts.hosts_up.items():
+            hosts.add_metric([name], 1 if up else 0)
+        yield hosts
 
 
 class Metrics:

@@ -8,7 +8,7 @@ from src.api.routes import ROUTES, Route
 from src.api.schemas import SCHEMAS
 
 PATH_PARAMS = {"vm": "VM id or name", "image": "Image id or name", "flavor": "Flavor id or name",
-               "project": "Project name", "task": "Task id"}
+               "project": "Project name", "task": "Task id", "host": "Host name"}
 IDEMPOTENCY_ANSWERS = {400: "Malformed key or request",
                        409: "The key's first request is still being answered",
                        422: "Key reused with another body"}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.config import DOMAIN_TYPES
 from src.services.power import PowerOptions
 from src.vocabulary import (
     CAPACITY_RESOURCES,
@@ -24,6 +25,10 @@ NULLABLE_MIB = {"type": ["integer", "null"]}
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
+HOST_NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+             "maxLength": 63}
+HOST_URI = "^(qemu|qemu\\+tls|qemu\\+ssh|qemu\\+tcp|qemu\\+unix|test)://[!-~]*$"
+RATIO = {"type": "number", "minimum": 0.1, "maximum": 64}
 LIMIT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000000}
 
 
@@ -51,6 +56,7 @@ SCHEMAS: dict[str, Any] = {
             "description": "OpenSSH public keys, put in the guest by cloud-init."},
         "user_data": {"type": "string", "maxLength": 16384,
                       "description": "cloud-init user-data, delivered unchanged (16 KiB max)."},
+        "host": {**HOST_NAME, "description": "Admins only: the host to run on (no scheduling)."},
     }, required=["name", "image_name"]) | {
         "description": "Sized by a flavor, or by cpu and ram (not both).",
         "oneOf": [
@@ -126,9 +132,14 @@ SCHEMAS: dict[str, Any] = {
                                "next_marker": COUNTER}, required=["events"]),
     "Availability": _object({
         "flavor": {"type": "string"}, "available": COUNTER,
-        "limited_by": {"type": "string", "enum": list(CAPACITY_RESOURCES),
-                       "description": "The resource that runs out first"},
-    }),
+        "limited_by": {"type": "string", "enum": [*CAPACITY_RESOURCES, "host"],
+                       "description": "The resource that runs out first (host: no host "
+                                      "answers)"},
+        "hosts": {"type": "array", "description": "Admins: the count on each host",
+                  "items": _object({"host": {"type": "string"}, "available": COUNTER,
+                                    "limited_by": {"type": "string",
+                                                   "enum": [*CAPACITY_RESOURCES, "host"]}})},
+    }, required=["flavor", "available", "limited_by"]),
     "Gpu": _object({
         "id": {"type": "string", "description": "PCI address"},
         "vendor": _object({"id": {"type": "string"}, "name": {"type": ["string", "null"]}}),
@@ -145,6 +156,7 @@ SCHEMAS: dict[str, Any] = {
                    "enum": [None, *GPU_UNAVAILABLE_REASONS]},
         "vm_id": {"type": ["string", "null"]},
         "refreshed_at": TIME,
+        "host": {"type": "string"},
     }),
     "GpuList": _object({"gpus": {"type": "array", "items": _ref("Gpu")}}),
     "ErrorInfo": _object({"code": {"type": "string"}, "message": {"type": "string"}}),
@@ -153,8 +165,12 @@ SCHEMAS: dict[str, Any] = {
         "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
         "size_bytes": {"type": ["integer", "null"]},
         "virtual_size_bytes": {"type": ["integer", "null"]},
+        "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
         "created_at": TIME,
-    }),
+        "hosts": {"type": "array", "items": {"type": "string"},
+                  "description": "Admins: hosts whose storage pool holds a copy"},
+    }, required=["id", "name", "file", "format", "size_bytes", "virtual_size_bytes", "sha256",
+                 "created_at"]),
     "Vm": _object({
         "id": UUID, "name": {"type": "string"},
         "cpu": {"type": "integer"}, "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
@@ -177,6 +193,7 @@ SCHEMAS: dict[str, Any] = {
         "console": _object({"vnc": {"type": ["string", "null"],
                                     "description": "host:port while the VM runs"}}),
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "host": {"type": ["string", "null"], "description": "Its host (admins; null for others)"},
         "created_at": TIME, "updated_at": TIME,
     }),
     "Event": _object({
@@ -184,6 +201,8 @@ SCHEMAS: dict[str, Any] = {
         "request_id": {"type": ["string", "null"]},
         "result": {"type": "string", "enum": list(TASK_STATUSES)},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "host": {"type": ["string", "null"],
+                 "description": "The VM's host at the time (admins; null for others)"},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
     }),
     "EventList": _object({"events": {"type": "array", "items": _ref("Event")}}),
@@ -201,13 +220,46 @@ SCHEMAS: dict[str, Any] = {
     }),
     "Orphans": _object({
         "domains": {"type": "array", "items": _object({"uuid": {"type": "string"},
-                                                      "name": {"type": "string"}})},
+                                                      "name": {"type": "string"},
+                                                      "host": {"type": "string"}})},
         "folders": {"type": "array", "items": {"type": "string"}},
     }),
     "VmList": _object({"vms": {"type": "array", "items": _ref("Vm")},
                        "next_marker": UUID}, required=["vms"]),
     "ImageList": _object({"images": {"type": "array", "items": _ref("Image")}}),
     "OpenApiDocument": {"type": "object", "description": "This document."},
+    "HostCreate": _object({
+        "name": HOST_NAME,
+        "uri": {"type": "string", "maxLength": 1024, "pattern": HOST_URI,
+                "description": "libvirt URI: qemu+tls://, qemu+ssh://, qemu:///, test:///"},
+        "storage": {"type": "string", "enum": ["shared", "pool"], "default": "shared"},
+        "storage_pool": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "network": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "domain_type": {"type": "string", "enum": sorted(DOMAIN_TYPES)},
+        "cpu_allocation_ratio": RATIO, "ram_allocation_ratio": RATIO,
+    }, required=["name", "uri"]),
+    "HostUpdate": {**_object({
+        "enabled": {"type": "boolean", "description": "false drains it: no new VMs"},
+        "cpu_allocation_ratio": RATIO, "ram_allocation_ratio": RATIO,
+    }, required=[]), "minProperties": 1},
+    "Host": _object({
+        "name": {"type": "string"}, "uri": {"type": "string"},
+        "state": {"type": "string", "enum": ["up", "down", "disabled"]},
+        "enabled": {"type": "boolean"}, "reason": {"type": ["string", "null"]},
+        "storage": {"type": "string", "enum": ["shared", "pool"]},
+        "storage_pool": {"type": "string"}, "network": {"type": "string"},
+        "domain_type": {"type": "string"},
+        "cpu_allocation_ratio": {"type": "number"}, "ram_allocation_ratio": {"type": "number"},
+        "libvirt_version": {"type": ["string", "null"]},
+        "capacity": {"oneOf": [{"type": "null"}, _ref("HostResources")]},
+        "allocated": _ref("HostResources"),
+        "free": {"oneOf": [{"type": "null"}, _ref("HostResources")]},
+        "numa_nodes": {"type": ["integer", "null"]}, "vms": COUNTER,
+        "last_seen": NULLABLE_TIME, "created_at": TIME,
+    }),
+    "HostResources": _object({"vcpus": {"type": "integer"}, "ram": {"type": "integer"},
+                              "disk_gb": {"type": "integer"}, "gpus": {"type": "integer"}}),
+    "HostList": _object({"hosts": {"type": "array", "items": _ref("Host")}}),
     "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }

@@ -34,6 +34,7 @@ def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
 def event(row: TaskRow, reveal: bool) -> dict[str, Any]:
     return {"task_id": row.id, "action": row.action, "request_id": row.request_id,
             "result": row.status, "error": _error(row.error_code, row.error_message, reveal),
+            "host": row.host if reveal else None,
             "created_at": row.created_at, "started_at": row.started_at,
             "finished_at": row.finished_at}
 
@@ -58,13 +59,13 @@ def gpu(row: GpuRow) -> dict[str, Any]:
             "iommu_group": row.iommu_group, "iommu_group_devices": row.group_devices,
             "passthrough_functions": row.functions, "numa_node": row.numa_node,
             "driver": row.driver, "status": row.status, "reason": row.unavailable_reason,
-            "vm_id": row.vm_id, "refreshed_at": row.refreshed_at}
+            "vm_id": row.vm_id, "refreshed_at": row.refreshed_at, "host": row.host}
 
 
 def image(row: ImageRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "file": row.file, "format": row.format,
             "size_bytes": row.size_bytes, "virtual_size_bytes": row.virtual_size_bytes,
-            "created_at": row.created_at}
+            "sha256": row.sha256, "created_at": row.created_at}
 
 
 def vm(view: VmView, reveal: bool) -> dict[str, Any]:
@@ -79,9 +80,11 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "task": task(view.task, reveal) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
             "error": _error(row.error_code, row.error_message, reveal),
+            "host": row.host if reveal else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 
 def orphans(found: Orphans) -> dict[str, Any]:
-    return {"domains": [{"uuid": uuid, "name": name} for uuid, name in found.domains],
+    return {"domains": [{"uuid": domain.uuid, "name": domain.name, "host": domain.host}
+                        for domain in found.domains],
             "folders": [str(folder) for folder in found.folders]}

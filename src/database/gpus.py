@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class GpuRow:
-    id: str
+    id: str  # PCI address on its host
     vendor_id: str
     vendor_name: str | None
     product_id: str
@@ -21,6 +21,7 @@ class GpuRow:
     group_devices: list[dict[str, str]] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)
     vm_id: str | None = None
+    host: str = "local"
 
     @property
     def status(self) -> str:
@@ -31,7 +32,8 @@ class GpuRow:
 
 _SELECT = ("SELECT g.id, g.vendor_id, g.vendor_name, g.product_id, g.product_name, g.iommu_group, "
            "g.numa_node, g.driver, g.unavailable_reason, g.refreshed_at, g.group_devices, "
-           "g.functions, a.vm_id FROM gpus g LEFT JOIN gpu_allocations a ON a.gpu_id = g.id")
+           "g.functions, a.vm_id, g.host FROM gpus g "
+           "LEFT JOIN gpu_allocations a ON a.host = g.host AND a.gpu_id = g.id")
 
 
 def _row(row: sqlite3.Row) -> GpuRow:
@@ -44,32 +46,39 @@ def _row(row: sqlite3.Row) -> GpuRow:
 def upsert(conn: sqlite3.Connection, gpu: GpuRow) -> None:
     """Insert or refresh a GPU's description; its allocation is left alone."""
     conn.execute(
-        "INSERT INTO gpus (id, vendor_id, vendor_name, product_id, product_name, iommu_group, "
-        "group_devices, functions, numa_node, driver, unavailable_reason, refreshed_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "INSERT INTO gpus (host, id, vendor_id, vendor_name, product_id, product_name, "
+        "iommu_group, group_devices, functions, numa_node, driver, unavailable_reason, "
+        "refreshed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(host, id) DO UPDATE SET "
         "vendor_id = excluded.vendor_id, vendor_name = excluded.vendor_name, "
         "product_id = excluded.product_id, product_name = excluded.product_name, "
         "iommu_group = excluded.iommu_group, group_devices = excluded.group_devices, "
         "functions = excluded.functions, numa_node = excluded.numa_node, "
         "driver = excluded.driver, unavailable_reason = excluded.unavailable_reason, "
         "refreshed_at = excluded.refreshed_at",
-        (gpu.id, gpu.vendor_id, gpu.vendor_name, gpu.product_id, gpu.product_name,
+        (gpu.host, gpu.id, gpu.vendor_id, gpu.vendor_name, gpu.product_id, gpu.product_name,
          gpu.iommu_group, json.dumps(gpu.group_devices), json.dumps(gpu.functions),
          gpu.numa_node, gpu.driver, gpu.unavailable_reason, gpu.refreshed_at))
 
 
-def list_all(conn: sqlite3.Connection) -> list[GpuRow]:
-    return [_row(row) for row in conn.execute(_SELECT + " ORDER BY g.id")]
+def list_all(conn: sqlite3.Connection, host: str | None = None) -> list[GpuRow]:
+    return [_row(row) for row in conn.execute(
+        _SELECT + " WHERE ? IS NULL OR g.host = ? ORDER BY g.host, g.id", (host, host))]
 
 
-def list_free(conn: sqlite3.Connection, model: str | None) -> list[GpuRow]:
-    """Assignable GPUs nobody holds, optionally only those whose product name contains model."""
+def list_free(conn: sqlite3.Connection, model: str | None) -> dict[str, list[GpuRow]]:
+    """Assignable GPUs nobody holds, by host; with model, only those whose product name
+    contains it."""
     sql = _SELECT + " WHERE a.vm_id IS NULL AND g.unavailable_reason IS NULL"
     params: tuple[str, ...] = ()
     if model:
         sql += " AND instr(lower(coalesce(g.product_name, '')), lower(?)) > 0"
         params = (model,)
-    return [_row(row) for row in conn.execute(sql + " ORDER BY g.id", params)]
+    free: dict[str, list[GpuRow]] = {}
+    for row in conn.execute(sql + " ORDER BY g.host, g.id", params):
+        gpu = _row(row)
+        free.setdefault(gpu.host, []).append(gpu)
+    return free
 
 
 def for_vm(conn: sqlite3.Connection, vm_id: str) -> list[GpuRow]:
@@ -77,10 +86,11 @@ def for_vm(conn: sqlite3.Connection, vm_id: str) -> list[GpuRow]:
                                               (vm_id,))]
 
 
-def allocate(conn: sqlite3.Connection, gpu_ids: list[str], vm_id: str, now: str) -> None:
+def allocate(conn: sqlite3.Connection, host: str, gpu_ids: list[str], vm_id: str,
+             now: str) -> None:
     """Raises: sqlite3.IntegrityError if any of them is taken (the ledger's primary key)."""
-    conn.executemany("INSERT INTO gpu_allocations (gpu_id, vm_id, allocated_at) VALUES (?, ?, ?)",
-                     [(gpu_id, vm_id, now) for gpu_id in gpu_ids])
+    conn.executemany("INSERT INTO gpu_allocations (host, gpu_id, vm_id, allocated_at) "
+                     "VALUES (?, ?, ?, ?)", [(host, gpu_id, vm_id, now) for gpu_id in gpu_ids])
 
 
 def _in(values: list[str]) -> str:
@@ -88,13 +98,13 @@ def _in(values: list[str]) -> str:
     return "(" + ", ".join("?" for _ in values) + ")" if values else "(SELECT 1 WHERE 0)"
 
 
-def forget_absent(conn: sqlite3.Connection, present: list[str], now: str) -> None:
+def forget_absent(conn: sqlite3.Connection, host: str, present: list[str], now: str) -> None:
     """GPUs the host no longer has: forgotten, or kept and flagged while a VM still holds them."""
-    held = "(SELECT gpu_id FROM gpu_allocations)"
-    conn.execute(f"DELETE FROM gpus WHERE id NOT IN {_in(present)} AND id NOT IN {held}",
-                 present)
+    held = "(SELECT gpu_id FROM gpu_allocations WHERE host = ?)"
+    conn.execute(f"DELETE FROM gpus WHERE host = ? AND id NOT IN {_in(present)} "
+                 f"AND id NOT IN {held}", (host, *present, host))
     conn.execute(f"UPDATE gpus SET unavailable_reason = 'not_present', refreshed_at = ? "
-                 f"WHERE id NOT IN {_in(present)}", (now, *present))
+                 f"WHERE host = ? AND id NOT IN {_in(present)}", (now, host, *present))
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
@@ -102,4 +112,4 @@ def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
     return {status: count for status, count in conn.execute(
         "SELECT CASE WHEN a.vm_id IS NOT NULL THEN 'allocated' "
         "WHEN g.unavailable_reason IS NOT NULL THEN 'unavailable' ELSE 'free' END, count(*) "
-        "FROM gpus g LEFT JOIN gpu_allocations a ON a.gpu_id = g.id GROUP BY 1")}
+        "FROM gpus g LEFT JOIN gpu_allocations a ON a.host = g.host AND a.gpu_id = g.id GROUP BY 1")}

@@ -24,18 +24,19 @@ class TaskRow:
     request_id: str | None = None
     deadline: str | None = None
     project: str = "default"
+    host: str | None = None  # the VM's host when the task was asked for
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
-            "finished_at, request_id, deadline, project")
+            "finished_at, request_id, deadline, project, host")
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
-    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
-                  task.request_id, task.deadline, task.project))
+                  task.request_id, task.deadline, task.project, task.host))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:

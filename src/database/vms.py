@@ -31,6 +31,7 @@ class VmRow:
     gpus: list[str] = field(default_factory=list)
     project: str = "default"
     domain_name: str = ""  # libvirt's name for its domain: iaas-<id>, or the name of older VMs
+    host: str = "local"  # the host it runs on
 
     def __post_init__(self) -> None:
         if not self.domain_name:  # a new VM: its domain is named by its id
@@ -42,7 +43,7 @@ _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS 
            "v.status, v.vnc_port, v.error_code, v.error_message, v.created_at, v.updated_at, "
            "v.ip_addresses, v.mac, v.flavor_name, v.numa_node, v.pinned_cpus, "
            "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus, "
-           "v.project, v.domain_name "
+           "v.project, v.domain_name, v.host "
            "FROM vms v JOIN images i ON i.id = v.image_id")
 _JSON_COLUMNS = (13, 17, 18)  # ip_addresses, pinned_cpus, gpus
 _GPUS = 18
@@ -60,11 +61,11 @@ def _row(row: sqlite3.Row) -> VmRow:
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
     """Raises: sqlite3.IntegrityError when the name is taken in its project (or the id is)."""
     conn.execute("INSERT INTO vms (id, name, domain_name, cpu, ram, disk_gb, image_id, status, "
-                 "mac, flavor_name, numa_node, pinned_cpus, project, created_at, updated_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "mac, flavor_name, numa_node, pinned_cpus, project, host, created_at, "
+                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (vm.id, vm.name, vm.domain_name, vm.cpu, vm.ram, vm.disk_gb, vm.image_id,
                   vm.status, vm.mac, vm.flavor_name, vm.numa_node, json.dumps(vm.pinned_cpus),
-                  vm.project, vm.created_at, vm.updated_at))
+                  vm.project, vm.host, vm.created_at, vm.updated_at))
 
 
 def find(conn: sqlite3.Connection, id_or_name: str, project: str | None = None) -> list[VmRow]:
@@ -168,15 +169,20 @@ class Held:
     pinned_cpus: set[int]
 
 
-def allocated(conn: sqlite3.Connection) -> Held:
-    vcpus, ram, disk = conn.execute(
-        "SELECT coalesce(sum(cpu), 0), coalesce(sum(ram), 0), coalesce(sum(disk_gb), 0) "
-        "FROM vms WHERE holds_resources = 1").fetchone()
-    pinned: set[int] = set()
-    for (cpus,) in conn.execute("SELECT pinned_cpus FROM vms WHERE holds_resources = 1 "
-                                "AND pinned_cpus != '[]'"):
-        pinned.update(json.loads(cpus))
-    return Held(vcpus=int(vcpus), ram_mib=int(ram), disk_gb=int(disk), pinned_cpus=pinned)
+def allocated(conn: sqlite3.Connection) -> dict[str, Held]:
+    """What VMs hold, by host; hosts where nothing is held are absent."""
+    held = {host: Held(vcpus=int(vcpus), ram_mib=int(ram), disk_gb=int(disk), pinned_cpus=set())
+            for host, vcpus, ram, disk in conn.execute(
+                "SELECT host, sum(cpu), sum(ram), sum(disk_gb) FROM vms "
+                "WHERE holds_resources = 1 GROUP BY host")}
+    for host, cpus in conn.execute("SELECT host, pinned_cpus FROM vms WHERE holds_resources = 1 "
+                                   "AND pinned_cpus != '[]'"):
+        held[host].pinned_cpus.update(json.loads(cpus))
+    return held
+
+
+def list_on(conn: sqlite3.Connection, host: str) -> list[VmRow]:
+    return [_row(row) for row in conn.execute(_SELECT + " WHERE v.host = ?", (host,))]
 
 
 def delete(conn: sqlite3.Connection, vm_id: str) -> None:

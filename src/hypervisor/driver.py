@@ -7,6 +7,7 @@ from src.hypervisor.connection import Connection, LifecycleListener
 from src.hypervisor.domains import Domains
 from src.hypervisor.host import HostFacts
 from src.hypervisor.networks import Networks
+from src.hypervisor.storage import Pools
 
 
 class Hypervisor(Domains):
@@ -18,6 +19,7 @@ class Hypervisor(Domains):
         self.uri = uri
         self.host = HostFacts(self.connection)
         self.networks = Networks(self.connection)
+        self.pools = Pools(self.connection)
 
     @property
     def calls(self) -> int:
@@ -35,7 +37,12 @@ class Hypervisor(Domains):
 
     def ping(self) -> None:
         """Raises: HypervisorError when libvirt does not answer."""
-        self.connection.call(lambda c: c.getLibVersion())
+        self.version()
+
+    def version(self) -> str:
+        """libvirt's version on the host, e.g. 9.0.0. Raises: HypervisorError."""
+        number = int(self.connection.call(lambda c: c.getLibVersion()))
+        return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
 
     def watch(self, listener: LifecycleListener, on_connect: Callable[[], None]) -> None:
         """See Connection.watch."""

@@ -67,3 +67,9 @@ def check_project(caller: Principal, project: str) -> None:
 def sees_internals(caller: Principal | None) -> bool:
     """Whether caller may read host detail (paths, libvirt's words, health errors): admins."""
     return caller is not None and caller.is_admin
+
+
+def require_admin(caller: Principal) -> None:
+    """Raises: Forbidden unless caller is an admin."""
+    if not caller.is_admin:
+        raise errors.Forbidden()

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import Addresses
-from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import DomainNotFound
 from src.services.agent_asks import ASKS_PER_SWEEP, AgentSchedule
+from src.services.hosts import Host
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -37,28 +37,29 @@ def _entries(found: Addresses, mac: str, source: str) -> Entries:
 
 
 class AddressBook:
-    def __init__(self, db: Database, hypervisor: Hypervisor, network: str, *,
-                 guest_agent: bool = True, schedule: AgentSchedule | None = None,
+    def __init__(self, db: Database, *, guest_agent: bool = True,
+                 schedule: Callable[[], AgentSchedule] = AgentSchedule,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """guest_agent: whether our domains have an agent channel (decided from the template)."""
+        """guest_agent: whether our domains have an agent channel (decided from the template);
+        schedule makes each host's agent schedule."""
         self._db = db
-        self._hypervisor = hypervisor
-        self._network = network
         self._guest_agent = guest_agent
-        self._schedule = schedule or AgentSchedule()
+        self._new_schedule = schedule
+        self._schedules: dict[str, AgentSchedule] = {}
         self._clock = clock
-        self._asking = threading.Lock()  # one sweep at a time reads and moves the schedule
+        self._asking = threading.Lock()  # one sweep at a time reads and moves a schedule
 
-    def learn(self, rows: list[vm_dao.VmRow]) -> int:
-        """Look up and record the addresses of running VMs (rows with a MAC); return how many
-        VMs got a changed list. Costs at most LEARN_CALLS_BOUND libvirt calls."""
+    def learn(self, rows: list[vm_dao.VmRow], host: Host) -> int:
+        """Look up and record the addresses of the host's running VMs (rows with a MAC);
+        return how many VMs got a changed list. Costs at most LEARN_CALLS_BOUND libvirt
+        calls."""
         if not rows:
-            self._ask_agents([])  # no running VM: forget every agent's schedule
+            self._ask_agents([], host)  # no running VM: forget every agent's schedule
             return 0
-        leases = self._hypervisor.host.dhcp_leases(self._network)
-        neighbours = self._hypervisor.host.neighbours() or {}
+        leases = host.hypervisor.host.dhcp_leases(host.row.network)
+        neighbours = host.hypervisor.host.neighbours() or {}
         found = {row.id: _entries(leases, row.mac or "", "dhcp") for row in rows}
-        answers = self._ask_agents([row for row in rows if not found[row.id]])
+        answers = self._ask_agents([row for row in rows if not found[row.id]], host)
         changes: dict[str, Entries] = {}
         for row in rows:
             addresses = (found[row.id] or answers.get(row.id)
@@ -67,33 +68,34 @@ class AddressBook:
                 changes[row.id] = addresses
         return self._record(changes)
 
-    def learn_one(self, vm_id: str, mac: str) -> bool:
+    def learn_one(self, vm_id: str, mac: str, host: Host) -> bool:
         """Look up one running VM's addresses now (a GET of a VM without any), asking its agent
         whatever the sweep's schedule says; True if its list changed."""
-        addresses = _entries(self._hypervisor.host.dhcp_leases(self._network), mac, "dhcp")
+        addresses = _entries(host.hypervisor.host.dhcp_leases(host.row.network), mac, "dhcp")
         if not addresses and self._guest_agent:
-            addresses = self._ask(vm_id, mac, "agent")
+            addresses = self._ask(vm_id, mac, "agent", host)
         if not addresses:
-            neighbours = self._hypervisor.host.neighbours()
-            addresses = (self._ask(vm_id, mac, "arp") if neighbours is None  # remote host
+            neighbours = host.hypervisor.host.neighbours()
+            addresses = (self._ask(vm_id, mac, "arp", host) if neighbours is None  # remote host
                          else _entries(neighbours, mac, "arp"))
         return bool(addresses) and self._record({vm_id: addresses}) == 1
 
-    def _ask_agents(self, rows: list[vm_dao.VmRow]) -> dict[str, Entries]:
+    def _ask_agents(self, rows: list[vm_dao.VmRow], host: Host) -> dict[str, Entries]:
         """Ask the agents the schedule says are due, at most its budget; answers by VM id."""
         if not self._guest_agent:
             return {}
         macs = {row.id: row.mac or "" for row in rows}
         answers: dict[str, Entries] = {}
         with self._asking:
+            schedule = self._schedules.setdefault(host.name, self._new_schedule())
             now = self._clock()
-            for vm_id in self._schedule.due({row.id: bool(row.ip_addresses) for row in rows}, now):
-                addresses = self._ask(vm_id, macs[vm_id], "agent")
+            for vm_id in schedule.due({row.id: bool(row.ip_addresses) for row in rows}, now):
+                addresses = self._ask(vm_id, macs[vm_id], "agent", host)
                 if addresses:
                     answers[vm_id] = addresses
-                    self._schedule.answered(vm_id, now)
+                    schedule.answered(vm_id, now)
                 else:
-                    self._schedule.unanswered(vm_id, now)
+                    schedule.unanswered(vm_id, now)
         return answers
 
     @staticmethod
@@ -102,9 +104,10 @@ class AddressBook:
             return []  # what the agent said stands until it is asked again
         return _entries(neighbours, row.mac or "", "arp")
 
-    def _ask(self, vm_id: str, mac: str, source: str) -> Entries:
+    @staticmethod
+    def _ask(vm_id: str, mac: str, source: str, host: Host) -> Entries:
         try:
-            return _entries(self._hypervisor.interface_addresses(vm_id, source), mac, source)
+            return _entries(host.hypervisor.interface_addresses(vm_id, source), mac, source)
         except DomainNotFound:
             return []
 

@@ -16,12 +16,13 @@ from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domain_xml import domain_name
 from src.hypervisor.domains import MISSING
-from src.hypervisor.driver import Hypervisor
 from src.services import access, lifecycle, quotas, seeds
 from src.services.access import Principal
+from src.services.capacity import Capacity
 from src.services.flavors import demand_of
+from src.services.hosts import Host, HostRegistry
 from src.services.images import ImageService
-from src.services.placement import Demand, Placement
+from src.services.placement import Demand, HostCapacity
 from src.services.power import PowerOptions
 from src.services.provisioning import GIB, BuildPlan
 from src.services.tasks import TaskRunner, new_task_row
@@ -43,6 +44,7 @@ class CreateRequest:
     flavor: str | None = None
     ssh_keys: tuple[str, ...] | list[str] = ()
     user_data: str | None = None
+    host: str | None = None  # admins may pin the VM to a host
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,12 @@ def _new_mac() -> str:
 
 
 class ComputeService:
-    def __init__(self, db: Database, hypervisor: Hypervisor, images: ImageService,
-                 work: VmWork, runner: TaskRunner, placement: Placement,
+    def __init__(self, db: Database, hosts: HostRegistry, images: ImageService,
+                 work: VmWork, runner: TaskRunner, capacity: Capacity,
                  timeouts: Timeouts) -> None:
         self._db = db
-        self._placement = placement
-        self._hypervisor = hypervisor
+        self._capacity = capacity
+        self._hosts = hosts
         self._images = images
         self._work = work
         self._runner = runner
@@ -77,17 +79,19 @@ class ComputeService:
         Raises: ValidationFailed (ssh_keys, user_data), ImageNotFoundInRequest,
         ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
         caller's own project), FlavorNotFoundInRequest,
-        InsufficientCapacity, QuotaExceeded.
+        InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
+        HypervisorUnavailable (no enabled host answers).
         """
+        if request.host is not None:
+            access.require_admin(caller)  # only admins choose the host
         ssh_keys = seeds.checked_ssh_keys(request.ssh_keys)
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
         image = self._image(request.image_name)
-        base, virtual_size = self._images.verify(image)
+        image, base, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
-        self._hypervisor.ping()  # a host that does not answer gets no build to fail: 503 now
-        host = self._placement.host()
+        hosts, capacities = self._candidates(request.host)
         now = utc_now()
         vm_id = str(uuid.uuid4())
         # The domain is named by the id, not the VM's name: names are only unique per project,
@@ -104,21 +108,37 @@ class ComputeService:
                 quotas.enforce(conn, row.project, {
                     "instances": 1, "vcpus": demand.cpu, "ram": demand.ram,
                     "gpus": demand.gpu_count, "disk_gb": disk_gb})
-                claim = self._placement.claim(conn, demand, host)
+                chosen, claim = self._capacity.claim(conn, demand, hosts, capacities,
+                                                     request.host)
                 row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
-                              gpus=[gpu.id for gpu in claim.gpus])
+                              gpus=[gpu.id for gpu in claim.gpus], host=chosen)
+                task = replace(task, host=chosen)
                 vm_dao.insert(conn, row)
-                gpu_dao.allocate(conn, row.gpus, row.id, now)
+                gpu_dao.allocate(conn, chosen, row.gpus, row.id, now)
                 task_dao.insert(conn, task)
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
-        plan = BuildPlan(row=row, image=image, base_path=base, claim=claim,
+        plan = BuildPlan(row=row, host=self._hosts.get(chosen), image=image, base_path=base,
+                         claim=claim,
                          seed=Seed(instance_id=row.id, hostname=row.name, ssh_keys=ssh_keys,
                                    user_data=request.user_data, mac=row.mac or _new_mac()),
                          hugepages=bool(flavor and flavor.hugepages))
         self._runner.submit(task, lambda: self._work.build(plan), self._timeouts.task_s,
                             on_expire=lambda: self._work.expire_build(row.id))
         return view(row, MISSING, task)
+
+    def _candidates(self, pinned: str | None) -> tuple[list[Host], dict[str, HostCapacity]]:
+        """Every host (or the pinned one) and the capacity of those that answer.
+
+        Raises: HostNotFoundInRequest, HypervisorUnavailable when no enabled host answers.
+        """
+        hosts = self._hosts.all()
+        if pinned is not None and pinned not in {host.name for host in hosts}:
+            raise errors.HostNotFoundInRequest(host=pinned)
+        capacities = self._capacity.known(hosts)
+        if not any(host.row.enabled and host.name in capacities for host in hosts):
+            raise errors.HypervisorUnavailable("No enabled host answers right now; retry shortly.")
+        return hosts, capacities
 
     def delete(self, id_or_name: str, caller: Principal, request_id: str | None = None,
                project: str | None = None) -> task_dao.TaskRow:
@@ -144,12 +164,13 @@ class ComputeService:
         """Take the VM's hold for action: its one active task, inserted atomically. scope is
         the project the lookup searches (None: every project).
 
-        Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState.
+        Raises: VmNotFound, AmbiguousName, HostUnavailable, VmBusy, InvalidState.
         """
         row, _ = row_and_task(self._db, id_or_name, scope)
+        host = self._hosts.require_up(row.host)
         # Only an errored VM's allowed list depends on the host (start needs the domain).
-        exists = row.status != "error" or self._hypervisor.power_state(row.id) != MISSING
-        task = new_task_row(row.id, action, request_id, row.project)
+        exists = row.status != "error" or host.hypervisor.power_state(row.id) != MISSING
+        task = new_task_row(row.id, action, request_id, row.project, host.name)
         with self._db.write() as conn:
             current = vm_dao.get(conn, row.id)
             if current is None:  # deleted since we looked

@@ -8,7 +8,10 @@ from typing import Any
 from src import errors
 from src.database import flavors as flavor_dao
 from src.database.db import Database
-from src.services.placement import Demand, Placement
+from src.services import access
+from src.services.access import Principal
+from src.services.capacity import Capacity
+from src.services.placement import Demand
 from src.utils.clock import utc_now
 
 # What `make db-init` seeds: CPU-only sizes, and GPU sizes that ask for NUMA-local placement.
@@ -36,9 +39,9 @@ def demand_of(flavor: flavor_dao.FlavorRow) -> Demand:
 
 
 class FlavorService:
-    def __init__(self, db: Database, placement: Placement | None = None) -> None:
+    def __init__(self, db: Database, capacity: Capacity | None = None) -> None:
         self._db = db
-        self._placement = placement
+        self._capacity = capacity
 
     def list(self) -> list[flavor_dao.FlavorRow]:
         with self._db.read() as conn:
@@ -52,15 +55,21 @@ class FlavorService:
             raise errors.FlavorNotFound(flavor=id_or_name)
         return flavor
 
-    def availability(self, id_or_name: str) -> tuple[str, int, str]:
-        """(flavor name, how many VMs of it fit now, the resource that limits them).
+    def availability(self, id_or_name: str, caller: Principal) -> dict[str, Any]:
+        """How many VMs of the flavor fit now on all hosts, and what limits them; admins also
+        see the count per host.
 
-        Raises: FlavorNotFound, HypervisorError.
+        Raises: FlavorNotFound.
         """
         flavor = self.get(id_or_name)
-        assert self._placement is not None, "availability needs placement"
-        available, limited_by = self._placement.availability(demand_of(flavor))
-        return flavor.name, available, limited_by
+        assert self._capacity is not None, "availability needs the hosts' capacity"
+        total, limited_by, per_host = self._capacity.availability(demand_of(flavor))
+        body: dict[str, Any] = {"flavor": flavor.name, "available": total,
+                                "limited_by": limited_by}
+        if access.sees_internals(caller):
+            body["hosts"] = [{"host": entry.host, "available": entry.available,
+                              "limited_by": entry.limited_by} for entry in per_host]
+        return body
 
     def create(self, fields: dict[str, Any]) -> flavor_dao.FlavorRow:
         """Raises: NameConflict."""

@@ -6,14 +6,16 @@ from collections.abc import Callable
 
 from src.database import gpus as gpu_dao
 from src.database.db import Database
-from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
 from src.hypervisor.pci import PciDevice, slot_of
+from src.services.hosts import Host, HostRegistry
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
 
 
-def assess(gpu: PciDevice, by_address: dict[str, PciDevice], now: str) -> gpu_dao.GpuRow:
+def assess(gpu: PciDevice, by_address: dict[str, PciDevice], now: str,
+           host: str = "local") -> gpu_dao.GpuRow:
     """The inventory row for gpu: what passes through with it, and why it cannot, if it cannot.
 
     A group is viable only if every other member is a function of the GPU's own slot (its
@@ -40,34 +42,45 @@ def assess(gpu: PciDevice, by_address: dict[str, PciDevice], now: str) -> gpu_da
         id=gpu.address, vendor_id=gpu.vendor_id, vendor_name=gpu.vendor_name,
         product_id=gpu.product_id, product_name=gpu.product_name, iommu_group=gpu.iommu_group,
         numa_node=gpu.numa_node, driver=gpu.driver, unavailable_reason=reason, refreshed_at=now,
-        group_devices=members, functions=sorted(functions))
+        group_devices=members, functions=sorted(functions), host=host)
 
 
 class GpuInventory:
-    def __init__(self, db: Database, hypervisor: Hypervisor,
-                 on_refresh: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, db: Database, hosts: HostRegistry,
+                 on_refresh: Callable[[str], None] = lambda _host: None) -> None:
         self._db = db
-        self._hypervisor = hypervisor
-        self._on_refresh = on_refresh  # e.g. placement re-reads the host's capacity
+        self._hosts = hosts
+        self._on_refresh = on_refresh  # e.g. capacity re-reads the host's size
 
-    def refresh(self) -> list[gpu_dao.GpuRow]:
-        """Re-read the host's PCI devices into the inventory; allocations are kept.
+    def refresh(self, host: str | None = None) -> list[gpu_dao.GpuRow]:
+        """Re-read the PCI devices of one host, or of every host that answers; allocations are
+        kept. Raises: HostNotFound, HypervisorError (for the one host asked for)."""
+        if host is not None:
+            self.refresh_host(self._hosts.get(host))
+        else:
+            for each in self._hosts.all():
+                if self._hosts.is_up(each.name):
+                    try:
+                        self.refresh_host(each)
+                    except HypervisorError as exc:
+                        log.warning("GPUs of host %s not refreshed: %s", each.name, exc)
+        return self.list(host)
 
-        Raises: HypervisorError when libvirt cannot list node devices.
-        """
-        self._on_refresh()
-        devices = self._hypervisor.host.pci_devices()
+    def refresh_host(self, host: Host) -> None:
+        """Raises: HypervisorError when libvirt cannot list the host's node devices."""
+        self._on_refresh(host.name)
+        devices = host.hypervisor.host.pci_devices()
         by_address = {device.address: device for device in devices}
         now = utc_now()
-        found = [assess(device, by_address, now) for device in devices if device.is_gpu]
+        found = [assess(device, by_address, now, host.name) for device in devices
+                 if device.is_gpu]
         with self._db.write() as conn:
             for gpu in found:
                 gpu_dao.upsert(conn, gpu)
-            gpu_dao.forget_absent(conn, [gpu.id for gpu in found], now)
-        log.info("GPU inventory: %d GPU(s), %d assignable", len(found),
+            gpu_dao.forget_absent(conn, host.name, [gpu.id for gpu in found], now)
+        log.info("GPU inventory of %s: %d GPU(s), %d assignable", host.name, len(found),
                  sum(1 for gpu in found if gpu.unavailable_reason is None))
-        return self.list()
 
-    def list(self) -> list[gpu_dao.GpuRow]:
+    def list(self, host: str | None = None) -> list[gpu_dao.GpuRow]:
         with self._db.read() as conn:
-            return gpu_dao.list_all(conn)
+            return gpu_dao.list_all(conn, host)

@@ -1,8 +1,10 @@
 """ImageService: register, inspect, list and unregister base images in IAAS_IMAGES_DIR."""
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from src import errors
@@ -39,7 +41,7 @@ class ImageService:
         path = self.path_of(file)
         if not path.is_file():
             raise errors.ImageFileInvalid(file=file, reason="no such file in the images directory")
-        image = self._insert(name, file, fmt, self.inspect(path, file, fmt))
+        image = self._insert(name, file, fmt, self._facts(path, file, fmt))
         if image is None:
             raise errors.NameConflict(kind="image", name=name)
         return image
@@ -53,15 +55,15 @@ class ImageService:
             if image_dao.get(conn, name) is not None:
                 return False
         path = self.path_of(file)
-        sizes = self.inspect(path, file, fmt) if path.is_file() else (None, None)
-        return self._insert(name, file, fmt, sizes) is not None
+        facts = self._facts(path, file, fmt) if path.is_file() else (None, None, None)
+        return self._insert(name, file, fmt, facts) is not None
 
     def _insert(self, name: str, file: str, fmt: str,
-                sizes: tuple[int | None, int | None]) -> image_dao.ImageRow | None:
+                facts: tuple[int | None, int | None, str | None]) -> image_dao.ImageRow | None:
         """Store a new image row; None when the name is already taken."""
         image = image_dao.ImageRow(id=str(uuid.uuid4()), name=name, file=file, format=fmt,
-                                   size_bytes=sizes[0], virtual_size_bytes=sizes[1],
-                                   created_at=utc_now())
+                                   size_bytes=facts[0], virtual_size_bytes=facts[1],
+                                   created_at=utc_now(), sha256=facts[2])
         try:
             with self._db.write() as conn:
                 image_dao.insert(conn, image)
@@ -80,9 +82,15 @@ class ImageService:
                 raise errors.ImageInUse(image=image.name, vm_count=users)
             image_dao.delete(conn, image.id)
 
-    def verify(self, image: image_dao.ImageRow) -> tuple[Path, int]:
-        """(the base file, its virtual size), inspected now: a file replaced since registration
-        (another format, a backing file, another size) is not trusted.
+    def copies(self, image: image_dao.ImageRow) -> tuple[str, ...]:
+        """The hosts whose storage pool holds a checked copy of the image."""
+        with self._db.read() as conn:
+            return tuple(image_dao.copies(conn, image.id))
+
+    def verify(self, image: image_dao.ImageRow) -> tuple[image_dao.ImageRow, Path, int]:
+        """(the image with its facts, the base file, its virtual size), inspected now: a file
+        replaced since registration (another format, a backing file, another size) is not
+        trusted.
 
         Raises: ImageFileMissing, ImageInvalid.
         """
@@ -94,14 +102,21 @@ class ImageService:
         except errors.ImageFileInvalid as exc:
             raise errors.ImageInvalid(image=image.name,
                                       reason=redact(exc.details["reason"])) from None
-        if image.virtual_size_bytes is None:  # seeded before its file arrived: learn it now
-            with self._db.write() as conn:
-                image_dao.set_sizes(conn, image.id, size, virtual_size)
-        elif virtual_size != image.virtual_size_bytes:
+        if image.virtual_size_bytes is not None and virtual_size != image.virtual_size_bytes:
             raise errors.ImageInvalid(image=image.name, reason=(
                 f"its virtual size changed from {image.virtual_size_bytes} to {virtual_size} "
                 "bytes since it was registered"))
-        return path, virtual_size
+        if image.virtual_size_bytes is None or image.sha256 is None:  # seeded before its file
+            image = replace(image, size_bytes=size, virtual_size_bytes=virtual_size,
+                            sha256=file_sha256(path))
+            with self._db.write() as conn:
+                image_dao.set_facts(conn, image.id, size, virtual_size, image.sha256 or "")
+        return image, path, virtual_size
+
+    def _facts(self, path: Path, file: str, fmt: str) -> tuple[int, int, str]:
+        """(size, virtual size, SHA-256) of a usable image. Raises: ImageFileInvalid."""
+        size, virtual_size = self.inspect(path, file, fmt)
+        return size, virtual_size, file_sha256(path)
 
     def path_of(self, file: str) -> Path:
         """The absolute path of a bare file name inside the images dir.
@@ -134,3 +149,12 @@ class ImageService:
         if data.get("data-file"):
             raise errors.ImageFileInvalid(file=file, reason="has an external data file")
         return int(info.get("actual-size", 0)), int(info["virtual-size"])
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256 in hex, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        for chunk in iter(lambda: source.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

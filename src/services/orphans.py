@@ -12,27 +12,37 @@ from pathlib import Path
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domain_xml import METADATA_NS
-from src.hypervisor.driver import Hypervisor
-from src.services.provisioning import OWNER_MARKER
+from src.services.disks import OWNER_MARKER
+from src.services.hosts import HostRegistry
+
+
+@dataclass(frozen=True)
+class OrphanDomain:
+    host: str
+    uuid: str
+    name: str
 
 
 @dataclass(frozen=True)
 class Orphans:
-    domains: list[tuple[str, str]] = field(default_factory=list)  # (uuid, name)
+    domains: list[OrphanDomain] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)
 
 
 class OrphanFinder:
-    def __init__(self, db: Database, hypervisor: Hypervisor, instances_dir: Path,
+    def __init__(self, db: Database, hosts: HostRegistry, instances_dir: Path,
                  installation_id: str) -> None:
         self._db = db
-        self._hypervisor = hypervisor
+        self._hosts = hosts
         self._instances_dir = instances_dir
         self._installation_id = installation_id
 
     def ours(self) -> Orphans:
-        """Every domain and instance folder of this installation, with a row or not."""
-        domains = self._hypervisor.tagged(METADATA_NS, "installation", self._installation_id)
+        """Every domain (on every host that answers) and instance folder of this installation,
+        with a row or not."""
+        domains = [OrphanDomain(host.name, uuid, name) for host in self._hosts.all()
+                   if self._hosts.is_up(host.name) for uuid, name in
+                   host.hypervisor.tagged(METADATA_NS, "installation", self._installation_id)]
         folders = []
         if self._instances_dir.is_dir():
             for folder in sorted(self._instances_dir.iterdir()):
@@ -45,13 +55,14 @@ class OrphanFinder:
         everything = self.ours()
         with self._db.read() as conn:  # read after the host scan: a VM created meanwhile has a row
             known = set(vm_dao.list_ids(conn))
-        return Orphans(domains=[d for d in everything.domains if d[0] not in known],
+        return Orphans(domains=[d for d in everything.domains if d.uuid not in known],
                        folders=[f for f in everything.folders if f.name not in known])
 
     def remove(self, orphans: Orphans) -> None:
         """Power off and undefine the domains, delete the folders."""
-        for uuid, _name in orphans.domains:
-            self._hypervisor.force_off(uuid)
-            self._hypervisor.undefine(uuid)
+        for domain in orphans.domains:
+            hypervisor = self._hosts.get(domain.host).hypervisor
+            hypervisor.force_off(domain.uuid)
+            hypervisor.undefine(domain.uuid)
         for folder in orphans.folders:
             shutil.rmtree(folder, ignore_errors=True)

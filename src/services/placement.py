@@ -1,21 +1,10 @@
-"""Placement: does a VM fit on this host now, and which GPUs, NUMA node and host CPUs it gets.
-
-Capacity is the host's CPUs and memory (libvirt getInfo) and the instances filesystem's size,
-times the allocation ratios, minus what VM rows hold. Claims run inside the caller's BEGIN IMMEDIATE transaction, so two creates
-can never both take the last GPU or vCPU.
-"""
+"""Placement on one host: does a VM fit into what is free there, and which GPUs, NUMA node and
+host CPUs it gets. Pure functions; services/capacity.py says what is free on each host."""
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from src import errors
 from src.database import gpus as gpu_dao
-from src.database import vms as vm_dao
-from src.database.db import Database
-from src.hypervisor.driver import Hypervisor
 from src.vocabulary import CAPACITY_RESOURCES as RESOURCE_ORDER  # scarcest kind first
 
 UNBOUNDED = 2 ** 62
@@ -137,78 +126,14 @@ def count_fits(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -
     return fitted
 
 
-class Placement:
-    def __init__(self, db: Database, hypervisor: Hypervisor, cpu_ratio: float,
-                 ram_ratio: float, disk_gb: Callable[[], int] = lambda: UNBOUNDED) -> None:
-        self._db = db
-        self._hypervisor = hypervisor
-        self._cpu_ratio = cpu_ratio
-        self._ram_ratio = ram_ratio
-        self._disk_gb = disk_gb  # the instances filesystem's size, ratio applied
-        self._host: HostCapacity | None = None
-        self._lock = threading.Lock()
-
-    def host(self) -> HostCapacity:
-        """The host's capacity, read from libvirt once (and again after forget_host).
-
-        Raises: HypervisorError.
-        """
-        with self._lock:
-            if self._host is None:
-                cpus, ram_mib, nodes = self._hypervisor.host.resources()
-                cells = self._hypervisor.host.numa_cpus() or _even_cells(cpus, nodes)
-                self._host = HostCapacity(vcpus=int(cpus * self._cpu_ratio),
-                                          ram_mib=int(ram_mib * self._ram_ratio), cells=cells,
-                                          disk_gb=self._disk_gb())
-            return self._host
-
-    def forget_host(self) -> None:
-        with self._lock:
-            self._host = None
-
-    def claim(self, conn: sqlite3.Connection, demand: Demand, host: HostCapacity) -> Claim:
-        """Pick what demand gets, inside the caller's write transaction.
-
-        Raises: InsufficientCapacity with the resource that ran out.
-        """
-        try:
-            return choose(demand, self._free(conn, demand, host))
-        except Shortfall as short:
-            requested = {"gpu": demand.gpu_count, "ram": demand.ram,
-                         "disk": demand.disk_gb}.get(short.resource, demand.cpu)
-            raise errors.InsufficientCapacity(resource=short.resource, available=short.available,
-                                              requested=requested) from None
-
-    def availability(self, demand: Demand) -> tuple[int, str]:
-        """(how many VMs of demand fit now, the resource that limits them). Raises: HypervisorError."""
-        host = self.host()
-        with self._db.read() as conn:
-            free = self._free(conn, demand, host)
-        counts = {}
-        for resource in RESOURCE_ORDER:
-            others = frozenset(RESOURCE_ORDER) - {resource}
-            if resource == "gpu" and not demand.gpu_count:
-                continue
-            if resource == "pcpu" and not demand.cpu_pinning:
-                continue
-            if resource == "disk" and not demand.disk_gb:
-                continue
-            counts[resource] = count_fits(demand, free, others)
-        limited_by = min(counts, key=lambda resource: counts[resource])
-        return min(count_fits(demand, free), counts[limited_by]), limited_by
-
-    @staticmethod
-    def _free(conn: sqlite3.Connection, demand: Demand, host: HostCapacity) -> Free:
-        held = vm_dao.allocated(conn)
-        pinned = held.pinned_cpus
-        gpus = gpu_dao.list_free(conn, demand.gpu_model) if demand.gpu_count else []
-        return Free(vcpus=host.vcpus - held.vcpus, ram_mib=host.ram_mib - held.ram_mib,
-                    disk_gb=host.disk_gb - held.disk_gb, gpus=gpus,
-                     cpus={node: [cpu for cpu in cpus if cpu not in pinned]
-                           for node, cpus in host.cells.items()})
-
-
-def _even_cells(cpus: int, nodes: int) -> dict[int, list[int]]:
-    """CPUs split evenly over nodes, for drivers that report a node count but no cells."""
-    return {node: list(range(node * cpus // nodes, (node + 1) * cpus // nodes))
-            for node in range(nodes)}
+def limited_by(demand: Demand, free: Free) -> tuple[int, str]:
+    """(how many VMs of demand fit into free, the resource that runs out first)."""
+    counts = {}
+    for resource in RESOURCE_ORDER:
+        if ((resource == "gpu" and not demand.gpu_count)
+                or (resource == "pcpu" and not demand.cpu_pinning)
+                or (resource == "disk" and not demand.disk_gb)):
+            continue
+        counts[resource] = count_fits(demand, free, frozenset(RESOURCE_ORDER) - {resource})
+    resource = min(counts, key=lambda name: counts[name])
+    return min(count_fits(demand, free), counts[resource]), resource

@@ -23,10 +23,10 @@ from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import HALTED, MISSING
-from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError
 from src.services import lifecycle
 from src.services.addresses import LEARN_CALLS_BOUND, AddressBook
+from src.services.hosts import Host, HostRegistry
 from src.services.tasks import TaskRunner
 from src.utils.clock import utc_now
 
@@ -45,13 +45,15 @@ class SweepResult:
     addresses_learned: int
 
 
-class Reconciler:
-    def __init__(self, db: Database, hypervisor: Hypervisor, addresses: AddressBook,
-                 runner: TaskRunner, interval_s: float, use_events: bool,
-                 housekeeping: Callable[[], object] = lambda: None) -> None:
+class HostReconciler:
+    """One host's events and sweeps, on a thread of its own: a slow or dead host delays no
+    other host's reconciliation."""
+
+    def __init__(self, db: Database, host: Host, addresses: AddressBook, runner: TaskRunner,
+                 interval_s: float, use_events: bool) -> None:
         self._db = db
-        self._housekeeping = housekeeping  # e.g. retention, run once per sweep
-        self._hypervisor = hypervisor
+        self._host = host
+        self._hypervisor = host.hypervisor
         self._addresses = addresses
         self._runner = runner
         self._interval_s = interval_s
@@ -65,13 +67,18 @@ class Reconciler:
         """Listen to libvirt (if enabled) and sweep every interval on a background thread."""
         if self._use_events:
             self._hypervisor.watch(self._on_event, self.request_sweep)
-        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"reconcile-{self._host.name}")
         self._thread.start()
 
     def stop(self) -> None:
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
+
+    @property
+    def host_name(self) -> str:
+        return self._host.name
 
     def _on_event(self, vm_id: str, _event: str) -> None:
         """A lifecycle event: a task waiting on this VM looks now, and the VM is re-read."""
@@ -110,20 +117,18 @@ class Reconciler:
         """One full pass with bulk calls: deadlines, power states, addresses; at most
         SWEEP_CALLS_BOUND libvirt calls when no VM changed status."""
         calls_before = self._hypervisor.thread_calls
-        timed_out = self.fail_overdue_tasks()
         with self._db.read() as conn:
-            rows = vm_dao.list_all(conn)
+            rows = vm_dao.list_on(conn, self._host.name)
             active = task_dao.active_by_vm(conn)
         states = self._hypervisor.power_states() if rows else {}
         changed = sum(self._apply(row, states.get(row.id, MISSING))
                       for row in rows if row.id not in active)
         running = [row for row in rows
                    if row.mac and row.id not in active and states.get(row.id) == "running"]
-        learned = self._addresses.learn(running)
+        learned = self._addresses.learn(running, self._host)
         self.sweeps += 1
         self.sweep_calls += self._hypervisor.thread_calls - calls_before
-        self._housekeeping()
-        return SweepResult(changed=changed, timed_out=timed_out, addresses_learned=learned)
+        return SweepResult(changed=changed, timed_out=0, addresses_learned=learned)
 
     def check_now(self, vm_id: str) -> bool:
         """Reconcile one VM against its domain; True if its status changed."""
@@ -133,20 +138,6 @@ class Reconciler:
         if row is None or busy:
             return False
         return self._apply(row, self._hypervisor.power_state(vm_id))
-
-    def fail_overdue_tasks(self) -> int:
-        message = "The task ran past its deadline and was abandoned."
-        with self._db.write() as conn:
-            now = utc_now()
-            overdue = task_dao.overdue(conn, now)
-            for task in overdue:
-                task_dao.finish(conn, task.id, now, ("task_timeout", message))
-                vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
-        for task in overdue:
-            log.error("task %s (%s) of vm %s timed out", task.id, task.action, task.vm_id)
-        if overdue:
-            self._runner.notify()
-        return len(overdue)
 
     def _apply(self, row: vm_dao.VmRow, power_state: str) -> bool:
         target = lifecycle.reconciled(row.status, row.error_code, power_state)
@@ -185,3 +176,124 @@ class Reconciler:
                     vm_dao.set_vnc_port(conn, vm_id, port, utc_now())
         except HypervisorError as exc:
             log.warning("could not follow host change of %s: %s", vm_id, exc)
+
+
+class Reconciler:
+    """Every host's reconciler, and the work that belongs to no host: overdue tasks and
+    housekeeping (retention, queue expiry), every interval on a thread of its own."""
+
+    def __init__(self, db: Database, hosts: HostRegistry, addresses: AddressBook,
+                 runner: TaskRunner, interval_s: float, use_events: bool,
+                 housekeeping: Callable[[], object] = lambda: None) -> None:
+        self._db = db
+        self._hosts = hosts
+        self._addresses = addresses
+        self._runner = runner
+        self._interval_s = interval_s
+        self._use_events = use_events
+        self._housekeeping = housekeeping
+        self._per_host: dict[str, HostReconciler] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        hosts.on_open(self._add)
+
+    @property
+    def sweeps(self) -> int:
+        return sum(reconciler.sweeps for reconciler in self._all())
+
+    @property
+    def sweep_calls(self) -> int:
+        return sum(reconciler.sweep_calls for reconciler in self._all())
+
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+            waiting = list(self._per_host.values())
+        for reconciler in waiting:
+            reconciler.start()
+        self._thread = threading.Thread(target=self._keep_house, name="housekeeping",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for reconciler in self._all():
+            reconciler.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def check(self, vm_id: str) -> None:
+        """Re-read one VM's domain soon, on its host."""
+        reconciler = self._of_vm(vm_id)
+        if reconciler is not None:
+            reconciler.check(vm_id)
+
+    def check_now(self, vm_id: str) -> bool:
+        reconciler = self._of_vm(vm_id)
+        return reconciler is not None and reconciler.check_now(vm_id)
+
+    def request_sweep(self) -> None:
+        for reconciler in self._all():
+            reconciler.request_sweep()
+
+    def sweep(self) -> SweepResult:
+        """Sweep every host that answers now, then fail overdue tasks and keep house."""
+        timed_out = self.fail_overdue_tasks()
+        changed = learned = 0
+        for reconciler in self._all():
+            if not self._hosts.is_up(reconciler.host_name):
+                continue
+            result = reconciler.sweep()
+            changed, learned = changed + result.changed, learned + result.addresses_learned
+        self._housekeeping()
+        return SweepResult(changed=changed, timed_out=timed_out, addresses_learned=learned)
+
+    def fail_overdue_tasks(self) -> int:
+        """Fail running tasks past their deadline (task_timeout); how many."""
+        message = "The task ran past its deadline and was abandoned."
+        with self._db.write() as conn:
+            now = utc_now()
+            overdue = task_dao.overdue(conn, now)
+            for task in overdue:
+                task_dao.finish(conn, task.id, now, ("task_timeout", message))
+                vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
+        for task in overdue:
+            log.error("task %s (%s) of vm %s timed out", task.id, task.action, task.vm_id)
+        if overdue:
+            self._runner.notify()
+        return len(overdue)
+
+
+    def _add(self, host: Host) -> None:
+        reconciler = HostReconciler(self._db, host, self._addresses, self._runner,
+                                    self._interval_s, self._use_events)
+        with self._lock:
+            if host.name in self._per_host:
+                return
+            self._per_host[host.name] = reconciler
+            started = self._started
+        if started:
+            reconciler.start()
+
+    def _all(self) -> list[HostReconciler]:
+        with self._lock:
+            return list(self._per_host.values())
+
+    def _of_vm(self, vm_id: str) -> HostReconciler | None:
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, vm_id)
+        if row is None:
+            return None
+        self._hosts.get(row.host)  # opens its connection (and reconciler) if not yet
+        with self._lock:
+            return self._per_host.get(row.host)
+
+    def _keep_house(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.fail_overdue_tasks()
+                self._housekeeping()
+            except Exception:  # the loop must outlive any single bad pass
+                log.exception("housekeeping pass failed")

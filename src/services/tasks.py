@@ -31,11 +31,11 @@ class TaskFailed(Exception):
 
 
 def new_task_row(vm_id: str, action: str, request_id: str | None,
-                 project: str = "default") -> task_dao.TaskRow:
+                 project: str = "default", host: str | None = None) -> task_dao.TaskRow:
     return task_dao.TaskRow(id=str(uuid.uuid4()), vm_id=vm_id, action=action, status="queued",
                             error_code=None, error_message=None, created_at=utc_now(),
                             started_at=None, finished_at=None, request_id=request_id,
-                            project=project)
+                            project=project, host=host)
 
 
 @dataclass(frozen=True)

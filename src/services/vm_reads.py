@@ -4,29 +4,45 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from src import errors
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import MISSING
-from src.hypervisor.driver import Hypervisor
-from src.hypervisor.errors import DomainNotFound
+from src.hypervisor.errors import DomainNotFound, HypervisorError, HypervisorUnavailable
 from src.services import access, lifecycle
 from src.services.access import Principal
 from src.services.addresses import AddressBook
+from src.services.hosts import Host, HostRegistry
 from src.services.stats import summarize
 from src.services.tasks import TaskRunner
 from src.services.waits import WaitLimiter
 from src.vocabulary import ACTIVE_TASK_STATUSES
 
 STATS_WINDOW_S = 0.5
-CONSOLE_READ_LIMIT = 1024 * 1024  # tail reads at most the last MiB of the log
+PARALLEL_HOSTS = 16  # hosts asked at once for a list
+UNKNOWN = "unknown"  # the power state of a VM whose host does not answer
 MAX_WAIT_S = 60
 POLL_AGAIN_S = 1  # a declined long-poll: when to ask again
-ConsoleLogs = Callable[[str], Path]  # where a VM's serial console log lies
+ConsoleTail = Callable[[str, Host], bytes]  # the end of a VM's serial console log
+
+
+class PowerStates(dict[str, str]):
+    """Power states by VM id, and which hosts answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered: set[str] = set()
+
+
+def _states_of(host: Host) -> dict[str, str] | None:
+    try:
+        return host.hypervisor.power_states()
+    except HypervisorError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -78,14 +94,15 @@ def row_and_task(db: Database, id_or_name: str, project: str | None = None
 
 
 class VmReader:
-    def __init__(self, db: Database, hypervisor: Hypervisor, addresses: AddressBook,
-                 runner: TaskRunner, console_log: ConsoleLogs, waits: WaitLimiter) -> None:
+    def __init__(self, db: Database, hosts: HostRegistry, addresses: AddressBook,
+                 runner: TaskRunner, console_tail: ConsoleTail, waits: WaitLimiter) -> None:
         self._db = db
         self._waits = waits
-        self._hypervisor = hypervisor
+        self._hosts = hosts
         self._addresses = addresses
         self._runner = runner
-        self._console_log = console_log
+        self._console_tail = console_tail
+        self._pool = ThreadPoolExecutor(PARALLEL_HOSTS, thread_name_prefix="list")
 
     def get(self, id_or_name: str, caller: Principal, project: str | None = None) -> VmView:
         """The VM with its live power state; learns its addresses if it has none yet.
@@ -94,15 +111,25 @@ class VmReader:
         """
         row, task = row_and_task(self._db, id_or_name,
                                  access.vm_scope(caller, id_or_name, project))
-        power_state = self._hypervisor.power_state(row.id)
+        if not self._hosts.is_up(row.host):
+            return view(row, UNKNOWN, task)  # its host does not answer: show what we know
+        host = self._hosts.get(row.host)
+        try:
+            power_state = host.hypervisor.power_state(row.id)
+        except HypervisorUnavailable:
+            return view(row, UNKNOWN, task)
         learnable = power_state == "running" and not row.ip_addresses and row.mac
-        if learnable and self._addresses.learn_one(row.id, row.mac or ""):
+        if learnable and self._addresses.learn_one(row.id, row.mac or "", host):
             row = row_and_task(self._db, row.id)[0]
         return view(row, power_state, task)
 
     def page(self, caller: Principal, *, status: str | None = None, name: str | None = None,
              limit: int = 1000, marker: str | None = None) -> list[VmView]:
-        """A page of VMs with live state from one bulk libvirt call. Raises: MarkerNotFound."""
+        """A page of VMs with live state from one bulk libvirt call per host, made in parallel;
+        a host that does not answer leaves its VMs' power state unknown.
+
+        Raises: MarkerNotFound.
+        """
         project = access.scope(caller)
         with self._db.read() as conn:
             after = vm_dao.get(conn, marker, project) if marker is not None else None
@@ -111,8 +138,23 @@ class VmReader:
             rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit,
                                     project=project)
             active = task_dao.active_by_vm(conn) if rows else {}
-        states = self._hypervisor.power_states() if rows else {}
-        return [view(row, states.get(row.id, MISSING), active.get(row.id)) for row in rows]
+        states = self._power_states({row.host for row in rows})
+        return [view(row, states.get(row.id, MISSING) if row.host in states.answered
+                     else UNKNOWN, active.get(row.id)) for row in rows]
+
+    def _power_states(self, names: set[str]) -> PowerStates:
+        """Every domain's state on the named hosts that answer, asked in parallel."""
+        up = [self._hosts.get(name) for name in sorted(names) if self._hosts.is_up(name)]
+        found = PowerStates()
+        if len(up) == 1:  # the common case: no thread hop
+            results = [_states_of(up[0])]
+        else:
+            results = list(self._pool.map(_states_of, up))
+        for host, states in zip(up, results, strict=True):
+            if states is not None:
+                found.answered.add(host.name)
+                found.update(states)
+        return found
 
     def events(self, id_or_name: str, limit: int, caller: Principal,
                project: str | None = None) -> list[task_dao.TaskRow]:
@@ -129,11 +171,12 @@ class VmReader:
         Raises: VmNotFound, AmbiguousName, VmNotRunning.
         """
         row, _ = row_and_task(self._db, id_or_name, access.vm_scope(caller, id_or_name, project))
+        hypervisor = self._hosts.require_up(row.host).hypervisor
         try:
-            first = self._hypervisor.stats(row.id)
+            first = hypervisor.stats(row.id)
             started = time.monotonic()
             time.sleep(STATS_WINDOW_S)
-            second = self._hypervisor.stats(row.id)
+            second = hypervisor.stats(row.id)
             window = time.monotonic() - started
         except DomainNotFound:
             raise errors.VmNotRunning(vm=id_or_name) from None
@@ -148,13 +191,7 @@ class VmReader:
         Raises: VmNotFound, AmbiguousName.
         """
         row, _ = row_and_task(self._db, id_or_name, access.vm_scope(caller, id_or_name, project))
-        try:
-            with self._console_log(row.id).open("rb") as log_file:
-                size = log_file.seek(0, 2)
-                log_file.seek(max(0, size - CONSOLE_READ_LIMIT))
-                data = log_file.read()
-        except FileNotFoundError:
-            return ""
+        data = self._console_tail(row.id, self._hosts.get(row.host))
         text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
         return "".join(text.splitlines(keepends=True)[-lines:])
 

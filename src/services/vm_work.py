@@ -9,9 +9,9 @@ from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import MISSING
-from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError
 from src.services import lifecycle
+from src.services.hosts import Host, HostRegistry
 from src.services.power import PowerControl, PowerOptions
 from src.services.provisioning import BuildPlan, Provisioner
 from src.services.tasks import TaskFailed, Wait
@@ -25,11 +25,18 @@ INTERRUPTED = ("interrupted", "The server stopped before this task finished.")
 
 
 class VmWork:
-    def __init__(self, db: Database, hypervisor: Hypervisor, provisioner: Provisioner) -> None:
+    def __init__(self, db: Database, hosts: HostRegistry, provisioner: Provisioner) -> None:
         self._db = db
-        self._hypervisor = hypervisor
+        self._hosts = hosts
         self._provisioner = provisioner
-        self._power = PowerControl(hypervisor)
+
+    def _host_of(self, vm_id: str) -> Host:
+        """The host the VM lives on. Raises: TaskFailed when the VM row is gone."""
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, vm_id)
+        if row is None:
+            raise TaskFailed("vm_gone", "The VM was removed while this task waited.")
+        return self._hosts.get(row.host)
 
     def build(self, plan: BuildPlan) -> None:
         """Make and start the VM; on failure leave it in error, its resources freed only when
@@ -49,7 +56,7 @@ class VmWork:
         except Exception as exc:
             failure = exc if isinstance(exc, TaskFailed) else TaskFailed(
                 "build_failed", f"The build failed unexpectedly: {exc}")
-            gone = self._gone_from_host(vm_id)  # the undo steps are best-effort
+            gone = self._gone_from_host(vm_id, plan.host)  # the undo steps are best-effort
             with self._db.write() as conn:
                 vm_dao.set_status(conn, vm_id, "error", utc_now(), (
                     failure.code, failure.message if gone else
@@ -63,8 +70,9 @@ class VmWork:
 
     def power(self, vm_id: str, action: str, options: PowerOptions) -> Wait | None:
         """Raises: TaskFailed."""
-        return self._then(self._power.run(vm_id, action, options),
-                          lambda: self._record_power(vm_id, action))
+        host = self._host_of(vm_id)
+        return self._then(PowerControl(host.hypervisor).run(vm_id, action, options),
+                          lambda: self._record_power(vm_id, action, host))
 
     def _then(self, step: Wait | None, finish: Callable[[], None]) -> Wait | None:
         """step's remaining waits, then finish once the host side is done."""
@@ -73,10 +81,10 @@ class VmWork:
             return None
         return Wait(step.after_s, lambda: self._then(step.then(), finish))
 
-    def _record_power(self, vm_id: str, action: str) -> None:
+    def _record_power(self, vm_id: str, action: str, host: Host) -> None:
         status = lifecycle.RESULT[action]
         running = status != "stopped"
-        vnc_port = self._provisioner.vnc_port(vm_id) if running else None
+        vnc_port = self._provisioner.vnc_port(vm_id, host) if running else None
         with self._db.write() as conn:
             now = utc_now()
             vm_dao.set_status(conn, vm_id, status, now)
@@ -94,10 +102,11 @@ class VmWork:
 
     def delete(self, vm_id: str) -> None:
         """Remove the VM from the host, then its row. Raises: TaskFailed (the VM is then error)."""
+        host = self._host_of(vm_id)
         with self._db.write() as conn:  # only now: a delete still queued leaves the VM as it is
             vm_dao.set_status(conn, vm_id, "deleting", utc_now())
         try:
-            self._provisioner.tear_down(vm_id)
+            self._provisioner.tear_down(vm_id, host)
         except TaskFailed as exc:
             with self._db.write() as conn:
                 vm_dao.set_status(conn, vm_id, "error", utc_now(), (exc.code, exc.message))
@@ -136,15 +145,16 @@ class VmWork:
     def _tear_down_quietly(self, vm_id: str) -> bool:
         """Whether nothing of the VM is left on the host."""
         try:
-            self._provisioner.tear_down(vm_id)
+            self._provisioner.tear_down(vm_id, self._host_of(vm_id))
         except TaskFailed as exc:
             log.error("cleanup of interrupted build %s failed: %s", vm_id, exc)
             return False
         return True
 
-    def _gone_from_host(self, vm_id: str) -> bool:
+    @staticmethod
+    def _gone_from_host(vm_id: str, host: Host) -> bool:
         """Whether the VM has no domain; an unreachable host counts as 'maybe still there'."""
         try:
-            return self._hypervisor.power_state(vm_id) == MISSING
+            return host.hypervisor.power_state(vm_id) == MISSING
         except HypervisorError:
             return False

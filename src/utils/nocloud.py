@@ -14,6 +14,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
+from typing import BinaryIO
 
 import pycdlib
 
@@ -242,7 +243,7 @@ def seed_files(seed: Seed) -> dict[str, bytes]:
             "network-config": network_config(seed).encode("ascii")}
 
 
-def _write_iso(files: dict[str, bytes], out: io.BufferedWriter) -> None:
+def _write_iso(files: dict[str, bytes], out: BinaryIO) -> None:
     iso = pycdlib.PyCdlib()
     # Rock Ridge gives Linux (and so cloud-init) the lowercase names with dashes, Joliet
     # gives them to everyone else; the plain ISO 9660 names are 8.3 upper case.
@@ -275,3 +276,13 @@ def write_seed(seed: Seed, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def seed_bytes(seed: Seed) -> bytes:
+    """The seed ISO in memory, for hosts whose disks live in a libvirt pool (no local file).
+
+    Raises: ValueError for a bad MAC.
+    """
+    out = io.BytesIO()
+    _write_iso(seed_files(seed), out)
+    return out.getvalue()

@@ -75,10 +75,10 @@ def test_vm_cleanup_removes_orphans_only(app: App, client: Client, config: Confi
     with app.db.write() as conn:  # the row goes, the domain and folder stay: orphans
         conn.execute("DELETE FROM vms WHERE id = ?", (orphan,))
     listed = client.get("/v1/admin/orphans").body
-    assert listed == {"domains": [{"uuid": orphan, "name": f"iaas-{orphan}"}],
+    assert listed == {"domains": [{"uuid": orphan, "name": f"iaas-{orphan}", "host": "local"}],
                       "folders": [str(config.instances_dir / orphan)]}
 
-    cli.vm_cleanup(config, app.hypervisor)
+    cli.vm_cleanup(config, app.hosts)
 
     assert app.hypervisor.power_state(orphan) == "missing"
     assert not (config.instances_dir / orphan).exists()
@@ -94,7 +94,7 @@ def test_vm_cleanup_all_removes_every_vm_of_ours(app: App, client: Client, confi
                                                  base_image: dict) -> None:
     ours, foreign_id, foreign_folders = _two_vms_and_foreign_things(app, client, config)
 
-    cli.vm_cleanup(config, app.hypervisor, everything=True)
+    cli.vm_cleanup(config, app.hosts, everything=True)
 
     assert all(app.hypervisor.power_state(vm_id) == "missing" for vm_id in ours)
     assert not any((config.instances_dir / vm_id).exists() for vm_id in ours)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
 
 from src.config import Config
 from src.hypervisor.disks import CommandFailed, run_command
+from src.hypervisor.driver import Hypervisor
+from src.hypervisor.errors import HypervisorError
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client
 
@@ -38,13 +38,24 @@ def test_task_and_vm_errors_hide_host_paths_from_members(make_app: AppFactory,
     assert SECRET_PATH in admin.get(f"/v1/vms/{vm['id']}").body["error"]["message"]
 
 
-def test_libvirt_failures_answer_members_without_detail(make_app: AppFactory, config: Config,
-                                                        tmp_path: Path) -> None:
-    app = make_app(replace(config, libvirt_uri=f"test://{tmp_path}/gone.xml"))
+class StatsRefused(Hypervisor):
+    """Our own libvirt layer with its stats call refused, in words that name host paths."""
+
+    def stats(self, uuid: str) -> dict[str, object]:
+        raise HypervisorError(f"Unable to read {SECRET_PATH}: Input/output error")
+
+
+def test_libvirt_failures_answer_members_without_detail(make_app: AppFactory,
+                                                        config: Config) -> None:
+    app = make_app(config, open_libvirt=StatsRefused)
+    admin = Client(app)
+    make_qcow2(config.images_dir / "base.qcow2")
+    admin.post("/v1/images", {"name": "base", "file": "base.qcow2", "format": "qcow2"})
     member = Client(app, token=app.tokens.issue("team-a", "member")[1])
-    Client(app).post("/v1/flavors", {"name": "f", "cpu": 1, "ram": 128, "disk_gb": 1})
-    reply = member.get("/v1/flavors/f/availability")  # asks libvirt for the host's size
+    vm = member.post("/v1/vms", {"name": "io", "cpu": 1, "ram": 128, "image_name": "base"}).body
+    member.wait_task(vm["task"]["id"])
+    reply = member.get(f"/v1/vms/{vm['id']}/stats")
     assert reply.status == 503 and reply.error_code == "hypervisor_unavailable"
-    assert "gone.xml" not in str(reply.body) and reply.body["error"]["details"] == {}
-    admin = Client(app).get("/v1/flavors/f/availability")
-    assert admin.status == 503 and "gone.xml" in admin.body["error"]["message"]
+    assert SECRET_PATH not in str(reply.body) and reply.body["error"]["details"] == {}
+    shown = admin.get(f"/v1/vms/{vm['id']}/stats")
+    assert shown.status == 503 and SECRET_PATH in shown.body["error"]["message"]

@@ -35,7 +35,7 @@ def test_disk_beyond_the_instances_filesystem_is_409(make_app: AppFactory,
     reply = client.post("/v1/vms", vm)
     assert reply.status == 409 and reply.error_code == "insufficient_capacity"
     assert reply.body["error"]["details"] == {"resource": "disk", "requested": capacity + 1,
-                                              "available": capacity}
+                                              "available": capacity, "hosts": {"disk": 1}}
     assert client.get("/v1/vms").body["vms"] == []
     half = capacity // 2 + 1
     assert client.post("/v1/vms", {**vm, "disk_gb": half}).status == 202
@@ -48,7 +48,8 @@ def test_availability_counts_disk(make_app: AppFactory, config: Config) -> None:
     disk = _capacity_gb(config) // 2 + 1
     client.post("/v1/flavors", {"name": "fat", "cpu": 1, "ram": 128, "disk_gb": disk})
     assert client.get("/v1/flavors/fat/availability").body == {
-        "flavor": "fat", "available": 1, "limited_by": "disk"}
+        "flavor": "fat", "available": 1, "limited_by": "disk",
+        "hosts": [{"host": "local", "available": 1, "limited_by": "disk"}]}
 
 
 def test_disk_quota(make_app: AppFactory, config: Config) -> None:

@@ -62,7 +62,8 @@ def test_gpu_flavor_is_refused_at_request_time(client: Client, base_image: dict)
     client.post("/v1/flavors", {**SMALL, "name": "t.gpu", "gpu_count": 2, "gpu_model": "H100"})
     reply = create(client, {"flavor": "t.gpu"})
     assert reply.status == 409 and reply.error_code == "insufficient_capacity"
-    assert reply.body["error"]["details"] == {"resource": "gpu", "requested": 2, "available": 0}
+    assert reply.body["error"]["details"] == {"resource": "gpu", "requested": 2, "available": 0,
+                                              "hosts": {"gpu": 1}}
     assert client.get("/v1/vms").body["vms"] == []
 
 

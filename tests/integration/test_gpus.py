@@ -123,7 +123,8 @@ def test_eight_racing_creates_get_four_gpus_never_one_twice(app: App, client: Cl
     assert (len(accepted), len(refused)) == (4, 4), [r.body for r in replies]
     for body in refused:
         assert body["error"]["code"] == "insufficient_capacity"
-        assert body["error"]["details"] == {"resource": "gpu", "requested": 1, "available": 0}
+        assert body["error"]["details"] == {"resource": "gpu", "requested": 1, "available": 0,
+                                            "hosts": {"gpu": 1}}
     held = [gpu for vm in accepted for gpu in vm["gpus"]]
     assert sorted(held) == ASSIGNABLE  # each card once
     for vm in accepted:
@@ -189,7 +190,8 @@ def test_model_and_numa_alignment_limit_multi_gpu_flavors(client: Client,
     assert availability(client, "g.anyx3") == (0, "gpu")  # no node has three
     refused = create(client, "three", "g.anyx3")
     assert refused.status == 409
-    assert refused.body["error"]["details"] == {"resource": "gpu", "requested": 3, "available": 2}
+    assert refused.body["error"]["details"] == {"resource": "gpu", "requested": 3, "available": 2,
+                                                "hosts": {"gpu": 1}}
     vm = create(client, "pair", "g.h100x2").body
     assert (vm["gpus"], vm["numa_node"]) == (["0000:3b:00.0", "0000:5e:00.0"], 0)
     assert availability(client, "g.h100x2") == (0, "gpu")
@@ -206,10 +208,11 @@ def test_vcpu_and_ram_are_checked_at_request_time(client: Client, base_image: di
     assert client.post("/v1/vms", {**body, "name": "big"}).status == 202
     refused = client.post("/v1/vms", {**body, "name": "bigger", "cpu": 5})
     assert refused.status == 409
-    assert refused.body["error"]["details"] == {"resource": "vcpu", "requested": 5, "available": 4}
+    assert refused.body["error"]["details"] == {"resource": "vcpu", "requested": 5, "available": 4,
+                                                "hosts": {"vcpu": 1}}
     refused = client.post("/v1/vms", {**body, "name": "fat", "cpu": 1, "ram": 64 * 1024})
     assert refused.body["error"]["details"] == {"resource": "ram", "requested": 65536,
-                                                "available": 63 * 1024}
+                                                "available": 63 * 1024, "hosts": {"ram": 1}}
     assert availability(client, "c.16") == (0, "vcpu")
     assert [vm["name"] for vm in client.get("/v1/vms").body["vms"]] == ["big"]
 

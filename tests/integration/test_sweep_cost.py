@@ -81,13 +81,13 @@ def test_silent_agents_are_asked_again_with_backoff(make_app: AppFactory, config
                                                     tmp_path: Path) -> None:
     app = fleet(make_app, config, tmp_path / "fleet", 40)
     now = [1000.0]
-    book = AddressBook(app.db, app.hypervisor, config.network, clock=lambda: now[0])
+    book = AddressBook(app.db, clock=lambda: now[0])
     # MACs no interface has: every agent answers, but never about our interface.
     rows = [replace(row, mac=f"02:00:00:00:00:{i:02x}") for i, row in enumerate(running(app))]
 
     def agents_asked() -> int:
         before = app.hypervisor.calls
-        assert book.learn(rows) == 0
+        assert book.learn(rows, app.hosts.get("local")) == 0
         return (app.hypervisor.calls - before - LEASE_CALLS) // 2
 
     def sweeps() -> list[int]:
@@ -110,9 +110,9 @@ def test_without_an_agent_channel_the_neighbour_table_is_read_once(
     table.write_text("IP address  HW type  Flags  HW address  Mask  Device\n" + "".join(
         f"10.250.0.{10 + i}  0x1  0x2  {row.mac}  *  virbr-iaas-t\n" for i, row in enumerate(rows)))
     app.hypervisor.host.arp_table = table
-    book = AddressBook(app.db, app.hypervisor, config.network, guest_agent=False)
+    book = AddressBook(app.db, guest_agent=False)
     before = app.hypervisor.calls
-    assert book.learn(rows) == 30
+    assert book.learn(rows, app.hosts.get("local")) == 30
     assert app.hypervisor.calls - before == LEASE_CALLS
     learned = {row.id: row.ip_addresses for row in running(app)}
     assert learned[rows[3].id] == [{"address": "10.250.0.13", "family": "ipv4", "source": "arp"}]

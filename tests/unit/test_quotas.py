@@ -53,7 +53,7 @@ def add_vm(db: Database, name: str, cpu: int, ram: int, gpus: int = 0, project: 
                 id=gpu_id, vendor_id="10de", vendor_name=None, product_id="1eb8",
                 product_name="Tesla T4", iommu_group=None, numa_node=0, driver="vfio-pci",
                 unavailable_reason=None, refreshed_at=NOW))
-        gpu_dao.allocate(conn, gpu_ids, vm_id, NOW)
+        gpu_dao.allocate(conn, "local", gpu_ids, vm_id, NOW)
         if failed_build:
             vm_dao.release_resources(conn, vm_id)
 
