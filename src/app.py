@@ -105,7 +105,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     core.hosts.start()
     core.reconciler.start()
     gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
-    gpus.refresh()  # every host that answers; the others at their next refresh
+    gpus.refresh()  # every host that answers; the others at their next sweep
+    core.reconciler.after_host_sweep = gpus.refresh_host
     telemetry = Telemetry(core.db, core.hosts)
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))

@@ -118,6 +118,7 @@ def vm_cleanup(config: Config, hosts: HostRegistry | None = None,
     rows (the owner's "start from scratch"). Domains and folders of others are never touched.
     """
     db, installation_id = _open_db(config)
+    own = hosts is None
     if hosts is None:
         hosts = HostRegistry(db, config)
         hosts.ensure_local()
@@ -125,6 +126,8 @@ def vm_cleanup(config: Config, hosts: HostRegistry | None = None,
     finder = OrphanFinder(db, hosts, config.instances_dir, installation_id)
     found = finder.ours() if everything else finder.find()
     finder.remove(found)
+    if own:
+        hosts.close()
     for domain in found.domains:
         print(f"removed domain {domain.name} ({domain.uuid}) on host {domain.host}")
     removed_rows: list[str] = []

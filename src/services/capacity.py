@@ -116,7 +116,8 @@ class Capacity:
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
                     capacities: dict[str, HostCapacity]) -> list[Candidate]:
         held = vm_dao.allocated(conn)
-        gpus = gpu_dao.list_free(conn, demand.gpu_model) if demand.gpu_count else {}
+        # Free GPUs even for a VM without any: the scheduler keeps GPU hosts for GPU work.
+        gpus = gpu_dao.list_free(conn, demand.gpu_model if demand.gpu_count else None)
         candidates = []
         for host in hosts:
             capacity = capacities.get(host.name)

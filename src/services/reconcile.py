@@ -7,7 +7,8 @@ Rules (the hypervisor is the truth for power state; see lifecycle.reconciled):
 - a task running past its deadline fails with task_timeout and puts its VM in error.
 
 A sweep's libvirt calls do not grow with the number of VMs: one bulk power-state call, then
-what AddressBook.learn costs (at most LEARN_CALLS_BOUND), so at most SWEEP_CALLS_BOUND; a VM
+what AddressBook.learn costs (at most LEARN_CALLS_BOUND), then one listing of the host's PCI
+devices (its GPUs), so at most SWEEP_CALLS_BOUND; a VM
 whose status changed adds the few calls that follow the change (autostart, VNC port).
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 _SWEEP = "<sweep>"
 _STOP = "<stop>"
 UP_STATUSES = ("running", "paused")
-SWEEP_CALLS_BOUND = 1 + LEARN_CALLS_BOUND
+GPU_CALLS = 1  # the host's PCI devices, read once per sweep
+SWEEP_CALLS_BOUND = 1 + LEARN_CALLS_BOUND + GPU_CALLS
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,10 @@ class HostReconciler:
     other host's reconciliation."""
 
     def __init__(self, db: Database, host: Host, addresses: AddressBook, runner: TaskRunner,
-                 interval_s: float, use_events: bool) -> None:
+                 interval_s: float, use_events: bool,
+                 after_sweep: Callable[[Host], object] = lambda _host: None) -> None:
         self._db = db
+        self._after_sweep = after_sweep  # e.g. re-read the host's GPUs
         self._host = host
         self._hypervisor = host.hypervisor
         self._addresses = addresses
@@ -128,6 +132,7 @@ class HostReconciler:
         learned = self._addresses.learn(running, self._host)
         self.sweeps += 1
         self.sweep_calls += self._hypervisor.thread_calls - calls_before
+        self._after_sweep(self._host)
         return SweepResult(changed=changed, timed_out=0, addresses_learned=learned)
 
     def check_now(self, vm_id: str) -> bool:
@@ -186,6 +191,7 @@ class Reconciler:
                  runner: TaskRunner, interval_s: float, use_events: bool,
                  housekeeping: Callable[[], object] = lambda: None) -> None:
         self._db = db
+        self.after_host_sweep: Callable[[Host], object] = lambda _host: None
         self._hosts = hosts
         self._addresses = addresses
         self._runner = runner
@@ -268,7 +274,8 @@ class Reconciler:
 
     def _add(self, host: Host) -> None:
         reconciler = HostReconciler(self._db, host, self._addresses, self._runner,
-                                    self._interval_s, self._use_events)
+                                    self._interval_s, self._use_events,
+                                    lambda swept: self.after_host_sweep(swept))
         with self._lock:
             if host.name in self._per_host:
                 return

@@ -13,7 +13,6 @@ import pytest
 from scripts.harness.host import TINY_IMAGE_NAME, domain_exists
 from src import cli
 from src.config import Config
-from src.hypervisor.driver import Hypervisor
 from tests.e2e.conftest import E2eAppFactory, register_tiny_image
 from tests.support import Client
 
@@ -90,16 +89,12 @@ def test_vm_cleanup_removes_orphans_then_all_of_ours_only(make_e2e_app: E2eAppFa
         conn.execute("DELETE FROM vms WHERE id = ?", (orphan,))
     assert [d["uuid"] for d in client.get("/v1/admin/orphans").body["domains"]] == [orphan]
 
-    hypervisor = Hypervisor(e2e_config.libvirt_uri)  # what `python -m src.cli vm-cleanup` opens
-    try:
-        cli.vm_cleanup(e2e_config, hypervisor)  # `make vm-cleanup`: the orphan only
-        assert not domain_exists(system_conn, orphan)
-        assert not (e2e_config.instances_dir / orphan).exists()
-        assert all(domain_exists(system_conn, vm_id) for vm_id in ours)
-        assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
-        cli.vm_cleanup(e2e_config, hypervisor, everything=True)  # `make vm-cleanup ALL=1`
-    finally:
-        hypervisor.close()
+    cli.vm_cleanup(e2e_config)  # `make vm-cleanup`: the orphan only, on every host
+    assert not domain_exists(system_conn, orphan)
+    assert not (e2e_config.instances_dir / orphan).exists()
+    assert all(domain_exists(system_conn, vm_id) for vm_id in ours)
+    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+    cli.vm_cleanup(e2e_config, everything=True)  # `make vm-cleanup ALL=1`
 
     assert not any(domain_exists(system_conn, vm_id) for vm_id in ours)
     assert not any((e2e_config.instances_dir / vm_id).exists() for vm_id in ours)

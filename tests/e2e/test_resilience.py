@@ -208,6 +208,11 @@ def _restart_libvirtd() -> None:
     raise AssertionError("libvirtd did not come back within 60 s")
 
 
+def _daemon_answers() -> bool:
+    return subprocess.run(["virsh", "-c", "qemu:///system", "version"], check=False,
+                          capture_output=True).returncode == 0
+
+
 def _pid_in_pidfile() -> int | None:
     try:
         return int(LIBVIRTD_PIDFILE.read_text().strip())
@@ -249,16 +254,19 @@ def test_libvirtd_killed_during_create_and_delete(
     workers = [threading.Thread(target=churn) for _ in range(CHURN_WORKERS)]
     for worker in workers:
         worker.start()
+    restarted = False
     try:
         time.sleep(3)  # a few rounds at baseline
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic() - began
+        time.sleep(0.5)  # the connection's end reaches the API
         outage = [timed("list", "GET", "/v1/vms"), timed("health", "GET", "/healthz")]
-        assert [reply.status for reply in outage] == [503, 503]
-        assert outage[0].headers.get("Retry-After") and outage[0].body["error"]["code"] == \
-            "hypervisor_unavailable"
+        # The list still answers from the database; what only the host knows is unknown.
+        assert [reply.status for reply in outage] == [200, 503], [r.body for r in outage]
+        assert {vm["power_state"] for vm in outage[0].body["vms"]} <= {"unknown"}
         time.sleep(2)
         _restart_libvirtd()
+        restarted = True
         back_at = time.monotonic() - began
         while timed("health", "GET", "/healthz").status != 200:
             assert time.monotonic() - began - back_at < RECOVERY_DEADLINE_S, \
@@ -267,6 +275,8 @@ def test_libvirtd_killed_during_create_and_delete(
         recovered_at = time.monotonic() - began
         time.sleep(3)  # rounds after recovery
     finally:
+        if not restarted and not _daemon_answers():
+            _restart_libvirtd()  # whatever failed, the daemon we killed comes back
         stop.set()
         for worker in workers:
             worker.join(timeout=120)

@@ -13,11 +13,12 @@ from src.config import Config
 from src.database import vms as vm_dao
 from src.services.addresses import LEASE_CALLS, AddressBook
 from src.services.agent_asks import ASKS_PER_SWEEP
-from src.services.reconcile import SWEEP_CALLS_BOUND
+from src.services.reconcile import GPU_CALLS, SWEEP_CALLS_BOUND
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client
 
-BULK_CALLS = 1 + LEASE_CALLS  # power states of every domain, then the network's leases
+# Power states of every domain, the network's leases, and the host's PCI devices (its GPUs).
+BULK_CALLS = 1 + LEASE_CALLS + GPU_CALLS
 
 
 def settle(app: App, quiet_s: float = 0.3) -> None:
