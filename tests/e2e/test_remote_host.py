@@ -1,0 +1,241 @@
+"""E2E: the second libvirt host of the multi-host tier, over qemu+tls, through libvirt alone."""
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import libvirt  # type: ignore[import-untyped]
+import pytest
+
+from scripts.harness.host import (
+    IsolatedNetwork,
+    remove_network,
+    require_tiny_image,
+    start_isolated_network,
+)
+from scripts.harness.pki import make_pki
+from scripts.harness.pools import (
+    POOL_NAME,
+    POOL_PATH,
+    create_overlay,
+    download,
+    remove_pool,
+    start_dir_pool,
+    upload_file,
+)
+from scripts.harness.remote_host import RemoteHost, RemoteHostError, start_remote_host
+
+READY_MARK = b"IAAS-TINY-READY"  # the tiny guest prints it on its serial console once booted
+BOOT_TIMEOUT = 120.0
+GUEST_XML = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/><apic/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <disk type='volume' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source pool='{pool}' volume='{volume}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='network'>
+      <source network='{network}'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'>
+      <log file='{console_log}' append='off'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+  </devices>
+</domain>
+"""
+Timings = dict[str, float]
+T = TypeVar("T")
+
+
+def _host_uuid(conn: libvirt.virConnect) -> str | None:
+    return ET.fromstring(conn.getCapabilities()).findtext("./host/uuid")
+
+
+def test_tls_reaches_a_host_of_its_own(remote_host: RemoteHost, remote_conn: libvirt.virConnect,
+                                       system_conn: libvirt.virConnect) -> None:
+    arch, memory_mib, cpus, *_ = remote_conn.getInfo()
+    assert (arch, memory_mib > 0, cpus > 0) == ("x86_64", True, True)
+    assert _host_uuid(remote_conn) == remote_host.host_uuid != _host_uuid(system_conn)
+    main_domains = {domain.UUIDString() for domain in system_conn.listAllDomains()}
+    assert not main_domains & {domain.UUIDString() for domain in remote_conn.listAllDomains()}
+    assert "default" not in [net.name() for net in remote_conn.listAllNetworks()]
+
+
+def test_plain_tcp_is_refused(remote_host: RemoteHost) -> None:
+    with pytest.raises(libvirt.libvirtError, match="unable to connect"):
+        libvirt.open(remote_host.tcp_uri)
+
+
+def _leftovers(prefix: str) -> list[str]:
+    """Netns, temp dirs and veth ends a host started with prefix may have left behind."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    return ([name for name in netns if name.startswith(prefix)]
+            + [str(path) for path in Path(tempfile.gettempdir()).glob(f"{prefix}-*")])
+
+
+def _veths() -> set[str]:
+    return {path.name for path in Path("/sys/class/net").glob("rh*h")}
+
+
+def test_a_host_with_tcp_answers_it_and_stop_leaves_nothing() -> None:
+    prefix = f"iaas-e2e-rhtcp{secrets.token_hex(2)}"
+    host = start_remote_host(prefix, allow_tcp=True)
+    try:
+        libvirt.open(host.tcp_uri).close()
+        pids = list(host.pids.values())
+        assert _leftovers(prefix) and host.layout.veth_host in _veths()
+    finally:
+        host.stop()
+    host.stop()  # a second stop (a fixture after a test's own) is harmless
+    assert _leftovers(prefix) == []
+    assert host.layout.veth_host not in _veths()
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+
+
+def test_a_start_that_fails_halfway_leaves_nothing() -> None:
+    prefix = f"iaas-e2e-rhfail{secrets.token_hex(2)}"
+    veths = _veths()
+    with pytest.raises(RemoteHostError, match="did not answer within 0 s"):
+        start_remote_host(prefix, ready_timeout=0)
+    assert _leftovers(prefix) == []
+    assert _veths() <= veths
+
+
+def _trust_the_host(remote_host: RemoteHost, pkipath: Path) -> None:
+    shutil.copyfile(remote_host.pkipath / "cacert.pem", pkipath / "cacert.pem")
+
+
+@pytest.mark.parametrize("side", ["server refuses a client cert of another CA",
+                                  "client refuses a server its CA did not sign"])
+def test_tls_checks_certificates_both_ways(remote_host: RemoteHost, tmp_path: Path,
+                                           side: str) -> None:
+    stranger = make_pki(tmp_path, remote_host.address).client_dir
+    if side.startswith("server"):
+        _trust_the_host(remote_host, stranger)
+    with pytest.raises(libvirt.libvirtError):
+        libvirt.open(f"qemu+tls://{remote_host.address}/system?pkipath={stranger}")
+
+
+def _timed(timings: Timings, label: str, step: Callable[[], T]) -> T:
+    started = time.monotonic()
+    result = step()
+    timings[label] = time.monotonic() - started
+    return result
+
+
+def _xml_text(xml: str, path: str, attribute: str | None = None) -> str | None:
+    element = ET.fromstring(xml).find(path)
+    if element is None:
+        return None
+    return element.get(attribute) if attribute else element.text
+
+
+def _upload_base(conn: libvirt.virConnect, pool: libvirt.virStoragePool,
+                 timings: Timings) -> libvirt.virStorageVol:
+    image = require_tiny_image()
+    base = _timed(timings, "upload base image", lambda: upload_file(conn, pool, image.name,
+                                                                    image))
+    assert _xml_text(base.XMLDesc(0), "./target/format", "type") == "qcow2"
+    assert base.path() == f"{POOL_PATH}/{image.name}"
+    return base
+
+
+def _make_overlay(remote_host: RemoteHost, pool: libvirt.virStoragePool,
+                  base: libvirt.virStorageVol, name: str, timings: Timings) -> str:
+    overlay = _timed(timings, "create overlay",
+                     lambda: create_overlay(pool, f"{name}.qcow2", base))
+    xml = overlay.XMLDesc(0)
+    assert _xml_text(xml, "./backingStore/path") == base.path()
+    assert _xml_text(xml, "./backingStore/format", "type") == "qcow2"
+    assert remote_host.host_path(overlay.path()).stat().st_size < 1 << 20  # no full copy
+    volume: str = overlay.name()
+    return volume
+
+
+def _console_log(conn: libvirt.virConnect, name: str) -> bytes:
+    """The guest's serial log as the API will read it: refresh the pool, download the volume."""
+    pool = conn.storagePoolLookupByName(POOL_NAME)
+    pool.refresh(0)
+    return download(conn, pool.storageVolLookupByName(f"console-{name}.log"))
+
+
+def _wait_for_console(conn: libvirt.virConnect, name: str) -> bytes:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while READY_MARK not in (log := _console_log(conn, name)):
+        assert time.monotonic() < deadline, f"no {READY_MARK!r} on the console: {log[-500:]!r}"
+        time.sleep(1)
+    return log
+
+
+def _define_and_start(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
+    domain = conn.defineXML(xml)
+    domain.create()
+    return domain
+
+
+@pytest.fixture
+def guest_resources(remote_host: RemoteHost) -> Iterator[tuple[str, IsolatedNetwork]]:
+    """A guest name and an isolated network on the remote host; at teardown the guest, the
+    network and the pool go, through a fresh connection (the test restarts libvirtd)."""
+    conn = remote_host.open()
+    net = start_isolated_network(conn, "iaas-e2e-rh")
+    conn.close()
+    name = f"iaas-e2e-rh-{secrets.token_hex(3)}"
+    yield name, net
+    conn = remote_host.open()
+    try:
+        for domain in conn.listAllDomains():
+            if domain.name() == name:
+                if domain.isActive():
+                    domain.destroy()
+                domain.undefine()
+        remove_network(conn, net)
+        remove_pool(conn)
+        assert conn.listAllDomains() == []
+    finally:
+        conn.close()
+
+
+def test_guest_boots_on_the_remote_host_and_outlives_its_daemon(
+        remote_host: RemoteHost, guest_resources: tuple[str, IsolatedNetwork]) -> None:
+    name, net = guest_resources
+    timings: Timings = {"start host": remote_host.startup_seconds}
+    conn = _timed(timings, "connect over TLS", remote_host.open)
+    pool = start_dir_pool(conn)
+    base = _upload_base(conn, pool, timings)
+    volume = _make_overlay(remote_host, pool, base, name, timings)
+    xml = GUEST_XML.format(name=name, pool=POOL_NAME, volume=volume, network=net.name,
+                           console_log=f"{POOL_PATH}/console-{name}.log")
+    domain = _timed(timings, "define and start guest", lambda: _define_and_start(conn, xml))
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    _timed(timings, "boot to console mark", lambda: _wait_for_console(conn, name))
+
+    remote_host.kill_libvirtd()
+    with pytest.raises(libvirt.libvirtError):
+        conn.getLibVersion()
+    _timed(timings, "restart libvirtd", remote_host.start_libvirtd)
+    conn = remote_host.open()
+    try:
+        assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert READY_MARK in _console_log(conn, name)
+    finally:
+        conn.close()
+    print("remote host timings (s): "
+          + ", ".join(f"{label} {seconds:.2f}" for label, seconds in timings.items()))
