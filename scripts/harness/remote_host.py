@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -17,7 +18,8 @@ from typing import Self
 
 import libvirt  # type: ignore[import-untyped]
 
-from scripts.harness.host import HostUnavailable, free_subnet
+from scripts.harness import netns
+from scripts.harness.host import free_subnet
 from scripts.harness.pki import Pki, make_pki, pki_under
 
 # libvirtd answers in ~1 s here; its first call needing QEMU's capabilities takes ~8 s more.
@@ -41,7 +43,10 @@ unix_sock_rw_perms = "0700"
 """
 
 
-class RemoteHostError(HostUnavailable):
+OWNER_FILE = "owner.pid"  # in the temp root: the PID of the process that started the host
+
+
+class RemoteHostError(netns.NamespaceError):
     """The second host could not be started; the message says which step and what to check."""
 
 
@@ -177,19 +182,8 @@ class RemoteHost:
         self.stop()
 
 
-def _run(*args: str) -> str:
-    result = subprocess.run(list(args), capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RemoteHostError(f"`{' '.join(args)}` failed: {result.stderr.strip()}")
-    return result.stdout
-
-
 def _spawn_in_host(host: RemoteHost, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    """argv in the host's net and mount namespaces; nsenter execs it, so the PID is argv's."""
-    holder = host.processes["holder"].pid
-    with open(host.layout.root / f"{name}.log", "ab") as log:  # the child keeps its own fd
-        return subprocess.Popen(["nsenter", f"--target={holder}", "--mount", "--net", "--",
-                                 *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    return netns.spawn_in(host.processes["holder"].pid, argv, host.layout.root / f"{name}.log")
 
 
 def _wait_until_answers(host: RemoteHost) -> None:
@@ -217,11 +211,13 @@ def start_remote_host(name_prefix: str = "iaas-rh", allow_tcp: bool = False,
     Its libvirtd runs in a new netns (reached through a veth pair on a free 10.x/24) and a
     private mount namespace where PRIVATE_DIRS are dirs of its own, with its own virtlogd, a
     unique host_uuid, TLS only (plain TCP too when allow_tcp) on its veth address. Whatever
-    step fails, all that was made is removed before the error is raised.
+    step fails, all that was made is removed before the error is raised; hosts of the same
+    prefix whose starter died without stopping them are removed first (sweep_orphans).
 
     Raises: RemoteHostError (a HostUnavailable) saying what failed and where its logs are.
     """
     started = time.monotonic()
+    sweep_orphans(name_prefix)
     layout = _new_layout(name_prefix)
     host = RemoteHost(layout=layout, pki=pki_under(layout.root / "pki"),
                       host_uuid=str(uuid.uuid4()), allow_tcp=allow_tcp,
@@ -250,34 +246,24 @@ def _new_layout(name_prefix: str) -> Layout:
     # 0700 (mkdtemp's mode): only root passes; qemu (libvirt-qemu) and dnsmasq (nobody) reach
     # the dirs under it through their mount points inside the host's namespace.
     root = Path(tempfile.mkdtemp(prefix=f"{name_prefix}-{tag}-"))
-    # Interface names are at most 15 bytes: rh<6 hex><side>.
-    return Layout(tag=tag, netns=f"{name_prefix}-{tag}", veth_host=f"rh{tag}h",
+    (root / OWNER_FILE).write_text(str(os.getpid()))  # before the netns: see sweep_orphans
+    return Layout(tag=tag, netns=f"{name_prefix}-{tag}", veth_host=_veth_outside(tag),
                   veth_ns=f"rh{tag}n", subnet=free_subnet(), root=root)
+
+
+def _veth_outside(tag: str) -> str:
+    return f"rh{tag}h"  # interface names are at most 15 bytes: rh<6 hex><side>
 
 
 def _make_veth(host: RemoteHost) -> None:
     lay = host.layout
-    _run("ip", "netns", "add", lay.netns)
-    host.undo.append(("netns", lambda: _delete_netns(lay.netns)))
-    host.undo.append(("veth", lambda: _delete_link(lay.veth_host)))
-    _run("ip", "link", "add", lay.veth_host, "type", "veth", "peer", "name", lay.veth_ns,
-         "netns", lay.netns)
-    prefix = lay.subnet.prefixlen
-    _run("ip", "addr", "add", f"{lay.host_side_address}/{prefix}", "dev", lay.veth_host)
-    _run("ip", "link", "set", lay.veth_host, "up")
-    _run("ip", "-n", lay.netns, "addr", "add", f"{lay.address}/{prefix}", "dev", lay.veth_ns)
-    _run("ip", "-n", lay.netns, "link", "set", lay.veth_ns, "up")
-    _run("ip", "-n", lay.netns, "link", "set", "lo", "up")
-
-
-def _delete_netns(name: str) -> None:
-    if Path("/run/netns", name).exists():
-        _run("ip", "netns", "delete", name)
-
-
-def _delete_link(name: str) -> None:
-    if Path("/sys/class/net", name).exists():
-        _run("ip", "link", "delete", name)
+    netns.run("ip", "netns", "add", lay.netns)
+    host.undo.append(("netns", lambda: netns.delete_netns(lay.netns)))
+    host.undo.append(("veth", lambda: netns.delete_link(lay.veth_host)))
+    size = lay.subnet.prefixlen
+    netns.add_veth(lay.netns, lay.veth_host, lay.veth_ns,
+                   ipaddress.IPv4Interface(f"{lay.host_side_address}/{size}"),
+                   ipaddress.IPv4Interface(f"{lay.address}/{size}"))
 
 
 def _write_config(host: RemoteHost) -> None:
@@ -290,35 +276,16 @@ def _write_config(host: RemoteHost) -> None:
 
 
 def _start_holder(host: RemoteHost) -> None:
-    """A sleeping process that owns the host's mount namespace (inside its netns), so libvirtd
-    can be killed and started again with the same private dirs.
-
-    The namespace is a slave of ours: our mounts stay out of it except for unmounts, so another
-    host's netns deleted meanwhile is not kept alive by a copy of its /run/netns entry here.
-    """
     host.undo.append(("processes", lambda: _kill_all(host)))
-    host.processes["holder"] = subprocess.Popen(
-        ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--propagation", "slave",
-         "--", "sleep", "infinity"], stdin=subprocess.DEVNULL)
-    _wait_for(lambda: _comm(host.processes["holder"].pid) == "sleep", 5,
-              "the namespace holder (ip netns exec ... unshare --mount ... sleep) never slept")
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+    host.processes["holder"] = netns.start_holder(host.netns, host.layout.root / "holder.log")
 
 
 def _mount_private_dirs(host: RemoteHost) -> None:
-    holder = host.processes["holder"].pid
     for sub, mount_point in PRIVATE_DIRS.items():
         if not Path(mount_point).is_dir():
             raise RemoteHostError(f"{mount_point} is missing: install libvirt-daemon-system "
                                   "(scripts/setup.sh)")
-        _run("nsenter", f"--target={holder}", "--mount", "--", "mount", "--bind",
-             str(host.layout.root / sub), mount_point)
+        netns.bind_mount(host.processes["holder"].pid, host.layout.root / sub, mount_point)
 
 
 def _start_virtlogd(host: RemoteHost) -> None:
@@ -326,16 +293,8 @@ def _start_virtlogd(host: RemoteHost) -> None:
     /run/libvirt/virtlogd-sock, and the root namespace's one is not visible in here."""
     host.processes["virtlogd"] = _spawn_in_host(
         host, "virtlogd", ["virtlogd", "-p", str(host.layout.root / "virtlogd.pid")])
-    _wait_for(lambda: (host.layout.root / "run" / "virtlogd-sock").exists(), 10,
-              f"virtlogd made no socket; see {host.layout.root}/virtlogd.log")
-
-
-def _wait_for(ready: Callable[[], bool], seconds: float, failure: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RemoteHostError(failure)
-        time.sleep(0.05)
+    netns.wait_for(lambda: (host.layout.root / "run" / "virtlogd-sock").exists(), 10,
+                   f"virtlogd made no socket; see {host.layout.root}/virtlogd.log")
 
 
 def _kill_all(host: RemoteHost) -> None:
@@ -344,23 +303,38 @@ def _kill_all(host: RemoteHost) -> None:
     libvirtd = host.processes.get("libvirtd")
     if libvirtd is not None and libvirtd.poll() is None:
         libvirtd.send_signal(signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pids := _pids_in_netns(host.netns):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"processes {pids} in netns {host.netns} survive SIGKILL")
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.05)
+    netns.kill_netns_processes(host.netns)
     for proc in host.processes.values():
         if proc.poll() is None:
             proc.kill()  # only if it never reached the netns (nsenter failed half-way)
         proc.wait(timeout=10)
 
 
-def _pids_in_netns(netns: str) -> list[int]:
-    if not Path("/run/netns", netns).exists():
-        return []
-    return [int(pid) for pid in _run("ip", "netns", "pids", netns).split()]
+def sweep_orphans(name_prefix: str) -> list[str]:
+    """Remove the hosts named <name_prefix>-<tag> whose starting process is gone: a test run
+    killed outright never reaches stop(), and its libvirtd and guests would run on.
+
+    A host whose starter lives (another run, maybe) is left alone. Returns the netns removed.
+    """
+    removed = []
+    for name in netns.netns_names():
+        match = re.fullmatch(re.escape(name_prefix) + r"-([0-9a-f]{6})", name)
+        if match is None:
+            continue
+        roots = list(Path(tempfile.gettempdir()).glob(f"{name}-*"))
+        if any(_owner_alive(root) for root in roots):
+            continue
+        netns.kill_netns_processes(name)
+        netns.delete_link(_veth_outside(match[1]))
+        netns.delete_netns(name)
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _owner_alive(root: Path) -> bool:
+    try:
+        return Path(f"/proc/{int((root / OWNER_FILE).read_text())}").exists()
+    except (OSError, ValueError):
+        return False

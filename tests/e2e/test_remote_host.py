@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -20,6 +20,7 @@ from scripts.harness.host import (
     require_tiny_image,
     start_isolated_network,
 )
+from scripts.harness.netns import pids_in_netns
 from scripts.harness.pki import make_pki
 from scripts.harness.pools import (
     POOL_NAME,
@@ -30,7 +31,12 @@ from scripts.harness.pools import (
     start_dir_pool,
     upload_file,
 )
-from scripts.harness.remote_host import RemoteHost, RemoteHostError, start_remote_host
+from scripts.harness.remote_host import (
+    RemoteHost,
+    RemoteHostError,
+    start_remote_host,
+    sweep_orphans,
+)
 
 READY_MARK = b"IAAS-TINY-READY"  # the tiny guest prints it on its serial console once booted
 BOOT_TIMEOUT = 120.0
@@ -90,6 +96,15 @@ def _leftovers(prefix: str) -> list[str]:
             + [str(path) for path in Path(tempfile.gettempdir()).glob(f"{prefix}-*")])
 
 
+def _alive(pid: int) -> bool:
+    """Whether pid runs; a zombie the init process has yet to reap is dead."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _veths() -> set[str]:
     return {path.name for path in Path("/sys/class/net").glob("rh*h")}
 
@@ -106,7 +121,7 @@ def test_a_host_with_tcp_answers_it_and_stop_leaves_nothing() -> None:
     host.stop()  # a second stop (a fixture after a test's own) is harmless
     assert _leftovers(prefix) == []
     assert host.layout.veth_host not in _veths()
-    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    assert [pid for pid in pids if _alive(pid)] == []
 
 
 def test_a_start_that_fails_halfway_leaves_nothing() -> None:
@@ -118,18 +133,46 @@ def test_a_start_that_fails_halfway_leaves_nothing() -> None:
     assert _veths() <= veths
 
 
-def _trust_the_host(remote_host: RemoteHost, pkipath: Path) -> None:
-    shutil.copyfile(remote_host.pkipath / "cacert.pem", pkipath / "cacert.pem")
+ORPHAN_MAKER = """
+import os, signal
+from scripts.harness.remote_host import start_remote_host
+host = start_remote_host({prefix!r})
+print(host.netns, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as a test run killed outright: stop() never runs
+"""
 
 
-@pytest.mark.parametrize("side", ["server refuses a client cert of another CA",
-                                  "client refuses a server its CA did not sign"])
+def test_sweep_removes_a_host_whose_starter_was_killed() -> None:
+    prefix = f"iaas-e2e-rhorphan{secrets.token_hex(2)}"
+    maker = subprocess.run([sys.executable, "-c", ORPHAN_MAKER.format(prefix=prefix)],
+                           cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                           text=True, check=False)
+    name = maker.stdout.strip()
+    assert name.startswith(prefix), maker.stderr
+    orphans = pids_in_netns(name)
+    assert len(orphans) >= 3  # holder, virtlogd, libvirtd live on
+    assert sweep_orphans(prefix) == [name]
+    assert _leftovers(prefix) == []
+    assert [pid for pid in orphans if _alive(pid)] == []
+
+
+def _trust_the_host_too(remote_host: RemoteHost, pkipath: Path) -> None:
+    """Add the host's CA to pkipath's own: libvirt's client checks its own certificate against
+    cacert.pem before it connects, so only a client trusting both gets as far as the server."""
+    with (pkipath / "cacert.pem").open("ab") as trusted:
+        trusted.write((remote_host.pkipath / "cacert.pem").read_bytes())
+
+
+@pytest.mark.parametrize(("trust_host_ca", "refusal"), [
+    (True, "Unable to read TLS confirmation"),  # the server refuses a client of another CA
+    (False, "Failed to verify peer"),  # the client refuses a server its CA did not sign
+])
 def test_tls_checks_certificates_both_ways(remote_host: RemoteHost, tmp_path: Path,
-                                           side: str) -> None:
+                                           trust_host_ca: bool, refusal: str) -> None:
     stranger = make_pki(tmp_path, remote_host.address).client_dir
-    if side.startswith("server"):
-        _trust_the_host(remote_host, stranger)
-    with pytest.raises(libvirt.libvirtError):
+    if trust_host_ca:
+        _trust_the_host_too(remote_host, stranger)
+    with pytest.raises(libvirt.libvirtError, match=refusal):
         libvirt.open(f"qemu+tls://{remote_host.address}/system?pkipath={stranger}")
 
 
