@@ -28,6 +28,7 @@ READY_TIMEOUT = 30.0
 # its own under the host's temp root, so the two daemons share no state, socket or cache.
 PRIVATE_DIRS = {"etc": "/etc/libvirt", "run": "/run/libvirt", "lib": "/var/lib/libvirt",
                 "log": "/var/log/libvirt", "cache": "/var/cache/libvirt"}
+QEMU_CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
 LIBVIRTD_CONF = """# One test host's libvirtd (scripts/harness/remote_host.py); removed with it.
 listen_tls = 1
 listen_tcp = {listen_tcp}
@@ -273,6 +274,17 @@ def _write_config(host: RemoteHost) -> None:
     conf = LIBVIRTD_CONF.format(listen_tcp=int(host.allow_tcp), address=host.address,
                                 pki=host.pki, host_uuid=host.host_uuid)
     (host.layout.root / "etc" / "libvirtd.conf").write_text(conf)
+    _seed_qemu_capabilities(host.layout.root / "cache" / QEMU_CAPS_CACHE.relative_to(
+        PRIVATE_DIRS["cache"]))
+
+
+def _seed_qemu_capabilities(target: Path) -> None:
+    """Copy the main daemon's QEMU capabilities cache (read only, same binaries), so the host's
+    first QEMU call takes milliseconds instead of a ~8 s probe; libvirt re-probes any entry
+    it finds stale (another QEMU, libvirtd or kernel), so a wrong copy costs only time."""
+    target.mkdir(parents=True)
+    for entry in QEMU_CAPS_CACHE.glob("*.xml") if QEMU_CAPS_CACHE.is_dir() else []:
+        shutil.copy2(entry, target / entry.name)
 
 
 def _start_holder(host: RemoteHost) -> None:
