@@ -102,6 +102,15 @@ def spawn_in(holder: int, argv: list[str], log: Path) -> subprocess.Popen[bytes]
                                  *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
+def running(pid: int) -> bool:
+    """Whether pid runs; a zombie its new parent has yet to reap is dead."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def pids_in_netns(netns: str) -> list[int]:
     if not (NETNS_DIR / netns).exists():
         return []

@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
-import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -19,10 +15,11 @@ from typing import Self
 import libvirt  # type: ignore[import-untyped]
 
 from scripts.harness import netns
-from scripts.harness.host import free_subnet
 from scripts.harness.pki import Pki, make_pki, pki_under
+from scripts.harness.remote_layout import Layout, new_layout, sweep_orphans
 
-# libvirtd answers in ~1 s here; its first call needing QEMU's capabilities takes ~8 s more.
+# libvirtd answers in ~1 s here; a probe of QEMU's capabilities (when the main daemon has no
+# cache to seed ours) makes its first QEMU call ~8 s slower.
 READY_TIMEOUT = 30.0
 # Every dir a libvirtd writes to, each replaced inside the host's mount namespace by a dir of
 # its own under the host's temp root, so the two daemons share no state, socket or cache.
@@ -44,32 +41,8 @@ unix_sock_rw_perms = "0700"
 """
 
 
-OWNER_FILE = "owner.pid"  # in the temp root: the PID of the process that started the host
-
-
 class RemoteHostError(netns.NamespaceError):
     """The second host could not be started; the message says which step and what to check."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Names and addresses of one host, all unique to it."""
-
-    tag: str
-    netns: str
-    veth_host: str  # the end in the root namespace
-    veth_ns: str  # the end inside the host's namespace
-    subnet: ipaddress.IPv4Network
-    root: Path  # temp dir: private dirs, PKI, logs, pid files
-
-    @property
-    def address(self) -> str:
-        """Where the host's libvirtd listens (inside the netns)."""
-        return str(self.subnet.network_address + 2)
-
-    @property
-    def host_side_address(self) -> str:
-        return str(self.subnet.network_address + 1)
 
 
 @dataclass
@@ -141,8 +114,13 @@ class RemoteHost:
     def start_libvirtd(self) -> None:
         """Start the host's libvirtd (again) and wait until it answers over TLS.
 
-        Raises: RemoteHostError when it exits or stays silent past ready_timeout.
+        Raises: RemoteHostError when it exits or stays silent past ready_timeout, or when
+        the previous one still runs (two would fight over the same sockets and state).
         """
+        previous = self.processes.get("libvirtd")
+        if previous is not None and previous.poll() is None:
+            raise RemoteHostError(f"libvirtd {previous.pid} of {self.netns} still runs; "
+                                  "kill_libvirtd() first, or call restart_libvirtd()")
         self.processes["libvirtd"] = _spawn_in_host(
             self, "libvirtd", ["libvirtd", "--listen", "-f", "/etc/libvirt/libvirtd.conf",
                                "-p", str(self.layout.root / "libvirtd.pid")])
@@ -212,14 +190,14 @@ def start_remote_host(name_prefix: str = "iaas-rh", allow_tcp: bool = False,
     Its libvirtd runs in a new netns (reached through a veth pair on a free 10.x/24) and a
     private mount namespace where PRIVATE_DIRS are dirs of its own, with its own virtlogd, a
     unique host_uuid, TLS only (plain TCP too when allow_tcp) on its veth address. Whatever
-    step fails, all that was made is removed before the error is raised; hosts of the same
-    prefix whose starter died without stopping them are removed first (sweep_orphans).
+    step fails, all that was made is removed before the error is raised. Hosts whose starter
+    died without stopping them are removed first (sweep_orphans).
 
     Raises: RemoteHostError (a HostUnavailable) saying what failed and where its logs are.
     """
     started = time.monotonic()
-    sweep_orphans(name_prefix)
-    layout = _new_layout(name_prefix)
+    sweep_orphans()
+    layout = new_layout(name_prefix)
     host = RemoteHost(layout=layout, pki=pki_under(layout.root / "pki"),
                       host_uuid=str(uuid.uuid4()), allow_tcp=allow_tcp,
                       ready_timeout=ready_timeout)
@@ -240,20 +218,6 @@ def start_remote_host(name_prefix: str = "iaas-rh", allow_tcp: bool = False,
         raise
     host.startup_seconds = time.monotonic() - started
     return host
-
-
-def _new_layout(name_prefix: str) -> Layout:
-    tag = secrets.token_hex(3)
-    # 0700 (mkdtemp's mode): only root passes; qemu (libvirt-qemu) and dnsmasq (nobody) reach
-    # the dirs under it through their mount points inside the host's namespace.
-    root = Path(tempfile.mkdtemp(prefix=f"{name_prefix}-{tag}-"))
-    (root / OWNER_FILE).write_text(str(os.getpid()))  # before the netns: see sweep_orphans
-    return Layout(tag=tag, netns=f"{name_prefix}-{tag}", veth_host=_veth_outside(tag),
-                  veth_ns=f"rh{tag}n", subnet=free_subnet(), root=root)
-
-
-def _veth_outside(tag: str) -> str:
-    return f"rh{tag}h"  # interface names are at most 15 bytes: rh<6 hex><side>
 
 
 def _make_veth(host: RemoteHost) -> None:
@@ -320,33 +284,3 @@ def _kill_all(host: RemoteHost) -> None:
         if proc.poll() is None:
             proc.kill()  # only if it never reached the netns (nsenter failed half-way)
         proc.wait(timeout=10)
-
-
-def sweep_orphans(name_prefix: str) -> list[str]:
-    """Remove the hosts named <name_prefix>-<tag> whose starting process is gone: a test run
-    killed outright never reaches stop(), and its libvirtd and guests would run on.
-
-    A host whose starter lives (another run, maybe) is left alone. Returns the netns removed.
-    """
-    removed = []
-    for name in netns.netns_names():
-        match = re.fullmatch(re.escape(name_prefix) + r"-([0-9a-f]{6})", name)
-        if match is None:
-            continue
-        roots = list(Path(tempfile.gettempdir()).glob(f"{name}-*"))
-        if any(_owner_alive(root) for root in roots):
-            continue
-        netns.kill_netns_processes(name)
-        netns.delete_link(_veth_outside(match[1]))
-        netns.delete_netns(name)
-        for root in roots:
-            shutil.rmtree(root, ignore_errors=True)
-        removed.append(name)
-    return removed
-
-
-def _owner_alive(root: Path) -> bool:
-    try:
-        return Path(f"/proc/{int((root / OWNER_FILE).read_text())}").exists()
-    except (OSError, ValueError):
-        return False

@@ -8,6 +8,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,23 +21,17 @@ from scripts.harness.host import (
     require_tiny_image,
     start_isolated_network,
 )
-from scripts.harness.netns import pids_in_netns
+from scripts.harness.netns import pids_in_netns, running
 from scripts.harness.pki import make_pki
 from scripts.harness.pools import (
-    POOL_NAME,
-    POOL_PATH,
     create_overlay,
     download,
     remove_pool,
     start_dir_pool,
     upload_file,
 )
-from scripts.harness.remote_host import (
-    RemoteHost,
-    RemoteHostError,
-    start_remote_host,
-    sweep_orphans,
-)
+from scripts.harness.remote_host import RemoteHost, RemoteHostError, start_remote_host
+from scripts.harness.remote_layout import sweep_orphans
 
 READY_MARK = b"IAAS-TINY-READY"  # the tiny guest prints it on its serial console once booted
 BOOT_TIMEOUT = 120.0
@@ -96,15 +91,6 @@ def _leftovers(prefix: str) -> list[str]:
             + [str(path) for path in Path(tempfile.gettempdir()).glob(f"{prefix}-*")])
 
 
-def _alive(pid: int) -> bool:
-    """Whether pid runs; a zombie the init process has yet to reap is dead."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _veths() -> set[str]:
     return {path.name for path in Path("/sys/class/net").glob("rh*h")}
 
@@ -121,7 +107,7 @@ def test_a_host_with_tcp_answers_it_and_stop_leaves_nothing() -> None:
     host.stop()  # a second stop (a fixture after a test's own) is harmless
     assert _leftovers(prefix) == []
     assert host.layout.veth_host not in _veths()
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if running(pid)] == []
 
 
 def test_a_start_that_fails_halfway_leaves_nothing() -> None:
@@ -153,7 +139,7 @@ def test_sweep_removes_a_host_whose_starter_was_killed() -> None:
     assert len(orphans) >= 3  # holder, virtlogd, libvirtd live on
     assert sweep_orphans(prefix) == [name]
     assert _leftovers(prefix) == []
-    assert [pid for pid in orphans if _alive(pid)] == []
+    assert [pid for pid in orphans if running(pid)] == []
 
 
 def _trust_the_host_too(remote_host: RemoteHost, pkipath: Path) -> None:
@@ -190,20 +176,37 @@ def _xml_text(xml: str, path: str, attribute: str | None = None) -> str | None:
     return element.get(attribute) if attribute else element.text
 
 
+@dataclass(frozen=True)
+class Guest:
+    """One test's guest on the remote host, with a pool and a network of its own (the session
+    host may hold other tests' `iaas` pool)."""
+
+    name: str
+    network: IsolatedNetwork
+
+    @property
+    def pool_path(self) -> str:
+        return f"/var/lib/libvirt/{self.name}"
+
+    @property
+    def console_log(self) -> str:
+        return f"{self.pool_path}/console-{self.name}.log"
+
+
 def _upload_base(conn: libvirt.virConnect, pool: libvirt.virStoragePool,
                  timings: Timings) -> libvirt.virStorageVol:
     image = require_tiny_image()
     base = _timed(timings, "upload base image", lambda: upload_file(conn, pool, image.name,
                                                                     image))
     assert _xml_text(base.XMLDesc(0), "./target/format", "type") == "qcow2"
-    assert base.path() == f"{POOL_PATH}/{image.name}"
+    assert base.info()[1] == 19637248  # virtual size, probed from what was sent
     return base
 
 
 def _make_overlay(remote_host: RemoteHost, pool: libvirt.virStoragePool,
-                  base: libvirt.virStorageVol, name: str, timings: Timings) -> str:
+                  base: libvirt.virStorageVol, guest: Guest, timings: Timings) -> str:
     overlay = _timed(timings, "create overlay",
-                     lambda: create_overlay(pool, f"{name}.qcow2", base))
+                     lambda: create_overlay(pool, f"{guest.name}.qcow2", base))
     xml = overlay.XMLDesc(0)
     assert _xml_text(xml, "./backingStore/path") == base.path()
     assert _xml_text(xml, "./backingStore/format", "type") == "qcow2"
@@ -212,16 +215,16 @@ def _make_overlay(remote_host: RemoteHost, pool: libvirt.virStoragePool,
     return volume
 
 
-def _console_log(conn: libvirt.virConnect, name: str) -> bytes:
+def _console_log(conn: libvirt.virConnect, guest: Guest) -> bytes:
     """The guest's serial log as the API will read it: refresh the pool, download the volume."""
-    pool = conn.storagePoolLookupByName(POOL_NAME)
+    pool = conn.storagePoolLookupByName(guest.name)
     pool.refresh(0)
-    return download(conn, pool.storageVolLookupByName(f"console-{name}.log"))
+    return download(conn, pool.storageVolLookupByName(Path(guest.console_log).name))
 
 
-def _wait_for_console(conn: libvirt.virConnect, name: str) -> bytes:
+def _wait_for_console(conn: libvirt.virConnect, guest: Guest) -> bytes:
     deadline = time.monotonic() + BOOT_TIMEOUT
-    while READY_MARK not in (log := _console_log(conn, name)):
+    while READY_MARK not in (log := _console_log(conn, guest)):
         assert time.monotonic() < deadline, f"no {READY_MARK!r} on the console: {log[-500:]!r}"
         time.sleep(1)
     return log
@@ -233,42 +236,49 @@ def _define_and_start(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
     return domain
 
 
+def _remove_guest(conn: libvirt.virConnect, guest: Guest) -> None:
+    for domain in conn.listAllDomains():
+        if domain.name() == guest.name:
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
+    remove_network(conn, guest.network)
+    remove_pool(conn, guest.name)
+    assert guest.name not in [domain.name() for domain in conn.listAllDomains()]
+    assert guest.name not in [pool.name() for pool in conn.listAllStoragePools()]
+    assert guest.network.name not in [net.name() for net in conn.listAllNetworks()]
+
+
 @pytest.fixture
-def guest_resources(remote_host: RemoteHost) -> Iterator[tuple[str, IsolatedNetwork]]:
-    """A guest name and an isolated network on the remote host; at teardown the guest, the
-    network and the pool go, through a fresh connection (the test restarts libvirtd)."""
-    conn = remote_host.open()
-    net = start_isolated_network(conn, "iaas-e2e-rh")
-    conn.close()
-    name = f"iaas-e2e-rh-{secrets.token_hex(3)}"
-    yield name, net
+def guest(remote_host: RemoteHost) -> Iterator[Guest]:
+    """A guest name and an isolated network on the remote host; at teardown the guest, its
+    network and its pool go, through a fresh connection (the test restarts libvirtd)."""
     conn = remote_host.open()
     try:
-        for domain in conn.listAllDomains():
-            if domain.name() == name:
-                if domain.isActive():
-                    domain.destroy()
-                domain.undefine()
-        remove_network(conn, net)
-        remove_pool(conn)
-        assert conn.listAllDomains() == []
+        network = start_isolated_network(conn, "iaas-e2e-rh")
+    finally:
+        conn.close()
+    guest = Guest(name=f"iaas-e2e-rh-{secrets.token_hex(3)}", network=network)
+    yield guest
+    conn = remote_host.open()
+    try:
+        _remove_guest(conn, guest)
     finally:
         conn.close()
 
 
-def test_guest_boots_on_the_remote_host_and_outlives_its_daemon(
-        remote_host: RemoteHost, guest_resources: tuple[str, IsolatedNetwork]) -> None:
-    name, net = guest_resources
+def test_guest_boots_on_the_remote_host_and_outlives_its_daemon(remote_host: RemoteHost,
+                                                                guest: Guest) -> None:
     timings: Timings = {"start host": remote_host.startup_seconds}
     conn = _timed(timings, "connect over TLS", remote_host.open)
-    pool = start_dir_pool(conn)
+    pool = start_dir_pool(conn, guest.name, guest.pool_path)
     base = _upload_base(conn, pool, timings)
-    volume = _make_overlay(remote_host, pool, base, name, timings)
-    xml = GUEST_XML.format(name=name, pool=POOL_NAME, volume=volume, network=net.name,
-                           console_log=f"{POOL_PATH}/console-{name}.log")
+    volume = _make_overlay(remote_host, pool, base, guest, timings)
+    xml = GUEST_XML.format(name=guest.name, pool=guest.name, volume=volume,
+                           network=guest.network.name, console_log=guest.console_log)
     domain = _timed(timings, "define and start guest", lambda: _define_and_start(conn, xml))
     assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    _timed(timings, "boot to console mark", lambda: _wait_for_console(conn, name))
+    _timed(timings, "boot to console mark", lambda: _wait_for_console(conn, guest))
 
     remote_host.kill_libvirtd()
     with pytest.raises(libvirt.libvirtError):
@@ -276,8 +286,8 @@ def test_guest_boots_on_the_remote_host_and_outlives_its_daemon(
     _timed(timings, "restart libvirtd", remote_host.start_libvirtd)
     conn = remote_host.open()
     try:
-        assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        assert READY_MARK in _console_log(conn, name)
+        assert conn.lookupByName(guest.name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert READY_MARK in _console_log(conn, guest)
     finally:
         conn.close()
     print("remote host timings (s): "
