@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
           dnsmasq-base python3-venv python3-dev gcc syslinux syslinux-common mtools dosfstools cpio
           libxml2-utils)
-# Only the tests need these: cloud-init checks the NoCloud seed's schema, ssh-keygen makes real keys.
-DEV_PACKAGES=(cloud-init openssh-client)
+# Only the tests need these: cloud-init checks the NoCloud seed's schema, ssh-keygen makes real keys;
+# the second libvirt host of the multi-host tests needs ip (netns, veth) and openssl (its TLS PKI).
+DEV_PACKAGES=(cloud-init openssh-client iproute2 openssl)
 VENV=${VENV:-.venv}
 REQUIREMENTS=${REQUIREMENTS:-requirements-dev.txt}
 PYTHON=${PYTHON:-python3}

@@ -94,6 +94,14 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise HostUnavailable("no free 10.x/24 subnet found for the isolated test network")
 
 
+def free_subnet() -> ipaddress.IPv4Network:
+    """A random 10.x/24 that no route of this machine's root namespace uses right now.
+
+    Raises: HostUnavailable after 100 unlucky draws.
+    """
+    return _free_subnet()
+
+
 def start_isolated_network(conn: libvirt.virConnect, prefix: str) -> IsolatedNetwork:
     """Define and start a fresh isolated network named <prefix>-<random>; nothing forwards out."""
     tag = secrets.token_hex(3)

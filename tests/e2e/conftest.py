@@ -21,6 +21,7 @@ from scripts.harness.host import (
     remove_network,
     start_isolated_network,
 )
+from scripts.harness.remote_host import RemoteHost, start_remote_host
 from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory
@@ -66,6 +67,31 @@ def e2e_network() -> Iterator[IsolatedNetwork]:
             remove_network(conn, net)
         finally:
             conn.close()
+
+
+@pytest.fixture(scope="session")
+def remote_host() -> Iterator[RemoteHost]:
+    """A second libvirt host on this machine (own netns, TLS only), stopped whatever happens.
+
+    Tests may kill and restart its libvirtd but must leave it running.
+    """
+    try:
+        host = start_remote_host("iaas-e2e-rh")
+    except HostUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with host:
+        yield host
+
+
+@pytest.fixture
+def remote_conn(remote_host: RemoteHost) -> Iterator[libvirt.virConnect]:
+    """A TLS connection to the second host, per test (a test may restart its libvirtd)."""
+    conn = remote_host.open()
+    yield conn
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass  # the daemon was restarted under it
 
 
 @pytest.fixture
