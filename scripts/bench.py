@@ -25,18 +25,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import libvirt  # type: ignore[import-untyped]
 
-from scripts.benchmarks import create, disk, listing, servers, task_history, throughput
+from scripts.benchmarks import (
+    create,
+    disk,
+    hosts,
+    listing,
+    servers,
+    task_history,
+    throughput,
+)
 from scripts.benchmarks.common import Section
 from scripts.harness.host import (
+    SYSTEM_URI,
     HostUnavailable,
+    IsolatedNetwork,
     make_workspace,
     open_system,
     remove_network,
     start_isolated_network,
 )
+from scripts.harness.remote_host import start_remote_host
+from src.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("create", "disk", "throughput", "listing", "history", "servers")
+SECTIONS = ("create", "disk", "throughput", "remote", "listing", "history", "hosts", "servers")
 
 
 def _first_line(command: list[str]) -> str:
@@ -81,6 +93,23 @@ def describe_machine(conn: libvirt.virConnect) -> str:
         ("commit", _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])),
     ]
     return "\n".join(["| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in rows]])
+
+
+def _remote(root: Path, net: IsolatedNetwork, runs: int) -> Section:
+    """Create-to-running on a second libvirtd reached over TLS, against the local host."""
+    config = Config(db_path=root / "iaas.db", libvirt_uri=SYSTEM_URI, domain_type="qemu",
+                    images_dir=root / "images", instances_dir=root / "instances",
+                    network=net.name, max_builds=2)
+    with start_remote_host("iaas-bench-rh") as remote:
+        conn = remote.open()
+        try:
+            remote_net = start_isolated_network(conn, "iaas-bench-rn")
+            try:
+                return hosts.remote_create(config, remote, remote_net, runs)
+            finally:
+                remove_network(conn, remote_net)
+        finally:
+            conn.close()
 
 
 def write_report(path: Path, machine: str, sections: list[Section], seconds: float,
@@ -129,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("create", lambda root: [create.run(conn, root, net, 3 if quick else 10)]),
                 ("disk", lambda root: [disk.run(root, (1,) if quick else (1, 4, 16))]),
                 ("throughput", lambda root: [throughput.run(
-                    conn, root, net, (1, 4) if quick else (1, 4, 8), 4 if quick else 8)])):
+                    conn, root, net, (1, 4) if quick else (1, 4, 8), 4 if quick else 8)]),
+                ("remote", lambda root: [_remote(root, net, 2 if quick else 5)])):
             if label not in wanted:
                 continue
             root = make_workspace(f"iaas-bench-{label}-")
@@ -152,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(task_history.run(Path(tmp) / "history", 100 if quick else 1000,
                                              10_000 if quick else 1_000_000,
                                              20 if quick else 200))
+    if "hosts" in wanted:
+        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
+            print("bench: hosts", flush=True)
+            sections.append(hosts.scheduling(Path(tmp), (10, 100) if quick else (10, 100, 1000),
+                                             10 if quick else 30))
+            sections.append(hosts.listing(Path(tmp), 100 if quick else 1000,
+                                          20 if quick else 200))
     if "servers" in wanted:
         with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
             print("bench: servers", flush=True)
