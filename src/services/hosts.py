@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
 
 from src import errors
 from src.config import Config
@@ -147,7 +146,8 @@ class HostRegistry:
 
         Raises: InsecureUri, NameConflict, HostUnreachable.
         """
-        if urlsplit(row.uri).scheme in INSECURE_SCHEMES and not self._config.allow_insecure_hosts:
+        scheme = row.uri.partition("://")[0].lower()
+        if scheme in INSECURE_SCHEMES and not self._config.allow_insecure_hosts:
             raise errors.InsecureUri(uri=row.uri)
         with self._db.read() as conn:
             if host_dao.get(conn, row.name) is not None:

@@ -30,7 +30,9 @@ CONFIG = schemathesis.config.SchemathesisConfig.from_dict({"checks": {
     "negative_data_rejection": {"expected-statuses": [400, 401, 403, 404, 405, 406, 409, 413,
                                                       415, 422]},
 }})
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+# createHost connects to the URI it is given: a fuzzer's URIs would send traffic to any
+# address (qemu+ssh://, qemu+tls://), so that operation is tested by hand (test_hosts.py).
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG).exclude(operation_id="createHost")
 
 
 @pytest.fixture(scope="module")
