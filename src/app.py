@@ -23,7 +23,7 @@ from src.services.addresses import AddressBook
 from src.services.audit import AuditTrail
 from src.services.auth import TokenService, new_project_limits
 from src.services.capacity import Capacity
-from src.services.compute import ComputeService, Timeouts
+from src.services.compute import ComputeService
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
 from src.services.host_admin import HostService
@@ -35,6 +35,7 @@ from src.services.provisioning import Provisioner
 from src.services.quotas import QuotaService
 from src.services.reconcile import Reconciler
 from src.services.retention import Retention
+from src.services.task_runs import TaskExecution, TaskSteps
 from src.services.tasks import TaskRunner
 from src.services.telemetry import Telemetry
 from src.services.vm_reads import VmReader
@@ -97,8 +98,10 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     """Build the app: migrate the DB, recover interrupted tasks, start background work."""
     core = _core(config, open_libvirt, run)
     work = VmWork(core.db, core.hosts, core.provisioner)
-    compute = ComputeService(core.db, core.hosts, core.images, work, core.runner, core.capacity,
-                             Timeouts(task_s=config.task_timeout_s))
+    steps = TaskSteps(core.db, core.hosts, core.images, work, config.task_timeout_s)
+    core.runner.step = TaskExecution(core.db, steps).step
+    core.runner.expire = steps.expire
+    compute = ComputeService(core.db, core.hosts, core.images, core.runner, core.capacity)
     recovered = work.recover_interrupted()
     if recovered:
         log.warning("ended %d task(s) a restart interrupted", recovered)

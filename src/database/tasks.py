@@ -25,18 +25,23 @@ class TaskRow:
     deadline: str | None = None
     project: str = "default"
     host: str | None = None  # the VM's host when the task was asked for
+    payload: str = "{}"  # JSON: what the work needs (create: keys, user-data; shutdown: options)
+    attempts: int = 0  # starts: more than one means a worker died during an earlier one
+    executor: str = "inprocess"  # inprocess, or celery (published through the outbox)
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
-            "finished_at, request_id, deadline, project, host")
+            "finished_at, request_id, deadline, project, host, payload, attempts, executor")
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
-    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES "
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
-                  task.request_id, task.deadline, task.project, task.host))
+                  task.request_id, task.deadline, task.project, task.host, task.payload,
+                  task.attempts, task.executor))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
@@ -74,18 +79,45 @@ def list_for_vm(conn: sqlite3.Connection, vm_id: str, limit: int) -> list[TaskRo
 
 def mark_running(conn: sqlite3.Connection, task_id: str, now: str, deadline: str) -> bool:
     """Start a queued task; False if it already ended (cancelled or timed out)."""
-    cursor = conn.execute("UPDATE tasks SET status = 'running', started_at = ?, deadline = ? "
-                          "WHERE id = ? AND status = 'queued'", (now, deadline, task_id))
+    cursor = conn.execute("UPDATE tasks SET status = 'running', started_at = ?, deadline = ?, "
+                          "attempts = attempts + 1 WHERE id = ? AND status = 'queued'",
+                          (now, deadline, task_id))
     return cursor.rowcount == 1
+
+
+def count_attempt(conn: sqlite3.Connection, task_id: str) -> None:
+    """A running task started again (its message came back after its worker died)."""
+    conn.execute("UPDATE tasks SET attempts = attempts + 1 WHERE id = ?", (task_id,))
+
+
+def set_payload(conn: sqlite3.Connection, task_id: str, payload: str) -> None:
+    conn.execute("UPDATE tasks SET payload = ? WHERE id = ?", (payload, task_id))
+
+
+def unpublished(conn: sqlite3.Connection, limit: int) -> list[TaskRow]:
+    """Queued broker tasks the relay has not handed to the broker yet, oldest first."""
+    return [TaskRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE published_at IS NULL AND status = 'queued' "
+        "AND executor = 'celery' ORDER BY created_at LIMIT ?", (limit,))]
+
+
+def mark_published(conn: sqlite3.Connection, task_id: str, now: str) -> None:
+    conn.execute("UPDATE tasks SET published_at = ? WHERE id = ?", (now, task_id))
+
+
+def count_unpublished(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM tasks WHERE published_at IS NULL "
+                            "AND status = 'queued' AND executor = 'celery'").fetchone()[0])
 
 
 def finish(conn: sqlite3.Connection, task_id: str, now: str,
            error: tuple[str, str] | None = None) -> bool:
     """Mark an unfinished task succeeded, or failed with (code, message); False if it had ended."""
     code, message = error if error else (None, None)
-    cursor = conn.execute(
+    cursor = conn.execute(  # the payload may hold user-data: it goes once the task has ended
         "UPDATE tasks SET status = ?, error_code = ?, error_message = ?, finished_at = ?, "
-        f"started_at = coalesce(started_at, ?) WHERE id = ? AND status IN {_ACTIVE_SQL}",
+        "started_at = coalesce(started_at, ?), payload = '{}' "
+        f"WHERE id = ? AND status IN {_ACTIVE_SQL}",
         ("failed" if error else "succeeded", code, message, now, now, task_id))
     return cursor.rowcount == 1
 

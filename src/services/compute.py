@@ -1,11 +1,13 @@
 """ComputeService: accept VM creates, deletes and power actions, and queue their work as tasks."""
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import sqlite3
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
 
 from src import errors
 from src.database import flavors as flavor_dao
@@ -24,12 +26,10 @@ from src.services.hosts import Host, HostRegistry
 from src.services.images import ImageService
 from src.services.placement import Demand, HostCapacity
 from src.services.power import PowerOptions
-from src.services.provisioning import GIB, BuildPlan
-from src.services.tasks import TaskRunner, new_task_row
+from src.services.provisioning import GIB
+from src.services.tasks import new_task_row
 from src.services.vm_reads import VmView, row_and_task, view
-from src.services.vm_work import VmWork
 from src.utils.clock import utc_now
-from src.utils.nocloud import Seed
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,17 @@ class CreateRequest:
     host: str | None = None  # admins may pin the VM to a host
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    """How long a task may run before the reconciler fails it with task_timeout."""
+class Executor(Protocol):
+    """Runs queued tasks: the API's own workers, or Celery workers through the outbox."""
 
-    task_s: float = 600.0
-    shutdown_margin_s: float = 60.0
+    name: str
+
+    def submit(self, task: task_dao.TaskRow) -> None: ...
+
+
+def _args(args: dict[str, Any]) -> str:
+    """A task's payload: what its work needs, as JSON any worker process can read."""
+    return json.dumps({"args": args})
 
 
 def _new_mac() -> str:
@@ -62,15 +67,12 @@ def _new_mac() -> str:
 
 class ComputeService:
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService,
-                 work: VmWork, runner: TaskRunner, capacity: Capacity,
-                 timeouts: Timeouts) -> None:
+                 executor: Executor, capacity: Capacity) -> None:
         self._db = db
         self._capacity = capacity
         self._hosts = hosts
         self._images = images
-        self._work = work
-        self._runner = runner
-        self._timeouts = timeouts
+        self._executor = executor
 
     def create(self, request: CreateRequest, caller: Principal,
                request_id: str | None = None) -> VmView:
@@ -88,7 +90,7 @@ class ComputeService:
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
         image = self._image(request.image_name)
-        image, base, virtual_size = self._images.verify(image)
+        image, _base, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
         hosts, capacities = self._candidates(request.host)
@@ -102,7 +104,8 @@ class ComputeService:
                            error_code=None, error_message=None, created_at=now, updated_at=now,
                            mac=_new_mac(), flavor_name=flavor.name if flavor else None,
                            project=caller.project)
-        task = new_task_row(row.id, "create", request_id, row.project)
+        task = replace(new_task_row(row.id, "create", request_id, row.project),
+                       executor=self._executor.name)
         try:
             with self._db.write() as conn:
                 quotas.enforce(conn, row.project, {
@@ -112,19 +115,16 @@ class ComputeService:
                                                      request.host)
                 row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
                               gpus=[gpu.id for gpu in claim.gpus], host=chosen)
-                task = replace(task, host=chosen)
+                task = replace(task, host=chosen, payload=_args({
+                    "ssh_keys": list(ssh_keys), "user_data": request.user_data,
+                    "hugepages": bool(flavor and flavor.hugepages),
+                    "node_cpus": claim.node_cpus}))
                 vm_dao.insert(conn, row)
                 gpu_dao.allocate(conn, chosen, row.gpus, row.id, now)
                 task_dao.insert(conn, task)
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
-        plan = BuildPlan(row=row, host=self._hosts.get(chosen), image=image, base_path=base,
-                         claim=claim,
-                         seed=Seed(instance_id=row.id, hostname=row.name, ssh_keys=ssh_keys,
-                                   user_data=request.user_data, mac=row.mac or _new_mac()),
-                         hugepages=bool(flavor and flavor.hugepages))
-        self._runner.submit(task, lambda: self._work.build(plan), self._timeouts.task_s,
-                            on_expire=lambda: self._work.expire_build(row.id))
+        self._executor.submit(task)
         return view(row, MISSING, task)
 
     def _candidates(self, pinned: str | None) -> tuple[list[Host], dict[str, HostCapacity]]:
@@ -144,23 +144,20 @@ class ComputeService:
                project: str | None = None) -> task_dao.TaskRow:
         """Queue the VM's removal. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
         task = self._hold(id_or_name, "delete", request_id, access.vm_scope(caller, id_or_name,
-                                                                            project))
-        self._runner.submit(task, lambda: self._work.delete(task.vm_id), self._timeouts.task_s)
+                                                                            project), {})
+        self._executor.submit(task)
         return task
 
     def act(self, id_or_name: str, action: str, options: PowerOptions, caller: Principal,
             request_id: str | None = None, project: str | None = None) -> task_dao.TaskRow:
         """Queue a power action. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
         task = self._hold(id_or_name, action, request_id,
-                          access.vm_scope(caller, id_or_name, project))
-        timeout = self._timeouts.task_s
-        if action == "shutdown":
-            timeout = max(timeout, options.timeout + self._timeouts.shutdown_margin_s)
-        self._runner.submit(task, lambda: self._work.power(task.vm_id, action, options), timeout)
+                          access.vm_scope(caller, id_or_name, project), asdict(options))
+        self._executor.submit(task)
         return task
 
     def _hold(self, id_or_name: str, action: str, request_id: str | None,
-              scope: str | None) -> task_dao.TaskRow:
+              scope: str | None, args: dict[str, Any]) -> task_dao.TaskRow:
         """Take the VM's hold for action: its one active task, inserted atomically. scope is
         the project the lookup searches (None: every project).
 
@@ -170,7 +167,8 @@ class ComputeService:
         host = self._hosts.require_up(row.host)
         # Only an errored VM's allowed list depends on the host (start needs the domain).
         exists = row.status != "error" or host.hypervisor.power_state(row.id) != MISSING
-        task = new_task_row(row.id, action, request_id, row.project, host.name)
+        task = replace(new_task_row(row.id, action, request_id, row.project, host.name),
+                       payload=_args(args), executor=self._executor.name)
         with self._db.write() as conn:
             current = vm_dao.get(conn, row.id)
             if current is None:  # deleted since we looked

@@ -1,7 +1,8 @@
 """The host side of each power action: what libvirt is asked to do, and when it counts as done.
 
 A graceful shutdown presses the ACPI button and then waits without holding a worker: it returns
-a Wait, is checked again on a timer or when its VM's lifecycle event arrives, presses again
+a Next (when to look again, and its state as plain JSON, so any worker process can take the
+next look), is checked again on a timer or when its VM's lifecycle event arrives, presses again
 every SHUTDOWN_RESEND_S, and at its deadline forces the VM off (force) or fails.
 """
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from src.hypervisor.domains import HALTED, MISSING
 from src.hypervisor.driver import Hypervisor
-from src.hypervisor.errors import HypervisorError
-from src.services.tasks import TaskFailed, Wait
+from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
+from src.services.tasks import Next, TaskFailed
 
 SHUTDOWN_RESEND_S = 10.0  # guests still booting miss the first ACPI press; press again
 RECHECK_S = 1.0  # without a lifecycle event, look again this often
@@ -31,17 +33,19 @@ class PowerControl:
     """Runs one action against the domain; raises TaskFailed(<action>_failed | shutdown_timeout)."""
 
     def __init__(self, hypervisor: Hypervisor,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self._hypervisor = hypervisor
-        self._clock = clock
+        self._clock = clock  # wall clock: the next look may be taken by another process
 
-    def run(self, vm_id: str, action: str, options: PowerOptions) -> Wait | None:
-        """Do the action; a Wait when it is under way and must be checked again."""
-        steps: dict[str, Callable[[], Wait | None]] = {
+    def run(self, vm_id: str, action: str, options: PowerOptions,
+            state: dict[str, Any] | None = None) -> Next | None:
+        """Do the action, or take the next look at one under way (state: what the last look
+        left); a Next when it must be looked at again."""
+        state = state or {"deadline": self._clock() + options.timeout, "next_press": 0.0}
+        steps: dict[str, Callable[[], Next | None]] = {
             "start": lambda: self._start(vm_id),
             "stop": lambda: self._stop(vm_id),
-            "shutdown": lambda: self._shutdown(vm_id, self._clock() + options.timeout,
-                                               options.timeout, options.force, 0.0),
+            "shutdown": lambda: self._shutdown(vm_id, state, options.timeout, options.force),
             "reboot": lambda: (self._hypervisor.reset(vm_id) if options.hard
                                else self._hypervisor.reboot(vm_id)),
             "pause": lambda: self._hypervisor.suspend(vm_id),
@@ -61,9 +65,10 @@ class PowerControl:
         self._hypervisor.force_off(vm_id)
         self._hypervisor.set_autostart(vm_id, False)
 
-    def _shutdown(self, vm_id: str, deadline: float, timeout_s: int, force: bool,
-                  next_press: float) -> Wait | None:
+    def _shutdown(self, vm_id: str, state: dict[str, Any], timeout_s: int,
+                  force: bool) -> Next | None:
         """One look: done when the guest is off; else press (when due) and come back later."""
+        deadline, next_press = float(state["deadline"]), float(state["next_press"])
         if self._hypervisor.power_state(vm_id) in OFF_STATES:
             self._hypervisor.set_autostart(vm_id, False)
             return None
@@ -82,13 +87,15 @@ class PowerControl:
                 if self._hypervisor.power_state(vm_id) not in OFF_STATES:
                     raise
             next_press = now + SHUTDOWN_RESEND_S
-        return Wait(min(RECHECK_S, max(0.0, deadline - now)), lambda: _translated(
-            "shutdown", lambda: self._shutdown(vm_id, deadline, timeout_s, force, next_press)))
+        return Next(min(RECHECK_S, max(0.0, deadline - now)),
+                    {"deadline": deadline, "next_press": next_press})
 
 
-def _translated(action: str, step: Callable[[], Wait | None]) -> Wait | None:
+def _translated(action: str, step: Callable[[], Next | None]) -> Next | None:
     """Raises: TaskFailed(<action>_failed) for a libvirt refusal."""
     try:
         return step()
+    except HypervisorUnavailable:
+        raise  # the host is away: the task waits for it, it does not fail
     except HypervisorError as exc:
         raise TaskFailed(f"{action}_failed", str(exc)) from exc

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from src.hypervisor.disks import CommandFailed
-from src.hypervisor.errors import HypervisorError
+from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
 from src.services.tasks import TaskFailed
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ def step(code: str, passthrough: list[str] | None = None,
     """
     try:
         yield
+    except HypervisorUnavailable:
+        raise  # the host is away: its task waits for it (task_runs.py), it does not fail
     except (HypervisorError, CommandFailed, OSError, ValueError) as exc:
         message = str(exc)
         if passthrough and any(word in message.lower() for word in _PASSTHROUGH_WORDS):

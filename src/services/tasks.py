@@ -8,16 +8,18 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from src.database import tasks as task_dao
 from src.database.db import Database
 from src.services.fair_queue import FairQueue
-from src.utils.clock import utc_after, utc_now
+from src.utils.clock import utc_now
 from src.vocabulary import ACTIVE_TASK_STATUSES
 
 log = logging.getLogger(__name__)
 
 OTHER_WORKERS = 4
+POLL_S = 0.25  # a long-poll looks at the database this often for tasks other processes end
 EXPIRED = "The task waited in the queue longer than IAAS_TASK_QUEUE_TIMEOUT and did not run."
 
 
@@ -39,22 +41,21 @@ def new_task_row(vm_id: str, action: str, request_id: str | None,
 
 
 @dataclass(frozen=True)
-class Wait:
-    """What a task step returns to be called again: then() after after_s seconds, or sooner
-    when poked (a lifecycle event of its VM). The task holds no worker meanwhile."""
+class Next:
+    """A task step's answer when the task is not done: look again after after_s seconds (or
+    sooner when its VM's lifecycle event arrives), with state, plain JSON, for that next look.
+    Nothing holds a worker meanwhile, and any process may take the next look."""
 
     after_s: float
-    then: Callable[[], Wait | None]
+    state: dict[str, Any]
 
 
-Work = Callable[[], "Wait | None"]
+Step = Callable[[str], "float | None"]  # run task id's next step: seconds until the next one
 
 
 @dataclass
 class _Entry:
     task: task_dao.TaskRow
-    work: Work
-    timeout_s: float
     enqueued: float  # monotonic time of submit
     on_expire: Callable[[], None] | None
     started: bool = False
@@ -66,13 +67,19 @@ class _Entry:
 
 
 class TaskRunner:
-    """Runs task work on worker threads: builds on their own capped workers, everything else
-    on the others; projects are served in turn, each with at most project_max tasks running."""
+    """The in-process executor: runs task steps on worker threads, builds on their own capped
+    workers, everything else on the others; projects are served in turn, each with at most
+    project_max tasks running. What a step does is `step` (src/services/task_runs.py), the
+    same code a Celery worker runs."""
+
+    name = "inprocess"
 
     def __init__(self, db: Database, max_builds: int, *, workers: int = OTHER_WORKERS,
                  project_max: int = 8, queue_timeout_s: float = 600.0,
                  on_finish: Callable[[task_dao.TaskRow], None] | None = None) -> None:
         self._db = db
+        self.step: Step = lambda _task_id: None  # set by the wiring (app.py)
+        self.expire: Callable[[task_dao.TaskRow], None] = lambda _task: None
         self._on_finish = on_finish
         self._queue_timeout_s = queue_timeout_s
         self._queue: FairQueue[_Entry] = FairQueue(project_max)
@@ -89,11 +96,9 @@ class TaskRunner:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, task: task_dao.TaskRow, work: Work, timeout_s: float,
-               on_expire: Callable[[], None] | None = None) -> None:
-        """Queue work for an already-inserted task row; it must end within timeout_s of starting.
-        on_expire runs if it waited in the queue too long and never started."""
-        entry = _Entry(task, work, timeout_s, time.monotonic(), on_expire)
+    def submit(self, task: task_dao.TaskRow) -> None:
+        """Queue an already-inserted task row."""
+        entry = _Entry(task, time.monotonic(), None)
         with self._cond:
             self._queue.put(task.project, entry.kind, entry)
             self._cond.notify_all()
@@ -116,7 +121,8 @@ class TaskRunner:
         return len(old)
 
     def wait(self, task_id: str, timeout_s: float) -> task_dao.TaskRow | None:
-        """The task once finished, or as it is when timeout_s runs out."""
+        """The task once finished, or as it is when timeout_s runs out. Tasks that end in
+        another process (a Celery worker) are seen by reading the database every POLL_S."""
         deadline = time.monotonic() + timeout_s
         with self._done:
             while True:
@@ -125,7 +131,7 @@ class TaskRunner:
                 remaining = deadline - time.monotonic()
                 if task is None or task.status not in ACTIVE_TASK_STATUSES or remaining <= 0:
                     return task
-                self._done.wait(remaining)
+                self._done.wait(min(remaining, POLL_S))
 
     def shutdown(self) -> None:
         """Stop taking work and let running steps end; queued and waiting tasks stay as they are
@@ -150,7 +156,7 @@ class TaskRunner:
                         return
                     self._cond.wait(timeout=self._until_due())
                     entry = self._next(kind)
-            if self._step(entry):
+            if self._run(entry):
                 continue  # it waits again, keeping its project's slot
             with self._cond:
                 self._queue.done(entry.task.project)
@@ -171,50 +177,35 @@ class TaskRunner:
         dues = [entry.due for entry in self._waiting.values()]
         return max(0.01, min(dues) - time.monotonic()) if dues else 1.0
 
-    def _step(self, entry: _Entry) -> bool:
+    def _run(self, entry: _Entry) -> bool:
         """Run the entry's next step; True when it waits again (and was put back)."""
         task = entry.task
+        if not entry.started and time.monotonic() - entry.enqueued > self._queue_timeout_s:
+            self._expire(entry)
+            return False
+        entry.started = True
         with self._vm_lock(task.vm_id):
-            if not entry.started:
-                if time.monotonic() - entry.enqueued > self._queue_timeout_s:
-                    self._expire(entry)
-                    return False
-                with self._db.write() as conn:
-                    if not task_dao.mark_running(conn, task.id, utc_now(),
-                                                 utc_after(entry.timeout_s)):
-                        return False  # ended while it waited (start-up recovery, expiry)
-                entry.started = True
-            elif not self._still_running(task.id):
-                return False  # failed meanwhile (task_timeout): its remaining steps are void
-            error, result = self._attempt(entry)
-            if isinstance(result, Wait):
-                with self._cond:
-                    entry.work, entry.due = result.then, time.monotonic() + result.after_s
-                    self._waiting[task.id] = entry
-                    self._cond.notify_all()
-                return True
-            self._finish(task.id, error)
-        if task.action == "delete" and error is None:
-            with self._guard:  # the VM is gone: no task will ask for its lock again
-                self._vm_locks.pop(task.vm_id, None)
-        log.info("task %s %s for vm %s: %s", task.id, task.action, task.vm_id,
-                 "succeeded" if error is None else f"failed ({error[0]})")
+            after = self.step(task.id)
+        if after is not None:
+            with self._cond:
+                entry.due = time.monotonic() + after
+                self._waiting[task.id] = entry
+                self._cond.notify_all()
+            return True
+        self._ended(task.id)
         return False
 
-    @staticmethod
-    def _attempt(entry: _Entry) -> tuple[tuple[str, str] | None, Wait | None]:
-        try:
-            return None, entry.work()
-        except TaskFailed as exc:
-            return (exc.code, exc.message), None
-        except Exception:  # the task must end failed, never stay running
-            log.exception("task %s (%s) crashed", entry.task.id, entry.task.action)
-            return ("internal_error", "The task failed unexpectedly; see the server log."), None
-
-    def _still_running(self, task_id: str) -> bool:
+    def _ended(self, task_id: str) -> None:
         with self._db.read() as conn:
             task = task_dao.get(conn, task_id)
-        return task is not None and task.status == "running"
+        self.notify()
+        if task is None:
+            return
+        if task.action == "delete" and task.status == "succeeded":
+            with self._guard:  # the VM is gone: no task will ask for its lock again
+                self._vm_locks.pop(task.vm_id, None)
+        if self._on_finish is not None:
+            self._on_finish(task)
 
     def _expire(self, entry: _Entry) -> None:
         with self._db.write() as conn:
@@ -222,19 +213,9 @@ class TaskRunner:
         if expired:
             log.warning("task %s (%s) of vm %s expired in the queue", entry.task.id,
                         entry.task.action, entry.task.vm_id)
-            if entry.on_expire is not None:
-                entry.on_expire()
+            self.expire(entry.task)
         self.notify()
 
     def _vm_lock(self, vm_id: str) -> threading.Lock:
         with self._guard:
             return self._vm_locks.setdefault(vm_id, threading.Lock())
-
-    def _finish(self, task_id: str, error: tuple[str, str] | None) -> None:
-        with self._db.write() as conn:
-            if not task_dao.finish(conn, task_id, utc_now(), error):
-                log.warning("task %s ended after it had been failed (timed out)", task_id)
-            task = task_dao.get(conn, task_id)
-        self.notify()
-        if self._on_finish is not None and task is not None:
-            self._on_finish(task)

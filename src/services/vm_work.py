@@ -3,18 +3,18 @@ clean-up of tasks a restart cut short."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Any
 
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import MISSING
-from src.hypervisor.errors import HypervisorError
+from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
 from src.services import lifecycle
 from src.services.hosts import Host, HostRegistry
 from src.services.power import PowerControl, PowerOptions
 from src.services.provisioning import BuildPlan, Provisioner
-from src.services.tasks import TaskFailed, Wait
+from src.services.tasks import Next, TaskFailed
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class VmWork:
 
         try:
             self._provisioner.build(plan, mark_running)
+        except HypervisorUnavailable:
+            raise  # the host went away: the task waits for it and starts again from clean
         except Exception as exc:
             failure = exc if isinstance(exc, TaskFailed) else TaskFailed(
                 "build_failed", f"The build failed unexpectedly: {exc}")
@@ -68,18 +70,24 @@ class VmWork:
             log.exception("build of %s crashed", vm_id)
             raise failure from exc
 
-    def power(self, vm_id: str, action: str, options: PowerOptions) -> Wait | None:
-        """Raises: TaskFailed."""
-        host = self._host_of(vm_id)
-        return self._then(PowerControl(host.hypervisor).run(vm_id, action, options),
-                          lambda: self._record_power(vm_id, action, host))
+    def power(self, vm_id: str, action: str, options: PowerOptions,
+              look: dict[str, Any] | None = None) -> Next | None:
+        """Do the action, or take the next look at one under way; recorded once done.
 
-    def _then(self, step: Wait | None, finish: Callable[[], None]) -> Wait | None:
-        """step's remaining waits, then finish once the host side is done."""
-        if step is None:
-            finish()
-            return None
-        return Wait(step.after_s, lambda: self._then(step.then(), finish))
+        Raises: TaskFailed, HypervisorUnavailable.
+        """
+        host = self._host_of(vm_id)
+        found = PowerControl(host.hypervisor).run(vm_id, action, options, look)
+        if found is None:
+            self._record_power(vm_id, action, host)
+        return found
+
+    def clean_leftovers(self, vm_id: str) -> None:
+        """Remove what an earlier, cut-short build left on the host (domain, disks).
+
+        Raises: TaskFailed, HypervisorUnavailable.
+        """
+        self._provisioner.tear_down(vm_id, self._host_of(vm_id))
 
     def _record_power(self, vm_id: str, action: str, host: Host) -> None:
         status = lifecycle.RESULT[action]

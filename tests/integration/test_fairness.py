@@ -9,6 +9,7 @@ from src.app import App
 from src.config import Config
 from src.database import tasks as task_dao
 from src.services.tasks import new_task_row
+from src.utils.clock import utc_now
 from tests.conftest import AppFactory
 from tests.integration.test_vm_failures import GatedQemuImg, setup_image
 from tests.support import Client
@@ -82,15 +83,23 @@ def test_a_queued_delete_that_expires_leaves_the_vm_running(make_app: AppFactory
 
 
 def _hold_the_slot(app: App) -> GatedQemuImg:
-    """Run a task of project default that waits at a gate, holding its slot meanwhile."""
+    """Run a task of project default that waits at a gate, holding its slot meanwhile (the
+    runner's step is our own seam: the holder's step waits, every other task runs as usual)."""
     gate = GatedQemuImg()
     task = new_task_row("holder-vm", "stop", None, "default")
     with app.db.write() as conn:
         task_dao.insert(conn, task)
+    real_step = app.runner.step
 
-    def work() -> None:
+    def step(task_id: str) -> float | None:
+        if task_id != task.id:
+            return real_step(task_id)
         gate.entered.release()
         gate.gate.wait(30)
+        with app.db.write() as conn:
+            task_dao.finish(conn, task.id, utc_now())
+        return None
 
-    app.runner.submit(task, work, 60.0)
+    app.runner.step = step
+    app.runner.submit(task)
     return gate

@@ -76,7 +76,8 @@ def test_hosts_are_added_shown_drained_and_removed(cluster: tuple[App, Client],
     drained = client.request("PATCH", "/v1/hosts/big", {"enabled": False}).body
     assert (drained["state"], drained["enabled"]) == ("disabled", False)
     assert placed(client, "elsewhere") == "local"  # no new VMs on a drained host
-    assert client.post("/v1/vms/on-big/stop", None).status == 202  # its VMs go on
+    stopped = client.post("/v1/vms/on-big/stop", None)  # its VMs go on
+    assert stopped.status == 202 and client.wait_task(stopped.body["id"])["status"] == "succeeded"
     assert client.delete("/v1/hosts/big").error_code == "host_not_empty"
     client.wait_task(client.delete("/v1/vms/on-big").body["id"])
     assert client.delete("/v1/hosts/big").status == 204

@@ -1,0 +1,162 @@
+"""How a task runs, whichever executor runs it (the API's own worker threads or a Celery
+worker): start it, run its next step from what its row holds, wait out a host that does not
+answer, and record its end. Every step may run again safely: a create that starts again after
+its worker died first removes what the earlier attempt left on the host.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from src import errors
+from src.database import gpus as gpu_dao
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.hypervisor.errors import HypervisorUnavailable
+from src.services.hosts import HostRegistry
+from src.services.images import ImageService
+from src.services.placement import Claim
+from src.services.power import PowerOptions
+from src.services.provisioning import BuildPlan
+from src.services.tasks import Next, TaskFailed
+from src.services.vm_work import VmWork
+from src.utils.clock import utc_after, utc_now
+from src.utils.nocloud import Seed
+
+log = logging.getLogger(__name__)
+
+HOST_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # waiting out a host that does not answer
+SHUTDOWN_MARGIN_S = 60.0
+
+
+class TaskSteps:
+    """What each action does, rebuilt from the task's row and its payload's `args`."""
+
+    def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
+                 task_timeout_s: float) -> None:
+        self._db = db
+        self._hosts = hosts
+        self._images = images
+        self._work = work
+        self._task_timeout_s = task_timeout_s
+
+    def timeout_s(self, task: task_dao.TaskRow, args: dict[str, Any]) -> float:
+        """How long the task may run once started (a shutdown: at least its own timeout)."""
+        if task.action == "shutdown":
+            return max(self._task_timeout_s, float(args.get("timeout", 60)) + SHUTDOWN_MARGIN_S)
+        return self._task_timeout_s
+
+    def run(self, task: task_dao.TaskRow, args: dict[str, Any],
+            state: dict[str, Any]) -> Next | None:
+        """Raises: TaskFailed, HypervisorUnavailable and HostUnavailable (the host is away)."""
+        if task.action == "create":
+            if state.get("again"):  # an earlier attempt was cut short: start from a clean host
+                self._work.clean_leftovers(task.vm_id)
+            self._work.build(self._plan(task, args))
+            return None
+        if task.action == "delete":
+            self._work.delete(task.vm_id)
+            return None
+        return self._work.power(task.vm_id, task.action, PowerOptions(**args), state.get("look"))
+
+    def expire(self, task: task_dao.TaskRow) -> None:
+        """A task that never started: a create gives its claim back."""
+        if task.action == "create":
+            self._work.expire_build(task.vm_id)
+
+    def _plan(self, task: task_dao.TaskRow, args: dict[str, Any]) -> BuildPlan:
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, task.vm_id)
+            gpus = gpu_dao.for_vm(conn, task.vm_id)
+        if row is None:
+            raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
+        image = self._images.get(row.image_id)
+        claim = Claim(gpus=gpus, numa_node=row.numa_node, node_cpus=list(args["node_cpus"]),
+                      pinned_cpus=row.pinned_cpus)
+        seed = Seed(instance_id=row.id, hostname=row.name, ssh_keys=tuple(args["ssh_keys"]),
+                    user_data=args.get("user_data"), mac=row.mac or "")
+        return BuildPlan(row=row, host=self._hosts.get(row.host), image=image,
+                         base_path=self._images.path_of(image.file), claim=claim, seed=seed,
+                         hugepages=bool(args.get("hugepages")))
+
+
+class TaskExecution:
+    """One step of one task at a time; both executors call step(task_id)."""
+
+    def __init__(self, db: Database, steps: TaskSteps,
+                 on_end: Callable[[task_dao.TaskRow], None] = lambda _task: None) -> None:
+        self._db = db
+        self._steps = steps
+        self._on_end = on_end
+
+    def step(self, task_id: str) -> float | None:
+        """Run the task's next step; seconds until it wants another, or None once it has ended
+        (or when it is not there, or already ended: a duplicate message changes nothing)."""
+        with self._db.read() as conn:
+            task = task_dao.get(conn, task_id)
+        if task is None or task.status not in ("queued", "running"):
+            return None
+        payload = json.loads(task.payload or "{}")
+        args, state = payload.get("args", {}), payload.get("step")
+        if task.status == "queued":
+            with self._db.write() as conn:
+                if not task_dao.mark_running(conn, task.id, utc_now(),
+                                             utc_after(self._steps.timeout_s(task, args))):
+                    return None  # ended while it waited
+        elif state is None:  # running with nothing to continue: its worker died mid-step
+            with self._db.write() as conn:
+                task_dao.count_attempt(conn, task.id)
+            log.warning("task %s (%s) starts again: its worker stopped mid-step", task.id,
+                        task.action)
+            state = {"again": True}
+        return self._attempt(task, payload, state or {})
+
+    def _attempt(self, task: task_dao.TaskRow, payload: dict[str, Any],
+                 state: dict[str, Any]) -> float | None:
+        try:
+            found = self._steps.run(task, payload.get("args", {}), state)
+        except (HypervisorUnavailable, errors.HostUnavailable) as exc:
+            return self._wait_for_host(task, payload, state, exc)
+        except TaskFailed as exc:
+            self._end(task, (exc.code, exc.message))
+            return None
+        except Exception:  # the task must end failed, never stay running
+            log.exception("task %s (%s) crashed", task.id, task.action)
+            self._end(task, ("internal_error", "The task failed unexpectedly; see the server log."))
+            return None
+        if found is None:
+            self._end(task, None)
+            return None
+        self._save(task, {**payload, "step": {"look": found.state}})
+        return found.after_s
+
+    def _wait_for_host(self, task: task_dao.TaskRow, payload: dict[str, Any],
+                       state: dict[str, Any], exc: Exception) -> float | None:
+        """The host does not answer: try again later, until the task's deadline."""
+        with self._db.read() as conn:
+            current = task_dao.get(conn, task.id)
+        if current is None or (current.deadline and current.deadline <= utc_now()):
+            self._end(task, ("host_unavailable", f"The host did not come back: {exc}"))
+            return None
+        waits = int(state.get("host_waits", 0))
+        self._save(task, {**payload, "step": {**state, "again": task.action == "create",
+                                              "host_waits": waits + 1}})
+        log.warning("task %s (%s) waits for its host: %s", task.id, task.action, exc)
+        return HOST_RETRY_S[min(waits, len(HOST_RETRY_S) - 1)]
+
+    def _save(self, task: task_dao.TaskRow, payload: dict[str, Any]) -> None:
+        with self._db.write() as conn:
+            task_dao.set_payload(conn, task.id, json.dumps(payload))
+
+    def _end(self, task: task_dao.TaskRow, error: tuple[str, str] | None) -> None:
+        with self._db.write() as conn:
+            if not task_dao.finish(conn, task.id, utc_now(), error):
+                log.warning("task %s ended after it had been failed (timed out)", task.id)
+            ended = task_dao.get(conn, task.id)
+        log.info("task %s %s for vm %s: %s", task.id, task.action, task.vm_id,
+                 "succeeded" if error is None else f"failed ({error[0]})")
+        if ended is not None:
+            self._on_end(ended)
