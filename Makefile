@@ -7,7 +7,7 @@ TINY_IMAGE  := images/tiny-linux.qcow2
 DEAF_IMAGE  := images/tiny-linux-noacpi.qcow2
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-dev image db-init db-clean serve serve-prod test test-fast test-e2e vm-cleanup bench lint docs
+.PHONY: setup setup-dev image db-init db-clean serve serve-prod test test-fast test-e2e vm-cleanup bench lint docs broker worker
 
 setup:
 	REQUIREMENTS=requirements.txt scripts/setup.sh
@@ -72,3 +72,11 @@ lint: setup-dev
 # Regenerate the tables in docs/ that mirror code (errors, settings, routes, lifecycle).
 docs: setup-dev
 	$(PYTHON) scripts/docs.py
+
+# Phase 2: RabbitMQ on this machine, a vhost and a user; IAAS_BROKER_URL goes to configs/iaas.env.
+broker:
+	scripts/broker.sh
+
+# Celery workers in the foreground: one per host, or HOSTS=gpu-01,gpu-02 for some.
+worker: setup
+	exec $(PYTHON) -m src.worker $(if $(HOSTS),--hosts $(HOSTS))

@@ -99,4 +99,8 @@ install_dev_packages
 fix_kvm_permissions
 start_daemons
 make_venv
+# The broker tier of the tests needs RabbitMQ running (its own vhost and user come per test).
+if [[ $(basename "$REQUIREMENTS") == requirements-dev.txt ]]; then
+    scripts/broker.sh start
+fi
 say "ready"

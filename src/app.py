@@ -22,8 +22,9 @@ from src.hypervisor.driver import Hypervisor
 from src.services.addresses import AddressBook
 from src.services.audit import AuditTrail
 from src.services.auth import TokenService, new_project_limits
+from src.services.broker import BrokerExecutor, celery_app
 from src.services.capacity import Capacity
-from src.services.compute import ComputeService
+from src.services.compute import ComputeService, Executor
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
 from src.services.host_admin import HostService
@@ -58,6 +59,7 @@ class App:
     reconciler: Reconciler
     pipeline: Pipeline
     waits: WaitLimiter  # the serving server sets its capacity (src/serve.py)
+    executor: Executor  # the TaskRunner itself, or the broker's outbox relay
 
     @property
     def router(self) -> Router:
@@ -75,12 +77,13 @@ class App:
         """Stop background work and drop every libvirt connection."""
         self.reconciler.stop()
         self.runner.shutdown()
+        self.executor.close()
         self.hosts.close()
 
 
 @dataclass(frozen=True)
-class _Core:
-    """What both the HTTP side and the background work are built on."""
+class Core:
+    """What the HTTP side, the background work and the Celery workers are all built on."""
 
     db: Database
     installation_id: str
@@ -91,20 +94,25 @@ class _Core:
     addresses: AddressBook
     runner: TaskRunner
     reconciler: Reconciler
+    work: VmWork
+    steps: TaskSteps
+    execution: TaskExecution
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
                run: Runner = run_command) -> App:
     """Build the app: migrate the DB, recover interrupted tasks, start background work."""
-    core = _core(config, open_libvirt, run)
-    work = VmWork(core.db, core.hosts, core.provisioner)
-    steps = TaskSteps(core.db, core.hosts, core.images, work, config.task_timeout_s)
-    core.runner.step = TaskExecution(core.db, steps).step
-    core.runner.expire = steps.expire
-    compute = ComputeService(core.db, core.hosts, core.images, core.runner, core.capacity)
-    recovered = work.recover_interrupted()
-    if recovered:
-        log.warning("ended %d task(s) a restart interrupted", recovered)
+    core = build_core(config, open_libvirt, run)
+    core.runner.step = core.execution.step
+    core.runner.expire = core.steps.expire
+    executor: Executor = core.runner
+    if config.broker_url:  # Phase 2: the API records and publishes; Celery workers run tasks
+        executor = BrokerExecutor(core.db, celery_app(config.broker_url))
+    else:  # the embedded default: this process runs the tasks, so it ends those it left
+        recovered = core.work.recover_interrupted()
+        if recovered:
+            log.warning("ended %d task(s) a restart interrupted", recovered)
+    compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
     core.hosts.start()
     core.reconciler.start()
     gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
@@ -128,10 +136,12 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
                         AuditTrail(core.db), metrics)
     return App(config=config, db=core.db, hosts=core.hosts, installation_id=core.installation_id,
                tokens=tokens, runner=core.runner, reconciler=core.reconciler, pipeline=pipeline,
-               waits=waits)
+               waits=waits, executor=executor)
 
 
-def _core(config: Config, open_libvirt: Callable[[str], Hypervisor], run: Runner) -> _Core:
+def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
+               run: Runner = run_command) -> Core:
+    """Migrate the database and build every service (nothing started yet)."""
     db = Database(config.db_path)
     db.migrate()
     with db.write() as conn:
@@ -150,6 +160,9 @@ def _core(config: Config, open_libvirt: Callable[[str], Hypervisor], run: Runner
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued()))
-    return _Core(db, installation_id, hosts, ImageService(db, config.images_dir, qemu_img),
-                 provisioner, capacity, addresses, runner, reconciler)
+    images = ImageService(db, config.images_dir, qemu_img)
+    work = VmWork(db, hosts, provisioner)
+    steps = TaskSteps(db, hosts, images, work, config.task_timeout_s)
+    return Core(db, installation_id, hosts, images, provisioner, capacity, addresses, runner,
+                reconciler, work, steps, TaskExecution(db, steps, config.task_queue_timeout_s))
 

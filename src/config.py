@@ -55,6 +55,8 @@ class Config:
     task_queue_timeout_s: float = 600.0
     allow_insecure_hosts: bool = False
     scheduler: str = "spread"
+    broker_url: str = ""  # empty: tasks run in the API's own process
+    worker_concurrency: int = 2
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -86,6 +88,10 @@ class Config:
                            ("IAAS_TASK_RETENTION_DAYS", self.task_retention_days)):
             if not 1 <= days <= 36500:
                 raise ConfigError(f"{name} must be between 1 and 36500 days")
+        if not 1 <= self.worker_concurrency <= 64:
+            raise ConfigError("IAAS_WORKER_CONCURRENCY must be between 1 and 64")
+        if self.broker_url and not self.broker_url.startswith(("amqp://", "amqps://")):
+            raise ConfigError("IAAS_BROKER_URL must be an amqp:// or amqps:// URL")
         if self.scheduler not in ("spread", "pack"):
             raise ConfigError(f"IAAS_SCHEDULER={self.scheduler!r} must be spread or pack")
         if not 1 <= self.project_max_tasks <= 1024:
@@ -196,6 +202,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_SCHEDULER", "scheduler", "spread",
             "`spread`: a VM goes where most RAM is free; `pack`: where the least RAM that fits "
             "is free.", str),
+    Setting("IAAS_BROKER_URL", "broker_url", DERIVED,
+            "RabbitMQ URL (`make broker` writes it): tasks then run on Celery workers "
+            "(`make worker`); unset, they run in the API's own process.", str),
+    Setting("IAAS_WORKER_CONCURRENCY", "worker_concurrency", "2",
+            "Tasks one host's worker runs at once.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(
@@ -223,6 +234,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
         else:
             values.setdefault(setting.field, [None] * len(QUOTA_RESOURCES))[setting.index] = value
     values["default_quota"] = tuple(values["default_quota"])
+    values["broker_url"] = values["broker_url"] or ""
     if values["instances_dir"] is None:
         values["instances_dir"] = values["images_dir"] / "iaas-instances"
     return Config(**values)

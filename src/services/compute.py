@@ -54,6 +54,8 @@ class Executor(Protocol):
 
     def submit(self, task: task_dao.TaskRow) -> None: ...
 
+    def close(self) -> None: ...
+
 
 def _args(args: dict[str, Any]) -> str:
     """A task's payload: what its work needs, as JSON any worker process can read."""

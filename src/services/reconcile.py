@@ -14,12 +14,15 @@ whose status changed adds the few calls that follow the change (autostart, VNC p
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from src.database import leases as lease_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
@@ -29,7 +32,7 @@ from src.services import lifecycle
 from src.services.addresses import LEARN_CALLS_BOUND, AddressBook
 from src.services.hosts import Host, HostRegistry
 from src.services.tasks import TaskRunner
-from src.utils.clock import utc_now
+from src.utils.clock import utc_after, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,17 @@ class SweepResult:
     changed: int
     timed_out: int
     addresses_learned: int
+
+
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"  # who holds a lease: this process
+
+
+def lead(db: Database, job: str, interval_s: float) -> bool:
+    """Whether this process does job now: one sweep of a host (or one housekeeping pass) at a
+    time, whatever the number of API and worker processes. The lease outlives two intervals,
+    so a process that died frees it soon."""
+    with db.write() as conn:
+        return lease_dao.take(conn, job, HOLDER, utc_now(), utc_after(2 * interval_s))
 
 
 class HostReconciler:
@@ -107,7 +121,8 @@ class HostReconciler:
                 return
             try:
                 if item == _SWEEP:
-                    self.sweep()
+                    if lead(self._db, f"sweep:{self._host.name}", self._interval_s):
+                        self.sweep()
                 else:
                     self.check_now(item)
             except HypervisorError as exc:
@@ -300,6 +315,8 @@ class Reconciler:
     def _keep_house(self) -> None:
         while not self._stop.wait(self._interval_s):
             try:
+                if not lead(self._db, "housekeeping", self._interval_s):
+                    continue  # another process (an API or a worker) keeps house now
                 self.fail_overdue_tasks()
                 self._housekeeping()
             except Exception:  # the loop must outlive any single bad pass

@@ -21,7 +21,7 @@ from src.services.images import ImageService
 from src.services.placement import Claim
 from src.services.power import PowerOptions
 from src.services.provisioning import BuildPlan
-from src.services.tasks import Next, TaskFailed
+from src.services.tasks import EXPIRED, Next, TaskFailed
 from src.services.vm_work import VmWork
 from src.utils.clock import utc_after, utc_now
 from src.utils.nocloud import Seed
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 HOST_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # waiting out a host that does not answer
 SHUTDOWN_MARGIN_S = 60.0
+Publish = Callable[[int, float], None]  # (the next step's number, seconds until it is due)
 
 
 class TaskSteps:
@@ -86,21 +87,35 @@ class TaskSteps:
 class TaskExecution:
     """One step of one task at a time; both executors call step(task_id)."""
 
-    def __init__(self, db: Database, steps: TaskSteps,
+    def __init__(self, db: Database, steps: TaskSteps, queue_timeout_s: float = 600.0,
                  on_end: Callable[[task_dao.TaskRow], None] = lambda _task: None) -> None:
         self._db = db
         self._steps = steps
+        self._queue_timeout_s = queue_timeout_s
         self._on_end = on_end
 
-    def step(self, task_id: str) -> float | None:
+    def step(self, task_id: str, seq: int | None = None,
+             publish: Publish | None = None) -> float | None:
         """Run the task's next step; seconds until it wants another, or None once it has ended
-        (or when it is not there, or already ended: a duplicate message changes nothing)."""
+        (or when it is not there, or already ended: a duplicate message changes nothing).
+
+        With a broker, seq is the step the message is for: a message for another step than the
+        one the task is at is stale (its worker died after handing on the next one) and does
+        nothing; publish(next_seq, after_s) hands on the next step before it is recorded, so a
+        worker dying in between leaves exactly one step to run.
+        """
         with self._db.read() as conn:
             task = task_dao.get(conn, task_id)
         if task is None or task.status not in ("queued", "running"):
             return None
         payload = json.loads(task.payload or "{}")
         args, state = payload.get("args", {}), payload.get("step")
+        if seq is not None and seq != int((state or {}).get("seq", 0)):
+            return None
+        if task.status == "queued" and task.created_at < utc_after(-self._queue_timeout_s):
+            self._end(task, ("task_expired", EXPIRED))  # it waited in a queue too long
+            self._steps.expire(task)
+            return None
         if task.status == "queued":
             with self._db.write() as conn:
                 if not task_dao.mark_running(conn, task.id, utc_now(),
@@ -112,14 +127,14 @@ class TaskExecution:
             log.warning("task %s (%s) starts again: its worker stopped mid-step", task.id,
                         task.action)
             state = {"again": True}
-        return self._attempt(task, payload, state or {})
+        return self._attempt(task, payload, state or {}, publish)
 
     def _attempt(self, task: task_dao.TaskRow, payload: dict[str, Any],
-                 state: dict[str, Any]) -> float | None:
+                 state: dict[str, Any], publish: Publish | None) -> float | None:
         try:
             found = self._steps.run(task, payload.get("args", {}), state)
         except (HypervisorUnavailable, errors.HostUnavailable) as exc:
-            return self._wait_for_host(task, payload, state, exc)
+            return self._wait_for_host(task, payload, state, exc, publish)
         except TaskFailed as exc:
             self._end(task, (exc.code, exc.message))
             return None
@@ -130,11 +145,21 @@ class TaskExecution:
         if found is None:
             self._end(task, None)
             return None
-        self._save(task, {**payload, "step": {"look": found.state}})
-        return found.after_s
+        return self._continue(task, payload, state, {"look": found.state}, found.after_s,
+                              publish)
+
+    def _continue(self, task: task_dao.TaskRow, payload: dict[str, Any], state: dict[str, Any],
+                  new_state: dict[str, Any], after_s: float, publish: Publish | None) -> float:
+        """Record the task's next step (numbered), handing it on first when there is a broker."""
+        seq = int(state.get("seq", 0)) + 1
+        if publish is not None:
+            publish(seq, after_s)
+        self._save(task, {**payload, "step": {**new_state, "seq": seq}})
+        return after_s
 
     def _wait_for_host(self, task: task_dao.TaskRow, payload: dict[str, Any],
-                       state: dict[str, Any], exc: Exception) -> float | None:
+                       state: dict[str, Any], exc: Exception,
+                       publish: Publish | None) -> float | None:
         """The host does not answer: try again later, until the task's deadline."""
         with self._db.read() as conn:
             current = task_dao.get(conn, task.id)
@@ -142,10 +167,10 @@ class TaskExecution:
             self._end(task, ("host_unavailable", f"The host did not come back: {exc}"))
             return None
         waits = int(state.get("host_waits", 0))
-        self._save(task, {**payload, "step": {**state, "again": task.action == "create",
-                                              "host_waits": waits + 1}})
         log.warning("task %s (%s) waits for its host: %s", task.id, task.action, exc)
-        return HOST_RETRY_S[min(waits, len(HOST_RETRY_S) - 1)]
+        return self._continue(task, payload, state, {
+            **state, "again": task.action == "create", "host_waits": waits + 1},
+            HOST_RETRY_S[min(waits, len(HOST_RETRY_S) - 1)], publish)
 
     def _save(self, task: task_dao.TaskRow, payload: dict[str, Any]) -> None:
         with self._db.write() as conn:

@@ -142,6 +142,9 @@ class TaskRunner:
         for thread in self._threads:
             thread.join(timeout=60)
 
+    def close(self) -> None:
+        """Nothing beyond shutdown (the executor interface's end)."""
+
     def notify(self) -> None:
         """Wake long-polls: a task ended (here or by the reconciler)."""
         with self._done:

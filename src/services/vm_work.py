@@ -129,8 +129,9 @@ class VmWork:
         half-done delete is finished; a power action just fails, and the reconciler's first
         sweep sets the status from the host.
         """
-        with self._db.read() as conn:
-            interrupted = task_dao.list_active(conn)
+        with self._db.read() as conn:  # only what this executor runs: broker tasks live on
+            interrupted = [task for task in task_dao.list_active(conn)
+                           if task.executor == "inprocess"]
         for task in interrupted:
             error: tuple[str, str] | None = INTERRUPTED
             if task.action == "create":

@@ -1,0 +1,100 @@
+"""Celery workers: `python -m src.worker [--hosts a,b]` (what `make worker` runs).
+
+Without --hosts it starts one worker process per host (every host the database knows), so a
+slow or dead host delays no other host's work, and supervises them until SIGTERM or Ctrl-C.
+A worker for one host consumes its queue `iaas.host.<name>` with IAAS_WORKER_CONCURRENCY
+threads and runs each task step through the same code as the API's embedded runner; it also
+takes part in the periodic sweep (one sweep at a time, whatever the number of workers).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from src.app import Core, build_core
+from src.config import Config, ConfigError, load_config
+from src.database import tasks as task_dao
+from src.services.broker import STEP_TASK, celery_app, queue_of, send
+
+log = logging.getLogger("iaas.worker")
+
+
+def run_worker(config: Config, hosts: list[str], concurrency: int) -> None:
+    """Consume the hosts' queues in this process until stopped."""
+    core = build_core(config)
+    core.hosts.start()
+    core.reconciler.start()
+    app = celery_app(config.broker_url)
+
+    @app.task(name=STEP_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def step(self: Any, task_id: str, seq: int = 0) -> None:
+        core.execution.step(task_id, seq, lambda next_seq, after_s: _hand_on(
+            app, core, task_id, next_seq, after_s))
+
+    log.info("worker for host(s) %s: %d thread(s) on %s", ", ".join(hosts), concurrency,
+             ", ".join(queue_of(host) for host in hosts))
+    try:
+        app.Worker(queues=[queue_of(host) for host in hosts], concurrency=concurrency,
+                   pool="threads", loglevel="INFO", without_mingle=True, without_gossip=True,
+                   hostname=f"iaas-{'-'.join(hosts)}-{os.getpid()}@localhost").start()
+    finally:
+        core.reconciler.stop()
+        core.hosts.close()
+
+
+def _hand_on(app: Any, core: Core, task_id: str, seq: int, after_s: float) -> None:
+    """Publish a task's next step to its host's queue, due in after_s seconds."""
+    with core.db.read() as conn:
+        task = task_dao.get(conn, task_id)
+    send(app, task_id, (task.host if task and task.host else "local"), seq, after_s)
+
+
+def supervise(hosts: list[str], concurrency: int) -> int:
+    """One worker process per host; SIGTERM or Ctrl-C stops them all."""
+    children = [subprocess.Popen([sys.executable, "-m", "src.worker", "--hosts", host,
+                                  "--concurrency", str(concurrency)]) for host in hosts]
+
+    def stop(_signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return max(child.wait() for child in children)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.worker")
+    parser.add_argument("--hosts", default="", help="comma-separated host names (default: all)")
+    parser.add_argument("--concurrency", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    if not config.broker_url:
+        log.error("IAAS_BROKER_URL is not set: run `make broker` first (tasks run in the API "
+                  "process without one)")
+        return 2
+    concurrency = args.concurrency or config.worker_concurrency
+    hosts = [name for name in args.hosts.split(",") if name]
+    if len(hosts) == 1:
+        run_worker(config, hosts, concurrency)
+        return 0
+    if not hosts:
+        core = build_core(config)
+        hosts = [host.name for host in core.hosts.all()]
+        core.hosts.close()
+    return supervise(hosts, concurrency)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
