@@ -46,7 +46,16 @@ start() {
         say "starting rabbitmq-server -detached"
         as_root env ERL_EPMD_ADDRESS=127.0.0.1 rabbitmq-server -detached
     fi
-    as_root rabbitmqctl -q await_startup --timeout 120 >/dev/null
+    # `-detached` returns before the node registers with epmd, and await_startup fails at once
+    # on a node epmd does not know yet: retry it until the deadline.
+    local deadline=$((SECONDS + 120))
+    until as_root rabbitmqctl -q await_startup --timeout 120 >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            say "rabbitmq-server did not start within 120 s (see /var/log/rabbitmq)"
+            exit 1
+        fi
+        sleep 1
+    done
 }
 
 credentials() {

@@ -20,8 +20,10 @@ from src.app import Core, build_core
 from src.config import Config, ConfigError, load_config
 from src.database import tasks as task_dao
 from src.services.broker import STEP_TASK, celery_app, queue_of, send
+from src.services.step_leases import StepLeases
 
 log = logging.getLogger("iaas.worker")
+LEASE_RETRY_S = 5.0  # a step another delivery runs: when to look again
 
 
 def run_worker(config: Config, hosts: list[str], concurrency: int) -> None:
@@ -29,12 +31,20 @@ def run_worker(config: Config, hosts: list[str], concurrency: int) -> None:
     core = build_core(config)
     core.hosts.start()
     core.reconciler.start()
+    leases = StepLeases(core.db)
+    leases.start()
     app = celery_app(config.broker_url)
 
     @app.task(name=STEP_TASK, bind=True)  # type: ignore[untyped-decorator]
     def step(self: Any, task_id: str, seq: int = 0) -> None:
-        core.execution.step(task_id, seq, lambda next_seq, after_s: _hand_on(
-            app, core, task_id, next_seq, after_s))
+        if not leases.acquire(task_id):  # its step runs elsewhere: look again later
+            send(app, task_id, _host_of(core, task_id), seq, LEASE_RETRY_S)
+            return
+        try:
+            core.execution.step(task_id, seq, lambda next_seq, after_s: send(
+                app, task_id, _host_of(core, task_id), next_seq, after_s))
+        finally:
+            leases.release(task_id)
 
     log.info("worker for host(s) %s: %d thread(s) on %s", ", ".join(hosts), concurrency,
              ", ".join(queue_of(host) for host in hosts))
@@ -43,15 +53,15 @@ def run_worker(config: Config, hosts: list[str], concurrency: int) -> None:
                    pool="threads", loglevel="INFO", without_mingle=True, without_gossip=True,
                    hostname=f"iaas-{'-'.join(hosts)}-{os.getpid()}@localhost").start()
     finally:
+        leases.stop()
         core.reconciler.stop()
         core.hosts.close()
 
 
-def _hand_on(app: Any, core: Core, task_id: str, seq: int, after_s: float) -> None:
-    """Publish a task's next step to its host's queue, due in after_s seconds."""
+def _host_of(core: Core, task_id: str) -> str:
     with core.db.read() as conn:
         task = task_dao.get(conn, task_id)
-    send(app, task_id, (task.host if task and task.host else "local"), seq, after_s)
+    return task.host if task and task.host else "local"
 
 
 def supervise(hosts: list[str], concurrency: int) -> int:
