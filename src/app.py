@@ -106,8 +106,10 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     core.runner.step = core.execution.step
     core.runner.expire = core.steps.expire
     executor: Executor = core.runner
+    queue_depths = None
     if config.broker_url:  # Phase 2: the API records and publishes; Celery workers run tasks
-        executor = BrokerExecutor(core.db, celery_app(config.broker_url))
+        relay = BrokerExecutor(core.db, celery_app(config.broker_url))
+        executor, queue_depths = relay, relay.queue_depths
     else:  # the embedded default: this process runs the tasks, so it ends those it left
         recovered = core.work.recover_interrupted()
         if recovered:
@@ -118,7 +120,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
     gpus.refresh()  # every host that answers; the others at their next sweep
     core.reconciler.after_host_sweep = gpus.refresh_host
-    telemetry = Telemetry(core.db, core.hosts)
+    telemetry = Telemetry(core.db, core.hosts, queue_depths)
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
     waits = WaitLimiter(config.max_waits_per_token)

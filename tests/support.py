@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from scripts.harness.servers import (  # noqa: F401 - re-exported: the tests' one import place
     SERVER_TOKENS,
     LiveServer,
@@ -132,3 +134,15 @@ def race(url: str, bodies: list[dict[str, Any]],
     for thread in threads:
         thread.join(60)
     return replies
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(app: App) -> Samples:
+    """Every sample of GET /metrics (as the admin), by (name, sorted labels)."""
+    reply = Client(app).get("/metrics")
+    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(reply.body)
+            for sample in family.samples}

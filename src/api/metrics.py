@@ -1,6 +1,7 @@
 """GET /metrics: Prometheus text exposition through prometheus-client, one registry per app."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -10,10 +11,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from src.services.telemetry import Telemetry
+from src.services.broker import queue_of
+from src.services.telemetry import Counts, Telemetry
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0,
                    60.0)
@@ -47,6 +49,27 @@ class _StateCollector(Collector):
         for name, up in counts.hosts_up.items():
             hosts.add_metric([name], 1 if up else 0)
         yield hosts
+        yield from _task_metrics(counts)
+
+
+def _task_metrics(counts: Counts) -> Iterable[Metric]:
+    latency = HistogramMetricFamily(
+        "iaas_task_latency_seconds", "Task latency: phase 'queued' from accepted to started, "
+        "'running' from started to finished", labels=["phase", "action", "executor"])
+    for (phase, action, executor), buckets in sorted(counts.latency.items()):
+        latency.add_metric([phase, action, executor],
+                           [("+Inf" if math.isinf(le) else str(le), count) for le, count, _ in buckets],
+                           sum_value=buckets[-1][2])
+    yield latency
+    yield GaugeMetricFamily("iaas_outbox_unpublished",
+                            "Accepted tasks not yet handed to the broker", value=counts.unpublished)
+    if counts.queue_depths is None:
+        return
+    depths = GaugeMetricFamily("iaas_queue_depth", "Messages waiting in each host's queue",
+                               labels=["host", "queue"])
+    for host, depth in sorted(counts.queue_depths.items()):
+        depths.add_metric([host, queue_of(host)], depth)
+    yield depths
 
 
 class Metrics:

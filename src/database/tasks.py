@@ -145,3 +145,18 @@ def purge_finished_of_deleted_vms(conn: sqlite3.Connection, before: str, batch: 
         "WHERE t.status IN ('succeeded', 'failed') AND t.finished_at < ? "
         "AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = t.vm_id) LIMIT ?)",
         (before, batch)).rowcount
+
+
+LatencyKey = tuple[str, str, str]  # (phase, action, executor)
+
+
+def latency_histograms(conn: sqlite3.Connection) -> dict[LatencyKey, list[tuple[float, int, float]]]:
+    """Cumulative (le, count, sum) buckets the latency triggers keep (migration 014), every
+    bucket present (0 below the first observation), in ascending order."""
+    bounds = [row[0] for row in conn.execute("SELECT le FROM latency_buckets ORDER BY le")]
+    kept: dict[LatencyKey, dict[float, tuple[int, float]]] = {}
+    for phase, action, executor, le, count, total in conn.execute(
+            "SELECT phase, action, executor, le, count, sum FROM task_latency"):
+        kept.setdefault((phase, action, executor), {})[le] = (count, total)
+    return {key: [(le, *buckets.get(le, (0, 0.0))) for le in bounds]
+            for key, buckets in kept.items()}

@@ -20,6 +20,9 @@ class Counts:
     tasks: dict[tuple[str, str], int]  # by (action, status)
     gpus: dict[str, int]  # by status
     hosts_up: dict[str, bool]  # by host name
+    latency: dict[task_dao.LatencyKey, list[tuple[float, int, float]]]  # cumulative buckets
+    unpublished: int  # tasks in the outbox the relay has not handed to the broker yet
+    queue_depths: dict[str, int] | None  # by host queue; None without a broker or when it is away
 
 
 def _probe(check: Callable[[], object]) -> str:
@@ -31,9 +34,11 @@ def _probe(check: Callable[[], object]) -> str:
 
 
 class Telemetry:
-    def __init__(self, db: Database, hosts: HostRegistry) -> None:
+    def __init__(self, db: Database, hosts: HostRegistry,
+                 queue_depths: Callable[[list[str]], dict[str, int]] | None = None) -> None:
         self._db = db
         self._hosts = hosts
+        self._queue_depths = queue_depths
 
     def health(self, caller: Principal | None = None) -> tuple[bool, dict[str, str]]:
         """(all healthy, each part's 'ok' or 'error'); admins read each error's text too.
@@ -50,7 +55,18 @@ class Telemetry:
                           tasks=task_dao.count_by_action_and_status(conn),
                           gpus=gpu_dao.count_by_status(conn),
                           hosts_up={host.name: self._hosts.is_up(host.name)
-                                    for host in self._hosts.all()})
+                                    for host in self._hosts.all()},
+                          latency=task_dao.latency_histograms(conn),
+                          unpublished=task_dao.count_unpublished(conn),
+                          queue_depths=self._read_queue_depths())
+
+    def _read_queue_depths(self) -> dict[str, int] | None:
+        if self._queue_depths is None:
+            return None
+        try:
+            return self._queue_depths([host.name for host in self._hosts.all()])
+        except Exception:  # noqa: BLE001 - the broker is away: the metric says so
+            return None
 
     def _every_host_answers(self) -> None:
         """Raises: HypervisorError naming the first enabled host that did not answer its last

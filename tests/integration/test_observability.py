@@ -4,23 +4,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory
-from tests.support import Client
-
-
-def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    reply = Client(app).get("/metrics")
-    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(reply.body)
-            for sample in family.samples}
+from tests.support import Client, scrape
 
 
 def test_metrics_count_requests_by_route_and_show_the_platform(app: App, client: Client,
@@ -42,6 +34,37 @@ def test_metrics_count_requests_by_route_and_show_the_platform(app: App, client:
     assert samples[("iaas_vms", (("status", "running"),))] == 1
     assert samples[("iaas_tasks", (("action", "create"), ("result", "succeeded")))] == 1
     assert samples[("iaas_libvirt_up", ())] == 1
+
+
+def test_task_latency_is_a_histogram_by_phase_action_and_executor(
+        app: App, client: Client, base_image: dict) -> None:
+    vm = client.post("/v1/vms", {"name": "m1", "cpu": 1, "ram": 128, "image_name": "base"}).body
+    client.wait_task(vm["task"]["id"])
+    client.wait_task(client.post(f"/v1/vms/{vm['id']}/stop", {}).body["id"])
+    with app.db.read() as conn:
+        started, finished, created = conn.execute(
+            "SELECT started_at, finished_at, created_at FROM tasks WHERE action = 'create'"
+        ).fetchone()
+    ran = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    samples = scrape(app)
+    create = (("action", "create"), ("executor", "inprocess"))
+    for phase in ("queued", "running"):
+        labels = tuple(sorted((*create, ("phase", phase))))
+        assert samples[("iaas_task_latency_seconds_count", labels)] == 1
+        assert samples[("iaas_task_latency_seconds_bucket", tuple(sorted(
+            (*labels, ("le", "+Inf")))))] == 1
+    running = tuple(sorted((*create, ("phase", "running"))))
+    assert samples[("iaas_task_latency_seconds_sum", running)] == pytest.approx(ran, abs=0.01)
+    # Cumulative: the run is in every bucket from the first one at or above it.
+    buckets = sorted((float(dict(labels)["le"]), value) for (name, labels), value
+                     in samples.items() if name == "iaas_task_latency_seconds_bucket"
+                     and set(running) <= set(labels))
+    assert [value for le, value in buckets] == [1 if le >= ran else 0 for le, _ in buckets]
+    stop = tuple(sorted((("action", "stop"), ("executor", "inprocess"), ("phase", "running"))))
+    assert samples[("iaas_task_latency_seconds_count", stop)] == 1
+    assert samples[("iaas_outbox_unpublished", ())] == 0
+    assert not [name for name, _ in samples if name == "iaas_queue_depth"]  # no broker here
+    assert datetime.fromisoformat(created) <= datetime.fromisoformat(started)
 
 
 def test_one_json_line_per_request(client: Client, caplog: pytest.LogCaptureFixture) -> None:

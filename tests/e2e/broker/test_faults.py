@@ -25,6 +25,7 @@ from src.services.broker import celery_app, send
 from tests.e2e.broker.conftest import WorkerFactory
 from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
 from tests.e2e.http_client import HttpClient
+from tests.support import scrape
 
 VM = {"cpu": 1, "ram": 128, "image_name": "tiny-linux"}
 
@@ -105,8 +106,9 @@ def test_creates_accepted_while_rabbitmq_is_down_run_once_it_is_back(
     register_tiny_image(live_client)
     kill_rabbitmq()
     accepted = [create(live_client) for _ in range(3)]  # 202: they wait in the outbox
-    with e2e_app.db.read() as conn:
-        assert task_dao.count_unpublished(conn) == 3
+    samples = scrape(e2e_app)
+    assert samples[("iaas_outbox_unpublished", ())] == 3
+    assert not [name for name, _ in samples if name == "iaas_queue_depth"]  # the broker is away
     start_rabbitmq()
     for vm in accepted:
         assert live_client.wait_task(vm["task"]["id"], 180)["status"] == "succeeded"
