@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import libvirt  # type: ignore[import-untyped]
 
 from scripts.benchmarks import (
+    broker,
     create,
     disk,
     hosts,
@@ -48,7 +50,8 @@ from scripts.harness.remote_host import start_remote_host
 from src.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("create", "disk", "throughput", "remote", "listing", "history", "hosts", "servers")
+SECTIONS = ("create", "disk", "throughput", "remote", "listing", "history", "hosts", "servers",
+            "broker")
 
 
 def _first_line(command: list[str]) -> str:
@@ -154,12 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[Section] = []
     try:
         machine = describe_machine(conn)
-        for label, measure in (
+        if "broker" in wanted:  # RabbitMQ installed and running (what the broker tier needs)
+            subprocess.run([str(REPO / "scripts" / "broker.sh"), "start"], check=True)
+        measures: tuple[tuple[str, Callable[[Path], list[Section]]], ...] = (
                 ("create", lambda root: [create.run(conn, root, net, 3 if quick else 10)]),
                 ("disk", lambda root: [disk.run(root, (1,) if quick else (1, 4, 16))]),
                 ("throughput", lambda root: [throughput.run(
                     conn, root, net, (1, 4) if quick else (1, 4, 8), 4 if quick else 8)]),
-                ("remote", lambda root: [_remote(root, net, 2 if quick else 5)])):
+                ("remote", lambda root: [_remote(root, net, 2 if quick else 5)]),
+                ("broker", lambda root: [
+                    broker.create(conn, root, net, 3 if quick else 10),
+                    broker.redelivery(conn, root, net, 2 if quick else 5),
+                    broker.throughput(root, 2 if quick else 8, 1 if quick else 3)]))
+        for label, measure in measures:
             if label not in wanted:
                 continue
             root = make_workspace(f"iaas-bench-{label}-")

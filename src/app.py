@@ -108,7 +108,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     executor: Executor = core.runner
     queue_depths = None
     if config.broker_url:  # Phase 2: the API records and publishes; Celery workers run tasks
-        relay = BrokerExecutor(core.db, celery_app(config.broker_url))
+        relay = BrokerExecutor(core.db, celery_app(config.broker_url), core.runner.notify)
         executor, queue_depths = relay, relay.queue_depths
     else:  # the embedded default: this process runs the tasks, so it ends those it left
         recovered = core.work.recover_interrupted()

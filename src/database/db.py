@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -92,6 +92,12 @@ class Database:
                 os.chmod(path, PRIVATE_MODE)
             except FileNotFoundError:
                 pass  # a -wal or -shm the last connection just removed
+
+    def commit_counter(self) -> tuple[Callable[[], int], Callable[[], None]]:
+        """(read, close): read() changes whenever another connection (another process) has
+        committed, from PRAGMA data_version on a connection kept open for it."""
+        conn = self._connect()
+        return (lambda: int(conn.execute("PRAGMA data_version").fetchone()[0])), conn.close
 
     def ping(self) -> None:
         """Raises: sqlite3.Error when the database cannot be read."""

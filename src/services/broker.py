@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery  # type: ignore[import-untyped]
@@ -17,6 +18,7 @@ from kombu.connection import Connection
 
 from src.database import tasks as task_dao
 from src.database.db import Database
+from src.services.change_watch import ChangeWatcher
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,13 @@ class BrokerExecutor:
 
     name = "celery"
 
-    def __init__(self, db: Database, app: Celery) -> None:
+    def __init__(self, db: Database, app: Celery,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        """on_change: called soon after a worker commits (wakes the API's long-polls)."""
         self._db = db
         self._app = app
+        self._watcher = ChangeWatcher(db, on_change)
+        self._watcher.start()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._relay, name="outbox-relay", daemon=True)
@@ -96,6 +102,7 @@ class BrokerExecutor:
         return depths
 
     def close(self) -> None:
+        self._watcher.stop()
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 
 from src.database import leases as lease_dao
 from src.database.db import Database
@@ -81,10 +82,9 @@ def _died_here(holder: str) -> bool:
     host, _, pid = holder.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+    try:  # a zombie (killed, not yet reaped by its parent) is dead too
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
         return True
-    except PermissionError:
+    except (OSError, IndexError):
         return False
-    return False

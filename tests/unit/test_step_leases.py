@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,13 +42,24 @@ def test_the_lease_of_a_worker_that_stopped_renewing_runs_out(db: Database) -> N
     assert taker.acquire("t1")
 
 
+def test_a_live_worker_on_this_machine_keeps_its_lease(db: Database) -> None:
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        assert StepLeases(db, f"{socket.gethostname()}:{alive.pid}").acquire("t1")
+        assert not StepLeases(db).acquire("t1")
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_the_lease_of_a_dead_worker_on_this_machine_is_taken_at_once(db: Database) -> None:
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    assert StepLeases(db, f"{socket.gethostname()}:{gone.pid}").acquire("t1")
+    zombie = subprocess.Popen(["true"])  # ended, not reaped yet
+    time.sleep(0.2)
+    assert StepLeases(db, f"{socket.gethostname()}:{zombie.pid}").acquire("t1")
     assert StepLeases(db, f"{socket.gethostname()}:999999999").acquire("t2")
     taker = StepLeases(db)
     assert taker.acquire("t1") and taker.acquire("t2")
+    zombie.wait()
     with db.read() as conn:
         held = lease_dao.holder_of(conn, PREFIX + "t1")
     assert held is not None and held[0] == taker.holder
