@@ -29,7 +29,10 @@ from src.services.gpus import GpuInventory
 from src.services.host_admin import HostService
 from src.services.hosts import HostRegistry
 from src.services.idempotency import IdempotencyStore
+from src.services.image_files import Intake
+from src.services.image_import import ImageImporter
 from src.services.images import ImageService
+from src.services.keypairs import KeypairService
 from src.services.orphans import OrphanFinder
 from src.services.provisioning import Provisioner
 from src.services.quotas import QuotaService
@@ -102,6 +105,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     recovered = work.recover_interrupted()
     if recovered:
         log.warning("ended %d task(s) a restart interrupted", recovered)
+    if core.images.recover():
+        log.warning("image imports a restart interrupted are in error")
     core.hosts.start()
     core.reconciler.start()
     gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
@@ -111,10 +116,13 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
     waits = WaitLimiter(config.max_waits_per_token)
+    intake = Intake(core.db, core.images, config.image_max_bytes)
     handlers = Handlers(
         compute=compute, reads=VmReader(core.db, core.hosts, core.addresses, core.runner,
                                         core.provisioner.console_tail, waits),
-        images=core.images, flavors=FlavorService(core.db, core.capacity),
+        images=core.images, intake=intake, keypairs=KeypairService(core.db),
+        importer=ImageImporter(core.db, core.images, intake, core.runner, config),
+        flavors=FlavorService(core.db, core.capacity),
         gpus=gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
         telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
@@ -142,7 +150,7 @@ def _core(config: Config, open_libvirt: Callable[[str], Hypervisor], run: Runner
     addresses = AddressBook(db, guest_agent=template_has_agent_channel())
     runner = TaskRunner(db, config.max_builds, project_max=config.project_max_tasks,
                         queue_timeout_s=config.task_queue_timeout_s,
-                        on_finish=lambda task: reconciler.check(task.vm_id))
+                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,

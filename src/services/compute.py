@@ -22,6 +22,7 @@ from src.services.capacity import Capacity
 from src.services.flavors import demand_of
 from src.services.hosts import Host, HostRegistry
 from src.services.images import ImageService
+from src.services.keypairs import keys_of
 from src.services.placement import Demand, HostCapacity
 from src.services.power import PowerOptions
 from src.services.provisioning import GIB, BuildPlan
@@ -43,6 +44,7 @@ class CreateRequest:
     disk_gb: int | None = None
     flavor: str | None = None
     ssh_keys: tuple[str, ...] | list[str] = ()
+    key_names: tuple[str, ...] | list[str] = ()  # the project's keypairs, beside ssh_keys
     user_data: str | None = None
     host: str | None = None  # admins may pin the VM to a host
 
@@ -76,8 +78,8 @@ class ComputeService:
                request_id: str | None = None) -> VmView:
         """Claim capacity (GPUs included), record the VM as building and queue its build.
 
-        Raises: ValidationFailed (ssh_keys, user_data), ImageNotFoundInRequest,
-        ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
+        Raises: ValidationFailed (ssh_keys, user_data), KeypairNotFoundInRequest,
+        ImageNotFoundInRequest, ImageNotActive, ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
         caller's own project), FlavorNotFoundInRequest,
         InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
         HypervisorUnavailable (no enabled host answers).
@@ -85,9 +87,10 @@ class ComputeService:
         if request.host is not None:
             access.require_admin(caller)  # only admins choose the host
         ssh_keys = seeds.checked_ssh_keys(request.ssh_keys)
+        ssh_keys += keys_of(self._db, request.key_names, caller.project)
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
-        image = self._image(request.image_name)
+        image = self._image(request.image_name, caller)
         image, base, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
@@ -145,7 +148,8 @@ class ComputeService:
         """Queue the VM's removal. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
         task = self._hold(id_or_name, "delete", request_id, access.vm_scope(caller, id_or_name,
                                                                             project))
-        self._runner.submit(task, lambda: self._work.delete(task.vm_id), self._timeouts.task_s)
+        vm_id = task.vm_id or ""  # a VM's task always has one
+        self._runner.submit(task, lambda: self._work.delete(vm_id), self._timeouts.task_s)
         return task
 
     def act(self, id_or_name: str, action: str, options: PowerOptions, caller: Principal,
@@ -156,7 +160,8 @@ class ComputeService:
         timeout = self._timeouts.task_s
         if action == "shutdown":
             timeout = max(timeout, options.timeout + self._timeouts.shutdown_margin_s)
-        self._runner.submit(task, lambda: self._work.power(task.vm_id, action, options), timeout)
+        vm_id = task.vm_id or ""
+        self._runner.submit(task, lambda: self._work.power(vm_id, action, options), timeout)
         return task
 
     def _hold(self, id_or_name: str, action: str, request_id: str | None,
@@ -199,10 +204,10 @@ class ComputeService:
             raise errors.FlavorNotFoundInRequest(flavor=request.flavor)
         return demand_of(flavor), request.disk_gb or flavor.disk_gb, flavor
 
-    def _image(self, name: str) -> image_dao.ImageRow:
-        """Raises: ImageNotFoundInRequest."""
+    def _image(self, name: str, caller: Principal) -> image_dao.ImageRow:
+        """The image caller means (its project's or a public one). Raises: ImageNotFoundInRequest."""
         try:
-            return self._images.get(name)
+            return self._images.get(name, caller)
         except errors.ImageNotFound:
             raise errors.ImageNotFoundInRequest(image=name) from None
 

@@ -18,6 +18,9 @@ from src.vocabulary import ACTIVE_TASK_STATUSES
 log = logging.getLogger(__name__)
 
 OTHER_WORKERS = 4
+# Image imports: downloads that may take long run on workers of their own, so they never hold
+# the workers of power actions (see _Entry.kind).
+IMPORT_WORKERS = 2
 EXPIRED = "The task waited in the queue longer than IAAS_TASK_QUEUE_TIMEOUT and did not run."
 
 
@@ -30,7 +33,7 @@ class TaskFailed(Exception):
         super().__init__(f"{code}: {message}")
 
 
-def new_task_row(vm_id: str, action: str, request_id: str | None,
+def new_task_row(vm_id: str | None, action: str, request_id: str | None,
                  project: str = "default", host: str | None = None) -> task_dao.TaskRow:
     return task_dao.TaskRow(id=str(uuid.uuid4()), vm_id=vm_id, action=action, status="queued",
                             error_code=None, error_message=None, created_at=utc_now(),
@@ -62,7 +65,7 @@ class _Entry:
 
     @property
     def kind(self) -> str:
-        return "build" if self.task.action == "create" else "other"
+        return {"create": "build", "import": "import"}.get(self.task.action, "other")
 
 
 class TaskRunner:
@@ -84,7 +87,8 @@ class TaskRunner:
         self._vm_locks: dict[str, threading.Lock] = {}
         self._threads = [threading.Thread(target=self._serve, args=(kind,), daemon=True,
                                           name=f"{kind}-{index}")
-                         for kind, count in (("build", max_builds), ("other", workers))
+                         for kind, count in (("build", max_builds), ("other", workers),
+                                             ("import", IMPORT_WORKERS))
                          for index in range(count)]
         for thread in self._threads:
             thread.start()
@@ -174,7 +178,7 @@ class TaskRunner:
     def _step(self, entry: _Entry) -> bool:
         """Run the entry's next step; True when it waits again (and was put back)."""
         task = entry.task
-        with self._vm_lock(task.vm_id):
+        with self._vm_lock(task.vm_id or task.id):  # an image's task has no VM to share
             if not entry.started:
                 if time.monotonic() - entry.enqueued > self._queue_timeout_s:
                     self._expire(entry)
@@ -194,9 +198,9 @@ class TaskRunner:
                     self._cond.notify_all()
                 return True
             self._finish(task.id, error)
-        if task.action == "delete" and error is None:
+        if (task.action == "delete" and error is None) or task.vm_id is None:
             with self._guard:  # the VM is gone: no task will ask for its lock again
-                self._vm_locks.pop(task.vm_id, None)
+                self._vm_locks.pop(task.vm_id or task.id, None)
         log.info("task %s %s for vm %s: %s", task.id, task.action, task.vm_id,
                  "succeeded" if error is None else f"failed ({error[0]})")
         return False
