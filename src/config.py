@@ -193,7 +193,8 @@ SETTINGS: tuple[Setting, ...] = (
             "to 1 s, then get 503 `server_busy`.", int),
     Setting("IAAS_REQUEST_TIMEOUT", "request_timeout_s", "30",
             "Seconds a whole request (line, headers, body) may take to arrive on `make serve`; "
-            "then the connection is closed (a short body: 400 `incomplete_body`).", float),
+            "then the connection is closed (a short body: 400 `incomplete_body`). An image "
+            "upload's body has no deadline: each of its reads may wait this long.", float),
     Setting("IAAS_MAX_WAITS_PER_TOKEN", "max_waits_per_token", "4",
             "Long-polls (`GET /v1/tasks/{id}?wait=`) one token may hold open at once; more "
             "answer at once with `Retry-After: 1`.", int),

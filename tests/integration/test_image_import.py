@@ -18,7 +18,7 @@ import pytest
 from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory
-from tests.support import Client
+from tests.support import Client, LiveServer, post
 
 
 class Origin:
@@ -213,3 +213,37 @@ def test_register_import_and_upload_are_exclusive(client: Client) -> None:
                  {"sha256": "A" * 64}, {"url": "http://example.org/a", "sha256": "0" * 63}):
         reply = client.post("/v1/images", {"name": "x", "format": "qcow2", **body})
         assert reply.status == 400 and reply.error_code == "validation_failed", body
+
+
+def test_a_restart_fails_cut_imports_and_removes_partial_files(make_app: AppFactory,
+                                                               config: Config) -> None:
+    first = make_app(config)
+    image = Client(first).post("/v1/images", {"name": "cut", "format": "qcow2"}).body
+    with first.db.write() as conn:  # as a stop in the middle of a download leaves it
+        conn.execute("UPDATE images SET status = 'importing', origin = 'import' WHERE id = ?",
+                     (image["id"],))
+    (config.images_dir / f".iaas-partial-{image['id']}-0000").write_bytes(b"half")
+    first.close()
+    shown = Client(make_app(config)).get(f"/v1/images/{image['id']}").body
+    assert shown["status"] == "error" and shown["error"]["code"] == "interrupted"
+    assert list(config.images_dir.iterdir()) == []
+
+
+def test_an_idempotent_import_is_started_once(importing_app: App, origin: Origin) -> None:
+    client = Client(importing_app)
+    body = {"name": "once", "format": "qcow2", "url": f"{origin.url}/image.qcow2"}
+    server = LiveServer(importing_app)
+    try:
+        key = {"Idempotency-Key": "import-1"}
+        first = post(server.url + "/v1/images", body, key)
+        again = post(server.url + "/v1/images", body, key)
+    finally:
+        server.stop()
+    assert first.status == again.status == 201
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.body["id"] == first.body["id"]
+    client.wait_task(first.body["task_id"])
+    assert [image["name"] for image in client.get("/v1/images").body["images"]] == ["once"]
+    assert origin.requests == ["/image.qcow2"]
+    events = client.get(f"/v1/events?resource_id={first.body['id']}").body["events"]
+    assert [(event["method"], event["status"]) for event in events] == [("POST", 201)] * 2
