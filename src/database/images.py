@@ -40,14 +40,6 @@ def insert(conn: sqlite3.Connection, image: ImageRow) -> None:
                  tuple(getattr(image, name) for name in _FIELDS))
 
 
-def get(conn: sqlite3.Connection, id_or_name: str) -> ImageRow | None:
-    """By id, else by name: the public image of that name, else the one project's image."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE id = ? OR name = ? "
-                       "ORDER BY id = ? DESC, visibility = 'public' DESC LIMIT 1",
-                       (id_or_name, id_or_name, id_or_name)).fetchone()
-    return ImageRow(**row) if row else None
-
-
 def find(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> ImageRow | None:
     """The image project's caller means: by id among those it sees; by name its own project's
     image first, then the public one. project None (admins) sees every image by id, and by
@@ -68,10 +60,6 @@ def list_visible(conn: sqlite3.Connection, project: str | None) -> list[ImageRow
     return [ImageRow(**row) for row in conn.execute(
         f"SELECT {_COLUMNS} FROM images WHERE ? IS NULL OR visibility = 'public' OR project = ? "
         "ORDER BY created_at, id", (project, project))]
-
-
-def list_all(conn: sqlite3.Connection) -> list[ImageRow]:
-    return list_visible(conn, None)
 
 
 def by_id(conn: sqlite3.Connection, image_id: str) -> ImageRow | None:

@@ -86,8 +86,8 @@ class ComputeService:
         """
         if request.host is not None:
             access.require_admin(caller)  # only admins choose the host
-        ssh_keys = seeds.checked_ssh_keys(request.ssh_keys)
-        ssh_keys += keys_of(self._db, request.key_names, caller.project)
+        ssh_keys = (seeds.checked_ssh_keys(request.ssh_keys)
+                    + keys_of(self._db, request.key_names, caller.project))
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
         image = self._image(request.image_name, caller)

@@ -17,6 +17,7 @@ from src.database.db import Database
 from src.services import access, quotas
 from src.services.access import Principal
 from src.services.images import PARTIAL_PREFIX, ImageService
+from src.services.redaction import redact
 from src.services.tasks import TaskFailed
 
 CHUNK = 1024 * 1024
@@ -173,7 +174,11 @@ class Intake:
         """
         if image.expected_sha256 and digest != image.expected_sha256:
             raise errors.ChecksumMismatch(actual=digest, expected=image.expected_sha256)
-        size, virtual_size = self.images.inspect(landing.path, image.file, image.format)
+        try:
+            size, virtual_size = self.images.inspect(landing.path, image.file, image.format)
+        except errors.ImageFileInvalid as exc:  # qemu-img names the file by its host path
+            raise errors.ImageFileInvalid(file=image.file,
+                                          reason=redact(exc.details["reason"])) from None
         return size, virtual_size, digest
 
     def _put_in_place(self, image: image_dao.ImageRow, status: str, landing: Landing,

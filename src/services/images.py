@@ -57,7 +57,7 @@ class ImageService:
     def create(self, spec: NewImage, caller: Principal) -> image_dao.ImageRow:
         """Register spec.file (admins), or make a pending image for an upload.
 
-        Raises: Forbidden, ImageFileInvalid, NameConflict.
+        Raises: Forbidden, ImageFileInvalid, ChecksumMismatch, NameConflict.
         """
         visibility = access.image_visibility(caller, spec.visibility)
         image = self.new_row(spec, caller, visibility, "file" if spec.file else "upload")
@@ -69,8 +69,11 @@ class ImageService:
             raise errors.ImageFileInvalid(file=spec.file,
                                           reason="no such file in the images directory")
         size, virtual_size = self.inspect(path, spec.file, spec.format)
+        digest = file_sha256(path)
+        if spec.sha256 and digest != spec.sha256:
+            raise errors.ChecksumMismatch(actual=digest, expected=spec.sha256)
         return self._insert(replace(image, size_bytes=size, virtual_size_bytes=virtual_size,
-                                    sha256=file_sha256(path)))
+                                    sha256=digest))
 
     @staticmethod
     def new_row(spec: NewImage, caller: Principal, visibility: str,

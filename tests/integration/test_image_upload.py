@@ -221,3 +221,36 @@ def test_oversized_chunked_uploads_stop_at_the_limit(make_app: AppFactory, confi
         assert leftovers(config) == []
     finally:
         server.stop()
+
+
+def test_wsgiref_answers_100_continue_once_the_upload_is_accepted(app: App, client: Client,
+                                                                   tmp_path: Path) -> None:
+    import socket
+
+    data = make_qcow2(tmp_path / "src.qcow2").read_bytes()
+    image = pending(client)
+    server = LiveServer(app)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall((f"PUT /v1/images/{image['id']}/file HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {server.token}\r\nExpect: 100-continue\r\n"
+                          "Content-Type: application/octet-stream\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n").encode())
+            assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"  # as curl -T waits for
+            sock.sendall(data)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200 ") and b'"status":"active"' in answer
+    finally:
+        server.stop()
+
+
+def test_a_members_refused_upload_reveals_no_host_path(app: App, config: Config) -> None:
+    member = Client(app, token=app.tokens.issue("alpha", "member")[1])
+    image = pending(member)
+    reply = put(member, image["id"], b"no image here" * 100)
+    assert reply.status == 400 and reply.error_code == "image_file_invalid"
+    shown = member.get(f"/v1/images/{image['id']}").body
+    for text in (str(reply.body), str(shown)):
+        assert str(config.images_dir) not in text and ".iaas-partial" not in text
