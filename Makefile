@@ -79,4 +79,4 @@ broker:
 
 # Celery workers in the foreground: one per host, or HOSTS=gpu-01,gpu-02 for some.
 worker: setup
-	exec $(PYTHON) -m src.worker $(if $(HOSTS),--hosts $(HOSTS))
+	exec $(PYTHON) -m src.worker $(if $(HOSTS),--hosts $(HOSTS)) $(if $(IMAGES),--images)

@@ -3,7 +3,7 @@
 
 Sections: create through the API against raw libvirt; overlay against full copy; listing as VMs
 grow; concurrent create throughput; make serve against make serve-prod (throughput, slow clients,
-load). --quick shrinks every size for a smoke run.
+load); image upload over HTTP against cp. --quick shrinks every size for a smoke run.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from scripts.benchmarks import (
     servers,
     task_history,
     throughput,
+    upload,
 )
 from scripts.benchmarks.common import Section
 from scripts.harness.host import (
@@ -51,7 +52,7 @@ from src.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("create", "disk", "throughput", "remote", "listing", "history", "hosts", "servers",
-            "broker")
+            "broker", "upload")
 
 
 def _first_line(command: list[str]) -> str:
@@ -203,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
             print("bench: servers", flush=True)
             sections += servers.run(Path(tmp), 200 if quick else 2000, 500 if quick else 2000)
+    if "upload" in wanted:
+        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
+            print("bench: upload", flush=True)
+            sections.append(upload.run(Path(tmp), (0.25,) if quick else (1, 4),
+                                       1 if quick else 3))
     write_report(args.output, machine, sections, time.monotonic() - started, quick,
                  partial=bool(args.only))
     print(args.output.read_text())

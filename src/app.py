@@ -24,20 +24,23 @@ from src.services.audit import AuditTrail
 from src.services.auth import TokenService, new_project_limits
 from src.services.broker import BrokerExecutor, celery_app
 from src.services.capacity import Capacity
-from src.services.compute import ComputeService, Executor
+from src.services.compute import ComputeService
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
 from src.services.host_admin import HostService
 from src.services.hosts import HostRegistry
 from src.services.idempotency import IdempotencyStore
+from src.services.image_files import Intake
+from src.services.image_import import ImageDownloads, ImageImporter
 from src.services.images import ImageService
+from src.services.keypairs import KeypairService
 from src.services.orphans import OrphanFinder
 from src.services.provisioning import Provisioner
 from src.services.quotas import QuotaService
 from src.services.reconcile import Reconciler
 from src.services.retention import Retention
 from src.services.task_runs import TaskExecution, TaskSteps
-from src.services.tasks import TaskRunner
+from src.services.tasks import Executor, TaskRunner
 from src.services.telemetry import Telemetry
 from src.services.vm_reads import VmReader
 from src.services.vm_work import VmWork
@@ -97,6 +100,7 @@ class Core:
     work: VmWork
     steps: TaskSteps
     execution: TaskExecution
+    intake: Intake
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -114,6 +118,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         recovered = core.work.recover_interrupted()
         if recovered:
             log.warning("ended %d task(s) a restart interrupted", recovered)
+    if core.images.recover(imports_elsewhere=bool(config.broker_url)):
+        log.warning("image imports a restart interrupted are in error")
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
     core.hosts.start()
     core.reconciler.start()
@@ -127,7 +133,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     handlers = Handlers(
         compute=compute, reads=VmReader(core.db, core.hosts, core.addresses, core.runner,
                                         core.provisioner.console_tail, waits),
-        images=core.images, flavors=FlavorService(core.db, core.capacity),
+        images=core.images, intake=core.intake, keypairs=KeypairService(core.db),
+        importer=ImageImporter(core.db, core.images, executor, config),
+        flavors=FlavorService(core.db, core.capacity),
         gpus=gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
         telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
@@ -157,14 +165,17 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     addresses = AddressBook(db, guest_agent=template_has_agent_channel())
     runner = TaskRunner(db, config.max_builds, project_max=config.project_max_tasks,
                         queue_timeout_s=config.task_queue_timeout_s,
-                        on_finish=lambda task: reconciler.check(task.vm_id))
+                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued()))
     images = ImageService(db, config.images_dir, qemu_img)
     work = VmWork(db, hosts, provisioner)
-    steps = TaskSteps(db, hosts, images, work, config.task_timeout_s)
+    intake = Intake(db, images, config.image_max_bytes)
+    steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
+                      (config.task_timeout_s, config.import_timeout_s))
     return Core(db, installation_id, hosts, images, provisioner, capacity, addresses, runner,
-                reconciler, work, steps, TaskExecution(db, steps, config.task_queue_timeout_s))
+                reconciler, work, steps, TaskExecution(db, steps, config.task_queue_timeout_s),
+                intake)
 

@@ -24,6 +24,9 @@ from src.services.orphans import OrphanFinder
 from src.vocabulary import ROLES
 
 SEED_IMAGE = ("Ubuntu-Base-22.04", "ubuntu-test.qcow2", "qcow2")
+# Ubuntu's official cloud image of the seed's release; its checksum is in SHA256SUMS beside it.
+UBUNTU_URL = ("https://cloud-images.ubuntu.com/releases/22.04/release/"
+              "ubuntu-22.04-server-cloudimg-amd64.img")
 # Debian's and Ubuntu's definition of libvirt's NAT network `default`.
 DEFAULT_NETWORK_XML = Path("/usr/share/libvirt/networks/default.xml")
 
@@ -46,11 +49,30 @@ def db_init(config: Config) -> None:
     print(f"database {config.db_path} ready (installation {installation_id}); "
           f"image {name} -> {images.path_of(file)} {'registered' if added else 'already registered'}; "
           f"{flavors} flavor(s) added")
+    if not images.has_file(name):
+        print(how_to_import(name, config))
     secret = TokenService(db, new_project_limits(config.default_quota)).first_admin_token()
     if secret is not None:  # shown once: only its hash is kept
         _write_private(config.admin_token_file, secret + "\n")
         print(f"admin token of project default written to {config.admin_token_file} (mode 0600)")
         print(f"IAAS_ADMIN_TOKEN={secret}")
+
+
+def how_to_import(name: str, config: Config) -> str:
+    """What to run when the seed image has no file: import Ubuntu's cloud image in its place
+    (nothing is downloaded here)."""
+    api = f"localhost:{config.port}/v1/images"
+    body = (f'{{"name":"{name}","format":"qcow2","url":"{UBUNTU_URL}",'
+            f'"sha256":"\'"$SUM"\'"}}')
+    folder, file = UBUNTU_URL.rsplit("/", 1)
+    return "\n".join([
+        (f"image {name} has no file yet: a VM from it answers 409 until it has. Import Ubuntu's "
+         "cloud image in its place (with the server running, AUTH as in docs/api.md):"),
+        f"  SUM=$(curl -s {folder}/SHA256SUMS | awk '$2 == \"*{file}\" {{print $1}}')",
+        f'  curl -s -H "$AUTH" -X DELETE {api}/{name}',
+        f'  curl -s -H "$AUTH" -X POST {api} -H \'Content-Type: application/json\' -d \'{body}\'',
+        "  (or place the file at " + str(config.images_dir / SEED_IMAGE[1]) + "; see "
+        "docs/operations.md#the-ubuntu-base-image)"])
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -46,7 +46,7 @@ class Config:
     request_timeout_s: float = 30.0  # wsgiref: a whole request must arrive within this
     max_waits_per_token: int = 4  # long-polls one token may hold open at once
     # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
-    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500)
+    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500, 100)
     disk_allocation_ratio: float = 1.0
     audit_retention_days: int = 90
     task_retention_days: int = 30
@@ -57,6 +57,9 @@ class Config:
     scheduler: str = "spread"
     broker_url: str = ""  # empty: tasks run in the API's own process
     worker_concurrency: int = 2
+    image_max_bytes: int = 64 * 1024 ** 3  # an upload or import larger than this is refused
+    import_allow_private: bool = False  # imports from loopback, private, link-local addresses
+    import_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -98,6 +101,10 @@ class Config:
             raise ConfigError("IAAS_PROJECT_MAX_TASKS must be between 1 and 1024")
         if not 1 <= self.task_queue_timeout_s <= 86400:
             raise ConfigError("IAAS_TASK_QUEUE_TIMEOUT must be between 1 and 86400 seconds")
+        if not 1 <= self.image_max_bytes <= 16 * 1024 ** 4:
+            raise ConfigError("IAAS_IMAGE_MAX_BYTES must be between 1 and 16 TiB")
+        if not 1 <= self.import_timeout_s <= 7 * 86400:
+            raise ConfigError("IAAS_IMPORT_TIMEOUT must be between 1 and 604800 seconds")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -192,7 +199,8 @@ SETTINGS: tuple[Setting, ...] = (
             "to 1 s, then get 503 `server_busy`.", int),
     Setting("IAAS_REQUEST_TIMEOUT", "request_timeout_s", "30",
             "Seconds a whole request (line, headers, body) may take to arrive on `make serve`; "
-            "then the connection is closed (a short body: 400 `incomplete_body`).", float),
+            "then the connection is closed (a short body: 400 `incomplete_body`). An image "
+            "upload's body has no deadline: each of its reads may wait this long.", float),
     Setting("IAAS_MAX_WAITS_PER_TOKEN", "max_waits_per_token", "4",
             "Long-polls (`GET /v1/tasks/{id}?wait=`) one token may hold open at once; more "
             "answer at once with `Retry-After: 1`.", int),
@@ -207,11 +215,19 @@ SETTINGS: tuple[Setting, ...] = (
             "(`make worker`); unset, they run in the API's own process.", str),
     Setting("IAAS_WORKER_CONCURRENCY", "worker_concurrency", "2",
             "Tasks one host's worker runs at once.", int),
+    Setting("IAAS_IMAGE_MAX_BYTES", "image_max_bytes", str(64 * 1024 ** 3),
+            "Largest image an upload or a URL import may store, in bytes (64 GiB); more is 413 "
+            "`body_too_large` (an import: `image_too_large`).", int),
+    Setting("IAAS_IMPORT_ALLOW_PRIVATE", "import_allow_private", "off",
+            "Let URL imports reach loopback, private, link-local and metadata addresses (`on`): "
+            "test set-ups only.", _switch),
+    Setting("IAAS_IMPORT_TIMEOUT", "import_timeout_s", "3600",
+            "Seconds a URL import may run before it fails with `task_timeout`.", float),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(
           (("instances", "10"), ("vcpus", "20"), ("ram", "51200"), ("gpus", "0"),
-           ("disk_gb", "500")))),
+           ("disk_gb", "500"), ("images_gb", "100")))),
 )
 
 

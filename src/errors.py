@@ -71,7 +71,7 @@ ImageInvalid = _error("ImageInvalid", 409, "image_invalid",
                       "Image {image!r} is no longer usable: {reason}.")
 BodyTooLarge = _error("BodyTooLarge", 413, "body_too_large", "Request body exceeds {limit} bytes.")
 UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported_media_type",
-                              "Content-Type must be application/json, not {content_type!r}.")
+                              "Content-Type must be {expected}, not {content_type!r}.")
 ServerBusy = _error("ServerBusy", 503, "server_busy",
                     "The server is serving as many connections as it may; retry shortly.")
 HypervisorUnavailable = _error("HypervisorUnavailable", 503, "hypervisor_unavailable",
@@ -88,3 +88,16 @@ HostNotEmpty = _error("HostNotEmpty", 409, "host_not_empty",
                       "Host {host!r} still has {vm_count} VM(s); delete them first.")
 HostUnavailable = _error("HostUnavailable", 503, "host_unavailable",
                          "Host {host!r} does not answer; retry shortly.")
+ImageNotActive = _error("ImageNotActive", 409, "image_not_active",
+                        "Image {image!r} is {status}; only an active image can boot a VM.")
+ImageNotPending = _error("ImageNotPending", 409, "image_not_pending",
+                         "Image {image!r} is {status}; only a pending or failed upload takes a file.")
+UploadInProgress = _error("UploadInProgress", 409, "upload_in_progress",
+                          "Image {image!r} is receiving another upload; wait for it to end.")
+ChecksumMismatch = _error("ChecksumMismatch", 422, "checksum_mismatch",
+                          "The file's SHA-256 is {actual}, not the {expected} given.")
+UrlNotAllowed = _error("UrlNotAllowed", 400, "url_not_allowed", "The URL {url!r} is refused: {reason}")
+KeypairNotFound = _error("KeypairNotFound", 404, "keypair_not_found",
+                         "Keypair {keypair!r} does not exist.")
+KeypairNotFoundInRequest = _error("KeypairNotFoundInRequest", 400, "keypair_not_found",
+                                  "Keypair {keypair!r} does not exist.")

@@ -1,17 +1,22 @@
 """The one server entry point: `python -m src.serve [--server wsgiref|waitress]`.
 
 wsgiref (`make serve`) gives every connection a thread, at most IAAS_MAX_CONNECTIONS of them,
-and cuts a request that has not arrived whole within IAAS_REQUEST_TIMEOUT; waitress (`make
-serve-prod`) reads each request whole in its I/O loop before a worker thread sees it, so slow or
-stalled clients cost a socket, not a worker. Each server tells the app how many threads it
-answers on, so that long-polls take at most half of them.
+and cuts a request that has not arrived whole within IAAS_REQUEST_TIMEOUT, except an image
+upload's body, which the app streams once it has accepted the request: each of its reads may
+then wait IAAS_REQUEST_TIMEOUT. waitress (`make serve-prod`) reads each request whole in its I/O
+loop before a worker thread sees it (a large body into a temporary file), so slow or stalled
+clients cost a socket, not a worker; only an upload's body may be larger than 1 MiB there. Each
+server tells the app how many threads it answers on, so that long-polls take at most half of
+them.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import logging
+import re
 import signal
 import socket
 import socketserver
@@ -24,9 +29,12 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer, create_server
 
 from src import errors
+from src.api.body_stream import START_BODY_KEY
 from src.api.failures import error_body
 from src.app import App, create_app
 from src.config import Config, ConfigError, load_config
@@ -42,7 +50,11 @@ BUSY_WAIT_S = 1.0  # wsgiref: how long a connection beyond the cap waits for a t
 BUSY_RETRY_AFTER_S = 1
 CHANNEL_TIMEOUT_S = 30  # waitress: an idle or stalled connection is closed after this
 CONNECTION_LIMIT = 1000
+# waitress: bytes per socket read (its default, 8 KiB, caps an upload near 150 MiB/s here).
+RECV_BYTES = 256 * 1024
 MAX_BODY_BYTES = 1024 * 1024  # the app refuses over 64 KiB itself; this stops abuse earlier
+UPLOAD_PATH = re.compile(r"/v1/images/[^/]+/file")  # PUT: the one route whose body is a file
+LINGER_S = 5.0  # wsgiref: how long a refused upload's body is drained so its answer arrives
 
 
 class DeadlineReader(io.RawIOBase):
@@ -54,13 +66,19 @@ class DeadlineReader(io.RawIOBase):
         self._sock = sock
         self._deadline = deadline
         self._write_timeout_s = write_timeout_s
+        self._idle_s: float | None = None
+
+    def go_idle(self, idle_s: float) -> None:
+        """From now on each read may wait idle_s, whatever the deadline: a body the app has
+        accepted to stream (an upload of gigabytes) cannot arrive within one request's time."""
+        self._idle_s = idle_s
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        """Raises: TimeoutError once the deadline has passed."""
-        left = self._deadline - time.monotonic()
+        """Raises: TimeoutError once the deadline has passed (or a streamed body idles)."""
+        left = self._deadline - time.monotonic() if self._idle_s is None else self._idle_s
         if left <= 0:
             raise TimeoutError("the request did not arrive before its deadline")
         self._sock.settimeout(left)
@@ -134,6 +152,21 @@ def refuse(sock: socket.socket) -> None:
         pass
 
 
+def linger(sock: socket.socket, seconds: float) -> None:
+    """After the answer, read and drop what the client still sends, for at most seconds:
+    closing with unread bytes resets the connection, and the reset can destroy the answer
+    before the client reads it (a refused upload is answered while its body still comes)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(1024 * 1024):
+                return
+    except OSError:  # the client is gone, or still sending at the end
+        pass
+
+
 class QuietHandler(WSGIRequestHandler):
     timeout = SOCKET_TIMEOUT_S
     server: ThreadingWSGIServer
@@ -142,13 +175,32 @@ class QuietHandler(WSGIRequestHandler):
         super().setup()
         deadline = time.monotonic() + self.server.request_timeout_s
         self.rfile.close()  # replaced: every read must respect the request's deadline
-        self.rfile = io.BufferedReader(DeadlineReader(self.connection, deadline, self.timeout))
+        self._reader = DeadlineReader(self.connection, deadline, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[START_BODY_KEY] = self._start_body
+        self._upload = (self.command == "PUT"
+                        and UPLOAD_PATH.fullmatch(environ.get("PATH_INFO", "")) is not None)
+        return environ
+
+    def _start_body(self) -> None:
+        """The app streams this request's body: idle timeouts from now on, and a client that
+        waits for `100 Continue` (curl -T does) gets it."""
+        self._reader.go_idle(self.server.request_timeout_s)
+        expect = (self.headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version != "HTTP/1.0":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def handle(self) -> None:
+        self._upload = False
         try:
             super().handle()
         except TimeoutError:  # the request line or headers did not arrive in time: just close
             self.close_connection = True
+        if self._upload:  # answered, maybe before the body was read (a refusal)
+            linger(self.connection, LINGER_S)
 
     def log_message(self, format: str, *args: object) -> None:
         """The app logs one line per request itself."""
@@ -162,12 +214,32 @@ def make_dev_server(app: App, host: str, port: int) -> ThreadingWSGIServer:
     return server
 
 
+class UploadParser(HTTPRequestParser):
+    """waitress's parser, with a body limit per route: an image upload's is
+    IAAS_IMAGE_MAX_BYTES, every other request's MAX_BODY_BYTES."""
+
+    upload_adj: Any = None  # the server's settings with the upload limit (a subclass sets it)
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        # Read by name: the stubs type command as bytes, which waitress has decoded by now.
+        method, path = getattr(self, "command", ""), getattr(self, "path", "")
+        if method == "PUT" and isinstance(path, str) and UPLOAD_PATH.fullmatch(path):
+            self.adj = self.upload_adj
+
+
 def make_prod_server(app: App, host: str, port: int, threads: int) -> BaseWSGIServer:
     server = create_server(
         app, host=host, port=port, threads=threads, ident="iaas",
         channel_timeout=CHANNEL_TIMEOUT_S, connection_limit=CONNECTION_LIMIT,
-        max_request_body_size=MAX_BODY_BYTES, clear_untrusted_proxy_headers=True)
+        max_request_body_size=MAX_BODY_BYTES, clear_untrusted_proxy_headers=True,
+        recv_bytes=RECV_BYTES)
     assert isinstance(server, BaseWSGIServer)  # one listen address gives one server
+    upload_adj = copy.copy(server.adj)
+    upload_adj.max_request_body_size = app.config.image_max_bytes + 1  # waitress refuses >=
+    parser = type("ServerUploadParser", (UploadParser,), {"upload_adj": upload_adj})
+    # waitress's extension point: the channel class a server makes for each connection.
+    server.channel_class = type("UploadChannel", (HTTPChannel,), {"parser_class": parser})
     app.waits.set_capacity(threads)
     return server
 

@@ -8,13 +8,16 @@ VM_STATUSES = ("building", "running", "stopped", "paused", "error", "deleting")
 TASK_STATUSES = ("queued", "running", "succeeded", "failed")
 ACTIVE_TASK_STATUSES = ("queued", "running")
 POWER_ACTIONS = ("start", "shutdown", "stop", "reboot", "pause", "resume")
-TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS)
+TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import")  # import: of an image, not a VM
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
 ACTION_OPTIONS = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
-QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb")
+QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb", "images_gb")
 ROLES = ("admin", "member")
 IMAGE_FORMATS = ("qcow2", "raw")
+# pending: waits for its bytes (an upload); importing: a task downloads them; only active boots.
+IMAGE_STATUSES = ("pending", "importing", "active", "error")
+IMAGE_VISIBILITIES = ("public", "private")
 # Who may call a route: anyone, any valid token, or an admin token.
 ACCESS_LEVELS = ("public", "member", "admin")
 # The resource a placement shortfall names; when several tie, the scarcest kind comes first.

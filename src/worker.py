@@ -1,10 +1,13 @@
-"""Celery workers: `python -m src.worker [--hosts a,b]` (what `make worker` runs).
+"""Celery workers: `python -m src.worker [--hosts a,b] [--images] [--together]` (what
+`make worker` runs).
 
-Without --hosts it starts one worker process per host (every host the database knows), so a
-slow or dead host delays no other host's work, and supervises them until SIGTERM or Ctrl-C.
-A worker for one host consumes its queue `iaas.host.<name>` with IAAS_WORKER_CONCURRENCY
-threads and runs each task step through the same code as the API's embedded runner; it also
-takes part in the periodic sweep (one sweep at a time, whatever the number of workers).
+Without arguments it starts one worker process per host (every host the database knows) and one
+for URL imports, so a slow or dead host delays no other host's work, and supervises them until
+SIGTERM or Ctrl-C; --hosts names some hosts (one process each), --together puts the queues
+named in one process. A worker consumes its queues (`iaas.host.<name>`, `iaas.images`) with
+IAAS_WORKER_CONCURRENCY threads and runs each task step through the same code as the API's
+embedded runner; it also takes part in the periodic sweep (one sweep at a time, whatever the
+number of workers).
 """
 from __future__ import annotations
 
@@ -19,15 +22,22 @@ from typing import Any
 from src.app import Core, build_core
 from src.config import Config, ConfigError, load_config
 from src.database import tasks as task_dao
-from src.services.broker import STEP_TASK, celery_app, queue_of, send
+from src.services.broker import (
+    IMAGES_QUEUE,
+    STEP_TASK,
+    celery_app,
+    queue_for,
+    queue_of,
+    send,
+)
 from src.services.step_leases import StepLeases
 
 log = logging.getLogger("iaas.worker")
 LEASE_RETRY_S = 5.0  # a step another delivery runs: when to look again
 
 
-def run_worker(config: Config, hosts: list[str], concurrency: int) -> None:
-    """Consume the hosts' queues in this process until stopped."""
+def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
+    """Consume the queues in this process until stopped."""
     core = build_core(config)
     core.hosts.start()
     core.reconciler.start()
@@ -38,36 +48,36 @@ def run_worker(config: Config, hosts: list[str], concurrency: int) -> None:
     @app.task(name=STEP_TASK, bind=True)  # type: ignore[untyped-decorator]
     def step(self: Any, task_id: str, seq: int = 0) -> None:
         if not leases.acquire(task_id):  # its step runs elsewhere: look again later
-            send(app, task_id, _host_of(core, task_id), seq, LEASE_RETRY_S)
+            send(app, task_id, _queue_of(core, task_id), seq, LEASE_RETRY_S)
             return
         try:
             core.execution.step(task_id, seq, lambda next_seq, after_s: send(
-                app, task_id, _host_of(core, task_id), next_seq, after_s))
+                app, task_id, _queue_of(core, task_id), next_seq, after_s))
         finally:
             leases.release(task_id)
 
-    log.info("worker for host(s) %s: %d thread(s) on %s", ", ".join(hosts), concurrency,
-             ", ".join(queue_of(host) for host in hosts))
+    log.info("worker: %d thread(s) on %s", concurrency, ", ".join(queues))
     try:
-        app.Worker(queues=[queue_of(host) for host in hosts], concurrency=concurrency,
+        app.Worker(queues=queues, concurrency=concurrency,
                    pool="threads", loglevel="INFO", without_mingle=True, without_gossip=True,
-                   hostname=f"iaas-{'-'.join(hosts)}-{os.getpid()}@localhost").start()
+                   hostname=f"iaas-{os.getpid()}@localhost").start()
     finally:
         leases.stop()
         core.reconciler.stop()
         core.hosts.close()
 
 
-def _host_of(core: Core, task_id: str) -> str:
+def _queue_of(core: Core, task_id: str) -> str:
     with core.db.read() as conn:
         task = task_dao.get(conn, task_id)
-    return task.host if task and task.host else "local"
+    return queue_for(task) if task else queue_of("local")
 
 
-def supervise(hosts: list[str], concurrency: int) -> int:
-    """One worker process per host; SIGTERM or Ctrl-C stops them all."""
-    children = [subprocess.Popen([sys.executable, "-m", "src.worker", "--hosts", host,
-                                  "--concurrency", str(concurrency)]) for host in hosts]
+def supervise(roles: list[list[str]], concurrency: int) -> int:
+    """One worker process per role (a host's --hosts, or --images); SIGTERM or Ctrl-C stops
+    them all."""
+    children = [subprocess.Popen([sys.executable, "-m", "src.worker", *role, "--concurrency",
+                                  str(concurrency)]) for role in roles]
 
     def stop(_signum: int, _frame: object) -> None:
         for child in children:
@@ -81,7 +91,11 @@ def supervise(hosts: list[str], concurrency: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.worker")
-    parser.add_argument("--hosts", default="", help="comma-separated host names (default: all)")
+    parser.add_argument("--hosts", default="",
+                        help="comma-separated host names (default: every host, and --images)")
+    parser.add_argument("--images", action="store_true", help="run URL imports too")
+    parser.add_argument("--together", action="store_true",
+                        help="consume every queue named in one process (default: one each)")
     parser.add_argument("--concurrency", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -96,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     concurrency = args.concurrency or config.worker_concurrency
     hosts = [name for name in args.hosts.split(",") if name]
-    if len(hosts) == 1:
-        run_worker(config, hosts, concurrency)
+    queues = [queue_of(host) for host in hosts] + ([IMAGES_QUEUE] if args.images else [])
+    if args.together or len(queues) == 1:
+        run_worker(config, queues, concurrency)
         return 0
-    if not hosts:
+    roles = [["--hosts", host] for host in hosts] + ([["--images"]] if args.images else [])
+    if not queues:  # everything: each host the database knows, and the imports
         core = build_core(config)
-        hosts = [host.name for host in core.hosts.all()]
+        roles = [["--hosts", host.name] for host in core.hosts.all()] + [["--images"]]
         core.hosts.close()
-    return supervise(hosts, concurrency)
+    return supervise(roles, concurrency)
 
 
 if __name__ == "__main__":

@@ -65,14 +65,16 @@ def config_env(config: Config) -> dict[str, str]:
     return env
 
 
-def start_worker(config: Config, hosts: list[str], log: Path,
-                 concurrency: int = 2) -> subprocess.Popen[bytes]:
-    """`python -m src.worker --hosts ...` on config's settings; its output goes to log."""
+def start_worker(config: Config, hosts: list[str], log: Path, concurrency: int = 2,
+                 images: bool = False) -> subprocess.Popen[bytes]:
+    """One worker process on config's settings for the hosts' queues (and the imports' with
+    images); its output goes to log."""
     env = {**os.environ, **config_env(config)}
+    command = [sys.executable, "-m", "src.worker", "--together", "--hosts", ",".join(hosts),
+               "--concurrency", str(concurrency), *(["--images"] if images else [])]
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "src.worker", "--hosts", ",".join(hosts),
-                                 "--concurrency", str(concurrency)], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 def stop_worker(worker: subprocess.Popen[bytes], timeout_s: float = 30) -> None:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from src.api import views
+from src.api.body_stream import ChunkedBody, FixedBody
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
@@ -14,7 +15,10 @@ from src.services.compute import ComputeService, CreateRequest
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
 from src.services.host_admin import HostService
-from src.services.images import ImageService
+from src.services.image_files import Intake
+from src.services.image_import import ImageImporter
+from src.services.images import ImageService, NewImage
+from src.services.keypairs import KeypairService
 from src.services.orphans import OrphanFinder
 from src.services.power import PowerOptions
 from src.services.quotas import QuotaService
@@ -58,6 +62,9 @@ class Handlers:
     compute: ComputeService
     reads: VmReader
     images: ImageService
+    intake: Intake
+    importer: ImageImporter
+    keypairs: KeypairService
     flavors: FlavorService
     gpus: GpuInventory
     quotas: QuotaService
@@ -80,23 +87,52 @@ class Handlers:
     def openapi(self, _request: Request) -> Response:
         return Response(200, self.document)
 
-    def list_images(self, _request: Request) -> Response:
-        return Response(200, {"images": [views.image(row) for row in self.images.list()]})
+    def list_images(self, request: Request) -> Response:
+        rows = self.images.list(request.caller)
+        return Response(200, {"images": [views.image(row, _reveal(request)) for row in rows]})
 
     def create_image(self, request: Request) -> Response:
-        body = validate_body("ImageCreate", request.json())
-        image = self.images.register(body["name"], body["file"], body["format"])
-        return Response(201, views.image(image), [("Location", f"/v1/images/{image.id}")])
+        spec = NewImage(**validate_body("ImageCreate", request.json()))
+        image = (self.importer.start(spec, request.caller, request.request_id) if spec.url
+                 else self.images.create(spec, request.caller))
+        return Response(201, views.image(image, _reveal(request)),
+                        [("Location", f"/v1/images/{image.id}")], project=image.project)
 
     def show_image(self, request: Request, image: str) -> Response:
-        row = self.images.get(image)
-        body = views.image(row)
+        row = self.images.get(image, request.caller)
+        body = views.image(row, _reveal(request))
         if _reveal(request):  # which hosts hold a copy is host detail
             body["hosts"] = list(self.images.copies(row))
         return Response(200, body)
 
-    def delete_image(self, _request: Request, image: str) -> Response:
-        self.images.delete(image)
+    def upload_image(self, request: Request, image: str) -> Response:
+        def body() -> tuple[FixedBody | ChunkedBody, int | None]:
+            stream = request.body_stream()  # opened once the image is found and may take it
+            return stream, stream.length if isinstance(stream, FixedBody) else None
+
+        row = self.intake.upload(image, request.caller, body)
+        return Response(200, views.image(row, _reveal(request)), project=row.project)
+
+    def delete_image(self, request: Request, image: str) -> Response:
+        self.images.delete(image, request.caller)
+        return Response(204)
+
+    def list_keypairs(self, request: Request) -> Response:
+        rows = self.keypairs.list(request.caller, request.params.get("project"))
+        return Response(200, {"keypairs": [views.keypair(row) for row in rows]})
+
+    def create_keypair(self, request: Request) -> Response:
+        body = validate_body("KeypairCreate", request.json())
+        row = self.keypairs.create(body["name"], body["public_key"], request.caller)
+        return Response(201, views.keypair(row), [("Location", f"/v1/keypairs/{row.name}")],
+                        project=row.project)
+
+    def show_keypair(self, request: Request, keypair: str) -> Response:
+        row = self.keypairs.get(keypair, request.caller, request.params.get("project"))
+        return Response(200, views.keypair(row))
+
+    def delete_keypair(self, request: Request, keypair: str) -> Response:
+        self.keypairs.delete(keypair, request.caller, request.params.get("project"))
         return Response(204)
 
     def list_flavors(self, _request: Request) -> Response:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from src import errors
+from src.api.body_stream import ChunkedBody, FixedBody, open_body
 from src.services.access import Principal
 
 MAX_BODY_BYTES = 64 * 1024
@@ -54,7 +55,7 @@ class Request:
         """
         content_type = self._environ.get("CONTENT_TYPE", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            raise errors.UnsupportedMediaType(content_type=content_type)
+            raise errors.UnsupportedMediaType(expected="application/json", content_type=content_type)
         return _parse(self.raw_body())
 
     def raw_body(self) -> bytes:
@@ -71,6 +72,14 @@ class Request:
                 raise errors.BodyTooLarge(limit=MAX_BODY_BYTES)
             self._raw = _read_exactly(self._environ["wsgi.input"], length) if length > 0 else b""
         return self._raw
+
+    def body_stream(self) -> FixedBody | ChunkedBody:
+        """The body as a stream of application/octet-stream, for a route that takes a file:
+        neither read whole nor bound by MAX_BODY_BYTES.
+
+        Raises: UnsupportedMediaType, BadRequest.
+        """
+        return open_body(self._environ)
 
     def optional_json(self) -> Any:
         """The JSON body, or {} when the request has none (no Content-Length, or 0)."""

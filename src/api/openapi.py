@@ -8,7 +8,8 @@ from src.api.routes import ROUTES, Route
 from src.api.schemas import SCHEMAS
 
 PATH_PARAMS = {"vm": "VM id or name", "image": "Image id or name", "flavor": "Flavor id or name",
-               "project": "Project name", "task": "Task id", "host": "Host name"}
+               "project": "Project name", "task": "Task id", "host": "Host name",
+               "keypair": "Keypair name"}
 IDEMPOTENCY_ANSWERS = {400: "Malformed key or request",
                        409: "The key's first request is still being answered",
                        422: "Key reused with another body"}
@@ -50,7 +51,7 @@ def _responses(route: Route) -> dict[str, Any]:
     statuses = set(route.errors) | {500, 503}
     if route.query or route.body:
         statuses.add(400)  # a malformed query or body
-    if route.body:
+    if route.body or route.file_body:
         statuses |= {413, 415}
     if route.access != "public":
         statuses.add(401)
@@ -87,6 +88,9 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["parameters"] = parameters
     if route.body:
         operation["requestBody"] = {"required": route.body_required, **_json(_ref(route.body))}
+    if route.file_body:
+        operation["requestBody"] = {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}}
     return operation
 
 
@@ -118,7 +122,8 @@ _links(PATHS["/v1/vms"]["post"]["responses"]["202"], {
     "showVmConsole": "vm"})
 _links(PATHS["/v1/vms/{vm}"]["delete"]["responses"]["202"], {"showTask": "task"})
 _links(PATHS["/v1/images"]["post"]["responses"]["201"], {"showImage": "image",
-                                                         "deleteImage": "image"})
+                                                         "deleteImage": "image",
+                                                         "uploadImageFile": "image"})
 _links(PATHS["/v1/flavors"]["post"]["responses"]["201"], {
     "showFlavor": "flavor", "deleteFlavor": "flavor", "showFlavorAvailability": "flavor"})
 

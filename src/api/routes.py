@@ -15,6 +15,8 @@ from src.vocabulary import ACTION_OPTIONS, POWER_ACTIONS, VM_STATUSES
 Handler = Callable[..., Response]
 Query = tuple[tuple[str, dict[str, Any]], ...]
 PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+KEYPAIR_PROJECT = ("project", {"type": "string", "description":
+                               "Admins: another project's keypair (default: your own)"})
 # On every route of one VM: which project's VM {vm} names (names are unique per project).
 VM_PROJECT = ("project", {"type": "string", "description":
                           "The VM's project, when {vm} is a name that several projects use "
@@ -37,6 +39,7 @@ class Route:
     description: str = ""
     text: bool = False  # the success body is text/plain
     action: str | None = None  # the power action a shared handler performs
+    file_body: bool = False  # the body is a file (application/octet-stream), streamed
     headers: tuple[str, ...] = ()  # headers the success answer may carry (openapi.HEADERS)
 
     def call(self, handlers: Handlers, request: Request, params: dict[str, str]) -> Response:
@@ -51,12 +54,27 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/metrics", H.metrics, "metrics", "admin", text=True,
           description="Prometheus text exposition (public when IAAS_METRICS_PUBLIC=on)."),
     Route("GET", "/v1/openapi.json", H.openapi, "openapi", "public", returns="OpenApiDocument"),
-    Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList"),
-    Route("POST", "/v1/images", H.create_image, "createImage", "admin", 201, "Image", (409,),
-          body="ImageCreate"),
+    Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList",
+          description="Public images and your project's."),
+    Route("POST", "/v1/images", H.create_image, "createImage", ok=201, returns="Image",
+          errors=(403, 409), body="ImageCreate",
+          description="Register a file (admins), import from a URL (400 url_not_allowed), or "
+                      "make a pending image to upload to."),
     Route("GET", "/v1/images/{image}", H.show_image, "showImage", returns="Image", errors=(404,)),
-    Route("DELETE", "/v1/images/{image}", H.delete_image, "deleteImage", "admin", 204,
-          errors=(404, 409)),
+    Route("PUT", "/v1/images/{image}/file", H.upload_image, "uploadImageFile", returns="Image",
+          errors=(400, 403, 404, 409, 413, 415, 422), file_body=True,
+          description="Stream a pending image's file (Content-Length or chunked)."),
+    Route("DELETE", "/v1/images/{image}", H.delete_image, "deleteImage", ok=204,
+          errors=(403, 404, 409),
+          description="An uploaded or imported image's file goes too (an import stops)."),
+    Route("GET", "/v1/keypairs", H.list_keypairs, "listKeypairs", returns="KeypairList",
+          query=(KEYPAIR_PROJECT,), description="Your project's (admins: every project's)."),
+    Route("POST", "/v1/keypairs", H.create_keypair, "createKeypair", ok=201, returns="Keypair",
+          errors=(409,), body="KeypairCreate"),
+    Route("GET", "/v1/keypairs/{keypair}", H.show_keypair, "showKeypair", returns="Keypair",
+          errors=(404,), query=(KEYPAIR_PROJECT,)),
+    Route("DELETE", "/v1/keypairs/{keypair}", H.delete_keypair, "deleteKeypair", ok=204,
+          errors=(404,), query=(KEYPAIR_PROJECT,)),
     Route("GET", "/v1/flavors", H.list_flavors, "listFlavors", returns="FlavorList"),
     Route("POST", "/v1/flavors", H.create_flavor, "createFlavor", "admin", 201, "Flavor", (409,),
           body="FlavorCreate"),

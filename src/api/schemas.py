@@ -10,6 +10,8 @@ from src.vocabulary import (
     GPU_STATUSES,
     GPU_UNAVAILABLE_REASONS,
     IMAGE_FORMATS,
+    IMAGE_STATUSES,
+    IMAGE_VISIBILITIES,
     QUOTA_RESOURCES,
     TASK_ACTIONS,
     TASK_STATUSES,
@@ -30,6 +32,9 @@ HOST_NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HOST_URI = "^(qemu|qemu\\+tls|qemu\\+ssh|qemu\\+tcp|qemu\\+unix|test)://[!-~]*$"
 RATIO = {"type": "number", "minimum": 0.1, "maximum": 64}
 LIMIT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000000}
+SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$",
+          "description": "SHA-256 of the file, 64 lowercase hex digits"}
+NULLABLE_UUID = {"type": ["string", "null"], "format": "uuid"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -54,6 +59,9 @@ SCHEMAS: dict[str, Any] = {
         "ssh_keys": {"type": "array", "maxItems": 32, "items": {
             "type": "string", "minLength": 1, "maxLength": 8192},
             "description": "OpenSSH public keys, put in the guest by cloud-init."},
+        "key_names": {"type": "array", "maxItems": 32, "items": {
+            "type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+            "description": "Names of the project's keypairs, put in the guest beside ssh_keys."},
         "user_data": {"type": "string", "maxLength": 16384,
                       "description": "cloud-init user-data, delivered unchanged (16 KiB max)."},
         "host": {**HOST_NAME, "description": "Admins only: the host to run on (no scheduling)."},
@@ -78,10 +86,36 @@ SCHEMAS: dict[str, Any] = {
     }, required=["name", "cpu", "ram", "disk_gb"]),
     "ImageCreate": _object({
         "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
-        "file": {"type": "string", "pattern": IMAGE_FILE, "maxLength": 255,
-                 "description": "Bare file name inside IAAS_IMAGES_DIR."},
         "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
+        "file": {"type": "string", "pattern": IMAGE_FILE, "maxLength": 255,
+                 "description": "Admins: register this bare file name inside IAAS_IMAGES_DIR."},
+        "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$",
+                "maxLength": 2048, "description": "Import the image from this http(s) URL."},
+        "sha256": SHA256,
+        "visibility": {"type": "string", "enum": list(IMAGE_VISIBILITIES),
+                       "description": "public (admins only; their default) or private"},
+    }, required=["name", "format"]) | {
+        "description": "With file: register a file already in the images dir (admins). With url: "
+                       "import it (a task). With neither: an image waiting for PUT .../file.",
+        "oneOf": [
+            {"title": "register", "required": ["file"], "not": {"required": ["url"]}},
+            {"title": "import", "required": ["url"], "not": {"required": ["file"]}},
+            {"title": "upload", "not": {"anyOf": [{"required": ["file"]},
+                                                   {"required": ["url"]}]}},
+        ]},
+    "KeypairCreate": _object({
+        "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+        "public_key": {"type": "string", "minLength": 1, "maxLength": 8192,
+                       "description": "One OpenSSH public key line"},
     }),
+    "Keypair": _object({
+        "name": {"type": "string"}, "project": {"type": "string"},
+        "public_key": {"type": "string"},
+        "fingerprint": {"type": "string", "pattern": "^SHA256:[A-Za-z0-9+/]{43}$",
+                        "description": "As `ssh-keygen -lf` prints it"},
+        "created_at": TIME,
+    }),
+    "KeypairList": _object({"keypairs": {"type": "array", "items": _ref("Keypair")}}),
     "ShutdownOptions": _object({
         "timeout": {"type": "integer", "minimum": 1, "maximum": 3600, "default": PowerOptions.timeout,
                     "description": "Seconds to wait for the guest; ACPI is re-sent every 10 s."},
@@ -99,7 +133,8 @@ SCHEMAS: dict[str, Any] = {
         "details": {"type": "object"},
     })}),
     "Task": _object({
-        "id": UUID, "vm_id": UUID,
+        "id": UUID, "vm_id": {**NULLABLE_UUID, "description": "null for an image's import"},
+        "image_id": {**NULLABLE_UUID, "description": "The image an import fills"},
         "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
@@ -163,13 +198,23 @@ SCHEMAS: dict[str, Any] = {
     "Image": _object({
         "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},
         "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
+        "project": {"type": "string", "description": "The project that owns it"},
+        "visibility": {"type": "string", "enum": list(IMAGE_VISIBILITIES)},
+        "status": {"type": "string", "enum": list(IMAGE_STATUSES),
+                   "description": "Only an active image boots VMs"},
         "size_bytes": {"type": ["integer", "null"]},
         "virtual_size_bytes": {"type": ["integer", "null"]},
         "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+        "progress": {"oneOf": [{"type": "null"}, _object({
+            "bytes_done": COUNTER, "bytes_total": {"type": ["integer", "null"]}})],
+            "description": "While an upload or import is under way"},
+        "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
+        "task_id": {**NULLABLE_UUID, "description": "An import's task"},
         "created_at": TIME,
         "hosts": {"type": "array", "items": {"type": "string"},
                   "description": "Admins: hosts whose storage pool holds a copy"},
-    }, required=["id", "name", "file", "format", "size_bytes", "virtual_size_bytes", "sha256",
+    }, required=["id", "name", "file", "format", "project", "visibility", "status",
+                 "size_bytes", "virtual_size_bytes", "sha256", "progress", "error", "task_id",
                  "created_at"]),
     "Vm": _object({
         "id": UUID, "name": {"type": "string"},

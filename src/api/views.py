@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.flavors import FlavorRow
     from src.database.gpus import GpuRow
     from src.database.images import ImageRow
+    from src.database.keypairs import KeypairRow
     from src.database.tasks import TaskRow
 
 VNC_HOST = "127.0.0.1"
@@ -25,7 +26,8 @@ def _error(code: str | None, message: str | None, reveal: bool) -> dict[str, str
 
 
 def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
-    return {"id": row.id, "vm_id": row.vm_id, "action": row.action, "status": row.status,
+    return {"id": row.id, "vm_id": row.vm_id, "image_id": row.image_id, "action": row.action,
+            "status": row.status,
             "error": _error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at,
             "started_at": row.started_at, "finished_at": row.finished_at}
@@ -62,10 +64,20 @@ def gpu(row: GpuRow) -> dict[str, Any]:
             "vm_id": row.vm_id, "refreshed_at": row.refreshed_at, "host": row.host}
 
 
-def image(row: ImageRow) -> dict[str, Any]:
+def image(row: ImageRow, reveal: bool) -> dict[str, Any]:
+    progress = ({"bytes_done": row.bytes_done, "bytes_total": row.bytes_total}
+                if row.status in ("pending", "importing") and row.bytes_done is not None else None)
     return {"id": row.id, "name": row.name, "file": row.file, "format": row.format,
+            "project": row.project, "visibility": row.visibility, "status": row.status,
             "size_bytes": row.size_bytes, "virtual_size_bytes": row.virtual_size_bytes,
-            "sha256": row.sha256, "created_at": row.created_at}
+            "sha256": row.sha256, "progress": progress,
+            "error": _error(row.error_code, row.error_message, reveal), "task_id": row.task_id,
+            "created_at": row.created_at}
+
+
+def keypair(row: KeypairRow) -> dict[str, Any]:
+    return {"name": row.name, "project": row.project, "public_key": row.public_key,
+            "fingerprint": row.fingerprint, "created_at": row.created_at}
 
 
 def vm(view: VmView, reveal: bool) -> dict[str, Any]:

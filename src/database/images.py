@@ -1,4 +1,4 @@
-"""DAO for the images table."""
+"""DAO for the images table and the copies of images in hosts' storage pools."""
 from __future__ import annotations
 
 import sqlite3
@@ -15,27 +15,62 @@ class ImageRow:
     virtual_size_bytes: int | None
     created_at: str
     sha256: str | None = None  # of the file, hex; None until the file was first read
+    project: str = "default"  # whose image it is (an admin's are public)
+    visibility: str = "public"
+    status: str = "active"  # vocabulary.IMAGE_STATUSES
+    origin: str = "file"  # file (registered), upload or import: only the latter two own the file
+    expected_sha256: str | None = None  # the checksum the creator gave, checked on arrival
+    source_url: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    bytes_done: int | None = None  # while it uploads or imports
+    bytes_total: int | None = None  # announced size (reserved against the images_gb quota)
+    task_id: str | None = None  # the import's task
 
 
-_COLUMNS = "id, name, file, format, size_bytes, virtual_size_bytes, created_at, sha256"
+_COLUMNS = ("id, name, file, format, size_bytes, virtual_size_bytes, created_at, sha256, "
+            "project, visibility, status, origin, expected_sha256, source_url, error_code, "
+            "error_message, bytes_done, bytes_total, task_id")
+_FIELDS = [name.strip() for name in _COLUMNS.split(",")]
 
 
 def insert(conn: sqlite3.Connection, image: ImageRow) -> None:
-    """Raises: sqlite3.IntegrityError when the name is taken."""
-    conn.execute(f"INSERT INTO images ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (image.id, image.name, image.file, image.format, image.size_bytes,
-                  image.virtual_size_bytes, image.created_at, image.sha256))
+    """Raises: sqlite3.IntegrityError when the name is taken (in its project, or publicly)."""
+    conn.execute(f"INSERT INTO images ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",
+                 tuple(getattr(image, name) for name in _FIELDS))
 
 
-def get(conn: sqlite3.Connection, id_or_name: str) -> ImageRow | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE id = ? OR name = ?",
-                       (id_or_name, id_or_name)).fetchone()
+def find(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> ImageRow | None:
+    """The image project's caller means: by id among those it sees; by name its own project's
+    image first, then the public one. project None (admins) sees every image by id, and by
+    name its own and public ones only: a private name of another project is not unique."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM images WHERE id = ? AND (? IS NULL OR visibility = 'public' "
+        "OR project = ?)", (id_or_name, project, project)).fetchone()
+    if row is None:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM images WHERE name = ? AND (visibility = 'public' "
+            "OR project = ?) ORDER BY project = ? DESC LIMIT 1",
+            (id_or_name, project, project)).fetchone()
     return ImageRow(**row) if row else None
 
 
-def list_all(conn: sqlite3.Connection) -> list[ImageRow]:
-    return [ImageRow(**row) for row in
-            conn.execute(f"SELECT {_COLUMNS} FROM images ORDER BY created_at, id")]
+def list_visible(conn: sqlite3.Connection, project: str | None) -> list[ImageRow]:
+    """Every image project sees (None: every image)."""
+    return [ImageRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM images WHERE ? IS NULL OR visibility = 'public' OR project = ? "
+        "ORDER BY created_at, id", (project, project))]
+
+
+def by_id(conn: sqlite3.Connection, image_id: str) -> ImageRow | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
+    return ImageRow(**row) if row else None
+
+
+def in_status(conn: sqlite3.Connection, statuses: tuple[str, ...]) -> list[ImageRow]:
+    marks = ", ".join("?" * len(statuses))
+    return [ImageRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM images WHERE status IN ({marks})", statuses)]
 
 
 def count_users(conn: sqlite3.Connection, image_id: str) -> int:
@@ -46,6 +81,46 @@ def set_facts(conn: sqlite3.Connection, image_id: str, size: int, virtual_size: 
               sha256: str) -> None:
     conn.execute("UPDATE images SET size_bytes = ?, virtual_size_bytes = ?, sha256 = ? "
                  "WHERE id = ?", (size, virtual_size, sha256, image_id))
+
+
+def set_status(conn: sqlite3.Connection, image_id: str, status: str, only_from: tuple[str, ...],
+               error: tuple[str, str] | None = None, bytes_total: int | None = None) -> bool:
+    """Move the image to status (clearing or setting its error) if it is in one of only_from;
+    False when it is not (deleted, or moved on meanwhile)."""
+    code, message = error or (None, None)
+    marks = ", ".join("?" * len(only_from))
+    cursor = conn.execute(
+        f"UPDATE images SET status = ?, error_code = ?, error_message = ?, bytes_done = NULL, "
+        f"bytes_total = ? WHERE id = ? AND status IN ({marks})",
+        (status, code, message, bytes_total, image_id, *only_from))
+    return cursor.rowcount == 1
+
+
+def set_progress(conn: sqlite3.Connection, image_id: str, status: str, done: int,
+                 total: int | None) -> bool:
+    """Record bytes received; False when the image is no longer in status (deleted, failed)."""
+    cursor = conn.execute("UPDATE images SET bytes_done = ?, bytes_total = ? "
+                          "WHERE id = ? AND status = ?", (done, total, image_id, status))
+    return cursor.rowcount == 1
+
+
+def activate(conn: sqlite3.Connection, image_id: str, status: str, facts: tuple[int, int, str]) -> bool:
+    """status -> active with the file's size, virtual size and SHA-256; False if it moved on."""
+    cursor = conn.execute(
+        "UPDATE images SET status = 'active', size_bytes = ?, virtual_size_bytes = ?, "
+        "sha256 = ?, error_code = NULL, error_message = NULL, bytes_done = NULL, "
+        "bytes_total = NULL WHERE id = ? AND status = ?", (*facts, image_id, status))
+    return cursor.rowcount == 1
+
+
+def stored_bytes(conn: sqlite3.Connection, project: str, except_id: str | None = None) -> int:
+    """Bytes the project's images hold: stored files, plus what uploads and imports under way
+    announced (reserved)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(CASE WHEN status = 'active' THEN coalesce(size_bytes, 0) "
+        "WHEN status IN ('pending', 'importing') THEN coalesce(bytes_total, 0) ELSE 0 END), 0) "
+        "FROM images WHERE project = ? AND id IS NOT ?", (project, except_id)).fetchone()
+    return int(row[0])
 
 
 def copies(conn: sqlite3.Connection, image_id: str) -> list[str]:

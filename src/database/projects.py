@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from src.database.images import stored_bytes
 from src.vocabulary import QUOTA_RESOURCES as RESOURCES
+
+GIB = 1024 ** 3
 
 Limits = dict[str, int | None]
 
@@ -33,7 +36,8 @@ def set_limits(conn: sqlite3.Connection, name: str, changes: Limits) -> None:
 
 
 def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
-    """Instances are every VM row; vCPUs, RAM and disk only of VMs that still hold them."""
+    """Instances are every VM row; vCPUs, RAM and disk only of VMs that still hold them;
+    images_gb the project's stored image bytes, in whole GiB rounded up."""
     instances, vcpus, ram, disk = conn.execute(
         "SELECT count(*), coalesce(sum(CASE WHEN holds_resources = 1 THEN cpu END), 0), "
         "coalesce(sum(CASE WHEN holds_resources = 1 THEN ram END), 0), "
@@ -41,7 +45,9 @@ def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
         "FROM vms WHERE project = ?", (name,)).fetchone()
     gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
                         "WHERE v.project = ?", (name,)).fetchone()[0]
-    return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk}
+    images_gb = -(-stored_bytes(conn, name) // GIB)
+    return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk,
+            "images_gb": images_gb}
 
 
 def names(conn: sqlite3.Connection) -> list[str]:

@@ -1,4 +1,4 @@
-"""DAO for the tasks table: one row per asynchronous action on a VM."""
+"""DAO for the tasks table: one row per asynchronous action on a VM (or an image's import)."""
 from __future__ import annotations
 
 import sqlite3
@@ -13,7 +13,7 @@ _ACTIVE_SQL = "(" + ", ".join(f"'{status}'" for status in ACTIVE) + ")"
 @dataclass(frozen=True)
 class TaskRow:
     id: str
-    vm_id: str
+    vm_id: str | None  # None: an image's task (image_id)
     action: str
     status: str
     error_code: str | None
@@ -28,20 +28,22 @@ class TaskRow:
     payload: str = "{}"  # JSON: what the work needs (create: keys, user-data; shutdown: options)
     attempts: int = 0  # starts: more than one means a worker died during an earlier one
     executor: str = "inprocess"  # inprocess, or celery (published through the outbox)
+    image_id: str | None = None  # the image an import fills
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
-            "finished_at, request_id, deadline, project, host, payload, attempts, executor")
+            "finished_at, request_id, deadline, project, host, payload, attempts, executor, "
+            "image_id")
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
     conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES "
-                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
                   task.request_id, task.deadline, task.project, task.host, task.payload,
-                  task.attempts, task.executor))
+                  task.attempts, task.executor, task.image_id))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
@@ -60,7 +62,7 @@ def active_by_vm(conn: sqlite3.Connection) -> dict[str, TaskRow]:
     """Every VM's newest unfinished task, in one query."""
     result: dict[str, TaskRow] = {}
     for row in conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE status IN {_ACTIVE_SQL} "
-                            "ORDER BY created_at"):
+                            "AND vm_id IS NOT NULL ORDER BY created_at"):
         result[row["vm_id"]] = TaskRow(**row)
     return result
 
@@ -139,11 +141,13 @@ def count_by_action_and_status(conn: sqlite3.Connection) -> dict[tuple[str, str]
 
 
 def purge_finished_of_deleted_vms(conn: sqlite3.Connection, before: str, batch: int) -> int:
-    """Delete up to batch finished tasks older than before whose VM is gone; return how many."""
+    """Delete up to batch finished tasks older than before whose VM (or image) is gone; return
+    how many."""
     return conn.execute(
         "DELETE FROM tasks WHERE rowid IN (SELECT t.rowid FROM tasks t "
         "WHERE t.status IN ('succeeded', 'failed') AND t.finished_at < ? "
-        "AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = t.vm_id) LIMIT ?)",
+        "AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = t.vm_id) "
+        "AND NOT EXISTS (SELECT 1 FROM images i WHERE i.id = t.image_id) LIMIT ?)",
         (before, batch)).rowcount
 
 

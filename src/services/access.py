@@ -1,7 +1,8 @@
 """Every decision about who may do what: route roles, and which project's things a caller sees.
 
-Admins act in every project; members only in their own, and another project's VMs, tasks and
-quotas do not exist for them (404, never 403, so existence is not revealed).
+Admins act in every project; members only in their own, and another project's VMs, tasks,
+quotas, private images and keypairs do not exist for them (404, never 403, so existence is not
+revealed).
 """
 from __future__ import annotations
 
@@ -73,3 +74,37 @@ def require_admin(caller: Principal) -> None:
     """Raises: Forbidden unless caller is an admin."""
     if not caller.is_admin:
         raise errors.Forbidden()
+
+
+def image_visibility(caller: Principal, asked: str | None) -> str:
+    """The visibility of an image caller makes: admins' are public unless they ask otherwise,
+    members' private.
+
+    Raises: Forbidden when a member asks for a public image.
+    """
+    if caller.is_admin:
+        return asked or "public"
+    if asked == "public":
+        raise errors.Forbidden("Only admins may make an image public.")
+    return "private"
+
+
+def check_image_owner(caller: Principal, project: str) -> None:
+    """Whether caller may change (upload to, delete) an image of project it can see.
+
+    Raises: Forbidden for a member and another project's (public) image.
+    """
+    if not sees_project(caller, project):
+        raise errors.Forbidden("Only admins may change a public image of another project.")
+
+
+def keypair_scope(caller: Principal, keypair: str, project: str | None) -> str:
+    """The project whose keypair caller's lookup means: its own unless an admin names another.
+
+    Raises: KeypairNotFound when a member names another project.
+    """
+    if project is None or project == caller.project:
+        return caller.project
+    if not caller.is_admin:
+        raise errors.KeypairNotFound(keypair=keypair)
+    return project

@@ -29,8 +29,16 @@ RELAY_BATCH = 100
 BROKER_RETRY_S = 2.0
 
 
+IMAGES_QUEUE = "iaas.images"  # URL imports: downloads to the control node's images dir
+
+
 def queue_of(host: str) -> str:
     return f"iaas.host.{host}"
+
+
+def queue_for(task: task_dao.TaskRow) -> str:
+    """A VM's task goes to its host's queue; an image import to the images queue."""
+    return IMAGES_QUEUE if task.vm_id is None else queue_of(task.host or "local")
 
 
 def celery_app(broker_url: str) -> Celery:
@@ -79,7 +87,7 @@ class BrokerExecutor:
             with self._db.read() as conn:
                 rows = task_dao.unpublished(conn, RELAY_BATCH)
             for row in rows:
-                send(self._app, row.id, row.host or "local", seq=0, countdown=0.0)
+                send(self._app, row.id, queue_for(row), seq=0, countdown=0.0)
                 with self._db.write() as conn:
                     task_dao.mark_published(conn, row.id, utc_now())
                 published += 1
@@ -121,7 +129,7 @@ class BrokerExecutor:
                 log.debug("outbox relay published %d task(s)", count)
 
 
-def send(app: Celery, task_id: str, host: str, seq: int, countdown: float) -> Any:
-    """Publish one step of a task to its host's queue (persistent, confirmed)."""
-    return app.send_task(STEP_TASK, args=[task_id, seq], queue=queue_of(host),
+def send(app: Celery, task_id: str, queue: str, seq: int, countdown: float) -> Any:
+    """Publish one step of a task to queue (persistent, confirmed)."""
+    return app.send_task(STEP_TASK, args=[task_id, seq], queue=queue,
                          countdown=countdown or None, retry=False)

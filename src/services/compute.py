@@ -7,7 +7,7 @@ import secrets
 import sqlite3
 import uuid
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from src import errors
 from src.database import flavors as flavor_dao
@@ -24,10 +24,11 @@ from src.services.capacity import Capacity
 from src.services.flavors import demand_of
 from src.services.hosts import Host, HostRegistry
 from src.services.images import ImageService
+from src.services.keypairs import keys_of
 from src.services.placement import Demand, HostCapacity
 from src.services.power import PowerOptions
 from src.services.provisioning import GIB
-from src.services.tasks import new_task_row
+from src.services.tasks import Executor, new_task_row
 from src.services.vm_reads import VmView, row_and_task, view
 from src.utils.clock import utc_now
 
@@ -43,18 +44,9 @@ class CreateRequest:
     disk_gb: int | None = None
     flavor: str | None = None
     ssh_keys: tuple[str, ...] | list[str] = ()
+    key_names: tuple[str, ...] | list[str] = ()  # the project's keypairs, beside ssh_keys
     user_data: str | None = None
     host: str | None = None  # admins may pin the VM to a host
-
-
-class Executor(Protocol):
-    """Runs queued tasks: the API's own workers, or Celery workers through the outbox."""
-
-    name: str
-
-    def submit(self, task: task_dao.TaskRow) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def _args(args: dict[str, Any]) -> str:
@@ -80,18 +72,19 @@ class ComputeService:
                request_id: str | None = None) -> VmView:
         """Claim capacity (GPUs included), record the VM as building and queue its build.
 
-        Raises: ValidationFailed (ssh_keys, user_data), ImageNotFoundInRequest,
-        ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
+        Raises: ValidationFailed (ssh_keys, user_data), KeypairNotFoundInRequest,
+        ImageNotFoundInRequest, ImageNotActive, ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
         caller's own project), FlavorNotFoundInRequest,
         InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
         HypervisorUnavailable (no enabled host answers).
         """
         if request.host is not None:
             access.require_admin(caller)  # only admins choose the host
-        ssh_keys = seeds.checked_ssh_keys(request.ssh_keys)
+        ssh_keys = (seeds.checked_ssh_keys(request.ssh_keys)
+                    + keys_of(self._db, request.key_names, caller.project))
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
-        image = self._image(request.image_name)
+        image = self._image(request.image_name, caller)
         image, _base, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
@@ -199,10 +192,10 @@ class ComputeService:
             raise errors.FlavorNotFoundInRequest(flavor=request.flavor)
         return demand_of(flavor), request.disk_gb or flavor.disk_gb, flavor
 
-    def _image(self, name: str) -> image_dao.ImageRow:
-        """Raises: ImageNotFoundInRequest."""
+    def _image(self, name: str, caller: Principal) -> image_dao.ImageRow:
+        """The image caller means (its project's or a public one). Raises: ImageNotFoundInRequest."""
         try:
-            return self._images.get(name)
+            return self._images.get(name, caller)
         except errors.ImageNotFound:
             raise errors.ImageNotFoundInRequest(image=name) from None
 

@@ -1,10 +1,12 @@
-"""Per-project quotas: instances, vCPUs, RAM (MiB) and GPUs, checked inside the create transaction."""
+"""Per-project quotas: instances, vCPUs, RAM (MiB), GPUs, disk and image GiB, checked inside
+the transaction that takes them."""
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
 from src import errors
+from src.database import images as image_dao
 from src.database import projects as project_dao
 from src.database.db import Database
 from src.services import access
@@ -24,6 +26,22 @@ def enforce(conn: sqlite3.Connection, project: str, requested: dict[str, int]) -
         if limit is not None and wanted and in_use[resource] + wanted > limit:
             raise errors.QuotaExceeded(resource=resource, limit=limit,
                                        in_use=in_use[resource], requested=wanted)
+
+
+def enforce_image_bytes(conn: sqlite3.Connection, project: str, image_id: str,
+                        wanted: int) -> None:
+    """Whether the project may store wanted bytes for this image beside its other images.
+
+    Raises: QuotaExceeded (images_gb, in GiB rounded up).
+    """
+    limit = (project_dao.limits(conn, project) or {}).get("images_gb")
+    if limit is None:
+        return
+    others = image_dao.stored_bytes(conn, project, except_id=image_id)
+    if others + wanted > limit * project_dao.GIB:
+        raise errors.QuotaExceeded(resource="images_gb", limit=limit,
+                                   in_use=-(-others // project_dao.GIB),
+                                   requested=-(-wanted // project_dao.GIB))
 
 
 class QuotaService:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from src.database import images as image_dao
 from src.database import leases as lease_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
@@ -279,7 +280,11 @@ class Reconciler:
             overdue = task_dao.overdue(conn, now)
             for task in overdue:
                 task_dao.finish(conn, task.id, now, ("task_timeout", message))
-                vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
+                if task.vm_id is not None:
+                    vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
+                elif task.image_id is not None:  # an import: its download stops at its next piece
+                    image_dao.set_status(conn, task.image_id, "error", ("importing",),
+                                         ("task_timeout", message))
         for task in overdue:
             log.error("task %s (%s) of vm %s timed out", task.id, task.action, task.vm_id)
         if overdue:

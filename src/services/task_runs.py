@@ -17,6 +17,7 @@ from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.errors import HypervisorUnavailable
 from src.services.hosts import HostRegistry
+from src.services.image_import import ImageDownloads
 from src.services.images import ImageService
 from src.services.placement import Claim
 from src.services.power import PowerOptions
@@ -37,41 +38,51 @@ class TaskSteps:
     """What each action does, rebuilt from the task's row and its payload's `args`."""
 
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
-                 task_timeout_s: float) -> None:
+                 downloads: ImageDownloads, timeouts: tuple[float, float]) -> None:
+        """timeouts: (any task's, an image import's) seconds."""
         self._db = db
         self._hosts = hosts
         self._images = images
         self._work = work
-        self._task_timeout_s = task_timeout_s
+        self._downloads = downloads
+        self._task_timeout_s, self._import_timeout_s = timeouts
 
     def timeout_s(self, task: task_dao.TaskRow, args: dict[str, Any]) -> float:
         """How long the task may run once started (a shutdown: at least its own timeout)."""
         if task.action == "shutdown":
             return max(self._task_timeout_s, float(args.get("timeout", 60)) + SHUTDOWN_MARGIN_S)
+        if task.action == "import":
+            return self._import_timeout_s
         return self._task_timeout_s
 
     def run(self, task: task_dao.TaskRow, args: dict[str, Any],
             state: dict[str, Any]) -> Next | None:
         """Raises: TaskFailed, HypervisorUnavailable and HostUnavailable (the host is away)."""
+        if task.action == "import":
+            self._downloads.run_task(task.image_id, bool(state.get("again")))
+            return None
+        vm_id = task.vm_id or ""  # every other task has its VM
         if task.action == "create":
             if state.get("again"):  # an earlier attempt was cut short: start from a clean host
-                self._work.clean_leftovers(task.vm_id)
-            self._work.build(self._plan(task, args))
+                self._work.clean_leftovers(vm_id)
+            self._work.build(self._plan(vm_id, args))
             return None
         if task.action == "delete":
-            self._work.delete(task.vm_id)
+            self._work.delete(vm_id)
             return None
-        return self._work.power(task.vm_id, task.action, PowerOptions(**args), state.get("look"))
+        return self._work.power(vm_id, task.action, PowerOptions(**args), state.get("look"))
 
     def expire(self, task: task_dao.TaskRow) -> None:
-        """A task that never started: a create gives its claim back."""
+        """A task that never started: a create gives its claim back, an import's image fails."""
         if task.action == "create":
-            self._work.expire_build(task.vm_id)
+            self._work.expire_build(task.vm_id or "")
+        elif task.action == "import":
+            self._downloads.expire(task.image_id)
 
-    def _plan(self, task: task_dao.TaskRow, args: dict[str, Any]) -> BuildPlan:
+    def _plan(self, vm_id: str, args: dict[str, Any]) -> BuildPlan:
         with self._db.read() as conn:
-            row = vm_dao.get(conn, task.vm_id)
-            gpus = gpu_dao.for_vm(conn, task.vm_id)
+            row = vm_dao.get(conn, vm_id)
+            gpus = gpu_dao.for_vm(conn, vm_id)
         if row is None:
             raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
         image = self._images.get(row.image_id)

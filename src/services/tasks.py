@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from src.database import tasks as task_dao
 from src.database.db import Database
@@ -19,6 +19,9 @@ from src.vocabulary import ACTIVE_TASK_STATUSES
 log = logging.getLogger(__name__)
 
 OTHER_WORKERS = 4
+# Image imports: downloads that may take long run on workers of their own, so they never hold
+# the workers of power actions (see _Entry.kind).
+IMPORT_WORKERS = 2
 POLL_S = 0.25  # a long-poll looks at the database this often for tasks other processes end
 EXPIRED = "The task waited in the queue longer than IAAS_TASK_QUEUE_TIMEOUT and did not run."
 
@@ -32,12 +35,22 @@ class TaskFailed(Exception):
         super().__init__(f"{code}: {message}")
 
 
-def new_task_row(vm_id: str, action: str, request_id: str | None,
+def new_task_row(vm_id: str | None, action: str, request_id: str | None,
                  project: str = "default", host: str | None = None) -> task_dao.TaskRow:
     return task_dao.TaskRow(id=str(uuid.uuid4()), vm_id=vm_id, action=action, status="queued",
                             error_code=None, error_message=None, created_at=utc_now(),
                             started_at=None, finished_at=None, request_id=request_id,
                             project=project, host=host)
+
+
+class Executor(Protocol):
+    """Runs queued tasks: the API's own workers, or Celery workers through the outbox."""
+
+    name: str
+
+    def submit(self, task: task_dao.TaskRow) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,7 @@ class _Entry:
 
     @property
     def kind(self) -> str:
-        return "build" if self.task.action == "create" else "other"
+        return {"create": "build", "import": "import"}.get(self.task.action, "other")
 
 
 class TaskRunner:
@@ -91,7 +104,8 @@ class TaskRunner:
         self._vm_locks: dict[str, threading.Lock] = {}
         self._threads = [threading.Thread(target=self._serve, args=(kind,), daemon=True,
                                           name=f"{kind}-{index}")
-                         for kind, count in (("build", max_builds), ("other", workers))
+                         for kind, count in (("build", max_builds), ("other", workers),
+                                             ("import", IMPORT_WORKERS))
                          for index in range(count)]
         for thread in self._threads:
             thread.start()
@@ -187,7 +201,7 @@ class TaskRunner:
             self._expire(entry)
             return False
         entry.started = True
-        with self._vm_lock(task.vm_id):
+        with self._vm_lock(task.vm_id or task.id):  # an image's task has no VM to share
             after = self.step(task.id)
         if after is not None:
             with self._cond:
@@ -204,9 +218,9 @@ class TaskRunner:
         self.notify()
         if task is None:
             return
-        if task.action == "delete" and task.status == "succeeded":
+        if (task.action == "delete" and task.status == "succeeded") or task.vm_id is None:
             with self._guard:  # the VM is gone: no task will ask for its lock again
-                self._vm_locks.pop(task.vm_id, None)
+                self._vm_locks.pop(task.vm_id or task.id, None)
         if self._on_finish is not None:
             self._on_finish(task)
 

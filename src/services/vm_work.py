@@ -134,7 +134,9 @@ class VmWork:
                            if task.executor == "inprocess"]
         for task in interrupted:
             error: tuple[str, str] | None = INTERRUPTED
-            if task.action == "create":
+            if task.vm_id is None:
+                pass  # an image's import: ImageService.recover fails the image
+            elif task.action == "create":
                 cleaned = self._tear_down_quietly(task.vm_id)
                 with self._db.write() as conn:
                     vm_dao.set_status(conn, task.vm_id, "error", utc_now(), INTERRUPTED if cleaned

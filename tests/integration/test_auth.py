@@ -20,6 +20,9 @@ from tests.support import Client
 
 CALLERS = ["nobody", "bad", "expired", "revoked", "other_member", "member", "admin"]
 UNAUTHENTICATED = {"nobody", "bad", "expired", "revoked"}
+# Path parameters that name one project's things (the World makes them in the member's).
+SCOPED = ("{vm}", "{task}", "{project}", "{image}", "{keypair}")
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8MA5O06e6hGBoxdxQI/tB709j1rZvLvFNdkwcOfISp laptop"
 _names = itertools.count()
 
 
@@ -27,7 +30,7 @@ _names = itertools.count()
 def config(config: Config) -> Config:
     # The matrix makes about a hundred VMs; capacity has its own tests.
     return replace(config, cpu_allocation_ratio=64.0, ram_allocation_ratio=8.0,
-                   default_quota=(None, None, None, None, None))
+                   default_quota=(None,) * 6)
 
 
 @pytest.fixture
@@ -72,10 +75,14 @@ class World:
             values["flavor"] = name
         if "{project}" in route.pattern:
             values["project"] = "alpha"  # the member's own project
-        if "{image}" in route.pattern:
-            name = unique("img")
-            self.admin.post("/v1/images", {"name": name, "file": "base.qcow2", "format": "qcow2"})
-            values["image"] = name
+        if "{image}" in route.pattern:  # the member's own (private) image, waiting for a file
+            reply = self.member.post("/v1/images", {"name": unique("img"), "format": "qcow2"})
+            assert reply.status == 201, reply.body
+            values["image"] = reply.body["id"]  # admins name other projects' images by id
+        if "{keypair}" in route.pattern:
+            name = unique("key")
+            assert self.member.post("/v1/keypairs", {"name": name, "public_key": KEY}).status == 201
+            values["keypair"] = f"{name}?project=alpha"  # admins name another project's so
         return values
 
 
@@ -85,8 +92,9 @@ def body_for(route: Route) -> Any:
     if route.method != "POST":
         return None
     return {"/v1/vms": {"name": unique("new"), "cpu": 1, "ram": 128, "image_name": "base"},
-            "/v1/images": {"name": unique("img"), "file": "base.qcow2", "format": "qcow2"},
+            "/v1/images": {"name": unique("img"), "format": "qcow2"},
             "/v1/flavors": {"name": unique("fl"), "cpu": 1, "ram": 128, "disk_gb": 1},
+            "/v1/keypairs": {"name": unique("key"), "public_key": KEY},
             }.get(route.pattern)
 
 
@@ -97,9 +105,8 @@ def expected(route: Route, caller: str) -> str:
         return "401"
     if route.access == "admin":
         return "allowed" if caller == "admin" else "403"
-    if caller == "other_member" and any(part in route.pattern
-                                        for part in ("{vm}", "{task}", "{project}")):
-        return "404"  # another project's VM, task or quota does not exist for you
+    if caller == "other_member" and any(part in route.pattern for part in SCOPED):
+        return "404"  # another project's VM, task, quota, image or keypair does not exist
     return "allowed"
 
 
@@ -115,13 +122,14 @@ def test_every_route_for_every_caller(app: App, config: Config,
         where = f"{route.method} {route.pattern} as {caller}: {reply.status} {reply.body}"
         if want == "allowed":
             assert reply.status not in (401, 403), where
-            if any(part in route.pattern for part in ("{vm}", "{task}", "{project}")):
+            if any(part in route.pattern for part in SCOPED):
                 assert reply.status != 404, where
         else:
             assert str(reply.status) == want, where
             code = {"401": "unauthorized", "403": "forbidden"}.get(want)
             assert reply.error_code in (code, "vm_not_found", "task_not_found",
-                                        "project_not_found"), where
+                                        "project_not_found", "image_not_found",
+                                        "keypair_not_found"), where
         if want == "401":
             assert reply.headers["WWW-Authenticate"] == "Bearer", where
 

@@ -119,3 +119,18 @@ def test_a_base_replaced_after_registration_fails_the_create(client: Client, app
     assert client.get("/v1/vms").body["vms"] == []
     assert app.hypervisor.power_states() == {}
     assert not config.instances_dir.exists() or not any(config.instances_dir.iterdir())
+
+
+def test_a_registration_shows_the_sha256_and_checks_a_given_one(client: Client,
+                                                                config: Config) -> None:
+    import hashlib
+
+    path = make_qcow2(config.images_dir / "disk.qcow2")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    wrong = client.post("/v1/images", {"name": "img", "file": "disk.qcow2", "format": "qcow2",
+                                       "sha256": "f" * 64})
+    assert wrong.status == 422 and wrong.error_code == "checksum_mismatch"
+    reply = client.post("/v1/images", {"name": "img", "file": "disk.qcow2", "format": "qcow2",
+                                       "sha256": digest})
+    assert reply.status == 201 and reply.body["sha256"] == digest
+    assert (reply.body["status"], reply.body["visibility"]) == ("active", "public")

@@ -43,12 +43,14 @@ def test_new_projects_get_the_default_quota_and_default_is_unlimited(app: App,
                                                                       member: Client) -> None:
     shown = member.get("/v1/projects/team-a/quota").body
     assert shown == {"project": "team-a",
-                     "in_use": {"instances": 0, "vcpus": 0, "ram": 0, "gpus": 0, "disk_gb": 0},
+                     "in_use": {"instances": 0, "vcpus": 0, "ram": 0, "gpus": 0, "disk_gb": 0,
+                                "images_gb": 0},
                      "limits": {"instances": 10, "vcpus": 20, "ram": 51200, "gpus": 0,
-                                "disk_gb": 500}}
+                                "disk_gb": 500, "images_gb": 100}}
     admin = Client(app)
     assert admin.get("/v1/projects/default/quota").body["limits"] == {
-        "instances": None, "vcpus": None, "ram": None, "gpus": None, "disk_gb": None}
+        "instances": None, "vcpus": None, "ram": None, "gpus": None, "disk_gb": None,
+        "images_gb": None}
     assert member.get("/v1/projects/default/quota").error_code == "project_not_found"
     assert admin.get("/v1/projects/nope/quota").error_code == "project_not_found"
     assert [p["project"] for p in admin.get("/v1/projects").body["projects"]] == [
@@ -67,7 +69,7 @@ def test_ten_racing_creates_against_a_quota_of_three_give_three(app: App, member
                                                     "in_use": 3, "requested": 1}
     assert len(member.get("/v1/vms").body["vms"]) == 3
     assert member.get("/v1/projects/team-a/quota").body["in_use"] == {
-        "instances": 3, "vcpus": 3, "ram": 384, "gpus": 0, "disk_gb": 3}
+        "instances": 3, "vcpus": 3, "ram": 384, "gpus": 0, "disk_gb": 3, "images_gb": 0}
 
 
 def test_every_resource_has_its_quota(app: App, member: Client) -> None:

@@ -47,8 +47,9 @@ def workers(tmp_path: Path) -> Iterator[WorkerFactory]:
     """Start Celery workers (stopped at teardown); their logs are in the test's tmp dir."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(config: Config, hosts: tuple[str, ...] = ("local",)) -> subprocess.Popen[bytes]:
-        worker = start_worker(config, list(hosts), tmp_path / "worker.log")
+    def start(config: Config, hosts: tuple[str, ...] = ("local",),
+              images: bool = False) -> subprocess.Popen[bytes]:
+        worker = start_worker(config, list(hosts), tmp_path / "worker.log", images=images)
         started.append(worker)
         return worker
 

@@ -21,7 +21,7 @@ from scripts.harness.remote_host import RemoteHost
 from src.app import App
 from src.config import Config
 from src.database import tasks as task_dao
-from src.services.broker import celery_app, send
+from src.services.broker import celery_app, queue_of, send
 from tests.e2e.broker.conftest import WorkerFactory
 from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
 from tests.e2e.http_client import HttpClient
@@ -86,7 +86,8 @@ def test_duplicate_delivery_of_a_finished_task_changes_nothing(
     register_tiny_image(live_client)
     vm = create(live_client)
     assert live_client.wait_task(vm["task"]["id"])["status"] == "succeeded"
-    send(celery_app(e2e_config.broker_url), vm["task"]["id"], "local", seq=0, countdown=0)
+    send(celery_app(e2e_config.broker_url), vm["task"]["id"], queue_of("local"), seq=0,
+         countdown=0)
     time.sleep(3)  # the worker has long taken it
     assert domains_of(system_conn, vm["id"]) == 1
     assert [t.attempts for t in tasks_of(e2e_app)] == [1]

@@ -1,0 +1,249 @@
+"""URL imports: a task downloads the image from a server of the test's own on 127.0.0.1 (with
+IAAS_IMPORT_ALLOW_PRIVATE), showing progress; redirect loops, 404s, dropped connections and
+checksums end in error; private and link-local URLs are refused at once without the setting."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from src.app import App
+from src.config import Config
+from tests.conftest import AppFactory
+from tests.support import Client, LiveServer, post
+
+
+class Origin:
+    """An HTTP server on 127.0.0.1 serving one image file, slowly if asked, and some failures."""
+
+    def __init__(self, image: Path, pause_s: float = 0.0) -> None:
+        self.data = image.read_bytes()
+        self.pause_s = pause_s
+        self.requests: list[str] = []
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                origin.requests.append(self.path)
+                origin.answer(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path
+        if path == "/loop":
+            handler.send_response(302)
+            handler.send_header("Location", "/loop")
+            handler.end_headers()
+        elif path == "/moved":
+            handler.send_response(301)
+            handler.send_header("Location", f"{self.url}/image.qcow2")
+            handler.end_headers()
+        elif path in ("/image.qcow2", "/drop"):
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(self.data)))
+            handler.end_headers()
+            self._send(handler, self.data[:len(self.data) // 2] if path == "/drop" else self.data)
+        else:
+            handler.send_error(404)
+
+    def _send(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        piece = max(1, len(data) // 20)
+        try:
+            for start in range(0, len(data), piece):
+                handler.wfile.write(data[start:start + piece])
+                handler.wfile.flush()
+                time.sleep(self.pause_s)
+        except OSError:
+            pass  # the importer went away (a cancel)
+        handler.close_connection = True
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A qcow2 of 8 MiB, every byte written (so it takes a while to serve slowly)."""
+    path = tmp_path / "source.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=full",
+                    str(path), "8M"], check=True)
+    return path
+
+
+@pytest.fixture
+def importing_app(make_app: AppFactory, config: Config) -> App:
+    return make_app(replace(config, import_allow_private=True))
+
+
+@pytest.fixture
+def origin(source: Path) -> Iterator[Origin]:
+    server = Origin(source)
+    yield server
+    server.stop()
+
+
+def start(client: Client, url: str, name: str = "imported", **extra: Any) -> dict[str, Any]:
+    reply = client.post("/v1/images", {"name": name, "format": "qcow2", "url": url, **extra})
+    assert reply.status == 201, reply.body
+    assert reply.body["status"] == "importing" and reply.body["task_id"]
+    body: dict[str, Any] = reply.body
+    return body
+
+
+def finished(client: Client, image: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    task = client.wait_task(image["task_id"])
+    assert task["image_id"] == image["id"] and task["vm_id"] is None
+    assert task["action"] == "import"
+    return task, client.get(f"/v1/images/{image['id']}").body
+
+
+def test_an_import_shows_progress_then_boots(make_app: AppFactory, config: Config,
+                                            source: Path) -> None:
+    app = make_app(replace(config, import_allow_private=True))
+    client = Client(app)
+    slow = Origin(source, pause_s=0.15)
+    try:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        image = start(client, f"{slow.url}/moved", sha256=digest)
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            shown = client.get(f"/v1/images/{image['id']}").body
+            if shown["status"] != "importing":
+                break
+            if shown["progress"]:
+                seen.append(shown["progress"])
+            time.sleep(0.1)
+        assert any(0 < p["bytes_done"] < p["bytes_total"] == len(slow.data) for p in seen), seen
+        task, shown = finished(client, image)
+        assert task["status"] == "succeeded", task
+        assert shown["status"] == "active" and shown["sha256"] == digest
+        assert shown["progress"] is None and shown["size_bytes"]
+        assert slow.requests == ["/moved", "/image.qcow2"]
+        vm = client.post("/v1/vms", {"name": "from-url", "cpu": 1, "ram": 128,
+                                     "image_name": "imported"})
+        assert vm.status == 202 and client.wait_task(vm.body["task"]["id"])["status"] == "succeeded"
+    finally:
+        slow.stop()
+    assert sorted(p.name for p in config.images_dir.iterdir()) == [image["file"]]
+
+
+@pytest.mark.parametrize("path, code", [
+    ("/loop", "too_many_redirects"),
+    ("/missing", "download_failed"),
+    ("/drop", "download_failed"),
+])
+def test_a_url_that_fails_leaves_the_image_in_error(importing_app: App, origin: Origin,
+                                                    config: Config, path: str, code: str) -> None:
+    client = Client(importing_app)
+    image = start(client, origin.url + path)
+    task, shown = finished(client, image)
+    assert task["status"] == "failed" and task["error"]["code"] == code, task
+    assert shown["status"] == "error" and shown["error"]["code"] == code
+    assert list(config.images_dir.iterdir()) == []
+    vm = client.post("/v1/vms", {"name": "nope", "cpu": 1, "ram": 128, "image_name": "imported"})
+    assert vm.status == 409 and vm.error_code == "image_not_active"
+    if path == "/loop":
+        assert len(origin.requests) == 6  # the first request and five redirects
+
+
+def test_a_checksum_that_does_not_match_fails_the_import(importing_app: App, origin: Origin,
+                                                         config: Config) -> None:
+    client = Client(importing_app)
+    task, shown = finished(client, start(client, f"{origin.url}/image.qcow2", sha256="a" * 64))
+    assert task["error"]["code"] == shown["error"]["code"] == "checksum_mismatch"
+    assert list(config.images_dir.iterdir()) == []
+
+
+def test_deleting_an_importing_image_cancels_it(make_app: AppFactory, config: Config,
+                                                source: Path) -> None:
+    client = Client(make_app(replace(config, import_allow_private=True)))
+    slow = Origin(source, pause_s=0.3)
+    try:
+        image = start(client, f"{slow.url}/image.qcow2")
+        deadline = time.monotonic() + 10
+        while not client.get(f"/v1/images/{image['id']}").body["progress"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.delete(f"/v1/images/{image['id']}").status == 204
+        task = client.wait_task(image["task_id"])
+        assert task["status"] == "failed" and task["error"]["code"] == "cancelled"
+    finally:
+        slow.stop()
+    assert list(config.images_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data/",  # a cloud's metadata service (link-local)
+    "http://127.0.0.1:9/image.qcow2",
+    "http://localhost/image.qcow2",
+    "http://10.1.2.3/image.qcow2",
+    "http://[::1]/image.qcow2",
+    "http://[::ffff:169.254.169.254]/x",
+    "ftp://example.org/image.qcow2",
+])
+def test_private_link_local_and_odd_urls_are_refused_at_once(client: Client, config: Config,
+                                                             url: str) -> None:
+    reply = client.post("/v1/images", {"name": "sneaky", "format": "qcow2", "url": url})
+    assert reply.status == 400, reply.body
+    assert reply.error_code == ("validation_failed" if url.startswith("ftp") else
+                                "url_not_allowed")
+    assert client.get("/v1/images").body["images"] == []
+
+
+def test_register_import_and_upload_are_exclusive(client: Client) -> None:
+    for body in ({"file": "a.qcow2", "url": "http://example.org/a"},
+                 {"sha256": "A" * 64}, {"url": "http://example.org/a", "sha256": "0" * 63}):
+        reply = client.post("/v1/images", {"name": "x", "format": "qcow2", **body})
+        assert reply.status == 400 and reply.error_code == "validation_failed", body
+
+
+def test_a_restart_fails_cut_imports_and_removes_partial_files(make_app: AppFactory,
+                                                               config: Config) -> None:
+    first = make_app(config)
+    image = Client(first).post("/v1/images", {"name": "cut", "format": "qcow2"}).body
+    with first.db.write() as conn:  # as a stop in the middle of a download leaves it
+        conn.execute("UPDATE images SET status = 'importing', origin = 'import' WHERE id = ?",
+                     (image["id"],))
+    (config.images_dir / f".iaas-partial-{image['id']}-0000").write_bytes(b"half")
+    first.close()
+    shown = Client(make_app(config)).get(f"/v1/images/{image['id']}").body
+    assert shown["status"] == "error" and shown["error"]["code"] == "interrupted"
+    assert list(config.images_dir.iterdir()) == []
+
+
+def test_an_idempotent_import_is_started_once(importing_app: App, origin: Origin) -> None:
+    client = Client(importing_app)
+    body = {"name": "once", "format": "qcow2", "url": f"{origin.url}/image.qcow2"}
+    server = LiveServer(importing_app)
+    try:
+        key = {"Idempotency-Key": "import-1"}
+        first = post(server.url + "/v1/images", body, key)
+        again = post(server.url + "/v1/images", body, key)
+    finally:
+        server.stop()
+    assert first.status == again.status == 201
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.body["id"] == first.body["id"]
+    client.wait_task(first.body["task_id"])
+    assert [image["name"] for image in client.get("/v1/images").body["images"]] == ["once"]
+    assert origin.requests == ["/image.qcow2"]
+    events = client.get(f"/v1/events?resource_id={first.body['id']}").body["events"]
+    assert [(event["method"], event["status"]) for event in events] == [("POST", 201)] * 2
