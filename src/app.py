@@ -118,7 +118,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         gpus=gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
         telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
-        metrics_registry=metrics, document=DOCUMENT)
+        metrics_registry=metrics, document=DOCUMENT, tokens=tokens)
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),

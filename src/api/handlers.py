@@ -10,6 +10,7 @@ from src.api.metrics import Metrics
 from src.api.validation import validate_body
 from src.services import access
 from src.services.audit import AuditTrail
+from src.services.auth import TokenService
 from src.services.compute import ComputeService, CreateRequest
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
@@ -67,6 +68,7 @@ class Handlers:
     hosts: HostService
     metrics_registry: Metrics
     document: dict[str, Any]
+    tokens: TokenService
 
     def health(self, request: Request) -> Response:
         healthy, parts = self.telemetry.health(request.principal)
@@ -207,3 +209,18 @@ class Handlers:
         rows = self.audit.page(request.caller, filters, filters.pop("marker", None), limit)
         return Response(200, _page([views.audit(row) for row in rows], limit,
                                    rows[-1].id if rows else None, "events"))
+
+    def create_token(self, request: Request) -> Response:
+        body = validate_body("TokenCreate", request.json())
+        row, secret = self.tokens.create(request.caller, body["project"], body["role"],
+                                         body.get("expires_in_days"), body.get("description", ""))
+        return Response(201, views.token_created(row, secret), project=row.project)
+
+    def list_tokens(self, request: Request) -> Response:
+        caller = request.caller
+        return Response(200, {"tokens": [views.token(row, caller.token_id)
+                                         for row in self.tokens.visible(caller)]})
+
+    def delete_token(self, request: Request, token: str) -> Response:
+        row = self.tokens.revoke_for(request.caller, token)
+        return Response(204, project=row.project)

@@ -8,7 +8,8 @@ from src.api.routes import ROUTES, Route
 from src.api.schemas import SCHEMAS
 
 PATH_PARAMS = {"vm": "VM id or name", "image": "Image id or name", "flavor": "Flavor id or name",
-               "project": "Project name", "task": "Task id", "host": "Host name"}
+               "project": "Project name", "task": "Task id", "host": "Host name",
+               "token": "Token id"}
 IDEMPOTENCY_ANSWERS = {400: "Malformed key or request",
                        409: "The key's first request is still being answered",
                        422: "Key reused with another body"}
@@ -59,7 +60,7 @@ def _responses(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {str(route.ok): _success(route)}
     for status in sorted(statuses):
         responses[str(status)] = _error()
-    if route.method == "POST":
+    if route.method == "POST" and route.replayable:
         for status, why in IDEMPOTENCY_ANSWERS.items():
             responses.setdefault(str(status), _error(why))
     if route.operation_id == "health":  # a degraded health check still says which part failed
@@ -81,7 +82,7 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["description"] = route.description
     parameters = [{"name": name, "in": "query", "required": False, "schema": schema}
                   for name, schema in route.query]
-    if route.method == "POST":
+    if route.method == "POST" and route.replayable:
         parameters.append(IDEMPOTENCY_KEY)
     if parameters:
         operation["parameters"] = parameters

@@ -38,6 +38,8 @@ class Route:
     text: bool = False  # the success body is text/plain
     action: str | None = None  # the power action a shared handler performs
     headers: tuple[str, ...] = ()  # headers the success answer may carry (openapi.HEADERS)
+    # False when the answer holds a secret: an Idempotency-Key would store it, so it is refused.
+    replayable: bool = True
 
     def call(self, handlers: Handlers, request: Request, params: dict[str, str]) -> Response:
         extra = {"action": self.action} if self.action else {}
@@ -122,6 +124,16 @@ ROUTES: tuple[Route, ...] = (
               ("marker", {"type": "integer", "minimum": 1})),
           description="The audit trail of mutating requests, newest first (members: their "
                       "project)."),
+    Route("POST", "/v1/tokens", H.create_token, "createToken", ok=201, returns="TokenCreated",
+          body="TokenCreate", replayable=False,
+          description="A new token; its secret is in this answer only. Members: member tokens "
+                      "of their own project (403 otherwise). No Idempotency-Key (400): its "
+                      "answer would have to be stored."),
+    Route("GET", "/v1/tokens", H.list_tokens, "listTokens", returns="TokenList",
+          description="Tokens without their secrets: admins every one; members their own and "
+                      "those it made."),
+    Route("DELETE", "/v1/tokens/{token}", H.delete_token, "deleteToken", ok=204,
+          errors=(404,), description="Revoke a token (members: their own and those it made)."),
     Route("GET", "/v1/tasks/{task}", H.show_task, "showTask", returns="Task", errors=(400, 404),
           query=(("wait", {"type": "integer", "minimum": 0, "maximum": 60}),),
           headers=("Retry-After",),

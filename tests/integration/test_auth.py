@@ -72,6 +72,10 @@ class World:
             values["flavor"] = name
         if "{project}" in route.pattern:
             values["project"] = "alpha"  # the member's own project
+        if "{token}" in route.pattern:  # a token the member made: its own to revoke
+            reply = self.member.post("/v1/tokens", {"project": "alpha", "role": "member"})
+            assert reply.status == 201, reply.body
+            values["token"] = reply.body["id"]
         if "{image}" in route.pattern:
             name = unique("img")
             self.admin.post("/v1/images", {"name": name, "file": "base.qcow2", "format": "qcow2"})
@@ -87,6 +91,7 @@ def body_for(route: Route) -> Any:
     return {"/v1/vms": {"name": unique("new"), "cpu": 1, "ram": 128, "image_name": "base"},
             "/v1/images": {"name": unique("img"), "file": "base.qcow2", "format": "qcow2"},
             "/v1/flavors": {"name": unique("fl"), "cpu": 1, "ram": 128, "disk_gb": 1},
+            "/v1/tokens": {"project": "alpha", "role": "member"},
             }.get(route.pattern)
 
 
@@ -98,8 +103,10 @@ def expected(route: Route, caller: str) -> str:
     if route.access == "admin":
         return "allowed" if caller == "admin" else "403"
     if caller == "other_member" and any(part in route.pattern
-                                        for part in ("{vm}", "{task}", "{project}")):
-        return "404"  # another project's VM, task or quota does not exist for you
+                                        for part in ("{vm}", "{task}", "{project}", "{token}")):
+        return "404"  # another project's VM, task, quota or token does not exist for you
+    if caller == "other_member" and (route.method, route.pattern) == ("POST", "/v1/tokens"):
+        return "403"  # a token of another project is more than a member may make
     return "allowed"
 
 
@@ -115,13 +122,13 @@ def test_every_route_for_every_caller(app: App, config: Config,
         where = f"{route.method} {route.pattern} as {caller}: {reply.status} {reply.body}"
         if want == "allowed":
             assert reply.status not in (401, 403), where
-            if any(part in route.pattern for part in ("{vm}", "{task}", "{project}")):
+            if any(part in route.pattern for part in ("{vm}", "{task}", "{project}", "{token}")):
                 assert reply.status != 404, where
         else:
             assert str(reply.status) == want, where
             code = {"401": "unauthorized", "403": "forbidden"}.get(want)
             assert reply.error_code in (code, "vm_not_found", "task_not_found",
-                                        "project_not_found"), where
+                                        "project_not_found", "token_not_found"), where
         if want == "401":
             assert reply.headers["WWW-Authenticate"] == "Bearer", where
 
