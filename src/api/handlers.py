@@ -8,6 +8,7 @@ from src.api import views
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
+from src.api.web import Asset, Dashboard
 from src.services import access
 from src.services.audit import AuditTrail
 from src.services.auth import TokenService
@@ -52,6 +53,13 @@ def _accepted(request: Request, task: Any) -> Response:
                     project=task.project)
 
 
+def _file(request: Request, asset: Asset) -> Response:
+    """A dashboard file, or 304 when the browser's copy (If-None-Match) is still this one."""
+    if request.header("If-None-Match") == asset.etag:
+        return Response(304, None, asset.headers(), content_type=asset.content_type)
+    return Response(200, asset.body, asset.headers(), content_type=asset.content_type)
+
+
 @dataclass(frozen=True)
 class Handlers:
     """One method per route; the route table (routes.py) says which serves what."""
@@ -69,6 +77,7 @@ class Handlers:
     metrics_registry: Metrics
     document: dict[str, Any]
     tokens: TokenService
+    web: Dashboard
 
     def health(self, request: Request) -> Response:
         healthy, parts = self.telemetry.health(request.principal)
@@ -78,6 +87,12 @@ class Handlers:
     def metrics(self, _request: Request) -> Response:
         text, content_type = self.metrics_registry.exposition()
         return Response(200, text, content_type=content_type)
+
+    def dashboard(self, request: Request) -> Response:
+        return _file(request, self.web.page)
+
+    def static_asset(self, request: Request, asset: str) -> Response:
+        return _file(request, self.web.asset(asset))
 
     def openapi(self, _request: Request) -> Response:
         return Response(200, self.document)

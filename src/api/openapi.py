@@ -94,6 +94,8 @@ def _operation(route: Route) -> dict[str, Any]:
 def _paths(routes: tuple[Route, ...]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in routes:
+        if route.web:  # the dashboard's HTML, scripts and styles are not part of the JSON API
+            continue
         item = paths.setdefault(route.pattern, {})
         names = re.findall(r"\{(\w+)\}", route.pattern)
         if names:

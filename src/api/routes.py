@@ -40,6 +40,7 @@ class Route:
     headers: tuple[str, ...] = ()  # headers the success answer may carry (openapi.HEADERS)
     # False when the answer holds a secret: an Idempotency-Key would store it, so it is refused.
     replayable: bool = True
+    web: bool = False  # a dashboard page or file, not JSON: the OpenAPI document leaves it out
 
     def call(self, handlers: Handlers, request: Request, params: dict[str, str]) -> Response:
         extra = {"action": self.action} if self.action else {}
@@ -53,6 +54,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/metrics", H.metrics, "metrics", "admin", text=True,
           description="Prometheus text exposition (public when IAAS_METRICS_PUBLIC=on)."),
     Route("GET", "/v1/openapi.json", H.openapi, "openapi", "public", returns="OpenApiDocument"),
+    Route("GET", "/", H.dashboard, "dashboard", "public", web=True,
+          description="The dashboard: one page whose scripts call this API with a token."),
+    Route("GET", "/static/{asset}", H.static_asset, "dashboardAsset", "public", web=True,
+          description="The dashboard's scripts, style sheet and icon (an allow-list)."),
     Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList"),
     Route("POST", "/v1/images", H.create_image, "createImage", "admin", 201, "Image", (409,),
           body="ImageCreate"),

@@ -64,6 +64,8 @@ class World:
             vm = reply.body
             self.member.wait_task(vm["task"]["id"])
             values.update(vm=vm["id"], task=vm["task"]["id"])
+        if "{asset}" in route.pattern:
+            values["asset"] = "app.js"
         if "{host}" in route.pattern:
             values["host"] = "local"
         if "{flavor}" in route.pattern:
