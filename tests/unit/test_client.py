@@ -41,3 +41,15 @@ def test_a_client_module_importing_the_services_breaks_the_build(tmp_path: Path)
     result = _lint(tmp_path)
     assert result.returncode == 1
     assert "src.client.output -> src.vocabulary" in result.stdout
+
+
+def test_set_up_installs_iaas_as_a_console_script_of_the_client_package_only() -> None:
+    import sys
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {"iaas": "src.client.main:main"}
+    assert project["tool"]["setuptools"]["packages"] == ["src", "src.client"]
+    assert project["project"]["dependencies"] == []  # requirements.txt holds them
+    assert (Path(sys.executable).parent / "iaas").exists(), "run make setup: no .venv/bin/iaas"
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "pip\" install -q --disable-pip-version-check --no-deps -e ." in setup
