@@ -63,6 +63,14 @@ class Unreachable(Exception):
         return f"the API at {self.url} does not answer: {self.reason}"
 
 
+def _send_all(conn: http.client.HTTPConnection, stream: BinaryIO, progress: Progress) -> None:
+    sent = 0
+    while chunk := stream.read(CHUNK):
+        conn.send(chunk)
+        sent += len(chunk)
+        progress(sent)
+
+
 def _refusal(answer: Answer) -> Refused:
     try:
         error = answer.json()["error"]
@@ -116,16 +124,25 @@ class Api:
             for name, value in headers.items():
                 conn.putheader(name, value)
             conn.endheaders()
-            sent = 0
-            while chunk := stream.read(CHUNK):
-                conn.send(chunk)
-                sent += len(chunk)
-                progress(sent)
+            _send_all(conn, stream, progress)
             return self._answer(conn.getresponse())
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # The server may refuse before reading it all (too large, not allowed): its answer
+            # says why, when it is there to read.
+            raise self._refusal_after(conn) or Unreachable(self.url, str(exc)) from None
         except (OSError, http.client.HTTPException) as exc:
             raise Unreachable(self.url, str(exc) or type(exc).__name__) from None
         finally:
             conn.close()
+
+    def _refusal_after(self, conn: http.client.HTTPConnection) -> Refused | None:
+        try:
+            self._answer(conn.getresponse())
+        except Refused as refused:
+            return refused
+        except (OSError, http.client.HTTPException):
+            return None
+        return None
 
     def _target(self, path: str, query: dict[str, Any] | None) -> str:
         prefix = self._parts.path.rstrip("/")

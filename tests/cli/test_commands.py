@@ -1,11 +1,15 @@
 """`iaas` as a user runs it, without a terminal: tables, -o json, waiting, errors, exit codes."""
 from __future__ import annotations
 
+import io
 import json
 import socket
 from pathlib import Path
 
+import pytest
+
 from src.app import App
+from src.client.http import Api, Refused
 from tests.cli.conftest import Iaas
 
 VM = ("--image", "base", "--cpu", "1", "--ram", "128")
@@ -136,3 +140,15 @@ def test_upload_refused_by_a_server_without_uploads_says_why_and_leaves_nothing(
     done = iaas("image", "upload", "up1", str(local))
     assert done.returncode == 1 and "error: validation_failed" in done.stderr
     assert "up1" not in str(iaas.api("GET", "/v1/images").body)
+
+
+def test_an_upload_the_server_refuses_midway_reports_the_apis_error(iaas: Iaas) -> None:
+    """The client's streamed upload (issue 15's PUT /v1/images/{id}/file) against a server that
+    answers before reading the body: the API's error, not a broken pipe."""
+    sent: list[int] = []
+    body = io.BytesIO(bytes(32 * 1024 * 1024))
+    with pytest.raises(Refused) as refused:
+        Api(iaas.url, iaas.token).upload("/v1/images/nothing/file", body, 32 * 1024 * 1024,
+                                         sent.append)
+    assert refused.value.code in ("not_found", "method_not_allowed")
+    assert refused.value.request_id and refused.value.request_id.startswith("req-")

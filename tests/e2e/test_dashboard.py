@@ -10,7 +10,6 @@ from playwright.sync_api import Page, expect
 
 from scripts.harness.host import domain_exists
 from src.app import App
-from tests.browser.conftest import browser, page, playwright  # noqa: F401 - fixtures
 from tests.browser.test_dashboard import create_vm, sign_in, vm_status
 from tests.e2e.conftest import register_tiny_image
 from tests.e2e.http_client import HttpClient
@@ -28,7 +27,7 @@ def site(e2e_app: App) -> Iterator[LiveServer]:
         server.stop()
 
 
-def test_a_real_guest_by_clicking(page: Page, site: LiveServer,  # noqa: F811
+def test_a_real_guest_by_clicking(page: Page, site: LiveServer,
                                   system_conn: libvirt.virConnect) -> None:
     register_tiny_image(HttpClient(site.url))
     sign_in(page, site, site.token)
