@@ -88,8 +88,14 @@ def test_a_member_sees_only_its_project(page: Page, site: LiveServer, app: App) 
     page.goto(site.url + "/#/hosts")  # typed by hand: still not shown
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     page.goto(site.url + "/#/images")
+    expect(page.get_by_role("heading", name="Images", level=1)).to_be_visible()
     expect(page.get_by_role("heading", name="Upload an image")).to_have_count(0)
     shot(page, "member-images")
+    token_id = app.tokens.authenticate(f"Bearer {member}").token_id
+    assert fetch(site.url, "DELETE", f"/v1/tokens/{token_id}").status == 204
+    page.get_by_role("link", name="VMs", exact=True).click()  # the next call meets a 401
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("unauthorized")
 
 
 def test_api_errors_show_as_messages(page: Page, site: LiveServer) -> None:

@@ -93,13 +93,11 @@ function route() {
   setTitle("Not found");
 }
 
-// A revoked or expired token: back to the sign-in form, saying why.
-window.addEventListener("unhandledrejection", (event) => {
-  if (event.reason instanceof ApiError && event.reason.status === 401) {
-    token.clear();
-    showSignIn();
-    showError(event.reason);
-  }
+// A revoked or expired token: back to the sign-in form, the API's message still shown.
+window.addEventListener("iaas-unauthorized", () => {
+  if (!session.me) return; // already signing in
+  token.clear();
+  showSignIn();
 });
 
 async function start() {

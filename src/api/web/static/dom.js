@@ -37,6 +37,8 @@ export function showError(err) {
   const alert = $("#alert");
   alert.textContent = err && err.describe ? err.describe() : String(err);
   alert.hidden = false;
+  // A token revoked or expired meanwhile: the app goes back to its sign-in form.
+  if (err && err.status === 401) window.dispatchEvent(new CustomEvent("iaas-unauthorized"));
 }
 
 export function clearError() {
