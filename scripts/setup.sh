@@ -8,8 +8,10 @@ PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvi
           dnsmasq-base python3-venv python3-dev gcc syslinux syslinux-common mtools dosfstools cpio
           libxml2-utils)
 # Only the tests need these: cloud-init checks the NoCloud seed's schema, ssh-keygen makes real keys;
-# the second libvirt host of the multi-host tests needs ip (netns, veth) and openssl (its TLS PKI).
-DEV_PACKAGES=(cloud-init openssh-client iproute2 openssl)
+# the second libvirt host of the multi-host tests needs ip (netns, veth) and openssl (its TLS PKI);
+# the dashboard's browser tests drive Debian's chromium through Playwright (which never downloads
+# a browser of its own here).
+DEV_PACKAGES=(cloud-init openssh-client iproute2 openssl chromium)
 VENV=${VENV:-.venv}
 REQUIREMENTS=${REQUIREMENTS:-requirements-dev.txt}
 PYTHON=${PYTHON:-python3}
@@ -84,13 +86,17 @@ start_daemons() {
     fi
 }
 
+# The stamp covers the requirements, pyproject.toml and this checkout's path: `iaas` is installed
+# editable (pointing at this checkout), so another checkout sharing the venv installs it again.
 make_venv() {
     local stamp="$VENV/.stamp-$(basename "$REQUIREMENTS")" want
-    want=$(cat requirements.txt "$REQUIREMENTS" | sha256sum | cut -d' ' -f1)
+    want=$( (cat requirements.txt "$REQUIREMENTS" pyproject.toml; pwd -P) | sha256sum | cut -d' ' -f1)
     if [[ -f "$stamp" && $(cat "$stamp") == "$want" ]]; then return; fi
     say "building $VENV from $REQUIREMENTS"
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
+    # The `iaas` command (.venv/bin/iaas); its dependencies came with the requirements.
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
     echo "$want" > "$stamp"
 }
 

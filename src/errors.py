@@ -55,6 +55,7 @@ FlavorNotFoundInRequest = _error("FlavorNotFoundInRequest", 400, "flavor_not_fou
                                  "Flavor {flavor!r} does not exist.")
 InsufficientCapacity = _error("InsufficientCapacity", 409, "insufficient_capacity",
                               "Not enough {resource}: {requested} requested, {available} available.")
+TokenNotFound = _error("TokenNotFound", 404, "token_not_found", "Token {token!r} does not exist.")
 TaskNotFound = _error("TaskNotFound", 404, "task_not_found", "Task {task!r} does not exist.")
 MethodNotAllowed = _error("MethodNotAllowed", 405, "method_not_allowed", "{method} is not allowed on {path}.")
 VmBusy = _error("VmBusy", 409, "vm_busy", "VM {vm!r} is busy with another task; wait for it to end.")

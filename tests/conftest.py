@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -12,7 +12,14 @@ from src.app import App, create_app
 from src.config import Config
 from tests.support import Client, LiveServer, ProdServer, host_xml
 
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page, Playwright
+
 AppFactory = Callable[..., App]
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: Playwright never downloads a browser
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
 
 
 @pytest.fixture
@@ -76,3 +83,38 @@ def server(request: pytest.FixtureRequest, app: App) -> Iterator[LiveServer | Pr
     live = LiveServer(app) if request.param == "wsgiref" else ProdServer(app)
     yield live
     live.stop()
+
+
+# The dashboard's browser (tests/browser and tests/e2e): one driver per module (stopped before
+# other tiers run), a fresh profile per test.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make setup-dev` (Debian's chromium package)",
+                    pytrace=False)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture
+def browser(playwright: Playwright, tmp_path: Path) -> Iterator[BrowserContext]:
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id="UTC")
+    context.set_default_timeout(15000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(browser: BrowserContext) -> Page:
+    """A tab that fails the test on any script error or refused resource (CSP included)."""
+    tab = browser.pages[0] if browser.pages else browser.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    tab.on("console", lambda message: problems.append(f"console: {message.text}")
+           if message.type == "error" and "401" not in message.text
+           and "404" not in message.text and "409" not in message.text else None)
+    tab.problems = problems  # type: ignore[attr-defined]
+    return tab

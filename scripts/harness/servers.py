@@ -49,7 +49,8 @@ class Reply:
 
 
 def decode_body(headers: dict[str, str], payload: bytes) -> Any:
-    if headers.get("Content-Type", "").startswith("text/plain"):
+    kind = headers.get("Content-Type", "")
+    if kind.startswith(("text/", "image/svg")):  # console text, and the dashboard's files
         return payload.decode()
     return json.loads(payload) if payload else None
 

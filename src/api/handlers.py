@@ -9,8 +9,10 @@ from src.api.body_stream import ChunkedBody, FixedBody
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
+from src.api.web import Asset, Dashboard
 from src.services import access
 from src.services.audit import AuditTrail
+from src.services.auth import TokenService
 from src.services.compute import ComputeService, CreateRequest
 from src.services.flavors import FlavorService
 from src.services.gpus import GpuInventory
@@ -55,6 +57,13 @@ def _accepted(request: Request, task: Any) -> Response:
                     project=task.project)
 
 
+def _file(request: Request, asset: Asset) -> Response:
+    """A dashboard file, or 304 when the browser's copy (If-None-Match) is still this one."""
+    if request.header("If-None-Match") == asset.etag:
+        return Response(304, None, asset.headers(), content_type=asset.content_type)
+    return Response(200, asset.body, asset.headers(), content_type=asset.content_type)
+
+
 @dataclass(frozen=True)
 class Handlers:
     """One method per route; the route table (routes.py) says which serves what."""
@@ -74,6 +83,8 @@ class Handlers:
     hosts: HostService
     metrics_registry: Metrics
     document: dict[str, Any]
+    tokens: TokenService
+    web: Dashboard
 
     def health(self, request: Request) -> Response:
         healthy, parts = self.telemetry.health(request.principal)
@@ -83,6 +94,12 @@ class Handlers:
     def metrics(self, _request: Request) -> Response:
         text, content_type = self.metrics_registry.exposition()
         return Response(200, text, content_type=content_type)
+
+    def dashboard(self, request: Request) -> Response:
+        return _file(request, self.web.page)
+
+    def static_asset(self, request: Request, asset: str) -> Response:
+        return _file(request, self.web.asset(asset))
 
     def openapi(self, _request: Request) -> Response:
         return Response(200, self.document)
@@ -243,3 +260,18 @@ class Handlers:
         rows = self.audit.page(request.caller, filters, filters.pop("marker", None), limit)
         return Response(200, _page([views.audit(row) for row in rows], limit,
                                    rows[-1].id if rows else None, "events"))
+
+    def create_token(self, request: Request) -> Response:
+        body = validate_body("TokenCreate", request.json())
+        row, secret = self.tokens.create(request.caller, body["project"], body["role"],
+                                         body.get("expires_in_days"), body.get("description", ""))
+        return Response(201, views.token_created(row, secret), project=row.project)
+
+    def list_tokens(self, request: Request) -> Response:
+        caller = request.caller
+        return Response(200, {"tokens": [views.token(row, caller.token_id)
+                                         for row in self.tokens.visible(caller)]})
+
+    def delete_token(self, request: Request, token: str) -> Response:
+        row = self.tokens.revoke_for(request.caller, token)
+        return Response(204, project=row.project)

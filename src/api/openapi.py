@@ -9,7 +9,7 @@ from src.api.schemas import SCHEMAS
 
 PATH_PARAMS = {"vm": "VM id or name", "image": "Image id or name", "flavor": "Flavor id or name",
                "project": "Project name", "task": "Task id", "host": "Host name",
-               "keypair": "Keypair name"}
+               "keypair": "Keypair name", "token": "Token id"}
 IDEMPOTENCY_ANSWERS = {400: "Malformed key or request",
                        409: "The key's first request is still being answered",
                        422: "Key reused with another body"}
@@ -60,7 +60,7 @@ def _responses(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {str(route.ok): _success(route)}
     for status in sorted(statuses):
         responses[str(status)] = _error()
-    if route.method == "POST":
+    if route.method == "POST" and route.replayable:
         for status, why in IDEMPOTENCY_ANSWERS.items():
             responses.setdefault(str(status), _error(why))
     if route.operation_id == "health":  # a degraded health check still says which part failed
@@ -82,7 +82,7 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["description"] = route.description
     parameters = [{"name": name, "in": "query", "required": False, "schema": schema}
                   for name, schema in route.query]
-    if route.method == "POST":
+    if route.method == "POST" and route.replayable:
         parameters.append(IDEMPOTENCY_KEY)
     if parameters:
         operation["parameters"] = parameters
@@ -97,6 +97,8 @@ def _operation(route: Route) -> dict[str, Any]:
 def _paths(routes: tuple[Route, ...]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in routes:
+        if route.web:  # the dashboard's HTML, scripts and styles are not part of the JSON API
+            continue
         item = paths.setdefault(route.pattern, {})
         names = re.findall(r"\{(\w+)\}", route.pattern)
         if names:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from src import errors
 from src.api import failures
 from src.api.handlers import Handlers
 from src.api.http import Request, Response
@@ -77,6 +78,9 @@ class Pipeline:
         Raises: BadRequest, IdempotencyKeyReused, IdempotencyKeyInUse.
         """
         check_key(key)
+        if not self.router.replayable(request):
+            raise errors.BadRequest(reason="This call takes no Idempotency-Key: its answer holds "
+                                           "a secret, which is never stored.")
         token_id = request.caller.token_id
         digest = request_hash(request.method, request.target, request.raw_body())
         stored = self._idempotency.begin(token_id, key, digest)

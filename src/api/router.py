@@ -33,6 +33,13 @@ class Router:
                 return route.pattern
         return "unmatched"
 
+    def replayable(self, request: Request) -> bool:
+        """Whether the request's route may keep its answer for an Idempotency-Key replay."""
+        for route, regex in self._table:
+            if route.method == request.method and regex.match(request.path):
+                return route.replayable
+        return True
+
     def match(self, request: Request) -> tuple[Route, dict[str, str]]:
         """The route and its path parameters.
 

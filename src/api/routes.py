@@ -41,6 +41,9 @@ class Route:
     action: str | None = None  # the power action a shared handler performs
     file_body: bool = False  # the body is a file (application/octet-stream), streamed
     headers: tuple[str, ...] = ()  # headers the success answer may carry (openapi.HEADERS)
+    # False when the answer holds a secret: an Idempotency-Key would store it, so it is refused.
+    replayable: bool = True
+    web: bool = False  # a dashboard page or file, not JSON: the OpenAPI document leaves it out
 
     def call(self, handlers: Handlers, request: Request, params: dict[str, str]) -> Response:
         extra = {"action": self.action} if self.action else {}
@@ -54,6 +57,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/metrics", H.metrics, "metrics", "admin", text=True,
           description="Prometheus text exposition (public when IAAS_METRICS_PUBLIC=on)."),
     Route("GET", "/v1/openapi.json", H.openapi, "openapi", "public", returns="OpenApiDocument"),
+    Route("GET", "/", H.dashboard, "dashboard", "public", web=True,
+          description="The dashboard: one page whose scripts call this API with a token."),
+    Route("GET", "/static/{asset}", H.static_asset, "dashboardAsset", "public", web=True,
+          description="The dashboard's scripts, style sheet and icon (an allow-list)."),
     Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList",
           description="Public images and your project's."),
     Route("POST", "/v1/images", H.create_image, "createImage", ok=201, returns="Image",
@@ -140,6 +147,16 @@ ROUTES: tuple[Route, ...] = (
               ("marker", {"type": "integer", "minimum": 1})),
           description="The audit trail of mutating requests, newest first (members: their "
                       "project)."),
+    Route("POST", "/v1/tokens", H.create_token, "createToken", ok=201, returns="TokenCreated",
+          body="TokenCreate", replayable=False,
+          description="A new token; its secret is in this answer only. Members: member tokens "
+                      "of their own project (403 otherwise). No Idempotency-Key (400): its "
+                      "answer would have to be stored."),
+    Route("GET", "/v1/tokens", H.list_tokens, "listTokens", returns="TokenList",
+          description="Tokens without their secrets: admins every one; members their own and "
+                      "those it made."),
+    Route("DELETE", "/v1/tokens/{token}", H.delete_token, "deleteToken", ok=204,
+          errors=(404,), description="Revoke a token (members: their own and those it made)."),
     Route("GET", "/v1/tasks/{task}", H.show_task, "showTask", returns="Task", errors=(400, 404),
           query=(("wait", {"type": "integer", "minimum": 0, "maximum": 60}),),
           headers=("Retry-After",),

@@ -13,6 +13,7 @@ from src.vocabulary import (
     IMAGE_STATUSES,
     IMAGE_VISIBILITIES,
     QUOTA_RESOURCES,
+    ROLES,
     TASK_ACTIONS,
     TASK_STATUSES,
     VM_ACTIONS,
@@ -31,6 +32,7 @@ HOST_NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
              "maxLength": 63}
 HOST_URI = "^(qemu|qemu\\+tls|qemu\\+ssh|qemu\\+tcp|qemu\\+unix|test)://[!-~]*$"
 RATIO = {"type": "number", "minimum": 0.1, "maximum": 64}
+PROJECT_NAME = "^[a-z0-9][a-z0-9_.-]{0,62}$"
 LIMIT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000000}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$",
           "description": "SHA-256 of the file, 64 lowercase hex digits"}
@@ -305,6 +307,29 @@ SCHEMAS: dict[str, Any] = {
     "HostResources": _object({"vcpus": {"type": "integer"}, "ram": {"type": "integer"},
                               "disk_gb": {"type": "integer"}, "gpus": {"type": "integer"}}),
     "HostList": _object({"hosts": {"type": "array", "items": _ref("Host")}}),
+    "TokenCreate": _object({
+        "project": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63,
+                    "description": "Members: their own project only."},
+        "role": {"type": "string", "enum": list(ROLES),
+                 "description": "Members: member only."},
+        "expires_in_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 36500,
+                            "description": "Omitted: never expires."},
+        "description": {"type": "string", "maxLength": 255},
+    }, required=["project", "role"]),
+    "TokenCreated": _object({
+        "id": UUID, "token": {"type": "string", "description": "The secret, shown this once."},
+        "project": {"type": "string"}, "role": {"type": "string", "enum": list(ROLES)},
+        "expires_at": NULLABLE_TIME, "description": {"type": "string"}, "created_at": TIME,
+    }),
+    "Token": _object({
+        "id": UUID, "project": {"type": "string"},
+        "role": {"type": "string", "enum": list(ROLES)}, "description": {"type": "string"},
+        "created_at": TIME, "expires_at": NULLABLE_TIME, "revoked_at": NULLABLE_TIME,
+        "created_by": {"type": ["string", "null"],
+                       "description": "The token that made it (null: made on the command line)"},
+        "current": {"type": "boolean", "description": "Whether it is the token of this call."},
+    }),
+    "TokenList": _object({"tokens": {"type": "array", "items": _ref("Token")}}),
     "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.images import ImageRow
     from src.database.keypairs import KeypairRow
     from src.database.tasks import TaskRow
+    from src.database.tokens import TokenRow
 
 VNC_HOST = "127.0.0.1"
 
@@ -94,6 +95,20 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "error": _error(row.error_code, row.error_message, reveal),
             "host": row.host if reveal else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def token(row: TokenRow, caller_token_id: str) -> dict[str, Any]:
+    """A token without its secret (only its hash exists)."""
+    return {"id": row.id, "project": row.project, "role": row.role,
+            "description": row.description, "created_at": row.created_at,
+            "expires_at": row.expires_at, "revoked_at": row.revoked_at,
+            "created_by": row.created_by, "current": row.id == caller_token_id}
+
+
+def token_created(row: TokenRow, secret: str) -> dict[str, Any]:
+    return {"id": row.id, "token": secret, "project": row.project, "role": row.role,
+            "expires_at": row.expires_at, "description": row.description,
+            "created_at": row.created_at}
 
 
 def orphans(found: Orphans) -> dict[str, Any]:

@@ -70,6 +70,23 @@ def sees_internals(caller: Principal | None) -> bool:
     return caller is not None and caller.is_admin
 
 
+def check_token_grant(caller: Principal, project: str, role: str) -> None:
+    """Whether caller may make a token of project and role: admins any; members only member
+    tokens of their own project, so no token can reach further than the one that made it.
+
+    Raises: Forbidden.
+    """
+    if caller.is_admin:
+        return
+    if project != caller.project or role != "member":
+        raise errors.Forbidden("Members may create only member tokens of their own project.")
+
+
+def sees_token(caller: Principal, token_id: str, created_by: str | None) -> bool:
+    """Admins see every token; members their own and those it made (others are 404)."""
+    return caller.is_admin or caller.token_id in (token_id, created_by)
+
+
 def require_admin(caller: Principal) -> None:
     """Raises: Forbidden unless caller is an admin."""
     if not caller.is_admin:

@@ -16,6 +16,7 @@ from src import errors
 from src.database import projects as project_dao
 from src.database import tokens as token_dao
 from src.database.db import Database
+from src.services import access
 from src.services.access import Principal
 from src.utils.clock import utc_after, utc_now
 from src.vocabulary import QUOTA_RESOURCES, ROLES
@@ -39,7 +40,8 @@ class TokenService:
         self._new_project_limits = new_project_limits or {}
 
     def issue(self, project: str, role: str, expires_in_s: float | None = None,
-              description: str = "") -> tuple[token_dao.TokenRow, str]:
+              description: str = "", created_by: str | None = None
+              ) -> tuple[token_dao.TokenRow, str]:
         """A new token (the row, and the secret shown this once). Raises: ValueError."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -52,7 +54,7 @@ class TokenService:
             id=str(uuid.uuid4()), project=project, role=role, secret_hash=_hash(secret),
             description=description, created_at=now,
             expires_at=utc_after(expires_in_s) if expires_in_s is not None else None,
-            revoked_at=None)
+            revoked_at=None, created_by=created_by)
         with self._db.write() as conn:
             project_dao.create(conn, project, self._new_project_limits, now)
             token_dao.insert(conn, row)
@@ -82,6 +84,40 @@ class TokenService:
             return self.authenticate(authorization)
         except (errors.Unauthorized, sqlite3.Error):
             return None
+
+    def create(self, caller: Principal, project: str, role: str,
+               expires_in_days: float | None = None,
+               description: str = "") -> tuple[token_dao.TokenRow, str]:
+        """A token made through the API, remembering its maker (the secret is shown once).
+
+        Raises: Forbidden (a member asking for more than its own), BadRequest.
+        """
+        access.check_token_grant(caller, project, role)
+        try:
+            return self.issue(project, role, expires_in_days * 86400
+                              if expires_in_days is not None else None,
+                              description, created_by=caller.token_id)
+        except ValueError as exc:
+            raise errors.BadRequest(reason=str(exc)) from None
+
+    def visible(self, caller: Principal) -> list[token_dao.TokenRow]:
+        """The tokens caller may see: every one for admins, its own and its makings otherwise."""
+        with self._db.read() as conn:
+            if caller.is_admin:
+                return token_dao.list_all(conn)
+            return token_dao.list_own(conn, caller.token_id)
+
+    def revoke_for(self, caller: Principal, token_id: str) -> token_dao.TokenRow:
+        """Revoke a token caller may see (revoking one already revoked changes nothing).
+
+        Raises: TokenNotFound (unknown, or not caller's to see).
+        """
+        with self._db.write() as conn:
+            row = token_dao.by_id(conn, token_id)
+            if row is None or not access.sees_token(caller, row.id, row.created_by):
+                raise errors.TokenNotFound(token=token_id)
+            token_dao.revoke(conn, row.id, utc_now())
+        return row
 
     def list(self) -> list[token_dao.TokenRow]:
         with self._db.read() as conn:

@@ -21,7 +21,7 @@ from tests.support import Client
 CALLERS = ["nobody", "bad", "expired", "revoked", "other_member", "member", "admin"]
 UNAUTHENTICATED = {"nobody", "bad", "expired", "revoked"}
 # Path parameters that name one project's things (the World makes them in the member's).
-SCOPED = ("{vm}", "{task}", "{project}", "{image}", "{keypair}")
+SCOPED = ("{vm}", "{task}", "{project}", "{image}", "{keypair}", "{token}")
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8MA5O06e6hGBoxdxQI/tB709j1rZvLvFNdkwcOfISp laptop"
 _names = itertools.count()
 
@@ -67,6 +67,8 @@ class World:
             vm = reply.body
             self.member.wait_task(vm["task"]["id"])
             values.update(vm=vm["id"], task=vm["task"]["id"])
+        if "{asset}" in route.pattern:
+            values["asset"] = "app.js"
         if "{host}" in route.pattern:
             values["host"] = "local"
         if "{flavor}" in route.pattern:
@@ -75,6 +77,10 @@ class World:
             values["flavor"] = name
         if "{project}" in route.pattern:
             values["project"] = "alpha"  # the member's own project
+        if "{token}" in route.pattern:  # a token the member made: its own to revoke
+            reply = self.member.post("/v1/tokens", {"project": "alpha", "role": "member"})
+            assert reply.status == 201, reply.body
+            values["token"] = reply.body["id"]
         if "{image}" in route.pattern:  # the member's own (private) image, waiting for a file
             reply = self.member.post("/v1/images", {"name": unique("img"), "format": "qcow2"})
             assert reply.status == 201, reply.body
@@ -95,6 +101,7 @@ def body_for(route: Route) -> Any:
             "/v1/images": {"name": unique("img"), "format": "qcow2"},
             "/v1/flavors": {"name": unique("fl"), "cpu": 1, "ram": 128, "disk_gb": 1},
             "/v1/keypairs": {"name": unique("key"), "public_key": KEY},
+            "/v1/tokens": {"project": "alpha", "role": "member"},
             }.get(route.pattern)
 
 
@@ -107,6 +114,8 @@ def expected(route: Route, caller: str) -> str:
         return "allowed" if caller == "admin" else "403"
     if caller == "other_member" and any(part in route.pattern for part in SCOPED):
         return "404"  # another project's VM, task, quota, image or keypair does not exist
+    if caller == "other_member" and (route.method, route.pattern) == ("POST", "/v1/tokens"):
+        return "403"  # a token of another project is more than a member may make
     return "allowed"
 
 
@@ -129,7 +138,7 @@ def test_every_route_for_every_caller(app: App, config: Config,
             code = {"401": "unauthorized", "403": "forbidden"}.get(want)
             assert reply.error_code in (code, "vm_not_found", "task_not_found",
                                         "project_not_found", "image_not_found",
-                                        "keypair_not_found"), where
+                                        "keypair_not_found", "token_not_found"), where
         if want == "401":
             assert reply.headers["WWW-Authenticate"] == "Bearer", where
 

@@ -1,0 +1,1 @@
+"""`iaas`: the command-line client, which talks to the API over HTTP only."""

@@ -1,0 +1,156 @@
+"""`iaas flavor …`, `iaas gpu list`, `iaas host …`: sizes, GPUs and the hosts VMs run on."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from src.client.session import session
+
+
+def _resources(value: dict[str, Any] | None) -> str:
+    if not value:
+        return "-"
+    return f"{value['vcpus']} vCPU, {value['ram']} MiB, {value['disk_gb']} GiB, {value['gpus']} GPU"
+
+
+@click.group("flavor")
+def flavor_group() -> None:
+    """Named VM sizes."""
+
+
+@flavor_group.command("list")
+@click.pass_context
+def flavor_list(ctx: click.Context) -> None:
+    """List flavors."""
+    s = session(ctx)
+    s.show(s.get("/v1/flavors"), lambda body: s.out.table(
+        ("NAME", "CPU", "RAM", "DISK", "GPUS", "DESCRIPTION"),
+        [[f["name"], f["cpu"], f"{f['ram']} MiB", f"{f['disk_gb']} GiB",
+          f"{f['gpu_count']} {f['gpu_model'] or ''}".strip() if f["gpu_count"] else "-",
+          f["description"]] for f in body["flavors"]]))
+
+
+@flavor_group.command("show")
+@click.argument("flavor")
+@click.pass_context
+def flavor_show(ctx: click.Context, flavor: str) -> None:
+    """Show one flavor."""
+    s = session(ctx)
+    s.show(s.get(f"/v1/flavors/{flavor}"), lambda body: s.out.fields(body.items()))
+
+
+@flavor_group.command("availability")
+@click.argument("flavor")
+@click.pass_context
+def flavor_availability(ctx: click.Context, flavor: str) -> None:
+    """How many VMs of FLAVOR could be created now, and what runs out first."""
+    s = session(ctx)
+
+    def render(body: dict[str, Any]) -> None:
+        s.out.fields([("flavor", body["flavor"]), ("available", body["available"]),
+                      ("limited_by", body["limited_by"])])
+        if body.get("hosts"):
+            s.out.table(("HOST", "AVAILABLE", "LIMITED BY"),
+                        [[h["host"], h["available"], h["limited_by"]] for h in body["hosts"]])
+
+    s.show(s.get(f"/v1/flavors/{flavor}/availability"), render)
+
+
+@click.group("gpu")
+def gpu_group() -> None:
+    """GPU inventory (admins)."""
+
+
+@gpu_group.command("list")
+@click.option("--host", help="Only this host's GPUs.")
+@click.pass_context
+def gpu_list(ctx: click.Context, host: str | None) -> None:
+    """Every GPU: free, allocated to which VM, or unavailable and why."""
+    s = session(ctx)
+    s.show(s.get("/v1/gpus", host=host), lambda body: s.out.table(
+        ("HOST", "ADDRESS", "PRODUCT", "NUMA", "STATUS", "VM / REASON"),
+        [[g["host"], g["id"], g["product"]["name"] or g["product"]["id"], g["numa_node"],
+          g["status"], g["vm_id"] or g["reason"]] for g in body["gpus"]]))
+
+
+@click.group("host")
+def host_group() -> None:
+    """libvirt hosts (admins)."""
+
+
+HOST_COLUMNS = ("NAME", "STATE", "URI", "FREE", "CAPACITY", "VMS", "LAST SEEN")
+
+
+@host_group.command("list")
+@click.pass_context
+def host_list(ctx: click.Context) -> None:
+    """List hosts with their free and total capacity."""
+    s = session(ctx)
+    s.show(s.get("/v1/hosts"), lambda body: s.out.table(HOST_COLUMNS, [
+        [h["name"], h["state"] + (f" ({h['reason']})" if h.get("reason") else ""), h["uri"],
+         _resources(h["free"]), _resources(h["capacity"]), h["vms"], h["last_seen"]]
+        for h in body["hosts"]]))
+
+
+def _render_host(host: dict[str, Any], s: Any) -> None:
+    s.out.fields([(key, _resources(value) if key in ("capacity", "allocated", "free") else value)
+                  for key, value in host.items()])
+
+
+@host_group.command("show")
+@click.argument("host")
+@click.pass_context
+def host_show(ctx: click.Context, host: str) -> None:
+    """Show one host."""
+    s = session(ctx)
+    s.show(s.get(f"/v1/hosts/{host}"), lambda body: _render_host(body, s))
+
+
+@host_group.command("add")
+@click.argument("name")
+@click.argument("uri")
+@click.option("--storage", type=click.Choice(["shared", "pool"]))
+@click.option("--storage-pool")
+@click.option("--network")
+@click.option("--domain-type")
+@click.option("--cpu-allocation-ratio", type=float)
+@click.option("--ram-allocation-ratio", type=float)
+@click.pass_context
+def host_add(ctx: click.Context, /, name: str, uri: str, **options: Any) -> None:
+    """Connect to the libvirt host at URI and place VMs on it."""
+    s = session(ctx)
+    body = {"name": name, "uri": uri, **{k: v for k, v in options.items() if v is not None}}
+    s.show(s.api.send("POST", "/v1/hosts", body), lambda shown: _render_host(shown, s))
+
+
+def _set_enabled(ctx: click.Context, host: str, enabled: bool) -> None:
+    s = session(ctx)
+    s.show(s.api.send("PATCH", f"/v1/hosts/{host}", {"enabled": enabled}),
+           lambda shown: _render_host(shown, s))
+
+
+@host_group.command("disable")
+@click.argument("host")
+@click.pass_context
+def host_disable(ctx: click.Context, host: str) -> None:
+    """Drain HOST: no new VMs there; its VMs keep running."""
+    _set_enabled(ctx, host, False)
+
+
+@host_group.command("enable")
+@click.argument("host")
+@click.pass_context
+def host_enable(ctx: click.Context, host: str) -> None:
+    """Place new VMs on HOST again."""
+    _set_enabled(ctx, host, True)
+
+
+@host_group.command("remove")
+@click.argument("host")
+@click.pass_context
+def host_remove(ctx: click.Context, host: str) -> None:
+    """Forget a host that has no VMs."""
+    s = session(ctx)
+    s.api.send("DELETE", f"/v1/hosts/{host}")
+    s.out.note(f"host {host} removed")

@@ -1,0 +1,120 @@
+"""Waiting for a task: long-polls that honour Retry-After, a live status line on a terminal and
+plain lines elsewhere. Ctrl-C stops the waiting, never the task."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from src.client.http import Api
+from src.client.output import size
+
+FINISHED = ("succeeded", "failed")
+TTY_POLL_S = 2  # short long-polls on a terminal, so the status line follows queued -> running
+PLAIN_POLL_S = 30
+
+
+class StoppedWaiting(Exception):
+    """Ctrl-C while waiting: the task goes on."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+
+class Display(Protocol):
+    def update(self, task: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def transfer_progress(console: Console) -> Progress:
+    """A status line with a bar and bytes: uploads, and imports that report progress."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    DownloadColumn(binary_units=True), TimeElapsedColumn(), console=console,
+                    transient=False)
+
+
+class LiveLine:
+    """One line redrawn in place: what the task is doing, for how long, and bytes if any."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                  TimeElapsedColumn(), TextColumn("{task.fields[moved]}"),
+                                  console=Console(file=sys.stderr), transient=False)
+        self._id: TaskID = self._progress.add_task(f"{label}: queued", total=None, moved="")
+        self._progress.start()
+
+    def update(self, task: dict[str, Any]) -> None:
+        done, total = _bytes(task)
+        moved = ""
+        if done is not None:
+            moved = f"{size(done)} of {size(total)}" if total else size(done)
+        self._progress.update(self._id, description=f"{self._label}: {task['status']}",
+                              moved=moved)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+class PlainLines:
+    """One line per change of status (or of progress), for logs and pipes."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._started = time.monotonic()
+        self._last: tuple[Any, ...] | None = None
+
+    def update(self, task: dict[str, Any]) -> None:
+        state = (task["status"], *_bytes(task))
+        if state == self._last:
+            return
+        self._last = state
+        done, total = state[1], state[2]
+        moved = f" {done}/{total} bytes" if done is not None else ""
+        elapsed = time.monotonic() - self._started
+        print(f"{self._label}: {task['status']}{moved} ({elapsed:.0f}s)", file=sys.stderr,
+              flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _bytes(task: dict[str, Any]) -> tuple[int | None, int | None]:
+    progress = task.get("progress") or {}
+    return progress.get("bytes_done"), progress.get("bytes_total")
+
+
+def wait(api: Api, task: dict[str, Any], label: str, live: bool) -> dict[str, Any]:
+    """The task once it has ended, following it on a status line (live) or in plain lines.
+
+    Raises: StoppedWaiting (Ctrl-C), Refused, Unreachable.
+    """
+    display: Display = LiveLine(label) if live else PlainLines(label)
+    poll = TTY_POLL_S if live else PLAIN_POLL_S
+    try:
+        display.update(task)
+        while task["status"] not in FINISHED:
+            answer = api.send("GET", f"/v1/tasks/{task['id']}", query={"wait": poll})
+            task = answer.json()
+            display.update(task)
+            retry = answer.headers.get("retry-after")
+            if retry and task["status"] not in FINISHED:  # no wait slot was free: poll later
+                time.sleep(float(retry))
+    except KeyboardInterrupt:
+        raise StoppedWaiting(task["id"]) from None
+    finally:
+        display.close()
+    return task
