@@ -63,8 +63,10 @@ class TaskSteps:
             return None
         vm_id = task.vm_id or ""  # every other task has its VM
         if task.action == "create":
-            if state.get("again"):  # an earlier attempt was cut short: start from a clean host
-                self._work.clean_leftovers(vm_id)
+            if state.get("again"):  # an earlier attempt was cut short...
+                if self._work.build_ended(vm_id):
+                    return None  # ...after it had made the VM: that outcome stands
+                self._work.clean_leftovers(vm_id)  # ...before: start from a clean host
             self._work.build(self._plan(vm_id, args))
             return None
         if task.action == "delete":

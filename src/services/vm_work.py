@@ -82,6 +82,20 @@ class VmWork:
             self._record_power(vm_id, action, host)
         return found
 
+    def build_ended(self, vm_id: str) -> bool:
+        """Whether an earlier attempt at the VM's build got to its end (its worker died before
+        the task was recorded as ended): True when it succeeded, False while it still builds.
+
+        Raises: TaskFailed (the attempt failed, with its code; or the VM is gone).
+        """
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, vm_id)
+        if row is None:
+            raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
+        if row.status == "error":
+            raise TaskFailed(row.error_code or "build_failed", row.error_message or "")
+        return row.status != "building"
+
     def clean_leftovers(self, vm_id: str) -> None:
         """Remove what an earlier, cut-short build left on the host (domain, disks).
 
