@@ -30,9 +30,17 @@ configure() {
     as_root mkdir -p /etc/rabbitmq/conf.d
     printf 'listeners.tcp.default = 127.0.0.1:5672\nconsumer_timeout = %s\n' \
         "$CONSUMER_TIMEOUT_MS" | as_root tee "$CONF" >/dev/null
-    # epmd and the Erlang distribution listen on loopback too.
-    printf 'NODE_IP_ADDRESS=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\nSERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"\n' \
-        | as_root tee "$ENV_CONF" >/dev/null
+    # epmd and the Erlang distribution listen on loopback too; other lines of the file stay.
+    as_root touch "$ENV_CONF"
+    local key value
+    while IFS='=' read -r key value; do
+        as_root sed -i "/^${key}=/d" "$ENV_CONF"
+        printf '%s=%s\n' "$key" "$value" | as_root tee -a "$ENV_CONF" >/dev/null
+    done <<'EOF'
+NODE_IP_ADDRESS=127.0.0.1
+ERL_EPMD_ADDRESS=127.0.0.1
+SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+EOF
 }
 
 running() { as_root rabbitmqctl -q status >/dev/null 2>&1; }
@@ -67,8 +75,9 @@ credentials() {
         return
     fi
     password=$(openssl rand -hex 24)
-    as_root rabbitmqctl -q add_user "$USERNAME" "$password" 2>/dev/null \
-        || as_root rabbitmqctl -q change_password "$USERNAME" "$password"
+    # The password goes on stdin, never on a command line (ps, sudo's log).
+    printf '%s' "$password" | as_root rabbitmqctl -q add_user "$USERNAME" >/dev/null 2>&1 \
+        || printf '%s' "$password" | as_root rabbitmqctl -q change_password "$USERNAME" >/dev/null
     as_root rabbitmqctl -q set_permissions -p "$VHOST" "$USERNAME" '.*' '.*' '.*'
     umask 077
     touch "$ENV_FILE"

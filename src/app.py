@@ -171,13 +171,14 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
-                            housekeeping=lambda: (retention.purge(), runner.expire_queued()))
+                            housekeeping=lambda: (retention.purge(), runner.expire_queued(),
+                                                  execution.expire_stale()))
     images = ImageService(db, config.images_dir, qemu_img)
     work = VmWork(db, hosts, provisioner)
     intake = Intake(db, images, config.image_max_bytes)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
                       (config.task_timeout_s, config.import_timeout_s))
+    execution = TaskExecution(db, steps, config.task_queue_timeout_s)
     return Core(db, installation_id, hosts, images, provisioner, capacity, addresses, runner,
-                reconciler, work, steps, TaskExecution(db, steps, config.task_queue_timeout_s),
-                intake)
+                reconciler, work, steps, execution, intake)
 

@@ -17,11 +17,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
+
+from celery.exceptions import Reject  # type: ignore[import-untyped]
 
 from src.app import Core, build_core
 from src.config import Config, ConfigError, load_config
+from src.database import hosts as host_dao
 from src.database import tasks as task_dao
+from src.database.db import Database
 from src.services.broker import (
     IMAGES_QUEUE,
     STEP_TASK,
@@ -33,7 +40,10 @@ from src.services.broker import (
 from src.services.step_leases import StepLeases
 
 log = logging.getLogger("iaas.worker")
+HOSTS_EVERY_S = 30.0  # how often `make worker` looks for hosts added since it started
+RESTART_S = 5.0  # a worker that keeps exiting is started again no oftener than this
 LEASE_RETRY_S = 5.0  # a step another delivery runs: when to look again
+REQUEUE_PAUSE_S = 1.0
 
 
 def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
@@ -47,14 +57,13 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
 
     @app.task(name=STEP_TASK, bind=True)  # type: ignore[untyped-decorator]
     def step(self: Any, task_id: str, seq: int = 0) -> None:
-        if not leases.acquire(task_id):  # its step runs elsewhere: look again later
-            send(app, task_id, _queue_of(core, task_id), seq, LEASE_RETRY_S)
-            return
         try:
-            core.execution.step(task_id, seq, lambda next_seq, after_s: send(
-                app, task_id, _queue_of(core, task_id), next_seq, after_s))
-        finally:
-            leases.release(task_id)
+            _run_step(app, core, leases, task_id, seq)
+        except Exception:  # the database or the broker failed us, not the task's work
+            log.exception("step %d of task %s failed; its message goes back to the queue",
+                          seq, task_id)
+            time.sleep(REQUEUE_PAUSE_S)  # no hot loop while the database or broker is away
+            raise Reject(requeue=True) from None
 
     log.info("worker: %d thread(s) on %s", concurrency, ", ".join(queues))
     try:
@@ -67,26 +76,70 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
         core.hosts.close()
 
 
-def _queue_of(core: Core, task_id: str) -> str:
+def _run_step(app: Any, core: Core, leases: StepLeases, task_id: str, seq: int) -> None:
+    """One delivered step: under its VM's lease, or handed back for later while another
+    process runs a step of that VM. Raises: what the database and the broker raise (the work's
+    own failures end the task instead)."""
     with core.db.read() as conn:
         task = task_dao.get(conn, task_id)
-    return queue_for(task) if task else queue_of("local")
+    if task is None:
+        return
+    queue, key = queue_for(task), f"vm:{task.vm_id}" if task.vm_id else f"task:{task.id}"
+    if not leases.acquire(key):
+        send(app, task_id, queue, seq, LEASE_RETRY_S)
+        return
+    try:
+        core.execution.step(task_id, seq, lambda next_seq, after_s: send(
+            app, task_id, queue, next_seq, after_s))
+    finally:
+        leases.release(key)
 
 
-def supervise(roles: list[list[str]], concurrency: int) -> int:
-    """One worker process per role (a host's --hosts, or --images); SIGTERM or Ctrl-C stops
-    them all."""
-    children = [subprocess.Popen([sys.executable, "-m", "src.worker", *role, "--concurrency",
-                                  str(concurrency)]) for role in roles]
+def supervise(roles: list[list[str]], concurrency: int,
+              more_roles: Callable[[], list[list[str]]] = list,
+              look_every_s: float = HOSTS_EVERY_S) -> int:
+    """One worker process per role (a host's --hosts, or --images), started again when it
+    exits (at most every RESTART_S); more_roles() is asked every look_every_s for roles to add
+    (a host added since). SIGTERM or Ctrl-C stops them all."""
+    stopping = threading.Event()
+    children: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
+    started: dict[tuple[str, ...], float] = {}
+
+    def spawn(role: list[str]) -> None:
+        started[tuple(role)] = time.monotonic()
+        children[tuple(role)] = subprocess.Popen(
+            [sys.executable, "-m", "src.worker", *role, "--concurrency", str(concurrency)])
 
     def stop(_signum: int, _frame: object) -> None:
-        for child in children:
+        stopping.set()
+        for child in children.values():
             if child.poll() is None:
                 child.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return max(child.wait() for child in children)
+    for role in roles:
+        spawn(role)
+    next_look = time.monotonic() + look_every_s
+    while not stopping.wait(1.0):
+        for ended, child in list(children.items()):
+            if child.poll() is not None and time.monotonic() - started[ended] >= RESTART_S:
+                log.warning("worker %s exited (%s); starting it again", " ".join(ended),
+                            child.returncode)
+                spawn(list(ended))
+        if time.monotonic() >= next_look:
+            next_look = time.monotonic() + look_every_s
+            for added in more_roles():
+                if tuple(added) not in children:
+                    log.info("new host: starting worker %s", " ".join(added))
+                    spawn(added)
+    return max((child.wait() for child in children.values()), default=0)
+
+
+def _every_host(config: Config) -> list[list[str]]:
+    database = Database(config.db_path)
+    with database.read() as conn:
+        return [["--hosts", host.name] for host in host_dao.list_all(conn)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--together", action="store_true",
                         help="consume every queue named in one process (default: one each)")
     parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--look-every", type=float, default=HOSTS_EVERY_S,
+                        help="seconds between looks for hosts added since (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -114,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.together or len(queues) == 1:
         run_worker(config, queues, concurrency)
         return 0
-    roles = [["--hosts", host] for host in hosts] + ([["--images"]] if args.images else [])
-    if not queues:  # everything: each host the database knows, and the imports
-        core = build_core(config)
-        roles = [["--hosts", host.name] for host in core.hosts.all()] + [["--images"]]
-        core.hosts.close()
-    return supervise(roles, concurrency)
+    if queues:
+        roles = [["--hosts", host] for host in hosts] + ([["--images"]] if args.images else [])
+        return supervise(roles, concurrency)
+    # Everything: each host the database knows (and those added later), and the imports.
+    build_core(config).hosts.close()  # migrates the database and records the local host
+    return supervise([*_every_host(config), ["--images"]], concurrency,
+                     lambda: _every_host(config), args.look_every)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from scripts.harness.host import (
 from scripts.harness.servers import host_xml
 from src.app import App
 from src.config import Config
+from src.services.step_leases import PREFIX
 
 from .common import (
     Section,
@@ -232,10 +233,10 @@ def _kill_mid_build(app: App, url: str, pair: list[subprocess.Popen[bytes]], run
             raise RuntimeError("the build never started")
         with app.db.read() as db:
             row = db.execute("SELECT holder FROM leases WHERE name = ?",
-                             (f"task:{task_id}",)).fetchone()
+                             (f"{PREFIX}vm:{reply.body['id']}",)).fetchone()
         holder = row[0] if row else None
         time.sleep(0.005)
-    pid = int(holder.rsplit(":", 1)[1])
+    pid = int(holder.split(":")[2])  # host:pid-namespace:pid:tag
     victim = next(worker for worker in pair if worker.pid == pid)
     victim.kill()
     killed = time.perf_counter()

@@ -93,7 +93,18 @@ def count_attempt(conn: sqlite3.Connection, task_id: str) -> None:
 
 
 def set_payload(conn: sqlite3.Connection, task_id: str, payload: str) -> None:
-    conn.execute("UPDATE tasks SET payload = ? WHERE id = ?", (payload, task_id))
+    """Only while the task has not ended (an ended task's payload, user-data included, is
+    gone for good)."""
+    conn.execute(f"UPDATE tasks SET payload = ? WHERE id = ? AND status IN {_ACTIVE_SQL}",
+                 (payload, task_id))
+
+
+def stale_queued(conn: sqlite3.Connection, executor: str, before: str,
+                 limit: int = 100) -> list[TaskRow]:
+    """Tasks of executor still queued since before (their message never reached a worker)."""
+    return [TaskRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE status = 'queued' AND executor = ? "
+        "AND created_at < ? ORDER BY created_at LIMIT ?", (executor, before, limit))]
 
 
 def unpublished(conn: sqlite3.Connection, limit: int) -> list[TaskRow]:

@@ -27,6 +27,8 @@ STEP_TASK = "iaas.step"
 RELAY_INTERVAL_S = 0.5
 RELAY_BATCH = 100
 BROKER_RETRY_S = 2.0
+# A publish rides out a dropped connection (RabbitMQ restarting) for a few seconds, then raises.
+SEND_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
 IMAGES_QUEUE = "iaas.images"  # URL imports: downloads to the control node's images dir
@@ -132,4 +134,4 @@ class BrokerExecutor:
 def send(app: Celery, task_id: str, queue: str, seq: int, countdown: float) -> Any:
     """Publish one step of a task to queue (persistent, confirmed)."""
     return app.send_task(STEP_TASK, args=[task_id, seq], queue=queue,
-                         countdown=countdown or None, retry=False)
+                         countdown=countdown or None, retry=True, retry_policy=SEND_RETRY)

@@ -142,6 +142,21 @@ class TaskExecution:
             state = {"again": True}
         return self._attempt(task, payload, state or {}, publish)
 
+    def expire_stale(self, executor: str = "celery") -> int:
+        """End the executor's tasks still queued after the queue timeout (a message that never
+        reached a worker: no worker for its queue, or lost); how many. The housekeeping pass
+        calls it, so nothing stays queued, and its VM busy, for ever."""
+        with self._db.read() as conn:
+            stale = task_dao.stale_queued(conn, executor, utc_after(-self._queue_timeout_s))
+        for task in stale:
+            with self._db.write() as conn:
+                expired = task_dao.finish(conn, task.id, utc_now(), ("task_expired", EXPIRED))
+            if expired:
+                log.warning("task %s (%s) expired: no worker took it from its queue", task.id,
+                            task.action)
+                self._steps.expire(task)
+        return len(stale)
+
     def _attempt(self, task: task_dao.TaskRow, payload: dict[str, Any],
                  state: dict[str, Any], publish: Publish | None) -> float | None:
         try:

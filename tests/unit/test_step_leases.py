@@ -1,4 +1,4 @@
-"""A task's step runs in one worker at a time, however often the broker delivers it."""
+"""A VM's task steps run in one worker at a time, however often the broker delivers them."""
 from __future__ import annotations
 
 import socket
@@ -11,7 +11,7 @@ import pytest
 
 from src.database import leases as lease_dao
 from src.database.db import Database
-from src.services.step_leases import PREFIX, StepLeases
+from src.services.step_leases import PREFIX, StepLeases, this_process
 from src.utils.clock import utc_after
 
 
@@ -22,31 +22,37 @@ def db(tmp_path: Path) -> Iterator[Database]:
     yield database
 
 
+def here(pid: int) -> str:
+    """A holder name for process pid of this machine and PID namespace."""
+    host, namespace, _pid, tag = this_process().split(":")
+    return f"{host}:{namespace}:{pid}:{tag}"
+
+
 def test_a_second_delivery_waits_while_the_first_runs_in_this_or_another_worker(
         db: Database) -> None:
-    first, other = StepLeases(db, "elsewhere:1"), StepLeases(db, "elsewhere:2")
-    assert first.acquire("t1")
-    assert not first.acquire("t1")  # the same process got it twice
-    assert not other.acquire("t1")  # another worker got it
-    assert other.acquire("t2")  # other tasks are free
-    first.release("t1")
-    assert other.acquire("t1")
+    first, other = StepLeases(db, "elsewhere:1:1:a"), StepLeases(db, "elsewhere:1:2:b")
+    assert first.acquire("vm:1")
+    assert not first.acquire("vm:1")  # the same process got it twice
+    assert not other.acquire("vm:1")  # another worker got it
+    assert other.acquire("vm:2")  # other VMs are free
+    first.release("vm:1")
+    assert other.acquire("vm:1")
 
 
 def test_the_lease_of_a_worker_that_stopped_renewing_runs_out(db: Database) -> None:
-    assert StepLeases(db, "elsewhere:1").acquire("t1")
-    taker = StepLeases(db, "elsewhere:2")
-    assert not taker.acquire("t1")
+    assert StepLeases(db, "elsewhere:1:1:a").acquire("vm:1")
+    taker = StepLeases(db, "elsewhere:1:2:b")
+    assert not taker.acquire("vm:1")
     with db.write() as conn:  # its renewals stopped TTL_S ago
         conn.execute("UPDATE leases SET expires_at = ?", (utc_after(-1),))
-    assert taker.acquire("t1")
+    assert taker.acquire("vm:1")
 
 
 def test_a_live_worker_on_this_machine_keeps_its_lease(db: Database) -> None:
     alive = subprocess.Popen(["sleep", "30"])
     try:
-        assert StepLeases(db, f"{socket.gethostname()}:{alive.pid}").acquire("t1")
-        assert not StepLeases(db).acquire("t1")
+        assert StepLeases(db, here(alive.pid)).acquire("vm:1")
+        assert not StepLeases(db).acquire("vm:1")
     finally:
         alive.kill()
         alive.wait()
@@ -55,11 +61,15 @@ def test_a_live_worker_on_this_machine_keeps_its_lease(db: Database) -> None:
 def test_the_lease_of_a_dead_worker_on_this_machine_is_taken_at_once(db: Database) -> None:
     zombie = subprocess.Popen(["true"])  # ended, not reaped yet
     time.sleep(0.2)
-    assert StepLeases(db, f"{socket.gethostname()}:{zombie.pid}").acquire("t1")
-    assert StepLeases(db, f"{socket.gethostname()}:999999999").acquire("t2")
+    assert StepLeases(db, here(zombie.pid)).acquire("vm:1")
+    assert StepLeases(db, here(999_999_999)).acquire("vm:2")
+    # Another PID namespace's process of the same number is not judged from here.
+    assert StepLeases(db, f"{socket.gethostname()}:other-ns:999999999:c").acquire("vm:3")
     taker = StepLeases(db)
-    assert taker.acquire("t1") and taker.acquire("t2")
+    assert taker.acquire("vm:1") and taker.acquire("vm:2")
+    assert not taker.acquire("vm:3")
     zombie.wait()
     with db.read() as conn:
-        held = lease_dao.holder_of(conn, PREFIX + "t1")
+        held = lease_dao.holder_of(conn, PREFIX + "vm:1")
     assert held is not None and held[0] == taker.holder
+

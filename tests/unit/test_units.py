@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[2]
 UNITS = sorted((REPO / "configs").glob("*.service"))
 
 
-def test_there_is_a_unit_for_the_api_and_one_for_workers() -> None:
-    assert {unit.name for unit in UNITS} >= {"iaas.service", "iaas-worker@.service"}
+def test_there_is_a_unit_for_the_api_the_hosts_workers_and_the_imports_worker() -> None:
+    assert {unit.name for unit in UNITS} >= {"iaas.service", "iaas-worker@.service",
+                                              "iaas-worker-images.service"}
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda unit: unit.name)

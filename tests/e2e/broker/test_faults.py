@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from scripts.harness.remote_host import RemoteHost
 from src.app import App
 from src.config import Config
 from src.database import tasks as task_dao
+from src.database.db import BUSY_TIMEOUT_S
 from src.services.broker import celery_app, queue_of, send
 from tests.e2e.broker.conftest import WorkerFactory
 from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
@@ -205,3 +207,27 @@ def _create_seconds(client: HttpClient, host: str) -> float:
     vm = create(client, host=host)
     assert client.wait_task(vm["task"]["id"], 120)["status"] == "succeeded"
     return time.monotonic() - started
+
+
+def test_a_step_the_database_refuses_goes_back_to_the_queue_and_runs_later(
+        make_e2e_app: E2eAppFactory, e2e_config: Config, workers: WorkerFactory) -> None:
+    """A worker whose database write fails (locked past the busy timeout) must not acknowledge
+    the message: it goes back to the queue and the task runs once the database answers."""
+    app = make_e2e_app(e2e_config)
+    worker = workers(e2e_config)
+    with served(app) as client:
+        register_tiny_image(client)
+        assert client.wait_task(create(client)["task"]["id"])["status"] == "succeeded"
+        worker.send_signal(signal.SIGSTOP)  # up and idle; it takes the next message later
+        vm = create(client)
+        holder = sqlite3.connect(e2e_config.db_path, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")  # every write elsewhere now waits, then fails
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(BUSY_TIMEOUT_S + 5)  # the worker's write gave up at least once
+        finally:
+            worker.send_signal(signal.SIGCONT)
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert client.wait_task(vm["task"]["id"], 120)["status"] == "succeeded"
+        assert client.get(f"/v1/vms/{vm['id']}").body["status"] == "running"
