@@ -87,7 +87,12 @@ def is_public(address: str) -> bool:
 
 def check(url: str, allow_private: bool) -> Target:
     """Resolve url's host and check every address. Raises: Refused."""
-    parts = urlsplit(url)
+    if not url.isascii() or any(char.isspace() or not char.isprintable() for char in url):
+        raise Refused("it is not a valid URL (it has spaces, control or non-ASCII characters)")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a broken IPv6 literal
+        raise Refused("it is not a valid URL") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise Refused("only http and https URLs with a host are fetched")
     if parts.username is not None or parts.password is not None:
@@ -168,5 +173,8 @@ def open_url(url: str, *, allow_private: bool, timeout_s: float = 60.0,
         if response.status not in REDIRECTS or not location:
             raise Failed("download_failed",
                          f"{target.host} answered HTTP {response.status} {response.reason}")
-        url = urljoin(url, location)
+        try:
+            url = urljoin(url, location)
+        except ValueError:  # a broken IPv6 literal
+            raise Refused(f"{target.host} redirected to something that is not a URL") from None
     raise Failed("too_many_redirects", f"more than {max_redirects} redirects; the last to {url}")
