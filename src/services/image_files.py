@@ -46,7 +46,8 @@ class Landing:
         self.path = intake.images.images_dir / f"{PARTIAL_PREFIX}{image.id}-{secrets.token_hex(4)}"
         self.size = 0
         self._intake = intake
-        self._image_id = image.id
+        self._image = image
+        self._room = intake.room(image)  # images_gb's, refreshed with each progress report
         self._status = status
         self._total = total
         self._digest = hashlib.sha256()
@@ -56,15 +57,17 @@ class Landing:
         self._file: BinaryIO = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:
-        """Raises: TooLarge, Cancelled (the image is gone or no longer waits for bytes)."""
+        """Raises: TooLarge, QuotaExceeded (more bytes than images_gb leaves, checked before
+        they are written), Cancelled (the image is gone or no longer waits for bytes)."""
         self.size += len(chunk)
         if self.size > self._intake.max_bytes:
             raise TooLarge()
+        self._room.check(self.size)
         self._digest.update(chunk)
         self._file.write(chunk)
         if time.monotonic() - self._last_report >= PROGRESS_EVERY_S:
             self._last_report = time.monotonic()
-            self._intake.report(self._image_id, self._status, self.size, self._total)
+            self._room = self._intake.report(self._image, self._status, self.size, self._total)
 
     def pour(self, source: Reader) -> None:
         """Everything source gives, to its end. Raises: what write and source.read raise."""
@@ -196,11 +199,20 @@ class Intake:
         assert active is not None
         return active
 
-    def report(self, image_id: str, status: str, done: int, total: int | None) -> None:
-        """Record progress. Raises: Cancelled when the image was deleted or failed meanwhile."""
+    def room(self, image: image_dao.ImageRow) -> quotas.ImageRoom:
+        """What images_gb leaves the image now."""
+        with self._db.read() as conn:
+            return quotas.image_room(conn, image.project, image.id)
+
+    def report(self, image: image_dao.ImageRow, status: str, done: int,
+               total: int | None) -> quotas.ImageRoom:
+        """Record progress (so other uploads count these bytes against images_gb); what the
+        quota leaves the image now. Raises: Cancelled when the image was deleted or failed
+        meanwhile."""
         with self._db.write() as conn:
-            if not image_dao.set_progress(conn, image_id, status, done, total):
+            if not image_dao.set_progress(conn, image.id, status, done, total):
                 raise Cancelled()
+            return quotas.image_room(conn, image.project, image.id)
 
     def fail(self, image: image_dao.ImageRow, status: str, code: str, message: str) -> None:
         """Leave the image in error with code (unless it was deleted or moved on)."""

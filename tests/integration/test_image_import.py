@@ -61,6 +61,10 @@ class Origin:
             handler.send_response(302)
             handler.send_header("Location", ODD_REDIRECTS[path])
             handler.end_headers()
+        elif path == "/no-length":  # the body ends when the connection closes
+            handler.send_response(200)
+            handler.end_headers()
+            self._send(handler, self.data)
         elif path in ("/image.qcow2", "/drop"):
             handler.send_response(200)
             handler.send_header("Content-Length", str(len(self.data)))
@@ -183,6 +187,20 @@ def test_an_unexpected_failure_leaves_the_image_in_error_not_importing(
     task, shown = finished(client, start(client, f"{origin.url}/image.qcow2"))
     assert task["status"] == "failed" and task["error"]["code"] == "internal_error", task
     assert shown["status"] == "error" and shown["error"]["code"] == "internal_error", shown
+    assert list(config.images_dir.iterdir()) == []
+
+
+def test_an_import_of_unknown_length_stops_at_images_gb(importing_app: App, origin: Origin,
+                                                        config: Config) -> None:
+    client = Client(importing_app)
+    assert client.request("PUT", "/v1/projects/default/quota", {"images_gb": 1}).status == 200
+    busy = client.post("/v1/images", {"name": "busy", "format": "raw"}).body
+    with importing_app.db.write() as conn:  # a chunked upload beside it has nearly filled it
+        conn.execute("UPDATE images SET bytes_done = ? WHERE id = ?",
+                     (1024 ** 3 - len(origin.data) // 2, busy["id"]))
+    task, shown = finished(client, start(client, f"{origin.url}/no-length"))
+    assert task["status"] == "failed" and task["error"]["code"] == "quota_exceeded", task
+    assert shown["status"] == "error" and shown["error"]["code"] == "quota_exceeded"
     assert list(config.images_dir.iterdir()) == []
 
 
