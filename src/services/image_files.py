@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from src import errors
@@ -36,6 +37,17 @@ class Cancelled(Exception):
 
 class TooLarge(Exception):
     """More bytes arrived than IAAS_IMAGE_MAX_BYTES allows."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An upload's body may come: at most limit bytes of it; beyond is the answer to more."""
+
+    image_id: str
+    image_name: str
+    project: str
+    limit: int
+    beyond: errors.ApiError
 
 
 class Landing:
@@ -105,10 +117,7 @@ class Intake:
         (UnsupportedMediaType, BadRequest), UploadInProgress, BodyTooLarge, QuotaExceeded,
         IncompleteBody, ChecksumMismatch, ImageFileInvalid.
         """
-        image = self.images.get(id_or_name, caller)
-        access.check_image_owner(caller, image.project)
-        if image.origin != "upload" or image.status not in ("pending", "error"):
-            raise errors.ImageNotPending(image=image.name, status=image.status)
+        image = self._uploadable(id_or_name, caller)
         body, length = open_body()
         if length is not None and length > self.max_bytes:
             raise errors.BodyTooLarge(limit=self.max_bytes)
@@ -122,6 +131,35 @@ class Intake:
         finally:
             with self._guard:
                 self._uploading.discard(image.id)
+
+    def admit(self, id_or_name: str, caller: Principal, length: int | None) -> Admission:
+        """Whether caller may send a body of length bytes (None: chunked) as the image's file
+        now, and how large it may grow: what IAAS_IMAGE_MAX_BYTES and images_gb leave. A
+        server that buffers a body before the app reads it asks first (src/upload_gate.py).
+
+        Raises: ImageNotFound, Forbidden, ImageNotPending, BodyTooLarge, QuotaExceeded.
+        """
+        image = self._uploadable(id_or_name, caller)
+        if length is not None and length > self.max_bytes:
+            raise errors.BodyTooLarge(limit=self.max_bytes)
+        room = self.room(image)
+        room.check(max(length or 0, 1))  # a body of unknown length needs room for a byte
+        left = room.left
+        if left is None or left >= self.max_bytes:
+            return Admission(image.id, image.name, image.project, self.max_bytes,
+                             errors.BodyTooLarge(limit=self.max_bytes))
+        return Admission(image.id, image.name, image.project, left, room.refusal(left + 1))
+
+    def _uploadable(self, id_or_name: str, caller: Principal) -> image_dao.ImageRow:
+        """The image, if caller may upload its file now.
+
+        Raises: ImageNotFound, Forbidden, ImageNotPending.
+        """
+        image = self.images.get(id_or_name, caller)
+        access.check_image_owner(caller, image.project)
+        if image.origin != "upload" or image.status not in ("pending", "error"):
+            raise errors.ImageNotPending(image=image.name, status=image.status)
+        return image
 
     def _start(self, image: image_dao.ImageRow, length: int | None) -> None:
         """Reserve the announced length against the quota and clear an earlier failure.

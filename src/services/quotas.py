@@ -46,9 +46,13 @@ class ImageRoom:
         """Raises: QuotaExceeded (images_gb, in GiB rounded up) when wanted bytes do not fit."""
         left = self.left
         if left is not None and wanted > left:
-            raise errors.QuotaExceeded(resource="images_gb", limit=self.limit_gb,
-                                       in_use=-(-self.others // project_dao.GIB),
-                                       requested=-(-wanted // project_dao.GIB))
+            raise self.refusal(wanted)
+
+    def refusal(self, wanted: int) -> errors.ApiError:
+        """The QuotaExceeded that wanted bytes get."""
+        return errors.QuotaExceeded(resource="images_gb", limit=self.limit_gb,
+                                    in_use=-(-self.others // project_dao.GIB),
+                                    requested=-(-wanted // project_dao.GIB))
 
 
 def image_room(conn: sqlite3.Connection, project: str, image_id: str) -> ImageRoom:
