@@ -31,7 +31,7 @@ from src.services.gpus import GpuInventory
 from src.services.host_admin import HostService
 from src.services.hosts import HostRegistry
 from src.services.idempotency import IdempotencyStore
-from src.services.image_files import Intake
+from src.services.image_files import Admission, Intake
 from src.services.image_import import ImageDownloads, ImageImporter
 from src.services.images import ImageService
 from src.services.keypairs import KeypairService
@@ -64,6 +64,7 @@ class App:
     pipeline: Pipeline
     waits: WaitLimiter  # the serving server sets its capacity (src/serve.py)
     executor: Executor  # the TaskRunner itself, or the broker's outbox relay
+    intake: Intake
 
     @property
     def router(self) -> Router:
@@ -76,6 +77,15 @@ class App:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return self.pipeline(environ, start_response)
+
+    def admit_upload(self, authorization: str | None, image: str,
+                     length: int | None) -> Admission:
+        """Whether an upload's body may come, judged from its headers alone (waitress asks
+        before it buffers the body: src/upload_gate.py).
+
+        Raises: Unauthorized, and what Intake.admit raises.
+        """
+        return self.intake.admit(image, self.tokens.authenticate(authorization), length)
 
     def close(self) -> None:
         """Stop background work and drop every libvirt connection."""
@@ -148,7 +158,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
                         AuditTrail(core.db), metrics)
     return App(config=config, db=core.db, hosts=core.hosts, installation_id=core.installation_id,
                tokens=tokens, runner=core.runner, reconciler=core.reconciler, pipeline=pipeline,
-               waits=waits, executor=executor)
+               waits=waits, executor=executor, intake=core.intake)
 
 
 def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,

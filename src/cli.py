@@ -104,10 +104,12 @@ def token_command(config: Config, args: argparse.Namespace) -> None:
         for row in tokens.list():
             state = "revoked" if row.revoked_at else f"expires {row.expires_at or 'never'}"
             print(f"{row.id}  {row.project}  {row.role}  {state}  {row.description}")
-    elif not tokens.revoke(args.token_id):
-        raise SystemExit(f"no active token {args.token_id}")
     else:
-        print(f"revoked {args.token_id}")
+        count = tokens.revoke(args.token_id)
+        if not count:
+            raise SystemExit(f"no active token {args.token_id}")
+        made = f" and {count - 1} token(s) made from it" if count > 1 else ""
+        print(f"revoked {args.token_id}{made}")
 
 
 def install_image(config: Config, name: str, source: Path) -> None:

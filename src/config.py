@@ -60,6 +60,7 @@ class Config:
     image_max_bytes: int = 64 * 1024 ** 3  # an upload or import larger than this is refused
     import_allow_private: bool = False  # imports from loopback, private, link-local addresses
     import_timeout_s: float = 3600.0
+    max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -105,6 +106,8 @@ class Config:
             raise ConfigError("IAAS_IMAGE_MAX_BYTES must be between 1 and 16 TiB")
         if not 1 <= self.import_timeout_s <= 7 * 86400:
             raise ConfigError("IAAS_IMPORT_TIMEOUT must be between 1 and 604800 seconds")
+        if not 1 <= self.max_uploads_per_project <= 1024:
+            raise ConfigError("IAAS_MAX_UPLOADS_PER_PROJECT must be between 1 and 1024")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -224,6 +227,9 @@ SETTINGS: tuple[Setting, ...] = (
             "test set-ups only.", _switch),
     Setting("IAAS_IMPORT_TIMEOUT", "import_timeout_s", "3600",
             "Seconds a URL import may run before it fails with `task_timeout`.", float),
+    Setting("IAAS_MAX_UPLOADS_PER_PROJECT", "max_uploads_per_project", "4",
+            "Image uploads one project may send at once to `make serve-prod` (waitress, which "
+            "buffers each body before the app reads it); more are 429 `too_many_uploads`.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

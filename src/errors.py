@@ -95,6 +95,9 @@ ImageNotPending = _error("ImageNotPending", 409, "image_not_pending",
                          "Image {image!r} is {status}; only a pending or failed upload takes a file.")
 UploadInProgress = _error("UploadInProgress", 409, "upload_in_progress",
                           "Image {image!r} is receiving another upload; wait for it to end.")
+TooManyUploads = _error("TooManyUploads", 429, "too_many_uploads",
+                        "Project {project!r} is sending {limit} uploads already; retry when one "
+                        "has ended.")
 ChecksumMismatch = _error("ChecksumMismatch", 422, "checksum_mismatch",
                           "The file's SHA-256 is {actual}, not the {expected} given.")
 UrlNotAllowed = _error("UrlNotAllowed", 400, "url_not_allowed", "The URL {url!r} is refused: {reason}")

@@ -5,18 +5,16 @@ and cuts a request that has not arrived whole within IAAS_REQUEST_TIMEOUT, excep
 upload's body, which the app streams once it has accepted the request: each of its reads may
 then wait IAAS_REQUEST_TIMEOUT. waitress (`make serve-prod`) reads each request whole in its I/O
 loop before a worker thread sees it (a large body into a temporary file), so slow or stalled
-clients cost a socket, not a worker; only an upload's body may be larger than 1 MiB there. Each
-server tells the app how many threads it answers on, so that long-polls take at most half of
-them.
+clients cost a socket, not a worker; only the body of an upload the app admitted from its
+headers may be larger than 1 MiB there (src/upload_gate.py). Each server tells the app how many
+threads it answers on, so that long-polls take at most half of them.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import json
 import logging
-import re
 import signal
 import socket
 import socketserver
@@ -29,8 +27,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer, create_server
 
 from src import errors
@@ -38,6 +34,7 @@ from src.api.body_stream import START_BODY_KEY
 from src.api.failures import error_body
 from src.app import App, create_app
 from src.config import Config, ConfigError, load_config
+from src.upload_gate import UPLOAD_PATH, make_channel_class
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -53,7 +50,6 @@ CONNECTION_LIMIT = 1000
 # waitress: bytes per socket read (its default, 8 KiB, caps an upload near 150 MiB/s here).
 RECV_BYTES = 256 * 1024
 MAX_BODY_BYTES = 1024 * 1024  # the app refuses over 64 KiB itself; this stops abuse earlier
-UPLOAD_PATH = re.compile(r"/v1/images/[^/]+/file")  # PUT: the one route whose body is a file
 LINGER_S = 5.0  # wsgiref: how long a refused upload's body is drained so its answer arrives
 
 
@@ -214,20 +210,6 @@ def make_dev_server(app: App, host: str, port: int) -> ThreadingWSGIServer:
     return server
 
 
-class UploadParser(HTTPRequestParser):
-    """waitress's parser, with a body limit per route: an image upload's is
-    IAAS_IMAGE_MAX_BYTES, every other request's MAX_BODY_BYTES."""
-
-    upload_adj: Any = None  # the server's settings with the upload limit (a subclass sets it)
-
-    def parse_header(self, header_plus: bytes) -> None:
-        super().parse_header(header_plus)
-        # Read by name: the stubs type command as bytes, which waitress has decoded by now.
-        method, path = getattr(self, "command", ""), getattr(self, "path", "")
-        if method == "PUT" and isinstance(path, str) and UPLOAD_PATH.fullmatch(path):
-            self.adj = self.upload_adj
-
-
 def make_prod_server(app: App, host: str, port: int, threads: int) -> BaseWSGIServer:
     server = create_server(
         app, host=host, port=port, threads=threads, ident="iaas",
@@ -235,11 +217,8 @@ def make_prod_server(app: App, host: str, port: int, threads: int) -> BaseWSGISe
         max_request_body_size=MAX_BODY_BYTES, clear_untrusted_proxy_headers=True,
         recv_bytes=RECV_BYTES)
     assert isinstance(server, BaseWSGIServer)  # one listen address gives one server
-    upload_adj = copy.copy(server.adj)
-    upload_adj.max_request_body_size = app.config.image_max_bytes + 1  # waitress refuses >=
-    parser = type("ServerUploadParser", (UploadParser,), {"upload_adj": upload_adj})
     # waitress's extension point: the channel class a server makes for each connection.
-    server.channel_class = type("UploadChannel", (HTTPChannel,), {"parser_class": parser})
+    server.channel_class = make_channel_class(app, server.adj)
     app.waits.set_capacity(threads)
     return server
 

@@ -46,6 +46,7 @@ ANSWERS: tuple[tuple[type[Exception], Callable[[Any, bool], Response]], ...] = (
     (errors.MethodNotAllowed, lambda exc, _reveal: _not_allowed(exc)),
     (errors.HostUnavailable, lambda exc, _reveal: _retry_later(exc)),
     (errors.HypervisorUnavailable, lambda exc, _reveal: _retry_later(exc)),
+    (errors.TooManyUploads, lambda exc, _reveal: _retry_later(exc)),
     (errors.ApiError, lambda exc, _reveal: _api_error(exc)),
     (errors.HostFailure, _host_failure),
 )
@@ -61,6 +62,15 @@ def answer(request: Request, exc: Exception) -> Response:
             return respond(exc, access.sees_internals(request.principal))
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return Response(500, error_body(errors.ApiError()))
+
+
+def refusal(error: errors.ApiError) -> Response:
+    """The answer to error outside any request's pipeline (a server refusing a body before the
+    app reads it), with the headers the pipeline would add to it (no host detail)."""
+    for kind, respond in ANSWERS:
+        if isinstance(error, kind):
+            return respond(error, False)
+    return _api_error(error)  # unreachable: ApiError is in the table
 
 
 def guarded(request: Request, respond: Callable[[], Response]) -> Response:

@@ -68,6 +68,8 @@ def _responses(route: Route) -> dict[str, Any]:
     if "401" in responses:
         responses["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
     responses["503"].setdefault("headers", {"Retry-After": HEADERS["Retry-After"]})
+    if "429" in responses:
+        responses["429"]["headers"] = {"Retry-After": HEADERS["Retry-After"]}
     return responses
 
 

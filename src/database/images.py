@@ -114,11 +114,13 @@ def activate(conn: sqlite3.Connection, image_id: str, status: str, facts: tuple[
 
 
 def stored_bytes(conn: sqlite3.Connection, project: str, except_id: str | None = None) -> int:
-    """Bytes the project's images hold: stored files, plus what uploads and imports under way
-    announced (reserved)."""
+    """Bytes the project's images hold: stored files, plus for uploads and imports under way
+    what they announced (reserved) or, past that or when they announced nothing (chunked, no
+    Content-Length), what has arrived so far."""
     row = conn.execute(
         "SELECT coalesce(sum(CASE WHEN status = 'active' THEN coalesce(size_bytes, 0) "
-        "WHEN status IN ('pending', 'importing') THEN coalesce(bytes_total, 0) ELSE 0 END), 0) "
+        "WHEN status IN ('pending', 'importing') THEN max(coalesce(bytes_total, 0), "
+        "coalesce(bytes_done, 0)) ELSE 0 END), 0) "
         "FROM images WHERE project = ? AND id IS NOT ?", (project, except_id)).fetchone()
     return int(row[0])
 

@@ -44,16 +44,35 @@ def by_id(conn: sqlite3.Connection, token_id: str) -> TokenRow | None:
     return TokenRow(**row) if row else None
 
 
-def list_own(conn: sqlite3.Connection, token_id: str) -> list[TokenRow]:
-    """The token itself and those it made."""
+# The ids of the token (?) and of every token made from it, at any depth, through member makers
+# only: a member token's makings live and die with it, an admin token's stand on their own.
+# (A subquery: sqlite3 reports no rowcount for a statement that starts WITH.)
+_MADE_FROM = ("(WITH RECURSIVE made (id, role) AS (SELECT id, role FROM tokens WHERE id = ? "
+              "UNION SELECT t.id, t.role FROM tokens AS t JOIN made AS m ON t.created_by = m.id "
+              "WHERE m.role = 'member') SELECT id FROM made)")
+
+
+def list_made_from(conn: sqlite3.Connection, token_id: str) -> list[TokenRow]:
+    """The token itself and those made from it (by it, by those it made, and so on)."""
     return [TokenRow(**row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM tokens WHERE id = ? OR created_by = ? ORDER BY created_at",
-        (token_id, token_id))]
+        f"SELECT {_COLUMNS} FROM tokens WHERE id IN {_MADE_FROM} ORDER BY created_at",
+        (token_id,))]
 
 
-def revoke(conn: sqlite3.Connection, token_id: str, now: str) -> bool:
-    return conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                        (now, token_id)).rowcount == 1
+def lineage(conn: sqlite3.Connection, token_id: str) -> list[str]:
+    """The token's id and those of its makers up the chain, nearest first."""
+    return [row[0] for row in conn.execute(
+        "WITH RECURSIVE up (id, created_by, depth) AS (SELECT id, created_by, 0 FROM tokens "
+        "WHERE id = ? UNION SELECT t.id, t.created_by, up.depth + 1 FROM tokens AS t "
+        "JOIN up ON t.id = up.created_by) SELECT id FROM up ORDER BY depth", (token_id,))]
+
+
+def revoke(conn: sqlite3.Connection, token_id: str, now: str) -> int:
+    """Revoke the token and, if it is a member token, every token made from it; how many
+    tokens this revoked (0: none was active)."""
+    return conn.execute(
+        f"UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND id IN {_MADE_FROM}",
+        (now, token_id)).rowcount
 
 
 def any_admin(conn: sqlite3.Connection) -> bool:

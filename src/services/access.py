@@ -82,9 +82,18 @@ def check_token_grant(caller: Principal, project: str, role: str) -> None:
         raise errors.Forbidden("Members may create only member tokens of their own project.")
 
 
-def sees_token(caller: Principal, token_id: str, created_by: str | None) -> bool:
-    """Admins see every token; members their own and those it made (others are 404)."""
-    return caller.is_admin or caller.token_id in (token_id, created_by)
+def sees_token(caller: Principal, lineage: list[str]) -> bool:
+    """Admins see every token; members their own and those made from it, at any depth (others
+    are 404). lineage: the token's id and its makers' up the chain."""
+    return caller.is_admin or caller.token_id in lineage
+
+
+def tokens_end_with_maker(caller: Principal) -> bool:
+    """Whether the tokens caller makes may not outlive it (they expire by its expiry at the
+    latest, and revoking it revokes them): a member's do, so a member cannot keep access the
+    project's admins took away; an admin's stand on their own, so rotating an admin token does
+    not sign out every token it handed out."""
+    return not caller.is_admin
 
 
 def require_admin(caller: Principal) -> None:

@@ -11,6 +11,7 @@ import re
 import secrets
 import sqlite3
 import uuid
+from dataclasses import replace
 
 from src import errors
 from src.database import projects as project_dao
@@ -33,6 +34,21 @@ def new_project_limits(defaults: tuple[int | None, ...]) -> project_dao.Limits:
     return dict(zip(QUOTA_RESOURCES, defaults, strict=True))
 
 
+def _maker_expiry(conn: sqlite3.Connection, maker_id: str) -> str | None:
+    """When the maker expires. Raises: Unauthorized when it is gone, revoked or expired (it
+    was valid when its request began: a revoke may have come in between)."""
+    maker = token_dao.by_id(conn, maker_id)
+    if maker is None or maker.revoked_at is not None or (
+            maker.expires_at is not None and maker.expires_at <= utc_now()):
+        raise errors.Unauthorized()
+    return maker.expires_at
+
+
+def _earliest(first: str | None, second: str | None) -> str | None:
+    """The earlier of two expiries, None being never."""
+    return min((at for at in (first, second) if at is not None), default=None)
+
+
 class TokenService:
     def __init__(self, db: Database,
                  new_project_limits: project_dao.Limits | None = None) -> None:
@@ -40,9 +56,14 @@ class TokenService:
         self._new_project_limits = new_project_limits or {}
 
     def issue(self, project: str, role: str, expires_in_s: float | None = None,
-              description: str = "", created_by: str | None = None
-              ) -> tuple[token_dao.TokenRow, str]:
-        """A new token (the row, and the secret shown this once). Raises: ValueError."""
+              description: str = "", created_by: str | None = None,
+              within_maker: bool = False) -> tuple[token_dao.TokenRow, str]:
+        """A new token (the row, and the secret shown this once); within_maker: it expires by
+        its maker's (created_by's) expiry at the latest.
+
+        Raises: ValueError, Unauthorized (within_maker, and the maker was revoked or expired
+        meanwhile).
+        """
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         if not PROJECT_NAME.fullmatch(project):
@@ -56,6 +77,9 @@ class TokenService:
             expires_at=utc_after(expires_in_s) if expires_in_s is not None else None,
             revoked_at=None, created_by=created_by)
         with self._db.write() as conn:
+            if within_maker and created_by is not None:
+                row = replace(row, expires_at=_earliest(row.expires_at,
+                                                        _maker_expiry(conn, created_by)))
             project_dao.create(conn, project, self._new_project_limits, now)
             token_dao.insert(conn, row)
         return row, secret
@@ -96,25 +120,28 @@ class TokenService:
         try:
             return self.issue(project, role, expires_in_days * 86400
                               if expires_in_days is not None else None,
-                              description, created_by=caller.token_id)
+                              description, created_by=caller.token_id,
+                              within_maker=access.tokens_end_with_maker(caller))
         except ValueError as exc:
             raise errors.BadRequest(reason=str(exc)) from None
 
     def visible(self, caller: Principal) -> list[token_dao.TokenRow]:
-        """The tokens caller may see: every one for admins, its own and its makings otherwise."""
+        """The tokens caller may see: every one for admins, otherwise its own and those made
+        from it (by it, by those it made, and so on)."""
         with self._db.read() as conn:
             if caller.is_admin:
                 return token_dao.list_all(conn)
-            return token_dao.list_own(conn, caller.token_id)
+            return token_dao.list_made_from(conn, caller.token_id)
 
     def revoke_for(self, caller: Principal, token_id: str) -> token_dao.TokenRow:
-        """Revoke a token caller may see (revoking one already revoked changes nothing).
+        """Revoke a token caller may see, and with a member token every token made from it
+        (revoking one already revoked changes nothing).
 
         Raises: TokenNotFound (unknown, or not caller's to see).
         """
         with self._db.write() as conn:
             row = token_dao.by_id(conn, token_id)
-            if row is None or not access.sees_token(caller, row.id, row.created_by):
+            if row is None or not access.sees_token(caller, token_dao.lineage(conn, row.id)):
                 raise errors.TokenNotFound(token=token_id)
             token_dao.revoke(conn, row.id, utc_now())
         return row
@@ -123,7 +150,8 @@ class TokenService:
         with self._db.read() as conn:
             return token_dao.list_all(conn)
 
-    def revoke(self, token_id: str) -> bool:
+    def revoke(self, token_id: str) -> int:
+        """Revoke a token (with a member token, every token made from it): how many were."""
         with self._db.write() as conn:
             return token_dao.revoke(conn, token_id, utc_now())
 

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from src import errors
@@ -38,6 +39,17 @@ class TooLarge(Exception):
     """More bytes arrived than IAAS_IMAGE_MAX_BYTES allows."""
 
 
+@dataclass(frozen=True)
+class Admission:
+    """An upload's body may come: at most limit bytes of it; beyond is the answer to more."""
+
+    image_id: str
+    image_name: str
+    project: str
+    limit: int
+    beyond: errors.ApiError
+
+
 class Landing:
     """A hidden file in the images dir, hashed and counted as it is written."""
 
@@ -46,7 +58,8 @@ class Landing:
         self.path = intake.images.images_dir / f"{PARTIAL_PREFIX}{image.id}-{secrets.token_hex(4)}"
         self.size = 0
         self._intake = intake
-        self._image_id = image.id
+        self._image = image
+        self._room = intake.room(image)  # images_gb's, refreshed with each progress report
         self._status = status
         self._total = total
         self._digest = hashlib.sha256()
@@ -56,15 +69,17 @@ class Landing:
         self._file: BinaryIO = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:
-        """Raises: TooLarge, Cancelled (the image is gone or no longer waits for bytes)."""
+        """Raises: TooLarge, QuotaExceeded (more bytes than images_gb leaves, checked before
+        they are written), Cancelled (the image is gone or no longer waits for bytes)."""
         self.size += len(chunk)
         if self.size > self._intake.max_bytes:
             raise TooLarge()
+        self._room.check(self.size)
         self._digest.update(chunk)
         self._file.write(chunk)
         if time.monotonic() - self._last_report >= PROGRESS_EVERY_S:
             self._last_report = time.monotonic()
-            self._intake.report(self._image_id, self._status, self.size, self._total)
+            self._room = self._intake.report(self._image, self._status, self.size, self._total)
 
     def pour(self, source: Reader) -> None:
         """Everything source gives, to its end. Raises: what write and source.read raise."""
@@ -102,10 +117,7 @@ class Intake:
         (UnsupportedMediaType, BadRequest), UploadInProgress, BodyTooLarge, QuotaExceeded,
         IncompleteBody, ChecksumMismatch, ImageFileInvalid.
         """
-        image = self.images.get(id_or_name, caller)
-        access.check_image_owner(caller, image.project)
-        if image.origin != "upload" or image.status not in ("pending", "error"):
-            raise errors.ImageNotPending(image=image.name, status=image.status)
+        image = self._uploadable(id_or_name, caller)
         body, length = open_body()
         if length is not None and length > self.max_bytes:
             raise errors.BodyTooLarge(limit=self.max_bytes)
@@ -119,6 +131,35 @@ class Intake:
         finally:
             with self._guard:
                 self._uploading.discard(image.id)
+
+    def admit(self, id_or_name: str, caller: Principal, length: int | None) -> Admission:
+        """Whether caller may send a body of length bytes (None: chunked) as the image's file
+        now, and how large it may grow: what IAAS_IMAGE_MAX_BYTES and images_gb leave. A
+        server that buffers a body before the app reads it asks first (src/upload_gate.py).
+
+        Raises: ImageNotFound, Forbidden, ImageNotPending, BodyTooLarge, QuotaExceeded.
+        """
+        image = self._uploadable(id_or_name, caller)
+        if length is not None and length > self.max_bytes:
+            raise errors.BodyTooLarge(limit=self.max_bytes)
+        room = self.room(image)
+        room.check(max(length or 0, 1))  # a body of unknown length needs room for a byte
+        left = room.left
+        if left is None or left >= self.max_bytes:
+            return Admission(image.id, image.name, image.project, self.max_bytes,
+                             errors.BodyTooLarge(limit=self.max_bytes))
+        return Admission(image.id, image.name, image.project, left, room.refusal(left + 1))
+
+    def _uploadable(self, id_or_name: str, caller: Principal) -> image_dao.ImageRow:
+        """The image, if caller may upload its file now.
+
+        Raises: ImageNotFound, Forbidden, ImageNotPending.
+        """
+        image = self.images.get(id_or_name, caller)
+        access.check_image_owner(caller, image.project)
+        if image.origin != "upload" or image.status not in ("pending", "error"):
+            raise errors.ImageNotPending(image=image.name, status=image.status)
+        return image
 
     def _start(self, image: image_dao.ImageRow, length: int | None) -> None:
         """Reserve the announced length against the quota and clear an earlier failure.
@@ -196,11 +237,20 @@ class Intake:
         assert active is not None
         return active
 
-    def report(self, image_id: str, status: str, done: int, total: int | None) -> None:
-        """Record progress. Raises: Cancelled when the image was deleted or failed meanwhile."""
+    def room(self, image: image_dao.ImageRow) -> quotas.ImageRoom:
+        """What images_gb leaves the image now."""
+        with self._db.read() as conn:
+            return quotas.image_room(conn, image.project, image.id)
+
+    def report(self, image: image_dao.ImageRow, status: str, done: int,
+               total: int | None) -> quotas.ImageRoom:
+        """Record progress (so other uploads count these bytes against images_gb); what the
+        quota leaves the image now. Raises: Cancelled when the image was deleted or failed
+        meanwhile."""
         with self._db.write() as conn:
-            if not image_dao.set_progress(conn, image_id, status, done, total):
+            if not image_dao.set_progress(conn, image.id, status, done, total):
                 raise Cancelled()
+            return quotas.image_room(conn, image.project, image.id)
 
     def fail(self, image: image_dao.ImageRow, status: str, code: str, message: str) -> None:
         """Leave the image in error with code (unless it was deleted or moved on)."""

@@ -22,6 +22,7 @@ from src.utils import fetch
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 60.0  # a server that sends nothing for this long has dropped the download
+UNEXPECTED = "The import failed unexpectedly; see the server log."
 
 
 class ImageImporter:
@@ -77,9 +78,7 @@ class ImageDownloads:
             image = image_dao.by_id(conn, image_id) if image_id else None
         if image is None or image.status != "importing":
             raise TaskFailed("cancelled", "The image was deleted during its import.")
-        if again:
-            self._images.remove_partials(image.id)
-        self.run(image)
+        self.run(image, again)
 
     def expire(self, image_id: str | None) -> None:
         """The import never started: its image is left in error."""
@@ -88,12 +87,15 @@ class ImageDownloads:
         if image is not None:
             self._intake.fail(image, "importing", "task_expired", "The import never started.")
 
-    def run(self, image: image_dao.ImageRow) -> None:
-        """The task's work: download, check and put the file in place.
+    def run(self, image: image_dao.ImageRow, again: bool = False) -> None:
+        """The task's work: download, check and put the file in place (after removing the
+        partial file of an attempt cut short, when again).
 
         Raises: TaskFailed with the code the image is left in error with.
         """
         try:
+            if again:
+                self._images.remove_partials(image.id)
             self._download(image)
         except TaskFailed as exc:
             self._intake.fail(image, "importing", exc.code, exc.message)
@@ -103,6 +105,10 @@ class ImageDownloads:
         except errors.ApiError as exc:  # the intake left the image in error with this code
             raise TaskFailed("image_too_large" if exc.code == "body_too_large" else exc.code,
                              exc.message) from None
+        except Exception:  # a bug, or a library's surprise: the image must not stay importing
+            log.exception("the import of image %s failed unexpectedly", image.id)
+            self._intake.fail(image, "importing", "internal_error", UNEXPECTED)
+            raise TaskFailed("internal_error", UNEXPECTED) from None
 
     def _download(self, image: image_dao.ImageRow) -> None:
         """Raises: TaskFailed (url_not_allowed, download_failed, too_many_redirects,

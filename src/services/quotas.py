@@ -3,6 +3,7 @@ the transaction that takes them."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from src import errors
@@ -28,20 +29,48 @@ def enforce(conn: sqlite3.Connection, project: str, requested: dict[str, int]) -
                                        in_use=in_use[resource], requested=wanted)
 
 
+@dataclass(frozen=True)
+class ImageRoom:
+    """What a project's images_gb leaves for one of its images: limit_gb (None: no limit) less
+    what its other images hold (others, bytes)."""
+
+    limit_gb: int | None
+    others: int
+
+    @property
+    def left(self) -> int | None:
+        """Bytes the image may hold (None: any number)."""
+        return None if self.limit_gb is None else self.limit_gb * project_dao.GIB - self.others
+
+    def check(self, wanted: int) -> None:
+        """Raises: QuotaExceeded (images_gb, in GiB rounded up) when wanted bytes do not fit."""
+        left = self.left
+        if left is not None and wanted > left:
+            raise self.refusal(wanted)
+
+    def refusal(self, wanted: int) -> errors.ApiError:
+        """The QuotaExceeded that wanted bytes get."""
+        return errors.QuotaExceeded(resource="images_gb", limit=self.limit_gb,
+                                    in_use=-(-self.others // project_dao.GIB),
+                                    requested=-(-wanted // project_dao.GIB))
+
+
+def image_room(conn: sqlite3.Connection, project: str, image_id: str) -> ImageRoom:
+    """The room images_gb leaves the image beside the project's other images (stored, or
+    arriving: what they announced or, when they did not, what has arrived so far)."""
+    limit = (project_dao.limits(conn, project) or {}).get("images_gb")
+    if limit is None:
+        return ImageRoom(None, 0)
+    return ImageRoom(limit, image_dao.stored_bytes(conn, project, except_id=image_id))
+
+
 def enforce_image_bytes(conn: sqlite3.Connection, project: str, image_id: str,
                         wanted: int) -> None:
     """Whether the project may store wanted bytes for this image beside its other images.
 
     Raises: QuotaExceeded (images_gb, in GiB rounded up).
     """
-    limit = (project_dao.limits(conn, project) or {}).get("images_gb")
-    if limit is None:
-        return
-    others = image_dao.stored_bytes(conn, project, except_id=image_id)
-    if others + wanted > limit * project_dao.GIB:
-        raise errors.QuotaExceeded(resource="images_gb", limit=limit,
-                                   in_use=-(-others // project_dao.GIB),
-                                   requested=-(-wanted // project_dao.GIB))
+    image_room(conn, project, image_id).check(wanted)
 
 
 class QuotaService:

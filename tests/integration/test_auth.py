@@ -217,7 +217,11 @@ def test_token_cli_creates_lists_and_revokes(app: App, config: Config,
     cli.main(["token", "list"])
     listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(token_id)]
     assert "team-c  member  expires 20" in listed[0]
+    made = member.post("/v1/tokens", {"project": "team-c", "role": "member"}).body
+    assert made["expires_at"] <= listed[0].split("expires ")[1].split()[0]  # not past its maker
     cli.main(["token", "revoke", token_id])
+    assert capsys.readouterr().out.strip() == f"revoked {token_id} and 1 token(s) made from it"
     assert member.get("/v1/vms").status == 401
+    assert Client(app, token=made["token"]).get("/v1/vms").status == 401
     with pytest.raises(SystemExit, match="project name"):
         cli.main(["token", "create", "--project", "Bad Name!", "--role", "member"])

@@ -17,8 +17,11 @@ import pytest
 
 from src.app import App
 from src.config import Config
+from src.utils import fetch
 from tests.conftest import AppFactory
 from tests.support import Client, LiveServer, post
+
+ODD_REDIRECTS = {"/non-ascii": "/\xe9", "/space": "/a b", "/broken": "http://[::1/x"}
 
 
 class Origin:
@@ -54,6 +57,14 @@ class Origin:
             handler.send_response(301)
             handler.send_header("Location", f"{self.url}/image.qcow2")
             handler.end_headers()
+        elif path in ODD_REDIRECTS:  # Locations http.client cannot send, or urlsplit read
+            handler.send_response(302)
+            handler.send_header("Location", ODD_REDIRECTS[path])
+            handler.end_headers()
+        elif path == "/no-length":  # the body ends when the connection closes
+            handler.send_response(200)
+            handler.end_headers()
+            self._send(handler, self.data)
         elif path in ("/image.qcow2", "/drop"):
             handler.send_response(200)
             handler.send_header("Content-Length", str(len(self.data)))
@@ -149,6 +160,7 @@ def test_an_import_shows_progress_then_boots(make_app: AppFactory, config: Confi
     ("/loop", "too_many_redirects"),
     ("/missing", "download_failed"),
     ("/drop", "download_failed"),
+    *((path, "url_not_allowed") for path in ODD_REDIRECTS),
 ])
 def test_a_url_that_fails_leaves_the_image_in_error(importing_app: App, origin: Origin,
                                                     config: Config, path: str, code: str) -> None:
@@ -162,6 +174,34 @@ def test_a_url_that_fails_leaves_the_image_in_error(importing_app: App, origin: 
     assert vm.status == 409 and vm.error_code == "image_not_active"
     if path == "/loop":
         assert len(origin.requests) == 6  # the first request and five redirects
+
+
+def test_an_unexpected_failure_leaves_the_image_in_error_not_importing(
+        importing_app: App, origin: Origin, config: Config,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def surprise(*args: Any, **kwargs: Any) -> Any:
+        raise UnicodeEncodeError("ascii", "/\xe9", 1, 2, "as http.client raised for a Location")
+
+    monkeypatch.setattr(fetch, "open_url", surprise)
+    client = Client(importing_app)
+    task, shown = finished(client, start(client, f"{origin.url}/image.qcow2"))
+    assert task["status"] == "failed" and task["error"]["code"] == "internal_error", task
+    assert shown["status"] == "error" and shown["error"]["code"] == "internal_error", shown
+    assert list(config.images_dir.iterdir()) == []
+
+
+def test_an_import_of_unknown_length_stops_at_images_gb(importing_app: App, origin: Origin,
+                                                        config: Config) -> None:
+    client = Client(importing_app)
+    assert client.request("PUT", "/v1/projects/default/quota", {"images_gb": 1}).status == 200
+    busy = client.post("/v1/images", {"name": "busy", "format": "raw"}).body
+    with importing_app.db.write() as conn:  # a chunked upload beside it has nearly filled it
+        conn.execute("UPDATE images SET bytes_done = ? WHERE id = ?",
+                     (1024 ** 3 - len(origin.data) // 2, busy["id"]))
+    task, shown = finished(client, start(client, f"{origin.url}/no-length"))
+    assert task["status"] == "failed" and task["error"]["code"] == "quota_exceeded", task
+    assert shown["status"] == "error" and shown["error"]["code"] == "quota_exceeded"
+    assert list(config.images_dir.iterdir()) == []
 
 
 def test_a_checksum_that_does_not_match_fails_the_import(importing_app: App, origin: Origin,

@@ -2,6 +2,7 @@
 are per project, members delete only their own; the images_gb quota counts stored bytes."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,81 @@ def test_images_gb_counts_stored_bytes(app: App, client: Client, alpha: Client) 
         assert alpha.get("/v1/projects/alpha/quota").body["in_use"]["images_gb"] == 0
     finally:
         server.stop()
+
+
+class ChunkedStream:
+    """A chunked request body made as it is read, counting the bytes the server took."""
+
+    def __init__(self, total: int, piece: int = MIB) -> None:
+        self._pieces: Iterator[bytes] = iter(
+            [b"%x\r\n" % len(block) + block + b"\r\n" for block in zeros(total, piece)]
+            + [b"0\r\n\r\n"])
+        self._buffer = b""
+        self.taken = 0
+
+    def _fill(self, wanted: int) -> None:
+        while len(self._buffer) < wanted and (piece := next(self._pieces, b"")):
+            self._buffer += piece
+
+    def read(self, size: int) -> bytes:
+        self._fill(size)
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        self.taken += len(out)
+        return out
+
+    def readline(self, limit: int) -> bytes:
+        self._fill(limit)
+        end = self._buffer.find(b"\n", 0, limit)
+        return self.read(limit if end < 0 else end + 1)
+
+
+def put_chunked(app: App, token: str, image: str, body: ChunkedStream) -> tuple[int, Any]:
+    """PUT the image's file as a chunked body, straight into the app (as wsgiref passes it)."""
+    import json
+
+    environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": f"/v1/images/{image}/file",
+               "QUERY_STRING": "", "CONTENT_TYPE": "application/octet-stream",
+               "HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": body,
+               "HTTP_AUTHORIZATION": f"Bearer {token}"}
+    status: list[int] = []
+    payload = b"".join(app(environ, lambda line, _h: status.append(int(line.split()[0]))))
+    return status[0], json.loads(payload)
+
+
+def in_flight(app: App, image_id: str, done: int) -> None:
+    """The image receives an upload of unknown length that has brought done bytes so far."""
+    with app.db.write() as conn:
+        conn.execute("UPDATE images SET bytes_done = ? WHERE id = ?", (done, image_id))
+
+
+def test_a_chunked_upload_stops_at_images_gb_as_its_bytes_arrive(
+        app: App, client: Client, alpha: Client, config: Config) -> None:
+    assert client.request("PUT", "/v1/projects/alpha/quota", {"images_gb": 1}).status == 200
+    busy = alpha.post("/v1/images", {"name": "busy", "format": "raw"}).body
+    in_flight(app, busy["id"], 1024 * MIB - 3 * MIB)  # a chunked upload beside it, nearly full
+    image = alpha.post("/v1/images", {"name": "up", "format": "raw"}).body
+    body = ChunkedStream(16 * MIB)
+    status, answer = put_chunked(app, alpha.token or "", image["id"], body)
+    assert (status, answer["error"]["code"]) == (403, "quota_exceeded"), answer
+    assert body.taken <= 4 * MIB + 64  # refused at the piece that goes over, not at the end
+    shown = alpha.get(f"/v1/images/{image['id']}").body
+    assert shown["status"] == "error" and shown["error"]["code"] == "quota_exceeded"
+    assert [path.name for path in config.images_dir.iterdir()] == []
+
+
+def test_a_chunked_upload_writes_nothing_past_a_full_quota(app: App, client: Client,
+                                                          alpha: Client, config: Config) -> None:
+    assert client.request("PUT", "/v1/projects/alpha/quota", {"images_gb": 0}).status == 200
+    image = alpha.post("/v1/images", {"name": "up", "format": "raw"}).body
+    body = ChunkedStream(64 * MIB)
+    status, answer = put_chunked(app, alpha.token or "", image["id"], body)
+    assert (status, answer["error"]["code"]) == (403, "quota_exceeded"), answer
+    assert body.taken <= MIB + 16  # the first piece, never written
+    assert [path.name for path in config.images_dir.iterdir()] == []
+
+
+def test_in_flight_bytes_of_unknown_length_count_in_the_quota(app: App, client: Client,
+                                                              alpha: Client) -> None:
+    busy = alpha.post("/v1/images", {"name": "busy", "format": "raw"}).body
+    in_flight(app, busy["id"], 1536 * MIB)
+    assert alpha.get("/v1/projects/alpha/quota").body["in_use"]["images_gb"] == 2

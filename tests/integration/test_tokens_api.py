@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
+
+from src import errors
 from src.app import App
 from src.config import Config
+from src.database.db import Database
 from tests.support import Client
 
 
@@ -101,3 +105,106 @@ def test_bad_token_requests_are_refused_and_make_nothing(app: App) -> None:
         reply = _make(admin, **body)
         assert (reply.status, reply.error_code) == (400, "validation_failed"), body
     assert len(admin.get("/v1/tokens").body["tokens"]) == before
+
+
+def test_a_member_made_token_never_outlives_its_maker(app: App) -> None:
+    maker_row, maker = app.tokens.issue("alpha", "member", expires_in_s=3600)
+    member = Client(app, token=maker)
+    forever = _make(member, description="no expiry asked").body
+    longer = _make(member, expires_in_days=30).body
+    shorter = _make(member, expires_in_days=0.01).body
+    assert forever["expires_at"] == longer["expires_at"] == maker_row.expires_at
+    assert shorter["expires_at"] < maker_row.expires_at
+    grandchild = _make(Client(app, token=forever["token"])).body  # at any depth
+    assert grandchild["expires_at"] == maker_row.expires_at
+    never = app.tokens.issue("alpha", "member")[1]  # a maker that never expires
+    assert _make(Client(app, token=never)).body["expires_at"] is None
+    # An admin's tokens stand on their own: an expiring admin token makes a lasting one.
+    admin = Client(app, token=app.tokens.issue("default", "admin", expires_in_s=60)[1])
+    assert _make(admin).body["expires_at"] is None
+
+
+def test_revoking_a_member_token_revokes_every_token_made_from_it(app: App) -> None:
+    maker_row, maker = app.tokens.issue("alpha", "member", description="contractor")
+    child = _make(Client(app, token=maker)).body
+    grandchild = _make(Client(app, token=child["token"])).body
+    sibling_row, sibling = app.tokens.issue("alpha", "member")  # not made from the maker
+    admin = Client(app)
+    assert admin.delete(f"/v1/tokens/{maker_row.id}").status == 204
+    for token in (maker, child["token"], grandchild["token"]):
+        assert Client(app, token=token).get("/v1/vms").status == 401
+    assert Client(app, token=sibling).get("/v1/vms").status == 200
+    listed = {row["id"]: row for row in admin.get("/v1/tokens").body["tokens"]}
+    assert listed[child["id"]]["revoked_at"] == listed[maker_row.id]["revoked_at"] is not None
+    assert listed[grandchild["id"]]["revoked_at"] is not None
+    assert listed[sibling_row.id]["revoked_at"] is None
+
+
+def test_an_admin_tokens_makings_stand_on_their_own(app: App) -> None:
+    old_row, old = app.tokens.issue("default", "admin", description="rotated away")
+    admin = Client(app, token=old)
+    member = _make(admin).body
+    other_admin = _make(admin, project="default", role="admin").body
+    made_by_member = _make(Client(app, token=member["token"])).body
+    assert Client(app).delete(f"/v1/tokens/{old_row.id}").status == 204
+    assert admin.get("/v1/vms").status == 401
+    for token in (member["token"], other_admin["token"], made_by_member["token"]):
+        assert Client(app, token=token).get("/v1/vms").status == 200
+    # The member token it made is a maker of its own: revoking it takes its makings along.
+    assert Client(app).delete(f"/v1/tokens/{member['id']}").status == 204
+    assert Client(app, token=made_by_member["token"]).get("/v1/vms").status == 401
+
+
+def test_a_member_lists_and_revokes_the_tokens_made_from_it_at_any_depth(app: App) -> None:
+    top_row, top = app.tokens.issue("alpha", "member")
+    member = Client(app, token=top)
+    child = _make(member).body
+    grandchild = _make(Client(app, token=child["token"])).body
+    listed = {row["id"] for row in member.get("/v1/tokens").body["tokens"]}
+    assert listed == {top_row.id, child["id"], grandchild["id"]}
+    assert {row["id"] for row in Client(app, token=child["token"]).get(
+        "/v1/tokens").body["tokens"]} == {child["id"], grandchild["id"]}  # not its maker
+    assert Client(app, token=child["token"]).delete(f"/v1/tokens/{top_row.id}").status == 404
+    assert member.delete(f"/v1/tokens/{grandchild['id']}").status == 204
+    assert Client(app, token=grandchild["token"]).get("/v1/vms").status == 401
+    assert Client(app, token=child["token"]).get("/v1/vms").status == 200
+
+
+def test_a_maker_revoked_while_its_request_runs_makes_nothing(app: App) -> None:
+    row, secret = app.tokens.issue("alpha", "member")
+    caller = app.tokens.authenticate(f"Bearer {secret}")
+    app.tokens.revoke(row.id)  # between the request's authentication and its work
+    before = len(app.tokens.list())
+    with pytest.raises(errors.Unauthorized):
+        app.tokens.create(caller, "alpha", "member")
+    assert len(app.tokens.list()) == before
+
+
+def test_the_migration_brings_older_member_made_tokens_under_the_rule(config: Config) -> None:
+    db = Database(config.db_path)
+    db.migrate(until=14)
+    rows = [  # id, role, expires_at, revoked_at, created_by
+        ("m", "member", "2030-01-01T00:00:00.000000Z", "2024-01-01T00:00:00.000000Z", None),
+        ("m.c", "member", None, None, "m"), ("m.c.g", "member", None, None, "m.c"),
+        ("e", "member", "2030-01-01T00:00:00.000000Z", None, None),
+        ("e.c", "member", None, None, "e"),
+        ("e.c.g", "member", "2031-01-01T00:00:00.000000Z", None, "e.c"),
+        ("e.s", "member", "2029-01-01T00:00:00.000000Z", None, "e"),
+        ("a", "admin", "2030-01-01T00:00:00.000000Z", "2024-01-01T00:00:00.000000Z", None),
+        ("a.c", "member", None, None, "a"),
+    ]
+    with db.write() as conn:
+        conn.execute("INSERT INTO projects (name, created_at) VALUES ('alpha', 'x')")
+        for token_id, role, expires_at, revoked_at, created_by in rows:
+            conn.execute("INSERT INTO tokens (id, project, role, secret_hash, created_at, "
+                         "expires_at, revoked_at, created_by) VALUES (?, 'alpha', ?, ?, 'x', ?, "
+                         "?, ?)", (token_id, role, token_id, expires_at, revoked_at, created_by))
+    assert db.migrate(until=15) == [15]
+    with db.read() as conn:
+        after = {row[0]: (row[1], row[2]) for row in conn.execute(
+            "SELECT id, expires_at, revoked_at FROM tokens")}
+    revoked, in_2030 = "2024-01-01T00:00:00.000000Z", "2030-01-01T00:00:00.000000Z"
+    assert after["m.c"][1] == after["m.c.g"][1] == revoked
+    assert after["e.c"] == after["e.c.g"] == (in_2030, None)
+    assert after["e.s"] == ("2029-01-01T00:00:00.000000Z", None)  # already earlier: kept
+    assert after["a.c"] == (None, None)  # an admin's making stands on its own

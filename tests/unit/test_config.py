@@ -38,6 +38,7 @@ def test_environment_overrides_env_file(tmp_path: Path) -> None:
     ("IAAS_REQUEST_TIMEOUT", "0"),
     ("IAAS_REQUEST_TIMEOUT", "soon"),
     ("IAAS_MAX_WAITS_PER_TOKEN", "-1"),
+    ("IAAS_MAX_UPLOADS_PER_PROJECT", "0"),
 ])
 def test_bad_values_are_refused(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError):
