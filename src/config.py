@@ -1,6 +1,7 @@
 """Settings: the IAAS_* environment variables, an optional env file, and their defaults."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -261,3 +262,14 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
     if values["instances_dir"] is None:
         values["instances_dir"] = values["images_dir"] / "iaas-instances"
     return Config(**values)
+
+
+def start_process(log: logging.Logger) -> Config | None:
+    """Set up a long-running process's logging and read its Config; None after logging why the
+    Config is refused (the process then exits 2)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return load_config()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return None

@@ -33,7 +33,7 @@ from src import errors
 from src.api.body_stream import START_BODY_KEY
 from src.api.failures import error_body
 from src.app import App, create_app
-from src.config import Config, ConfigError, load_config
+from src.config import Config, start_process
 from src.upload_gate import UPLOAD_PATH, make_channel_class
 
 if TYPE_CHECKING:
@@ -250,11 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.serve")
     parser.add_argument("--server", choices=("wsgiref", "waitress"), default="wsgiref")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        log.error("%s", exc)
+    config = start_process(log)
+    if config is None:
         return 2
     app = create_app(config)
     serve, close = _run(app, config, args.server)

@@ -25,7 +25,7 @@ from typing import Any
 from celery.exceptions import Reject  # type: ignore[import-untyped]
 
 from src.app import Core, build_core
-from src.config import Config, ConfigError, load_config
+from src.config import Config, start_process
 from src.database import hosts as host_dao
 from src.database import tasks as task_dao
 from src.database.db import Database
@@ -153,11 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--look-every", type=float, default=HOSTS_EVERY_S,
                         help="seconds between looks for hosts added since (default: %(default)s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        log.error("%s", exc)
+    config = start_process(log)
+    if config is None:
         return 2
     if not config.broker_url:
         log.error("IAAS_BROKER_URL is not set: run `make broker` first (tasks run in the API "

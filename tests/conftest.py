@@ -10,6 +10,7 @@ import pytest
 
 from src.app import App, create_app
 from src.config import Config
+from tests.origin import Origin, full_qcow2
 from tests.support import Client, LiveServer, ProdServer, host_xml
 
 if TYPE_CHECKING:
@@ -118,3 +119,17 @@ def page(browser: BrowserContext) -> Page:
            and "404" not in message.text and "409" not in message.text else None)
     tab.problems = problems  # type: ignore[attr-defined]
     return tab
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """An 8 MiB qcow2 with every byte written, for an Origin to serve."""
+    return full_qcow2(tmp_path / "source.qcow2")
+
+
+@pytest.fixture
+def origin(source: Path) -> Iterator[Origin]:
+    """An HTTP server on 127.0.0.1 serving source (imports need IAAS_IMPORT_ALLOW_PRIVATE)."""
+    server = Origin(source)
+    yield server
+    server.stop()

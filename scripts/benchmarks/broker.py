@@ -3,7 +3,6 @@ runner; power-action throughput with 1, 2 and 4 worker processes; a worker's SIG
 redelivered task's end."""
 from __future__ import annotations
 
-import statistics
 import subprocess
 import threading
 import time
@@ -32,8 +31,8 @@ from .common import (
     live_app,
     median_ms,
     ms,
-    percentile,
     register_base,
+    side_by_side,
     test_driver_config,
     wait_task,
 )
@@ -87,20 +86,14 @@ def create(conn: libvirt.virConnect, root: Path, net: IsolatedNetwork, runs: int
             local_app.runner.shutdown()
             purge_domains(conn, [], local_app.installation_id)
             purge_domains(conn, [], broker_app.installation_id)
-    ratio = statistics.median(broker_times) / statistics.median(local_times)
-    section = Section(
-        title="Phase 2: create to running through the broker against in-process",
-        method=(f"`{SYSTEM_URI}`, TCG, the tiny image, an isolated network; {runs} interleaved "
-                "runs per side after one warm-up each, two apps side by side. In-process: the "
-                "API's own runner builds. Broker: the API writes the task to its outbox, the "
-                "relay publishes it to RabbitMQ, a Celery worker process (2 threads) builds; the "
-                "client long-polls the task in both."),
-        header=["executor", "median", "p95"])
-    for label, times in (("in-process", local_times), ("broker + worker", broker_times)):
-        section.rows.append([label, median_ms(times), ms(percentile(times, 95))])
-    section.notes.append(f"ratio broker / in-process (medians): **{ratio:.3f}**, target <= "
-                         f"{CREATE_TARGET}: {'met' if ratio <= CREATE_TARGET else 'NOT met'}")
-    return section
+    return side_by_side(
+        "Phase 2: create to running through the broker against in-process",
+        f"`{SYSTEM_URI}`, TCG, the tiny image, an isolated network; {runs} interleaved runs per "
+        "side after one warm-up each, two apps side by side. In-process: the API's own runner "
+        "builds. Broker: the API writes the task to its outbox, the relay publishes it to "
+        "RabbitMQ, a Celery worker process (2 threads) builds; the client long-polls the task in "
+        "both.", "executor", {"in-process": local_times, "broker + worker": broker_times},
+        "broker / in-process", CREATE_TARGET)
 
 
 def _power_mix(url: str, vm_ids: list[str], rounds: int) -> tuple[int, float]:

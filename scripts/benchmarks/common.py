@@ -49,6 +49,21 @@ def median_ms(values: list[float]) -> str:
     return ms(statistics.median(values))
 
 
+def side_by_side(title: str, method: str, header: str, sides: dict[str, list[float]],
+                 ratio_label: str, target: float | None = None) -> Section:
+    """A section of two timed sides (median, p95 each) and the ratio of the second's median to
+    the first's, judged against target when there is one."""
+    section = Section(title=title, method=method, header=[header, "median", "p95"])
+    for label, times in sides.items():
+        section.rows.append([label, median_ms(times), ms(percentile(times, 95))])
+    base, other = (statistics.median(times) for times in sides.values())
+    ratio = other / base
+    verdict = "" if target is None else (
+        f", target <= {target}: {'met' if ratio <= target else 'NOT met'}")
+    section.notes.append(f"ratio {ratio_label} (medians): **{ratio:.3f}**{verdict}")
+    return section
+
+
 def call(base_url: str, method: str, path: str, body: Any = None, *, status: int = 200) -> Reply:
     """One HTTP call that must answer with status. Raises: RuntimeError otherwise."""
     reply = fetch(base_url, method, path, body)

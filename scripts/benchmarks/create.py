@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import statistics
 import subprocess
 import time
 import uuid
@@ -23,7 +22,7 @@ from src.hypervisor.domain_xml import DomainSpec, domain_name, render_domain
 from src.services.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
 
-from .common import Section, call, live_app, median_ms, ms, percentile, wait_task
+from .common import Section, call, live_app, side_by_side, wait_task
 
 TARGET = 1.15
 RAW_INSTALLATION = "bench-raw-" + secrets.token_hex(4)  # tags raw domains so cleanup finds them
@@ -106,17 +105,10 @@ def run(conn: libvirt.virConnect, root: Path, net: IsolatedNetwork, runs: int) -
                 purge_domains(conn, ids, app.installation_id)
     finally:
         purge_domains(conn, [], RAW_INSTALLATION)
-    ratio = statistics.median(api_times) / statistics.median(raw_times)
-    section = Section(
-        title="Create to running: API against raw libvirt",
-        method=(f"`{SYSTEM_URI}`, TCG, the tiny image, an isolated network; {runs} interleaved "
-                "runs per side after one warm-up pair. API: `POST /v1/vms` until its task "
-                "succeeded (HTTP, auth, DB, capacity and quota checks, seed, overlay, define, "
-                "start, autostart). Raw: the same overlay, seed, validated define, start and "
-                "autostart straight on libvirt."),
-        header=["side", "median", "p95"])
-    for label, times in (("API", api_times), ("raw libvirt", raw_times)):
-        section.rows.append([label, median_ms(times), ms(percentile(times, 95))])
-    section.notes.append(f"ratio API / raw (medians): **{ratio:.3f}**, target <= {TARGET}: "
-                         f"{'met' if ratio <= TARGET else 'NOT met'}")
-    return section
+    return side_by_side(
+        "Create to running: API against raw libvirt",
+        f"`{SYSTEM_URI}`, TCG, the tiny image, an isolated network; {runs} interleaved runs per "
+        "side after one warm-up pair. API: `POST /v1/vms` until its task succeeded (HTTP, auth, "
+        "DB, capacity and quota checks, seed, overlay, define, start, autostart). Raw: the same "
+        "overlay, seed, validated define, start and autostart straight on libvirt.",
+        "side", {"raw libvirt": raw_times, "API": api_times}, "API / raw", TARGET)

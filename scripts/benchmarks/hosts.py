@@ -26,6 +26,7 @@ from .common import (
     ms,
     percentile,
     register_base,
+    side_by_side,
     test_driver_config,
     wait_task,
 )
@@ -142,17 +143,12 @@ def remote_create(config: Config, remote: RemoteHost, remote_net: IsolatedNetwor
                 purge_domains(local, [], app.installation_id)
             finally:
                 local.close()
-    section = Section(
-        title="Create to running on a host reached over TLS",
-        method=(f"`POST /v1/vms` pinned to `local` (qemu:///system, shared storage) and to a "
-                "second libvirtd in its own network namespace reached with `qemu+tls://` "
-                f"(storage `pool`: volumes made and uploaded through libvirt), {runs} "
-                "interleaved runs each, until the task succeeded; each VM deleted after."),
-        header=["host", "median", "p95"])
-    for host, values in times.items():
-        section.rows.append([host, median_ms(values), ms(percentile(values, 95))])
-    ratio = statistics.median(times["remote"]) / statistics.median(times["local"])
-    section.notes.append(f"ratio TLS host / local (medians): **{ratio:.2f}**")
+    section = side_by_side(
+        "Create to running on a host reached over TLS",
+        "`POST /v1/vms` pinned to `local` (qemu:///system, shared storage) and to a second "
+        "libvirtd in its own network namespace reached with `qemu+tls://` (storage `pool`: "
+        f"volumes made and uploaded through libvirt), {runs} interleaved runs each, until the "
+        "task succeeded; each VM deleted after.", "host", times, "TLS host / local")
     section.notes.append(f"The first create on the TLS host, which also copied the base image "
                          f"into its pool and checked its SHA-256: {ms(first)}.")
     return section

@@ -96,7 +96,9 @@ class ProdServer(_BackgroundServer):
         self._serve(app, bound_port(self.server), self.server.run)
 
     def stop(self) -> None:
-        self.server.close()
+        # Closed from its own I/O thread: closed from here, a socket could vanish under the
+        # select() that thread is in (EBADF).
+        self.server.trigger.pull_trigger(self.server.close)
         self.server.task_dispatcher.shutdown()
         self._thread.join(timeout=10)
 

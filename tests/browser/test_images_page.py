@@ -12,17 +12,8 @@ from playwright.sync_api import Locator, Page, expect
 from src.config import Config
 from tests.browser.test_dashboard import sign_in
 from tests.conftest import AppFactory, make_qcow2
-from tests.integration.test_image_import import Origin
+from tests.origin import Origin
 from tests.support import LiveServer, fetch
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    path = tmp_path / "source.qcow2"
-    make_qcow2(path)
-    server = Origin(path)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

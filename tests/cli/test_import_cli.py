@@ -3,26 +3,14 @@ test's own on 127.0.0.1 (IAAS_IMPORT_ALLOW_PRIVATE)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from src.config import Config
 from tests.cli.conftest import Iaas
-from tests.conftest import AppFactory, make_qcow2
-from tests.integration.test_image_import import Origin
+from tests.conftest import AppFactory
+from tests.origin import Origin
 from tests.support import LiveServer
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    path = tmp_path / "source.qcow2"
-    make_qcow2(path)
-    server = Origin(path)
-    yield server
-    server.stop()
 
 
 def test_import_waits_for_the_image_and_a_failed_one_says_why(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,7 +15,7 @@ import pytest
 from src.config import Config
 from tests.e2e.broker.conftest import WorkerFactory
 from tests.e2e.conftest import E2eAppFactory, served
-from tests.integration.test_image_import import Origin
+from tests.origin import Origin, full_qcow2
 
 PARTIAL = ".iaas-partial-"
 
@@ -24,10 +23,7 @@ PARTIAL = ".iaas-partial-"
 @pytest.fixture
 def slow_origin(tmp_path: Path) -> Iterator[Origin]:
     """8 MiB served in 20 pieces 0.25 s apart (5 s): time to kill the worker mid-download."""
-    path = tmp_path / "source.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=full",
-                    str(path), "8M"], check=True)
-    server = Origin(path, pause_s=0.25)
+    server = Origin(full_qcow2(tmp_path / "source.qcow2"), pause_s=0.25)
     yield server
     server.stop()
 
