@@ -90,11 +90,18 @@ class UploadParser(HTTPRequestParser):
     ticket: object | None = None
 
     def parse_header(self, header_plus: bytes) -> None:
+        # waitress parses a request's headers again when it read them whole but answered
+        # `100 Continue` to a request without a body: nothing of the first parse may stay.
+        self.release()
+        self.ticket, self.refused, self.adj = None, None, self.upload_adj
         super().parse_header(header_plus)
         # Read by name: the stubs type command as bytes, which waitress has decoded by now.
         method, path = getattr(self, "command", ""), getattr(self, "path", "")
         found = UPLOAD_PATH.fullmatch(path) if method == "PUT" and isinstance(path, str) else None
-        if found is not None:
+        # A body within the server's limit needs no admission: the gate runs in waitress's one
+        # I/O thread, so only a request that would be read past that limit may cost a look-up.
+        if found is not None and (self.chunked or
+                                  self.content_length >= self.upload_adj.max_request_body_size):
             self._admit(found.group(1))
 
     def _admit(self, image: str) -> None:
@@ -117,6 +124,10 @@ class UploadParser(HTTPRequestParser):
 
     def received(self, data: bytes) -> int:
         consumed: int = super().received(data)
+        if self.completed and self.body_rcv is None:
+            # No body: nothing to continue (waitress would answer `100 Continue` to a finished
+            # request and then read what follows as more of its headers).
+            self.expect_continue = False
         if self.error is not None:
             # Answer now: a client that waits for `100 Continue` must not be told to send a
             # body that is refused (waitress would then read it up to the limit).
@@ -125,6 +136,9 @@ class UploadParser(HTTPRequestParser):
                 log.info("refused an upload's body before reading it: %d %s",
                          self.refused.status, self.refused.code)
                 self.error = AppRefusal(self.refused)
+            # An error ends the connection: what else this read holds (pipelined uploads, each
+            # a look-up in the I/O thread) is dropped unparsed.
+            return len(data)
         return consumed
 
     def close(self) -> None:
@@ -138,14 +152,25 @@ class UploadParser(HTTPRequestParser):
 
 
 class UploadChannel(HTTPChannel):
-    """A connection whose client may leave in the middle of an upload's body: the request it
-    was reading is never served, so its slot is given back here."""
+    """A connection whose client may leave in the middle of an upload's body, or (a defence:
+    a gated body is larger than a read, so it is never queued behind another request) with
+    requests still queued: requests never served give their slots back here."""
 
     def handle_close(self) -> None:
-        request = self.request
-        if isinstance(request, UploadParser):
-            request.release()
+        self._release_unserved()
         super().handle_close()
+
+    def service(self) -> None:
+        super().service()
+        if not self.connected:  # waitress leaves the rest of a gone client's queue unserved
+            self._release_unserved()
+
+    def _release_unserved(self) -> None:
+        with self.requests_lock:  # type: ignore[attr-defined]  # the stubs omit it
+            unserved = [self.request, *self.requests]
+        for request in unserved:
+            if isinstance(request, UploadParser):
+                request.release()
 
 
 def make_channel_class(app: App, server_adj: Any) -> type[HTTPChannel]:

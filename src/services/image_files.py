@@ -94,8 +94,10 @@ class Landing:
         return self._digest.hexdigest()
 
     def discard(self) -> None:
-        self._file.close()
-        self.path.unlink(missing_ok=True)
+        try:
+            self._file.close()  # may raise: it flushes, and the disk may be what is full
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 class Intake:

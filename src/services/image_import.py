@@ -148,12 +148,15 @@ def _pour(response: http.client.HTTPResponse, landing: Landing) -> None:
     """The response's body into landing. Raises: TaskFailed (download_failed) when the
     connection drops or stalls before the body is whole."""
     total = response.length
-    try:
-        while chunk := response.read1(CHUNK):  # what has come, so progress moves as it comes
-            landing.write(chunk)
-    except (OSError, http.client.HTTPException) as exc:
-        raise TaskFailed("download_failed", f"The download broke off after {landing.size} "
-                         f"bytes: {exc or type(exc).__name__}") from None
+    while True:
+        try:
+            chunk = response.read1(CHUNK)  # what has come, so progress moves as it comes
+        except (OSError, http.client.HTTPException) as exc:
+            raise TaskFailed("download_failed", f"The download broke off after {landing.size} "
+                             f"bytes: {exc or type(exc).__name__}") from None
+        if not chunk:
+            break
+        landing.write(chunk)  # a full disk here is this server's failure, not the download's
     if total is not None and landing.size < total:
         raise TaskFailed("download_failed", f"The connection closed after {landing.size} of "
                          f"{total} bytes.")

@@ -14,6 +14,8 @@ import pytest
 from scripts.harness.uploads import put_file, send_then_close, zeros
 from src.app import App
 from src.config import Config
+from src.database import images as image_dao
+from src.services.image_files import Landing
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client, LiveServer, ProdServer
 
@@ -254,3 +256,20 @@ def test_a_members_refused_upload_reveals_no_host_path(app: App, config: Config)
     shown = member.get(f"/v1/images/{image['id']}").body
     for text in (str(reply.body), str(shown)):
         assert str(config.images_dir) not in text and ".iaas-partial" not in text
+
+
+def test_a_landing_that_cannot_flush_still_removes_its_file(app: App, client: Client,
+                                                            config: Config) -> None:
+    """A full disk makes closing the partial file fail too: the file must go all the same."""
+    image_id = pending(client)["id"]
+    with app.db.read() as conn:
+        row = image_dao.by_id(conn, image_id)
+    assert row is not None
+    landing = Landing(app.intake, row, "pending", None)
+    assert leftovers(config)
+    landing._file.close()
+    landing._file = open("/dev/full", "wb")  # noqa: SIM115 - discard closes it
+    landing._file.write(b"x" * 1024)  # buffered: the flush on close fails with ENOSPC
+    with pytest.raises(OSError):
+        landing.discard()
+    assert not leftovers(config)

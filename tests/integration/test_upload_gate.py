@@ -214,3 +214,67 @@ def test_one_project_sends_a_bounded_number_of_uploads_one_per_image(
     while slots(prod).count() > 0:  # a finished upload's slot is back too
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def counted_gate(prod: ProdServer) -> list[str]:
+    """The images the gate is asked about from now on (it stays the app's own check)."""
+    parser = prod.server.channel_class.parser_class
+    asked: list[str] = []
+    check = parser.gate
+
+    def counting(authorization: str | None, image: str, length: int | None) -> Any:
+        asked.append(image)
+        return check(authorization, image, length)
+
+    parser.gate = staticmethod(counting)
+    return asked
+
+
+def test_pipelined_refused_uploads_cost_one_look_up_per_read(prod: ProdServer) -> None:
+    """The gate runs in waitress's one I/O thread: a flood of refused upload headers must not
+    make it look up a token for each (that stalled every other client for seconds)."""
+    asked = counted_gate(prod)
+    flood = head("x", "iaas_not-a-token").replace(b"Connection: close\r\n", b"") * 500
+    with socket.create_connection(("127.0.0.1", prod.port)) as sock:
+        sock.sendall(flood)
+        status, _, body = answer_of(sock)
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    assert len(asked) <= 2, len(asked)  # one per read of the flood, not 500
+    small = head("x", "iaas_not-a-token", 0).replace(b"Connection: close\r\n", b"") * 50
+    with socket.create_connection(("127.0.0.1", prod.port)) as sock:
+        sock.sendall(small + head("x", None, 0))  # bodies within 1 MiB are the app's to judge
+        sock.settimeout(10)
+        answers = b""
+        while chunk := sock.recv(65536):
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 401 ") == 51
+    assert len(asked) <= 2, len(asked)
+
+
+def test_a_bodyless_continue_leaves_no_slot_and_no_raised_limit(prod: ProdServer,
+                                                                alpha: Client) -> None:
+    """waitress answers `100 Continue` to a request without a body and then reads what follows
+    as more of its headers: that must neither hold a slot nor carry an upload's limit over."""
+    first, second = pending(alpha, "x"), pending(alpha, "y")
+    with socket.create_connection(("127.0.0.1", prod.port)) as sock:
+        sock.sendall(f"PUT /v1/images/{first}/file HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {alpha.token}\r\nExpect: 100-continue\r\n\r\n"
+                     .encode())
+        sock.sendall(f"PUT /v1/images/{second}/file HTTP/1.1\r\nHost: x\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.settimeout(5)
+        assert b"100 Continue" not in sock.recv(65536)
+    assert slots(prod).count() == 0
+    with socket.create_connection(("127.0.0.1", prod.port)) as sock:
+        sock.sendall(f"PUT /v1/images/{first}/file HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {alpha.token}\r\nExpect: 100-continue\r\n\r\n"
+                     f"POST /v1/keypairs HTTP/1.1\r\nHost: x\r\nContent-Length: {20 * MIB}\r\n"
+                     f"Authorization: Bearer {alpha.token}\r\n"
+                     "Content-Type: application/json\r\n\r\n".encode())
+        answers = b""
+        sock.settimeout(5)
+        while b"413 " not in answers:  # refused from its length, before any of the 20 MiB
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            answers += chunk
+
