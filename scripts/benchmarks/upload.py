@@ -6,10 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from scripts.harness.servers import host_xml
-from scripts.harness.uploads import ChildServer, put_file
-from src.database.db import Database
-from src.services.auth import TokenService
+from scripts.harness.uploads import ChildServer, child_on_test_driver, put_file
 
 from .common import Section
 
@@ -37,19 +34,8 @@ def _copy(source: Path, target: Path) -> float:
 
 
 def _server(root: Path, kind: str) -> tuple[ChildServer, str]:
-    """`python -m src.serve` in a child process on the test driver, and an admin token."""
     root.mkdir(parents=True)
-    (root / "host.xml").write_text(host_xml("iaas-bench"))
-    (root / "images").mkdir()
-    db = Database(root / "iaas.db")
-    db.migrate()
-    token = TokenService(db, {}).issue("default", "admin")[1]
-    server = ChildServer({
-        "IAAS_DB_PATH": str(root / "iaas.db"), "IAAS_LIBVIRT_URI": f"test://{root}/host.xml",
-        "IAAS_DOMAIN_TYPE": "test", "IAAS_NETWORK": "iaas-bench",
-        "IAAS_IMAGES_DIR": str(root / "images"), "IAAS_INSTANCES_DIR": str(root / "instances"),
-        "TMPDIR": str(root)}, root / "server.log", kind)
-    return server, token
+    return child_on_test_driver(root, kind, "iaas-bench")
 
 
 def _upload(server: ChildServer, token: str, source: Path, name: str) -> float:

@@ -98,7 +98,7 @@ class ProdServer(_BackgroundServer):
     def stop(self) -> None:
         # Closed from its own I/O thread: closed from here, a socket could vanish under the
         # select() that thread is in (EBADF).
-        self.server.trigger.pull_trigger(self.server.close)
+        self.server.trigger.pull_trigger(self.server.close)  # type: ignore[attr-defined]
         self.server.task_dispatcher.shutdown()
         self._thread.join(timeout=10)
 

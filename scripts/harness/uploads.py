@@ -14,7 +14,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from scripts.harness.servers import Reply, decode_body
+from scripts.harness.servers import Reply, decode_body, host_xml
+from src.database.db import Database
+from src.services.auth import TokenService
 
 PIECE = 1024 * 1024
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -137,3 +139,19 @@ class ChildServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def child_on_test_driver(root: Path, kind: str, network: str) -> tuple[ChildServer, str]:
+    """`python -m src.serve --server kind` in a child process on a test-driver host under root
+    (which must exist), and an admin token; waitress's temporary files go to root too."""
+    (root / "host.xml").write_text(host_xml(network))
+    (root / "images").mkdir()
+    db = Database(root / "iaas.db")
+    db.migrate()
+    token = TokenService(db, {}).issue("default", "admin")[1]
+    server = ChildServer({
+        "IAAS_DB_PATH": str(root / "iaas.db"), "IAAS_LIBVIRT_URI": f"test://{root}/host.xml",
+        "IAAS_DOMAIN_TYPE": "test", "IAAS_NETWORK": network,
+        "IAAS_IMAGES_DIR": str(root / "images"), "IAAS_INSTANCES_DIR": str(root / "instances"),
+        "TMPDIR": str(root)}, root / "server.log", kind)
+    return server, token

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.harness.uploads import ChildServer, put_file
-from src.database.db import Database
-from src.services.auth import TokenService
-from tests.support import host_xml
+from scripts.harness.uploads import ChildServer, child_on_test_driver, put_file
 
 GIB = 1024 ** 3
 SIZE = 3 * GIB
@@ -19,17 +16,7 @@ GROWTH_BOUND_KIB = 128 * 1024  # 128 MiB: a twenty-fourth of the file
 
 @pytest.fixture(params=["wsgiref", "waitress"])
 def child(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ChildServer, str]]:
-    (tmp_path / "host.xml").write_text(host_xml("iaas-test"))
-    (tmp_path / "images").mkdir()
-    db = Database(tmp_path / "iaas.db")
-    db.migrate()
-    token = TokenService(db, {}).issue("default", "admin")[1]
-    server = ChildServer({
-        "IAAS_DB_PATH": str(tmp_path / "iaas.db"), "IAAS_LIBVIRT_URI": f"test://{tmp_path}/host.xml",
-        "IAAS_DOMAIN_TYPE": "test", "IAAS_NETWORK": "iaas-test",
-        "IAAS_IMAGES_DIR": str(tmp_path / "images"),
-        "IAAS_INSTANCES_DIR": str(tmp_path / "instances"), "TMPDIR": str(tmp_path)},
-        tmp_path / "server.log", request.param)
+    server, token = child_on_test_driver(tmp_path, request.param, "iaas-test")
     yield server, token
     server.stop()
 

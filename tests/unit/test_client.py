@@ -2,13 +2,12 @@
 reach past HTTP (the import contract fails the build)."""
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from src.client.output import age, cell_text, size
 from src.client.vms import new_from
-from tests.unit.test_layers import REPO, _lint
+from tests.unit.test_layers import REPO, lint_with
 
 
 def test_only_lines_after_what_was_printed_are_new() -> None:
@@ -32,13 +31,7 @@ def test_ages_cells_and_sizes_read_as_people_say_them() -> None:
 
 
 def test_a_client_module_importing_the_services_breaks_the_build(tmp_path: Path) -> None:
-    for package in ("src", "scripts", "tests"):
-        shutil.copytree(REPO / package, tmp_path / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.qcow2"))
-    shutil.copy(REPO / ".importlinter", tmp_path)
-    output = tmp_path / "src" / "client" / "output.py"
-    output.write_text(output.read_text() + "\nfrom src.vocabulary import ROLES  # noqa\n")
-    result = _lint(tmp_path)
+    result = lint_with(tmp_path, "src/client/output.py", "from src.vocabulary import ROLES")
     assert result.returncode == 1
     assert "src.client.output -> src.vocabulary" in result.stdout
 
