@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from src.vocabulary import DOMAIN_NAME_PREFIX
 
@@ -45,17 +45,24 @@ _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS 
            "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus, "
            "v.project, v.domain_name, v.host "
            "FROM vms v JOIN images i ON i.id = v.image_id")
-_JSON_COLUMNS = (13, 17, 18)  # ip_addresses, pinned_cpus, gpus
-_GPUS = 18
+_FIELDS = tuple(spec.name for spec in fields(VmRow))
+_JSON_FIELDS = ("ip_addresses", "pinned_cpus", "gpus")
 
 
 def _row(row: sqlite3.Row) -> VmRow:
-    values = list(row)
-    for index in _JSON_COLUMNS:
-        raw = values[index]
-        values[index] = [] if raw == "[]" else json.loads(raw)  # most rows: lists are empty
-    values[_GPUS].sort()
-    return VmRow(*values)
+    """The VmRow of a _SELECT row, built as VmRow(...) would build it but without its frozen
+    __init__, which sets each of the 22 fields through object.__setattr__: that was 3 µs a row,
+    a tenth of listing 1,000 VMs."""
+    values = dict(zip(_FIELDS, row))
+    for name in _JSON_FIELDS:
+        raw = values[name]
+        values[name] = [] if raw == "[]" else json.loads(raw)  # most rows: lists are empty
+    values["gpus"].sort()
+    if not values["domain_name"]:  # as VmRow.__post_init__
+        values["domain_name"] = DOMAIN_NAME_PREFIX + values["id"]
+    vm: VmRow = object.__new__(VmRow)
+    vm.__dict__.update(values)
+    return vm
 
 
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
