@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from src.vocabulary import DOMAIN_NAME_PREFIX
 
@@ -49,13 +50,21 @@ _JSON_COLUMNS = (13, 17, 18)  # ip_addresses, pinned_cpus, gpus
 _GPUS = 18
 
 
-def _row(row: sqlite3.Row) -> VmRow:
+def _row(row: tuple[Any, ...]) -> VmRow:
     values = list(row)
     for index in _JSON_COLUMNS:
         raw = values[index]
         values[index] = [] if raw == "[]" else json.loads(raw)  # most rows: lists are empty
     values[_GPUS].sort()
     return VmRow(*values)
+
+
+def _select(conn: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()) -> list[VmRow]:
+    """The VmRows of a _SELECT query, read as plain tuples: _row takes the columns by
+    position, so a sqlite3.Row per VM (0.3 µs each) would buy nothing."""
+    cursor = conn.execute(sql, params)
+    cursor.row_factory = None  # applies to the rows fetched from here on: all of them
+    return [_row(row) for row in cursor]
 
 
 def insert(conn: sqlite3.Connection, vm: VmRow) -> None:
@@ -72,19 +81,17 @@ def find(conn: sqlite3.Connection, id_or_name: str, project: str | None = None) 
     """The VM with this id, else every VM with this name (one per project); with project, only
     that project's."""
     # A name may look like another VM's id: the id wins.
-    rows = conn.execute(f"{_SELECT} WHERE (v.id = ? OR v.name = ?) AND (? IS NULL OR v.project = ?) "
-                        "ORDER BY v.id = ? DESC, v.project",
-                        (id_or_name, id_or_name, project, project, id_or_name)).fetchall()
-    if rows and rows[0]["id"] == id_or_name:
-        rows = rows[:1]
-    return [_row(row) for row in rows]
+    rows = _select(conn, f"{_SELECT} WHERE (v.id = ? OR v.name = ?) AND (? IS NULL OR v.project = ?) "
+                   "ORDER BY v.id = ? DESC, v.project",
+                   (id_or_name, id_or_name, project, project, id_or_name))
+    return rows[:1] if rows and rows[0].id == id_or_name else rows
 
 
 def get(conn: sqlite3.Connection, vm_id: str, project: str | None = None) -> VmRow | None:
     """The VM with this id; with project, only if it belongs to that project."""
-    row = conn.execute(f"{_SELECT} WHERE v.id = ? AND (? IS NULL OR v.project = ?)",
-                       (vm_id, project, project)).fetchone()
-    return _row(row) if row else None
+    rows = _select(conn, f"{_SELECT} WHERE v.id = ? AND (? IS NULL OR v.project = ?)",
+                   (vm_id, project, project))
+    return rows[0] if rows else None
 
 
 def list_page(conn: sqlite3.Connection, *, status: str | None, name: str | None,
@@ -105,11 +112,11 @@ def list_page(conn: sqlite3.Connection, *, status: str | None, name: str | None,
         params += [after.created_at, after.id]
     sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY v.created_at, v.id LIMIT ?"
-    return [_row(row) for row in conn.execute(sql, (*params, limit))]
+    return _select(conn, sql, (*params, limit))
 
 
 def list_all(conn: sqlite3.Connection) -> list[VmRow]:
-    return [_row(row) for row in conn.execute(_SELECT)]
+    return _select(conn, _SELECT)
 
 
 def list_ids(conn: sqlite3.Connection) -> list[str]:
@@ -182,7 +189,7 @@ def allocated(conn: sqlite3.Connection) -> dict[str, Held]:
 
 
 def list_on(conn: sqlite3.Connection, host: str) -> list[VmRow]:
-    return [_row(row) for row in conn.execute(_SELECT + " WHERE v.host = ?", (host,))]
+    return _select(conn, _SELECT + " WHERE v.host = ?", (host,))
 
 
 def delete(conn: sqlite3.Connection, vm_id: str) -> None:

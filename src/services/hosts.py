@@ -108,11 +108,17 @@ class HostRegistry:
     def is_up(self, name: str) -> bool:
         """Whether the host answered its last check and its connection is still alive (a
         daemon that died shows at once, before the next check)."""
+        return self.up_hypervisor(name) is not None
+
+    def up_hypervisor(self, name: str) -> Hypervisor | None:
+        """The connection of a host that is up (see is_up), else None; from memory, without
+        the database read of get, for a VM list that asks each host of its page."""
         with self._lock:
             hypervisor = self._hypervisors.get(name)
             state = self._states.get(name)
-        return (state is not None and state.state == "up" and hypervisor is not None
-                and hypervisor.connected)
+        if state is None or state.state != "up" or hypervisor is None or not hypervisor.connected:
+            return None
+        return hypervisor
 
     def require_up(self, name: str) -> Host:
         """The host, if it answers. Raises: HostUnavailable."""

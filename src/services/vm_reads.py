@@ -6,12 +6,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from src import errors
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import MISSING
+from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import DomainNotFound, HypervisorError, HypervisorUnavailable
 from src.services import access, lifecycle
 from src.services.access import Principal
@@ -38,16 +40,16 @@ class PowerStates(dict[str, str]):
         self.answered: set[str] = set()
 
 
-def _states_of(host: Host) -> dict[str, str] | None:
+def _states_of(hypervisor: Hypervisor) -> dict[str, str] | None:
     try:
-        return host.hypervisor.power_states()
+        return hypervisor.power_states()
     except HypervisorError:
         return None
 
 
-@dataclass(frozen=True)
-class VmView:
-    """A VM as the API shows it: its row, live power state and unfinished task."""
+class VmView(NamedTuple):
+    """A VM as the API shows it: its row, live power state and unfinished task (a NamedTuple:
+    immutable, and built in a quarter of a frozen dataclass's time, once per VM listed)."""
 
     row: vm_dao.VmRow
     power_state: str
@@ -66,7 +68,7 @@ class TaskAnswer:
 def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) -> VmView:
     actions = lifecycle.allowed_actions(row.status, busy=task is not None,
                                         domain_exists=power_state != MISSING)
-    return VmView(row=row, power_state=power_state, task=task, actions=actions)
+    return VmView(row, power_state, task, actions)
 
 
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
@@ -144,15 +146,16 @@ class VmReader:
 
     def _power_states(self, names: set[str]) -> PowerStates:
         """Every domain's state on the named hosts that answer, asked in parallel."""
-        up = [self._hosts.get(name) for name in sorted(names) if self._hosts.is_up(name)]
+        up = {name: hypervisor for name in sorted(names)
+              if (hypervisor := self._hosts.up_hypervisor(name)) is not None}
         found = PowerStates()
         if len(up) == 1:  # the common case: no thread hop
-            results = [_states_of(up[0])]
+            results = [_states_of(*up.values())]
         else:
-            results = list(self._pool.map(_states_of, up))
-        for host, states in zip(up, results, strict=True):
+            results = list(self._pool.map(_states_of, up.values()))
+        for name, states in zip(up, results, strict=True):
             if states is not None:
-                found.answered.add(host.name)
+                found.answered.add(name)
                 found.update(states)
         return found
 
