@@ -14,9 +14,7 @@ whose status changed adds the few calls that follow the change (autostart, VNC p
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from src.hypervisor.errors import HypervisorError
 from src.services import lifecycle
 from src.services.addresses import LEARN_CALLS_BOUND, AddressBook
 from src.services.hosts import Host, HostRegistry
+from src.services.step_leases import this_process
 from src.services.tasks import TaskRunner
 from src.utils.clock import utc_after, utc_now
 
@@ -51,7 +50,7 @@ class SweepResult:
     addresses_learned: int
 
 
-HOLDER = f"{socket.gethostname()}:{os.getpid()}"  # who holds a lease: this process
+HOLDER = this_process()  # who holds a sweep's lease: this process, named as for step leases
 
 
 def lead(db: Database, job: str, interval_s: float) -> bool:

@@ -1,35 +1,26 @@
 """Quota enforcement on a real SQLite schema: limits, boundaries, what failed builds still hold."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from src import errors
 from src.database import gpus as gpu_dao
-from src.database import images as image_dao
 from src.database import projects as project_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.services.quotas import enforce
+from tests.unit.conftest import IMAGE_ID, NOW
 
-NOW = "2026-01-01T00:00:00.000000Z"
-IMAGE_ID = "11111111-1111-1111-1111-111111111111"
 NOTHING = {"instances": 0, "vcpus": 0, "ram": 0, "gpus": 0}
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "iaas.db")
-    database.migrate()
-    with database.write() as conn:
-        image_dao.insert(conn, image_dao.ImageRow(
-            id=IMAGE_ID, name="base", file="base.qcow2", format="qcow2", size_bytes=None,
-            virtual_size_bytes=None, created_at=NOW))
+def db(db: Database) -> Database:
+    """The unit database with the projects p and other."""
+    with db.write() as conn:
         project_dao.create(conn, "p", {}, NOW)
         project_dao.create(conn, "other", {}, NOW)
-    yield database
+    return db
 
 
 def set_limits(db: Database, **limits: int | None) -> None:

@@ -2,31 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from src.database import gpus as gpu_dao
-from src.database import images as image_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
+from tests.unit.conftest import IMAGE_ID, NOW
 
-NOW = "2026-01-01T00:00:00.000000Z"
-IMAGE_ID = "11111111-1111-1111-1111-111111111111"
 ADDRESSES = [{"address": "10.0.0.5", "family": "ipv4"}]
 GPU_IDS = ["0000:82:00.0", "0000:03:00.0"]  # allocated out of order: rows list them sorted
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "iaas.db")
-    database.migrate()
-    with database.write() as conn:
-        image_dao.insert(conn, image_dao.ImageRow(
-            id=IMAGE_ID, name="base", file="base.qcow2", format="qcow2", size_bytes=None,
-            virtual_size_bytes=None, created_at=NOW))
-    yield database
 
 
 def full_row() -> vm_dao.VmRow:
