@@ -50,6 +50,10 @@ def celery_app(broker_url: str) -> Celery:
         task_acks_late=True,  # a message is acknowledged once its step has run...
         task_reject_on_worker_lost=True,  # ...and goes back to the queue if its worker dies
         worker_prefetch_multiplier=1,
+        # After a reconnect with steps still running, Celery lowers the prefetch count and
+        # restores it as they end; with thread workers the acks of those steps could then sit
+        # unsent, and the worker took nothing more until RabbitMQ dropped it 180 s later.
+        worker_enable_prefetch_count_reduction=False,
         task_ignore_result=True, result_backend=None,
         task_serializer="json", accept_content=["json"],
         broker_transport_options={"confirm_publish": True},  # publisher confirms

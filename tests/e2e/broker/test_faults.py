@@ -124,15 +124,23 @@ def test_rabbitmq_killed_during_a_churn_loses_nothing_and_runs_nothing_twice(
     register_tiny_image(live_client)
     stop = threading.Event()
     accepted: list[str] = []
+    failures: list[BaseException] = []
 
     def churn() -> None:
+        try:
+            churn_until_stopped()
+        except BaseException as exc:  # a task that never ended must fail the test, not a thread
+            failures.append(exc)
+            raise
+
+    def churn_until_stopped() -> None:
         while not stop.is_set():
             reply = live_client.post("/v1/vms", {"name": f"c-{secrets.token_hex(4)}", **VM})
             if reply.status != 202:
                 time.sleep(0.2)
                 continue
             accepted.append(reply.body["task"]["id"])
-            task = live_client.wait_task(reply.body["task"]["id"], 180)
+            task = live_client.wait_task(reply.body["task"]["id"], 60)
             if task["status"] == "succeeded":
                 deleted = live_client.delete(f"/v1/vms/{reply.body['id']}")
                 if deleted.status == 202:
@@ -151,6 +159,7 @@ def test_rabbitmq_killed_during_a_churn_loses_nothing_and_runs_nothing_twice(
         stop.set()
         for thread in threads:
             thread.join(timeout=240)
+    assert not failures, failures
     tasks = {task.id: task for task in all_ended(e2e_app, 180)}
     assert accepted and set(accepted) <= set(tasks)
     assert {tasks[task_id].status for task_id in accepted} == {"succeeded"}
