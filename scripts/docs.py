@@ -2,7 +2,7 @@
 """`make docs`: fill the generated blocks of docs/*.md from the code, so tables cannot drift.
 
 Blocks: errors (src/errors.py), settings (src/config.py), routes (src/api/routes.py) and
-lifecycle (src/services/lifecycle.py). `--check` only reports a stale file (the tests use it).
+lifecycle (src/services/rules/lifecycle.py). `--check` only reports a stale file (the tests use it).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from src import errors
 from src.api.routes import ROUTES
 from src.config import DERIVED, SETTINGS
-from src.services.lifecycle import ALLOWED
+from src.services.rules.lifecycle import ALLOWED
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (\w+) -->\n)(.*?)(<!-- END GENERATED: \2 -->)", re.DOTALL)

@@ -20,32 +20,32 @@ from src.database.meta import ensure_installation_id
 from src.hypervisor.disks import QemuImg, Runner, run_command
 from src.hypervisor.domain_xml import template_has_agent_channel
 from src.hypervisor.driver import Hypervisor
-from src.services.addresses import AddressBook
-from src.services.audit import AuditTrail
-from src.services.auth import TokenService, new_project_limits
-from src.services.broker import BrokerExecutor, celery_app
-from src.services.capacity import Capacity
-from src.services.compute import ComputeService
-from src.services.flavors import FlavorService
-from src.services.gpus import GpuInventory
-from src.services.host_admin import HostService
-from src.services.hosts import HostRegistry
-from src.services.idempotency import IdempotencyStore
-from src.services.image_files import Admission, Intake
-from src.services.image_import import ImageDownloads, ImageImporter
-from src.services.images import ImageService
-from src.services.keypairs import KeypairService
-from src.services.orphans import OrphanFinder
-from src.services.provisioning import Provisioner
-from src.services.quotas import QuotaService
-from src.services.reconcile import Reconciler
-from src.services.retention import Retention
-from src.services.task_runs import TaskExecution, TaskSteps
-from src.services.tasks import Executor, TaskRunner
-from src.services.telemetry import Telemetry
-from src.services.vm_reads import VmReader
-from src.services.vm_work import VmWork
-from src.services.waits import WaitLimiter
+from src.services.accounts.audit import AuditTrail
+from src.services.accounts.auth import TokenService, new_project_limits
+from src.services.accounts.idempotency import IdempotencyStore
+from src.services.accounts.keypairs import KeypairService
+from src.services.actions.orphans import OrphanFinder
+from src.services.actions.reconcile import Reconciler
+from src.services.actions.retention import Retention
+from src.services.actions.task_runs import TaskExecution, TaskSteps
+from src.services.actions.telemetry import Telemetry
+from src.services.hosts.admin import HostService
+from src.services.hosts.capacity import Capacity
+from src.services.hosts.gpus import GpuInventory
+from src.services.hosts.registry import HostRegistry
+from src.services.images.catalog import ImageService
+from src.services.images.files import Admission, Intake
+from src.services.images.imports import ImageDownloads, ImageImporter
+from src.services.rules.quotas import QuotaService
+from src.services.tasks.broker import BrokerExecutor, celery_app
+from src.services.tasks.runner import Executor, TaskRunner
+from src.services.tasks.waits import WaitLimiter
+from src.services.vms.addresses import AddressBook
+from src.services.vms.compute import ComputeService
+from src.services.vms.flavors import FlavorService
+from src.services.vms.provisioning import Provisioner
+from src.services.vms.reads import VmReader
+from src.services.vms.work import VmWork
 
 log = logging.getLogger("iaas.api")
 

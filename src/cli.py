@@ -16,11 +16,11 @@ from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.hypervisor.disks import QemuImg
 from src.hypervisor.driver import Hypervisor
-from src.services.auth import TokenService, new_project_limits
-from src.services.flavors import FlavorService
-from src.services.hosts import HostRegistry
-from src.services.images import ImageService
-from src.services.orphans import OrphanFinder
+from src.services.accounts.auth import TokenService, new_project_limits
+from src.services.actions.orphans import OrphanFinder
+from src.services.hosts.registry import HostRegistry
+from src.services.images.catalog import ImageService
+from src.services.vms.flavors import FlavorService
 from src.vocabulary import ROLES
 
 SEED_IMAGE = ("Ubuntu-Base-22.04", "ubuntu-test.qcow2", "qcow2")

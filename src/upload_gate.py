@@ -25,7 +25,7 @@ from waitress.utilities import Error, RequestEntityTooLarge
 from src import errors
 from src.api.failures import refusal
 from src.app import App
-from src.services.image_files import Admission
+from src.services.images.files import Admission
 
 log = logging.getLogger("iaas.serve")
 UPLOAD_PATH = re.compile(r"/v1/images/([^/]+)/file")  # PUT: the one route whose body is a file

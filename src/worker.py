@@ -29,7 +29,7 @@ from src.config import Config, start_process
 from src.database import hosts as host_dao
 from src.database import tasks as task_dao
 from src.database.db import Database
-from src.services.broker import (
+from src.services.tasks.broker import (
     IMAGES_QUEUE,
     STEP_TASK,
     celery_app,
@@ -37,7 +37,7 @@ from src.services.broker import (
     queue_of,
     send,
 )
-from src.services.step_leases import StepLeases
+from src.services.tasks.step_leases import StepLeases
 
 log = logging.getLogger("iaas.worker")
 HOSTS_EVERY_S = 30.0  # how often `make worker` looks for hosts added since it started

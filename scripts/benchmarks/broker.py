@@ -23,7 +23,7 @@ from scripts.harness.host import (
 from scripts.harness.servers import host_xml
 from src.app import App
 from src.config import Config
-from src.services.step_leases import PREFIX
+from src.services.tasks.step_leases import PREFIX
 
 from .common import (
     Section,

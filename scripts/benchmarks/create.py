@@ -19,7 +19,7 @@ from scripts.harness.host import (
 )
 from src.config import Config
 from src.hypervisor.domain_xml import DomainSpec, domain_name, render_domain
-from src.services.provisioning import GIB
+from src.services.vms.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
 
 from .common import Section, call, live_app, side_by_side, wait_task

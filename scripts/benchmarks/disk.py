@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from src.hypervisor.disks import QemuImg
-from src.services.provisioning import GIB
+from src.services.vms.provisioning import GIB
 
 from .common import Section, ms
 

@@ -14,8 +14,8 @@ from scripts.harness.pools import remove_pool
 from scripts.harness.remote_host import RemoteHost
 from scripts.harness.servers import host_xml
 from src.config import Config
-from src.services.placement import Demand, Free
-from src.services.scheduler import Candidate, schedule
+from src.services.rules.placement import Demand, Free
+from src.services.rules.scheduler import Candidate, schedule
 
 from .common import (
     Section,

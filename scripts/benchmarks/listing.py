@@ -11,9 +11,9 @@ from typing import Any
 
 from src.api.pipeline import StartResponse
 from src.app import App
-from src.services.addresses import LEASE_CALLS
-from src.services.agent_asks import ASKS_PER_SWEEP
-from src.services.reconcile import SWEEP_CALLS_BOUND
+from src.services.actions.reconcile import SWEEP_CALLS_BOUND
+from src.services.vms.addresses import LEASE_CALLS
+from src.services.vms.agent_asks import ASKS_PER_SWEEP
 
 from .common import (
     Section,

@@ -16,7 +16,7 @@ from typing import Any
 
 from scripts.harness.servers import Reply, decode_body, host_xml
 from src.database.db import Database
-from src.services.auth import TokenService
+from src.services.accounts.auth import TokenService
 
 PIECE = 1024 * 1024
 REPO = Path(__file__).resolve().parent.parent.parent

@@ -7,7 +7,7 @@ from typing import Any
 
 from src import errors
 from src.api.http import Request, Response
-from src.services import access
+from src.services.rules import access
 
 log = logging.getLogger("iaas.api")
 RETRY_AFTER_S = "5"

@@ -10,22 +10,22 @@ from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
 from src.api.web import Asset, Dashboard
-from src.services import access
-from src.services.audit import AuditTrail
-from src.services.auth import TokenService
-from src.services.compute import ComputeService, CreateRequest
-from src.services.flavors import FlavorService
-from src.services.gpus import GpuInventory
-from src.services.host_admin import HostService
-from src.services.image_files import Intake
-from src.services.image_import import ImageImporter
-from src.services.images import ImageService, NewImage
-from src.services.keypairs import KeypairService
-from src.services.orphans import OrphanFinder
-from src.services.power import PowerOptions
-from src.services.quotas import QuotaService
-from src.services.telemetry import Telemetry
-from src.services.vm_reads import VmReader
+from src.services.accounts.audit import AuditTrail
+from src.services.accounts.auth import TokenService
+from src.services.accounts.keypairs import KeypairService
+from src.services.actions.orphans import OrphanFinder
+from src.services.actions.telemetry import Telemetry
+from src.services.hosts.admin import HostService
+from src.services.hosts.gpus import GpuInventory
+from src.services.images.catalog import ImageService, NewImage
+from src.services.images.files import Intake
+from src.services.images.imports import ImageImporter
+from src.services.rules import access
+from src.services.rules.quotas import QuotaService
+from src.services.vms.compute import ComputeService, CreateRequest
+from src.services.vms.flavors import FlavorService
+from src.services.vms.power import PowerOptions
+from src.services.vms.reads import VmReader
 from src.vocabulary import ACTION_OPTIONS
 
 DEFAULT_EVENTS = 100

@@ -12,7 +12,7 @@ import orjson
 
 from src import errors
 from src.api.body_stream import ChunkedBody, FixedBody, open_body
-from src.services.access import Principal
+from src.services.rules.access import Principal
 
 MAX_BODY_BYTES = 64 * 1024
 

@@ -14,8 +14,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from src.services.broker import queue_of
-from src.services.telemetry import Counts, Telemetry
+from src.services.actions.telemetry import Counts, Telemetry
+from src.services.tasks.broker import queue_of
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0,
                    60.0)

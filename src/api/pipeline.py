@@ -18,15 +18,15 @@ from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.router import Router
 from src.api.validation import parse_query
-from src.services import access
-from src.services.audit import AuditTrail
-from src.services.auth import TokenService
-from src.services.idempotency import (
+from src.services.accounts.audit import AuditTrail
+from src.services.accounts.auth import TokenService
+from src.services.accounts.idempotency import (
     IdempotencyStore,
     StoredResponse,
     check_key,
     request_hash,
 )
+from src.services.rules import access
 
 log = logging.getLogger("iaas.api")
 MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from src.config import DOMAIN_TYPES
-from src.services.power import PowerOptions
+from src.services.vms.power import PowerOptions
 from src.vocabulary import (
     CAPACITY_RESOURCES,
     GPU_STATUSES,

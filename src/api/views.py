@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from src.services.orphans import Orphans
-from src.services.redaction import redact
-from src.services.vm_reads import VmView
+from src.services.actions.orphans import Orphans
+from src.services.rules.redaction import redact
+from src.services.vms.reads import VmView
 
 if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.audit import AuditRow

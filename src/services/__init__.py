@@ -1,1 +1,1 @@
-"""Business logic: images, VMs and the tasks that build and delete them."""
+"""The platform's decisions, in wings by resource (see docs/architecture.md "Service wings")."""

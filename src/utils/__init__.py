@@ -1,1 +1,1 @@
-"""Small helpers: time, qemu-img, domain XML rendering and the one libvirt module."""
+"""Leaf helpers with no platform state: timestamps, checked URL downloads, the NoCloud seed."""

@@ -33,7 +33,7 @@ DEAF_IMAGE = REPO / "images" / "tiny-linux-noacpi.qcow2"
 DEAF_IMAGE_NAME = "tiny-linux-noacpi"
 ACTIONS = ("start", "shutdown", "stop", "reboot", "pause", "resume", "delete")
 # The table as the README states it, written out here (not imported from src) so that a change
-# to src/services/lifecycle.py cannot make these tests agree with it by construction.
+# to src/services/rules/lifecycle.py cannot make these tests agree with it by construction.
 ALLOWED: dict[str, set[str]] = {
     "running": {"shutdown", "stop", "reboot", "pause", "delete"},
     "paused": {"resume", "stop", "delete"},

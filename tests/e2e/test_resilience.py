@@ -28,7 +28,7 @@ from scripts.harness.host import (
 )
 from src.config import Config
 from src.database.db import Database
-from src.services.auth import TokenService
+from src.services.accounts.auth import TokenService
 from tests.e2e.http_client import HttpClient
 from tests.support import SERVER_TOKENS, fetch
 

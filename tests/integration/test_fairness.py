@@ -8,7 +8,7 @@ from typing import Any
 from src.app import App
 from src.config import Config
 from src.database import tasks as task_dao
-from src.services.tasks import new_task_row
+from src.services.tasks.runner import new_task_row
 from src.utils.clock import utc_now
 from tests.conftest import AppFactory
 from tests.integration.test_vm_failures import GatedQemuImg, setup_image

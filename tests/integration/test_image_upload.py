@@ -15,7 +15,7 @@ from scripts.harness.uploads import put_file, send_then_close, zeros
 from src.app import App
 from src.config import Config
 from src.database import images as image_dao
-from src.services.image_files import Landing
+from src.services.images.files import Landing
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client, LiveServer, ProdServer
 

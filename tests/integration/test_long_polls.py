@@ -11,7 +11,7 @@ import pytest
 from src.app import App
 from src.config import Config
 from src.database import tasks as task_dao
-from src.services.tasks import new_task_row
+from src.services.tasks.runner import new_task_row
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client, LiveServer, ProdServer, Reply, fetch
 

@@ -12,9 +12,9 @@ from src.app import App, build_core
 from src.config import Config
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
-from src.services.access import Principal
-from src.services.compute import ComputeService, CreateRequest
-from src.services.images import NewImage
+from src.services.images.catalog import NewImage
+from src.services.rules.access import Principal
+from src.services.vms.compute import ComputeService, CreateRequest
 from src.utils.clock import utc_after
 from tests.conftest import make_qcow2
 from tests.support import Client

@@ -11,7 +11,7 @@ from src.app import App
 from src.database import audit as audit_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
-from src.services.retention import Retention
+from src.services.actions.retention import Retention
 from src.utils.clock import utc_after, utc_now
 from tests.support import Client
 

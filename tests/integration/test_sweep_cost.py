@@ -11,9 +11,9 @@ from pathlib import Path
 from src.app import App
 from src.config import Config
 from src.database import vms as vm_dao
-from src.services.addresses import LEASE_CALLS, AddressBook
-from src.services.agent_asks import ASKS_PER_SWEEP
-from src.services.reconcile import GPU_CALLS, SWEEP_CALLS_BOUND
+from src.services.actions.reconcile import GPU_CALLS, SWEEP_CALLS_BOUND
+from src.services.vms.addresses import LEASE_CALLS, AddressBook
+from src.services.vms.agent_asks import ASKS_PER_SWEEP
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client
 

@@ -1,6 +1,6 @@
 """The guest agent schedule: exponential backoff per VM, a budget per sweep, memory that follows
 the running VMs."""
-from src.services.agent_asks import (
+from src.services.vms.agent_asks import (
     FIRST_RETRY_S,
     MAX_RETRY_S,
     REFRESH_S,

@@ -1,7 +1,7 @@
 """The fair queue: projects in turn, a cap on what each has out, FIFO within a project."""
 from __future__ import annotations
 
-from src.services.fair_queue import FairQueue
+from src.services.tasks.fair_queue import FairQueue
 
 
 def test_projects_are_served_in_turn() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.services.keypairs import fingerprint
+from src.services.accounts.keypairs import fingerprint
 from src.utils import fetch
 
 

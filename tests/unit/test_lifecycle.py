@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.services.lifecycle import ALLOWED, RESULT, allowed_actions, reconciled
+from src.services.rules.lifecycle import ALLOWED, RESULT, allowed_actions, reconciled
 from src.vocabulary import POWER_ACTIONS
 
 STATUSES = ("building", "deleting", "running", "paused", "stopped", "error")

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from src.database.gpus import GpuRow
-from src.services.placement import (
+from src.services.rules.placement import (
     Claim,
     Demand,
     Free,

@@ -8,7 +8,7 @@ from src.database import gpus as gpu_dao
 from src.database import projects as project_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
-from src.services.quotas import enforce
+from src.services.rules.quotas import enforce
 from tests.unit.conftest import IMAGE_ID, NOW
 
 NOTHING = {"instances": 0, "vcpus": 0, "ram": 0, "gpus": 0}

@@ -11,7 +11,7 @@ import pytest
 
 from src.database import leases as lease_dao
 from src.database.db import Database
-from src.services.step_leases import PREFIX, StepLeases, this_process
+from src.services.tasks.step_leases import PREFIX, StepLeases, this_process
 from src.utils.clock import utc_after
 
 

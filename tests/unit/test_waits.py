@@ -1,7 +1,7 @@
 """Long-poll slots: per token, over all tokens, and given back however the wait ends."""
 import pytest
 
-from src.services.waits import DEFAULT_THREADS, WaitLimiter
+from src.services.tasks.waits import DEFAULT_THREADS, WaitLimiter
 
 
 def test_a_token_holds_at_most_its_share() -> None:

@@ -23,7 +23,7 @@ from src.app import App
 from src.config import Config
 from src.database import tasks as task_dao
 from src.database.db import BUSY_TIMEOUT_S
-from src.services.broker import celery_app, queue_of, send
+from src.services.tasks.broker import celery_app, queue_of, send
 from tests.e2e.broker.conftest import WorkerFactory
 from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
 from tests.e2e.http_client import HttpClient

@@ -1,0 +1,1 @@
+"""Accounts: tokens, keypairs, the audit trail and idempotency keys."""

@@ -1,0 +1,1 @@
+"""Cross-cutting actions over every wing: running any task, reconciliation, telemetry, orphans, retention."""

@@ -1,0 +1,215 @@
+"""How a task runs, whichever executor runs it (the API's own worker threads or a Celery
+worker): start it, run its next step from what its row holds, wait out a host that does not
+answer, and record its end. Every step may run again safely: a create that starts again after
+its worker died first removes what the earlier attempt left on the host.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from src import errors
+from src.database import gpus as gpu_dao
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.hypervisor.errors import HypervisorUnavailable
+from src.services.hosts.registry import HostRegistry
+from src.services.images.catalog import ImageService
+from src.services.images.imports import ImageDownloads
+from src.services.rules.placement import Claim
+from src.services.tasks.runner import EXPIRED, Next, TaskFailed
+from src.services.vms.power import PowerOptions
+from src.services.vms.provisioning import BuildPlan
+from src.services.vms.work import VmWork
+from src.utils.clock import utc_after, utc_now
+from src.utils.nocloud import Seed
+
+log = logging.getLogger(__name__)
+
+HOST_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # waiting out a host that does not answer
+SHUTDOWN_MARGIN_S = 60.0
+Publish = Callable[[int, float], None]  # (the next step's number, seconds until it is due)
+
+
+class TaskSteps:
+    """What each action does, rebuilt from the task's row and its payload's `args`."""
+
+    def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
+                 downloads: ImageDownloads, timeouts: tuple[float, float]) -> None:
+        """timeouts: (any task's, an image import's) seconds."""
+        self._db = db
+        self._hosts = hosts
+        self._images = images
+        self._work = work
+        self._downloads = downloads
+        self._task_timeout_s, self._import_timeout_s = timeouts
+
+    def timeout_s(self, task: task_dao.TaskRow, args: dict[str, Any]) -> float:
+        """How long the task may run once started (a shutdown: at least its own timeout)."""
+        if task.action == "shutdown":
+            return max(self._task_timeout_s, float(args.get("timeout", 60)) + SHUTDOWN_MARGIN_S)
+        if task.action == "import":
+            return self._import_timeout_s
+        return self._task_timeout_s
+
+    def run(self, task: task_dao.TaskRow, args: dict[str, Any],
+            state: dict[str, Any]) -> Next | None:
+        """Raises: TaskFailed, HypervisorUnavailable and HostUnavailable (the host is away)."""
+        if task.action == "import":
+            self._downloads.run_task(task.image_id, bool(state.get("again")))
+            return None
+        vm_id = task.vm_id or ""  # every other task has its VM
+        if task.action == "create":
+            if state.get("again"):  # an earlier attempt was cut short...
+                if self._work.build_ended(vm_id):
+                    return None  # ...after it had made the VM: that outcome stands
+                self._work.clean_leftovers(vm_id)  # ...before: start from a clean host
+            self._work.build(self._plan(vm_id, args))
+            return None
+        if task.action == "delete":
+            self._work.delete(vm_id)
+            return None
+        return self._work.power(vm_id, task.action, PowerOptions(**args), state.get("look"))
+
+    def expire(self, task: task_dao.TaskRow) -> None:
+        """A task that never started: a create gives its claim back, an import's image fails."""
+        if task.action == "create":
+            self._work.expire_build(task.vm_id or "")
+        elif task.action == "import":
+            self._downloads.expire(task.image_id)
+
+    def _plan(self, vm_id: str, args: dict[str, Any]) -> BuildPlan:
+        with self._db.read() as conn:
+            row = vm_dao.get(conn, vm_id)
+            gpus = gpu_dao.for_vm(conn, vm_id)
+        if row is None:
+            raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
+        image = self._images.get(row.image_id)
+        claim = Claim(gpus=gpus, numa_node=row.numa_node, node_cpus=list(args["node_cpus"]),
+                      pinned_cpus=row.pinned_cpus)
+        seed = Seed(instance_id=row.id, hostname=row.name, ssh_keys=tuple(args["ssh_keys"]),
+                    user_data=args.get("user_data"), mac=row.mac or "")
+        return BuildPlan(row=row, host=self._hosts.get(row.host), image=image,
+                         base_path=self._images.path_of(image.file), claim=claim, seed=seed,
+                         hugepages=bool(args.get("hugepages")))
+
+
+class TaskExecution:
+    """One step of one task at a time; both executors call step(task_id)."""
+
+    def __init__(self, db: Database, steps: TaskSteps, queue_timeout_s: float = 600.0,
+                 on_end: Callable[[task_dao.TaskRow], None] = lambda _task: None) -> None:
+        self._db = db
+        self._steps = steps
+        self._queue_timeout_s = queue_timeout_s
+        self._on_end = on_end
+
+    def step(self, task_id: str, seq: int | None = None,
+             publish: Publish | None = None) -> float | None:
+        """Run the task's next step; seconds until it wants another, or None once it has ended
+        (or when it is not there, or already ended: a duplicate message changes nothing).
+
+        With a broker, seq is the step the message is for: a message for another step than the
+        one the task is at is stale (its worker died after handing on the next one) and does
+        nothing; publish(next_seq, after_s) hands on the next step before it is recorded, so a
+        worker dying in between leaves exactly one step to run.
+        """
+        with self._db.read() as conn:
+            task = task_dao.get(conn, task_id)
+        if task is None or task.status not in ("queued", "running"):
+            return None
+        payload = json.loads(task.payload or "{}")
+        args, state = payload.get("args", {}), payload.get("step")
+        if seq is not None and seq != int((state or {}).get("seq", 0)):
+            return None
+        if task.status == "queued" and task.created_at < utc_after(-self._queue_timeout_s):
+            self._end(task, ("task_expired", EXPIRED))  # it waited in a queue too long
+            self._steps.expire(task)
+            return None
+        if task.status == "queued":
+            with self._db.write() as conn:
+                if not task_dao.mark_running(conn, task.id, utc_now(),
+                                             utc_after(self._steps.timeout_s(task, args))):
+                    return None  # ended while it waited
+        elif state is None:  # running with nothing to continue: its worker died mid-step
+            with self._db.write() as conn:
+                task_dao.count_attempt(conn, task.id)
+            log.warning("task %s (%s) starts again: its worker stopped mid-step", task.id,
+                        task.action)
+            state = {"again": True}
+        return self._attempt(task, payload, state or {}, publish)
+
+    def expire_stale(self, executor: str = "celery") -> int:
+        """End the executor's tasks still queued after the queue timeout (a message that never
+        reached a worker: no worker for its queue, or lost); how many. The housekeeping pass
+        calls it, so nothing stays queued, and its VM busy, for ever."""
+        with self._db.read() as conn:
+            stale = task_dao.stale_queued(conn, executor, utc_after(-self._queue_timeout_s))
+        for task in stale:
+            with self._db.write() as conn:
+                expired = task_dao.finish(conn, task.id, utc_now(), ("task_expired", EXPIRED))
+            if expired:
+                log.warning("task %s (%s) expired: no worker took it from its queue", task.id,
+                            task.action)
+                self._steps.expire(task)
+        return len(stale)
+
+    def _attempt(self, task: task_dao.TaskRow, payload: dict[str, Any],
+                 state: dict[str, Any], publish: Publish | None) -> float | None:
+        try:
+            found = self._steps.run(task, payload.get("args", {}), state)
+        except (HypervisorUnavailable, errors.HostUnavailable) as exc:
+            return self._wait_for_host(task, payload, state, exc, publish)
+        except TaskFailed as exc:
+            self._end(task, (exc.code, exc.message))
+            return None
+        except Exception:  # the task must end failed, never stay running
+            log.exception("task %s (%s) crashed", task.id, task.action)
+            self._end(task, ("internal_error", "The task failed unexpectedly; see the server log."))
+            return None
+        if found is None:
+            self._end(task, None)
+            return None
+        return self._continue(task, payload, state, {"look": found.state}, found.after_s,
+                              publish)
+
+    def _continue(self, task: task_dao.TaskRow, payload: dict[str, Any], state: dict[str, Any],
+                  new_state: dict[str, Any], after_s: float, publish: Publish | None) -> float:
+        """Record the task's next step (numbered), handing it on first when there is a broker."""
+        seq = int(state.get("seq", 0)) + 1
+        if publish is not None:
+            publish(seq, after_s)
+        self._save(task, {**payload, "step": {**new_state, "seq": seq}})
+        return after_s
+
+    def _wait_for_host(self, task: task_dao.TaskRow, payload: dict[str, Any],
+                       state: dict[str, Any], exc: Exception,
+                       publish: Publish | None) -> float | None:
+        """The host does not answer: try again later, until the task's deadline."""
+        with self._db.read() as conn:
+            current = task_dao.get(conn, task.id)
+        if current is None or (current.deadline and current.deadline <= utc_now()):
+            self._end(task, ("host_unavailable", f"The host did not come back: {exc}"))
+            return None
+        waits = int(state.get("host_waits", 0))
+        log.warning("task %s (%s) waits for its host: %s", task.id, task.action, exc)
+        return self._continue(task, payload, state, {
+            **state, "again": task.action == "create", "host_waits": waits + 1},
+            HOST_RETRY_S[min(waits, len(HOST_RETRY_S) - 1)], publish)
+
+    def _save(self, task: task_dao.TaskRow, payload: dict[str, Any]) -> None:
+        with self._db.write() as conn:
+            task_dao.set_payload(conn, task.id, json.dumps(payload))
+
+    def _end(self, task: task_dao.TaskRow, error: tuple[str, str] | None) -> None:
+        with self._db.write() as conn:
+            if not task_dao.finish(conn, task.id, utc_now(), error):
+                log.warning("task %s ended after it had been failed (timed out)", task.id)
+            ended = task_dao.get(conn, task.id)
+        log.info("task %s %s for vm %s: %s", task.id, task.action, task.vm_id,
+                 "succeeded" if error is None else f"failed ({error[0]})")
+        if ended is not None:
+            self._on_end(ended)

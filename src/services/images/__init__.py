@@ -1,0 +1,1 @@
+"""Images: the catalog a caller sees, bytes arriving by upload or import."""

@@ -1,0 +1,210 @@
+"""ComputeService: accept VM creates, deletes and power actions, and queue their work as tasks."""
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import sqlite3
+import uuid
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from src import errors
+from src.database import flavors as flavor_dao
+from src.database import gpus as gpu_dao
+from src.database import images as image_dao
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database.db import Database
+from src.hypervisor.domain_xml import domain_name
+from src.hypervisor.domains import MISSING
+from src.services.accounts.keypairs import keys_of
+from src.services.hosts.capacity import Capacity
+from src.services.hosts.registry import Host, HostRegistry
+from src.services.images.catalog import ImageService
+from src.services.rules import access, lifecycle, quotas, seeds
+from src.services.rules.access import Principal
+from src.services.rules.placement import Demand, HostCapacity
+from src.services.tasks.runner import Executor, new_task_row
+from src.services.vms.flavors import demand_of
+from src.services.vms.power import PowerOptions
+from src.services.vms.provisioning import GIB
+from src.services.vms.reads import VmView, row_and_task, view
+from src.utils.clock import utc_now
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A validated create body: either flavor, or cpu and ram (the schema says which)."""
+
+    name: str
+    image_name: str
+    cpu: int | None = None
+    ram: int | None = None
+    disk_gb: int | None = None
+    flavor: str | None = None
+    ssh_keys: tuple[str, ...] | list[str] = ()
+    key_names: tuple[str, ...] | list[str] = ()  # the project's keypairs, beside ssh_keys
+    user_data: str | None = None
+    host: str | None = None  # admins may pin the VM to a host
+
+
+def _args(args: dict[str, Any]) -> str:
+    """A task's payload: what its work needs, as JSON any worker process can read."""
+    return json.dumps({"args": args})
+
+
+def _new_mac() -> str:
+    # 52:54:00 is QEMU's locally administered prefix, as libvirt itself uses.
+    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in secrets.token_bytes(3))
+
+
+class ComputeService:
+    def __init__(self, db: Database, hosts: HostRegistry, images: ImageService,
+                 executor: Executor, capacity: Capacity) -> None:
+        self._db = db
+        self._capacity = capacity
+        self._hosts = hosts
+        self._images = images
+        self._executor = executor
+
+    def create(self, request: CreateRequest, caller: Principal,
+               request_id: str | None = None) -> VmView:
+        """Claim capacity (GPUs included), record the VM as building and queue its build.
+
+        Raises: ValidationFailed (ssh_keys, user_data), KeypairNotFoundInRequest,
+        ImageNotFoundInRequest, ImageNotActive, ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
+        caller's own project), FlavorNotFoundInRequest,
+        InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
+        HypervisorUnavailable (no enabled host answers).
+        """
+        if request.host is not None:
+            access.require_admin(caller)  # only admins choose the host
+        ssh_keys = (seeds.checked_ssh_keys(request.ssh_keys)
+                    + keys_of(self._db, request.key_names, caller.project))
+        seeds.check_user_data(request.user_data)
+        demand, disk_request, flavor = self._demand(request)
+        image = self._image(request.image_name, caller)
+        image, _base, virtual_size = self._images.verify(image)
+        disk_gb = self._disk_gb(virtual_size, disk_request)
+        demand = replace(demand, disk_gb=disk_gb)
+        hosts, capacities = self._candidates(request.host)
+        now = utc_now()
+        vm_id = str(uuid.uuid4())
+        # The domain is named by the id, not the VM's name: names are only unique per project,
+        # and a name must not tell anyone what another project has (the name is its title).
+        row = vm_dao.VmRow(id=vm_id, name=request.name, domain_name=domain_name(vm_id),
+                           cpu=demand.cpu, ram=demand.ram, disk_gb=disk_gb, image_id=image.id,
+                           image_name=image.name, status="building", vnc_port=None,
+                           error_code=None, error_message=None, created_at=now, updated_at=now,
+                           mac=_new_mac(), flavor_name=flavor.name if flavor else None,
+                           project=caller.project)
+        task = replace(new_task_row(row.id, "create", request_id, row.project),
+                       executor=self._executor.name)
+        try:
+            with self._db.write() as conn:
+                quotas.enforce(conn, row.project, {
+                    "instances": 1, "vcpus": demand.cpu, "ram": demand.ram,
+                    "gpus": demand.gpu_count, "disk_gb": disk_gb})
+                chosen, claim = self._capacity.claim(conn, demand, hosts, capacities,
+                                                     request.host)
+                row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
+                              gpus=[gpu.id for gpu in claim.gpus], host=chosen)
+                task = replace(task, host=chosen, payload=_args({
+                    "ssh_keys": list(ssh_keys), "user_data": request.user_data,
+                    "hugepages": bool(flavor and flavor.hugepages),
+                    "node_cpus": claim.node_cpus}))
+                vm_dao.insert(conn, row)
+                gpu_dao.allocate(conn, chosen, row.gpus, row.id, now)
+                task_dao.insert(conn, task)
+        except sqlite3.IntegrityError:
+            raise errors.NameConflict(kind="VM", name=request.name) from None
+        self._executor.submit(task)
+        return view(row, MISSING, task)
+
+    def _candidates(self, pinned: str | None) -> tuple[list[Host], dict[str, HostCapacity]]:
+        """Every host (or the pinned one) and the capacity of those that answer.
+
+        Raises: HostNotFoundInRequest, HypervisorUnavailable when no enabled host answers.
+        """
+        hosts = self._hosts.all()
+        if pinned is not None and pinned not in {host.name for host in hosts}:
+            raise errors.HostNotFoundInRequest(host=pinned)
+        capacities = self._capacity.known(hosts)
+        if not any(host.row.enabled and host.name in capacities for host in hosts):
+            raise errors.HypervisorUnavailable("No enabled host answers right now; retry shortly.")
+        return hosts, capacities
+
+    def delete(self, id_or_name: str, caller: Principal, request_id: str | None = None,
+               project: str | None = None) -> task_dao.TaskRow:
+        """Queue the VM's removal. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
+        task = self._hold(id_or_name, "delete", request_id, access.vm_scope(caller, id_or_name,
+                                                                            project), {})
+        self._executor.submit(task)
+        return task
+
+    def act(self, id_or_name: str, action: str, options: PowerOptions, caller: Principal,
+            request_id: str | None = None, project: str | None = None) -> task_dao.TaskRow:
+        """Queue a power action. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
+        task = self._hold(id_or_name, action, request_id,
+                          access.vm_scope(caller, id_or_name, project), asdict(options))
+        self._executor.submit(task)
+        return task
+
+    def _hold(self, id_or_name: str, action: str, request_id: str | None,
+              scope: str | None, args: dict[str, Any]) -> task_dao.TaskRow:
+        """Take the VM's hold for action: its one active task, inserted atomically. scope is
+        the project the lookup searches (None: every project).
+
+        Raises: VmNotFound, AmbiguousName, HostUnavailable, VmBusy, InvalidState.
+        """
+        row, _ = row_and_task(self._db, id_or_name, scope)
+        host = self._hosts.require_up(row.host)
+        # Only an errored VM's allowed list depends on the host (start needs the domain).
+        exists = row.status != "error" or host.hypervisor.power_state(row.id) != MISSING
+        task = replace(new_task_row(row.id, action, request_id, row.project, host.name),
+                       payload=_args(args), executor=self._executor.name)
+        with self._db.write() as conn:
+            current = vm_dao.get(conn, row.id)
+            if current is None:  # deleted since we looked
+                raise errors.VmNotFound(vm=id_or_name)
+            active = task_dao.active_for_vm(conn, current.id)
+            if active is not None:
+                raise errors.VmBusy(vm=id_or_name, task_id=active.id, action=active.action)
+            allowed = lifecycle.allowed_actions(current.status, busy=False, domain_exists=exists)
+            if action not in allowed:
+                raise errors.InvalidState(action=action, status=current.status, allowed=allowed)
+            try:
+                task_dao.insert(conn, task)
+            except sqlite3.IntegrityError:  # the unique hold index: someone got there first
+                raise errors.VmBusy(vm=id_or_name) from None
+        return task
+
+    def _demand(self, request: CreateRequest
+                ) -> tuple[Demand, int | None, flavor_dao.FlavorRow | None]:
+        """(what the VM needs, disk_gb wanted, its flavor). Raises: FlavorNotFoundInRequest."""
+        if request.flavor is None:
+            assert request.cpu is not None and request.ram is not None
+            return Demand(cpu=request.cpu, ram=request.ram), request.disk_gb, None
+        with self._db.read() as conn:
+            flavor = flavor_dao.get(conn, request.flavor)
+        if flavor is None:
+            raise errors.FlavorNotFoundInRequest(flavor=request.flavor)
+        return demand_of(flavor), request.disk_gb or flavor.disk_gb, flavor
+
+    def _image(self, name: str, caller: Principal) -> image_dao.ImageRow:
+        """The image caller means (its project's or a public one). Raises: ImageNotFoundInRequest."""
+        try:
+            return self._images.get(name, caller)
+        except errors.ImageNotFound:
+            raise errors.ImageNotFoundInRequest(image=name) from None
+
+    @staticmethod
+    def _disk_gb(virtual_size: int, requested: int | None) -> int:
+        """Raises: DiskTooSmall."""
+        minimum = max(1, math.ceil(virtual_size / GIB))
+        if requested is None:
+            return minimum
+        if requested < minimum:
+            raise errors.DiskTooSmall(disk_gb=requested, minimum_gb=minimum)
+        return requested

@@ -1,0 +1,200 @@
+"""Where a VM's disks, seed and console log live on its host, made and removed step by step.
+
+`shared` hosts see IAAS_IMAGES_DIR and IAAS_INSTANCES_DIR at the same paths (this machine, or
+NFS): files are made here with qemu-img. `pool` hosts keep everything in their own libvirt
+storage pool: the base image is copied once through libvirt's upload stream and checked against
+its SHA-256, overlays are pool volumes with a <backingStore>, the seed is uploaded, and nothing
+of such a VM is written on this machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from src.config import Config
+from src.database import images as image_dao
+from src.database.db import Database
+from src.hypervisor.disks import QemuImg
+from src.hypervisor.storage import Pools
+from src.services.tasks.steps import best_effort, step
+from src.utils.clock import utc_now
+from src.utils.nocloud import seed_bytes, write_seed
+
+if TYPE_CHECKING:
+    from src.services.hosts.registry import Host
+    from src.services.vms.provisioning import BuildPlan
+
+DISK_FILE = "disk.qcow2"
+SEED_FILE = "seed.iso"  # the cloud-init NoCloud volume
+CONSOLE_LOG = "console.log"
+OWNER_MARKER = ".iaas-installation"
+GIB = 1024 ** 3
+# Other local users may pass through a VM's folder (QEMU's user must reach its files) but list
+# and read nothing; libvirt hands each file to QEMU's user while the VM runs.
+FOLDER_MODE = 0o711
+FILE_MODE = 0o600
+CONSOLE_READ_LIMIT = 1024 * 1024  # a console tail reads at most the last MiB of the log
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Paths on the VM's host that its domain XML names."""
+
+    disk: str
+    seed: str
+    console_log: str
+
+
+class Disks(Protocol):
+    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed: ...
+    def remove(self, vm_id: str) -> None: ...
+    def console_tail(self, vm_id: str) -> bytes: ...
+
+
+class SharedDisks:
+    """A folder per VM under IAAS_INSTANCES_DIR, made on this machine."""
+
+    def __init__(self, config: Config, qemu_img: QemuImg, installation_id: str) -> None:
+        self._config = config
+        self._qemu_img = qemu_img
+        self._installation_id = installation_id
+
+    def folder(self, vm_id: str) -> Path:
+        return self._config.instances_dir / vm_id
+
+    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+        """Raises: TaskFailed (instance_dir_failed, overlay_failed, seed_failed)."""
+        folder = self.folder(plan.row.id)
+        with step("instance_dir_failed"):
+            self._make_folder(folder)
+        undo.callback(best_effort, "remove files", shutil.rmtree, folder)
+        with step("overlay_failed"):
+            self._qemu_img.create_overlay(plan.base_path, plan.image.format, folder / DISK_FILE,
+                                          plan.row.disk_gb * GIB)
+            os.chmod(folder / DISK_FILE, FILE_MODE)
+        with step("seed_failed"):
+            write_seed(plan.seed, folder / SEED_FILE)
+        return Placed(str(folder / DISK_FILE), str(folder / SEED_FILE),
+                      str(folder / CONSOLE_LOG))
+
+    def remove(self, vm_id: str) -> None:
+        """Raises: TaskFailed (file_removal_failed)."""
+        folder = self.folder(vm_id)
+        with step("file_removal_failed"):
+            if folder.exists():
+                shutil.rmtree(folder)
+
+    def console_tail(self, vm_id: str) -> bytes:
+        try:
+            with (self.folder(vm_id) / CONSOLE_LOG).open("rb") as log_file:
+                size = log_file.seek(0, 2)
+                log_file.seek(max(0, size - CONSOLE_READ_LIMIT))
+                return log_file.read()
+        except FileNotFoundError:
+            return b""
+
+    def capacity_gb(self) -> int:
+        """Size in GiB of the filesystem that holds the instances folder (its nearest existing
+        ancestor until the folder is made)."""
+        folder = self._config.instances_dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).total // GIB
+
+    def _make_folder(self, folder: Path) -> None:
+        self._config.instances_dir.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        folder.mkdir(mode=FOLDER_MODE)  # never reuse: an existing folder is someone else's
+        os.chmod(folder, FOLDER_MODE)  # mkdir's mode is cut by the umask
+        marker = os.open(folder / OWNER_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(marker, "w") as out:
+            out.write(self._installation_id + "\n")
+
+
+class PoolDisks:
+    """Volumes in the host's libvirt storage pool; the base image is copied there once."""
+
+    # One copy per (host, image) at a time, whichever build asks first; the others wait.
+    _copying: ClassVar[dict[tuple[str, str], threading.Lock]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, db: Database, host: Host) -> None:
+        self._db = db
+        self._host = host
+        self._pool = host.row.storage_pool
+        self._pools: Pools = host.hypervisor.pools
+
+    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+        """Raises: TaskFailed (image_copy_failed, overlay_failed, seed_failed)."""
+        vm_id = plan.row.id
+        with step("image_copy_failed"):
+            base = self._base(plan)
+        with step("overlay_failed"):
+            disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", plan.row.disk_gb * GIB,
+                                             "qcow2", backing=(base, plan.image.format))
+        undo.callback(best_effort, "delete overlay", self._pools.delete_volume, self._pool,
+                      f"{vm_id}.qcow2")
+        with step("seed_failed"):
+            data = seed_bytes(plan.seed)
+            seed = self._pools.create_volume(self._pool, f"{vm_id}-seed.iso", len(data), "raw")
+            undo.callback(best_effort, "delete seed", self._pools.delete_volume, self._pool,
+                          f"{vm_id}-seed.iso")
+            self._pools.upload(self._pool, f"{vm_id}-seed.iso", io.BytesIO(data), len(data))
+        console = os.path.join(self._pools.path(self._pool), f"{vm_id}-console.log")
+        return Placed(disk, seed, console)
+
+    def remove(self, vm_id: str) -> None:
+        """Raises: TaskFailed (file_removal_failed)."""
+        with step("file_removal_failed"):
+            for suffix in (".qcow2", "-seed.iso", "-console.log"):
+                self._pools.delete_volume(self._pool, vm_id + suffix)
+
+    def console_tail(self, vm_id: str) -> bytes:
+        return self._pools.download_tail(self._pool, f"{vm_id}-console.log", CONSOLE_READ_LIMIT)
+
+    def _base(self, plan: BuildPlan) -> str:
+        """The path of the image's checked copy in the pool, copied now if there is none.
+
+        Concurrent builds on one host wait for the one copy.
+        """
+        image, name = plan.image, f"base-{plan.image.id}.{plan.image.format}"
+        with self._lock_for(image.id):
+            with self._db.read() as conn:
+                known = image_dao.copy_volume(conn, image.id, self._host.name)
+            path = self._pools.volume_path(self._pool, known) if known else None
+            if path is not None:
+                return path
+            path = self._copy(plan.base_path, name, image.sha256 or "")
+            with self._db.write() as conn:
+                image_dao.record_copy(conn, image.id, self._host.name, name, utc_now())
+            return path
+
+    def _copy(self, source: Path, name: str, sha256: str) -> str:
+        """Upload source as volume name and check it reads back with the same SHA-256.
+
+        Raises: ValueError when the copy does not match (the volume is deleted).
+        """
+        size = source.stat().st_size
+        self._pools.delete_volume(self._pool, name)  # a half copy of an earlier try
+        path = self._pools.create_volume(self._pool, name, size, "raw")
+        try:
+            with source.open("rb") as data:
+                self._pools.upload(self._pool, name, data, size)
+            copied = hashlib.sha256(self._pools.download_tail(self._pool, name, size)).hexdigest()
+            if copied != sha256:
+                raise ValueError(f"the copy of {source.name} on the host has SHA-256 {copied}, "
+                                 f"not {sha256}")
+        except BaseException:
+            best_effort("delete a bad copy", self._pools.delete_volume, self._pool, name)
+            raise
+        return path
+
+    def _lock_for(self, image_id: str) -> threading.Lock:
+        with self._guard:
+            return self._copying.setdefault((self._host.name, image_id), threading.Lock())
