@@ -34,13 +34,17 @@ def test_a_member_of_an_admins_project_owns_none_of_its_public_images(
     assert app.intake.images.seed(*SEED)
     default_member = member_of(app, "default")  # the project of the tests' admin token
     golden = client.post("/v1/images", {"name": "golden-base", "format": "qcow2"}).body
-    assert (golden["visibility"], golden["project"]) == ("public", PUBLIC_IMAGES_OWNER)
     assert upload_to(default_member, golden["id"], data) == 403
     shown = client.get(f"/v1/images/{golden['id']}").body
     assert (shown["status"], shown["sha256"]) == ("pending", None)  # nothing of the member's
     refused = default_member.delete(f"/v1/images/{SEED[0]}")
     assert (refused.status, refused.error_code) == (403, "forbidden")
     assert client.get(f"/v1/images/{SEED[0]}").status == 200
+    assert (golden["visibility"], golden["project"]) == ("public", PUBLIC_IMAGES_OWNER)
+    with app.db.write() as conn:  # a public image filed under a project (as before 016)
+        conn.execute("UPDATE images SET project = 'default' WHERE id = ?", (golden["id"],))
+    assert upload_to(default_member, golden["id"], data) == 403  # visibility decides
+    assert default_member.delete(f"/v1/images/{golden['id']}").status == 403
 
     team_b_admin = Client(app, token=app.tokens.issue("team-b", "admin")[1])
     ops = team_b_admin.post("/v1/images", {"name": "ops-golden", "format": "qcow2"}).body
