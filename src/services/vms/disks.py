@@ -29,7 +29,7 @@ from src.utils.nocloud import seed_bytes, write_seed
 
 if TYPE_CHECKING:
     from src.services.hosts.registry import Host
-    from src.services.vms.provisioning import BuildPlan
+    from src.services.vms.build_record import BuildRecord
 
 DISK_FILE = "disk.qcow2"
 SEED_FILE = "seed.iso"  # the cloud-init NoCloud volume
@@ -53,7 +53,7 @@ class Placed:
 
 
 class Disks(Protocol):
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed: ...
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed: ...
     def remove(self, vm_id: str) -> None: ...
     def console_tail(self, vm_id: str) -> bytes: ...
 
@@ -69,18 +69,18 @@ class SharedDisks:
     def folder(self, vm_id: str) -> Path:
         return self._config.instances_dir / vm_id
 
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed:
         """Raises: TaskFailed (instance_dir_failed, overlay_failed, seed_failed)."""
-        folder = self.folder(plan.row.id)
+        folder = self.folder(record.vm_id)
         with step("instance_dir_failed"):
             self._make_folder(folder)
         undo.callback(best_effort, "remove files", shutil.rmtree, folder)
         with step("overlay_failed"):
-            self._qemu_img.create_overlay(plan.base_path, plan.image.format, folder / DISK_FILE,
-                                          plan.row.disk_gb * GIB)
+            self._qemu_img.create_overlay(record.base_path, record.image.format,
+                                          folder / DISK_FILE, record.disk_gb * GIB)
             os.chmod(folder / DISK_FILE, FILE_MODE)
         with step("seed_failed"):
-            write_seed(plan.seed, folder / SEED_FILE)
+            write_seed(record.seed, folder / SEED_FILE)
         return Placed(str(folder / DISK_FILE), str(folder / SEED_FILE),
                       str(folder / CONSOLE_LOG))
 
@@ -130,18 +130,18 @@ class PoolDisks:
         self._pool = host.row.storage_pool
         self._pools: Pools = host.hypervisor.pools
 
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed:
         """Raises: TaskFailed (image_copy_failed, overlay_failed, seed_failed)."""
-        vm_id = plan.row.id
+        vm_id = record.vm_id
         with step("image_copy_failed"):
-            base = self._base(plan)
+            base = self._base(record)
         with step("overlay_failed"):
-            disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", plan.row.disk_gb * GIB,
-                                             "qcow2", backing=(base, plan.image.format))
+            disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", record.disk_gb * GIB,
+                                             "qcow2", backing=(base, record.image.format))
         undo.callback(best_effort, "delete overlay", self._pools.delete_volume, self._pool,
                       f"{vm_id}.qcow2")
         with step("seed_failed"):
-            data = seed_bytes(plan.seed)
+            data = seed_bytes(record.seed)
             seed = self._pools.create_volume(self._pool, f"{vm_id}-seed.iso", len(data), "raw")
             undo.callback(best_effort, "delete seed", self._pools.delete_volume, self._pool,
                           f"{vm_id}-seed.iso")
@@ -158,19 +158,19 @@ class PoolDisks:
     def console_tail(self, vm_id: str) -> bytes:
         return self._pools.download_tail(self._pool, f"{vm_id}-console.log", CONSOLE_READ_LIMIT)
 
-    def _base(self, plan: BuildPlan) -> str:
+    def _base(self, record: BuildRecord) -> str:
         """The path of the image's checked copy in the pool, copied now if there is none.
 
         Concurrent builds on one host wait for the one copy.
         """
-        image, name = plan.image, f"base-{plan.image.id}.{plan.image.format}"
+        image, name = record.image, f"base-{record.image.id}.{record.image.format}"
         with self._lock_for(image.id):
             with self._db.read() as conn:
                 known = image_dao.copy_volume(conn, image.id, self._host.name)
             path = self._pools.volume_path(self._pool, known) if known else None
             if path is not None:
                 return path
-            path = self._copy(plan.base_path, name, image.sha256 or "")
+            path = self._copy(record.base_path, name, image.sha256 or "")
             with self._db.write() as conn:
                 image_dao.record_copy(conn, image.id, self._host.name, name, utc_now())
             return path
