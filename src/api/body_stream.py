@@ -2,6 +2,7 @@
 time, never whole in memory; a body that stops early is 400 incomplete_body."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,11 @@ from src import errors
 # `Expect: 100-continue` is told to go on.
 START_BODY_KEY = "iaas.start_body"
 MAX_CHUNK_LINE = 1024
+# RFC 9112 7.1: chunk-size is 1*HEXDIG, then chunk extensions (`;name[=value]`, ignored here),
+# then CRLF. int(text, 16) alone also takes `-1`, `+1`, `0x10` and `1_0`, and a negative size
+# made read() read the connection to its end into memory.
+CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\x20-\x7e\t]*)?\r\n")
+MALFORMED = "The chunked request body is malformed."
 
 
 class FixedBody:
@@ -26,6 +32,7 @@ class FixedBody:
     def read(self, size: int) -> bytes:
         """Up to size bytes; b"" at the end. Raises: IncompleteBody when the client stops
         first (it closed, or went idle past the timeout)."""
+        _check_size(size)
         if self._start is not None:
             self._start()
             self._start = None
@@ -55,6 +62,7 @@ class ChunkedBody:
 
         Raises: IncompleteBody (the client stopped first), BadRequest (not chunked encoding).
         """
+        _check_size(size)
         if self._start is not None:
             self._start()
             self._start = None
@@ -77,14 +85,11 @@ class ChunkedBody:
             raise _ended() from None
 
     def _next_size(self) -> int:
-        line = self._line()
-        text = line.split(b";", 1)[0].strip()
-        try:
-            if not text or len(text) > 16:
-                raise ValueError(line)
-            return int(text, 16)
-        except ValueError:
-            raise errors.BadRequest(reason="The chunked request body is malformed.") from None
+        """The next chunk's size. Raises: BadRequest (not a chunk-size line)."""
+        found = CHUNK_SIZE_LINE.fullmatch(self._line())
+        if found is None:
+            raise errors.BadRequest(reason=MALFORMED)
+        return int(found.group(1), 16)
 
     def _finish(self) -> None:
         """Skip the trailer fields up to the empty line that ends the body."""
@@ -97,15 +102,22 @@ class ChunkedBody:
         if got != wanted:
             if len(got) < len(wanted):
                 raise _ended()
-            raise errors.BadRequest(reason="The chunked request body is malformed.")
+            raise errors.BadRequest(reason=MALFORMED)
 
     def _line(self) -> bytes:
         line: bytes = self._stream.readline(MAX_CHUNK_LINE)
         if not line.endswith(b"\n"):
             if len(line) >= MAX_CHUNK_LINE:
-                raise errors.BadRequest(reason="The chunked request body is malformed.")
+                raise errors.BadRequest(reason=MALFORMED)
             raise _ended()
         return line
+
+
+def _check_size(size: int) -> None:
+    """A streamed body is read a piece at a time: read(-1) would read the connection to its end
+    into memory. Raises: ValueError."""
+    if size < 1:
+        raise ValueError(f"a streamed body is read in pieces of at least 1 byte, not {size}")
 
 
 def _ended() -> errors.ApiError:
