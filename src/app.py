@@ -62,7 +62,7 @@ class App:
     runner: TaskRunner
     reconciler: Reconciler
     pipeline: Pipeline
-    waits: WaitLimiter  # the serving server sets its capacity (src/serve.py)
+    waits: WaitLimiter  # the serving server sets its capacity (src/servers/)
     executor: Executor  # the TaskRunner itself, or the broker's outbox relay
     intake: Intake
 
@@ -81,7 +81,7 @@ class App:
     def admit_upload(self, authorization: str | None, image: str,
                      length: int | None) -> Admission:
         """Whether an upload's body may come, judged from its headers alone (waitress asks
-        before it buffers the body: src/upload_gate.py).
+        before it buffers the body: src/servers/upload_gate.py).
 
         Raises: Unauthorized, and what Intake.admit raises.
         """

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from src.app import App
-from src.serve import bound_port, make_dev_server, make_prod_server
+from src.servers.dev import make_dev_server
+from src.servers.prod import bound_port, make_prod_server
 
 _HOST_XML = """<node>
   <cpu>

@@ -8,9 +8,9 @@ from typing import Any
 
 from src import errors
 
-# The server's hook (src/serve.py, wsgiref) that a body about to be streamed calls once: reads
-# then get an idle timeout each instead of the whole request's deadline, and a client that sent
-# `Expect: 100-continue` is told to go on.
+# The server's hook (src/servers/dev.py, wsgiref) that a body about to be streamed calls once:
+# reads then get an idle timeout each instead of the whole request's deadline, and a client that
+# sent `Expect: 100-continue` is told to go on.
 START_BODY_KEY = "iaas.start_body"
 MAX_CHUNK_LINE = 1024
 # RFC 9112 7.1: chunk-size is 1*HEXDIG, then chunk extensions (`;name[=value]`, ignored here),

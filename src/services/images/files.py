@@ -137,7 +137,7 @@ class Intake:
     def admit(self, id_or_name: str, caller: Principal, length: int | None) -> Admission:
         """Whether caller may send a body of length bytes (None: chunked) as the image's file
         now, and how large it may grow: what IAAS_IMAGE_MAX_BYTES and images_gb leave. A
-        server that buffers a body before the app reads it asks first (src/upload_gate.py).
+        server that buffers a body before the app reads it asks first (src/servers/upload_gate.py).
 
         Raises: ImageNotFound, Forbidden, ImageNotPending, BodyTooLarge, QuotaExceeded.
         """
