@@ -61,7 +61,9 @@ class Config:
     image_max_bytes: int = 64 * 1024 ** 3  # an upload or import larger than this is refused
     import_allow_private: bool = False  # imports from loopback, private, link-local addresses
     import_timeout_s: float = 3600.0
-    max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
+    max_uploads_per_project: int = 4  # uploads one project may send at once
+    upload_share: float = 0.25  # of the serving threads, what uploads may hold at once
+    upload_min_rate: int = 64 * 1024  # bytes/s an upload's body brings over each window
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -109,6 +111,14 @@ class Config:
             raise ConfigError("IAAS_IMPORT_TIMEOUT must be between 1 and 604800 seconds")
         if not 1 <= self.max_uploads_per_project <= 1024:
             raise ConfigError("IAAS_MAX_UPLOADS_PER_PROJECT must be between 1 and 1024")
+        self._check_serving()
+
+    def _check_serving(self) -> None:
+        """Raises: ConfigError for a serving limit out of its range."""
+        if not 0.01 <= self.upload_share <= 0.5:
+            raise ConfigError("IAAS_UPLOAD_SHARE must be between 0.01 and 0.5")
+        if not 1 <= self.upload_min_rate <= 1024 ** 3:
+            raise ConfigError("IAAS_UPLOAD_MIN_RATE must be between 1 and 1073741824 bytes/s")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -203,9 +213,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Connections `make serve` (wsgiref) serves at once, one thread each; more wait up "
             "to 1 s, then get 503 `server_busy`.", int),
     Setting("IAAS_REQUEST_TIMEOUT", "request_timeout_s", "30",
-            "Seconds a whole request (line, headers, body) may take to arrive on `make serve`; "
-            "then the connection is closed (a short body: 400 `incomplete_body`). An image "
-            "upload's body has no deadline: each of its reads may wait this long.", float),
+            "Seconds a whole request (line, headers, body) may take to arrive, on either "
+            "server; then the connection is closed (wsgiref, a short body: 400 "
+            "`incomplete_body`). An image upload's body is held to IAAS_UPLOAD_MIN_RATE over "
+            "windows of this length instead.", float),
     Setting("IAAS_MAX_WAITS_PER_TOKEN", "max_waits_per_token", "4",
             "Long-polls (`GET /v1/tasks/{id}?wait=`) one token may hold open at once; more "
             "answer at once with `Retry-After: 1`.", int),
@@ -229,8 +240,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_IMPORT_TIMEOUT", "import_timeout_s", "3600",
             "Seconds a URL import may run before it fails with `task_timeout`.", float),
     Setting("IAAS_MAX_UPLOADS_PER_PROJECT", "max_uploads_per_project", "4",
-            "Image uploads one project may send at once to `make serve-prod` (waitress, which "
-            "buffers each body before the app reads it); more are 429 `too_many_uploads`.", int),
+            "Image uploads one project may send at once, on either server; more are 429 "
+            "`too_many_uploads`.", int),
+    Setting("IAAS_UPLOAD_SHARE", "upload_share", "0.25",
+            "Share of the serving threads (IAAS_MAX_CONNECTIONS on `make serve`, "
+            "IAAS_PROD_THREADS on `make serve-prod`) that uploads of all projects may hold at "
+            "once (at least one upload); more are 503 `uploads_busy`.", float),
+    Setting("IAAS_UPLOAD_MIN_RATE", "upload_min_rate", str(64 * 1024),
+            "Bytes per second an upload's body must bring, counted over each window of "
+            "IAAS_REQUEST_TIMEOUT seconds; a slower one is cut with 408 `upload_too_slow`.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

@@ -2,8 +2,9 @@
 
 wsgiref (`make serve`, src/servers/dev.py) gives every connection a thread; waitress (`make
 serve-prod`, src/servers/prod.py) reads each request whole in its I/O loop before a worker
-thread sees it. Each server tells the app how many threads it answers on, so that long-polls
-take at most half of them.
+thread sees it. Both hold clients to the same limits (src/servers/guards.py), and each tells
+the app how many threads it answers on, so that long-polls take at most half of them and
+uploads their share.
 """
 from __future__ import annotations
 

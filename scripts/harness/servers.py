@@ -69,6 +69,7 @@ class _BackgroundServer:
     """A server on 127.0.0.1 serving from a daemon thread, with an admin token for its clients."""
 
     def _serve(self, app: App, port: int, serve: Callable[[], object]) -> None:
+        self.app = app
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.token = SERVER_TOKENS[self.url] = admin_token(app)

@@ -9,15 +9,31 @@ from typing import Any
 from src import errors
 
 # The server's hook (src/servers/dev.py, wsgiref) that a body about to be streamed calls once:
-# reads then get an idle timeout each instead of the whole request's deadline, and a client that
-# sent `Expect: 100-continue` is told to go on.
+# reads are then held to IAAS_UPLOAD_MIN_RATE instead of the whole request's deadline, and a
+# client that sent `Expect: 100-continue` is told to go on.
 START_BODY_KEY = "iaas.start_body"
+# The upload a server admitted from the request's headers before it read the body (waitress,
+# src/servers/upload_gate.py): the pipeline takes its caller and admits it no second time.
+ADMISSION_KEY = "iaas.admission"
 MAX_CHUNK_LINE = 1024
 # RFC 9112 7.1: chunk-size is 1*HEXDIG, then chunk extensions (`;name[=value]`, ignored here),
 # then CRLF. int(text, 16) alone also takes `-1`, `+1`, `0x10` and `1_0`, and a negative size
 # made read() read the connection to its end into memory.
 CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\x20-\x7e\t]*)?\r\n")
 MALFORMED = "The chunked request body is malformed."
+
+
+class BodyTooSlow(TimeoutError):
+    """A server's read of an upload's body: it came slower than rate bytes/s over a window."""
+
+    def __init__(self, rate: int, window_s: float) -> None:
+        super().__init__(f"slower than {rate} bytes/s over {window_s} s")
+        self.rate = rate
+        self.window_s = window_s
+
+
+def _too_slow(exc: BodyTooSlow) -> errors.ApiError:
+    return errors.UploadTooSlow(rate=exc.rate, window_s=exc.window_s)
 
 
 class FixedBody:
@@ -31,7 +47,7 @@ class FixedBody:
 
     def read(self, size: int) -> bytes:
         """Up to size bytes; b"" at the end. Raises: IncompleteBody when the client stops
-        first (it closed, or went idle past the timeout)."""
+        first (it closed, or went idle past the timeout), UploadTooSlow."""
         _check_size(size)
         if self._start is not None:
             self._start()
@@ -40,6 +56,8 @@ class FixedBody:
             return b""
         try:
             chunk: bytes = self._stream.read(min(size, self._left))
+        except BodyTooSlow as exc:
+            raise _too_slow(exc) from None
         except OSError:  # TimeoutError when idle too long, or the connection reset
             chunk = b""
         if not chunk:
@@ -60,7 +78,8 @@ class ChunkedBody:
     def read(self, size: int) -> bytes:
         """Up to size decoded bytes; b"" after the last chunk.
 
-        Raises: IncompleteBody (the client stopped first), BadRequest (not chunked encoding).
+        Raises: IncompleteBody (the client stopped first), BadRequest (not chunked encoding),
+        UploadTooSlow.
         """
         _check_size(size)
         if self._start is not None:
@@ -81,6 +100,8 @@ class ChunkedBody:
             if self._left == 0:
                 self._expect(b"\r\n")
             return chunk
+        except BodyTooSlow as exc:
+            raise _too_slow(exc) from None
         except OSError:
             raise _ended() from None
 

@@ -1,27 +1,26 @@
-"""`make serve`: wsgiref with a thread per connection, at most IAAS_MAX_CONNECTIONS of them.
+"""`make serve`: wsgiref with a thread per connection, at most IAAS_MAX_CONNECTIONS of them;
+each read bound by the request's deadline.
 
-A request that has not arrived whole within IAAS_REQUEST_TIMEOUT is cut, except an image
-upload's body, which the app streams once it has accepted the request: each of its reads may
-then wait IAAS_REQUEST_TIMEOUT.
+The whole request must arrive within IAAS_REQUEST_TIMEOUT, except an image upload's body, which
+the app streams once it has admitted the request: that body must then bring
+IAAS_UPLOAD_MIN_RATE over each window of IAAS_REQUEST_TIMEOUT seconds, however long it takes in
+all.
 """
 from __future__ import annotations
 
 import io
-import json
 import logging
 import socket
 import socketserver
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from src import errors
 from src.api.body_stream import START_BODY_KEY
-from src.api.failures import error_body
 from src.app import App
-from src.servers.upload_gate import UPLOAD_PATH
+from src.servers.guards import Limits, RateWindow, raw_answer
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -31,54 +30,72 @@ log = logging.getLogger("iaas.serve")
 LISTEN_BACKLOG = 1024
 SOCKET_TIMEOUT_S = 30  # writing an answer to a client that does not read
 BUSY_WAIT_S = 1.0  # how long a connection beyond the cap waits for a thread
-BUSY_RETRY_AFTER_S = 1
 LINGER_S = 5.0  # how long a refused upload's body is drained so its answer arrives
+LINGER_IDLE_S = 0.5  # ... but not while its client sends nothing: the thread is wanted
 
 
 class DeadlineReader(io.RawIOBase):
-    """A socket's reads, each allowed only the time left before the request's deadline: with a
-    fixed timeout per read, a client trickling a byte now and then could hold a thread for ever."""
+    """A socket's reads, each allowed only the time left in the request's phase: the request,
+    or an upload's current rate window. With a fixed timeout per read, a
+    client trickling a byte now and then could hold a thread for ever."""
 
-    def __init__(self, sock: socket.socket, deadline: float, write_timeout_s: float) -> None:
+    def __init__(self, sock: socket.socket, limits: Limits, write_timeout_s: float) -> None:
         super().__init__()
         self._sock = sock
-        self._deadline = deadline
+        self._limits = limits
+        self._deadline = time.monotonic() + limits.request_timeout_s
         self._write_timeout_s = write_timeout_s
-        self._idle_s: float | None = None
+        self._window: RateWindow | None = None
+        self._received = 0  # of the upload's body, once it streams
 
-    def go_idle(self, idle_s: float) -> None:
-        """From now on each read may wait idle_s, whatever the deadline: a body the app has
-        accepted to stream (an upload of gigabytes) cannot arrive within one request's time."""
-        self._idle_s = idle_s
+    def stream_upload(self) -> None:
+        """From now on the body must keep its minimum rate, whatever the deadline: a body the
+        app admitted to stream (gigabytes) cannot arrive within one request's time."""
+        self._window = RateWindow(self._limits.upload_min_rate, self._limits.request_timeout_s,
+                                  time.monotonic())
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        """Raises: TimeoutError once the deadline has passed (or a streamed body idles)."""
-        left = self._deadline - time.monotonic() if self._idle_s is None else self._idle_s
-        if left <= 0:
+        """Raises: TimeoutError once the deadline has passed, BodyTooSlow (an upload's body
+        brought too little in a window)."""
+        while True:
+            self._sock.settimeout(self._time_left())
+            try:
+                got = self._sock.recv_into(buffer)
+            except TimeoutError:
+                if self._window is None:
+                    raise
+                continue  # the window ended: _time_left judges it
+            finally:  # writing the answer is not bound by the request's deadline
+                self._sock.settimeout(self._write_timeout_s)
+            self._received += got
+            return got
+
+    def _time_left(self) -> float:
+        """Raises: TimeoutError, BodyTooSlow."""
+        now = time.monotonic()
+        if self._window is not None:
+            return self._window.left(now, self._received)
+        if now >= self._deadline:
             raise TimeoutError("the request did not arrive before its deadline")
-        self._sock.settimeout(left)
-        try:
-            return self._sock.recv_into(buffer)
-        finally:  # writing the answer is not bound by the request's deadline
-            self._sock.settimeout(self._write_timeout_s)
+        return self._deadline - now
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref with one thread per connection, at most max_connections of them, each request
-    due whole within request_timeout_s."""
+    """wsgiref with one thread per connection, at most max_connections of them."""
 
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG  # the default of 5 drops connections under load
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler],
-                 max_connections: int, request_timeout_s: float) -> None:
+                 max_connections: int, limits: Limits) -> None:
         super().__init__(address, handler)
         self.max_connections = max_connections
-        self.request_timeout_s = request_timeout_s
+        self.limits = limits
+        self.api: App | None = None  # the app, for its route table
         self._slots = threading.BoundedSemaphore(max_connections)
         self._refusing = False  # read and written only by the accepting thread
 
@@ -94,7 +111,7 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             if not self._refusing:
                 log.warning("refusing connections: %d are being served", self.max_connections)
             self._refusing = True
-            refuse(request)
+            refuse(request, errors.ServerBusy())
             self.shutdown_request(request)
             return
         self._refusing = False
@@ -111,15 +128,11 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             self._slots.release()
 
 
-def refuse(sock: socket.socket) -> None:
-    """Answer 503 server_busy on a connection no thread serves; the client should retry."""
-    body = json.dumps(error_body(errors.ServerBusy()), separators=(",", ":")).encode()
-    head = ("HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: {BUSY_RETRY_AFTER_S}\r\n"
-            f"X-Request-Id: req-{uuid.uuid4().hex}\r\nConnection: close\r\n\r\n")
+def refuse(sock: socket.socket, error: errors.ApiError) -> None:
+    """Answer error on a connection no thread serves; the client should retry."""
     try:
         sock.settimeout(BUSY_WAIT_S)
-        sock.sendall(head.encode() + body)
+        sock.sendall(raw_answer(error))
         # Unread bytes at close would make the kernel reset the connection, and a reset can
         # destroy the answer before the client reads it: drain what has arrived.
         sock.setblocking(False)
@@ -131,17 +144,18 @@ def refuse(sock: socket.socket) -> None:
 
 
 def linger(sock: socket.socket, seconds: float) -> None:
-    """After the answer, read and drop what the client still sends, for at most seconds:
-    closing with unread bytes resets the connection, and the reset can destroy the answer
-    before the client reads it (a refused upload is answered while its body still comes)."""
+    """After the answer, read and drop what the client still sends, for at most seconds and
+    while it keeps sending: closing with unread bytes resets the connection, and the reset can
+    destroy the answer before the client reads it (a refused upload is answered while its body
+    still comes). A client that sends nothing must not keep the thread."""
     try:
         sock.shutdown(socket.SHUT_WR)
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
+            sock.settimeout(min(left, LINGER_IDLE_S))
             if not sock.recv(1024 * 1024):
                 return
-    except OSError:  # the client is gone, or still sending at the end
+    except OSError:  # the client is gone, idle, or still sending at the end
         pass
 
 
@@ -151,22 +165,22 @@ class QuietHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        deadline = time.monotonic() + self.server.request_timeout_s
-        self.rfile.close()  # replaced: every read must respect the request's deadline
-        self._reader = DeadlineReader(self.connection, deadline, self.timeout)
+        self.rfile.close()  # replaced: every read must respect the request's deadlines
+        self._reader = DeadlineReader(self.connection, self.server.limits, self.timeout)
         self.rfile = io.BufferedReader(self._reader)
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
         environ[START_BODY_KEY] = self._start_body
-        self._upload = (self.command == "PUT"
-                        and UPLOAD_PATH.fullmatch(environ.get("PATH_INFO", "")) is not None)
+        api = self.server.api
+        self._upload = api is not None and api.router.file_route(
+            self.command, environ.get("PATH_INFO", "")) is not None
         return environ
 
     def _start_body(self) -> None:
-        """The app streams this request's body: idle timeouts from now on, and a client that
-        waits for `100 Continue` (curl -T does) gets it."""
-        self._reader.go_idle(self.server.request_timeout_s)
+        """The app streams this request's body (an admitted upload): its minimum rate from
+        now on, and a client that waits for `100 Continue` (curl -T does) gets it."""
+        self._reader.stream_upload()
         expect = (self.headers.get("Expect") or "").lower()
         if expect == "100-continue" and self.request_version != "HTTP/1.0":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -186,7 +200,9 @@ class QuietHandler(WSGIRequestHandler):
 
 def make_dev_server(app: App, host: str, port: int) -> ThreadingWSGIServer:
     server = ThreadingWSGIServer((host, port), QuietHandler, app.config.max_connections,
-                                 app.config.request_timeout_s)
+                                 Limits.of(app.config))
     server.set_app(app)
+    server.api = app
     app.waits.set_capacity(app.config.max_connections)
+    app.intake.desk.set_capacity(app.config.max_connections)
     return server
