@@ -64,6 +64,9 @@ class Config:
     max_uploads_per_project: int = 4  # uploads one project may send at once
     upload_share: float = 0.25  # of the serving threads, what uploads may hold at once
     upload_min_rate: int = 64 * 1024  # bytes/s an upload's body brings over each window
+    header_timeout_s: float = 10.0  # request line and headers must arrive within this
+    max_connections_per_address: int = 32  # open connections of one client address
+    prod_connections: int = 1000  # waitress: open connections in all
 
     def __post_init__(self) -> None:
         if self.domain_type not in DOMAIN_TYPES:
@@ -119,6 +122,12 @@ class Config:
             raise ConfigError("IAAS_UPLOAD_SHARE must be between 0.01 and 0.5")
         if not 1 <= self.upload_min_rate <= 1024 ** 3:
             raise ConfigError("IAAS_UPLOAD_MIN_RATE must be between 1 and 1073741824 bytes/s")
+        if not 0.1 <= self.header_timeout_s <= 3600:
+            raise ConfigError("IAAS_HEADER_TIMEOUT must be between 0.1 and 3600 seconds")
+        if not 1 <= self.max_connections_per_address <= 65536:
+            raise ConfigError("IAAS_MAX_CONNECTIONS_PER_ADDRESS must be between 1 and 65536")
+        if not 1 <= self.prod_connections <= 65536:
+            raise ConfigError("IAAS_PROD_CONNECTIONS must be between 1 and 65536")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -212,6 +221,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_MAX_CONNECTIONS", "max_connections", "64",
             "Connections `make serve` (wsgiref) serves at once, one thread each; more wait up "
             "to 1 s, then get 503 `server_busy`.", int),
+    Setting("IAAS_PROD_CONNECTIONS", "prod_connections", "1000",
+            "Connections `make serve-prod` (waitress) keeps open at once; beyond it waitress "
+            "stops accepting until one closes.", int),
+    Setting("IAAS_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", "32",
+            "Connections one client address may hold open on either server; more are answered "
+            "429 `too_many_connections` and closed. Keep it below IAAS_MAX_CONNECTIONS; behind "
+            "a proxy every client has the proxy's address: raise it.", int),
+    Setting("IAAS_HEADER_TIMEOUT", "header_timeout_s", "10",
+            "Seconds the request line and headers may take to arrive in all, on either server, "
+            "from the connection's start (waitress: a kept-alive connection's next request, from "
+            "its first byte); then the connection is closed without an answer.", float),
     Setting("IAAS_REQUEST_TIMEOUT", "request_timeout_s", "30",
             "Seconds a whole request (line, headers, body) may take to arrive, on either "
             "server; then the connection is closed (wsgiref, a short body: 400 "

@@ -1,10 +1,10 @@
-"""`make serve`: wsgiref with a thread per connection, at most IAAS_MAX_CONNECTIONS of them;
-each read bound by the request's deadline.
+"""`make serve`: wsgiref with a thread per connection, at most IAAS_MAX_CONNECTIONS of them and
+IAAS_MAX_CONNECTIONS_PER_ADDRESS of one address; each read bound by the request's deadlines.
 
-The whole request must arrive within IAAS_REQUEST_TIMEOUT, except an image upload's body, which
-the app streams once it has admitted the request: that body must then bring
-IAAS_UPLOAD_MIN_RATE over each window of IAAS_REQUEST_TIMEOUT seconds, however long it takes in
-all.
+The request line and headers must arrive within IAAS_HEADER_TIMEOUT and the whole request
+within IAAS_REQUEST_TIMEOUT, except an image upload's body, which the app streams once it has
+admitted the request: that body must then bring IAAS_UPLOAD_MIN_RATE over each window of
+IAAS_REQUEST_TIMEOUT seconds, however long it takes in all.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from src import errors
 from src.api.body_stream import START_BODY_KEY
 from src.app import App
-from src.servers.guards import Limits, RateWindow, raw_answer
+from src.servers.guards import ConnectionsByAddress, Limits, RateWindow, raw_answer
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -35,18 +35,23 @@ LINGER_IDLE_S = 0.5  # ... but not while its client sends nothing: the thread is
 
 
 class DeadlineReader(io.RawIOBase):
-    """A socket's reads, each allowed only the time left in the request's phase: the request,
-    or an upload's current rate window. With a fixed timeout per read, a
+    """A socket's reads, each allowed only the time left in the request's phase: headers, the
+    rest of the request, or an upload's current rate window. With a fixed timeout per read, a
     client trickling a byte now and then could hold a thread for ever."""
 
     def __init__(self, sock: socket.socket, limits: Limits, write_timeout_s: float) -> None:
         super().__init__()
         self._sock = sock
         self._limits = limits
-        self._deadline = time.monotonic() + limits.request_timeout_s
+        self._started = time.monotonic()
+        self._deadline = self._started + limits.header_timeout_s
         self._write_timeout_s = write_timeout_s
         self._window: RateWindow | None = None
         self._received = 0  # of the upload's body, once it streams
+
+    def headers_done(self) -> None:
+        """The headers have arrived: the rest is due by the whole request's deadline."""
+        self._deadline = self._started + self._limits.request_timeout_s
 
     def stream_upload(self) -> None:
         """From now on the body must keep its minimum rate, whatever the deadline: a body the
@@ -84,7 +89,8 @@ class DeadlineReader(io.RawIOBase):
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref with one thread per connection, at most max_connections of them."""
+    """wsgiref with one thread per connection, at most max_connections of them and
+    limits.per_address of one address."""
 
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG  # the default of 5 drops connections under load
@@ -95,30 +101,39 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         super().__init__(address, handler)
         self.max_connections = max_connections
         self.limits = limits
+        self.addresses = ConnectionsByAddress(limits.per_address)
         self.api: App | None = None  # the app, for its route table
         self._slots = threading.BoundedSemaphore(max_connections)
         self._refusing = False  # read and written only by the accepting thread
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the connection if one frees within BUSY_WAIT_S; else 503 and close.
+        """A thread for the connection if its address is under its cap and a thread frees
+        within BUSY_WAIT_S; else 429 or 503, and close.
 
         Only the first connection of a busy spell waits: the wait stops the accepting thread,
         and a flood must not queue a fresh client behind one second per connection.
         """
+        address = client_address[0]
+        if not self.addresses.take(address):  # before any wait: the flood is answered at once
+            refuse(request, errors.TooManyConnections(limit=self.limits.per_address))
+            self.shutdown_request(request)
+            return
         free = (self._slots.acquire(blocking=False) if self._refusing
                 else self._slots.acquire(timeout=BUSY_WAIT_S))
         if not free:
             if not self._refusing:
                 log.warning("refusing connections: %d are being served", self.max_connections)
             self._refusing = True
+            self.addresses.give_back(address)
             refuse(request, errors.ServerBusy())
             self.shutdown_request(request)
             return
         self._refusing = False
         try:
             super().process_request(request, client_address)
-        except BaseException:  # no thread started: nothing else will give the slot back
+        except BaseException:  # no thread started: nothing else will give the slots back
             self._slots.release()
+            self.addresses.give_back(address)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -126,6 +141,7 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self.addresses.give_back(client_address[0])
 
 
 def refuse(sock: socket.socket, error: errors.ApiError) -> None:
@@ -170,6 +186,7 @@ class QuietHandler(WSGIRequestHandler):
         self.rfile = io.BufferedReader(self._reader)
 
     def get_environ(self) -> dict[str, Any]:
+        self._reader.headers_done()
         environ: dict[str, Any] = super().get_environ()
         environ[START_BODY_KEY] = self._start_body
         api = self.server.api

@@ -1,7 +1,9 @@
-"""What both servers hold every client to: a whole-request deadline and a minimum rate for an
-upload's body."""
+"""What both servers hold every client to: a header deadline, a whole-request deadline, a
+minimum rate for an upload's body, and a cap on one address's open connections."""
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from dataclasses import dataclass
 
@@ -10,6 +12,7 @@ from src.api.body_stream import BodyTooSlow
 from src.api.failures import refusal
 from src.config import Config
 
+log = logging.getLogger("iaas.serve")
 RETRY_AFTER_S = 1
 
 
@@ -17,12 +20,16 @@ RETRY_AFTER_S = 1
 class Limits:
     """The serving settings both servers apply (src/config.py SETTINGS)."""
 
+    header_timeout_s: float
     request_timeout_s: float
     upload_min_rate: int  # bytes/s, over each window of request_timeout_s
+    per_address: int
 
     @classmethod
     def of(cls, config: Config) -> Limits:
-        return cls(config.request_timeout_s, config.upload_min_rate)
+        return cls(min(config.header_timeout_s, config.request_timeout_s),
+                   config.request_timeout_s, config.upload_min_rate,
+                   config.max_connections_per_address)
 
 
 class RateWindow:
@@ -48,6 +55,41 @@ class RateWindow:
         return self._ends - now
 
 
+class ConnectionsByAddress:
+    """Open connections by client address, at most cap of one (a client that holds them all,
+    say with headers that never end, must not shut every other client out)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self._refusing: set[str] = set()
+
+    def take(self, address: str) -> bool:
+        """Count one more connection of address; False (nothing counted) at its cap."""
+        with self._lock:
+            held = self._open.get(address, 0)
+            if held >= self.cap:
+                if address not in self._refusing:
+                    self._refusing.add(address)
+                    log.warning("refusing connections of %s: it holds %d", address, held)
+                return False
+            self._open[address] = held + 1
+            return True
+
+    def give_back(self, address: str) -> None:
+        with self._lock:
+            held = self._open.pop(address, 1) - 1
+            if held > 0:
+                self._open[address] = held
+            self._refusing.discard(address)
+
+    def count(self, address: str) -> int:
+        """Connections of address open now."""
+        with self._lock:
+            return self._open.get(address, 0)
+
+
 def raw_answer(error: errors.ApiError, retry_after_s: int = RETRY_AFTER_S) -> bytes:
     """The whole HTTP answer, in the API's JSON envelope, to a connection no request of the
     app will answer (refused before it is read): the client should retry shortly."""
@@ -60,3 +102,6 @@ def raw_answer(error: errors.ApiError, retry_after_s: int = RETRY_AFTER_S) -> by
               if name != "Retry-After"), "Connection: close"]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
+
+def too_many_connections(limits: Limits) -> bytes:
+    return raw_answer(errors.TooManyConnections(limit=limits.per_address))

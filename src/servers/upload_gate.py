@@ -54,7 +54,7 @@ class AppRefusal(Error):
 
 class UploadParser(HTTPRequestParser):
     """waitress's request parser, with the upload route's body limit given per request and
-    an admitted body's pace kept (src/servers/prod.py enforces it)."""
+    the time its headers and body take kept (src/servers/prod.py enforces them)."""
 
     gate: Gate  # the three are set by the subclass make_parser_class builds
     upload_adj: Any  # the server's settings, to copy with an upload's limit
@@ -62,6 +62,10 @@ class UploadParser(HTTPRequestParser):
     refused: errors.ApiError | None = None  # the answer to a body over this request's limit
     admission: Admission | None = None
     window: RateWindow | None = None  # an admitted body's pace
+
+    def __init__(self, adj: Any) -> None:
+        super().__init__(adj)
+        self.began = time.monotonic()  # the request's first byte
 
     def parse_header(self, header_plus: bytes) -> None:
         # waitress parses a request's headers again when it read them whole but answered

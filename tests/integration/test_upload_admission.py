@@ -169,6 +169,8 @@ def test_slow_uploads_take_their_share_of_threads_and_are_cut(
             sock.sendall(head(image, alpha.token, None) + b"1\r\nA\r\n")
         refused = [answer_of(sock) for sock in socks[2:]]
         assert app.intake.desk.count() == 2
+        # The refused ones' connections are let go at once (their clients keep them open).
+        wait_until(lambda: live.server.addresses.count("127.0.0.1") == 2)
         for status, headers, body in refused:
             assert (status, body["error"]["code"]) == (503, "uploads_busy"), body
             assert headers["retry-after"]
