@@ -53,7 +53,7 @@ class Recording(io.BytesIO):
         return super().readline(size)
 
 
-@pytest.mark.parametrize("size_line", [b"-1", b"+1", b"0x1", b"1_0", b"-0", b" 1", b"1 1",
+@pytest.mark.parametrize("size_line", [b"-1", b"+1", b"0x1", b"0x10", b"1_0", b"-0", b" 1", b"1 1",
                                        b"\xef\xbc\x91", b"1" * 17, b""])
 def test_only_hexdig_chunk_sizes_are_read(size_line: bytes) -> None:
     """RFC 9112: chunk-size = 1*HEXDIG. Python's int(text, 16) takes the first four too, and a
