@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.api.volume_schemas import VOLUME_SCHEMAS
 from src.config import DOMAIN_TYPES
 from src.services.vms.power import PowerOptions
 from src.vocabulary import (
@@ -137,6 +138,7 @@ SCHEMAS: dict[str, Any] = {
     "Task": _object({
         "id": UUID, "vm_id": {**NULLABLE_UUID, "description": "null for an image's import"},
         "image_id": {**NULLABLE_UUID, "description": "The image an import fills"},
+        "volume_id": {**NULLABLE_UUID, "description": "The volume a volume task works on"},
         "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
@@ -333,5 +335,4 @@ SCHEMAS: dict[str, Any] = {
     "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }
-
-
+SCHEMAS.update(VOLUME_SCHEMAS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 
 from src.database.images import stored_bytes
+from src.database.volumes import usage as volume_usage
 from src.vocabulary import QUOTA_RESOURCES as RESOURCES
 
 GIB = 1024 ** 3
@@ -46,8 +47,9 @@ def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
     gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
                         "WHERE v.project = ?", (name,)).fetchone()[0]
     images_gb = -(-stored_bytes(conn, name) // GIB)
+    volumes, volumes_gb = volume_usage(conn, name)
     return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk,
-            "images_gb": images_gb}
+            "images_gb": images_gb, "volumes": volumes, "volumes_gb": volumes_gb}
 
 
 def names(conn: sqlite3.Connection) -> list[str]:

@@ -24,6 +24,7 @@ from src.services.tasks.runner import EXPIRED, Next, TaskFailed
 from src.services.vms.power import PowerOptions
 from src.services.vms.provisioning import BuildPlan
 from src.services.vms.work import VmWork
+from src.services.volumes.work import VolumeWork
 from src.utils.clock import utc_after, utc_now
 from src.utils.nocloud import Seed
 
@@ -38,9 +39,11 @@ class TaskSteps:
     """What each action does, rebuilt from the task's row and its payload's `args`."""
 
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
-                 downloads: ImageDownloads, timeouts: tuple[float, float]) -> None:
+                 downloads: ImageDownloads, timeouts: tuple[float, float],
+                 volumes: VolumeWork) -> None:
         """timeouts: (any task's, an image import's) seconds."""
         self._db = db
+        self._volumes = volumes
         self._hosts = hosts
         self._images = images
         self._work = work
@@ -61,6 +64,9 @@ class TaskSteps:
         if task.action == "import":
             self._downloads.run_task(task.image_id, bool(state.get("again")))
             return None
+        if task.volume_id is not None:  # a volume's task, or an attachment's
+            self._volumes.run(task.action, task.volume_id, task.vm_id, args)
+            return None
         vm_id = task.vm_id or ""  # every other task has its VM
         if task.action == "create":
             if state.get("again"):  # an earlier attempt was cut short...
@@ -76,7 +82,11 @@ class TaskSteps:
 
     def expire(self, task: task_dao.TaskRow) -> None:
         """A task that never started: a create gives its claim back, an import's image fails."""
-        if task.action == "create":
+        if task.volume_id is not None:
+            args = json.loads(task.payload or "{}").get("args", {})
+            self._volumes.expire(task.action, task.volume_id, task.vm_id, args,
+                                 ("task_expired", EXPIRED))
+        elif task.action == "create":
             self._work.expire_build(task.vm_id or "")
         elif task.action == "import":
             self._downloads.expire(task.image_id)

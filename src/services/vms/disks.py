@@ -8,23 +8,20 @@ of such a VM is written on this machine.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
-import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from src.config import Config
-from src.database import images as image_dao
 from src.database.db import Database
 from src.hypervisor.disks import QemuImg
 from src.hypervisor.storage import Pools
+from src.services.images.copies import ImageCopies
 from src.services.tasks.steps import best_effort, step
-from src.utils.clock import utc_now
 from src.utils.nocloud import seed_bytes, write_seed
 
 if TYPE_CHECKING:
@@ -120,10 +117,6 @@ class SharedDisks:
 class PoolDisks:
     """Volumes in the host's libvirt storage pool; the base image is copied there once."""
 
-    # One copy per (host, image) at a time, whichever build asks first; the others wait.
-    _copying: ClassVar[dict[tuple[str, str], threading.Lock]] = {}
-    _guard: ClassVar[threading.Lock] = threading.Lock()
-
     def __init__(self, db: Database, host: Host) -> None:
         self._db = db
         self._host = host
@@ -163,38 +156,5 @@ class PoolDisks:
 
         Concurrent builds on one host wait for the one copy.
         """
-        image, name = plan.image, f"base-{plan.image.id}.{plan.image.format}"
-        with self._lock_for(image.id):
-            with self._db.read() as conn:
-                known = image_dao.copy_volume(conn, image.id, self._host.name)
-            path = self._pools.volume_path(self._pool, known) if known else None
-            if path is not None:
-                return path
-            path = self._copy(plan.base_path, name, image.sha256 or "")
-            with self._db.write() as conn:
-                image_dao.record_copy(conn, image.id, self._host.name, name, utc_now())
-            return path
-
-    def _copy(self, source: Path, name: str, sha256: str) -> str:
-        """Upload source as volume name and check it reads back with the same SHA-256.
-
-        Raises: ValueError when the copy does not match (the volume is deleted).
-        """
-        size = source.stat().st_size
-        self._pools.delete_volume(self._pool, name)  # a half copy of an earlier try
-        path = self._pools.create_volume(self._pool, name, size, "raw")
-        try:
-            with source.open("rb") as data:
-                self._pools.upload(self._pool, name, data, size)
-            copied = hashlib.sha256(self._pools.download_tail(self._pool, name, size)).hexdigest()
-            if copied != sha256:
-                raise ValueError(f"the copy of {source.name} on the host has SHA-256 {copied}, "
-                                 f"not {sha256}")
-        except BaseException:
-            best_effort("delete a bad copy", self._pools.delete_volume, self._pool, name)
-            raise
-        return path
-
-    def _lock_for(self, image_id: str) -> threading.Lock:
-        with self._guard:
-            return self._copying.setdefault((self._host.name, image_id), threading.Lock())
+        copies = ImageCopies(self._db, self._host.name, self._pools, self._pool)
+        return copies.path_of(plan.image, plan.base_path)
