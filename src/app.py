@@ -45,7 +45,14 @@ from src.services.vms.compute import ComputeService
 from src.services.vms.flavors import FlavorService
 from src.services.vms.provisioning import Provisioner
 from src.services.vms.reads import VmReader
+from src.services.vms.root_disks import RootDisks, RootDiskWork
 from src.services.vms.work import VmWork
+from src.services.volumes.attachments import AttachmentService
+from src.services.volumes.catalog import VolumeService
+from src.services.volumes.layers import VolumeLayers
+from src.services.volumes.snapshots import VolumeSnapshots
+from src.services.volumes.sources import SourceFinder
+from src.services.volumes.work import VolumeWork
 
 log = logging.getLogger("iaas.api")
 
@@ -132,6 +139,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
+    volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
     gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
@@ -151,7 +159,10 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
         telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
-        web=Dashboard())
+        web=Dashboard(), volumes=volumes,
+        attachments=AttachmentService(core.db, volumes, executor),
+        volume_snapshots=VolumeSnapshots(core.db, volumes, executor),
+        root_disks=RootDisks(core.db, core.images, executor))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
@@ -186,8 +197,13 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     images = ImageService(db, config.images_dir, qemu_img)
     work = VmWork(db, hosts, provisioner)
     intake = Intake(db, images, config.image_max_bytes)
+    layers = VolumeLayers(db, config, installation_id)
+    volume_work = VolumeWork(db, hosts, images, layers,
+                             SourceFinder(db, config, images, installation_id),
+                             config.detach_timeout_s)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
-                      (config.task_timeout_s, config.import_timeout_s))
+                      (config.task_timeout_s, config.import_timeout_s), volume_work,
+                      RootDiskWork(db, hosts, provisioner, intake))
     execution = TaskExecution(db, steps, config.task_queue_timeout_s)
     return Core(db, installation_id, hosts, images, provisioner, capacity, addresses, runner,
                 reconciler, work, steps, execution, intake)

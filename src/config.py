@@ -32,6 +32,8 @@ class Config:
     domain_type: str = "kvm"
     images_dir: Path = Path("/var/lib/libvirt/images")
     instances_dir: Path = Path("/var/lib/libvirt/images/iaas-instances")
+    volumes_dir: Path = Path("/var/lib/libvirt/images/iaas-volumes")
+    detach_timeout_s: float = 30.0
     network: str = "default"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -167,6 +169,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_INSTANCES_DIR", "instances_dir", DERIVED,
             "Per-VM folders (overlay, seed, console log); default "
             "`$IAAS_IMAGES_DIR/iaas-instances`.", _path),
+    Setting("IAAS_VOLUMES_DIR", "volumes_dir", DERIVED,
+            "Volumes of the host `local` (a libvirt `dir` pool over it); default "
+            "`$IAAS_IMAGES_DIR/iaas-volumes`.", _path),
+    Setting("IAAS_DETACH_TIMEOUT", "detach_timeout_s", "30",
+            "Seconds a running guest has to let go of a volume being detached; then the detach "
+            "fails (`detach_timeout`) and the volume stays attached.", float),
     Setting("IAAS_NETWORK", "network", "default", "libvirt network VMs are attached to."),
     Setting("IAAS_HOST", "host", "127.0.0.1", "Address the API listens on."),
     Setting("IAAS_PORT", "port", "8000", "Port the API listens on.", int),
@@ -262,6 +270,8 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
     values["broker_url"] = values["broker_url"] or ""
     if values["instances_dir"] is None:
         values["instances_dir"] = values["images_dir"] / "iaas-instances"
+    if values["volumes_dir"] is None:
+        values["volumes_dir"] = values["images_dir"] / "iaas-volumes"
     return Config(**values)
 
 

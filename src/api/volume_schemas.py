@@ -73,4 +73,6 @@ VOLUME_SCHEMAS: dict[str, Any] = {
     "SnapshotList": _object({"snapshots": {"type": "array", "items": {
         "$ref": "#/components/schemas/Snapshot"}}}),
     "Revert": _object({"snapshot": REFERENCE}),
+    "ImageFromVm": _object({"name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64,
+                                     "description": "The new image's name in the VM's project."}}),
 }

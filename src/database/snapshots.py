@@ -96,8 +96,8 @@ def layers_of(conn: sqlite3.Connection, owner: str) -> list[LayerRow]:
         f"SELECT {_LAYER} FROM disk_layers WHERE owner = ? ORDER BY created_at, name", (owner,))]
 
 
-def remove_layer(conn: sqlite3.Connection, host: str, name: str) -> None:
-    conn.execute("DELETE FROM disk_layers WHERE host = ? AND name = ?", (host, name))
+def remove_layer(conn: sqlite3.Connection, owner: str, name: str) -> None:
+    conn.execute("DELETE FROM disk_layers WHERE owner = ? AND name = ?", (owner, name))
 
 
 def remove_layers_of(conn: sqlite3.Connection, owner: str) -> None:
@@ -110,6 +110,17 @@ def unused_layers(conn: sqlite3.Connection, owner: str, top: str | None) -> list
     return [LayerRow(**row) for row in conn.execute(
         f"SELECT {_LAYER} FROM disk_layers l WHERE owner = ? AND name IS NOT ? "
         "AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.owner = l.owner AND s.layer = l.name) "
-        "AND NOT EXISTS (SELECT 1 FROM disk_layers c WHERE c.host = l.host AND c.parent = l.name)",
+        "AND NOT EXISTS (SELECT 1 FROM disk_layers c WHERE c.owner = l.owner AND c.parent = l.name)",
         (owner, top))]
 
+
+
+def root_top(conn: sqlite3.Connection, vm_id: str) -> str | None:
+    """The layer a VM's root disk is now (None: the disk it was built with)."""
+    row = conn.execute("SELECT layer FROM root_disk_tops WHERE vm_id = ?", (vm_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def set_root_top(conn: sqlite3.Connection, vm_id: str, layer: str) -> None:
+    conn.execute("INSERT INTO root_disk_tops (vm_id, layer) VALUES (?, ?) ON CONFLICT (vm_id) "
+                 "DO UPDATE SET layer = excluded.layer", (vm_id, layer))

@@ -167,7 +167,7 @@ def attachments_for_vms(conn: sqlite3.Connection,
                         vm_ids: list[str] | None = None) -> dict[str, list[AttachmentRow]]:
     """The attachments of each VM (None: of every VM), by device."""
     found: dict[str, list[AttachmentRow]] = {}
-    where, params = "", ()
+    where, params = "", tuple[str, ...]()
     if vm_ids is not None:
         if not vm_ids:
             return found

@@ -34,7 +34,8 @@ CREATE TABLE volume_attachments (
 );
 CREATE INDEX volume_attachments_vm ON volume_attachments (vm_id);
 
--- The files of chains: each backed by its parent (NULL: the first layer, a full copy).
+-- The files of chains, by owner (a volume or a VM): each backed by its parent, a layer of the
+-- same owner (NULL: the bottom of the chain).
 CREATE TABLE disk_layers (
     host TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -42,9 +43,8 @@ CREATE TABLE disk_layers (
     parent TEXT,
     size_gb INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    PRIMARY KEY (host, name)
+    PRIMARY KEY (owner, name)
 );
-CREATE INDEX disk_layers_owner ON disk_layers (owner);
 
 -- A snapshot names the frozen layer holding its bytes; of a volume or of a VM's root disk.
 CREATE TABLE snapshots (
@@ -60,6 +60,12 @@ CREATE TABLE snapshots (
     error_message TEXT,
     created_at TEXT NOT NULL,
     UNIQUE (owner, name)
+);
+
+-- A VM's root disk after a snapshot or a revert: the layer its domain boots (none: as built).
+CREATE TABLE root_disk_tops (
+    vm_id TEXT PRIMARY KEY REFERENCES vms (id) ON DELETE CASCADE,
+    layer TEXT NOT NULL
 );
 
 ALTER TABLE tasks ADD COLUMN volume_id TEXT;

@@ -53,6 +53,13 @@ class Disks(Protocol):
     def make(self, plan: BuildPlan, undo: ExitStack) -> Placed: ...
     def remove(self, vm_id: str) -> None: ...
     def console_tail(self, vm_id: str) -> bytes: ...
+    # The root disk's layers (snapshots own the frozen ones; src/services/vms/root_disks.py).
+    def root_layer(self, vm_id: str) -> str: ...
+    def layer_name(self, vm_id: str, generation: int) -> str: ...
+    def layer_path(self, vm_id: str, layer: str) -> str: ...
+    def stack(self, vm_id: str, parent: str, layer: str, size_gb: int) -> str: ...
+    def remove_layer(self, vm_id: str, layer: str) -> None: ...
+    def flatten(self, vm_id: str, layer: str, size_gb: int, dest: Path) -> None: ...
 
 
 class SharedDisks:
@@ -96,6 +103,31 @@ class SharedDisks:
                 return log_file.read()
         except FileNotFoundError:
             return b""
+
+    def root_layer(self, vm_id: str) -> str:
+        return DISK_FILE
+
+    def layer_name(self, vm_id: str, generation: int) -> str:
+        return f"layer-{generation}.qcow2"
+
+    def layer_path(self, vm_id: str, layer: str) -> str:
+        return str(self.folder(vm_id) / layer)
+
+    def stack(self, vm_id: str, parent: str, layer: str, size_gb: int) -> str:
+        """A new layer backed by parent. Raises: CommandFailed, FileExistsError."""
+        path = self.folder(vm_id) / layer
+        path.unlink(missing_ok=True)  # what a cut-short earlier attempt left
+        self._qemu_img.create_overlay(Path(self.layer_path(vm_id, parent)), "qcow2", path,
+                                      size_gb * GIB)
+        os.chmod(path, FILE_MODE)
+        return str(path)
+
+    def remove_layer(self, vm_id: str, layer: str) -> None:
+        (self.folder(vm_id) / layer).unlink(missing_ok=True)
+
+    def flatten(self, vm_id: str, layer: str, size_gb: int, dest: Path) -> None:
+        """The layer's content with its backing chain, as one qcow2 file. Raises: CommandFailed."""
+        self._qemu_img.convert(Path(self.layer_path(vm_id, layer)), "qcow2", dest, "qcow2")
 
     def capacity_gb(self) -> int:
         """Size in GiB of the filesystem that holds the instances folder (its nearest existing
@@ -145,11 +177,45 @@ class PoolDisks:
     def remove(self, vm_id: str) -> None:
         """Raises: TaskFailed (file_removal_failed)."""
         with step("file_removal_failed"):
-            for suffix in (".qcow2", "-seed.iso", "-console.log"):
+            for name in self._pools.volumes(self._pool):
+                if name.startswith(f"{vm_id}-layer-"):  # its snapshots' layers
+                    self._pools.delete_volume(self._pool, name)
+            for suffix in (".qcow2", "-flat.qcow2", "-seed.iso", "-console.log"):
                 self._pools.delete_volume(self._pool, vm_id + suffix)
 
     def console_tail(self, vm_id: str) -> bytes:
         return self._pools.download_tail(self._pool, f"{vm_id}-console.log", CONSOLE_READ_LIMIT)
+
+    def root_layer(self, vm_id: str) -> str:
+        return f"{vm_id}.qcow2"
+
+    def layer_name(self, vm_id: str, generation: int) -> str:
+        return f"{vm_id}-layer-{generation}.qcow2"
+
+    def layer_path(self, vm_id: str, layer: str) -> str:
+        path = self._pools.volume_path(self._pool, layer)
+        if path is None:
+            raise FileNotFoundError(f"layer {layer} is not in pool {self._pool}")
+        return path
+
+    def stack(self, vm_id: str, parent: str, layer: str, size_gb: int) -> str:
+        self._pools.delete_volume(self._pool, layer)
+        return self._pools.create_volume(self._pool, layer, size_gb * GIB, "qcow2",
+                                         backing=(self.layer_path(vm_id, parent), "qcow2"))
+
+    def remove_layer(self, vm_id: str, layer: str) -> None:
+        self._pools.delete_volume(self._pool, layer)
+
+    def flatten(self, vm_id: str, layer: str, size_gb: int, dest: Path) -> None:
+        """A flattened clone in the pool (libvirt's qemu-img convert), downloaded to dest."""
+        flat = f"{vm_id}-flat.qcow2"
+        self._pools.delete_volume(self._pool, flat)
+        try:
+            self._pools.clone_volume(self._pool, flat, self._pool, layer, size_gb * GIB)
+            with dest.open("wb") as out:
+                self._pools.download_to(self._pool, flat, out)
+        finally:
+            best_effort("delete the flattened copy", self._pools.delete_volume, self._pool, flat)
 
     def _base(self, plan: BuildPlan) -> str:
         """The path of the image's checked copy in the pool, copied now if there is none.

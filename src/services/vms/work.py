@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from src.database import snapshots as snapshot_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
@@ -133,7 +134,9 @@ class VmWork:
             with self._db.write() as conn:
                 vm_dao.set_status(conn, vm_id, "error", utc_now(), (exc.code, exc.message))
             raise
-        with self._db.write() as conn:
+        with self._db.write() as conn:  # its snapshots lived in its files, now gone
+            snapshot_dao.delete_of(conn, vm_id)
+            snapshot_dao.remove_layers_of(conn, vm_id)
             vm_dao.delete(conn, vm_id)
 
     def recover_interrupted(self) -> int:

@@ -8,6 +8,7 @@ removing a snapshot never touches the layer below it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from src.config import Config
@@ -32,6 +33,40 @@ class Source:
 def layer_name(owner: str, generation: int) -> str:
     """The pool volume of an owner's layer: vol-<id>-<n>.qcow2 (its n-th since it was made)."""
     return f"vol-{owner}-{generation}.{FORMAT}"
+
+
+def prune_layers(db: Database, owner: str, top: str | None,
+                 remove: Callable[[str], None]) -> list[str]:
+    """Remove (with remove) the owner's layers nothing needs: not its top, named by no
+    snapshot, backing no other layer; children go before the parents they free. Their names."""
+    removed: list[str] = []
+    while True:
+        with db.read() as conn:
+            unused = snapshot_dao.unused_layers(conn, owner, top)
+        if not unused:
+            return removed
+        for layer in unused:
+            remove(layer.name)
+            with db.write() as conn:
+                snapshot_dao.remove_layer(conn, owner, layer.name)
+            removed.append(layer.name)
+
+
+def next_generation(db: Database, owner: str) -> int:
+    """The number of the owner's next layer (names end in -<n>.qcow2)."""
+    with db.read() as conn:
+        names = [layer.name for layer in snapshot_dao.layers_of(conn, owner)]
+    numbers = [int(name.rsplit("-", 1)[1].split(".")[0]) for name in names
+               if name.rsplit("-", 1)[-1].split(".")[0].isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def record_layer(db: Database, host: str, owner: str, name: str, parent: str | None,
+                 size_gb: int) -> None:
+    with db.write() as conn:
+        snapshot_dao.add_layer(conn, snapshot_dao.LayerRow(
+            host=host, name=name, owner=owner, parent=parent, size_gb=size_gb,
+            created_at=utc_now()))
 
 
 def serial_of(volume_id: str) -> str:
@@ -74,37 +109,28 @@ class VolumeLayers:
             pools.create_volume(pool, name, size_gb * GIB, FORMAT)
         else:
             pools.clone_volume(pool, name, source.pool, source.volume, size_gb * GIB)
-        self._record(host, owner, name, None, size_gb)
+        record_layer(self._db, host.name, owner, name, None, size_gb)
         return name
 
     def stack(self, host: Host, owner: str, parent: str, size_gb: int) -> str:
         """A new top backed by parent; the next generation's name."""
-        name = layer_name(owner, self._next_generation(owner))
+        name = layer_name(owner, next_generation(self._db, owner))
         pools = self._pools(host)
         pool = self.pool_of(host)
         parent_path = self.path(host, parent)
         pools.delete_volume(pool, name)
         pools.create_volume(pool, name, size_gb * GIB, FORMAT, backing=(parent_path, FORMAT))
-        self._record(host, owner, name, parent, size_gb)
+        record_layer(self._db, host.name, owner, name, parent, size_gb)
         return name
 
     def grow(self, host: Host, layer: str, size_gb: int) -> None:
         self._pools(host).resize_volume(self.pool_of(host), layer, size_gb * GIB)
 
     def prune(self, host: Host, owner: str, top: str | None) -> list[str]:
-        """Remove the owner's layers nothing needs any more, children before parents; their
-        names. top None: the owner is going, every layer not needed by a snapshot goes."""
-        removed: list[str] = []
-        while True:
-            with self._db.read() as conn:
-                unused = snapshot_dao.unused_layers(conn, owner, top)
-            if not unused:
-                return removed
-            for layer in unused:
-                self._pools(host).delete_volume(self.pool_of(host), layer.name)
-                with self._db.write() as conn:
-                    snapshot_dao.remove_layer(conn, layer.host, layer.name)
-                removed.append(layer.name)
+        """Remove the owner's layers nothing needs any more; their names."""
+        pool = self.pool_of(host)
+        return prune_layers(self._db, owner, top,
+                            lambda name: self._pools(host).delete_volume(pool, name))
 
     def remove_all(self, host: Host, owner: str) -> None:
         """Remove every layer of the owner (its snapshots are going with it)."""
@@ -114,19 +140,6 @@ class VolumeLayers:
             self._pools(host).delete_volume(self.pool_of(host), layer.name)
         with self._db.write() as conn:
             snapshot_dao.remove_layers_of(conn, owner)
-
-    def _next_generation(self, owner: str) -> int:
-        with self._db.read() as conn:
-            names = [layer.name for layer in snapshot_dao.layers_of(conn, owner)]
-        numbers = [int(name.rsplit("-", 1)[1].split(".")[0]) for name in names]
-        return max(numbers, default=0) + 1
-
-    def _record(self, host: Host, owner: str, name: str, parent: str | None,
-                size_gb: int) -> None:
-        with self._db.write() as conn:
-            snapshot_dao.add_layer(conn, snapshot_dao.LayerRow(
-                host=host.name, name=name, owner=owner, parent=parent, size_gb=size_gb,
-                created_at=utc_now()))
 
     @staticmethod
     def _pools(host: Host) -> Pools:

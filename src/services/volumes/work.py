@@ -214,7 +214,7 @@ class VolumeWork:
     def detach(self, volume_id: str, vm_id: str) -> None:
         """Unplug the volume (the guest must let go within the timeout); the attachment ends
         only when the disk has left the domain, and stays recorded otherwise."""
-        row, host = self._volume(volume_id)
+        _row, host = self._volume(volume_id)
         with self._db.read() as conn:
             attachment = volume_dao.attachment(conn, volume_id, vm_id)
         if attachment is None:
