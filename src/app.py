@@ -32,7 +32,7 @@ from src.services.actions.telemetry import Telemetry
 from src.services.hosts.admin import HostService
 from src.services.hosts.capacity import Capacity
 from src.services.hosts.gpus import GpuInventory
-from src.services.hosts.registry import HostRegistry
+from src.services.hosts.registry import Host, HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.files import Admission, Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
@@ -49,6 +49,7 @@ from src.services.vms.root_disks import RootDisks, RootDiskWork
 from src.services.vms.work import VmWork
 from src.services.volumes.attachments import AttachmentService
 from src.services.volumes.catalog import VolumeService
+from src.services.volumes.checks import VolumeChecks
 from src.services.volumes.layers import VolumeLayers
 from src.services.volumes.snapshots import VolumeSnapshots
 from src.services.volumes.sources import SourceFinder
@@ -119,6 +120,7 @@ class Core:
     steps: TaskSteps
     execution: TaskExecution
     intake: Intake
+    layers: VolumeLayers
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -144,7 +146,12 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     core.reconciler.start()
     gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
     gpus.refresh()  # every host that answers; the others at their next sweep
-    core.reconciler.after_host_sweep = gpus.refresh_host
+    checks = VolumeChecks(core.db, core.layers)
+
+    def after_host_sweep(host: Host) -> None:
+        gpus.refresh_host(host)
+        checks.check_host(host)
+    core.reconciler.after_host_sweep = after_host_sweep
     telemetry = Telemetry(core.db, core.hosts, queue_depths)
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
@@ -156,7 +163,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         importer=ImageImporter(core.db, core.images, executor, config),
         flavors=FlavorService(core.db, core.capacity),
         gpus=gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
-        orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
+        orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
+                             core.layers),
         telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
         web=Dashboard(), volumes=volumes,
@@ -206,5 +214,5 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                       RootDiskWork(db, hosts, provisioner, intake))
     execution = TaskExecution(db, steps, config.task_queue_timeout_s)
     return Core(db, installation_id, hosts, images, provisioner, capacity, addresses, runner,
-                reconciler, work, steps, execution, intake)
+                reconciler, work, steps, execution, intake, layers)
 

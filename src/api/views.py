@@ -115,4 +115,5 @@ def token_created(row: TokenRow, secret: str) -> dict[str, Any]:
 def orphans(found: Orphans) -> dict[str, Any]:
     return {"domains": [{"uuid": domain.uuid, "name": domain.name, "host": domain.host}
                         for domain in found.domains],
-            "folders": [str(folder) for folder in found.folders]}
+            "folders": [str(folder) for folder in found.folders],
+            "volumes": [{"host": volume.host, "file": volume.file} for volume in found.volumes]}

@@ -88,6 +88,10 @@ def list_page(conn: sqlite3.Connection, project: str | None, limit: int,
         "ORDER BY created_at, id LIMIT ?", (*params, limit))]
 
 
+def list_all(conn: sqlite3.Connection) -> list[VolumeRow]:
+    return [_volume(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM volumes")]
+
+
 def list_on(conn: sqlite3.Connection, host: str) -> list[VolumeRow]:
     return [_volume(row) for row in conn.execute(
         f"SELECT {_COLUMNS} FROM volumes WHERE host = ? ORDER BY created_at, id", (host,))]
@@ -113,6 +117,15 @@ def set_top(conn: sqlite3.Connection, volume_id: str, layer: str, size_gb: int,
 def set_size(conn: sqlite3.Connection, volume_id: str, size_gb: int, now: str) -> None:
     conn.execute("UPDATE volumes SET size_gb = ?, updated_at = ? WHERE id = ?",
                  (size_gb, now, volume_id))
+
+
+def delete_all(conn: sqlite3.Connection) -> list[str]:
+    """Remove every volume row (with its attachments and snapshots); their ids."""
+    ids = [row[0] for row in conn.execute("SELECT id FROM volumes")]
+    conn.execute("DELETE FROM snapshots WHERE owner_kind = 'volume'")
+    conn.execute("DELETE FROM disk_layers WHERE owner IN (SELECT id FROM volumes)")
+    conn.execute("DELETE FROM volumes")
+    return ids
 
 
 def delete(conn: sqlite3.Connection, volume_id: str) -> None:

@@ -30,9 +30,22 @@ class Source:
     volume: str
 
 
-def layer_name(owner: str, generation: int) -> str:
-    """The pool volume of an owner's layer: vol-<id>-<n>.qcow2 (its n-th since it was made)."""
-    return f"vol-{owner}-{generation}.{FORMAT}"
+def layer_name(installation_id: str, owner: str, generation: int) -> str:
+    """The pool volume of an owner's layer: <installation>-vol-<id>-<n>.qcow2 (its n-th since
+    it was made); the installation's prefix tells our files from others' in a shared pool."""
+    return f"{file_prefix(installation_id)}{owner}-{generation}.{FORMAT}"
+
+
+def file_prefix(installation_id: str) -> str:
+    return f"{installation_id[:8]}-vol-"
+
+
+def owner_of(installation_id: str, name: str) -> str | None:
+    """The volume id a pool volume of this installation belongs to (None: not a volume's)."""
+    prefix = file_prefix(installation_id)
+    if not name.startswith(prefix) or "-" not in name[len(prefix):]:
+        return None
+    return name[len(prefix):].rsplit("-", 1)[0]
 
 
 def prune_layers(db: Database, owner: str, top: str | None,
@@ -81,6 +94,7 @@ class VolumeLayers:
         self._db = db
         self._config = config
         self._installation_id = installation_id
+        self._ready: set[str] = set()  # hosts whose volume pool is known to be there
 
     def pool_of(self, host: Host) -> str:
         """The pool volumes live in: a pool host's own pool, or this installation's volumes
@@ -88,8 +102,19 @@ class VolumeLayers:
         if host.row.storage == "pool":
             return host.row.storage_pool
         name = f"iaas-volumes-{self._installation_id[:8]}"
-        host.hypervisor.pools.ensure_dir_pool(name, str(self._config.volumes_dir))
+        if host.name not in self._ready:
+            host.hypervisor.pools.ensure_dir_pool(name, str(self._config.volumes_dir))
+            self._ready.add(host.name)
         return name
+
+    def orphans(self, host: Host, known: set[str]) -> list[str]:
+        """This installation's volume files in the host's pool whose volume has no row."""
+        return [name for name in self._pools(host).volumes(self.pool_of(host))
+                if (owner := owner_of(self._installation_id, name)) is not None
+                and owner not in known]
+
+    def remove_file(self, host: Host, name: str) -> None:
+        self._pools(host).delete_volume(self.pool_of(host), name)
 
     def path(self, host: Host, layer: str) -> str:
         pools = host.hypervisor.pools
@@ -101,7 +126,7 @@ class VolumeLayers:
     def make_first(self, host: Host, owner: str, size_gb: int,
                    source: Source | None) -> str:
         """The owner's first layer: empty, or a full copy of source grown to size_gb."""
-        name = layer_name(owner, 1)
+        name = layer_name(self._installation_id, owner, 1)
         pools = self._pools(host)
         pool = self.pool_of(host)
         pools.delete_volume(pool, name)  # what a cut-short earlier attempt left
@@ -114,7 +139,7 @@ class VolumeLayers:
 
     def stack(self, host: Host, owner: str, parent: str, size_gb: int) -> str:
         """A new top backed by parent; the next generation's name."""
-        name = layer_name(owner, next_generation(self._db, owner))
+        name = layer_name(self._installation_id, owner, next_generation(self._db, owner))
         pools = self._pools(host)
         pool = self.pool_of(host)
         parent_path = self.path(host, parent)
