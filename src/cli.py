@@ -68,8 +68,9 @@ def how_to_import(name: str, config: Config) -> str:
             f'"sha256":"\'"$SUM"\'"}}')
     folder, file = UBUNTU_URL.rsplit("/", 1)
     return "\n".join([
-        (f"image {name} has no file yet: a VM from it answers 409 until it has. Import Ubuntu's "
-         "cloud image in its place (with the server running, AUTH as in docs/api.md):"),
+        (f"image {name} has no file yet (status missing_file): a VM from it answers 409 "
+         "image_file_missing until it has. Import Ubuntu's cloud image in its place (with the "
+         "server running, AUTH as in docs/api.md):"),
         f"  SUM=$(curl -s {folder}/SHA256SUMS | awk '$2 == \"*{file}\" {{print $1}}')",
         f'  curl -s -H "$AUTH" -X DELETE {api}/{name}',
         f'  curl -s -H "$AUTH" -X POST {api} -H \'Content-Type: application/json\' -d \'{body}\'',
@@ -105,13 +106,23 @@ def token_command(config: Config, args: argparse.Namespace) -> None:
     elif args.action == "list":
         for row in tokens.list():
             state = "revoked" if row.revoked_at else f"expires {row.expires_at or 'never'}"
-            print(f"{row.id}  {row.project}  {row.role}  {state}  {row.description}")
+            print(f"{row.id}  {row.project}  {row.role}  {state}  {escaped(row.description)}")
     else:
         count = tokens.revoke(args.token_id)
         if not count:
             raise SystemExit(f"no active token {args.token_id}")
         made = f" and {count - 1} token(s) made from it" if count > 1 else ""
         print(f"revoked {args.token_id}{made}")
+
+
+def escaped(text: str) -> str:
+    """text as it is when every character is printable; else as repr writes it (`\\x1b`,
+    `\\n`, backslashes doubled), so that a description made before they were checked cannot
+    move the cursor, clear the screen, link or forge a line on the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join("\\\\" if char == "\\" else char if char.isprintable()
+                   else repr(char)[1:-1] for char in text)
 
 
 def install_image(config: Config, name: str, source: Path) -> None:

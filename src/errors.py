@@ -36,7 +36,7 @@ ImageNotFoundInRequest = _error("ImageNotFoundInRequest", 400, "image_not_found"
 ImageFileInvalid = _error("ImageFileInvalid", 400, "image_file_invalid", "Image file {file!r} is not usable: {reason}")
 DiskTooSmall = _error("DiskTooSmall", 400, "disk_too_small",
                       "disk_gb={disk_gb} is smaller than the image's virtual size ({minimum_gb} GiB).")
-MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {marker!r} is not a VM id in this list.")
+MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {marker!r} is not an item of this list.")
 Unauthorized = _error("Unauthorized", 401, "unauthorized",
                       "A valid bearer token is required (Authorization: Bearer <token>).")
 Forbidden = _error("Forbidden", 403, "forbidden", "This call needs the admin role.")

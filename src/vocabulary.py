@@ -18,13 +18,20 @@ TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an i
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
 ACTION_OPTIONS = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
-QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb", "images_gb", "volumes",
-                   "volumes_gb")
+# images, keypairs and tokens are counts of rows: a project's images (any status), keypairs, and
+# live tokens its members made (unrevoked, unexpired); volumes a count, volumes_gb their sizes.
+QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb", "images_gb", "images",
+                   "keypairs", "tokens", "volumes", "volumes_gb")
 ROLES = ("admin", "member")
 IMAGE_FORMATS = ("qcow2", "raw")
 # pending: waits for its bytes (an upload); importing: a task downloads them; only active boots.
-IMAGE_STATUSES = ("pending", "importing", "active", "error")
+# missing_file is never stored: an active image whose file is not in IAAS_IMAGES_DIR (a seeded
+# image before its file came) is shown so, and becomes active again when the file is there.
+IMAGE_STATUSES = ("pending", "importing", "active", "missing_file", "error")
 IMAGE_VISIBILITIES = ("public", "private")
+# The owner of every public image: a name no project can have (project names start with a
+# letter or digit), so no token belongs to it and no member owns a public image.
+PUBLIC_IMAGES_OWNER = "_public"
 # Who may call a route: anyone, any valid token, or an admin token.
 ACCESS_LEVELS = ("public", "member", "admin")
 # The resource a placement shortfall names; when several tie, the scarcest kind comes first.

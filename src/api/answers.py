@@ -29,4 +29,4 @@ def project(request: Request) -> str | None:
 
 def accepted(request: Request, task: Any) -> Response:
     return Response(202, views.task(task, reveal(request)), [("Location", f"/v1/tasks/{task.id}")],
-                    project=task.project)
+                    touched=task)

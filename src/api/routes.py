@@ -9,12 +9,13 @@ from typing import Any
 
 from src.api.handlers import Handlers
 from src.api.http import Request, Response
-from src.api.schemas import UUID
+from src.api.schemas import IMAGE_NAME, PROJECT_NAME, UUID
 from src.vocabulary import ACTION_OPTIONS, POWER_ACTIONS, VM_STATUSES
 
 Handler = Callable[..., Response]
 Query = tuple[tuple[str, dict[str, Any]], ...]
 PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+ID_PAGE = (("limit", PAGE_LIMIT), ("marker", UUID))  # a list paged by its items' ids
 KEYPAIR_PROJECT = ("project", {"type": "string", "description":
                                "Admins: another project's keypair (default: your own)"})
 # On every route of one VM: which project's VM {vm} names (names are unique per project).
@@ -116,8 +117,8 @@ ROUTES: tuple[Route, ...] = (
           description="The dashboard: one page whose scripts call this API with a token."),
     Route("GET", "/static/{asset}", H.static_asset, "dashboardAsset", "public", web=True,
           description="The dashboard's scripts, style sheet and icon (an allow-list)."),
-    Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList",
-          description="Public images and your project's."),
+    Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList", errors=(400,),
+          query=ID_PAGE, description="Public images and your project's, oldest first."),
     Route("POST", "/v1/images", H.create_image, "createImage", ok=201, returns="Image",
           errors=(403, 409), body="ImageCreate",
           description="Register a file (admins), import from a URL (400 url_not_allowed), or "
@@ -130,7 +131,11 @@ ROUTES: tuple[Route, ...] = (
           errors=(403, 404, 409),
           description="An uploaded or imported image's file goes too (an import stops)."),
     Route("GET", "/v1/keypairs", H.list_keypairs, "listKeypairs", returns="KeypairList",
-          query=(KEYPAIR_PROJECT,), description="Your project's (admins: every project's)."),
+          errors=(400,), query=(KEYPAIR_PROJECT, ("limit", PAGE_LIMIT), ("marker", {
+              "type": "string", "pattern": f"{PROJECT_NAME[:-1]}/{IMAGE_NAME[1:]}",
+              "maxLength": 128,
+              "description": "`project/name`: the next_marker of the page before"})),
+          description="Your project's (admins: every project's), by project and name."),
     Route("POST", "/v1/keypairs", H.create_keypair, "createKeypair", ok=201, returns="Keypair",
           errors=(409,), body="KeypairCreate"),
     Route("GET", "/v1/keypairs/{keypair}", H.show_keypair, "showKeypair", returns="Keypair",
@@ -154,8 +159,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/vms", H.list_vms, "listVms", returns="VmList", errors=(400,), query=(
         ("status", {"type": "string", "enum": list(VM_STATUSES)}),
         ("name", {"type": "string"}),
-        ("limit", PAGE_LIMIT),
-        ("marker", UUID))),
+        *ID_PAGE)),
     Route("POST", "/v1/vms", H.create_vm, "createVm", ok=202, returns="Vm",
           errors=(403, 409),
           body="VmCreate"),
@@ -207,9 +211,10 @@ ROUTES: tuple[Route, ...] = (
           description="A new token; its secret is in this answer only. Members: member tokens "
                       "of their own project (403 otherwise). No Idempotency-Key (400): its "
                       "answer would have to be stored."),
-    Route("GET", "/v1/tokens", H.list_tokens, "listTokens", returns="TokenList",
-          description="Tokens without their secrets: admins every one; members their own and "
-                      "those it made."),
+    Route("GET", "/v1/tokens", H.list_tokens, "listTokens", returns="TokenList", errors=(400,),
+          query=ID_PAGE,
+          description="Tokens without their secrets, oldest first: admins every one; members "
+                      "their own and those it made."),
     Route("DELETE", "/v1/tokens/{token}", H.delete_token, "deleteToken", ok=204,
           errors=(404,), description="Revoke a token (members: their own and those it made)."),
     Route("GET", "/v1/tasks/{task}", H.show_task, "showTask", returns="Task", errors=(400, 404),

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from src.services.actions.orphans import Orphans
+from src.services.rules.quotas import ProjectQuota
 from src.services.rules.redaction import redact
 from src.services.vms.reads import VmView
 
@@ -110,6 +111,10 @@ def token_created(row: TokenRow, secret: str) -> dict[str, Any]:
     return {"id": row.id, "token": secret, "project": row.project, "role": row.role,
             "expires_at": row.expires_at, "description": row.description,
             "created_at": row.created_at}
+
+
+def quota(found: ProjectQuota) -> dict[str, Any]:
+    return {"project": found.project, "limits": found.limits, "in_use": found.in_use}
 
 
 def orphans(found: Orphans) -> dict[str, Any]:

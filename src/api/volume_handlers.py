@@ -33,7 +33,7 @@ class VolumeHandlers:
         body = validate_body("VolumeCreate", request.json())
         view = self.volumes.create(VolumeCreate(**body), request.caller, request.request_id)
         return Response(202, volume_views.volume(view, reveal(request)),
-                        [("Location", f"/v1/volumes/{view.row.id}")], project=view.row.project)
+                        [("Location", f"/v1/volumes/{view.row.id}")], touched=view.row)
 
     def show_volume(self, request: Request, volume: str) -> Response:
         view = self.volumes.show(volume, request.caller, project(request))
@@ -67,7 +67,7 @@ class VolumeHandlers:
         row, task = self.volume_snapshots.create(volume, body["name"], request.caller,
                                                  request.request_id, project(request))
         return Response(202, volume_views.snapshot(row, task, reveal(request)),
-                        [("Location", f"/v1/tasks/{task.id}")], project=row.project)
+                        [("Location", f"/v1/tasks/{task.id}")], touched=row)
 
     def delete_volume_snapshot(self, request: Request, volume: str, snapshot: str) -> Response:
         return accepted(request, self.volume_snapshots.delete(
@@ -87,7 +87,7 @@ class VolumeHandlers:
         row, task = self.root_disks.snapshot(vm, body["name"], request.caller,
                                              request.request_id, project(request))
         return Response(202, volume_views.snapshot(row, task, reveal(request)),
-                        [("Location", f"/v1/tasks/{task.id}")], project=row.project)
+                        [("Location", f"/v1/tasks/{task.id}")], touched=row)
 
     def delete_vm_snapshot(self, request: Request, vm: str, snapshot: str) -> Response:
         return accepted(request, self.root_disks.delete_snapshot(
@@ -103,4 +103,4 @@ class VolumeHandlers:
         image, task = self.root_disks.image(vm, body["name"], request.caller,
                                             request.request_id, project(request))
         return Response(202, views.image(image, reveal(request)),
-                        [("Location", f"/v1/tasks/{task.id}")], project=image.project)
+                        [("Location", f"/v1/tasks/{task.id}")], touched=image)

@@ -15,6 +15,7 @@ from src import cli
 from src.api.routes import Route
 from src.app import App
 from src.config import Config
+from src.vocabulary import QUOTA_RESOURCES
 from tests.conftest import make_qcow2
 from tests.support import Client
 
@@ -30,7 +31,7 @@ _names = itertools.count()
 def config(config: Config) -> Config:
     # The matrix makes about a hundred VMs; capacity has its own tests.
     return replace(config, cpu_allocation_ratio=64.0, ram_allocation_ratio=8.0,
-                   default_quota=(None,) * 6)
+                   default_quota=(None,) * len(QUOTA_RESOURCES))
 
 
 @pytest.fixture

@@ -108,11 +108,14 @@ def test_an_import_of_unknown_length_stops_at_images_gb(importing_app: App, orig
                                                         config: Config) -> None:
     client = Client(importing_app)
     assert client.request("PUT", "/v1/projects/default/quota", {"images_gb": 1}).status == 200
-    busy = client.post("/v1/images", {"name": "busy", "format": "raw"}).body
+    # private: the project's own (public images are no project's, under no quota)
+    busy = client.post("/v1/images", {"name": "busy", "format": "raw",
+                                      "visibility": "private"}).body
     with importing_app.db.write() as conn:  # a chunked upload beside it has nearly filled it
         conn.execute("UPDATE images SET bytes_done = ? WHERE id = ?",
                      (1024 ** 3 - len(origin.data) // 2, busy["id"]))
-    task, shown = finished(client, start(client, f"{origin.url}/no-length"))
+    task, shown = finished(client, start(client, f"{origin.url}/no-length",
+                                         visibility="private"))
     assert task["status"] == "failed" and task["error"]["code"] == "quota_exceeded", task
     assert shown["status"] == "error" and shown["error"]["code"] == "quota_exceeded"
     assert list(config.images_dir.iterdir()) == []

@@ -39,7 +39,8 @@ class ImageImporter:
               request_id: str | None = None) -> image_dao.ImageRow:
         """Record the image (importing) and its import task, and queue the download.
 
-        Raises: UrlNotAllowed (checked now: the host's every address), Forbidden, NameConflict.
+        Raises: UrlNotAllowed (checked now: the host's every address), Forbidden, NameConflict,
+        QuotaExceeded (images).
         """
         assert spec.url is not None
         try:
@@ -53,6 +54,7 @@ class ImageImporter:
         image = replace(image, task_id=task.id)
         try:
             with self._db.write() as conn:
+                quotas.enforce(conn, image.project, {"images": 1})
                 image_dao.insert(conn, image)
                 task_dao.insert(conn, task)
         except sqlite3.IntegrityError:

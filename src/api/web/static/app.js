@@ -19,12 +19,17 @@ const PAGES = [
 
 const session = { me: null, stop: null };
 
-// Who the token is: its entry in the token list is marked current.
+// Who the token is: its entry in the token list (paged) is marked current.
 async function whoAmI(secret) {
-  const answer = await call("GET", "/v1/tokens", undefined, secret);
-  const mine = answer.tokens.find((entry) => entry.current);
-  if (!mine) throw new ApiError(401, "unauthorized", "This token cannot see itself.", null);
-  return { role: mine.role, project: mine.project, id: mine.id };
+  let marker = null;
+  do {
+    const path = marker ? `/v1/tokens?marker=${encodeURIComponent(marker)}` : "/v1/tokens";
+    const answer = await call("GET", path, undefined, secret);
+    const mine = answer.tokens.find((entry) => entry.current);
+    if (mine) return { role: mine.role, project: mine.project, id: mine.id };
+    marker = answer.next_marker;
+  } while (marker);
+  throw new ApiError(401, "unauthorized", "This token cannot see itself.", null);
 }
 
 function setTitle(text) {
