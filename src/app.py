@@ -113,6 +113,7 @@ class Core:
     images: ImageService
     provisioner: Provisioner
     capacity: Capacity
+    gpus: GpuInventory
     addresses: AddressBook
     runner: TaskRunner
     reconciler: Reconciler
@@ -126,9 +127,7 @@ class Core:
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
                run: Runner = run_command) -> App:
     """Build the app: migrate the DB, recover interrupted tasks, start background work."""
-    core = build_core(config, open_libvirt, run)
-    core.runner.step = core.execution.step
-    core.runner.expire = core.steps.expire
+    core = build_core(config, open_libvirt, run, sweeps_refresh_gpus=True)
     executor: Executor = core.runner
     queue_depths = None
     if config.broker_url:  # Phase 2: the API records and publishes; Celery workers run tasks
@@ -144,14 +143,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
-    gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
-    gpus.refresh()  # every host that answers; the others at their next sweep
-    checks = VolumeChecks(core.db, core.layers)
-
-    def after_host_sweep(host: Host) -> None:
-        gpus.refresh_host(host)
-        checks.check_host(host)
-    core.reconciler.after_host_sweep = after_host_sweep
+    core.gpus.refresh()  # every host that answers; the others at their next sweep
     telemetry = Telemetry(core.db, core.hosts, queue_depths)
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
@@ -162,10 +154,11 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         images=core.images, intake=core.intake, keypairs=KeypairService(core.db),
         importer=ImageImporter(core.db, core.images, executor, config),
         flavors=FlavorService(core.db, core.capacity),
-        gpus=gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
+        gpus=core.gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
                              core.layers),
-        telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
+        telemetry=telemetry,
+        hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
         web=Dashboard(), volumes=volumes,
         attachments=AttachmentService(core.db, volumes, executor),
@@ -181,8 +174,11 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
 
 
 def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
-               run: Runner = run_command) -> Core:
-    """Migrate the database and build every service (nothing started yet)."""
+               run: Runner = run_command, *, sweeps_refresh_gpus: bool = False) -> Core:
+    """Migrate the database and build every service (nothing started yet), each after what it
+    is built on. sweeps_refresh_gpus: each host sweep re-reads the host's GPUs (the API's
+    sweeps do; a worker's leave it to the API).
+    """
     db = Database(config.db_path)
     db.migrate()
     with db.write() as conn:
@@ -193,15 +189,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     provisioner = Provisioner(config, db, qemu_img, installation_id)
     capacity = Capacity(db, hosts, config.scheduler, lambda: int(
         provisioner.shared.capacity_gb() * config.disk_allocation_ratio))
+    gpus = GpuInventory(db, hosts, on_refresh=capacity.forget)
     addresses = AddressBook(db, guest_agent=template_has_agent_channel())
-    runner = TaskRunner(db, config.max_builds, project_max=config.project_max_tasks,
-                        queue_timeout_s=config.task_queue_timeout_s,
-                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
-    retention = Retention(db, config.audit_retention_days, config.task_retention_days)
-    reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
-                            config.lifecycle_events,
-                            housekeeping=lambda: (retention.purge(), runner.expire_queued(),
-                                                  execution.expire_stale()))
     images = ImageService(db, config.images_dir, qemu_img)
     work = VmWork(db, hosts, provisioner)
     intake = Intake(db, images, config.image_max_bytes)
@@ -213,6 +202,27 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                       (config.task_timeout_s, config.import_timeout_s), volume_work,
                       RootDiskWork(db, hosts, provisioner, intake))
     execution = TaskExecution(db, steps, config.task_queue_timeout_s)
-    return Core(db, installation_id, hosts, images, provisioner, capacity, addresses, runner,
-                reconciler, work, steps, execution, intake, layers)
+    # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
+    # runner on lifecycle events; the closure is read only once a task has run, by when
+    # reconciler is bound.
+    runner = TaskRunner(db, config.max_builds, step=execution.step, expire=steps.expire,
+                        project_max=config.project_max_tasks,
+                        queue_timeout_s=config.task_queue_timeout_s,
+                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
+    checks = VolumeChecks(db, layers)
 
+    def after_host_sweep(host: Host) -> None:
+        """The API's sweeps re-read the host's GPUs and check its volumes (a worker's leave
+        both to the API)."""
+        if sweeps_refresh_gpus:
+            gpus.refresh_host(host)
+            checks.check_host(host)
+
+    retention = Retention(db, config.audit_retention_days, config.task_retention_days)
+    reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
+                            config.lifecycle_events,
+                            housekeeping=lambda: (retention.purge(), runner.expire_queued(),
+                                                  execution.expire_stale()),
+                            after_host_sweep=after_host_sweep)
+    return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
+                runner, reconciler, work, steps, execution, intake, layers)

@@ -25,7 +25,9 @@ class TaskRow:
     deadline: str | None = None
     project: str = "default"
     host: str | None = None  # the VM's host when the task was asked for
-    payload: str = "{}"  # JSON: what the work needs (create: keys, user-data; shutdown: options)
+    # JSON: what the work needs (a create: its versioned build record, under "build",
+    # src/services/vms/build_record.py; other actions: their "args"), and its next "step".
+    payload: str = "{}"
     attempts: int = 0  # starts: more than one means a worker died during an earlier one
     executor: str = "inprocess"  # inprocess, or celery (published through the outbox)
     image_id: str | None = None  # the image an import fills

@@ -1,6 +1,8 @@
 """Domain XML: golden output, and no user value can change the document's structure."""
 import subprocess
+import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,8 +46,27 @@ STRING_FIELDS = ["name", "title", "disk_path", "network", "console_log", "instal
                  "uuid", "domain_type", "disk_format", "mac", "seed_path"]
 
 
-def test_matches_golden_file() -> None:
-    assert render_domain(SPEC) == GOLDEN.read_text()
+Golden = Callable[[Path, str], None]
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Golden:
+    """check(path, rendered): rendered must be the golden file's text; with
+    --regenerate-golden, the file is rewritten instead (and a warning names it)."""
+    regenerate = bool(request.config.getoption("--regenerate-golden"))
+
+    def check(path: Path, rendered: str) -> None:
+        if not regenerate:
+            assert rendered == path.read_text(), f"{path.name} differs (--regenerate-golden)"
+        elif not path.exists() or path.read_text() != rendered:
+            path.write_text(rendered)
+            warnings.warn(f"rewrote {path}: review it with git diff", stacklevel=2)
+
+    return check
+
+
+def test_matches_golden_file(golden: Golden) -> None:
+    golden(GOLDEN, render_domain(SPEC))
 
 
 def test_has_the_devices_and_features_every_vm_needs() -> None:
@@ -92,8 +113,8 @@ GPU_SPEC = replace(SPEC, machine="q35", cpu_mode="host-passthrough",
                    pinned_cpus=(8, 9), hugepages=True)
 
 
-def test_gpu_vm_matches_golden_file() -> None:
-    assert render_domain(GPU_SPEC) == GPU_GOLDEN.read_text()
+def test_gpu_vm_matches_golden_file(golden: Golden) -> None:
+    golden(GPU_GOLDEN, render_domain(GPU_SPEC))
 
 
 def test_gpu_vm_has_passthrough_numa_and_hugepages() -> None:

@@ -204,9 +204,11 @@ class Reconciler:
 
     def __init__(self, db: Database, hosts: HostRegistry, addresses: AddressBook,
                  runner: TaskRunner, interval_s: float, use_events: bool,
-                 housekeeping: Callable[[], object] = lambda: None) -> None:
+                 housekeeping: Callable[[], object] = lambda: None,
+                 after_host_sweep: Callable[[Host], object] = lambda _host: None) -> None:
+        """after_host_sweep(host) runs after each sweep of a host (e.g. re-read its GPUs)."""
         self._db = db
-        self.after_host_sweep: Callable[[Host], object] = lambda _host: None
+        self._after_host_sweep = after_host_sweep
         self._hosts = hosts
         self._addresses = addresses
         self._runner = runner
@@ -294,7 +296,7 @@ class Reconciler:
     def _add(self, host: Host) -> None:
         reconciler = HostReconciler(self._db, host, self._addresses, self._runner,
                                     self._interval_s, self._use_events,
-                                    lambda swept: self.after_host_sweep(swept))
+                                    self._after_host_sweep)
         with self._lock:
             if host.name in self._per_host:
                 return

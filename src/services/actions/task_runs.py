@@ -19,15 +19,14 @@ from src.hypervisor.errors import HypervisorUnavailable
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.imports import ImageDownloads
-from src.services.rules.placement import Claim
 from src.services.tasks.runner import EXPIRED, Next, TaskFailed
+from src.services.vms import build_record
+from src.services.vms.build_record import BuildRecord, UnreadableRecord
 from src.services.vms.power import PowerOptions
-from src.services.vms.provisioning import BuildPlan
 from src.services.vms.root_disks import RootDiskWork
 from src.services.vms.work import VmWork
 from src.services.volumes.work import VolumeWork
 from src.utils.clock import utc_after, utc_now
-from src.utils.nocloud import Seed
 from src.vocabulary import VM_DISK_ACTIONS
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,8 @@ Publish = Callable[[int, float], None]  # (the next step's number, seconds until
 
 
 class TaskSteps:
-    """What each action does, rebuilt from the task's row and its payload's `args`."""
+    """What each action does, from the task's row and its payload: a create's build record,
+    any other action's `args`."""
 
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
                  downloads: ImageDownloads, timeouts: tuple[float, float],
@@ -62,9 +62,10 @@ class TaskSteps:
             return self._import_timeout_s
         return self._task_timeout_s
 
-    def run(self, task: task_dao.TaskRow, args: dict[str, Any],
+    def run(self, task: task_dao.TaskRow, payload: dict[str, Any],
             state: dict[str, Any]) -> Next | None:
         """Raises: TaskFailed, HypervisorUnavailable and HostUnavailable (the host is away)."""
+        args = payload.get("args", {})
         if task.action == "import":
             self._downloads.run_task(task.image_id, bool(state.get("again")))
             return None
@@ -80,7 +81,7 @@ class TaskSteps:
                 if self._work.build_ended(vm_id):
                     return None  # ...after it had made the VM: that outcome stands
                 self._work.clean_leftovers(vm_id)  # ...before: start from a clean host
-            self._work.build(self._plan(vm_id, args))
+            self._work.build(self._record(vm_id, payload))
             return None
         if task.action == "delete":
             self._work.delete(vm_id)
@@ -101,20 +102,38 @@ class TaskSteps:
         elif task.action == "import":
             self._downloads.expire(task.image_id)
 
-    def _plan(self, vm_id: str, args: dict[str, Any]) -> BuildPlan:
+    def record_of(self, vm_id: str, payload: dict[str, Any]) -> BuildRecord:
+        """The build record in vm_id's create task payload, whichever version wrote it (0: no
+        record, rebuilt from the VM's rows).
+
+        Raises: UnreadableRecord, TaskFailed (vm_gone).
+        """
+        return build_record.from_payload(payload, vm_id, lambda args: self._rows(vm_id, args))
+
+    def _record(self, vm_id: str, payload: dict[str, Any]) -> BuildRecord:
+        """The record to build from; one that cannot be read fails the VM, whose build never
+        started (a redelivery has cleaned the host by now).
+
+        Raises: TaskFailed (vm_gone, build_record_unsupported, build_record_invalid).
+        """
+        try:
+            return self.record_of(vm_id, payload)
+        except UnreadableRecord as exc:
+            log.error("build of %s cannot start: %s", vm_id, exc.message)
+            self._work.fail_unbuilt(vm_id, exc)
+            raise
+
+    def _rows(self, vm_id: str, args: dict[str, Any]) -> BuildRecord:
+        """Version 0: the record rebuilt from the VM's rows and the payload's args, for a task
+        an API from before build records queued. Raises: TaskFailed (vm_gone)."""
         with self._db.read() as conn:
             row = vm_dao.get(conn, vm_id)
             gpus = gpu_dao.for_vm(conn, vm_id)
         if row is None:
             raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
         image = self._images.get(row.image_id)
-        claim = Claim(gpus=gpus, numa_node=row.numa_node, node_cpus=list(args["node_cpus"]),
-                      pinned_cpus=row.pinned_cpus)
-        seed = Seed(instance_id=row.id, hostname=row.name, ssh_keys=tuple(args["ssh_keys"]),
-                    user_data=args.get("user_data"), mac=row.mac or "")
-        return BuildPlan(row=row, host=self._hosts.get(row.host), image=image,
-                         base_path=self._images.path_of(image.file), claim=claim, seed=seed,
-                         hugepages=bool(args.get("hugepages")))
+        return build_record.legacy_record(row, gpus, image, self._images.path_of(image.file),
+                                          self._hosts.get(row.host).row.network, args)
 
 
 class TaskExecution:
@@ -180,7 +199,7 @@ class TaskExecution:
     def _attempt(self, task: task_dao.TaskRow, payload: dict[str, Any],
                  state: dict[str, Any], publish: Publish | None) -> float | None:
         try:
-            found = self._steps.run(task, payload.get("args", {}), state)
+            found = self._steps.run(task, payload, state)
         except (HypervisorUnavailable, errors.HostUnavailable) as exc:
             return self._wait_for_host(task, payload, state, exc, publish)
         except TaskFailed as exc:

@@ -27,25 +27,25 @@ class ImageCopies:
         self._pools = pools
         self._pool = pool
 
-    def volume_of(self, image: image_dao.ImageRow, source: Path) -> str:
+    def volume_of(self, image_id: str, fmt: str, sha256: str | None, source: Path) -> str:
         """The name of the image's checked copy in the pool, copied now if there is none.
 
         Raises: ValueError (the copy does not match), HypervisorError.
         """
-        with self._lock_for(image.id):
+        with self._lock_for(image_id):
             with self._db.read() as conn:
-                known = image_dao.copy_volume(conn, image.id, self._host_name)
+                known = image_dao.copy_volume(conn, image_id, self._host_name)
             if known and self._pools.volume_path(self._pool, known) is not None:
                 return known
-            name = f"base-{image.id}.{image.format}"
-            self._copy(source, name, image.sha256 or "")
+            name = f"base-{image_id}.{fmt}"
+            self._copy(source, name, sha256 or "")
             with self._db.write() as conn:
-                image_dao.record_copy(conn, image.id, self._host_name, name, utc_now())
+                image_dao.record_copy(conn, image_id, self._host_name, name, utc_now())
             return name
 
-    def path_of(self, image: image_dao.ImageRow, source: Path) -> str:
+    def path_of(self, image_id: str, fmt: str, sha256: str | None, source: Path) -> str:
         """The path on the host of the image's checked copy (copied now if there is none)."""
-        path = self._pools.volume_path(self._pool, self.volume_of(image, source))
+        path = self._pools.volume_path(self._pool, self.volume_of(image_id, fmt, sha256, source))
         if path is None:  # removed behind our back between the two calls
             raise ValueError(f"the copy of {source.name} vanished from the pool")
         return path

@@ -87,12 +87,14 @@ class TaskRunner:
 
     name = "inprocess"
 
-    def __init__(self, db: Database, max_builds: int, *, workers: int = OTHER_WORKERS,
+    def __init__(self, db: Database, max_builds: int, *, step: Step,
+                 expire: Callable[[task_dao.TaskRow], None], workers: int = OTHER_WORKERS,
                  project_max: int = 8, queue_timeout_s: float = 600.0,
                  on_finish: Callable[[task_dao.TaskRow], None] | None = None) -> None:
+        """step runs a task's next step; expire ends the work of one that expired queued."""
         self._db = db
-        self.step: Step = lambda _task_id: None  # set by the wiring (app.py)
-        self.expire: Callable[[task_dao.TaskRow], None] = lambda _task: None
+        self.step = step  # public: tests wrap it to hold one task at a gate
+        self._expire_work = expire
         self._on_finish = on_finish
         self._queue_timeout_s = queue_timeout_s
         self._queue: FairQueue[_Entry] = FairQueue(project_max)
@@ -230,7 +232,7 @@ class TaskRunner:
         if expired:
             log.warning("task %s (%s) of vm %s expired in the queue", entry.task.id,
                         entry.task.action, entry.task.vm_id)
-            self.expire(entry.task)
+            self._expire_work(entry.task)
         self.notify()
 
     def _vm_lock(self, vm_id: str) -> threading.Lock:

@@ -26,6 +26,7 @@ from src.services.rules import access, lifecycle, quotas, seeds
 from src.services.rules.access import Principal
 from src.services.rules.placement import Demand, HostCapacity
 from src.services.tasks.runner import Executor, new_task_row
+from src.services.vms.build_record import BuildOptions, CloudInit, record_for
 from src.services.vms.flavors import demand_of
 from src.services.vms.power import PowerOptions
 from src.services.vms.provisioning import GIB
@@ -85,10 +86,11 @@ class ComputeService:
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
         image = self._image(request.image_name, caller)
-        image, _base, virtual_size = self._images.verify(image)
+        image, base_path, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
         hosts, capacities = self._candidates(request.host)
+        networks = {host.name: host.row.network for host in hosts}
         now = utc_now()
         vm_id = str(uuid.uuid4())
         # The domain is named by the id, not the VM's name: names are only unique per project,
@@ -110,10 +112,10 @@ class ComputeService:
                                                      request.host)
                 row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
                               gpus=[gpu.id for gpu in claim.gpus], host=chosen)
-                task = replace(task, host=chosen, payload=_args({
-                    "ssh_keys": list(ssh_keys), "user_data": request.user_data,
-                    "hugepages": bool(flavor and flavor.hugepages),
-                    "node_cpus": claim.node_cpus}))
+                record = record_for(row, image, base_path, claim, networks[chosen],
+                                    CloudInit(ssh_keys, request.user_data),
+                                    BuildOptions(hugepages=bool(flavor and flavor.hugepages)))
+                task = replace(task, host=chosen, payload=json.dumps(record.to_payload()))
                 vm_dao.insert(conn, row)
                 gpu_dao.allocate(conn, chosen, row.gpus, row.id, now)
                 task_dao.insert(conn, task)

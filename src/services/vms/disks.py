@@ -26,7 +26,7 @@ from src.utils.nocloud import seed_bytes, write_seed
 
 if TYPE_CHECKING:
     from src.services.hosts.registry import Host
-    from src.services.vms.provisioning import BuildPlan
+    from src.services.vms.build_record import BuildRecord
 
 DISK_FILE = "disk.qcow2"
 SEED_FILE = "seed.iso"  # the cloud-init NoCloud volume
@@ -50,7 +50,7 @@ class Placed:
 
 
 class Disks(Protocol):
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed: ...
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed: ...
     def remove(self, vm_id: str) -> None: ...
     def console_tail(self, vm_id: str) -> bytes: ...
     # The root disk's layers (snapshots own the frozen ones; src/services/vms/root_disks.py).
@@ -73,18 +73,18 @@ class SharedDisks:
     def folder(self, vm_id: str) -> Path:
         return self._config.instances_dir / vm_id
 
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed:
         """Raises: TaskFailed (instance_dir_failed, overlay_failed, seed_failed)."""
-        folder = self.folder(plan.row.id)
+        folder = self.folder(record.vm_id)
         with step("instance_dir_failed"):
             self._make_folder(folder)
         undo.callback(best_effort, "remove files", shutil.rmtree, folder)
         with step("overlay_failed"):
-            self._qemu_img.create_overlay(plan.base_path, plan.image.format, folder / DISK_FILE,
-                                          plan.row.disk_gb * GIB)
+            self._qemu_img.create_overlay(record.base_path, record.image.format,
+                                          folder / DISK_FILE, record.disk_gb * GIB)
             os.chmod(folder / DISK_FILE, FILE_MODE)
         with step("seed_failed"):
-            write_seed(plan.seed, folder / SEED_FILE)
+            write_seed(record.seed, folder / SEED_FILE)
         return Placed(str(folder / DISK_FILE), str(folder / SEED_FILE),
                       str(folder / CONSOLE_LOG))
 
@@ -155,18 +155,18 @@ class PoolDisks:
         self._pool = host.row.storage_pool
         self._pools: Pools = host.hypervisor.pools
 
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed:
         """Raises: TaskFailed (image_copy_failed, overlay_failed, seed_failed)."""
-        vm_id = plan.row.id
+        vm_id = record.vm_id
         with step("image_copy_failed"):
-            base = self._base(plan)
+            base = self._base(record)
         with step("overlay_failed"):
-            disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", plan.row.disk_gb * GIB,
-                                             "qcow2", backing=(base, plan.image.format))
+            disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", record.disk_gb * GIB,
+                                             "qcow2", backing=(base, record.image.format))
         undo.callback(best_effort, "delete overlay", self._pools.delete_volume, self._pool,
                       f"{vm_id}.qcow2")
         with step("seed_failed"):
-            data = seed_bytes(plan.seed)
+            data = seed_bytes(record.seed)
             seed = self._pools.create_volume(self._pool, f"{vm_id}-seed.iso", len(data), "raw")
             undo.callback(best_effort, "delete seed", self._pools.delete_volume, self._pool,
                           f"{vm_id}-seed.iso")
@@ -217,10 +217,11 @@ class PoolDisks:
         finally:
             best_effort("delete the flattened copy", self._pools.delete_volume, self._pool, flat)
 
-    def _base(self, plan: BuildPlan) -> str:
+    def _base(self, record: BuildRecord) -> str:
         """The path of the image's checked copy in the pool, copied now if there is none.
 
         Concurrent builds on one host wait for the one copy.
         """
         copies = ImageCopies(self._db, self._host.name, self._pools, self._pool)
-        return copies.path_of(plan.image, plan.base_path)
+        return copies.path_of(record.image.id, record.image.format, record.image.sha256,
+                              record.base_path)

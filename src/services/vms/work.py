@@ -14,8 +14,9 @@ from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
 from src.services.hosts.registry import Host, HostRegistry
 from src.services.rules import lifecycle
 from src.services.tasks.runner import Next, TaskFailed
+from src.services.vms.build_record import BuildRecord
 from src.services.vms.power import PowerControl, PowerOptions
-from src.services.vms.provisioning import BuildPlan, Provisioner
+from src.services.vms.provisioning import Provisioner
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,17 @@ class VmWork:
             raise TaskFailed("vm_gone", "The VM was removed while this task waited.")
         return self._hosts.get(row.host)
 
-    def build(self, plan: BuildPlan) -> None:
+    def build(self, record: BuildRecord) -> None:
         """Make and start the VM; on failure leave it in error, its resources freed only when
-        nothing of it is left on the host. Raises: TaskFailed."""
-        vm_id = plan.row.id
+        nothing of it is left on the host.
+
+        Raises: TaskFailed, HypervisorUnavailable and HostUnavailable (the host is away).
+        """
+        vm_id = record.vm_id
+        with self._db.read() as conn:  # the record alone would build a VM nobody has any more
+            if vm_dao.get(conn, vm_id) is None:
+                raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
+        host = self._hosts.get(record.host)
 
         def mark_running(vnc_port: int | None) -> None:
             with self._db.write() as conn:
@@ -53,13 +61,13 @@ class VmWork:
                     raise TaskFailed("task_timeout", "The build outlived its deadline.")
 
         try:
-            self._provisioner.build(plan, mark_running)
+            self._provisioner.build(record, host, mark_running)
         except HypervisorUnavailable:
             raise  # the host went away: the task waits for it and starts again from clean
         except Exception as exc:
             failure = exc if isinstance(exc, TaskFailed) else TaskFailed(
                 "build_failed", f"The build failed unexpectedly: {exc}")
-            gone = self._gone_from_host(vm_id, plan.host)  # the undo steps are best-effort
+            gone = self._gone_from_host(vm_id, host)  # the undo steps are best-effort
             with self._db.write() as conn:
                 vm_dao.set_status(conn, vm_id, "error", utc_now(), (
                     failure.code, failure.message if gone else
@@ -117,10 +125,15 @@ class VmWork:
 
     def expire_build(self, vm_id: str) -> None:
         """A create that never started: nothing is on the host, so its claim goes back."""
+        self.fail_unbuilt(vm_id, TaskFailed(
+            "task_expired", "The build waited in the queue too long and never started."))
+
+    def fail_unbuilt(self, vm_id: str, failure: TaskFailed) -> None:
+        """A build that cannot start (it expired, or its record is unreadable): nothing of it
+        is on the host, so the VM is in error and its claim goes back."""
         with self._db.write() as conn:
-            vm_dao.set_status(conn, vm_id, "error", utc_now(), (
-                "task_expired", "The build waited in the queue too long and never started."),
-                only_from="building")
+            vm_dao.set_status(conn, vm_id, "error", utc_now(), (failure.code, failure.message),
+                              only_from="building")
             vm_dao.release_resources(conn, vm_id)
 
     def delete(self, vm_id: str) -> None:

@@ -25,7 +25,8 @@ class SourceFinder:
         if host.row.storage == "pool":
             copies = ImageCopies(self._db, host.name, pools, host.row.storage_pool)
             return Source(host.row.storage_pool,
-                          copies.volume_of(image, self._images.path_of(image.file)))
+                          copies.volume_of(image.id, image.format, image.sha256,
+                                           self._images.path_of(image.file)))
         pool = pools.dir_pool(f"iaas-images-{self._installation_id[:8]}",
                               str(self._config.images_dir))
         return Source(pool, image.file)
