@@ -32,7 +32,9 @@ class Config:
     domain_type: str = "kvm"
     images_dir: Path = Path("/var/lib/libvirt/images")
     instances_dir: Path = Path("/var/lib/libvirt/images/iaas-instances")
-    volumes_dir: Path = Path("/var/lib/libvirt/images/iaas-volumes")
+    # None: $IAAS_IMAGES_DIR/iaas-volumes, derived in __post_init__ (so a Config made in code
+    # keeps its volumes beside its images, never in the system's directory).
+    volumes_dir: Path = None  # type: ignore[assignment]
     detach_timeout_s: float = 30.0
     network: str = "default"
     host: str = "127.0.0.1"
@@ -67,6 +69,8 @@ class Config:
     max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
 
     def __post_init__(self) -> None:
+        if self.volumes_dir is None:
+            object.__setattr__(self, "volumes_dir", self.images_dir / "iaas-volumes")
         if self.domain_type not in DOMAIN_TYPES:
             raise ConfigError(f"IAAS_DOMAIN_TYPE={self.domain_type!r} is not a libvirt domain type")
         if not _NETWORK_NAME.fullmatch(self.network):
@@ -271,8 +275,6 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
     values["broker_url"] = values["broker_url"] or ""
     if values["instances_dir"] is None:
         values["instances_dir"] = values["images_dir"] / "iaas-instances"
-    if values["volumes_dir"] is None:
-        values["volumes_dir"] = values["images_dir"] / "iaas-volumes"
     return Config(**values)
 
 

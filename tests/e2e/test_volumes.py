@@ -64,7 +64,7 @@ def seen_after(config: Config, vm: dict[str, Any], volume: dict[str, Any],
     deadline = time.monotonic() + 60
     log = console(config, vm)
     while True:
-        text = log.read_text(errors="replace")[offset:]
+        text = log.read_bytes()[offset:].decode(errors="replace")
         found = re.search(pattern, text)
         if found:
             return found.group(1), found.group(2), found.group(3).strip()
@@ -80,7 +80,7 @@ def stamp_after(config: Config, vm: dict[str, Any], device: str, offset: int) ->
 def wait_for_console_from(log: Path, pattern: str, offset: int) -> re.Match[str]:
     deadline = time.monotonic() + 60
     while True:
-        found = re.search(pattern, log.read_text(errors="replace")[offset:])
+        found = re.search(pattern, log.read_bytes()[offset:].decode(errors="replace"))
         if found:
             return found
         assert time.monotonic() < deadline, f"{pattern} never appeared in {log}"

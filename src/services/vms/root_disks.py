@@ -104,9 +104,10 @@ class RootDisks:
         image_id = str(uuid.uuid4())
         task = replace(self._task(row, "vm_image", request_id, {}), image_id=image_id)
         image = image_dao.ImageRow(
+            # origin import: a task fills the file, which is the image's own (as an import's).
             id=image_id, name=name, file=f"vm-{image_id}.qcow2", format="qcow2",
             size_bytes=None, virtual_size_bytes=None, created_at=utc_now(), project=row.project,
-            visibility="private", status="importing", origin="vm", bytes_done=0,
+            visibility="private", status="importing", origin="import", bytes_done=0,
             task_id=task.id)
         with self._db.write() as conn:
             self._stopped(conn, row, vm)
