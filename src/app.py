@@ -186,7 +186,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     hosts = HostRegistry(db, config, open_libvirt)
     hosts.ensure_local()
     qemu_img = QemuImg(run)
-    provisioner = Provisioner(config, db, qemu_img, installation_id)
+    layers = VolumeLayers(db, config, installation_id)
+    provisioner = Provisioner(config, db, qemu_img, installation_id, layers)
     capacity = Capacity(db, hosts, config.scheduler, lambda: int(
         provisioner.shared.capacity_gb() * config.disk_allocation_ratio))
     gpus = GpuInventory(db, hosts, on_refresh=capacity.forget)
@@ -194,7 +195,6 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     images = ImageService(db, config.images_dir, qemu_img)
     work = VmWork(db, hosts, provisioner)
     intake = Intake(db, images, config.image_max_bytes)
-    layers = VolumeLayers(db, config, installation_id)
     volume_work = VolumeWork(db, hosts, images, layers,
                              SourceFinder(db, config, images, installation_id),
                              config.detach_timeout_s)

@@ -73,6 +73,9 @@ SCHEMAS: dict[str, Any] = {
         "user_data": {"type": "string", "maxLength": 16384,
                       "description": "cloud-init user-data, delivered unchanged (16 KiB max)."},
         "host": {**HOST_NAME, "description": "Admins only: the host to run on (no scheduling)."},
+        "volumes": {"type": "array", "maxItems": 24, "items": _ref("AttachmentCreate"),
+                    "description": "Volumes attached from the first boot; the VM is placed on "
+                                   "their host."},
     }, required=["name", "image_name"]) | {
         "description": "Sized by a flavor, or by cpu and ram (not both).",
         "oneOf": [
@@ -249,6 +252,7 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "enum": ["dhcp", "agent", "arp"]}})},
         "console": _object({"vnc": {"type": ["string", "null"],
                                     "description": "host:port while the VM runs"}}),
+        "volumes": {"type": "array", "items": _ref("Attachment")},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "host": {"type": ["string", "null"], "description": "Its host (admins; null for others)"},
         "created_at": TIME, "updated_at": TIME,

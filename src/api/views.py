@@ -7,6 +7,7 @@ from src.services.actions.orphans import Orphans
 from src.services.rules.quotas import ProjectQuota
 from src.services.rules.redaction import redact
 from src.services.vms.reads import VmView
+from src.services.volumes.layers import serial_of
 
 if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.audit import AuditRow
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.keypairs import KeypairRow
     from src.database.tasks import TaskRow
     from src.database.tokens import TokenRow
+    from src.database.volumes import AttachmentRow
 
 VNC_HOST = "127.0.0.1"
 
@@ -94,9 +96,17 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "status": row.status, "power_state": view.power_state,
             "task": task(view.task, reveal) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
+            "volumes": [attachment(entry) for entry in view.volumes],
             "error": error(row.error_code, row.error_message, reveal),
             "host": row.host if reveal else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def attachment(row: AttachmentRow) -> dict[str, Any]:
+    """A volume's attachment to a VM (shown on both)."""
+    return {"vm_id": row.vm_id, "vm_name": row.vm_name, "volume_id": row.volume_id,
+            "volume_name": row.volume_name, "read_only": row.read_only, "device": row.device,
+            "serial": serial_of(row.volume_id), "status": row.status}
 
 
 def token(row: TokenRow, caller_token_id: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 
 ATTACHMENT = _object({
-    "vm_id": UUID, "vm_name": {"type": "string"}, "read_only": {"type": "boolean"},
+    "vm_id": UUID, "vm_name": {"type": "string"}, "volume_id": UUID,
+    "volume_name": {"type": "string"}, "read_only": {"type": "boolean"},
     "device": {"type": "string", "description": "The target in the VM (vdc, vdd, ...); the "
                                                   "guest finds it as /dev/disk/by-id/virtio-<serial>."},
     "serial": {"type": "string"},

@@ -5,17 +5,10 @@ from typing import TYPE_CHECKING, Any
 
 from src.api import views
 from src.services.volumes.catalog import VolumeView
-from src.services.volumes.layers import serial_of
 
 if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.snapshots import SnapshotRow
     from src.database.tasks import TaskRow
-    from src.database.volumes import AttachmentRow
-
-
-def attachment(row: AttachmentRow) -> dict[str, Any]:
-    return {"vm_id": row.vm_id, "vm_name": row.vm_name, "read_only": row.read_only,
-            "device": row.device, "serial": serial_of(row.volume_id), "status": row.status}
 
 
 def volume(view: VolumeView, reveal: bool) -> dict[str, Any]:
@@ -25,7 +18,7 @@ def volume(view: VolumeView, reveal: bool) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "project": row.project, "size_gb": row.size_gb,
             "status": view.status, "multiattach": row.multiattach, "host": row.host,
             "source_image": source,
-            "attachments": [attachment(entry) for entry in view.attachments],
+            "attachments": [views.attachment(entry) for entry in view.attachments],
             "task": views.task(view.task, reveal) if view.task else None,
             "error": views.error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at, "updated_at": row.updated_at}

@@ -195,3 +195,15 @@ def attachment(conn: sqlite3.Connection, volume_id: str, vm_id: str) -> Attachme
     row = conn.execute(f"SELECT {_ATTACHMENT} {_ATTACHMENT_FROM} WHERE a.volume_id = ? AND "
                        "a.vm_id = ?", (volume_id, vm_id)).fetchone()
     return _attachment(row) if row else None
+
+
+def confirm_pending(conn: sqlite3.Connection, vm_id: str) -> None:
+    """The VM was built with its volumes: their attachments are made."""
+    conn.execute("UPDATE volume_attachments SET status = 'attached' WHERE vm_id = ? AND "
+                 "status = 'attaching'", (vm_id,))
+
+
+def drop_pending(conn: sqlite3.Connection, vm_id: str) -> None:
+    """The VM's build failed with nothing left on the host: its volumes were never attached."""
+    conn.execute("DELETE FROM volume_attachments WHERE vm_id = ? AND status = 'attaching'",
+                 (vm_id,))

@@ -164,3 +164,58 @@ def test_attach_refuses_what_cannot_be(app: App, alpha: Client, beta: Client,
     assert cross.status == 400 and cross.error_code == "volume_not_found"
     not_attached = alpha.delete("/v1/vms/box/volumes/data")
     assert not_attached.status == 404 and not_attached.error_code == "volume_not_attached"
+
+
+def test_a_vm_created_with_volumes_has_them_from_its_first_boot(
+        app: App, alpha: Client, base_image: dict[str, Any]) -> None:
+    data = made(alpha, {"name": "data", "size_gb": 1})
+    shared = made(alpha, {"name": "shared", "size_gb": 1, "multiattach": True})
+    reply = alpha.post("/v1/vms", {"name": "box", "cpu": 1, "ram": 128, "image_name": "base",
+                                   "volumes": [{"volume": "data"},
+                                               {"volume": "shared", "read_only": True}]})
+    assert reply.status == 202, reply.body
+    assert alpha.wait_task(reply.body["task"]["id"])["status"] == "succeeded"
+    vm = alpha.get("/v1/vms/box").body
+    assert [(v["volume_name"], v["device"], v["read_only"], v["status"]) for v in vm["volumes"]] == [
+        ("data", "vdc", False, "attached"), ("shared", "vdd", True, "attached")]
+    xml = app.hosts.get("local").hypervisor.domain_xml(vm["id"])
+    assert f"<serial>vol-{data['id'].replace('-', '')[:16]}</serial>" in xml
+    assert "<shareable/>" in xml and xml.count("<readonly/>") == 2  # the seed and the dataset
+    assert alpha.get("/v1/volumes/data").body["status"] == "in-use"
+    taken = alpha.post("/v1/vms", {"name": "other", "cpu": 1, "ram": 128, "image_name": "base",
+                                   "volumes": [{"volume": "data"}]})
+    assert taken.status == 409 and taken.error_code == "volume_in_use"
+    assert alpha.get("/v1/vms/other").error_code == "vm_not_found"
+    twice = alpha.post("/v1/vms", {"name": "other", "cpu": 1, "ram": 128, "image_name": "base",
+                                   "volumes": [{"volume": "shared", "read_only": True},
+                                               {"volume": "shared", "read_only": True}]})
+    assert twice.status == 400 and twice.error_code == "bad_request"
+    rw = alpha.post("/v1/vms", {"name": "other", "cpu": 1, "ram": 128, "image_name": "base",
+                                "volumes": [{"volume": "shared"}]})
+    assert rw.status == 400 and rw.error_code == "multiattach_requires_read_only"
+    reader = alpha.post("/v1/vms", {"name": "reader", "cpu": 1, "ram": 128,
+                                    "image_name": "base",
+                                    "volumes": [{"volume": "shared", "read_only": True}]})
+    assert reader.status == 202
+    assert alpha.wait_task(reader.body["task"]["id"])["status"] == "succeeded"
+    assert len(alpha.get("/v1/volumes/shared").body["attachments"]) == 2
+    deleted = alpha.delete("/v1/vms/box")
+    assert alpha.wait_task(deleted.body["id"])["status"] == "succeeded"
+    after = alpha.get("/v1/volumes/data").body
+    assert after["status"] == "available" and after["attachments"] == []
+    assert [a["vm_name"] for a in alpha.get("/v1/volumes/shared").body["attachments"]] == [
+        "reader"]
+    assert shared["multiattach"] is True
+
+
+def test_a_failed_build_gives_its_volumes_back(app: App, make_app: Any, config: Config,
+                                               alpha: Client, base_image: dict[str, Any]) -> None:
+    made(alpha, {"name": "data", "size_gb": 1})
+    with app.db.write() as conn:  # the build will find no file for the volume's layer
+        conn.execute("UPDATE volumes SET top_layer = 'gone.qcow2'")
+    reply = alpha.post("/v1/vms", {"name": "box", "cpu": 1, "ram": 128, "image_name": "base",
+                                   "volumes": [{"volume": "data"}]})
+    assert reply.status == 202
+    assert alpha.wait_task(reply.body["task"]["id"])["status"] == "failed"
+    assert alpha.get("/v1/vms/box").body["volumes"] == []
+    assert alpha.get("/v1/volumes/data").body["attachments"] == []

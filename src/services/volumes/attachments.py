@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import string
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from src import errors
 from src.database import tasks as task_dao
@@ -48,6 +48,74 @@ def free_device(taken: list[volume_dao.AttachmentRow], vm: str) -> str:
         if device not in used:
             return device
     raise errors.TooManyVolumes(vm=vm, limit=len(DEVICES))
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A volume a new VM asks for, as found: its row then, and how it is to be attached."""
+
+    row: volume_dao.VolumeRow
+    read_only: bool
+    named: str
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A volume a new VM gets from its first boot."""
+
+    volume_id: str
+    device: str
+    read_only: bool
+    shareable: bool
+
+
+def find_wanted(db: Database, wanted: list[dict[str, object]], caller: Principal
+                ) -> tuple[list[Wanted], str | None]:
+    """The volumes a create names, found in the caller's project, and the one host they are on
+    (None when none is named).
+
+    Raises: VolumeNotFoundInRequest, BadRequest (named twice), MultiattachRequiresReadOnly,
+    VolumesOnSeveralHosts.
+    """
+    found: list[Wanted] = []
+    with db.read() as conn:
+        for entry in wanted:
+            named, read_only = str(entry["volume"]), bool(entry.get("read_only", False))
+            rows = volume_dao.find(conn, named, caller.project)
+            if len(rows) != 1:
+                raise errors.VolumeNotFoundInRequest(volume=named)
+            if rows[0].multiattach and not read_only:
+                raise errors.MultiattachRequiresReadOnly(volume=named)
+            found.append(Wanted(rows[0], read_only, named))
+    if len({entry.row.id for entry in found}) < len(found):
+        raise errors.BadRequest(reason="A volume is named twice in volumes.")
+    hosts = sorted({entry.row.host for entry in found})
+    if len(hosts) > 1:
+        raise errors.VolumesOnSeveralHosts(hosts=hosts)
+    return found, hosts[0] if hosts else None
+
+
+def attach_at_create(conn: sqlite3.Connection, vm_id: str, wanted: list[Wanted],
+                     now: str) -> tuple[Planned, ...]:
+    """Inside the create's transaction (after the VM row): take each volume as it is now.
+
+    Raises: VolumeNotFoundInRequest, VolumeNotAvailable, VolumeInUse.
+    """
+    planned = []
+    for device, entry in zip(DEVICES, wanted, strict=False):
+        current = volume_dao.get(conn, entry.row.id)
+        if current is None:
+            raise errors.VolumeNotFoundInRequest(volume=entry.named)
+        if current.status != "available":
+            raise errors.VolumeNotAvailable(volume=entry.named, status=current.status,
+                                            action="be attached")
+        check_modes(current, entry.read_only,
+                    volume_dao.attachments_of(conn, [current.id])[current.id], entry.named)
+        volume_dao.attach(conn, volume_dao.AttachmentRow(
+            volume_id=current.id, vm_id=vm_id, read_only=entry.read_only, device=device,
+            status="attaching", created_at=now))
+        planned.append(Planned(current.id, device, entry.read_only, current.multiattach))
+    return tuple(planned)
 
 
 class AttachmentService:

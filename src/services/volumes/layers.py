@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from src.config import Config
 from src.database import snapshots as snapshot_dao
+from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.storage import Pools
 from src.services.hosts.registry import Host
@@ -122,6 +123,17 @@ class VolumeLayers:
         if found is None:
             raise FileNotFoundError(f"layer {layer} is not in its pool")
         return found
+
+    def volume_path(self, host: Host, volume_id: str) -> str:
+        """The path of the layer a volume takes its writes in.
+
+        Raises: FileNotFoundError (no such volume, or not made yet), HypervisorError.
+        """
+        with self._db.read() as conn:
+            row = volume_dao.get(conn, volume_id)
+        if row is None or row.top_layer is None:
+            raise FileNotFoundError(f"volume {volume_id} has no file")
+        return self.path(host, row.top_layer)
 
     def make_first(self, host: Host, owner: str, size_gb: int,
                    source: Source | None) -> str:
