@@ -180,10 +180,13 @@ def latency_histograms(conn: sqlite3.Connection) -> dict[LatencyKey, list[tuple[
             for key, buckets in kept.items()}
 
 
-def active_for_volume(conn: sqlite3.Connection, volume_id: str) -> TaskRow | None:
-    """The volume's unfinished task, if any (at most one: a unique index)."""
+def active_for_volume(conn: sqlite3.Connection, volume_id: str,
+                      volume_tasks_only: bool = False) -> TaskRow | None:
+    """An unfinished task of the volume, if any; volume_tasks_only: not an attach or detach
+    (of those several may run at once; of the others one, by a unique index)."""
+    only = " AND action NOT IN ('attach', 'detach')" if volume_tasks_only else ""
     row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE volume_id = ? AND status IN "
-                       f"{_ACTIVE_SQL} LIMIT 1", (volume_id,)).fetchone()
+                       f"{_ACTIVE_SQL}{only} LIMIT 1", (volume_id,)).fetchone()
     return TaskRow(**row) if row else None
 
 

@@ -2,6 +2,7 @@
 names and projects. Attaching needs a real hypervisor (tests/e2e/test_volumes.py)."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from src.app import App
 from src.config import Config
 from tests.conftest import make_qcow2
-from tests.support import Client, LiveServer, race
+from tests.support import Client, LiveServer, post, race
 
 
 @pytest.fixture
@@ -219,3 +220,60 @@ def test_a_failed_build_gives_its_volumes_back(app: App, make_app: Any, config: 
     assert alpha.wait_task(reply.body["task"]["id"])["status"] == "failed"
     assert alpha.get("/v1/vms/box").body["volumes"] == []
     assert alpha.get("/v1/volumes/data").body["attachments"] == []
+
+
+def test_racing_attaches_take_an_exclusive_volume_once_and_share_a_multiattach_one(
+        app: App, alpha: Client, base_image: dict[str, Any]) -> None:
+    made(alpha, {"name": "solo", "size_gb": 1})
+    made(alpha, {"name": "dataset", "size_gb": 1, "multiattach": True})
+    vms = []
+    for index in range(10):
+        reply = alpha.post("/v1/vms", {"name": f"vm-{index}", "cpu": 1, "ram": 128,
+                                       "image_name": "base"})
+        assert alpha.wait_task(reply.body["task"]["id"])["status"] == "succeeded"
+        vms.append(reply.body["id"])
+    # Attach tasks wait at a gate, so every attachment stays recorded while the others race.
+    gate, real_step = threading.Event(), app.runner.step
+
+    def gated(task_id: str) -> float | None:
+        gate.wait(30)
+        return real_step(task_id)
+    app.runner.step = gated
+    server = LiveServer(app)
+    try:
+        headers = {"Authorization": f"Bearer {alpha.token}"}
+        solo = race_each(server.url, [(f"/v1/vms/{vm}/volumes", {"volume": "solo"})
+                                      for vm in vms], headers)
+        shared = race_each(server.url, [(f"/v1/vms/{vm}/volumes",
+                                         {"volume": "dataset", "read_only": True})
+                                        for vm in vms], headers)
+        attached = len(alpha.get("/v1/volumes/dataset").body["attachments"])  # still gated
+    finally:
+        gate.set()
+        server.stop()
+    assert sorted(reply.status for reply in solo) == [202] + [409] * 9
+    assert {reply.body["error"]["code"] for reply in solo if reply.status == 409} == {
+        "volume_in_use"}
+    # Read-only, all share it; only the VM whose gated attach of solo holds it is busy.
+    assert sorted(reply.status for reply in shared) == [202] * 9 + [409]
+    assert [reply.body["error"]["code"] for reply in shared if reply.status == 409] == [
+        "vm_busy"]
+    assert attached == 9
+
+
+def race_each(url: str, requests: list[tuple[str, dict[str, Any]]],
+              headers: dict[str, str]) -> list[Any]:
+    """POST every (path, body) at once, released by one barrier; the replies."""
+    replies: list[Any] = []
+    start = threading.Barrier(len(requests))
+
+    def one(path: str, body: dict[str, Any]) -> None:
+        start.wait()
+        replies.append(post(url + path, body, headers))
+
+    threads = [threading.Thread(target=one, args=request) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return replies

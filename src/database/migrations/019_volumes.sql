@@ -142,8 +142,11 @@ CREATE TRIGGER task_latency_finished AFTER UPDATE OF status ON tasks
         ON CONFLICT (phase, action, executor, le)
         DO UPDATE SET count = count + 1, sum = sum + excluded.sum;
 END;
+-- One volume task at a time; attaches and detaches (one per VM, which they hold) run beside
+-- each other, and the services refuse a volume task while any of them runs.
 CREATE UNIQUE INDEX tasks_one_active_per_volume ON tasks (volume_id)
-    WHERE status IN ('queued', 'running') AND volume_id IS NOT NULL;
+    WHERE status IN ('queued', 'running') AND volume_id IS NOT NULL
+    AND action NOT IN ('attach', 'detach');
 CREATE INDEX tasks_volume_created ON tasks (volume_id, created_at) WHERE volume_id IS NOT NULL;
 
 -- Projects made before volumes have no volume limits until an admin sets them (as disk_gb and

@@ -125,7 +125,8 @@ class RootDisks:
         if not found:
             raise errors.VmNotFound(vm=vm)
         if len(found) > 1:
-            raise errors.AmbiguousName(count=len(found), name=vm)
+            raise errors.AmbiguousName(name=vm, count=len(found),
+                                       ids=[row.id for row in found])
         return found[0]
 
     @staticmethod

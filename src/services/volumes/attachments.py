@@ -196,7 +196,8 @@ class AttachmentService:
         if not found:
             raise errors.VmNotFound(vm=vm)
         if len(found) > 1:
-            raise errors.AmbiguousName(count=len(found), name=vm)
+            raise errors.AmbiguousName(name=vm, count=len(found),
+                                       ids=[row.id for row in found])
         return found[0]
 
     @staticmethod
@@ -218,7 +219,7 @@ class AttachmentService:
         active = task_dao.active_for_vm(conn, task.vm_id or "")
         if active is not None:
             raise errors.VmBusy(vm=vm, task_id=active.id, action=active.action)
-        active = task_dao.active_for_volume(conn, task.volume_id or "")
+        active = task_dao.active_for_volume(conn, task.volume_id or "", volume_tasks_only=True)
         if active is not None:
             raise errors.VolumeBusy(volume=volume, task_id=active.id, action=active.action)
         try:

@@ -127,7 +127,8 @@ class VolumeService:
         if not found:
             raise errors.VolumeNotFound(volume=id_or_name)
         if len(found) > 1:
-            raise errors.AmbiguousName(count=len(found), name=id_or_name)
+            raise errors.AmbiguousName(name=id_or_name, count=len(found),
+                                       ids=[row.id for row in found])
         return found[0]
 
     def delete(self, id_or_name: str, caller: Principal, request_id: str | None = None,
