@@ -124,7 +124,7 @@ VolumeNotAvailable = _error("VolumeNotAvailable", 409, "volume_not_available",
                             "Volume {volume!r} is {status}; only an available volume can {action}.")
 VolumeOnOtherHost = _error("VolumeOnOtherHost", 409, "volume_on_other_host",
                            "Volume {volume!r} is on host {volume_host!r}, the VM on {vm_host!r}.")
-VolumesOnSeveralHosts = _error("VolumesOnSeveralHosts", 409, "volume_on_other_host",
+VolumesOnSeveralHosts = _error("VolumesOnSeveralHosts", 409, "volumes_on_several_hosts",
                                "The volumes asked for live on several hosts: {hosts}.")
 VolumeNotAttached = _error("VolumeNotAttached", 404, "volume_not_attached",
                            "Volume {volume!r} is not attached to VM {vm!r}.")
