@@ -277,3 +277,42 @@ def race_each(url: str, requests: list[tuple[str, dict[str, Any]]],
     for thread in threads:
         thread.join(60)
     return replies
+
+
+def pool_of(app: App) -> Any:
+    hypervisor = app.hosts.get("local").hypervisor
+    return hypervisor, f"iaas-volumes-{app.installation_id[:8]}"
+
+
+def test_a_volume_whose_file_vanished_turns_to_error_at_the_next_sweep(app: App,
+                                                                       alpha: Client) -> None:
+    volume = made(alpha, {"name": "data", "size_gb": 1})
+    made(alpha, {"name": "kept", "size_gb": 1})
+    hypervisor, pool = pool_of(app)
+    app.reconciler.sweep()
+    assert alpha.get("/v1/volumes/data").body["status"] == "available"  # nothing is wrong yet
+    file = next(name for name in hypervisor.pools.volumes(pool) if volume["id"] in name)
+    hypervisor.pools.delete_volume(pool, file)  # behind the API's back
+    app.reconciler.sweep()
+    broken = alpha.get("/v1/volumes/data").body
+    assert broken["status"] == "error" and broken["error"]["code"] == "volume_file_missing"
+    assert alpha.get("/v1/volumes/kept").body["status"] == "available"
+    assert alpha.wait_task(alpha.delete("/v1/volumes/data").body["id"])["status"] == "succeeded"
+
+
+def test_orphaned_volume_files_are_reported_and_cleaned(app: App, alpha: Client,
+                                                        config: Config) -> None:
+    from src.cli import vm_cleanup
+    made(alpha, {"name": "data", "size_gb": 1})
+    hypervisor, pool = pool_of(app)
+    stray = f"{app.installation_id[:8]}-vol-00000000-0000-4000-8000-000000000000-1.qcow2"
+    foreign = "someone-elses.qcow2"
+    for name in (stray, foreign):
+        hypervisor.pools.create_volume(pool, name, 1024 ** 3, "qcow2")
+    found = Client(app).get("/v1/admin/orphans").body["volumes"]
+    assert found == [{"host": "local", "file": stray}]
+    vm_cleanup(config, app.hosts)
+    left = hypervisor.pools.volumes(pool)
+    assert stray not in left and foreign in left
+    assert alpha.get("/v1/volumes/data").body["status"] == "available"
+    assert Client(app).get("/v1/admin/orphans").body["volumes"] == []
