@@ -280,3 +280,26 @@ def root_disk(app: App, vm: dict[str, Any]) -> Path:
     source = ET.fromstring(xml).find("./devices/disk/target[@dev='vda']/../source")
     assert source is not None
     return Path(str(source.get("file")))
+
+
+def test_a_disk_detached_behind_the_apis_back_turns_its_volume_to_error(
+        tiny: HttpClient, e2e_app: App, system_conn: libvirt.virConnect) -> None:
+    client = tiny
+    done(client, client.post("/v1/volumes", {"name": "watched", "size_gb": 1}))
+    volume = client.get("/v1/volumes/watched").body
+    vm = running_vm(client, f"w-{secrets.token_hex(3)}")
+    done(client, client.post(f"/v1/vms/{vm['id']}/stop", {}))
+    attach(client, vm, volume)  # to the stopped VM: in its definition, from its next start
+    domain = system_conn.lookupByUUIDString(vm["id"])
+    assert serial(volume) in domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    e2e_app.reconciler.sweep()
+    assert client.get("/v1/volumes/watched").body["status"] == "in-use"
+    domain.detachDeviceFlags("<disk type='file' device='disk'><target dev='vdc' bus='virtio'/>"
+                             "</disk>", libvirt.VIR_DOMAIN_AFFECT_CONFIG)  # an operator's virsh
+    e2e_app.reconciler.sweep()
+    broken = client.get("/v1/volumes/watched").body
+    assert broken["status"] == "error", broken
+    assert broken["error"]["code"] == "volume_detached_outside" and broken["attachments"] == []
+    assert client.get(f"/v1/vms/{vm['id']}").body["volumes"] == []
+    done(client, client.delete(f"/v1/vms/{vm['id']}"))
+    done(client, client.delete("/v1/volumes/watched"))
