@@ -102,7 +102,22 @@ def test_volumes_live_on_the_remote_host(
             stamp = written.split(" ", 2)[2]
             console_has(client, reader.body["id"],
                         rf"IAAS-DISK-SEEN \S+ serial={serial(far)} ro=1 data={re.escape(stamp)}")
-            done(client, client.delete(f"/v1/vms/{reader.body['id']}"))
+            # A stopped remote VM's root disk: snapshot, revert, image (its layers in the pool).
+            reader_id = reader.body["id"]
+            done(client, client.post(f"/v1/vms/{reader_id}/stop", {}))
+            done(client, client.post(f"/v1/vms/{reader_id}/snapshots", {"name": "clean"}))
+            assert pool_files(remote_conn, f"{reader_id}-layer-") == [f"{reader_id}-layer-1.qcow2"]
+            done(client, client.post(f"/v1/vms/{reader_id}/revert", {"snapshot": "clean"}))
+            assert pool_files(remote_conn, f"{reader_id}-layer-") == [f"{reader_id}-layer-2.qcow2"]
+            made = client.post(f"/v1/vms/{reader_id}/image", {"name": "remote-made"})
+            assert made.status == 202, made.body
+            assert client.wait_task(made.body["task_id"], 120)["status"] == "succeeded"
+            image = client.get("/v1/images/remote-made").body
+            assert image["status"] == "active" and image["sha256"]
+            assert (e2e_config.images_dir / image["file"]).stat().st_size > 0
+            done(client, client.post(f"/v1/vms/{reader_id}/start", {}))
+            done(client, client.delete(f"/v1/vms/{reader_id}"))
+            assert pool_files(remote_conn, reader_id) == []
             for name in ("far", "far-copy"):
                 done(client, client.delete(f"/v1/volumes/{name}"))
             assert pool_files(remote_conn, prefix) == []
