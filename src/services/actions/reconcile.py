@@ -283,7 +283,8 @@ class Reconciler:
                 task_dao.finish(conn, task.id, now, ("task_timeout", message))
                 if task.vm_id is not None:
                     vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
-                elif task.image_id is not None:  # an import: its download stops at its next piece
+                elif task.image_id is not None:  # an import: its download's watch, in
+                    # whichever process, sees this within a second and closes its connection
                     image_dao.set_status(conn, task.image_id, "error", ("importing",),
                                          ("task_timeout", message))
         for task in overdue:

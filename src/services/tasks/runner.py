@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 OTHER_WORKERS = 4
 # Image imports: downloads that may take long run on workers of their own, so they never hold
-# the workers of power actions (see _Entry.kind).
+# the workers of power actions (see _Entry.kind); one project holds at most import_project_max
+# of them (IAAS_PROJECT_MAX_IMPORTS, 1), so another project's import always finds one.
 IMPORT_WORKERS = 2
 POLL_S = 0.25  # a long-poll looks at the database this often for tasks other processes end
 EXPIRED = "The task waited in the queue longer than IAAS_TASK_QUEUE_TIMEOUT and did not run."
@@ -81,15 +82,17 @@ class _Entry:
 
 class TaskRunner:
     """The in-process executor: runs task steps on worker threads, builds on their own capped
-    workers, everything else on the others; projects are served in turn, each with at most
-    project_max tasks running. What a step does is `step` (src/services/actions/task_runs.py), the
-    same code a Celery worker runs."""
+    workers, imports on theirs, everything else on the others; projects are served in turn,
+    each with at most project_max tasks running, and at most import_project_max imports.
+    What a step does is `step` (src/services/actions/task_runs.py), the same code a Celery
+    worker runs."""
 
     name = "inprocess"
 
     def __init__(self, db: Database, max_builds: int, *, step: Step,
                  expire: Callable[[task_dao.TaskRow], None], workers: int = OTHER_WORKERS,
-                 project_max: int = 8, queue_timeout_s: float = 600.0,
+                 project_max: int = 8, import_project_max: int = 1,
+                 queue_timeout_s: float = 600.0,
                  on_finish: Callable[[task_dao.TaskRow], None] | None = None) -> None:
         """step runs a task's next step; expire ends the work of one that expired queued."""
         self._db = db
@@ -97,7 +100,7 @@ class TaskRunner:
         self._expire_work = expire
         self._on_finish = on_finish
         self._queue_timeout_s = queue_timeout_s
-        self._queue: FairQueue[_Entry] = FairQueue(project_max)
+        self._queue: FairQueue[_Entry] = FairQueue(project_max, {"import": import_project_max})
         self._waiting: dict[str, _Entry] = {}  # task id -> a started task between two steps
         self._cond = threading.Condition()
         self._stopping = False
@@ -178,7 +181,7 @@ class TaskRunner:
             if self._run(entry):
                 continue  # it waits again, keeping its project's slot
             with self._cond:
-                self._queue.done(entry.task.project)
+                self._queue.done(entry.task.project, entry.kind)
                 self._cond.notify_all()
 
     def _next(self, kind: str) -> _Entry | None:
