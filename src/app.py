@@ -190,7 +190,7 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                         project_max=config.project_max_tasks,
                         import_project_max=config.project_max_imports,
                         queue_timeout_s=config.task_queue_timeout_s,
-                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
+                        on_finish=lambda task: reconciler.after_task(task.vm_id or ""))
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,

@@ -257,6 +257,17 @@ class Reconciler:
         reconciler = self._of_vm(vm_id)
         return reconciler is not None and reconciler.check_now(vm_id)
 
+    def after_task(self, vm_id: str) -> None:
+        """Re-read the VM's domain now that its task ended, before its waiters wake (see
+        TaskRunner._ended): a check queued for later could land after the caller's next step
+        and undo what it saw. A host that does not answer leaves it to the sweep thread."""
+        if not vm_id:
+            return
+        try:
+            self.check_now(vm_id)
+        except HypervisorError:
+            self.check(vm_id)
+
     def request_sweep(self) -> None:
         for reconciler in self._all():
             reconciler.request_sweep()

@@ -105,6 +105,7 @@ class TaskRunner:
         self._cond = threading.Condition()
         self._stopping = False
         self._done = threading.Condition()
+        self._ending: set[str] = set()  # tasks whose step runs here: a waiter waits for _ended
         self._guard = threading.Lock()
         self._vm_locks: dict[str, threading.Lock] = {}
         self._threads = [threading.Thread(target=self._serve, args=(kind,), daemon=True,
@@ -148,7 +149,8 @@ class TaskRunner:
                 with self._db.read() as conn:
                     task = task_dao.get(conn, task_id)
                 remaining = deadline - time.monotonic()
-                if task is None or task.status not in ACTIVE_TASK_STATUSES or remaining <= 0:
+                ended = task is None or task.status not in ACTIVE_TASK_STATUSES
+                if (ended and task_id not in self._ending) or remaining <= 0:
                     return task
                 self._done.wait(min(remaining, POLL_S))
 
@@ -206,9 +208,16 @@ class TaskRunner:
             self._expire(entry)
             return False
         entry.started = True
+        with self._done:
+            self._ending.add(task.id)
         with self._vm_lock(task.vm_id or task.id):  # an image's task has no VM to share
-            after = self.step(task.id)
+            try:
+                after = self.step(task.id)
+            except BaseException:
+                self._release(task.id)
+                raise
         if after is not None:
+            self._release(task.id)
             with self._cond:
                 entry.due = time.monotonic() + after
                 self._waiting[task.id] = entry
@@ -218,16 +227,25 @@ class TaskRunner:
         return False
 
     def _ended(self, task_id: str) -> None:
+        """The task's step ran (ended, or waits for its next): what follows its end (the VM
+        re-read) is done before a waiter on it wakes, so the waiter sees its outcome."""
         with self._db.read() as conn:
             task = task_dao.get(conn, task_id)
+        try:
+            if task is not None:
+                if (task.action == "delete" and task.status == "succeeded") or task.vm_id is None:
+                    with self._guard:  # the VM is gone: no task will ask for its lock again
+                        self._vm_locks.pop(task.vm_id or task.id, None)
+                if self._on_finish is not None:
+                    self._on_finish(task)
+        finally:
+            self._release(task_id)
+
+    def _release(self, task_id: str) -> None:
+        """Its step is over here: waiters on the task may read it again."""
+        with self._done:
+            self._ending.discard(task_id)
         self.notify()
-        if task is None:
-            return
-        if (task.action == "delete" and task.status == "succeeded") or task.vm_id is None:
-            with self._guard:  # the VM is gone: no task will ask for its lock again
-                self._vm_locks.pop(task.vm_id or task.id, None)
-        if self._on_finish is not None:
-            self._on_finish(task)
 
     def _expire(self, entry: _Entry) -> None:
         with self._db.write() as conn:
