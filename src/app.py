@@ -207,8 +207,9 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     # reconciler is bound.
     runner = TaskRunner(db, config.max_builds, step=execution.step, expire=steps.expire,
                         project_max=config.project_max_tasks,
+                        import_project_max=config.project_max_imports,
                         queue_timeout_s=config.task_queue_timeout_s,
-                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
+                        on_finish=lambda task: reconciler.after_task(task.vm_id or ""))
     checks = VolumeChecks(db, layers)
 
     def after_host_sweep(host: Host) -> None:

@@ -144,6 +144,13 @@ def overdue(conn: sqlite3.Connection, now: str) -> list[TaskRow]:
         f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' AND deadline < ?", (now,))]
 
 
+def count_running(conn: sqlite3.Connection, project: str, action: str) -> int:
+    """The project's running tasks of action (the running ones are few: a partial index)."""
+    return int(conn.execute("SELECT count(*) FROM tasks "
+                            "WHERE status = 'running' AND project = ? AND action = ?",
+                            (project, action)).fetchone()[0])
+
+
 def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:
     conn.executemany("DELETE FROM tasks WHERE vm_id = ?", [(vm_id,) for vm_id in vm_ids])
 

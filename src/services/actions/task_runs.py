@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +88,11 @@ class TaskSteps:
             self._work.delete(vm_id)
             return None
         return self._work.power(vm_id, task.action, PowerOptions(**args), state.get("look"))
+
+    def wait_s(self, conn: sqlite3.Connection, task: task_dao.TaskRow) -> float | None:
+        """Seconds a queued task must wait before it starts (an import whose project downloads
+        its share already), or None: it starts now."""
+        return self._downloads.wait_s(conn, task) if task.action == "import" else None
 
     def expire(self, task: task_dao.TaskRow) -> None:
         """A task that never started: a create gives its claim back, an import's image fails."""
@@ -170,9 +176,12 @@ class TaskExecution:
             return None
         if task.status == "queued":
             with self._db.write() as conn:
-                if not task_dao.mark_running(conn, task.id, utc_now(),
-                                             utc_after(self._steps.timeout_s(task, args))):
+                wait_s = self._steps.wait_s(conn, task)
+                if wait_s is None and not task_dao.mark_running(
+                        conn, task.id, utc_now(), utc_after(self._steps.timeout_s(task, args))):
                     return None  # ended while it waited
+            if wait_s is not None:  # handed on for later: no worker is held meanwhile
+                return self._continue(task, payload, state or {}, {}, wait_s, publish)
         elif state is None:  # running with nothing to continue: its worker died mid-step
             with self._db.write() as conn:
                 task_dao.count_attempt(conn, task.id)
