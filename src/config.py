@@ -33,6 +33,10 @@ class Config:
     domain_type: str = "kvm"
     images_dir: Path = Path("/var/lib/libvirt/images")
     instances_dir: Path = Path("/var/lib/libvirt/images/iaas-instances")
+    # None: $IAAS_IMAGES_DIR/iaas-volumes, derived in __post_init__ (so a Config made in code
+    # keeps its volumes beside its images, never in the system's directory).
+    volumes_dir: Path = None  # type: ignore[assignment]
+    detach_timeout_s: float = 30.0
     network: str = "default"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -48,7 +52,8 @@ class Config:
     request_timeout_s: float = 30.0  # wsgiref: a whole request must arrive within this
     max_waits_per_token: int = 4  # long-polls one token may hold open at once
     # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
-    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500, 100, 50, 100, 50)
+    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500, 100, 50, 100, 50, 10,
+                                               1000)
     disk_allocation_ratio: float = 1.0
     audit_retention_days: int = 90
     task_retention_days: int = 30
@@ -71,6 +76,8 @@ class Config:
     max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
 
     def __post_init__(self) -> None:
+        if self.volumes_dir is None:
+            object.__setattr__(self, "volumes_dir", self.images_dir / "iaas-volumes")
         if self.domain_type not in DOMAIN_TYPES:
             raise ConfigError(f"IAAS_DOMAIN_TYPE={self.domain_type!r} is not a libvirt domain type")
         if not _NETWORK_NAME.fullmatch(self.network):
@@ -221,6 +228,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_INSTANCES_DIR", "instances_dir", DERIVED,
             "Per-VM folders (overlay, seed, console log); default "
             "`$IAAS_IMAGES_DIR/iaas-instances`.", _path),
+    Setting("IAAS_VOLUMES_DIR", "volumes_dir", DERIVED,
+            "Volumes of the host `local` (a libvirt `dir` pool over it); default "
+            "`$IAAS_IMAGES_DIR/iaas-volumes`.", _path),
+    Setting("IAAS_DETACH_TIMEOUT", "detach_timeout_s", "30",
+            "Seconds a running guest has to let go of a volume being detached; then the detach "
+            "fails (`detach_timeout`) and the volume stays attached.", float),
     Setting("IAAS_NETWORK", "network", "default", "libvirt network VMs are attached to."),
     Setting("IAAS_HOST", "host", "127.0.0.1", "Address the API listens on."),
     Setting("IAAS_PORT", "port", "8000", "Port the API listens on.", int),
@@ -312,7 +325,7 @@ SETTINGS: tuple[Setting, ...] = (
       for index, (resource, default) in enumerate(
           (("instances", "10"), ("vcpus", "20"), ("ram", "51200"), ("gpus", "0"),
            ("disk_gb", "500"), ("images_gb", "100"), ("images", "50"), ("keypairs", "100"),
-           ("tokens", "50")))),
+           ("tokens", "50"), ("volumes", "10"), ("volumes_gb", "1000")))),
 )
 
 
