@@ -32,7 +32,7 @@ from src.services.actions.telemetry import Telemetry
 from src.services.hosts.admin import HostService
 from src.services.hosts.capacity import Capacity
 from src.services.hosts.gpus import GpuInventory
-from src.services.hosts.registry import HostRegistry
+from src.services.hosts.registry import Host, HostRegistry
 from src.services.images.admissions import Admission, UploadDesk
 from src.services.images.catalog import ImageService
 from src.services.images.files import Intake
@@ -46,7 +46,15 @@ from src.services.vms.compute import ComputeService
 from src.services.vms.flavors import FlavorService
 from src.services.vms.provisioning import Provisioner
 from src.services.vms.reads import VmReader
+from src.services.vms.root_disks import RootDisks, RootDiskWork
 from src.services.vms.work import VmWork
+from src.services.volumes.attachments import AttachmentService
+from src.services.volumes.catalog import VolumeService
+from src.services.volumes.checks import VolumeChecks
+from src.services.volumes.layers import VolumeLayers
+from src.services.volumes.snapshots import VolumeSnapshots
+from src.services.volumes.sources import SourceFinder
+from src.services.volumes.work import VolumeWork
 
 log = logging.getLogger("iaas.api")
 
@@ -119,6 +127,7 @@ class Core:
     steps: TaskSteps
     execution: TaskExecution
     intake: Intake
+    layers: VolumeLayers
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -137,6 +146,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
+    volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
     core.gpus.refresh()  # every host that answers; the others at their next sweep
@@ -151,11 +161,15 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         importer=ImageImporter(core.db, core.images, executor, config),
         flavors=FlavorService(core.db, core.capacity),
         gpus=core.gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
-        orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
+        orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
+                             core.layers),
         telemetry=telemetry,
         hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
-        web=Dashboard())
+        web=Dashboard(), volumes=volumes,
+        attachments=AttachmentService(core.db, volumes, executor),
+        volume_snapshots=VolumeSnapshots(core.db, volumes, executor),
+        root_disks=RootDisks(core.db, core.images, executor))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
@@ -178,7 +192,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     hosts = HostRegistry(db, config, open_libvirt)
     hosts.ensure_local()
     qemu_img = QemuImg(run)
-    provisioner = Provisioner(config, db, qemu_img, installation_id)
+    layers = VolumeLayers(db, config, installation_id)
+    provisioner = Provisioner(config, db, qemu_img, installation_id, layers)
     capacity = Capacity(db, hosts, config.scheduler, lambda: int(
         provisioner.shared.capacity_gb() * config.disk_allocation_ratio))
     gpus = GpuInventory(db, hosts, on_refresh=capacity.forget)
@@ -187,22 +202,35 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     work = VmWork(db, hosts, provisioner)
     intake = Intake(db, images, config.image_max_bytes,
                     UploadDesk(config.max_uploads_per_project, config.upload_share))
+    volume_work = VolumeWork(db, hosts, images, layers,
+                             SourceFinder(db, config, images, installation_id),
+                             config.detach_timeout_s)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
-                      (config.task_timeout_s, config.import_timeout_s))
+                      (config.task_timeout_s, config.import_timeout_s), volume_work,
+                      RootDiskWork(db, hosts, provisioner, intake))
     execution = TaskExecution(db, steps, config.task_queue_timeout_s)
     # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
     # runner on lifecycle events; the closure is read only once a task has run, by when
     # reconciler is bound.
     runner = TaskRunner(db, config.max_builds, step=execution.step, expire=steps.expire,
                         project_max=config.project_max_tasks,
+                        import_project_max=config.project_max_imports,
                         queue_timeout_s=config.task_queue_timeout_s,
-                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
+                        on_finish=lambda task: reconciler.after_task(task.vm_id or ""))
+    checks = VolumeChecks(db, layers)
+
+    def after_host_sweep(host: Host) -> None:
+        """The API's sweeps re-read the host's GPUs and check its volumes (a worker's leave
+        both to the API)."""
+        if sweeps_refresh_gpus:
+            gpus.refresh_host(host)
+            checks.check_host(host)
+
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
                                                   execution.expire_stale()),
-                            after_host_sweep=gpus.refresh_host if sweeps_refresh_gpus
-                            else lambda _host: None)
+                            after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
-                runner, reconciler, work, steps, execution, intake)
+                runner, reconciler, work, steps, execution, intake, layers)

@@ -12,6 +12,7 @@ from pathlib import Path
 from src.config import Config, load_config
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
+from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.hypervisor.disks import QemuImg
@@ -21,6 +22,7 @@ from src.services.actions.orphans import OrphanFinder
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.vms.flavors import FlavorService
+from src.services.volumes.layers import VolumeLayers
 from src.vocabulary import ROLES
 
 SEED_IMAGE = ("Ubuntu-Base-22.04", "ubuntu-test.qcow2", "qcow2")
@@ -158,7 +160,8 @@ def vm_cleanup(config: Config, hosts: HostRegistry | None = None,
         hosts = HostRegistry(db, config)
         hosts.ensure_local()
         hosts.check_all()
-    finder = OrphanFinder(db, hosts, config.instances_dir, installation_id)
+    finder = OrphanFinder(db, hosts, config.instances_dir, installation_id,
+                          VolumeLayers(db, config, installation_id))
     found = finder.ours() if everything else finder.find()
     finder.remove(found)
     if own:
@@ -170,8 +173,11 @@ def vm_cleanup(config: Config, hosts: HostRegistry | None = None,
         with db.write() as conn:
             removed_rows = vm_dao.delete_all(conn)
             task_dao.delete_for_vms(conn, removed_rows)
+            removed_rows += volume_dao.delete_all(conn)
+    for volume in found.volumes:
+        print(f"removed volume file {volume.file} on host {volume.host}")
     print(f"removed {len(found.domains)} domain(s), {len(found.folders)} instance folder(s), "
-          f"{len(removed_rows)} VM record(s)")
+          f"{len(found.volumes)} volume file(s), {len(removed_rows)} VM and volume record(s)")
 
 
 def ensure_network(config: Config, hypervisor: Hypervisor) -> int:

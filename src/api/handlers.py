@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from src.api import views
+from src.api.answers import accepted as _accepted
+from src.api.answers import page as _page
+from src.api.answers import project as _project
+from src.api.answers import reveal as _reveal
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
+from src.api.volume_handlers import VolumeHandlers
 from src.api.web import Asset, Dashboard
 from src.services.accounts.audit import AuditTrail
 from src.services.accounts.auth import TokenService
@@ -22,7 +27,6 @@ from src.services.hosts.gpus import GpuInventory
 from src.services.images.catalog import ImageService, NewImage
 from src.services.images.files import Intake
 from src.services.images.imports import ImageImporter
-from src.services.rules import access
 from src.services.rules.quotas import QuotaService
 from src.services.vms.compute import ComputeService, CreateRequest
 from src.services.vms.flavors import FlavorService
@@ -35,30 +39,6 @@ DEFAULT_CONSOLE_LINES = 100
 DEFAULT_PAGE = 1000  # GET /v1/vms, /v1/images, /v1/keypairs, /v1/tokens
 
 
-def _page(items: list[Any], limit: int, marker: Any, key: str) -> dict[str, Any]:
-    """A list answer; a full page says where the next one starts."""
-    body: dict[str, Any] = {key: items}
-    if len(items) == limit and items:
-        body["next_marker"] = marker
-    return body
-
-
-def _reveal(request: Request) -> bool:
-    """Whether the caller may read host detail in errors (access decides: admins)."""
-    return access.sees_internals(request.principal)
-
-
-def _project(request: Request) -> str | None:
-    """The ?project= a VM route was given: which project's VM a name means."""
-    project: str | None = request.params.get("project")
-    return project
-
-
-def _accepted(request: Request, task: Any) -> Response:
-    return Response(202, views.task(task, _reveal(request)), [("Location", f"/v1/tasks/{task.id}")],
-                    touched=task)
-
-
 def _file(request: Request, asset: Asset) -> Response:
     """A dashboard file, or 304 when the browser's copy (If-None-Match) is still this one."""
     if request.header("If-None-Match") == asset.etag:
@@ -67,7 +47,7 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers:
+class Handlers(VolumeHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService

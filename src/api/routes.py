@@ -52,6 +52,61 @@ class Route:
 
 
 H = Handlers
+VOLUME_PROJECT = ("project", {"type": "string", "description":
+                              "The volume's project, when {volume} is a name that several "
+                              "projects use (409 ambiguous_name without it)"})
+VOLUME_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/volumes", H.list_volumes, "listVolumes", returns="VolumeList",
+          errors=(400,), query=(("limit", PAGE_LIMIT), ("marker", UUID)),
+          description="Your project's volumes (admins: every project's), with attachments."),
+    Route("POST", "/v1/volumes", H.create_volume, "createVolume", ok=202, returns="Volume",
+          errors=(403, 409), body="VolumeCreate",
+          description="A persistent block volume, empty or a full copy of an image; it is "
+                      "`creating` until its task makes it `available`."),
+    Route("GET", "/v1/volumes/{volume}", H.show_volume, "showVolume", returns="Volume",
+          errors=(404, 409), query=(VOLUME_PROJECT,)),
+    Route("DELETE", "/v1/volumes/{volume}", H.delete_volume, "deleteVolume", ok=202,
+          returns="Task", errors=(404, 409), query=(VOLUME_PROJECT,),
+          description="Removes it with its snapshots; an attached volume is 409 volume_in_use."),
+    Route("POST", "/v1/volumes/{volume}/resize", H.resize_volume, "resizeVolume", ok=202,
+          returns="Task", errors=(403, 404, 409), body="VolumeResize", query=(VOLUME_PROJECT,),
+          description="Grow an available volume (never shrinks: 400)."),
+    Route("GET", "/v1/volumes/{volume}/snapshots", H.list_volume_snapshots,
+          "listVolumeSnapshots", returns="SnapshotList", errors=(404, 409),
+          query=(VOLUME_PROJECT,)),
+    Route("POST", "/v1/volumes/{volume}/snapshots", H.create_volume_snapshot,
+          "createVolumeSnapshot", ok=202, returns="Snapshot", errors=(404, 409),
+          body="SnapshotCreate", query=(VOLUME_PROJECT,),
+          description="409 volume_in_use while a running VM has it attached read-write."),
+    Route("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}", H.delete_volume_snapshot,
+          "deleteVolumeSnapshot", ok=202, returns="Task", errors=(404, 409),
+          query=(VOLUME_PROJECT,)),
+    Route("POST", "/v1/volumes/{volume}/revert", H.revert_volume, "revertVolume", ok=202,
+          returns="Task", errors=(404, 409), body="Revert", query=(VOLUME_PROJECT,),
+          description="Bring back a snapshot's content; only an available volume attached "
+                      "nowhere (409 volume_in_use)."),
+    Route("POST", "/v1/vms/{vm}/volumes", H.attach_volume, "attachVolume", ok=202,
+          returns="Task", errors=(404, 409), body="AttachmentCreate", query=(VM_PROJECT,),
+          description="Hot-plugged into a running VM; a stopped VM has it at its next start."),
+    Route("GET", "/v1/vms/{vm}/snapshots", H.list_vm_snapshots, "listVmSnapshots",
+          returns="SnapshotList", errors=(404, 409), query=(VM_PROJECT,)),
+    Route("POST", "/v1/vms/{vm}/snapshots", H.create_vm_snapshot, "createVmSnapshot", ok=202,
+          returns="Snapshot", errors=(404, 409), body="SnapshotCreate", query=(VM_PROJECT,),
+          description="A snapshot of the root disk of a stopped VM (409 vm_not_stopped)."),
+    Route("DELETE", "/v1/vms/{vm}/snapshots/{snapshot}", H.delete_vm_snapshot,
+          "deleteVmSnapshot", ok=202, returns="Task", errors=(404, 409), query=(VM_PROJECT,)),
+    Route("POST", "/v1/vms/{vm}/revert", H.revert_vm, "revertVm", ok=202, returns="Task",
+          errors=(400, 404, 409), body="Revert", query=(VM_PROJECT,),
+          description="Bring a stopped VM's root disk back to a snapshot."),
+    Route("POST", "/v1/vms/{vm}/image", H.create_vm_image, "createVmImage", ok=202,
+          returns="Image", errors=(403, 404, 409), body="ImageFromVm", query=(VM_PROJECT,),
+          description="A new private image of the project: the stopped VM's root disk, "
+                      "flattened; `importing` until its task lands it."),
+    Route("DELETE", "/v1/vms/{vm}/volumes/{volume}", H.detach_volume, "detachVolume", ok=202,
+          returns="Task", errors=(404, 409), query=(VM_PROJECT,),
+          description="Hot-unplugged from a running VM (the task fails when the guest does "
+                      "not let go in time; the volume then stays attached)."),
+)
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", H.health, "health", "public", returns="Health", errors=(503,),
           description="Whether the database and libvirt answer."),
@@ -168,4 +223,5 @@ ROUTES: tuple[Route, ...] = (
           description="`wait` long-polls until the task ends; when the token or the server "
                       "already holds its share of waits, the task as it is now, with "
                       "Retry-After."),
+    *VOLUME_ROUTES,
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.api.volume_schemas import VOLUME_SCHEMAS
 from src.config import DOMAIN_TYPES
 from src.services.vms.power import PowerOptions
 from src.vocabulary import (
@@ -72,6 +73,9 @@ SCHEMAS: dict[str, Any] = {
         "user_data": {"type": "string", "maxLength": 16384,
                       "description": "cloud-init user-data, delivered unchanged (16 KiB max)."},
         "host": {**HOST_NAME, "description": "Admins only: the host to run on (no scheduling)."},
+        "volumes": {"type": "array", "maxItems": 24, "items": _ref("AttachmentCreate"),
+                    "description": "Volumes attached from the first boot; the VM is placed on "
+                                   "their host."},
     }, required=["name", "image_name"]) | {
         "description": "Sized by a flavor, or by cpu and ram (not both).",
         "oneOf": [
@@ -143,6 +147,7 @@ SCHEMAS: dict[str, Any] = {
     "Task": _object({
         "id": UUID, "vm_id": {**NULLABLE_UUID, "description": "null for an image's import"},
         "image_id": {**NULLABLE_UUID, "description": "The image an import fills"},
+        "volume_id": {**NULLABLE_UUID, "description": "The volume a volume task works on"},
         "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
@@ -247,6 +252,7 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "enum": ["dhcp", "agent", "arp"]}})},
         "console": _object({"vnc": {"type": ["string", "null"],
                                     "description": "host:port while the VM runs"}}),
+        "volumes": {"type": "array", "items": _ref("Attachment")},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "host": {"type": ["string", "null"], "description": "Its host (admins; null for others)"},
         "created_at": TIME, "updated_at": TIME,
@@ -278,6 +284,9 @@ SCHEMAS: dict[str, Any] = {
                                                       "name": {"type": "string"},
                                                       "host": {"type": "string"}})},
         "folders": {"type": "array", "items": {"type": "string"}},
+        "volumes": {"type": "array", "items": _object({"host": {"type": "string"},
+                                                      "file": {"type": "string"}}),
+                    "description": "Volume files of this installation without a volume"},
     }),
     "VmList": _object({"vms": {"type": "array", "items": _ref("Vm")},
                        "next_marker": UUID}, required=["vms"]),
@@ -344,5 +353,4 @@ SCHEMAS: dict[str, Any] = {
     "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }
-
-
+SCHEMAS.update(VOLUME_SCHEMAS)

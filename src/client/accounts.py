@@ -111,6 +111,8 @@ def _limit(value: str) -> int | None:
 @click.option("--images", help="How many images")
 @click.option("--keypairs", help="How many keypairs")
 @click.option("--tokens", help="How many live tokens its members made")
+@click.option("--volumes", help="How many volumes")
+@click.option("--volumes-gb", help="GiB its volumes may hold together")
 @click.pass_context
 def quota_set(ctx: click.Context, /, project: str, **limits: str | None) -> None:
     """Set limits (admins): a whole number, or 'unlimited'."""

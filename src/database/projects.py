@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 
 from src.database import images, keypairs, tokens
+from src.database.volumes import usage as volume_usage
 from src.utils.clock import utc_now
 from src.vocabulary import QUOTA_RESOURCES as RESOURCES
 
@@ -48,10 +49,12 @@ def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
     gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
                         "WHERE v.project = ?", (name,)).fetchone()[0]
     images_gb = -(-images.stored_bytes(conn, name) // GIB)
+    volumes, volumes_gb = volume_usage(conn, name)
     return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk,
             "images_gb": images_gb, "images": images.count(conn, name),
             "keypairs": keypairs.count(conn, name),
-            "tokens": tokens.live_made_by_members(conn, name, utc_now())}
+            "tokens": tokens.live_made_by_members(conn, name, utc_now()),
+            "volumes": volumes, "volumes_gb": volumes_gb}
 
 
 def names(conn: sqlite3.Connection) -> list[str]:

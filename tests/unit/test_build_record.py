@@ -4,6 +4,7 @@ read (a newer version, an unknown field, a wrong type) is refused with a clear m
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from src.services.vms.build_record import (
     ImageRef,
     Placement,
     UnreadableRecord,
+    VolumeDisk,
     legacy_record,
     record_for,
 )
@@ -57,7 +59,7 @@ def through_json(payload: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_record_round_trips_through_the_task_payload() -> None:
     payload = through_json(RECORD.to_payload())
-    assert payload["build"]["version"] == VERSION == 1
+    assert payload["build"]["version"] == VERSION == 2
     assert build_record.from_payload(payload, VM_ID, never) == RECORD
 
 
@@ -123,7 +125,7 @@ def test_the_create_and_version_0_make_one_record_from_one_claim() -> None:
     assert made == RECORD
 
 
-@pytest.mark.parametrize("version", [2, 99, 0, -1, "1", 1.0, True, None])
+@pytest.mark.parametrize("version", [3, 99, 0, -1, "1", 1.0, True, None])
 def test_a_version_this_code_does_not_know_is_refused_clearly(version: object) -> None:
     payload = through_json(RECORD.to_payload())
     payload["build"]["version"] = version
@@ -131,7 +133,7 @@ def test_a_version_this_code_does_not_know_is_refused_clearly(version: object) -
         build_record.from_payload(payload, VM_ID, never)
     assert refused.value.code == UNSUPPORTED
     assert refused.value.message == (
-        f"The task's build record is version {version!r}; this server reads versions 0 to 1. "
+        f"The task's build record is version {version!r}; this server reads versions 0 to 2. "
         "A newer API queued it: upgrade this worker, then create the VM again.")
 
 
@@ -147,7 +149,7 @@ def edited(change: str) -> dict[str, Any]:
     payload = through_json(RECORD.to_payload())
     build = payload["build"]
     if change == "unknown field":  # a newer writer that added a part without a new version
-        build["volumes"] = [{"id": "vol-1"}]
+        build["reservation"] = "r-1"
     elif change == "unknown nested field":
         build["placement"]["gpus"][0]["mdev"] = "nvidia-35"
     elif change == "missing field":
@@ -162,7 +164,7 @@ def edited(change: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("change", "reason"), [
-    ("unknown field", "unknown field 'volumes'"),
+    ("unknown field", "unknown field 'reservation'"),
     ("unknown nested field", "unknown field 'mdev'"),
     ("missing field", "the field 'mac' is missing"),
     ("wrong type", "expected a whole number, got '4'"),
@@ -175,7 +177,25 @@ def test_a_record_that_is_not_the_shape_of_its_version_is_refused(change: str,
         build_record.from_payload(edited(change), VM_ID, never)
     assert refused.value.code == INVALID
     assert refused.value.message == (
-        f"The task's build record (version 1) cannot be read: {reason}.")
+        f"The task's build record (version 2) cannot be read: {reason}.")
+
+
+def test_a_version_1_record_builds_without_volumes_and_may_not_name_any() -> None:
+    payload = through_json(RECORD.to_payload())
+    payload["build"]["version"] = 1
+    del payload["build"]["volumes"]
+    assert build_record.from_payload(payload, VM_ID, never) == RECORD
+    payload["build"]["volumes"] = []
+    with pytest.raises(UnreadableRecord) as refused:
+        build_record.from_payload(payload, VM_ID, never)
+    assert refused.value.message == (
+        "The task's build record (version 1) cannot be read: unknown field 'volumes'.")
+
+
+def test_a_version_2_record_carries_its_volumes() -> None:
+    record = replace(RECORD, volumes=(VolumeDisk("v-1", "vdc"),
+                                      VolumeDisk("v-2", "vdd", read_only=True, shareable=True)))
+    assert build_record.from_payload(through_json(record.to_payload()), VM_ID, never) == record
 
 
 def test_a_payload_of_the_code_before_records_without_its_arguments_is_refused() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from src.database import projects as project_dao
 from src.database.db import Database
 from src.vocabulary import PUBLIC_IMAGES_OWNER
 
@@ -57,5 +56,6 @@ def test_016_files_public_images_and_admins_rows_under_no_members_project(tmp_pa
         after = [row[0] for row in conn.execute("SELECT project FROM audit_events ORDER BY id")]
         assert after == [expected for *_, expected in AUDIT]
         for project in ("default", "team-a"):
-            limits = project_dao.limits(conn, project) or {}
-            assert [limits[key] for key in ("images", "keypairs", "tokens")] == [None] * 3
+            limits = dict(conn.execute("SELECT quota_images, quota_keypairs, quota_tokens "
+                                       "FROM projects WHERE name = ?", (project,)).fetchone())
+            assert list(limits.values()) == [None] * 3

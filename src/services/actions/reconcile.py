@@ -257,6 +257,17 @@ class Reconciler:
         reconciler = self._of_vm(vm_id)
         return reconciler is not None and reconciler.check_now(vm_id)
 
+    def after_task(self, vm_id: str) -> None:
+        """Re-read the VM's domain now that its task ended, before its waiters wake (see
+        TaskRunner._ended): a check queued for later could land after the caller's next step
+        and undo what it saw. A host that does not answer leaves it to the sweep thread."""
+        if not vm_id:
+            return
+        try:
+            self.check_now(vm_id)
+        except HypervisorError:
+            self.check(vm_id)
+
     def request_sweep(self) -> None:
         for reconciler in self._all():
             reconciler.request_sweep()
@@ -283,7 +294,8 @@ class Reconciler:
                 task_dao.finish(conn, task.id, now, ("task_timeout", message))
                 if task.vm_id is not None:
                     vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
-                elif task.image_id is not None:  # an import: its download stops at its next piece
+                elif task.image_id is not None:  # an import: its download's watch, in
+                    # whichever process, sees this within a second and closes its connection
                     image_dao.set_status(conn, task.image_id, "error", ("importing",),
                                          ("task_timeout", message))
         for task in overdue:

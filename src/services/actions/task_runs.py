@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -23,13 +24,17 @@ from src.services.tasks.runner import EXPIRED, Next, TaskFailed
 from src.services.vms import build_record
 from src.services.vms.build_record import BuildRecord, UnreadableRecord
 from src.services.vms.power import PowerOptions
+from src.services.vms.root_disks import RootDiskWork
 from src.services.vms.work import VmWork
+from src.services.volumes.work import VolumeWork
 from src.utils.clock import utc_after, utc_now
+from src.vocabulary import VM_DISK_ACTIONS
 
 log = logging.getLogger(__name__)
 
 HOST_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # waiting out a host that does not answer
 SHUTDOWN_MARGIN_S = 60.0
+ROOT_DISK_ACTIONS = (*VM_DISK_ACTIONS, "snapshot_delete")  # snapshot_delete of a VM's disk
 Publish = Callable[[int, float], None]  # (the next step's number, seconds until it is due)
 
 
@@ -38,9 +43,12 @@ class TaskSteps:
     any other action's `args`."""
 
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
-                 downloads: ImageDownloads, timeouts: tuple[float, float]) -> None:
+                 downloads: ImageDownloads, timeouts: tuple[float, float],
+                 volumes: VolumeWork, root_disks: RootDiskWork) -> None:
         """timeouts: (any task's, an image import's) seconds."""
         self._db = db
+        self._volumes = volumes
+        self._root_disks = root_disks
         self._hosts = hosts
         self._images = images
         self._work = work
@@ -62,6 +70,12 @@ class TaskSteps:
         if task.action == "import":
             self._downloads.run_task(task.image_id, bool(state.get("again")))
             return None
+        if task.volume_id is not None:  # a volume's task, or an attachment's
+            self._volumes.run(task.action, task.volume_id, task.vm_id, args)
+            return None
+        if task.action in ROOT_DISK_ACTIONS:
+            self._root_disks.run(task.action, task.vm_id or "", task.image_id, args)
+            return None
         vm_id = task.vm_id or ""  # every other task has its VM
         if task.action == "create":
             if state.get("again"):  # an earlier attempt was cut short...
@@ -75,9 +89,21 @@ class TaskSteps:
             return None
         return self._work.power(vm_id, task.action, PowerOptions(**args), state.get("look"))
 
+    def wait_s(self, conn: sqlite3.Connection, task: task_dao.TaskRow) -> float | None:
+        """Seconds a queued task must wait before it starts (an import whose project downloads
+        its share already), or None: it starts now."""
+        return self._downloads.wait_s(conn, task) if task.action == "import" else None
+
     def expire(self, task: task_dao.TaskRow) -> None:
         """A task that never started: a create gives its claim back, an import's image fails."""
-        if task.action == "create":
+        args = json.loads(task.payload or "{}").get("args", {})
+        if task.volume_id is not None:
+            self._volumes.expire(task.action, task.volume_id, task.vm_id, args,
+                                 ("task_expired", EXPIRED))
+        elif task.action in ROOT_DISK_ACTIONS:
+            self._root_disks.expire(task.action, task.vm_id or "", task.image_id, args,
+                                    ("task_expired", EXPIRED))
+        elif task.action == "create":
             self._work.expire_build(task.vm_id or "")
         elif task.action == "import":
             self._downloads.expire(task.image_id)
@@ -150,9 +176,12 @@ class TaskExecution:
             return None
         if task.status == "queued":
             with self._db.write() as conn:
-                if not task_dao.mark_running(conn, task.id, utc_now(),
-                                             utc_after(self._steps.timeout_s(task, args))):
+                wait_s = self._steps.wait_s(conn, task)
+                if wait_s is None and not task_dao.mark_running(
+                        conn, task.id, utc_now(), utc_after(self._steps.timeout_s(task, args))):
                     return None  # ended while it waited
+            if wait_s is not None:  # handed on for later: no worker is held meanwhile
+                return self._continue(task, payload, state or {}, {}, wait_s, publish)
         elif state is None:  # running with nothing to continue: its worker died mid-step
             with self._db.write() as conn:
                 task_dao.count_attempt(conn, task.id)

@@ -162,3 +162,15 @@ def keypair_scope(caller: Principal, keypair: str, project: str | None) -> str:
     if not caller.is_admin:
         raise errors.KeypairNotFound(keypair=keypair)
     return project
+
+
+def volume_scope(caller: Principal, volume: str, project: str | None = None) -> str | None:
+    """The project in which caller's lookup of volume searches (None: every project).
+
+    Raises: VolumeNotFound when a member names another project.
+    """
+    if caller.is_admin:
+        return project
+    if project is not None and project != caller.project:
+        raise errors.VolumeNotFound(volume=volume)
+    return caller.project

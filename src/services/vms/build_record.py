@@ -7,7 +7,8 @@ version wrote, so every version it ever wrote keeps a loader here:
 
 - version 0 is the payload of the code before records (`{"args": {...}}` beside the VM's own
   columns and GPU rows): it is rebuilt from those rows, by the caller (`legacy`);
-- version 1 is this record;
+- version 1 is this record without volumes;
+- version 2 is this record;
 - a version this code does not know (a newer API's) fails the task, never the worker.
 
 Adding to what a build needs (volumes to attach, say): give the field a type and a default,
@@ -29,7 +30,7 @@ from src.services.rules.placement import Claim
 from src.services.tasks.runner import TaskFailed
 from src.utils.nocloud import Seed
 
-VERSION = 1
+VERSION = 2
 KEY = "build"  # where the record sits in the task's payload
 UNSUPPORTED = "build_record_unsupported"
 INVALID = "build_record_invalid"
@@ -76,6 +77,16 @@ class CloudInit:
 
 
 @dataclass(frozen=True)
+class VolumeDisk:
+    """A volume the VM has from its first boot: which one, as which disk, and how."""
+
+    volume_id: str
+    device: str  # the target in the domain: vdc, vdd, ...
+    read_only: bool = False
+    shareable: bool = False  # a multiattach volume
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     hugepages: bool = False
 
@@ -96,6 +107,7 @@ class BuildRecord:
     placement: Placement = field(default_factory=Placement)
     cloud_init: CloudInit = field(default_factory=CloudInit)
     options: BuildOptions = field(default_factory=BuildOptions)
+    volumes: tuple[VolumeDisk, ...] = ()
 
     @property
     def base_path(self) -> Path:
@@ -118,7 +130,8 @@ class BuildRecord:
 
 
 def record_for(row: VmRow, image: ImageRow, base_path: Path, claim: Claim, network: str,
-               cloud_init: CloudInit, options: BuildOptions) -> BuildRecord:
+               cloud_init: CloudInit, options: BuildOptions,
+               volumes: tuple[VolumeDisk, ...] = ()) -> BuildRecord:
     """The record of the VM row's build on row.host, with what placement claimed for it."""
     return BuildRecord(
         vm_id=row.id, name=row.name, project=row.project, domain_name=row.domain_name,
@@ -129,7 +142,7 @@ def record_for(row: VmRow, image: ImageRow, base_path: Path, claim: Claim, netwo
             gpus=tuple(GpuClaim(gpu.id, tuple(gpu.functions)) for gpu in claim.gpus),
             numa_node=claim.numa_node, node_cpus=tuple(claim.node_cpus),
             pinned_cpus=tuple(claim.pinned_cpus)),
-        cloud_init=cloud_init, options=options)
+        cloud_init=cloud_init, options=options, volumes=volumes)
 
 
 def legacy_record(row: VmRow, gpus: list[GpuRow], image: ImageRow, base_path: Path,
@@ -216,6 +229,13 @@ def _maybe(check: Callable[[Any], Any], value: Any) -> Any:
 
 def _v1(data: dict[str, Any]) -> BuildRecord:
     """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
+    if "volumes" in data:
+        raise ValueError("unknown field 'volumes'")
+    return _v2(data)
+
+
+def _v2(data: dict[str, Any]) -> BuildRecord:
+    """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
     _only(data, BuildRecord, ("version",))
     image = _only(data["image"], ImageRef)
     placement = _only(data.get("placement", {}), Placement)
@@ -238,8 +258,16 @@ def _v1(data: dict[str, Any]) -> BuildRecord:
             pinned_cpus=_ints(placement.get("pinned_cpus", []))),
         cloud_init=CloudInit(ssh_keys=tuple(_text(key) for key in cloud_init.get("ssh_keys", [])),
                              user_data=_maybe(_text, cloud_init.get("user_data"))),
-        options=BuildOptions(hugepages=options.get("hugepages", False) is True))
+        options=BuildOptions(hugepages=options.get("hugepages", False) is True),
+        volumes=tuple(_volume(_only(entry, VolumeDisk)) for entry in data.get("volumes", [])))
+
+
+def _volume(entry: dict[str, Any]) -> VolumeDisk:
+    """Raises: KeyError, TypeError."""
+    return VolumeDisk(volume_id=_text(entry["volume_id"]), device=_text(entry["device"]),
+                      read_only=entry.get("read_only", False) is True,
+                      shareable=entry.get("shareable", False) is True)
 
 
 # Every version this code reads, but 0 (no record: the caller's legacy loader).
-_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1}
+_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2}

@@ -8,13 +8,14 @@ from contextlib import ExitStack
 from src.config import Config
 from src.database.db import Database
 from src.hypervisor.disks import QemuImg
-from src.hypervisor.domain_xml import DomainSpec, render_domain
+from src.hypervisor.domain_xml import DiskSpec, DomainSpec, render_domain
 from src.hypervisor.errors import HypervisorError
 from src.hypervisor.pci import split_address
 from src.services.hosts.registry import Host
 from src.services.tasks.steps import best_effort, step
 from src.services.vms.build_record import BuildRecord
 from src.services.vms.disks import GIB, Disks, Placed, PoolDisks, SharedDisks
+from src.services.volumes.layers import FORMAT, VolumeLayers, serial_of
 
 __all__ = ["GIB", "Provisioner", "cpu_list"]
 log = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ class Provisioner:
     """Turns a build record into a running domain on its host, or leaves nothing behind."""
 
     def __init__(self, config: Config, db: Database, qemu_img: QemuImg,
-                 installation_id: str) -> None:
+                 installation_id: str, layers: VolumeLayers) -> None:
         self._db = db
+        self._layers = layers
         self._installation_id = installation_id
         self.shared = SharedDisks(config, qemu_img, installation_id)
 
@@ -85,7 +87,11 @@ class Provisioner:
             if passthrough else None,
             hostdevs=tuple(split_address(address) for address in record.gpu_functions),
             numa_node=placement.numa_node, cpuset=cpu_list(list(placement.node_cpus)),
-            pinned_cpus=placement.pinned_cpus, hugepages=record.options.hugepages)
+            pinned_cpus=placement.pinned_cpus, hugepages=record.options.hugepages,
+            volumes=tuple(DiskSpec(path=self._layers.volume_path(host, disk.volume_id),
+                                   format=FORMAT, target_dev=disk.device,
+                                   serial=serial_of(disk.volume_id), read_only=disk.read_only,
+                                   shareable=disk.shareable) for disk in record.volumes))
 
     @staticmethod
     def vnc_port(vm_id: str, host: Host) -> int | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from src.database import snapshots as snapshot_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
+from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.domains import MISSING
 from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
@@ -55,6 +57,7 @@ class VmWork:
             with self._db.write() as conn:
                 now = utc_now()
                 vm_dao.set_vnc_port(conn, vm_id, vnc_port, now)
+                volume_dao.confirm_pending(conn, vm_id)
                 if not vm_dao.set_status(conn, vm_id, "running", now, only_from="building"):
                     # The reconciler failed this build (task_timeout) meanwhile: undo it all.
                     raise TaskFailed("task_timeout", "The build outlived its deadline.")
@@ -73,6 +76,7 @@ class VmWork:
                     f"{failure.message} {CLEANUP_FAILED}"), only_from="building")
                 if gone:  # only what is off the host may go to the next VM
                     vm_dao.release_resources(conn, vm_id)
+                    volume_dao.drop_pending(conn, vm_id)
             if isinstance(exc, TaskFailed):
                 raise
             log.exception("build of %s crashed", vm_id)
@@ -134,6 +138,7 @@ class VmWork:
             vm_dao.set_status(conn, vm_id, "error", utc_now(), (failure.code, failure.message),
                               only_from="building")
             vm_dao.release_resources(conn, vm_id)
+            volume_dao.drop_pending(conn, vm_id)
 
     def delete(self, vm_id: str) -> None:
         """Remove the VM from the host, then its row. Raises: TaskFailed (the VM is then error)."""
@@ -146,7 +151,9 @@ class VmWork:
             with self._db.write() as conn:
                 vm_dao.set_status(conn, vm_id, "error", utc_now(), (exc.code, exc.message))
             raise
-        with self._db.write() as conn:
+        with self._db.write() as conn:  # its snapshots lived in its files, now gone
+            snapshot_dao.delete_of(conn, vm_id)
+            snapshot_dao.remove_layers_of(conn, vm_id)
             vm_dao.delete(conn, vm_id)
 
     def recover_interrupted(self) -> int:
@@ -170,6 +177,7 @@ class VmWork:
                                       else ("cleanup_failed", CLEANUP_FAILED))
                     if cleaned:  # a domain that may still run keeps its GPUs and CPUs
                         vm_dao.release_resources(conn, task.vm_id)
+                        volume_dao.drop_pending(conn, task.vm_id)
             elif task.action == "delete":
                 try:
                     self.delete(task.vm_id)

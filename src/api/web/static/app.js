@@ -4,11 +4,13 @@ import { $, announce, clearError, h, replace, showError } from "./dom.js";
 import { renderVms } from "./vms.js";
 import { renderVm } from "./detail.js";
 import { renderImages } from "./images.js";
+import { renderVolumes } from "./volumes.js";
 import { renderAudit, renderGpus, renderHosts } from "./admin.js";
 
 const PAGES = [
   [/^#\/vms\/([^/]+)$/, renderVm],
   [/^#\/images$/, renderImages],
+  [/^#\/volumes$/, renderVolumes],
   [/^#\/gpus$/, renderGpus, "admin"],
   [/^#\/hosts$/, renderHosts, "admin"],
   [/^#\/audit$/, renderAudit, "admin"],
