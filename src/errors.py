@@ -98,6 +98,13 @@ UploadInProgress = _error("UploadInProgress", 409, "upload_in_progress",
 TooManyUploads = _error("TooManyUploads", 429, "too_many_uploads",
                         "Project {project!r} is sending {limit} uploads already; retry when one "
                         "has ended.")
+UploadsBusy = _error("UploadsBusy", 503, "uploads_busy",
+                     "The server is receiving as many uploads as it may ({limit}); retry shortly.")
+UploadTooSlow = _error("UploadTooSlow", 408, "upload_too_slow",
+                       "The upload's body came slower than {rate} bytes/s over {window_s} s.")
+TooManyConnections = _error("TooManyConnections", 429, "too_many_connections",
+                            "This address holds {limit} connections already; retry when one has "
+                            "closed.")
 ChecksumMismatch = _error("ChecksumMismatch", 422, "checksum_mismatch",
                           "The file's SHA-256 is {actual}, not the {expected} given.")
 UrlNotAllowed = _error("UrlNotAllowed", 400, "url_not_allowed", "The URL {url!r} is refused: {reason}")
