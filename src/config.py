@@ -55,6 +55,8 @@ class Config:
     project_max_tasks: int = 8
     task_queue_timeout_s: float = 600.0
     allow_insecure_hosts: bool = False
+    allow_test_hosts: bool = False  # test:// hosts: libvirt's test driver reads any file named
+    host_credentials_dir: Path = Path("/etc/iaas")  # where a host URI's key and PKI paths lie
     scheduler: str = "spread"
     broker_url: str = ""  # empty: tasks run in the API's own process
     worker_concurrency: int = 2
@@ -212,6 +214,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_ALLOW_INSECURE_HOSTS", "allow_insecure_hosts", "off",
             "Accept `qemu+tcp://` hosts (no encryption, no authentication): test set-ups only.",
             _switch),
+    Setting("IAAS_ALLOW_TEST_HOSTS", "allow_test_hosts", "off",
+            "Accept `test://` hosts (libvirt's in-process test driver, which reads whatever file "
+            "the URI names): test set-ups only.", _switch),
+    Setting("IAAS_HOST_CREDENTIALS_DIR", "host_credentials_dir", "/etc/iaas",
+            "A host URI's `pkipath` (`qemu+tls://`), `keyfile` and `known_hosts` "
+            "(`qemu+ssh://`) must name paths under this folder.", _path),
     Setting("IAAS_SCHEDULER", "scheduler", "spread",
             "`spread`: a VM goes where most RAM is free; `pack`: where the least RAM that fits "
             "is free.", str),
