@@ -70,13 +70,14 @@ def noted_ctrl_c() -> Iterator[CtrlC]:
         signal.signal(signal.SIGINT, previous)
 
 
-def without_ctrl_c(start: Callable[[], None]) -> None:
-    """start() with SIGINT blocked, so threads it starts never take Ctrl-C: the kernel hands it
-    to the main thread, whose blocking read it then interrupts at once (taken by a drawing
-    thread, it would wait until the long-poll answers)."""
+def without_ctrl_c(step: Callable[[], None]) -> None:
+    """step() with SIGINT held back until it has ended (then it comes). No half-done start or
+    stop of the status line, and threads it starts never take Ctrl-C: the kernel hands it to
+    the main thread, whose blocking read it interrupts at once (taken by a drawing thread, it
+    would wait until the long-poll answers)."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        start()
+        step()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
@@ -121,8 +122,11 @@ class LiveLine:
 
     def close(self) -> None:
         if self._drawing:
-            self._drawing = False
-            self._progress.stop()
+            without_ctrl_c(self._stop)  # a Ctrl-C mid-stop would leave its thread drawing
+
+    def _stop(self) -> None:
+        self._drawing = False
+        self._progress.stop()
 
 
 class PlainLines:

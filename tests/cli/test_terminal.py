@@ -194,6 +194,9 @@ def test_ctrl_c_at_every_point_of_a_poll_stops_the_waiting(iaas: Iaas, status_li
                 for point in range(1, lines + 1)}
     lost = [point for point, outcome in outcomes.items() if outcome == "returned"]
     assert lost == [], f"SIGINT at lines {lost} of {lines} of wait() was lost"
+    drawing = [thread for thread in threading.enumerate()
+               if type(thread).__name__ == "_RefreshThread"]  # Rich's status-line thread
+    assert drawing == [], f"{len(drawing)} status lines were left drawing"
     # Most lines lie inside the waiting (the rest build the status line, before wait()
     # listens for Ctrl-C: there the CLI says `interrupted`, exit 130 too).
     assert list(outcomes.values()).count("stopped") > lines // 2, outcomes
