@@ -127,6 +127,20 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def add_to_env_file(path: Path, key: str, value: str, why: list[str]) -> None:
+    """Append `key=value`, after comment lines saying why, to the env file (made if missing).
+
+    Raises: ValueError if the file sets key already (a value someone chose is never replaced).
+    """
+    if key in read_env_file(path):
+        raise ValueError(f"{path} sets {key} already")
+    before = path.read_text() if path.is_file() else ""
+    lines = [f"# {line}" for line in why] + [f"{key}={value}"]
+    gap = "" if not before or before.endswith("\n") else "\n"
+    with path.open("a") as out:
+        out.write(gap + "\n".join(lines) + "\n")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One IAAS_* variable: the Config field it sets, its default and what it means."""
