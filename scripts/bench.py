@@ -3,7 +3,8 @@
 
 Sections: create through the API against raw libvirt; overlay against full copy; listing as VMs
 grow; concurrent create throughput; make serve against make serve-prod (throughput, slow clients,
-load); image upload over HTTP against cp. --quick shrinks every size for a smoke run.
+load); image upload over HTTP against cp; volumes (from an image against qemu-img convert,
+snapshot and revert against qemu-img snapshot, hot-plug). --quick shrinks every size for a smoke run.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from scripts.benchmarks import (
     task_history,
     throughput,
     upload,
+    volumes,
 )
 from scripts.benchmarks.common import Section
 from scripts.harness.host import (
@@ -53,7 +55,7 @@ from src.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("create", "disk", "throughput", "remote", "listing", "history", "hosts", "servers",
-            "broker", "upload")
+            "broker", "upload", "volumes")
 
 
 def _first_line(command: list[str]) -> str:
@@ -171,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                 ("broker", lambda root: [
                     broker.create(conn, root, net, 3 if quick else 10),
                     broker.redelivery(conn, root, net, 2 if quick else 5),
-                    broker.throughput(root, 2 if quick else 8, 1 if quick else 3)]))
+                    broker.throughput(root, 2 if quick else 8, 1 if quick else 3)]),
+                ("volumes", lambda root: volumes.run(conn, root, net, 1 if quick else 4,
+                                                     3 if quick else 5)))
         for label, measure in measures:
             if label not in wanted:
                 continue

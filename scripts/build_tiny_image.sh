@@ -28,6 +28,19 @@
 #   `ssh_authorized_keys` in user-data (plain #cloud-config, or the 7bit platform part
 #   of a MIME archive) is printed as `IAAS-SEED-SSH-KEY <key line>`. Without a seed
 #   the boot prints `IAAS-SEED-NONE`.
+#   Extra disks (volumes): a loop started in the background before `IAAS-TINY-READY`
+#   looks at /sys/block/vd* every 0.5 s (no udev; devtmpfs makes the nodes). Every disk but
+#   the root (the first virtio disk at boot, which the guest booted from) and the NoCloud
+#   seed is reported, when it appears (at boot too) and when it goes:
+#     IAAS-DISK-SEEN <dev> serial=<serial or -> ro=<0|1> data=<line or ->
+#       data: the first line of the disk's sector 0 when it starts with IAAS-DATA, else -;
+#     then it writes the stamp `IAAS-DATA <hostname> <8 random hex digits>` into sector 0
+#     (padded with zeros, conv=fsync, then sync) and prints one of
+#     IAAS-DISK-WROTE <dev> <stamp>
+#     IAAS-DISK-WRITE-FAILED <dev>          (a read-only disk)
+#     IAAS-DISK-GONE <dev>                  (when it was unplugged)
+#   So a test sees what the last guest wrote to a volume, and that this one could write.
+#
 #   With TINY_ACPI=poweroff (default) busybox acpid powers the guest off when the
 #   ACPI power button is pressed (`virsh shutdown`, and libvirt's ACPI reboot), and
 #   the boot prints `IAAS-ACPI-POWEROFF`; with TINY_ACPI=ignore nothing listens,
@@ -297,6 +310,63 @@ read_seed() {
 }
 read_seed || echo "IAAS-SEED-NONE"
 
+# Extra disks: every virtio disk but the root and the seed, reported as it comes and goes.
+disk_seen() {
+    dev=/dev/$1
+    n=0
+    while [ ! -b "$dev" ] && [ "$n" -lt 20 ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    is_seed "$dev" && return 1
+    serial=$(cat "/sys/block/$1/serial" 2>/dev/null)
+    first=$(dd if="$dev" bs=512 count=1 2>/dev/null | tr -d '\000' | head -n 1 | cut -c 1-200)
+    case "$first" in
+        IAAS-DATA*) data=$first ;;
+        *) data=- ;;
+    esac
+    printf 'IAAS-DISK-SEEN %s serial=%s ro=%s data=%s\n' "$1" "${serial:--}" \
+        "$(cat "/sys/block/$1/ro" 2>/dev/null || echo 0)" "$data"
+    stamp="IAAS-DATA $(hostname) $(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+    if printf '%s\n' "$stamp" | dd of="$dev" bs=512 count=1 conv=sync,fsync 2>/dev/null \
+            && sync; then
+        printf 'IAAS-DISK-WROTE %s %s\n' "$1" "$stamp"
+    else
+        printf 'IAAS-DISK-WRITE-FAILED %s\n' "$1"
+    fi
+    return 0
+}
+# Entries of the lists below are " name ", so a case pattern matches whole names only.
+watch_disks() {
+    root=$1
+    known=""
+    reported=""
+    while true; do
+        present=""
+        for blk in /sys/block/vd*; do
+            [ -e "$blk" ] || continue
+            name=${blk##*/}
+            present="$present $name "
+            case "$known" in *" $name "*) continue ;; esac
+            known="$known $name "
+            if [ "$name" != "$root" ] && disk_seen "$name"; then
+                reported="$reported $name "
+            fi
+        done
+        for name in $known; do
+            case "$present" in *" $name "*) continue ;; esac
+            known=$(echo "$known" | sed "s/ $name //")
+            case "$reported" in
+                *" $name "*)
+                    reported=$(echo "$reported" | sed "s/ $name //")
+                    printf 'IAAS-DISK-GONE %s\n' "$name"
+                    ;;
+            esac
+        done
+        sleep 0.5
+    done
+}
+
 ip link set lo up
 ip addr add 127.0.0.1/8 dev lo 2>/dev/null
 
@@ -322,6 +392,10 @@ if [ -e /sys/class/net/eth0 ]; then
 else
     echo "IAAS-DHCP-FAILED"
 fi
+
+# The root: the first virtio disk at boot, where the platform puts the disk it boots from.
+root_disk=$(ls /sys/block | grep '^vd' | head -n 1)
+watch_disks "$root_disk" &
 
 echo "IAAS-TINY-READY"
 

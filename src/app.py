@@ -32,7 +32,7 @@ from src.services.actions.telemetry import Telemetry
 from src.services.hosts.admin import HostService
 from src.services.hosts.capacity import Capacity
 from src.services.hosts.gpus import GpuInventory
-from src.services.hosts.registry import HostRegistry
+from src.services.hosts.registry import Host, HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.files import Admission, Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
@@ -45,7 +45,15 @@ from src.services.vms.compute import ComputeService
 from src.services.vms.flavors import FlavorService
 from src.services.vms.provisioning import Provisioner
 from src.services.vms.reads import VmReader
+from src.services.vms.root_disks import RootDisks, RootDiskWork
 from src.services.vms.work import VmWork
+from src.services.volumes.attachments import AttachmentService
+from src.services.volumes.catalog import VolumeService
+from src.services.volumes.checks import VolumeChecks
+from src.services.volumes.layers import VolumeLayers
+from src.services.volumes.snapshots import VolumeSnapshots
+from src.services.volumes.sources import SourceFinder
+from src.services.volumes.work import VolumeWork
 
 log = logging.getLogger("iaas.api")
 
@@ -105,6 +113,7 @@ class Core:
     images: ImageService
     provisioner: Provisioner
     capacity: Capacity
+    gpus: GpuInventory
     addresses: AddressBook
     runner: TaskRunner
     reconciler: Reconciler
@@ -112,14 +121,13 @@ class Core:
     steps: TaskSteps
     execution: TaskExecution
     intake: Intake
+    layers: VolumeLayers
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
                run: Runner = run_command) -> App:
     """Build the app: migrate the DB, recover interrupted tasks, start background work."""
-    core = build_core(config, open_libvirt, run)
-    core.runner.step = core.execution.step
-    core.runner.expire = core.steps.expire
+    core = build_core(config, open_libvirt, run, sweeps_refresh_gpus=True)
     executor: Executor = core.runner
     queue_depths = None
     if config.broker_url:  # Phase 2: the API records and publishes; Celery workers run tasks
@@ -132,11 +140,10 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
+    volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
-    gpus = GpuInventory(core.db, core.hosts, on_refresh=core.capacity.forget)
-    gpus.refresh()  # every host that answers; the others at their next sweep
-    core.reconciler.after_host_sweep = gpus.refresh_host
+    core.gpus.refresh()  # every host that answers; the others at their next sweep
     telemetry = Telemetry(core.db, core.hosts, queue_depths)
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
@@ -147,11 +154,16 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         images=core.images, intake=core.intake, keypairs=KeypairService(core.db),
         importer=ImageImporter(core.db, core.images, executor, config),
         flavors=FlavorService(core.db, core.capacity),
-        gpus=gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
-        orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id),
-        telemetry=telemetry, hosts=HostService(core.db, core.hosts, core.capacity, gpus, config),
+        gpus=core.gpus, quotas=QuotaService(core.db), audit=AuditTrail(core.db),
+        orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
+                             core.layers),
+        telemetry=telemetry,
+        hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
-        web=Dashboard())
+        web=Dashboard(), volumes=volumes,
+        attachments=AttachmentService(core.db, volumes, executor),
+        volume_snapshots=VolumeSnapshots(core.db, volumes, executor),
+        root_disks=RootDisks(core.db, core.images, executor))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
@@ -162,8 +174,11 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
 
 
 def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
-               run: Runner = run_command) -> Core:
-    """Migrate the database and build every service (nothing started yet)."""
+               run: Runner = run_command, *, sweeps_refresh_gpus: bool = False) -> Core:
+    """Migrate the database and build every service (nothing started yet), each after what it
+    is built on. sweeps_refresh_gpus: each host sweep re-reads the host's GPUs (the API's
+    sweeps do; a worker's leave it to the API).
+    """
     db = Database(config.db_path)
     db.migrate()
     with db.write() as conn:
@@ -171,24 +186,44 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     hosts = HostRegistry(db, config, open_libvirt)
     hosts.ensure_local()
     qemu_img = QemuImg(run)
-    provisioner = Provisioner(config, db, qemu_img, installation_id)
+    layers = VolumeLayers(db, config, installation_id)
+    provisioner = Provisioner(config, db, qemu_img, installation_id, layers)
     capacity = Capacity(db, hosts, config.scheduler, lambda: int(
         provisioner.shared.capacity_gb() * config.disk_allocation_ratio))
+    gpus = GpuInventory(db, hosts, on_refresh=capacity.forget)
     addresses = AddressBook(db, guest_agent=template_has_agent_channel())
-    runner = TaskRunner(db, config.max_builds, project_max=config.project_max_tasks,
+    images = ImageService(db, config.images_dir, qemu_img)
+    work = VmWork(db, hosts, provisioner)
+    intake = Intake(db, images, config.image_max_bytes)
+    volume_work = VolumeWork(db, hosts, images, layers,
+                             SourceFinder(db, config, images, installation_id),
+                             config.detach_timeout_s)
+    steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
+                      (config.task_timeout_s, config.import_timeout_s), volume_work,
+                      RootDiskWork(db, hosts, provisioner, intake))
+    execution = TaskExecution(db, steps, config.task_queue_timeout_s)
+    # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
+    # runner on lifecycle events; the closure is read only once a task has run, by when
+    # reconciler is bound.
+    runner = TaskRunner(db, config.max_builds, step=execution.step, expire=steps.expire,
+                        project_max=config.project_max_tasks,
+                        import_project_max=config.project_max_imports,
                         queue_timeout_s=config.task_queue_timeout_s,
-                        on_finish=lambda task: reconciler.check(task.vm_id or ""))
+                        on_finish=lambda task: reconciler.after_task(task.vm_id or ""))
+    checks = VolumeChecks(db, layers)
+
+    def after_host_sweep(host: Host) -> None:
+        """The API's sweeps re-read the host's GPUs and check its volumes (a worker's leave
+        both to the API)."""
+        if sweeps_refresh_gpus:
+            gpus.refresh_host(host)
+            checks.check_host(host)
+
     retention = Retention(db, config.audit_retention_days, config.task_retention_days)
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
-                                                  execution.expire_stale()))
-    images = ImageService(db, config.images_dir, qemu_img)
-    work = VmWork(db, hosts, provisioner)
-    intake = Intake(db, images, config.image_max_bytes)
-    steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
-                      (config.task_timeout_s, config.import_timeout_s))
-    execution = TaskExecution(db, steps, config.task_queue_timeout_s)
-    return Core(db, installation_id, hosts, images, provisioner, capacity, addresses, runner,
-                reconciler, work, steps, execution, intake)
-
+                                                  execution.expire_stale()),
+                            after_host_sweep=after_host_sweep)
+    return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
+                runner, reconciler, work, steps, execution, intake, layers)

@@ -12,6 +12,7 @@ from pathlib import Path
 from src.config import DEFAULT_ENV_FILE, Config, load_config
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
+from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.database.meta import ensure_installation_id
 from src.hypervisor.disks import QemuImg
@@ -22,6 +23,7 @@ from src.services.hosts import kvm_probe
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.vms.flavors import FlavorService
+from src.services.volumes.layers import VolumeLayers
 from src.vocabulary import ROLES
 
 SEED_IMAGE = ("Ubuntu-Base-22.04", "ubuntu-test.qcow2", "qcow2")
@@ -67,8 +69,9 @@ def how_to_import(name: str, config: Config) -> str:
             f'"sha256":"\'"$SUM"\'"}}')
     folder, file = UBUNTU_URL.rsplit("/", 1)
     return "\n".join([
-        (f"image {name} has no file yet: a VM from it answers 409 until it has. Import Ubuntu's "
-         "cloud image in its place (with the server running, AUTH as in docs/api.md):"),
+        (f"image {name} has no file yet (status missing_file): a VM from it answers 409 "
+         "image_file_missing until it has. Import Ubuntu's cloud image in its place (with the "
+         "server running, AUTH as in docs/api.md):"),
         f"  SUM=$(curl -s {folder}/SHA256SUMS | awk '$2 == \"*{file}\" {{print $1}}')",
         f'  curl -s -H "$AUTH" -X DELETE {api}/{name}',
         f'  curl -s -H "$AUTH" -X POST {api} -H \'Content-Type: application/json\' -d \'{body}\'',
@@ -104,13 +107,23 @@ def token_command(config: Config, args: argparse.Namespace) -> None:
     elif args.action == "list":
         for row in tokens.list():
             state = "revoked" if row.revoked_at else f"expires {row.expires_at or 'never'}"
-            print(f"{row.id}  {row.project}  {row.role}  {state}  {row.description}")
+            print(f"{row.id}  {row.project}  {row.role}  {state}  {escaped(row.description)}")
     else:
         count = tokens.revoke(args.token_id)
         if not count:
             raise SystemExit(f"no active token {args.token_id}")
         made = f" and {count - 1} token(s) made from it" if count > 1 else ""
         print(f"revoked {args.token_id}{made}")
+
+
+def escaped(text: str) -> str:
+    """text as it is when every character is printable; else as repr writes it (`\\x1b`,
+    `\\n`, backslashes doubled), so that a description made before they were checked cannot
+    move the cursor, clear the screen, link or forge a line on the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join("\\\\" if char == "\\" else char if char.isprintable()
+                   else repr(char)[1:-1] for char in text)
 
 
 def install_image(config: Config, name: str, source: Path) -> None:
@@ -148,7 +161,8 @@ def vm_cleanup(config: Config, hosts: HostRegistry | None = None,
         hosts = HostRegistry(db, config)
         hosts.ensure_local()
         hosts.check_all()
-    finder = OrphanFinder(db, hosts, config.instances_dir, installation_id)
+    finder = OrphanFinder(db, hosts, config.instances_dir, installation_id,
+                          VolumeLayers(db, config, installation_id))
     found = finder.ours() if everything else finder.find()
     finder.remove(found)
     if own:
@@ -160,8 +174,11 @@ def vm_cleanup(config: Config, hosts: HostRegistry | None = None,
         with db.write() as conn:
             removed_rows = vm_dao.delete_all(conn)
             task_dao.delete_for_vms(conn, removed_rows)
+            removed_rows += volume_dao.delete_all(conn)
+    for volume in found.volumes:
+        print(f"removed volume file {volume.file} on host {volume.host}")
     print(f"removed {len(found.domains)} domain(s), {len(found.folders)} instance folder(s), "
-          f"{len(removed_rows)} VM record(s)")
+          f"{len(found.volumes)} volume file(s), {len(removed_rows)} VM and volume record(s)")
 
 
 def ensure_network(config: Config, hypervisor: Hypervisor) -> int:

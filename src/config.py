@@ -1,6 +1,7 @@
 """Settings: the IAAS_* environment variables, an optional env file, and their defaults."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -32,6 +33,10 @@ class Config:
     domain_type: str = "kvm"
     images_dir: Path = Path("/var/lib/libvirt/images")
     instances_dir: Path = Path("/var/lib/libvirt/images/iaas-instances")
+    # None: $IAAS_IMAGES_DIR/iaas-volumes, derived in __post_init__ (so a Config made in code
+    # keeps its volumes beside its images, never in the system's directory).
+    volumes_dir: Path = None  # type: ignore[assignment]
+    detach_timeout_s: float = 30.0
     network: str = "default"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -47,7 +52,8 @@ class Config:
     request_timeout_s: float = 30.0  # wsgiref: a whole request must arrive within this
     max_waits_per_token: int = 4  # long-polls one token may hold open at once
     # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
-    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500, 100)
+    default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500, 100, 50, 100, 50, 10,
+                                               1000)
     disk_allocation_ratio: float = 1.0
     audit_retention_days: int = 90
     task_retention_days: int = 30
@@ -63,9 +69,17 @@ class Config:
     image_max_bytes: int = 64 * 1024 ** 3  # an upload or import larger than this is refused
     import_allow_private: bool = False  # imports from loopback, private, link-local addresses
     import_timeout_s: float = 3600.0
+    import_ports: str = "80,443"  # ports URL imports may connect to (see import_port_ranges)
+    import_deny: str = ""  # CIDRs URL imports never reach, whatever else allows them
+    import_header_timeout_s: float = 60.0  # connect + request + status line + headers, in all
+    import_min_bytes: int = 1024 ** 2  # a body brings at least this much...
+    import_rate_window_s: float = 60.0  # ...in every window of this many seconds
+    project_max_imports: int = 1  # URL imports of one project that download at once
     max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
 
     def __post_init__(self) -> None:
+        if self.volumes_dir is None:
+            object.__setattr__(self, "volumes_dir", self.images_dir / "iaas-volumes")
         if self.domain_type not in DOMAIN_TYPES:
             raise ConfigError(f"IAAS_DOMAIN_TYPE={self.domain_type!r} is not a libvirt domain type")
         if not _NETWORK_NAME.fullmatch(self.network):
@@ -111,6 +125,53 @@ class Config:
             raise ConfigError("IAAS_IMPORT_TIMEOUT must be between 1 and 604800 seconds")
         if not 1 <= self.max_uploads_per_project <= 1024:
             raise ConfigError("IAAS_MAX_UPLOADS_PER_PROJECT must be between 1 and 1024")
+        self._check_imports()
+
+    def _check_imports(self) -> None:
+        for name, parse, text in (("IAAS_IMPORT_PORTS", port_ranges, self.import_ports),
+                                  ("IAAS_IMPORT_DENY", networks, self.import_deny)):
+            try:
+                parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={text!r} is not valid: {exc}") from None
+        if not 1 <= self.import_header_timeout_s <= 3600:
+            raise ConfigError("IAAS_IMPORT_HEADER_TIMEOUT must be between 1 and 3600 seconds")
+        if not 0 <= self.import_min_bytes <= 1024 ** 3:
+            raise ConfigError("IAAS_IMPORT_MIN_BYTES must be between 0 and 1 GiB")
+        if not 0.1 <= self.import_rate_window_s <= 3600:
+            raise ConfigError("IAAS_IMPORT_RATE_WINDOW must be between 0.1 and 3600 seconds")
+        if not 1 <= self.project_max_imports <= 64:
+            raise ConfigError("IAAS_PROJECT_MAX_IMPORTS must be between 1 and 64")
+
+    @property
+    def import_port_ranges(self) -> tuple[tuple[int, int], ...]:
+        """IAAS_IMPORT_PORTS as (first, last) ranges."""
+        return port_ranges(self.import_ports)
+
+    @property
+    def import_deny_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """IAAS_IMPORT_DENY as networks."""
+        return networks(self.import_deny)
+
+
+def port_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """'80,443,8000-8099' as ((80, 80), (443, 443), (8000, 8099)). Raises: ValueError."""
+    ranges = []
+    for item in (part.strip() for part in text.split(",")):
+        first, _, last = item.partition("-")
+        if not first.isdigit() or not (last or first).isdigit():
+            raise ValueError(f"{item!r} is not a port or a range of ports such as 8000-8099")
+        low, high = int(first), int(last or first)
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"{item!r} is not within 1-65535")
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+def networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs (or bare addresses) as networks; empty: none. Raises: ValueError."""
+    return tuple(ipaddress.ip_network(item.strip(), strict=False)
+                 for item in text.split(",") if item.strip())
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -183,6 +244,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_INSTANCES_DIR", "instances_dir", DERIVED,
             "Per-VM folders (overlay, seed, console log); default "
             "`$IAAS_IMAGES_DIR/iaas-instances`.", _path),
+    Setting("IAAS_VOLUMES_DIR", "volumes_dir", DERIVED,
+            "Volumes of the host `local` (a libvirt `dir` pool over it); default "
+            "`$IAAS_IMAGES_DIR/iaas-volumes`.", _path),
+    Setting("IAAS_DETACH_TIMEOUT", "detach_timeout_s", "30",
+            "Seconds a running guest has to let go of a volume being detached; then the detach "
+            "fails (`detach_timeout`) and the volume stays attached.", float),
     Setting("IAAS_NETWORK", "network", "default", "libvirt network VMs are attached to."),
     Setting("IAAS_HOST", "host", "127.0.0.1", "Address the API listens on."),
     Setting("IAAS_PORT", "port", "8000", "Port the API listens on.", int),
@@ -246,10 +313,32 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest image an upload or a URL import may store, in bytes (64 GiB); more is 413 "
             "`body_too_large` (an import: `image_too_large`).", int),
     Setting("IAAS_IMPORT_ALLOW_PRIVATE", "import_allow_private", "off",
-            "Let URL imports reach loopback, private, link-local and metadata addresses (`on`): "
-            "test set-ups only.", _switch),
+            "Let URL imports reach the special-purpose addresses (loopback, private, link-local "
+            "and metadata, documentation...) and this machine's own addresses (`on`): test "
+            "set-ups only. It opens neither `IAAS_IMPORT_PORTS` nor `IAAS_IMPORT_DENY`.",
+            _switch),
     Setting("IAAS_IMPORT_TIMEOUT", "import_timeout_s", "3600",
-            "Seconds a URL import may run before it fails with `task_timeout`.", float),
+            "Seconds a URL import may run before it fails with `task_timeout` (its connection "
+            "is closed then).", float),
+    Setting("IAAS_IMPORT_PORTS", "import_ports", "80,443",
+            "Ports URL imports (and their redirects) may connect to: ports and ranges, e.g. "
+            "`80,443,8000-8099`; any other is refused with `url_not_allowed`.", str),
+    Setting("IAAS_IMPORT_DENY", "import_deny", DERIVED,
+            "Networks URL imports never reach, as comma-separated CIDRs (e.g. your own public "
+            "ranges, a NAT's outside address); none by default, and nothing lifts it.", str),
+    Setting("IAAS_IMPORT_HEADER_TIMEOUT", "import_header_timeout_s", "60",
+            "Seconds an import's server has, in all, to accept the connection and send its "
+            "status line and headers (every redirect included); then `download_failed`.",
+            float),
+    Setting("IAAS_IMPORT_MIN_BYTES", "import_min_bytes", str(1024 ** 2),
+            "An import's body must bring at least this many bytes in every "
+            "`IAAS_IMPORT_RATE_WINDOW`, else it fails `download_failed` (`0`: no minimum).",
+            int),
+    Setting("IAAS_IMPORT_RATE_WINDOW", "import_rate_window_s", "60",
+            "Seconds of the window `IAAS_IMPORT_MIN_BYTES` is counted in.", float),
+    Setting("IAAS_PROJECT_MAX_IMPORTS", "project_max_imports", "1",
+            "URL imports of one project that download at once (the API's 2 import workers, or "
+            "Celery's `iaas.images` consumers); the others wait, holding no worker.", int),
     Setting("IAAS_MAX_UPLOADS_PER_PROJECT", "max_uploads_per_project", "4",
             "Image uploads one project may send at once to `make serve-prod` (waitress, which "
             "buffers each body before the app reads it); more are 429 `too_many_uploads`.", int),
@@ -257,7 +346,8 @@ SETTINGS: tuple[Setting, ...] = (
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(
           (("instances", "10"), ("vcpus", "20"), ("ram", "51200"), ("gpus", "0"),
-           ("disk_gb", "500"), ("images_gb", "100")))),
+           ("disk_gb", "500"), ("images_gb", "100"), ("images", "50"), ("keypairs", "100"),
+           ("tokens", "50"), ("volumes", "10"), ("volumes_gb", "1000")))),
 )
 
 
@@ -281,6 +371,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path = DEFAU
             values.setdefault(setting.field, [None] * len(QUOTA_RESOURCES))[setting.index] = value
     values["default_quota"] = tuple(values["default_quota"])
     values["broker_url"] = values["broker_url"] or ""
+    values["import_deny"] = values["import_deny"] or ""
     if values["instances_dir"] is None:
         values["instances_dir"] = values["images_dir"] / "iaas-instances"
     return Config(**values)

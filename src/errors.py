@@ -36,7 +36,7 @@ ImageNotFoundInRequest = _error("ImageNotFoundInRequest", 400, "image_not_found"
 ImageFileInvalid = _error("ImageFileInvalid", 400, "image_file_invalid", "Image file {file!r} is not usable: {reason}")
 DiskTooSmall = _error("DiskTooSmall", 400, "disk_too_small",
                       "disk_gb={disk_gb} is smaller than the image's virtual size ({minimum_gb} GiB).")
-MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {marker!r} is not a VM id in this list.")
+MarkerNotFound = _error("MarkerNotFound", 400, "marker_not_found", "Marker {marker!r} is not an item of this list.")
 Unauthorized = _error("Unauthorized", 401, "unauthorized",
                       "A valid bearer token is required (Authorization: Bearer <token>).")
 Forbidden = _error("Forbidden", 403, "forbidden", "This call needs the admin role.")
@@ -108,3 +108,36 @@ KeypairNotFound = _error("KeypairNotFound", 404, "keypair_not_found",
                          "Keypair {keypair!r} does not exist.")
 KeypairNotFoundInRequest = _error("KeypairNotFoundInRequest", 400, "keypair_not_found",
                                   "Keypair {keypair!r} does not exist.")
+
+# Volumes, attachments and snapshots (issue 22).
+VolumeNotFound = _error("VolumeNotFound", 404, "volume_not_found", "Volume {volume!r} does not exist.")
+VolumeNotFoundInRequest = _error("VolumeNotFoundInRequest", 400, "volume_not_found",
+                                 "Volume {volume!r} does not exist.")
+VolumeTooSmall = _error("VolumeTooSmall", 400, "volume_too_small",
+                        "size_gb={size_gb} is smaller than the image's virtual size ({minimum_gb} GiB).")
+VolumeCannotShrink = _error("VolumeCannotShrink", 400, "volume_cannot_shrink",
+                            "A volume only grows: size_gb={size_gb} is not above its {current_gb} GiB.")
+MultiattachRequiresReadOnly = _error("MultiattachRequiresReadOnly", 400,
+                                     "multiattach_requires_read_only",
+                                     "Volume {volume!r} is multiattach: it attaches read-only only.")
+VolumeInUse = _error("VolumeInUse", 409, "volume_in_use", "Volume {volume!r} is in use: {reason}")
+VolumeBusy = _error("VolumeBusy", 409, "volume_busy",
+                    "Volume {volume!r} is busy with another task; wait for it to end.")
+VolumeNotAvailable = _error("VolumeNotAvailable", 409, "volume_not_available",
+                            "Volume {volume!r} is {status}; only an available volume can {action}.")
+VolumeOnOtherHost = _error("VolumeOnOtherHost", 409, "volume_on_other_host",
+                           "Volume {volume!r} is on host {volume_host!r}, the VM on {vm_host!r}.")
+VolumesOnSeveralHosts = _error("VolumesOnSeveralHosts", 409, "volumes_on_several_hosts",
+                               "The volumes asked for live on several hosts: {hosts}.")
+VolumeNotAttached = _error("VolumeNotAttached", 404, "volume_not_attached",
+                           "Volume {volume!r} is not attached to VM {vm!r}.")
+TooManyVolumes = _error("TooManyVolumes", 409, "too_many_volumes",
+                        "VM {vm!r} has {limit} volumes attached already.")
+SnapshotNotFound = _error("SnapshotNotFound", 404, "snapshot_not_found",
+                          "Snapshot {snapshot!r} does not exist.")
+SnapshotNotFoundInRequest = _error("SnapshotNotFoundInRequest", 400, "snapshot_not_found",
+                                   "Snapshot {snapshot!r} does not exist.")
+SnapshotNotAvailable = _error("SnapshotNotAvailable", 409, "snapshot_not_available",
+                              "Snapshot {snapshot!r} is {status}.")
+VmNotStopped = _error("VmNotStopped", 409, "vm_not_stopped",
+                      "VM {vm!r} is {status}; stop it first.")

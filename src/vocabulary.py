@@ -8,16 +8,30 @@ VM_STATUSES = ("building", "running", "stopped", "paused", "error", "deleting")
 TASK_STATUSES = ("queued", "running", "succeeded", "failed")
 ACTIVE_TASK_STATUSES = ("queued", "running")
 POWER_ACTIONS = ("start", "shutdown", "stop", "reboot", "pause", "resume")
-TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import")  # import: of an image, not a VM
+# Volume tasks (issue 22): of a volume, of an attachment (VM + volume), of a VM's root disk.
+VOLUME_ACTIONS = ("volume_create", "volume_delete", "volume_resize", "volume_snapshot",
+                  "volume_revert", "snapshot_delete")
+ATTACHMENT_ACTIONS = ("attach", "detach")
+VM_DISK_ACTIONS = ("vm_snapshot", "vm_revert", "vm_image")
+TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an image, not a VM
+                *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
 ACTION_OPTIONS = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
-QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb", "images_gb")
+# images, keypairs and tokens are counts of rows: a project's images (any status), keypairs, and
+# live tokens its members made (unrevoked, unexpired); volumes a count, volumes_gb their sizes.
+QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb", "images_gb", "images",
+                   "keypairs", "tokens", "volumes", "volumes_gb")
 ROLES = ("admin", "member")
 IMAGE_FORMATS = ("qcow2", "raw")
 # pending: waits for its bytes (an upload); importing: a task downloads them; only active boots.
-IMAGE_STATUSES = ("pending", "importing", "active", "error")
+# missing_file is never stored: an active image whose file is not in IAAS_IMAGES_DIR (a seeded
+# image before its file came) is shown so, and becomes active again when the file is there.
+IMAGE_STATUSES = ("pending", "importing", "active", "missing_file", "error")
 IMAGE_VISIBILITIES = ("public", "private")
+# The owner of every public image: a name no project can have (project names start with a
+# letter or digit), so no token belongs to it and no member owns a public image.
+PUBLIC_IMAGES_OWNER = "_public"
 # Who may call a route: anyone, any valid token, or an admin token.
 ACCESS_LEVELS = ("public", "member", "admin")
 # The resource a placement shortfall names; when several tie, the scarcest kind comes first.
@@ -26,3 +40,7 @@ GPU_STATUSES = ("free", "allocated", "unavailable")
 GPU_UNAVAILABLE_REASONS = ("iommu_group_shared", "no_iommu_group", "not_present")
 # A VM's libvirt domain is named this prefix + its id (VMs created before 009 keep their name).
 DOMAIN_NAME_PREFIX = "iaas-"
+# A volume's status; in-use is shown, never stored: an available volume with attachments.
+VOLUME_STATUSES = ("creating", "available", "in-use", "deleting", "error")
+ATTACHMENT_STATUSES = ("attaching", "attached", "detaching")
+SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error")

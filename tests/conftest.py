@@ -23,6 +23,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-sync"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regenerate-golden", action="store_true",
+                     help="rewrite the golden files (tests/unit/golden) from what the code "
+                          "renders now, instead of comparing with them")
+
+
 @pytest.fixture
 def test_host(tmp_path: Path) -> Path:
     """A libvirt test-driver host of our own: every open gets a fresh, empty hypervisor."""

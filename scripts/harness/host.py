@@ -180,6 +180,20 @@ def purge_domains(conn: libvirt.virConnect, uuids: Iterable[str],
     return removed
 
 
+def purge_pools(conn: libvirt.virConnect, installation_id: str) -> list[str]:
+    """Stop and undefine the storage pools an installation made (named *-<its id's prefix>);
+    their files are the test's workspace, removed with it."""
+    removed = []
+    for pool in conn.listAllStoragePools():
+        if not pool.name().endswith(f"-{installation_id[:8]}"):
+            continue
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+        removed.append(pool.name())
+    return removed
+
+
 def domain_exists(conn: libvirt.virConnect, uuid: str) -> bool:
     try:
         conn.lookupByUUIDString(uuid)

@@ -1,18 +1,26 @@
-"""HTTP handlers: read the request, call one service, shape the response. Nothing else."""
+"""HTTP handlers: read the request, call one service, shape the response. Nothing else.
+
+A mutating handler hands the service's result on as the answer's `touched`: the audit files the
+request under that result's project (handlers never decide it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
 from src.api import views
+from src.api.answers import accepted as _accepted
+from src.api.answers import page as _page
+from src.api.answers import project as _project
+from src.api.answers import reveal as _reveal
 from src.api.body_stream import ChunkedBody, FixedBody
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
+from src.api.volume_handlers import VolumeHandlers
 from src.api.web import Asset, Dashboard
 from src.services.accounts.audit import AuditTrail
 from src.services.accounts.auth import TokenService
-from src.services.accounts.keypairs import KeypairService
+from src.services.accounts.keypairs import KeypairService, marker_of
 from src.services.actions.orphans import OrphanFinder
 from src.services.actions.telemetry import Telemetry
 from src.services.hosts.admin import HostService
@@ -20,7 +28,6 @@ from src.services.hosts.gpus import GpuInventory
 from src.services.images.catalog import ImageService, NewImage
 from src.services.images.files import Intake
 from src.services.images.imports import ImageImporter
-from src.services.rules import access
 from src.services.rules.quotas import QuotaService
 from src.services.vms.compute import ComputeService, CreateRequest
 from src.services.vms.flavors import FlavorService
@@ -30,31 +37,7 @@ from src.vocabulary import ACTION_OPTIONS
 
 DEFAULT_EVENTS = 100
 DEFAULT_CONSOLE_LINES = 100
-DEFAULT_VMS = 1000
-
-
-def _page(items: list[Any], limit: int, marker: Any, key: str) -> dict[str, Any]:
-    """A list answer; a full page says where the next one starts."""
-    body: dict[str, Any] = {key: items}
-    if len(items) == limit and items:
-        body["next_marker"] = marker
-    return body
-
-
-def _reveal(request: Request) -> bool:
-    """Whether the caller may read host detail in errors (access decides: admins)."""
-    return access.sees_internals(request.principal)
-
-
-def _project(request: Request) -> str | None:
-    """The ?project= a VM route was given: which project's VM a name means."""
-    project: str | None = request.params.get("project")
-    return project
-
-
-def _accepted(request: Request, task: Any) -> Response:
-    return Response(202, views.task(task, _reveal(request)), [("Location", f"/v1/tasks/{task.id}")],
-                    project=task.project)
+DEFAULT_PAGE = 1000  # GET /v1/vms, /v1/images, /v1/keypairs, /v1/tokens
 
 
 def _file(request: Request, asset: Asset) -> Response:
@@ -65,7 +48,7 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers:
+class Handlers(VolumeHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService
@@ -105,15 +88,17 @@ class Handlers:
         return Response(200, self.document)
 
     def list_images(self, request: Request) -> Response:
-        rows = self.images.list(request.caller)
-        return Response(200, {"images": [views.image(row, _reveal(request)) for row in rows]})
+        limit = request.params.get("limit", DEFAULT_PAGE)
+        rows = self.images.list(request.caller, limit, request.params.get("marker"))
+        return Response(200, _page([views.image(row, _reveal(request)) for row in rows], limit,
+                                   rows[-1].id if rows else None, "images"))
 
     def create_image(self, request: Request) -> Response:
         spec = NewImage(**validate_body("ImageCreate", request.json()))
         image = (self.importer.start(spec, request.caller, request.request_id) if spec.url
                  else self.images.create(spec, request.caller))
         return Response(201, views.image(image, _reveal(request)),
-                        [("Location", f"/v1/images/{image.id}")], project=image.project)
+                        [("Location", f"/v1/images/{image.id}")], touched=image)
 
     def show_image(self, request: Request, image: str) -> Response:
         row = self.images.get(image, request.caller)
@@ -128,29 +113,31 @@ class Handlers:
             return stream, stream.length if isinstance(stream, FixedBody) else None
 
         row = self.intake.upload(image, request.caller, body)
-        return Response(200, views.image(row, _reveal(request)), project=row.project)
+        return Response(200, views.image(row, _reveal(request)), touched=row)
 
     def delete_image(self, request: Request, image: str) -> Response:
-        self.images.delete(image, request.caller)
-        return Response(204)
+        return Response(204, touched=self.images.delete(image, request.caller))
 
     def list_keypairs(self, request: Request) -> Response:
-        rows = self.keypairs.list(request.caller, request.params.get("project"))
-        return Response(200, {"keypairs": [views.keypair(row) for row in rows]})
+        limit = request.params.get("limit", DEFAULT_PAGE)
+        rows = self.keypairs.list(request.caller, request.params.get("project"), limit,
+                                  request.params.get("marker"))
+        return Response(200, _page([views.keypair(row) for row in rows], limit,
+                                   marker_of(rows[-1]) if rows else None, "keypairs"))
 
     def create_keypair(self, request: Request) -> Response:
         body = validate_body("KeypairCreate", request.json())
         row = self.keypairs.create(body["name"], body["public_key"], request.caller)
         return Response(201, views.keypair(row), [("Location", f"/v1/keypairs/{row.name}")],
-                        project=row.project)
+                        touched=row)
 
     def show_keypair(self, request: Request, keypair: str) -> Response:
         row = self.keypairs.get(keypair, request.caller, request.params.get("project"))
         return Response(200, views.keypair(row))
 
     def delete_keypair(self, request: Request, keypair: str) -> Response:
-        self.keypairs.delete(keypair, request.caller, request.params.get("project"))
-        return Response(204)
+        return Response(204, touched=self.keypairs.delete(keypair, request.caller,
+                                                          request.params.get("project")))
 
     def list_flavors(self, _request: Request) -> Response:
         return Response(200, {"flavors": [views.flavor(row) for row in self.flavors.list()]})
@@ -178,7 +165,7 @@ class Handlers:
 
     def list_vms(self, request: Request) -> Response:
         query = request.params
-        limit = query.get("limit", DEFAULT_VMS)
+        limit = query.get("limit", DEFAULT_PAGE)
         page = self.reads.page(request.caller, status=query.get("status"), name=query.get("name"),
                                limit=limit, marker=query.get("marker"))
         reveal = _reveal(request)
@@ -189,7 +176,7 @@ class Handlers:
         body = validate_body("VmCreate", request.json())
         view = self.compute.create(CreateRequest(**body), request.caller, request.request_id)
         return Response(202, views.vm(view, _reveal(request)), [("Location", f"/v1/vms/{view.row.id}")],
-                        project=view.row.project)
+                        touched=view.row)
 
     def show_vm(self, request: Request, vm: str) -> Response:
         return Response(200, views.vm(self.reads.get(vm, request.caller, _project(request)),
@@ -245,14 +232,15 @@ class Handlers:
         return Response(200, views.orphans(self.orphans.find()))
 
     def list_projects(self, _request: Request) -> Response:
-        return Response(200, {"projects": self.quotas.list()})
+        return Response(200, {"projects": [views.quota(quota) for quota in self.quotas.list()]})
 
     def show_quota(self, request: Request, project: str) -> Response:
-        return Response(200, self.quotas.show(project, request.caller))
+        return Response(200, views.quota(self.quotas.show(project, request.caller)))
 
     def update_quota(self, request: Request, project: str) -> Response:
         changes = validate_body("QuotaUpdate", request.json())
-        return Response(200, self.quotas.update(project, changes), project=project)
+        quota = self.quotas.update(project, changes)
+        return Response(200, views.quota(quota), touched=quota)
 
     def list_audit_events(self, request: Request) -> Response:
         filters = dict(request.params)
@@ -265,13 +253,14 @@ class Handlers:
         body = validate_body("TokenCreate", request.json())
         row, secret = self.tokens.create(request.caller, body["project"], body["role"],
                                          body.get("expires_in_days"), body.get("description", ""))
-        return Response(201, views.token_created(row, secret), project=row.project)
+        return Response(201, views.token_created(row, secret), touched=row)
 
     def list_tokens(self, request: Request) -> Response:
-        caller = request.caller
-        return Response(200, {"tokens": [views.token(row, caller.token_id)
-                                         for row in self.tokens.visible(caller)]})
+        caller, limit = request.caller, request.params.get("limit", DEFAULT_PAGE)
+        rows = self.tokens.visible(caller, limit, request.params.get("marker"))
+        return Response(200, _page([views.token(row, caller.token_id) for row in rows], limit,
+                                   rows[-1].id if rows else None, "tokens"))
 
     def delete_token(self, request: Request, token: str) -> Response:
         row = self.tokens.revoke_for(request.caller, token)
-        return Response(204, project=row.project)
+        return Response(204, touched=row)

@@ -12,6 +12,7 @@ import orjson
 
 from src import errors
 from src.api.body_stream import ChunkedBody, FixedBody, open_body
+from src.services.accounts.audit import Touched
 from src.services.rules.access import Principal
 
 MAX_BODY_BYTES = 64 * 1024
@@ -137,7 +138,7 @@ class Response:
     body: Any = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
-    project: str | None = None  # the project whose resource the request touched (for the audit)
+    touched: Touched | None = None  # what the service changed: the audit files it there
 
     def wsgi_status(self) -> str:
         return f"{self.status} {HTTPStatus(self.status).phrase}"

@@ -111,7 +111,7 @@ class Pipeline:
         resource = body.get("vm_id") or body.get("id") or body.get("project")
         self._audit.record(request.principal, request.method, request.path, response.status,
                            request.request_id, str(resource) if resource else None,
-                           response.project)
+                           response.touched)
 
     def _observe(self, request: Request, response: Response, elapsed: float) -> None:
         method = request.method if request.method in KNOWN_METHODS else "other"

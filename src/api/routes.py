@@ -9,12 +9,13 @@ from typing import Any
 
 from src.api.handlers import Handlers
 from src.api.http import Request, Response
-from src.api.schemas import UUID
+from src.api.schemas import IMAGE_NAME, PROJECT_NAME, UUID
 from src.vocabulary import ACTION_OPTIONS, POWER_ACTIONS, VM_STATUSES
 
 Handler = Callable[..., Response]
 Query = tuple[tuple[str, dict[str, Any]], ...]
 PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+ID_PAGE = (("limit", PAGE_LIMIT), ("marker", UUID))  # a list paged by its items' ids
 KEYPAIR_PROJECT = ("project", {"type": "string", "description":
                                "Admins: another project's keypair (default: your own)"})
 # On every route of one VM: which project's VM {vm} names (names are unique per project).
@@ -51,6 +52,61 @@ class Route:
 
 
 H = Handlers
+VOLUME_PROJECT = ("project", {"type": "string", "description":
+                              "The volume's project, when {volume} is a name that several "
+                              "projects use (409 ambiguous_name without it)"})
+VOLUME_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/volumes", H.list_volumes, "listVolumes", returns="VolumeList",
+          errors=(400,), query=(("limit", PAGE_LIMIT), ("marker", UUID)),
+          description="Your project's volumes (admins: every project's), with attachments."),
+    Route("POST", "/v1/volumes", H.create_volume, "createVolume", ok=202, returns="Volume",
+          errors=(403, 409), body="VolumeCreate",
+          description="A persistent block volume, empty or a full copy of an image; it is "
+                      "`creating` until its task makes it `available`."),
+    Route("GET", "/v1/volumes/{volume}", H.show_volume, "showVolume", returns="Volume",
+          errors=(404, 409), query=(VOLUME_PROJECT,)),
+    Route("DELETE", "/v1/volumes/{volume}", H.delete_volume, "deleteVolume", ok=202,
+          returns="Task", errors=(404, 409), query=(VOLUME_PROJECT,),
+          description="Removes it with its snapshots; an attached volume is 409 volume_in_use."),
+    Route("POST", "/v1/volumes/{volume}/resize", H.resize_volume, "resizeVolume", ok=202,
+          returns="Task", errors=(403, 404, 409), body="VolumeResize", query=(VOLUME_PROJECT,),
+          description="Grow an available volume (never shrinks: 400)."),
+    Route("GET", "/v1/volumes/{volume}/snapshots", H.list_volume_snapshots,
+          "listVolumeSnapshots", returns="SnapshotList", errors=(404, 409),
+          query=(VOLUME_PROJECT,)),
+    Route("POST", "/v1/volumes/{volume}/snapshots", H.create_volume_snapshot,
+          "createVolumeSnapshot", ok=202, returns="Snapshot", errors=(404, 409),
+          body="SnapshotCreate", query=(VOLUME_PROJECT,),
+          description="409 volume_in_use while a running VM has it attached read-write."),
+    Route("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}", H.delete_volume_snapshot,
+          "deleteVolumeSnapshot", ok=202, returns="Task", errors=(404, 409),
+          query=(VOLUME_PROJECT,)),
+    Route("POST", "/v1/volumes/{volume}/revert", H.revert_volume, "revertVolume", ok=202,
+          returns="Task", errors=(404, 409), body="Revert", query=(VOLUME_PROJECT,),
+          description="Bring back a snapshot's content; only an available volume attached "
+                      "nowhere (409 volume_in_use)."),
+    Route("POST", "/v1/vms/{vm}/volumes", H.attach_volume, "attachVolume", ok=202,
+          returns="Task", errors=(404, 409), body="AttachmentCreate", query=(VM_PROJECT,),
+          description="Hot-plugged into a running VM; a stopped VM has it at its next start."),
+    Route("GET", "/v1/vms/{vm}/snapshots", H.list_vm_snapshots, "listVmSnapshots",
+          returns="SnapshotList", errors=(404, 409), query=(VM_PROJECT,)),
+    Route("POST", "/v1/vms/{vm}/snapshots", H.create_vm_snapshot, "createVmSnapshot", ok=202,
+          returns="Snapshot", errors=(404, 409), body="SnapshotCreate", query=(VM_PROJECT,),
+          description="A snapshot of the root disk of a stopped VM (409 vm_not_stopped)."),
+    Route("DELETE", "/v1/vms/{vm}/snapshots/{snapshot}", H.delete_vm_snapshot,
+          "deleteVmSnapshot", ok=202, returns="Task", errors=(404, 409), query=(VM_PROJECT,)),
+    Route("POST", "/v1/vms/{vm}/revert", H.revert_vm, "revertVm", ok=202, returns="Task",
+          errors=(400, 404, 409), body="Revert", query=(VM_PROJECT,),
+          description="Bring a stopped VM's root disk back to a snapshot."),
+    Route("POST", "/v1/vms/{vm}/image", H.create_vm_image, "createVmImage", ok=202,
+          returns="Image", errors=(403, 404, 409), body="ImageFromVm", query=(VM_PROJECT,),
+          description="A new private image of the project: the stopped VM's root disk, "
+                      "flattened; `importing` until its task lands it."),
+    Route("DELETE", "/v1/vms/{vm}/volumes/{volume}", H.detach_volume, "detachVolume", ok=202,
+          returns="Task", errors=(404, 409), query=(VM_PROJECT,),
+          description="Hot-unplugged from a running VM (the task fails when the guest does "
+                      "not let go in time; the volume then stays attached)."),
+)
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", H.health, "health", "public", returns="Health", errors=(503,),
           description="Whether the database and libvirt answer."),
@@ -61,8 +117,8 @@ ROUTES: tuple[Route, ...] = (
           description="The dashboard: one page whose scripts call this API with a token."),
     Route("GET", "/static/{asset}", H.static_asset, "dashboardAsset", "public", web=True,
           description="The dashboard's scripts, style sheet and icon (an allow-list)."),
-    Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList",
-          description="Public images and your project's."),
+    Route("GET", "/v1/images", H.list_images, "listImages", returns="ImageList", errors=(400,),
+          query=ID_PAGE, description="Public images and your project's, oldest first."),
     Route("POST", "/v1/images", H.create_image, "createImage", ok=201, returns="Image",
           errors=(403, 409), body="ImageCreate",
           description="Register a file (admins), import from a URL (400 url_not_allowed), or "
@@ -75,7 +131,11 @@ ROUTES: tuple[Route, ...] = (
           errors=(403, 404, 409),
           description="An uploaded or imported image's file goes too (an import stops)."),
     Route("GET", "/v1/keypairs", H.list_keypairs, "listKeypairs", returns="KeypairList",
-          query=(KEYPAIR_PROJECT,), description="Your project's (admins: every project's)."),
+          errors=(400,), query=(KEYPAIR_PROJECT, ("limit", PAGE_LIMIT), ("marker", {
+              "type": "string", "pattern": f"{PROJECT_NAME[:-1]}/{IMAGE_NAME[1:]}",
+              "maxLength": 128,
+              "description": "`project/name`: the next_marker of the page before"})),
+          description="Your project's (admins: every project's), by project and name."),
     Route("POST", "/v1/keypairs", H.create_keypair, "createKeypair", ok=201, returns="Keypair",
           errors=(409,), body="KeypairCreate"),
     Route("GET", "/v1/keypairs/{keypair}", H.show_keypair, "showKeypair", returns="Keypair",
@@ -99,8 +159,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/vms", H.list_vms, "listVms", returns="VmList", errors=(400,), query=(
         ("status", {"type": "string", "enum": list(VM_STATUSES)}),
         ("name", {"type": "string"}),
-        ("limit", PAGE_LIMIT),
-        ("marker", UUID))),
+        *ID_PAGE)),
     Route("POST", "/v1/vms", H.create_vm, "createVm", ok=202, returns="Vm",
           errors=(403, 409),
           body="VmCreate"),
@@ -152,9 +211,10 @@ ROUTES: tuple[Route, ...] = (
           description="A new token; its secret is in this answer only. Members: member tokens "
                       "of their own project (403 otherwise). No Idempotency-Key (400): its "
                       "answer would have to be stored."),
-    Route("GET", "/v1/tokens", H.list_tokens, "listTokens", returns="TokenList",
-          description="Tokens without their secrets: admins every one; members their own and "
-                      "those it made."),
+    Route("GET", "/v1/tokens", H.list_tokens, "listTokens", returns="TokenList", errors=(400,),
+          query=ID_PAGE,
+          description="Tokens without their secrets, oldest first: admins every one; members "
+                      "their own and those it made."),
     Route("DELETE", "/v1/tokens/{token}", H.delete_token, "deleteToken", ok=204,
           errors=(404,), description="Revoke a token (members: their own and those it made)."),
     Route("GET", "/v1/tasks/{task}", H.show_task, "showTask", returns="Task", errors=(400, 404),
@@ -163,4 +223,5 @@ ROUTES: tuple[Route, ...] = (
           description="`wait` long-polls until the task ends; when the token or the server "
                       "already holds its share of waits, the task as it is now, with "
                       "Retry-After."),
+    *VOLUME_ROUTES,
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.api.volume_schemas import VOLUME_SCHEMAS
 from src.config import DOMAIN_TYPES
 from src.services.vms.power import PowerOptions
 from src.vocabulary import (
@@ -12,6 +13,7 @@ from src.vocabulary import (
     IMAGE_FORMATS,
     IMAGE_STATUSES,
     IMAGE_VISIBILITIES,
+    PUBLIC_IMAGES_OWNER,
     QUOTA_RESOURCES,
     ROLES,
     TASK_ACTIONS,
@@ -38,6 +40,10 @@ LIMIT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000000}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$",
           "description": "SHA-256 of the file, 64 lowercase hex digits"}
 NULLABLE_UUID = {"type": ["string", "null"], "format": "uuid"}
+# Text shown on terminals and pages: no control characters (C0, DEL, C1), line or paragraph
+# separators, or the invisible format characters that reorder or hide text (bidi controls).
+PRINTABLE = ("^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f"
+             "\\u2028-\\u202e\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb]*$")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -68,6 +74,9 @@ SCHEMAS: dict[str, Any] = {
         "user_data": {"type": "string", "maxLength": 16384,
                       "description": "cloud-init user-data, delivered unchanged (16 KiB max)."},
         "host": {**HOST_NAME, "description": "Admins only: the host to run on (no scheduling)."},
+        "volumes": {"type": "array", "maxItems": 24, "items": _ref("AttachmentCreate"),
+                    "description": "Volumes attached from the first boot; the VM is placed on "
+                                   "their host."},
     }, required=["name", "image_name"]) | {
         "description": "Sized by a flavor, or by cpu and ram (not both).",
         "oneOf": [
@@ -118,7 +127,8 @@ SCHEMAS: dict[str, Any] = {
                         "description": "As `ssh-keygen -lf` prints it"},
         "created_at": TIME,
     }),
-    "KeypairList": _object({"keypairs": {"type": "array", "items": _ref("Keypair")}}),
+    "KeypairList": _object({"keypairs": {"type": "array", "items": _ref("Keypair")},
+                            "next_marker": {"type": "string"}}, required=["keypairs"]),
     "ShutdownOptions": _object({
         "timeout": {"type": "integer", "minimum": 1, "maximum": 3600, "default": PowerOptions.timeout,
                     "description": "Seconds to wait for the guest; ACPI is re-sent every 10 s."},
@@ -138,6 +148,7 @@ SCHEMAS: dict[str, Any] = {
     "Task": _object({
         "id": UUID, "vm_id": {**NULLABLE_UUID, "description": "null for an image's import"},
         "image_id": {**NULLABLE_UUID, "description": "The image an import fills"},
+        "volume_id": {**NULLABLE_UUID, "description": "The volume a volume task works on"},
         "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
@@ -201,10 +212,12 @@ SCHEMAS: dict[str, Any] = {
     "Image": _object({
         "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},
         "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
-        "project": {"type": "string", "description": "The project that owns it"},
+        "project": {"type": "string", "description": "The project that owns it; public images "
+                                                     f"belong to no project: {PUBLIC_IMAGES_OWNER}"},
         "visibility": {"type": "string", "enum": list(IMAGE_VISIBILITIES)},
         "status": {"type": "string", "enum": list(IMAGE_STATUSES),
-                   "description": "Only an active image boots VMs"},
+                   "description": "Only an active image boots VMs; missing_file: its file is "
+                                  "not in the images directory (yet)"},
         "size_bytes": {"type": ["integer", "null"]},
         "virtual_size_bytes": {"type": ["integer", "null"]},
         "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
@@ -240,6 +253,7 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "enum": ["dhcp", "agent", "arp"]}})},
         "console": _object({"vnc": {"type": ["string", "null"],
                                     "description": "host:port while the VM runs"}}),
+        "volumes": {"type": "array", "items": _ref("Attachment")},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "host": {"type": ["string", "null"], "description": "Its host (admins; null for others)"},
         "created_at": TIME, "updated_at": TIME,
@@ -271,10 +285,14 @@ SCHEMAS: dict[str, Any] = {
                                                       "name": {"type": "string"},
                                                       "host": {"type": "string"}})},
         "folders": {"type": "array", "items": {"type": "string"}},
+        "volumes": {"type": "array", "items": _object({"host": {"type": "string"},
+                                                      "file": {"type": "string"}}),
+                    "description": "Volume files of this installation without a volume"},
     }),
     "VmList": _object({"vms": {"type": "array", "items": _ref("Vm")},
                        "next_marker": UUID}, required=["vms"]),
-    "ImageList": _object({"images": {"type": "array", "items": _ref("Image")}}),
+    "ImageList": _object({"images": {"type": "array", "items": _ref("Image")},
+                          "next_marker": UUID}, required=["images"]),
     "OpenApiDocument": {"type": "object", "description": "This document."},
     "HostCreate": _object({
         "name": HOST_NAME,
@@ -315,7 +333,8 @@ SCHEMAS: dict[str, Any] = {
                  "description": "Members: member only."},
         "expires_in_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 36500,
                             "description": "Omitted: never expires."},
-        "description": {"type": "string", "maxLength": 255},
+        "description": {"type": "string", "maxLength": 255, "pattern": PRINTABLE,
+                        "description": "Printable text: no control characters or line breaks."},
     }, required=["project", "role"]),
     "TokenCreated": _object({
         "id": UUID, "token": {"type": "string", "description": "The secret, shown this once."},
@@ -330,9 +349,9 @@ SCHEMAS: dict[str, Any] = {
                        "description": "The token that made it (null: made on the command line)"},
         "current": {"type": "boolean", "description": "Whether it is the token of this call."},
     }),
-    "TokenList": _object({"tokens": {"type": "array", "items": _ref("Token")}}),
+    "TokenList": _object({"tokens": {"type": "array", "items": _ref("Token")},
+                          "next_marker": UUID}, required=["tokens"]),
     "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }
-
-
+SCHEMAS.update(VOLUME_SCHEMAS)

@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from src.services.actions.orphans import Orphans
+from src.services.rules.quotas import ProjectQuota
 from src.services.rules.redaction import redact
 from src.services.vms.reads import VmView
+from src.services.volumes.layers import serial_of
 
 if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.audit import AuditRow
@@ -15,11 +17,12 @@ if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.keypairs import KeypairRow
     from src.database.tasks import TaskRow
     from src.database.tokens import TokenRow
+    from src.database.volumes import AttachmentRow
 
 VNC_HOST = "127.0.0.1"
 
 
-def _error(code: str | None, message: str | None, reveal: bool) -> dict[str, str] | None:
+def error(code: str | None, message: str | None, reveal: bool) -> dict[str, str] | None:
     """A task's or VM's error; host detail (paths, URIs) only for those who may read it."""
     if not code:
         return None
@@ -27,16 +30,17 @@ def _error(code: str | None, message: str | None, reveal: bool) -> dict[str, str
 
 
 def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
-    return {"id": row.id, "vm_id": row.vm_id, "image_id": row.image_id, "action": row.action,
+    return {"id": row.id, "vm_id": row.vm_id, "image_id": row.image_id,
+            "volume_id": row.volume_id, "action": row.action,
             "status": row.status,
-            "error": _error(row.error_code, row.error_message, reveal),
+            "error": error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at,
             "started_at": row.started_at, "finished_at": row.finished_at}
 
 
 def event(row: TaskRow, reveal: bool) -> dict[str, Any]:
     return {"task_id": row.id, "action": row.action, "request_id": row.request_id,
-            "result": row.status, "error": _error(row.error_code, row.error_message, reveal),
+            "result": row.status, "error": error(row.error_code, row.error_message, reveal),
             "host": row.host if reveal else None,
             "created_at": row.created_at, "started_at": row.started_at,
             "finished_at": row.finished_at}
@@ -72,7 +76,7 @@ def image(row: ImageRow, reveal: bool) -> dict[str, Any]:
             "project": row.project, "visibility": row.visibility, "status": row.status,
             "size_bytes": row.size_bytes, "virtual_size_bytes": row.virtual_size_bytes,
             "sha256": row.sha256, "progress": progress,
-            "error": _error(row.error_code, row.error_message, reveal), "task_id": row.task_id,
+            "error": error(row.error_code, row.error_message, reveal), "task_id": row.task_id,
             "created_at": row.created_at}
 
 
@@ -92,9 +96,17 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "status": row.status, "power_state": view.power_state,
             "task": task(view.task, reveal) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
-            "error": _error(row.error_code, row.error_message, reveal),
+            "volumes": [attachment(entry) for entry in view.volumes],
+            "error": error(row.error_code, row.error_message, reveal),
             "host": row.host if reveal else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def attachment(row: AttachmentRow) -> dict[str, Any]:
+    """A volume's attachment to a VM (shown on both)."""
+    return {"vm_id": row.vm_id, "vm_name": row.vm_name, "volume_id": row.volume_id,
+            "volume_name": row.volume_name, "read_only": row.read_only, "device": row.device,
+            "serial": serial_of(row.volume_id), "status": row.status}
 
 
 def token(row: TokenRow, caller_token_id: str) -> dict[str, Any]:
@@ -111,7 +123,12 @@ def token_created(row: TokenRow, secret: str) -> dict[str, Any]:
             "created_at": row.created_at}
 
 
+def quota(found: ProjectQuota) -> dict[str, Any]:
+    return {"project": found.project, "limits": found.limits, "in_use": found.in_use}
+
+
 def orphans(found: Orphans) -> dict[str, Any]:
     return {"domains": [{"uuid": domain.uuid, "name": domain.name, "host": domain.host}
                         for domain in found.domains],
-            "folders": [str(folder) for folder in found.folders]}
+            "folders": [str(folder) for folder in found.folders],
+            "volumes": [{"host": volume.host, "file": volume.file} for volume in found.volumes]}

@@ -7,11 +7,10 @@ from typing import Any
 
 import click
 
+from src.client.pages import every_page
 from src.client.session import TaskFailed, session
 from src.client.vms import render_task
 from src.client.waiting import wait
-
-QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb")
 
 
 @click.group("token")
@@ -46,9 +45,9 @@ def token_create(ctx: click.Context, project: str, role: str, expires_in_days: f
 @token_group.command("list")
 @click.pass_context
 def token_list(ctx: click.Context) -> None:
-    """Tokens you may see (admins: all), without their secrets."""
+    """Tokens you may see (admins: all; every page), without their secrets."""
     s = session(ctx)
-    s.show(s.get("/v1/tokens"), lambda body: s.out.table(
+    s.show(every_page(s, "/v1/tokens", "tokens"), lambda body: s.out.table(
         ("ID", "PROJECT", "ROLE", "STATE", "DESCRIPTION", "CREATED BY"),
         [[t["id"] + (" *" if t["current"] else ""), t["project"], t["role"],
           "revoked" if t["revoked_at"] else f"expires {t['expires_at'] or 'never'}",
@@ -71,13 +70,14 @@ def quota_group() -> None:
 
 
 def _render_quota(body: dict[str, Any], s: Any) -> None:
+    """Every resource the server has a limit of, in its order."""
     s.out.table(("RESOURCE", "IN USE", "LIMIT"),
-                [[r, body["in_use"][r], body["limits"][r] if body["limits"][r] is not None
-                  else "unlimited"] for r in QUOTA_RESOURCES], title=f"project {body['project']}")
+                [[r, body["in_use"].get(r), limit if limit is not None else "unlimited"]
+                 for r, limit in body["limits"].items()], title=f"project {body['project']}")
 
 
 def _own_project(s: Any) -> str:
-    tokens = s.get("/v1/tokens").json()["tokens"]
+    tokens = every_page(s, "/v1/tokens", "tokens").json()["tokens"]
     return str(next(t["project"] for t in tokens if t["current"]))
 
 
@@ -107,13 +107,20 @@ def _limit(value: str) -> int | None:
 @click.option("--ram", help="MiB")
 @click.option("--gpus")
 @click.option("--disk-gb")
+@click.option("--images-gb", help="GiB the project's images store")
+@click.option("--images", help="How many images")
+@click.option("--keypairs", help="How many keypairs")
+@click.option("--tokens", help="How many live tokens its members made")
+@click.option("--volumes", help="How many volumes")
+@click.option("--volumes-gb", help="GiB its volumes may hold together")
 @click.pass_context
 def quota_set(ctx: click.Context, /, project: str, **limits: str | None) -> None:
     """Set limits (admins): a whole number, or 'unlimited'."""
     s = session(ctx)
     body = {key: _limit(value) for key, value in limits.items() if value is not None}
     if not body:
-        raise click.UsageError("give at least one of --instances --vcpus --ram --gpus --disk-gb")
+        raise click.UsageError("give at least one of " + " ".join(
+            f"--{key.replace('_', '-')}" for key in limits))
     s.show(s.api.send("PUT", f"/v1/projects/{project}/quota", body),
            lambda shown: _render_quota(shown, s))
 
@@ -126,11 +133,12 @@ def keypair_group() -> None:
 @keypair_group.command("list")
 @click.pass_context
 def keypair_list(ctx: click.Context) -> None:
-    """List keypairs."""
+    """List keypairs (every page; admins: every project's)."""
     s = session(ctx)
-    s.show(s.get("/v1/keypairs"), lambda body: s.out.table(
-        ("NAME", "FINGERPRINT", "CREATED"),
-        [[k["name"], k.get("fingerprint"), k.get("created_at")] for k in body["keypairs"]]))
+    s.show(every_page(s, "/v1/keypairs", "keypairs"), lambda body: s.out.table(
+        ("NAME", "PROJECT", "FINGERPRINT", "CREATED"),
+        [[k["name"], k.get("project"), k.get("fingerprint"), k.get("created_at")]
+         for k in body["keypairs"]]))
 
 
 @keypair_group.command("show")

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from src.client.output import size
+from src.client.pages import every_page
 from src.client.session import WAIT_HELP, Session, session
 from src.client.waiting import transfer_progress
 
@@ -39,9 +40,10 @@ def image_group() -> None:
 @image_group.command("list")
 @click.pass_context
 def image_list(ctx: click.Context) -> None:
-    """List images."""
+    """List images (every page), with their status: only an active image boots; missing_file
+    has no file in the server's images directory yet."""
     s = session(ctx)
-    s.show(s.get("/v1/images"),
+    s.show(every_page(s, "/v1/images", "images"),
            lambda body: s.out.table(IMAGE_COLUMNS, [image_row(i) for i in body["images"]]))
 
 

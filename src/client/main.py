@@ -18,6 +18,7 @@ from src.client.infra import flavor_group, gpu_group, host_group
 from src.client.output import Printer
 from src.client.session import Session, TaskFailed
 from src.client.vms import vm_group
+from src.client.volumes import volume_group  # also adds vm snapshot, revert and image
 from src.client.waiting import StoppedWaiting
 
 OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
@@ -31,7 +32,7 @@ OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
               help="File holding the token (default: IAAS_TOKEN, else ./iaas-admin-token).")
 @click.pass_context
 def cli(ctx: click.Context, output: str, url: str | None, token_file: Path | None) -> None:
-    """Drive the IaaS API: VMs, images, flavors, GPUs, hosts, quotas, tokens and tasks."""
+    """Drive the IaaS API: VMs, volumes, images, flavors, GPUs, hosts, quotas, tokens and tasks."""
     try:
         api = Api(config.api_url(url), config.token(token_file))
     except ValueError as exc:
@@ -39,7 +40,7 @@ def cli(ctx: click.Context, output: str, url: str | None, token_file: Path | Non
     ctx.obj = Session(api, Printer(output))
 
 
-for group in (vm_group, image_group, flavor_group, gpu_group, host_group, keypair_group,
+for group in (vm_group, volume_group, image_group, flavor_group, gpu_group, host_group, keypair_group,
               quota_group, token_group, task_group):
     cli.add_command(group)
 

@@ -1,4 +1,7 @@
-"""What the client prints: tables for people, or exactly the API's JSON (-o json)."""
+"""What the client prints: tables for people, or exactly the API's JSON (-o json).
+
+Every value in a table is plain text to Rich (never markup: `[/bold]` in a description prints as
+it is) with its control characters escaped (an ESC never reaches the terminal)."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +12,7 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from src.client.http import Answer
 
@@ -47,10 +51,11 @@ class Printer:
             render(answer.json())
 
     def table(self, headers: Sequence[str], rows: Iterable[Row], title: str | None = None) -> None:
-        table = Table(*headers, box=box.SIMPLE_HEAD, title=title, title_justify="left",
-                      pad_edge=False)
+        table = Table(*headers, box=box.SIMPLE_HEAD,  # the headers are ours, never data
+                      title=Text(shown(title)) if title is not None else None,
+                      title_justify="left", pad_edge=False)
         for row in rows:
-            table.add_row(*(cell_text(cell) for cell in row))
+            table.add_row(*(Text(cell_text(cell)) for cell in row))
         self.console.print(table)
 
     def fields(self, pairs: Iterable[tuple[str, object]]) -> None:
@@ -59,7 +64,7 @@ class Printer:
         table.add_column(style="bold")
         table.add_column()
         for name, value in pairs:
-            table.add_row(name, cell_text(value))
+            table.add_row(Text(shown(name)), Text(cell_text(value)))
         self.console.print(table)
 
     def line(self, text: str) -> None:
@@ -71,6 +76,7 @@ class Printer:
 
 
 def cell_text(value: object) -> str:
+    """A value as one line of plain text (control characters escaped)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -78,8 +84,18 @@ def cell_text(value: object) -> str:
     if isinstance(value, list):
         return ", ".join(cell_text(item) for item in value) or "-"
     if isinstance(value, dict):
-        return ", ".join(f"{key}={cell_text(item)}" for key, item in value.items()) or "-"
-    return str(value)
+        return ", ".join(f"{shown(key)}={cell_text(item)}" for key, item in value.items()) or "-"
+    return shown(str(value))
+
+
+def shown(text: str) -> str:
+    """text as it is when every character is printable; else every character a terminal would
+    act on (ESC, BEL, line breaks, bidi controls) written as its Python escape (`\\x1b`), with
+    backslashes doubled so that the escaped form reads unambiguously, as repr writes it."""
+    if text.isprintable():
+        return text
+    return "".join("\\\\" if char == "\\" else char if char.isprintable()
+                   else repr(char)[1:-1] for char in text)
 
 
 def age(stamp: str | None, now: datetime | None = None) -> str:

@@ -15,7 +15,7 @@ class ImageRow:
     virtual_size_bytes: int | None
     created_at: str
     sha256: str | None = None  # of the file, hex; None until the file was first read
-    project: str = "default"  # whose image it is (an admin's are public)
+    project: str = "default"  # whose image it is (public ones: vocabulary.PUBLIC_IMAGES_OWNER)
     visibility: str = "public"
     status: str = "active"  # vocabulary.IMAGE_STATUSES
     origin: str = "file"  # file (registered), upload or import: only the latter two own the file
@@ -40,10 +40,13 @@ def insert(conn: sqlite3.Connection, image: ImageRow) -> None:
                  tuple(getattr(image, name) for name in _FIELDS))
 
 
-def find(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> ImageRow | None:
-    """The image project's caller means: by id among those it sees; by name its own project's
-    image first, then the public one. project None (admins) sees every image by id, and by
-    name its own and public ones only: a private name of another project is not unique."""
+def find(conn: sqlite3.Connection, id_or_name: str, project: str | None,
+         own: str | None = None) -> ImageRow | None:
+    """The image a caller means: by id among those project sees (None: every image); by name
+    the image of its own project (own, default project) first, then the public one. An admin
+    (project None) names its own project's private images and public ones, never another
+    project's: a private name is unique only in its project."""
+    own = project if own is None else own
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM images WHERE id = ? AND (? IS NULL OR visibility = 'public' "
         "OR project = ?)", (id_or_name, project, project)).fetchone()
@@ -51,15 +54,26 @@ def find(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> Imag
         row = conn.execute(
             f"SELECT {_COLUMNS} FROM images WHERE name = ? AND (visibility = 'public' "
             "OR project = ?) ORDER BY project = ? DESC LIMIT 1",
-            (id_or_name, project, project)).fetchone()
+            (id_or_name, own, own)).fetchone()
     return ImageRow(**row) if row else None
 
 
-def list_visible(conn: sqlite3.Connection, project: str | None) -> list[ImageRow]:
-    """Every image project sees (None: every image)."""
+def list_page(conn: sqlite3.Connection, project: str | None, after: ImageRow | None,
+              limit: int) -> list[ImageRow]:
+    """Images project sees (None: every image) by (created_at, id), after the marker image."""
+    where, params = "(? IS NULL OR visibility = 'public' OR project = ?)", [project, project]
+    if after is not None:
+        where += " AND (created_at, id) > (?, ?)"
+        params += [after.created_at, after.id]
     return [ImageRow(**row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM images WHERE ? IS NULL OR visibility = 'public' OR project = ? "
-        "ORDER BY created_at, id", (project, project))]
+        f"SELECT {_COLUMNS} FROM images WHERE {where} ORDER BY created_at, id LIMIT ?",
+        (*params, limit))]
+
+
+def count(conn: sqlite3.Connection, project: str) -> int:
+    """The project's images, whatever their status (public ones are no project's)."""
+    return int(conn.execute("SELECT count(*) FROM images WHERE project = ?",
+                            (project,)).fetchone()[0])
 
 
 def by_id(conn: sqlite3.Connection, image_id: str) -> ImageRow | None:
@@ -75,6 +89,16 @@ def in_status(conn: sqlite3.Connection, statuses: tuple[str, ...]) -> list[Image
 
 def count_users(conn: sqlite3.Connection, image_id: str) -> int:
     return int(conn.execute("SELECT count(*) FROM vms WHERE image_id = ?", (image_id,)).fetchone()[0])
+
+
+def set_file(conn: sqlite3.Connection, image_id: str, file: str, fmt: str,
+             facts: tuple[int, int, str] | None) -> None:
+    """Point a registered image at another file (its size, virtual size and SHA-256, or None
+    when the file is not there yet)."""
+    size, virtual_size, sha256 = facts or (None, None, None)
+    conn.execute("UPDATE images SET file = ?, format = ?, size_bytes = ?, virtual_size_bytes = ?, "
+                 "sha256 = ? WHERE id = ? AND origin = 'file'",
+                 (file, fmt, size, virtual_size, sha256, image_id))
 
 
 def set_facts(conn: sqlite3.Connection, image_id: str, size: int, virtual_size: int,

@@ -30,11 +30,21 @@ def get(conn: sqlite3.Connection, project: str, name: str) -> KeypairRow | None:
     return KeypairRow(**row) if row else None
 
 
-def list_for(conn: sqlite3.Connection, project: str | None) -> list[KeypairRow]:
-    """The project's keypairs by name (None: every project's)."""
+def list_page(conn: sqlite3.Connection, project: str | None, after: KeypairRow | None,
+              limit: int) -> list[KeypairRow]:
+    """The project's keypairs (None: every project's) by (project, name), after the marker."""
+    where, params = "(? IS NULL OR project = ?)", [project, project]
+    if after is not None:
+        where += " AND (project, name) > (?, ?)"
+        params += [after.project, after.name]
     return [KeypairRow(**row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM keypairs WHERE ? IS NULL OR project = ? ORDER BY project, name",
-        (project, project))]
+        f"SELECT {_COLUMNS} FROM keypairs WHERE {where} ORDER BY project, name LIMIT ?",
+        (*params, limit))]
+
+
+def count(conn: sqlite3.Connection, project: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM keypairs WHERE project = ?",
+                            (project,)).fetchone()[0])
 
 
 def delete(conn: sqlite3.Connection, project: str, name: str) -> bool:

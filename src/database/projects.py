@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from src.database.images import stored_bytes
+from src.database import images, keypairs, tokens
+from src.database.volumes import usage as volume_usage
+from src.utils.clock import utc_now
 from src.vocabulary import QUOTA_RESOURCES as RESOURCES
 
 GIB = 1024 ** 3
@@ -37,7 +39,8 @@ def set_limits(conn: sqlite3.Connection, name: str, changes: Limits) -> None:
 
 def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
     """Instances are every VM row; vCPUs, RAM and disk only of VMs that still hold them;
-    images_gb the project's stored image bytes, in whole GiB rounded up."""
+    images_gb the project's stored image bytes, in whole GiB rounded up; images, keypairs and
+    tokens are counts (tokens: the live ones its members made)."""
     instances, vcpus, ram, disk = conn.execute(
         "SELECT count(*), coalesce(sum(CASE WHEN holds_resources = 1 THEN cpu END), 0), "
         "coalesce(sum(CASE WHEN holds_resources = 1 THEN ram END), 0), "
@@ -45,9 +48,13 @@ def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
         "FROM vms WHERE project = ?", (name,)).fetchone()
     gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
                         "WHERE v.project = ?", (name,)).fetchone()[0]
-    images_gb = -(-stored_bytes(conn, name) // GIB)
+    images_gb = -(-images.stored_bytes(conn, name) // GIB)
+    volumes, volumes_gb = volume_usage(conn, name)
     return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk,
-            "images_gb": images_gb}
+            "images_gb": images_gb, "images": images.count(conn, name),
+            "keypairs": keypairs.count(conn, name),
+            "tokens": tokens.live_made_by_members(conn, name, utc_now()),
+            "volumes": volumes, "volumes_gb": volumes_gb}
 
 
 def names(conn: sqlite3.Connection) -> list[str]:

@@ -25,25 +25,28 @@ class TaskRow:
     deadline: str | None = None
     project: str = "default"
     host: str | None = None  # the VM's host when the task was asked for
-    payload: str = "{}"  # JSON: what the work needs (create: keys, user-data; shutdown: options)
+    # JSON: what the work needs (a create: its versioned build record, under "build",
+    # src/services/vms/build_record.py; other actions: their "args"), and its next "step".
+    payload: str = "{}"
     attempts: int = 0  # starts: more than one means a worker died during an earlier one
     executor: str = "inprocess"  # inprocess, or celery (published through the outbox)
     image_id: str | None = None  # the image an import fills
+    volume_id: str | None = None  # the volume a volume or attachment task works on
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
             "finished_at, request_id, deadline, project, host, payload, attempts, executor, "
-            "image_id")
+            "image_id, volume_id")
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
     conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES "
-                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
                   task.request_id, task.deadline, task.project, task.host, task.payload,
-                  task.attempts, task.executor, task.image_id))
+                  task.attempts, task.executor, task.image_id, task.volume_id))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
@@ -141,6 +144,13 @@ def overdue(conn: sqlite3.Connection, now: str) -> list[TaskRow]:
         f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' AND deadline < ?", (now,))]
 
 
+def count_running(conn: sqlite3.Connection, project: str, action: str) -> int:
+    """The project's running tasks of action (the running ones are few: a partial index)."""
+    return int(conn.execute("SELECT count(*) FROM tasks "
+                            "WHERE status = 'running' AND project = ? AND action = ?",
+                            (project, action)).fetchone()[0])
+
+
 def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:
     conn.executemany("DELETE FROM tasks WHERE vm_id = ?", [(vm_id,) for vm_id in vm_ids])
 
@@ -175,3 +185,19 @@ def latency_histograms(conn: sqlite3.Connection) -> dict[LatencyKey, list[tuple[
         kept.setdefault((phase, action, executor), {})[le] = (count, total)
     return {key: [(le, *buckets.get(le, (0, 0.0))) for le in bounds]
             for key, buckets in kept.items()}
+
+
+def active_for_volume(conn: sqlite3.Connection, volume_id: str,
+                      volume_tasks_only: bool = False) -> TaskRow | None:
+    """An unfinished task of the volume, if any; volume_tasks_only: not an attach or detach
+    (of those several may run at once; of the others one, by a unique index)."""
+    only = " AND action NOT IN ('attach', 'detach')" if volume_tasks_only else ""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE volume_id = ? AND status IN "
+                       f"{_ACTIVE_SQL}{only} LIMIT 1", (volume_id,)).fetchone()
+    return TaskRow(**row) if row else None
+
+
+def active_by_volume(conn: sqlite3.Connection) -> dict[str, TaskRow]:
+    """Every volume's unfinished task, in one query."""
+    return {row["volume_id"]: TaskRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE status IN {_ACTIVE_SQL} AND volume_id IS NOT NULL")}

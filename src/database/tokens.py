@@ -36,7 +36,32 @@ def by_hash(conn: sqlite3.Connection, secret_hash: str) -> TokenRow | None:
 
 def list_all(conn: sqlite3.Connection) -> list[TokenRow]:
     return [TokenRow(**row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM tokens ORDER BY created_at")]
+        f"SELECT {_COLUMNS} FROM tokens ORDER BY created_at, id")]
+
+
+def _after(after: TokenRow | None) -> tuple[str, list[object]]:
+    """The condition, and its values, of the tokens that come after the marker token (None:
+    every token)."""
+    if after is None:
+        return "1", []
+    return "(created_at, id) > (?, ?)", [after.created_at, after.id]
+
+
+def page(conn: sqlite3.Connection, after: TokenRow | None, limit: int) -> list[TokenRow]:
+    """Every token by (created_at, id), after the marker token."""
+    where, params = _after(after)
+    return [TokenRow(**row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM tokens WHERE {where} ORDER BY created_at, id LIMIT ?",
+        (*params, limit))]
+
+
+def live_made_by_members(conn: sqlite3.Connection, project: str, now: str) -> int:
+    """The project's tokens that member tokens made and that still work (not revoked, not
+    expired): what the tokens quota counts."""
+    return int(conn.execute(
+        "SELECT count(*) FROM tokens AS t JOIN tokens AS maker ON maker.id = t.created_by "
+        "WHERE t.project = ? AND maker.role = 'member' AND t.revoked_at IS NULL "
+        "AND (t.expires_at IS NULL OR t.expires_at > ?)", (project, now)).fetchone()[0])
 
 
 def by_id(conn: sqlite3.Connection, token_id: str) -> TokenRow | None:
@@ -52,11 +77,14 @@ _MADE_FROM = ("(WITH RECURSIVE made (id, role) AS (SELECT id, role FROM tokens W
               "WHERE m.role = 'member') SELECT id FROM made)")
 
 
-def list_made_from(conn: sqlite3.Connection, token_id: str) -> list[TokenRow]:
-    """The token itself and those made from it (by it, by those it made, and so on)."""
+def list_made_from(conn: sqlite3.Connection, token_id: str, after: TokenRow | None = None,
+                   limit: int = -1) -> list[TokenRow]:
+    """The token itself and those made from it (by it, by those it made, and so on), by
+    (created_at, id), after the marker token (limit -1: all)."""
+    where, params = _after(after)
     return [TokenRow(**row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM tokens WHERE id IN {_MADE_FROM} ORDER BY created_at",
-        (token_id,))]
+        f"SELECT {_COLUMNS} FROM tokens WHERE id IN {_MADE_FROM} AND {where} "
+        "ORDER BY created_at, id LIMIT ?", (token_id, *params, limit))]
 
 
 def lineage(conn: sqlite3.Connection, token_id: str) -> list[str]:

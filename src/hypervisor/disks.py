@@ -74,3 +74,13 @@ class QemuImg:
         if size_bytes is not None:
             argv.append(str(size_bytes))
         self._run(argv)
+
+    def convert(self, source: Path, source_format: str, dest: Path, dest_format: str) -> None:
+        """Write source's content (its backing chain flattened) to a new file dest.
+
+        Raises: FileExistsError if dest exists; CommandFailed if qemu-img fails.
+        """
+        if dest.exists():
+            raise FileExistsError(str(dest))
+        self._run(["qemu-img", "convert", "-q", "-f", source_format, "-O", dest_format,
+                   str(source), str(dest)])

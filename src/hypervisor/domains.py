@@ -1,4 +1,5 @@
-"""Domain operations on one libvirt host: define, power, state, XML, addresses, statistics."""
+"""Domain operations on one libvirt host: define, power, state, XML, disks, addresses,
+statistics."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -7,6 +8,8 @@ from typing import Any
 import libvirt  # type: ignore[import-untyped]
 
 from src.hypervisor.connection import Connection, is_missing
+from src.hypervisor.errors import HypervisorError
+from src.hypervisor.hotplug import DiskTarget, disk_element, disk_targets, unplug_live
 
 POWER_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -138,6 +141,65 @@ class Domains:
         """The live (or inactive) XML libvirt holds for the domain. Raises: DomainNotFound."""
         xml: str = self.connection.on_domain(uuid, lambda d: d.XMLDesc(0))
         return xml
+
+    def disk_targets(self, uuid: str, live: bool) -> list[DiskTarget]:
+        """The disks the domain's live definition (live; a stopped domain's is its persistent
+        one) or its persistent one holds, in order.
+
+        Raises: DomainNotFound.
+        """
+        flags = 0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE
+        return disk_targets(self.connection.on_domain(uuid, lambda d: d.XMLDesc(flags)))
+
+    def attach_disk(self, uuid: str, device_xml: str, live: bool) -> None:
+        """Plug a <disk> into the domain: into the running guest and the persistent definition
+        when live, into the persistent definition only otherwise (the guest has it from its
+        next start).
+
+        Raises: DomainNotFound, HypervisorError (libvirt's reason: the target is taken, the
+        domain does not run though live was asked, no free PCI slot, ...).
+        """
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+        self.connection.on_domain(uuid, lambda d: d.attachDeviceFlags(device_xml, flags))
+
+    def detach_disk(self, uuid: str, target_dev: str, live: bool, timeout_s: float) -> None:
+        """Unplug the disk at target_dev; a disk the domain does not hold is fine.
+
+        With live (and the domain running) the guest is asked to let go and the call waits
+        until the disk has left the live definition, for at most timeout_s; only then is it
+        dropped from the persistent definition too. Otherwise it leaves the persistent
+        definition only.
+
+        Raises: DeviceNotReleased when the guest kept the disk (it stays in both definitions,
+        as it really is), DomainNotFound, HypervisorError.
+        """
+        def detach(domain: libvirt.virDomain) -> None:
+            if live and domain.isActive():
+                self.connection.count(unplug_live(domain, target_dev, timeout_s))
+            persistent = disk_element(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
+                                       target_dev)
+            if persistent is not None:
+                domain.detachDeviceFlags(ET.tostring(persistent, encoding="unicode"),
+                                         libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        self.connection.on_domain(uuid, detach)
+
+    def set_disk_source(self, uuid: str, target_dev: str, path: str) -> None:
+        """Point the persistent definition's disk at target_dev to the file path (a running
+        guest keeps the file it has open until it stops).
+
+        Raises: DomainNotFound, HypervisorError (also when the definition has no such disk).
+        """
+        def update(domain: libvirt.virDomain) -> None:
+            disk = disk_element(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), target_dev)
+            source = disk.find("source") if disk is not None else None
+            if disk is None or source is None:
+                raise HypervisorError(f"the domain's definition has no disk {target_dev}")
+            disk.set("type", "file")
+            source.attrib.clear()
+            source.set("file", path)
+            domain.updateDeviceFlags(ET.tostring(disk, encoding="unicode"),
+                                     libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        self.connection.on_domain(uuid, update)
 
     def vnc_port(self, uuid: str) -> int | None:
         """The VNC port QEMU was given (autoport), or None when it has none."""

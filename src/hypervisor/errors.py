@@ -19,3 +19,16 @@ class DomainNotFound(HypervisorError):
 
 class HypervisorUnavailable(HypervisorError):
     """The libvirt daemon cannot be reached."""
+
+
+class DeviceNotReleased(HypervisorError):
+    """A running guest did not let go of a device within the time it was given; the device is
+    still in the domain's live definition (and its persistent one is unchanged)."""
+
+
+class ShrinkRefused(HypervisorError):
+    """A volume would have to shrink to the capacity asked, cutting off its content."""
+
+
+class LayerInUse(HypervisorError):
+    """A volume another volume of its pool is backed by: deleting it would break that chain."""

@@ -3,7 +3,6 @@ URL (from a server of the test's own on 127.0.0.1) both end active; a failed imp
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,13 @@ from playwright.sync_api import Locator, Page, expect
 from src.config import Config
 from tests.browser.test_dashboard import sign_in
 from tests.conftest import AppFactory, make_qcow2
-from tests.origin import Origin
+from tests.origin import Origin, reaching_origin
 from tests.support import LiveServer, fetch
 
 
 @pytest.fixture
 def importing_site(make_app: AppFactory, config: Config) -> Iterator[LiveServer]:
-    server = LiveServer(make_app(replace(config, import_allow_private=True)))
+    server = LiveServer(make_app(reaching_origin(config)))
     yield server
     server.stop()
 

@@ -3,19 +3,18 @@ test's own on 127.0.0.1 (IAAS_IMPORT_ALLOW_PRIVATE)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 from src.config import Config
 from tests.cli.conftest import Iaas
 from tests.conftest import AppFactory
-from tests.origin import Origin
+from tests.origin import Origin, reaching_origin
 from tests.support import LiveServer
 
 
 def test_import_waits_for_the_image_and_a_failed_one_says_why(
         make_app: AppFactory, config: Config, origin: Origin, tmp_path: Path) -> None:
-    server = LiveServer(make_app(replace(config, import_allow_private=True)))
+    server = LiveServer(make_app(reaching_origin(config)))
     try:
         iaas = Iaas(server.url, server.token, tmp_path)
         shown = iaas.json("image", "import", "far", f"{origin.url}/image.qcow2", "--wait")

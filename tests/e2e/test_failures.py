@@ -93,7 +93,7 @@ def test_vm_cleanup_removes_orphans_then_all_of_ours_only(make_e2e_app: E2eAppFa
     assert not domain_exists(system_conn, orphan)
     assert not (e2e_config.instances_dir / orphan).exists()
     assert all(domain_exists(system_conn, vm_id) for vm_id in ours)
-    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": [], "volumes": []}
     cli.vm_cleanup(e2e_config, everything=True)  # `make vm-cleanup ALL=1`
 
     assert not any(domain_exists(system_conn, vm_id) for vm_id in ours)

@@ -135,7 +135,7 @@ def assert_nothing_left(client: HttpClient, conn: libvirt.virConnect, config: Co
         assert reply.status == 202, reply.body
         assert client.wait_task(reply.body["id"])["status"] == "succeeded"
     assert client.get("/v1/vms").body["vms"] == []
-    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": [], "volumes": []}
     installation = _installation_id(config)
     assert installation and ours_on_host(conn, installation) == []
     assert list(config.instances_dir.iterdir()) == []
@@ -168,7 +168,7 @@ def test_server_killed_mid_create_leaves_nothing_behind(
             assert task["status"] == "failed" and task["error"]["code"] == "interrupted"
         else:  # the build had finished before the kill: a complete VM
             assert shown["status"] == "running" and domain_exists(system_conn, vm["id"])
-        assert server.client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+        assert server.client.get("/v1/admin/orphans").body == {"domains": [], "folders": [], "volumes": []}
     assert "error" in outcomes, f"no kill landed mid-build: {outcomes}"
     assert_nothing_left(server.client, system_conn, e2e_config)
 

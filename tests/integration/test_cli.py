@@ -76,7 +76,7 @@ def test_vm_cleanup_removes_orphans_only(app: App, client: Client, config: Confi
         conn.execute("DELETE FROM vms WHERE id = ?", (orphan,))
     listed = client.get("/v1/admin/orphans").body
     assert listed == {"domains": [{"uuid": orphan, "name": f"iaas-{orphan}", "host": "local"}],
-                      "folders": [str(config.instances_dir / orphan)]}
+                      "folders": [str(config.instances_dir / orphan)], "volumes": []}
 
     cli.vm_cleanup(config, app.hosts)
 
@@ -85,7 +85,7 @@ def test_vm_cleanup_removes_orphans_only(app: App, client: Client, config: Confi
     assert app.hypervisor.power_state(kept) == "running"
     assert (config.instances_dir / kept).is_dir()
     assert [vm["id"] for vm in client.get("/v1/vms").body["vms"]] == [kept]
-    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+    assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": [], "volumes": []}
     assert app.hypervisor.power_state(foreign_id) == "shutoff"
     assert all(folder.is_dir() for folder in foreign_folders)
 

@@ -46,7 +46,7 @@ def test_private_images_stay_in_their_project(client: Client, alpha: Client, bet
     data = make_qcow2(tmp_path / "src.qcow2").read_bytes()
     public = upload(client, "shared", data)
     mine = upload(alpha, "mine", data)
-    assert (public["visibility"], public["project"]) == ("public", "default")
+    assert (public["visibility"], public["project"]) == ("public", "_public")
     assert (mine["visibility"], mine["project"]) == ("private", "alpha")
     assert names(alpha) == ["mine", "shared"] and names(beta) == ["shared"]
     assert names(client) == ["mine", "shared"]  # admins see every project's

@@ -15,8 +15,15 @@ from tests.support import Client, LiveServer, Reply, post
 NAME = "payroll-db"
 SPEC = {"cpu": 1, "ram": 128, "image_name": "base"}
 # Every route of one VM, in an order in which each power action is allowed (delete last).
-VM_OPERATIONS = ["showVm", "listVmEvents", "showVmConsole", "showVmStats", "rebootVm", "pauseVm",
-                 "resumeVm", "stopVm", "startVm", "shutdownVm", "deleteVm"]
+READ_OPERATIONS = ["showVm", "listVmEvents", "showVmConsole", "showVmStats"]
+TASK_OPERATIONS = ["rebootVm", "pauseVm", "resumeVm", "stopVm", "startVm", "shutdownVm",
+                   "deleteVm"]  # in an order that each succeeds on the VM the one before left
+DISK_OPERATIONS = ["attachVolume", "detachVolume", "listVmSnapshots", "createVmSnapshot",
+                   "deleteVmSnapshot", "revertVm", "createVmImage"]
+VM_OPERATIONS = READ_OPERATIONS + TASK_OPERATIONS + DISK_OPERATIONS
+# Valid bodies, so that what answers is the VM's lookup, not the body's check.
+BODIES = {"attachVolume": {"volume": "data"}, "createVmSnapshot": {"name": "s1"},
+          "revertVm": {"snapshot": "s1"}, "createVmImage": {"name": "img"}}
 
 
 class Projects:
@@ -51,9 +58,10 @@ def vm_routes() -> dict[str, tuple[str, str]]:
 
 def call(client: Client, operation: str, vm: str, query: str = "") -> Reply:
     method, pattern = vm_routes()[operation]
-    path = pattern.replace("{vm}", vm) + query
+    path = (pattern.replace("{vm}", vm).replace("{volume}", "data")
+            .replace("{snapshot}", "s1") + query)
     if method == "POST":
-        return client.post(path, None)
+        return client.post(path, BODIES.get(operation))
     return client.request(method, path)
 
 
@@ -140,7 +148,7 @@ def test_project_narrows_an_admins_lookup_on_every_route(app: App, config: Confi
         admin.get(f"/v1/vms/{beta}/events").body
     assert call(admin, "showVmConsole", NAME, query).body == "console of beta\n"
     assert call(admin, "showVmStats", NAME, query).body["vm_id"] == beta
-    for operation in VM_OPERATIONS[4:]:
+    for operation in TASK_OPERATIONS:
         reply = call(admin, operation, NAME, query)
         assert reply.status == 202 and reply.body["vm_id"] == beta, (operation, reply.body)
         assert admin.wait_task(reply.body["id"])["status"] == "succeeded", operation

@@ -36,7 +36,8 @@ def fleet(make_app: AppFactory, config: Config, root: Path, count: int) -> App:
     app = make_app(replace(config, db_path=root / "iaas.db", images_dir=root / "images",
                            instances_dir=root / "instances", lifecycle_events=False,
                            reconcile_interval_s=3600, cpu_allocation_ratio=64.0,
-                           default_quota=(None, None, None, 0, None, None)))
+                           default_quota=(None, None, None, 0, None, None, None, None, None, None,
+                                          None)))
     client = Client(app)
     make_qcow2(root / "images" / "base.qcow2")
     assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",

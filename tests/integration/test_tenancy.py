@@ -44,13 +44,17 @@ def test_new_projects_get_the_default_quota_and_default_is_unlimited(app: App,
     shown = member.get("/v1/projects/team-a/quota").body
     assert shown == {"project": "team-a",
                      "in_use": {"instances": 0, "vcpus": 0, "ram": 0, "gpus": 0, "disk_gb": 0,
-                                "images_gb": 0},
+                                "images_gb": 0, "images": 0, "keypairs": 0, "tokens": 0,
+                                "volumes": 0, "volumes_gb": 0},
                      "limits": {"instances": 10, "vcpus": 20, "ram": 51200, "gpus": 0,
-                                "disk_gb": 500, "images_gb": 100}}
+                                "disk_gb": 500, "images_gb": 100, "images": 50,
+                                "keypairs": 100, "tokens": 50, "volumes": 10,
+                                "volumes_gb": 1000}}
     admin = Client(app)
     assert admin.get("/v1/projects/default/quota").body["limits"] == {
         "instances": None, "vcpus": None, "ram": None, "gpus": None, "disk_gb": None,
-        "images_gb": None}
+        "images_gb": None, "images": None, "keypairs": None, "tokens": None,
+        "volumes": None, "volumes_gb": None}
     assert member.get("/v1/projects/default/quota").error_code == "project_not_found"
     assert admin.get("/v1/projects/nope/quota").error_code == "project_not_found"
     assert [p["project"] for p in admin.get("/v1/projects").body["projects"]] == [
@@ -69,7 +73,8 @@ def test_ten_racing_creates_against_a_quota_of_three_give_three(app: App, member
                                                     "in_use": 3, "requested": 1}
     assert len(member.get("/v1/vms").body["vms"]) == 3
     assert member.get("/v1/projects/team-a/quota").body["in_use"] == {
-        "instances": 3, "vcpus": 3, "ram": 384, "gpus": 0, "disk_gb": 3, "images_gb": 0}
+        "instances": 3, "vcpus": 3, "ram": 384, "gpus": 0, "disk_gb": 3, "images_gb": 0,
+        "images": 0, "keypairs": 0, "tokens": 0, "volumes": 0, "volumes_gb": 0}
 
 
 def test_every_resource_has_its_quota(app: App, member: Client) -> None:
@@ -179,7 +184,7 @@ def test_every_mutating_request_is_audited(app: App, member: Client, config: Con
     seen = [(e["method"], e["path"], e["status"], e["project"]) for e in events]
     assert seen[:4] == [
         ("POST", "/v1/flavors", 403, "team-a"),
-        ("POST", "/v1/flavors", 201, "default"),
+        ("POST", "/v1/flavors", 201, None),  # an admin's flavor is no project's
         ("POST", f"/v1/vms/{vm['id']}/stop", 202, "team-a"),
         ("POST", "/v1/vms", 202, "team-a")]
     created = events[3]
@@ -211,7 +216,7 @@ def test_admin_actions_are_filed_under_the_project_they_touch(app: App, member: 
     assert ("POST", f"/v1/vms/{vm['id']}/stop") in own
     assert ("PUT", "/v1/projects/team-a/quota") in own
     theirs = [e["path"] for e in default_member.get("/v1/events").body["events"]]
-    assert theirs == ["/v1/images"]  # the admin's own image registration, nothing of team-a
+    assert theirs == []  # nothing of team-a, nor the admin's public image (no project's)
 
 
 def test_anonymous_junk_grows_neither_the_trail_nor_the_metrics(app: App) -> None:

@@ -1,17 +1,23 @@
 """Domain XML: golden output, and no user value can change the document's structure."""
 import subprocess
+import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from src.hypervisor.domain_xml import (
+    HOTPLUG_ROOT_PORTS,
     METADATA_NS,
+    DiskSpec,
     DomainSpec,
     domain_name,
     has_agent_channel,
+    render_disk,
     render_domain,
+    root_ports,
     template_has_agent_channel,
 )
 
@@ -40,8 +46,27 @@ STRING_FIELDS = ["name", "title", "disk_path", "network", "console_log", "instal
                  "uuid", "domain_type", "disk_format", "mac", "seed_path"]
 
 
-def test_matches_golden_file() -> None:
-    assert render_domain(SPEC) == GOLDEN.read_text()
+Golden = Callable[[Path, str], None]
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Golden:
+    """check(path, rendered): rendered must be the golden file's text; with
+    --regenerate-golden, the file is rewritten instead (and a warning names it)."""
+    regenerate = bool(request.config.getoption("--regenerate-golden"))
+
+    def check(path: Path, rendered: str) -> None:
+        if not regenerate:
+            assert rendered == path.read_text(), f"{path.name} differs (--regenerate-golden)"
+        elif not path.exists() or path.read_text() != rendered:
+            path.write_text(rendered)
+            warnings.warn(f"rewrote {path}: review it with git diff", stacklevel=2)
+
+    return check
+
+
+def test_matches_golden_file(golden: Golden) -> None:
+    golden(GOLDEN, render_domain(SPEC))
 
 
 def test_has_the_devices_and_features_every_vm_needs() -> None:
@@ -88,8 +113,8 @@ GPU_SPEC = replace(SPEC, machine="q35", cpu_mode="host-passthrough",
                    pinned_cpus=(8, 9), hugepages=True)
 
 
-def test_gpu_vm_matches_golden_file() -> None:
-    assert render_domain(GPU_SPEC) == GPU_GOLDEN.read_text()
+def test_gpu_vm_matches_golden_file(golden: Golden) -> None:
+    golden(GPU_GOLDEN, render_domain(GPU_SPEC))
 
 
 def test_gpu_vm_has_passthrough_numa_and_hugepages() -> None:
@@ -115,9 +140,20 @@ def test_cpu_only_vm_has_none_of_it() -> None:
     assert root.find("os/type").get("machine") == "pc"
 
 
+DATASET = DiskSpec(path="/var/lib/libvirt/images/iaas-volumes/0b8e2d1c-vol-5e2f-1.qcow2",
+                   format="qcow2", target_dev="vdc", serial="vol-5e2f04a1c3d94b7e",
+                   read_only=True, shareable=True)
+SCRATCH = DiskSpec(path="/var/lib/libvirt/images/iaas-volumes/0b8e2d1c-vol-77aa-3.qcow2",
+                   format="qcow2", target_dev="vdd", serial="vol-77aa0c1e9b0f4d21")
+VOLUMES_SPEC = replace(SPEC, volumes=(DATASET, SCRATCH))
+VOLUMES_GOLDEN = Path(__file__).parent / "golden" / "domain-volumes.xml"
+DISK_GOLDEN = Path(__file__).parent / "golden" / "disk.xml"
+
+
 @pytest.mark.parametrize("spec", [SPEC, GPU_SPEC, replace(GPU_SPEC, domain_type="qemu",
-                                                         cpu_mode="maximum")],
-                         ids=["cpu-only", "gpu-kvm", "gpu-tcg"])
+                                                         cpu_mode="maximum"),
+                                  VOLUMES_SPEC, replace(GPU_SPEC, volumes=(DATASET, SCRATCH))],
+                         ids=["cpu-only", "gpu-kvm", "gpu-tcg", "volumes", "gpu-volumes"])
 def test_passes_libvirts_own_schema(spec: DomainSpec, tmp_path: Path) -> None:
     path = tmp_path / "domain.xml"
     path.write_text(render_domain(spec))
@@ -141,3 +177,73 @@ def test_a_domain_without_an_agent_channel_is_told_apart() -> None:
     other = "<domain><devices><channel type='unix'><target type='virtio' name='org.example.0'/>" \
             "</channel></devices></domain>"
     assert not has_agent_channel(other)
+
+
+def test_vm_with_volumes_matches_golden_file() -> None:
+    assert render_domain(VOLUMES_SPEC) == VOLUMES_GOLDEN.read_text()
+
+
+def test_a_volume_disk_alone_matches_golden_file() -> None:
+    assert render_disk(DATASET) == DISK_GOLDEN.read_text()
+
+
+def test_volumes_follow_the_root_and_the_seed_with_their_serials_and_modes() -> None:
+    root = ET.fromstring(render_domain(VOLUMES_SPEC))
+    disks = root.findall("devices/disk")
+    assert [disk.find("target").get("dev") for disk in disks] == ["vda", "vdb", "vdc", "vdd"]
+    dataset, scratch = disks[2:]
+    assert dataset.find("source").get("file") == DATASET.path
+    assert dataset.findtext("serial") == DATASET.serial
+    assert dataset.find("readonly") is not None and dataset.find("shareable") is not None
+    assert scratch.findtext("serial") == SCRATCH.serial
+    assert scratch.find("readonly") is None and scratch.find("shareable") is None
+    assert [disk.find("target").get("bus") for disk in disks] == ["virtio"] * 4
+    assert [disk.find("driver").get("type") for disk in disks[2:]] == ["qcow2", "qcow2"]
+
+
+def test_a_hot_plug_disk_is_the_same_element_the_vm_template_renders() -> None:
+    in_domain = ET.fromstring(render_domain(VOLUMES_SPEC)).findall("devices/disk")[2]
+    in_domain.tail = None
+    assert ET.canonicalize(render_disk(DATASET), strip_text=True) == ET.canonicalize(
+        ET.tostring(in_domain, encoding="unicode"), strip_text=True)
+
+
+@pytest.mark.parametrize("payload", [p for p in INJECTIONS if not p.startswith("{{")])
+def test_injection_into_a_volume_path_stays_inert_text(payload: str) -> None:
+    spec = replace(VOLUMES_SPEC, volumes=(replace(SCRATCH, path="/" + payload),))
+    root = ET.fromstring(render_domain(spec))
+    assert root.find(".//hostdev") is None
+    assert len(root.findall("devices/disk")) == 3
+    assert root.findall("devices/disk")[2].find("source").get("file") == "/" + payload
+    alone = ET.fromstring(render_disk(spec.volumes[0]))
+    assert [child.tag for child in alone] == ["driver", "source", "target", "serial"]
+    assert alone.find("source").get("file") == "/" + payload
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("format", "vmdk"), ("format", "qcow2'/><x a='"), ("target_dev", "sda"),
+    ("target_dev", "vdc'/>"), ("target_dev", "vd"), ("serial", "x" * 21), ("serial", ""),
+    ("serial", "vol 1"), ("serial", "vol<1>"), ("path", "relative/disk.qcow2"), ("path", ""),
+])
+def test_a_disk_spec_refuses_what_libvirt_or_the_guest_would_not_take(field: str,
+                                                                     value: str) -> None:
+    with pytest.raises(ValueError, match=field.replace("_dev", "")):
+        replace(SCRATCH, **{field: value})
+
+
+def test_q35_gets_a_root_port_per_device_and_spares_for_hot_plug() -> None:
+    for spec in (GPU_SPEC, replace(GPU_SPEC, volumes=(DATASET, SCRATCH)),
+                 replace(GPU_SPEC, seed_path=None, hostdevs=())):
+        root = ET.fromstring(render_domain(spec))
+        controllers = [c.get("model") for c in root.iterfind("devices/controller")]
+        assert controllers[0] == "pcie-root"
+        assert controllers[1:] == ["pcie-root-port"] * root_ports(spec)
+        # NIC, balloon, virtio-serial, USB; each disk; each GPU function; then the spares
+        disks = len(root.findall("devices/disk"))
+        assert root_ports(spec) == 4 + disks + len(spec.hostdevs) + HOTPLUG_ROOT_PORTS
+    assert root_ports(replace(GPU_SPEC, hotplug_root_ports=0)) == 4 + 2 + 2
+
+
+def test_pc_needs_no_root_ports() -> None:
+    assert root_ports(VOLUMES_SPEC) == 0
+    assert ET.fromstring(render_domain(VOLUMES_SPEC)).find("devices/controller") is None

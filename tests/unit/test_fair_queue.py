@@ -23,7 +23,7 @@ def test_a_project_at_its_cap_waits_while_others_go() -> None:
     assert queue.take("other") is None  # a has 2 out
     queue.put("b", "other", "b0")
     assert queue.take("other") == ("b", "b0")
-    queue.done("a")
+    queue.done("a", "other")
     assert queue.take("other") == ("a", "a2")
 
 
@@ -33,7 +33,7 @@ def test_kinds_share_the_cap_but_not_the_queue() -> None:
     queue.put("a", "other", "stop")
     assert queue.take("other") == ("a", "stop")
     assert queue.take("build") is None  # a's one slot is out
-    queue.done("a")
+    queue.done("a", "other")
     assert queue.take("build") == ("a", "create")
 
 
@@ -45,3 +45,17 @@ def test_removed_items_never_come_out() -> None:
     assert queue.queued() == 3
     assert sorted(item for _, item in filter(None, (queue.take("other") for _ in range(4)))) == [
         3, 4, 5]
+
+
+def test_a_kind_of_its_own_cap_leaves_its_workers_to_other_projects() -> None:
+    queue: FairQueue[str] = FairQueue(cap=8, kind_caps={"import": 1})
+    queue.put("a", "import", "a0")
+    queue.put("a", "import", "a1")
+    queue.put("b", "import", "b0")
+    assert queue.take("import") == ("a", "a0")
+    assert queue.take("import") == ("b", "b0")  # a holds its one import: b goes first
+    assert queue.take("import") is None
+    queue.put("a", "other", "stop")
+    assert queue.take("other") == ("a", "stop")  # the cap is the kind's alone
+    queue.done("a", "import")
+    assert queue.take("import") == ("a", "a1")

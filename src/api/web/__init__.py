@@ -22,6 +22,7 @@ ASSETS = {
     "vms.js": "text/javascript; charset=utf-8",
     "detail.js": "text/javascript; charset=utf-8",
     "images.js": "text/javascript; charset=utf-8",
+    "volumes.js": "text/javascript; charset=utf-8",
     "admin.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from typing import Protocol
 
 from src.database import audit as audit_dao
 from src.database.db import Database
@@ -14,17 +15,28 @@ log = logging.getLogger(__name__)
 PATH_CHARS = 256  # junk paths cannot flood the table
 
 
+class Touched(Protocol):
+    """What a mutating service call answers with (the row it made, changed or deleted): it names
+    the project whose thing that is, so the request is filed there."""
+
+    @property
+    def project(self) -> str: ...
+
+
 class AuditTrail:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def record(self, caller: Principal | None, method: str, path: str, status: int,
-               request_id: str, resource_id: str | None, project: str | None) -> None:
-        """Record a request; project is the one whose resource it touched (default: the
-        caller's). A failure to record is logged, never the caller's problem."""
+    def record(self, caller: Principal, method: str, path: str, status: int,
+               request_id: str, resource_id: str | None, touched: Touched | None) -> None:
+        """Record a request under the project of what it touched (a public image's: their
+        reserved owner); when it names nothing (a refusal, a flavor, a host), a member's under
+        its own project, an admin's under none (only admins read those). A failure to record
+        is logged, never the caller's problem."""
         row = audit_dao.AuditRow(
-            id=0, at=utc_now(), project=project or (caller.project if caller else None),
-            token_id=caller.token_id if caller else None, method=method, path=path[:PATH_CHARS],
+            id=0, at=utc_now(),
+            project=touched.project if touched is not None else access.own_project(caller),
+            token_id=caller.token_id, method=method, path=path[:PATH_CHARS],
             status=status, request_id=request_id, resource_id=resource_id)
         try:
             with self._db.write() as conn:

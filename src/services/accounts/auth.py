@@ -17,7 +17,7 @@ from src import errors
 from src.database import projects as project_dao
 from src.database import tokens as token_dao
 from src.database.db import Database
-from src.services.rules import access
+from src.services.rules import access, quotas
 from src.services.rules.access import Principal
 from src.utils.clock import utc_after, utc_now
 from src.vocabulary import QUOTA_RESOURCES, ROLES
@@ -57,18 +57,22 @@ class TokenService:
 
     def issue(self, project: str, role: str, expires_in_s: float | None = None,
               description: str = "", created_by: str | None = None,
-              within_maker: bool = False) -> tuple[token_dao.TokenRow, str]:
+              within_maker: bool = False, counted: bool = False) -> tuple[token_dao.TokenRow, str]:
         """A new token (the row, and the secret shown this once); within_maker: it expires by
-        its maker's (created_by's) expiry at the latest.
+        its maker's (created_by's) expiry at the latest; counted: a member makes it, so it
+        counts against the project's tokens quota.
 
         Raises: ValueError, Unauthorized (within_maker, and the maker was revoked or expired
-        meanwhile).
+        meanwhile), QuotaExceeded (counted: tokens).
         """
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         if not PROJECT_NAME.fullmatch(project):
             raise ValueError("a project name is 1-63 of a-z 0-9 _ . - and starts with a letter "
                              "or digit")
+        if not description.isprintable():  # it is shown on terminals: no escapes, no lines
+            raise ValueError("a description holds printable characters only (no control "
+                             "characters or line breaks)")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = utc_now()
         row = token_dao.TokenRow(
@@ -81,6 +85,8 @@ class TokenService:
                 row = replace(row, expires_at=_earliest(row.expires_at,
                                                         _maker_expiry(conn, created_by)))
             project_dao.create(conn, project, self._new_project_limits, now)
+            if counted:
+                quotas.enforce(conn, project, {"tokens": 1})
             token_dao.insert(conn, row)
         return row, secret
 
@@ -114,24 +120,35 @@ class TokenService:
                description: str = "") -> tuple[token_dao.TokenRow, str]:
         """A token made through the API, remembering its maker (the secret is shown once).
 
-        Raises: Forbidden (a member asking for more than its own), BadRequest.
+        Raises: Forbidden (a member asking for more than its own), BadRequest, QuotaExceeded
+        (a member's, over the project's tokens).
         """
         access.check_token_grant(caller, project, role)
         try:
             return self.issue(project, role, expires_in_days * 86400
                               if expires_in_days is not None else None,
                               description, created_by=caller.token_id,
-                              within_maker=access.tokens_end_with_maker(caller))
+                              within_maker=access.tokens_end_with_maker(caller),
+                              counted=not caller.is_admin)
         except ValueError as exc:
             raise errors.BadRequest(reason=str(exc)) from None
 
-    def visible(self, caller: Principal) -> list[token_dao.TokenRow]:
-        """The tokens caller may see: every one for admins, otherwise its own and those made
-        from it (by it, by those it made, and so on)."""
+    def visible(self, caller: Principal, limit: int = -1,
+                marker: str | None = None) -> list[token_dao.TokenRow]:
+        """A page of the tokens caller may see, oldest first, after the marker token: every one
+        for admins, otherwise its own and those made from it (by it, by those it made, and so
+        on). limit -1: all.
+
+        Raises: MarkerNotFound (not a token caller sees).
+        """
         with self._db.read() as conn:
+            after = token_dao.by_id(conn, marker) if marker is not None else None
+            if marker is not None and (after is None or not access.sees_token(
+                    caller, token_dao.lineage(conn, marker))):
+                raise errors.MarkerNotFound(marker=marker)
             if caller.is_admin:
-                return token_dao.list_all(conn)
-            return token_dao.list_made_from(conn, caller.token_id)
+                return token_dao.page(conn, after, limit)
+            return token_dao.list_made_from(conn, caller.token_id, after, limit)
 
     def revoke_for(self, caller: Principal, token_id: str) -> token_dao.TokenRow:
         """Revoke a token caller may see, and with a member token every token made from it

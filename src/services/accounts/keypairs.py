@@ -8,7 +8,7 @@ import sqlite3
 from src import errors
 from src.database import keypairs as keypair_dao
 from src.database.db import Database
-from src.services.rules import access, seeds
+from src.services.rules import access, quotas, seeds
 from src.services.rules.access import Principal
 from src.utils.clock import utc_now
 
@@ -38,7 +38,8 @@ class KeypairService:
     def create(self, name: str, public_key: str, caller: Principal) -> keypair_dao.KeypairRow:
         """Keep a key for caller's project.
 
-        Raises: ValidationFailed (not an OpenSSH public key), NameConflict.
+        Raises: ValidationFailed (not an OpenSSH public key), NameConflict, QuotaExceeded
+        (keypairs).
         """
         try:
             (key,) = seeds.checked_ssh_keys([public_key])
@@ -49,16 +50,28 @@ class KeypairService:
                                      fingerprint=fingerprint(key), created_at=utc_now())
         try:
             with self._db.write() as conn:
+                quotas.enforce(conn, row.project, {"keypairs": 1})
                 keypair_dao.insert(conn, row)
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="keypair", name=name) from None
         return row
 
-    def list(self, caller: Principal, project: str | None = None) -> list[keypair_dao.KeypairRow]:
-        """Caller's project's keypairs; an admin's: every project's, or project's."""
+    def list(self, caller: Principal, project: str | None = None, limit: int = -1,
+             marker: str | None = None) -> list[keypair_dao.KeypairRow]:
+        """A page of caller's project's keypairs (an admin's: every project's, or project's)
+        by project and name, after the marker (`project/name`, as marker_of gives it).
+
+        Raises: MarkerNotFound (not a keypair of this list).
+        """
         scope = access.scope(caller) or project
         with self._db.read() as conn:
-            return keypair_dao.list_for(conn, scope)
+            after = None
+            if marker is not None:
+                owner, _, name = marker.rpartition("/")
+                after = keypair_dao.get(conn, owner, name)
+                if after is None or scope not in (None, after.project):
+                    raise errors.MarkerNotFound(marker=marker)
+            return keypair_dao.list_page(conn, scope, after, limit)
 
     def get(self, name: str, caller: Principal, project: str | None = None) -> keypair_dao.KeypairRow:
         """Raises: KeypairNotFound, also for another project's (members)."""
@@ -68,8 +81,16 @@ class KeypairService:
             raise errors.KeypairNotFound(keypair=name)
         return row
 
-    def delete(self, name: str, caller: Principal, project: str | None = None) -> None:
-        """Raises: KeypairNotFound."""
+    def delete(self, name: str, caller: Principal,
+               project: str | None = None) -> keypair_dao.KeypairRow:
+        """The keypair deleted. Raises: KeypairNotFound."""
         with self._db.write() as conn:
-            if not keypair_dao.delete(conn, access.keypair_scope(caller, name, project), name):
+            row = keypair_dao.get(conn, access.keypair_scope(caller, name, project), name)
+            if row is None or not keypair_dao.delete(conn, row.project, name):
                 raise errors.KeypairNotFound(keypair=name)
+        return row
+
+
+def marker_of(row: keypair_dao.KeypairRow) -> str:
+    """The marker of the page that starts after row (names and projects hold no `/`)."""
+    return f"{row.project}/{row.name}"

@@ -204,9 +204,11 @@ class Reconciler:
 
     def __init__(self, db: Database, hosts: HostRegistry, addresses: AddressBook,
                  runner: TaskRunner, interval_s: float, use_events: bool,
-                 housekeeping: Callable[[], object] = lambda: None) -> None:
+                 housekeeping: Callable[[], object] = lambda: None,
+                 after_host_sweep: Callable[[Host], object] = lambda _host: None) -> None:
+        """after_host_sweep(host) runs after each sweep of a host (e.g. re-read its GPUs)."""
         self._db = db
-        self.after_host_sweep: Callable[[Host], object] = lambda _host: None
+        self._after_host_sweep = after_host_sweep
         self._hosts = hosts
         self._addresses = addresses
         self._runner = runner
@@ -255,6 +257,17 @@ class Reconciler:
         reconciler = self._of_vm(vm_id)
         return reconciler is not None and reconciler.check_now(vm_id)
 
+    def after_task(self, vm_id: str) -> None:
+        """Re-read the VM's domain now that its task ended, before its waiters wake (see
+        TaskRunner._ended): a check queued for later could land after the caller's next step
+        and undo what it saw. A host that does not answer leaves it to the sweep thread."""
+        if not vm_id:
+            return
+        try:
+            self.check_now(vm_id)
+        except HypervisorError:
+            self.check(vm_id)
+
     def request_sweep(self) -> None:
         for reconciler in self._all():
             reconciler.request_sweep()
@@ -281,7 +294,8 @@ class Reconciler:
                 task_dao.finish(conn, task.id, now, ("task_timeout", message))
                 if task.vm_id is not None:
                     vm_dao.set_status(conn, task.vm_id, "error", now, ("task_timeout", message))
-                elif task.image_id is not None:  # an import: its download stops at its next piece
+                elif task.image_id is not None:  # an import: its download's watch, in
+                    # whichever process, sees this within a second and closes its connection
                     image_dao.set_status(conn, task.image_id, "error", ("importing",),
                                          ("task_timeout", message))
         for task in overdue:
@@ -294,7 +308,7 @@ class Reconciler:
     def _add(self, host: Host) -> None:
         reconciler = HostReconciler(self._db, host, self._addresses, self._runner,
                                     self._interval_s, self._use_events,
-                                    lambda swept: self.after_host_sweep(swept))
+                                    self._after_host_sweep)
         with self._lock:
             if host.name in self._per_host:
                 return

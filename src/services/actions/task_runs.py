@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -19,28 +20,35 @@ from src.hypervisor.errors import HypervisorUnavailable
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.imports import ImageDownloads
-from src.services.rules.placement import Claim
 from src.services.tasks.runner import EXPIRED, Next, TaskFailed
+from src.services.vms import build_record
+from src.services.vms.build_record import BuildRecord, UnreadableRecord
 from src.services.vms.power import PowerOptions
-from src.services.vms.provisioning import BuildPlan
+from src.services.vms.root_disks import RootDiskWork
 from src.services.vms.work import VmWork
+from src.services.volumes.work import VolumeWork
 from src.utils.clock import utc_after, utc_now
-from src.utils.nocloud import Seed
+from src.vocabulary import VM_DISK_ACTIONS
 
 log = logging.getLogger(__name__)
 
 HOST_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # waiting out a host that does not answer
 SHUTDOWN_MARGIN_S = 60.0
+ROOT_DISK_ACTIONS = (*VM_DISK_ACTIONS, "snapshot_delete")  # snapshot_delete of a VM's disk
 Publish = Callable[[int, float], None]  # (the next step's number, seconds until it is due)
 
 
 class TaskSteps:
-    """What each action does, rebuilt from the task's row and its payload's `args`."""
+    """What each action does, from the task's row and its payload: a create's build record,
+    any other action's `args`."""
 
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
-                 downloads: ImageDownloads, timeouts: tuple[float, float]) -> None:
+                 downloads: ImageDownloads, timeouts: tuple[float, float],
+                 volumes: VolumeWork, root_disks: RootDiskWork) -> None:
         """timeouts: (any task's, an image import's) seconds."""
         self._db = db
+        self._volumes = volumes
+        self._root_disks = root_disks
         self._hosts = hosts
         self._images = images
         self._work = work
@@ -55,11 +63,18 @@ class TaskSteps:
             return self._import_timeout_s
         return self._task_timeout_s
 
-    def run(self, task: task_dao.TaskRow, args: dict[str, Any],
+    def run(self, task: task_dao.TaskRow, payload: dict[str, Any],
             state: dict[str, Any]) -> Next | None:
         """Raises: TaskFailed, HypervisorUnavailable and HostUnavailable (the host is away)."""
+        args = payload.get("args", {})
         if task.action == "import":
             self._downloads.run_task(task.image_id, bool(state.get("again")))
+            return None
+        if task.volume_id is not None:  # a volume's task, or an attachment's
+            self._volumes.run(task.action, task.volume_id, task.vm_id, args)
+            return None
+        if task.action in ROOT_DISK_ACTIONS:
+            self._root_disks.run(task.action, task.vm_id or "", task.image_id, args)
             return None
         vm_id = task.vm_id or ""  # every other task has its VM
         if task.action == "create":
@@ -67,34 +82,64 @@ class TaskSteps:
                 if self._work.build_ended(vm_id):
                     return None  # ...after it had made the VM: that outcome stands
                 self._work.clean_leftovers(vm_id)  # ...before: start from a clean host
-            self._work.build(self._plan(vm_id, args))
+            self._work.build(self._record(vm_id, payload))
             return None
         if task.action == "delete":
             self._work.delete(vm_id)
             return None
         return self._work.power(vm_id, task.action, PowerOptions(**args), state.get("look"))
 
+    def wait_s(self, conn: sqlite3.Connection, task: task_dao.TaskRow) -> float | None:
+        """Seconds a queued task must wait before it starts (an import whose project downloads
+        its share already), or None: it starts now."""
+        return self._downloads.wait_s(conn, task) if task.action == "import" else None
+
     def expire(self, task: task_dao.TaskRow) -> None:
         """A task that never started: a create gives its claim back, an import's image fails."""
-        if task.action == "create":
+        args = json.loads(task.payload or "{}").get("args", {})
+        if task.volume_id is not None:
+            self._volumes.expire(task.action, task.volume_id, task.vm_id, args,
+                                 ("task_expired", EXPIRED))
+        elif task.action in ROOT_DISK_ACTIONS:
+            self._root_disks.expire(task.action, task.vm_id or "", task.image_id, args,
+                                    ("task_expired", EXPIRED))
+        elif task.action == "create":
             self._work.expire_build(task.vm_id or "")
         elif task.action == "import":
             self._downloads.expire(task.image_id)
 
-    def _plan(self, vm_id: str, args: dict[str, Any]) -> BuildPlan:
+    def record_of(self, vm_id: str, payload: dict[str, Any]) -> BuildRecord:
+        """The build record in vm_id's create task payload, whichever version wrote it (0: no
+        record, rebuilt from the VM's rows).
+
+        Raises: UnreadableRecord, TaskFailed (vm_gone).
+        """
+        return build_record.from_payload(payload, vm_id, lambda args: self._rows(vm_id, args))
+
+    def _record(self, vm_id: str, payload: dict[str, Any]) -> BuildRecord:
+        """The record to build from; one that cannot be read fails the VM, whose build never
+        started (a redelivery has cleaned the host by now).
+
+        Raises: TaskFailed (vm_gone, build_record_unsupported, build_record_invalid).
+        """
+        try:
+            return self.record_of(vm_id, payload)
+        except UnreadableRecord as exc:
+            log.error("build of %s cannot start: %s", vm_id, exc.message)
+            self._work.fail_unbuilt(vm_id, exc)
+            raise
+
+    def _rows(self, vm_id: str, args: dict[str, Any]) -> BuildRecord:
+        """Version 0: the record rebuilt from the VM's rows and the payload's args, for a task
+        an API from before build records queued. Raises: TaskFailed (vm_gone)."""
         with self._db.read() as conn:
             row = vm_dao.get(conn, vm_id)
             gpus = gpu_dao.for_vm(conn, vm_id)
         if row is None:
             raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
         image = self._images.get(row.image_id)
-        claim = Claim(gpus=gpus, numa_node=row.numa_node, node_cpus=list(args["node_cpus"]),
-                      pinned_cpus=row.pinned_cpus)
-        seed = Seed(instance_id=row.id, hostname=row.name, ssh_keys=tuple(args["ssh_keys"]),
-                    user_data=args.get("user_data"), mac=row.mac or "")
-        return BuildPlan(row=row, host=self._hosts.get(row.host), image=image,
-                         base_path=self._images.path_of(image.file), claim=claim, seed=seed,
-                         hugepages=bool(args.get("hugepages")))
+        return build_record.legacy_record(row, gpus, image, self._images.path_of(image.file),
+                                          self._hosts.get(row.host).row.network, args)
 
 
 class TaskExecution:
@@ -131,9 +176,12 @@ class TaskExecution:
             return None
         if task.status == "queued":
             with self._db.write() as conn:
-                if not task_dao.mark_running(conn, task.id, utc_now(),
-                                             utc_after(self._steps.timeout_s(task, args))):
+                wait_s = self._steps.wait_s(conn, task)
+                if wait_s is None and not task_dao.mark_running(
+                        conn, task.id, utc_now(), utc_after(self._steps.timeout_s(task, args))):
                     return None  # ended while it waited
+            if wait_s is not None:  # handed on for later: no worker is held meanwhile
+                return self._continue(task, payload, state or {}, {}, wait_s, publish)
         elif state is None:  # running with nothing to continue: its worker died mid-step
             with self._db.write() as conn:
                 task_dao.count_attempt(conn, task.id)
@@ -160,7 +208,7 @@ class TaskExecution:
     def _attempt(self, task: task_dao.TaskRow, payload: dict[str, Any],
                  state: dict[str, Any], publish: Publish | None) -> float | None:
         try:
-            found = self._steps.run(task, payload.get("args", {}), state)
+            found = self._steps.run(task, payload, state)
         except (HypervisorUnavailable, errors.HostUnavailable) as exc:
             return self._wait_for_host(task, payload, state, exc, publish)
         except TaskFailed as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 import uuid
 from dataclasses import dataclass, replace
@@ -13,7 +14,7 @@ from src import errors
 from src.database import images as image_dao
 from src.database.db import Database
 from src.hypervisor.disks import CommandFailed, QemuImg
-from src.services.rules import access
+from src.services.rules import access, quotas
 from src.services.rules.access import Principal
 from src.services.rules.redaction import redact
 from src.utils.clock import utc_now
@@ -41,23 +42,52 @@ class ImageService:
         self._images_dir = images_dir
         self._qemu_img = qemu_img
 
-    def list(self, caller: Principal | None = None) -> list[image_dao.ImageRow]:
-        """The images caller sees: public ones and its project's (admins: all)."""
+    def list(self, caller: Principal | None = None, limit: int = 1000,
+             marker: str | None = None) -> list[image_dao.ImageRow]:
+        """A page of the images caller sees (public ones and its project's; admins: all), oldest
+        first, after the marker image.
+
+        Raises: MarkerNotFound (not an image caller sees).
+        """
+        scope = access.scope(caller) if caller else None
         with self._db.read() as conn:
-            return image_dao.list_visible(conn, access.scope(caller) if caller else None)
+            after = image_dao.find(conn, marker, scope) if marker is not None else None
+            if marker is not None and (after is None or after.id != marker):
+                raise errors.MarkerNotFound(marker=marker)
+            rows = image_dao.list_page(conn, scope, after, limit)
+        return [self.as_seen(row) for row in rows]
 
     def get(self, id_or_name: str, caller: Principal | None = None) -> image_dao.ImageRow:
         """By id or name, among the images caller sees. Raises: ImageNotFound."""
         with self._db.read() as conn:
-            image = image_dao.find(conn, id_or_name, access.scope(caller) if caller else None)
+            image = self._find(conn, id_or_name, caller)
         if image is None:
             raise errors.ImageNotFound(image=id_or_name)
+        return self.as_seen(image)
+
+    @staticmethod
+    def _find(conn: sqlite3.Connection, id_or_name: str,
+              caller: Principal | None) -> image_dao.ImageRow | None:
+        """The image caller means: by id any it sees; by name its own project's, then a public
+        one (an admin's own project's private images included)."""
+        if caller is None:
+            return image_dao.find(conn, id_or_name, None)
+        return image_dao.find(conn, id_or_name, access.scope(caller), own=caller.project)
+
+    def as_seen(self, image: image_dao.ImageRow) -> image_dao.ImageRow:
+        """The image as callers see it: an active image whose file is not in the images dir
+        (seeded before its file came, or removed since) is missing_file. One stat, and only of
+        active images (about a microsecond each)."""
+        if image.status == "active" and not os.path.isfile(
+                os.path.join(self._images_dir, image.file)):
+            return replace(image, status="missing_file")
         return image
 
     def create(self, spec: NewImage, caller: Principal) -> image_dao.ImageRow:
         """Register spec.file (admins), or make a pending image for an upload.
 
-        Raises: Forbidden, ImageFileInvalid, ChecksumMismatch, NameConflict.
+        Raises: Forbidden, ImageFileInvalid, ChecksumMismatch, NameConflict, QuotaExceeded
+        (images).
         """
         visibility = access.image_visibility(caller, spec.visibility)
         image = self.new_row(spec, caller, visibility, "file" if spec.file else "upload")
@@ -68,8 +98,7 @@ class ImageService:
         if not path.is_file():
             raise errors.ImageFileInvalid(file=spec.file,
                                           reason="no such file in the images directory")
-        size, virtual_size = self.inspect(path, spec.file, spec.format)
-        digest = file_sha256(path)
+        size, virtual_size, digest = self._facts(path, spec.file, spec.format)
         if spec.sha256 and digest != spec.sha256:
             raise errors.ChecksumMismatch(actual=digest, expected=spec.sha256)
         return self._insert(replace(image, size_bytes=size, virtual_size_bytes=virtual_size,
@@ -78,40 +107,50 @@ class ImageService:
     @staticmethod
     def new_row(spec: NewImage, caller: Principal, visibility: str,
                 origin: str) -> image_dao.ImageRow:
-        """The row of a new image; an upload's or import's file is named by its id."""
+        """The row of a new image, filed under its owner (a public one under no project's
+        name); an upload's or import's file is named by its id."""
         image_id = str(uuid.uuid4())
         return image_dao.ImageRow(
             id=image_id, name=spec.name, file=spec.file or f"{image_id}.{spec.format}",
             format=spec.format, size_bytes=None, virtual_size_bytes=None, created_at=utc_now(),
-            project=caller.project, visibility=visibility,
+            project=access.image_owner(caller, visibility), visibility=visibility,
             status={"file": "active", "upload": "pending", "import": "importing"}[origin],
             origin=origin, expected_sha256=spec.sha256, source_url=spec.url)
 
     def _insert(self, image: image_dao.ImageRow) -> image_dao.ImageRow:
-        """Raises: NameConflict when the project, or the public images, have the name."""
+        """Raises: NameConflict when the project, or the public images, have the name;
+        QuotaExceeded when the project has its limit of images."""
         try:
             with self._db.write() as conn:
+                quotas.enforce(conn, image.project, {"images": 1})
                 image_dao.insert(conn, image)
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="image", name=image.name) from None
         return image
 
     def seed(self, name: str, file: str, fmt: str) -> bool:
-        """Register name→file for the default project even if the file is not there yet
-        (db-init); False if the name exists.
+        """Register name->file as a public image even if the file is not there yet (db-init,
+        install-image); a registered image of that name still without its file is pointed at
+        file instead. False if the name exists otherwise.
 
         Raises: ImageFileInvalid when the file is there but is not a usable image.
         """
         with self._db.read() as conn:
-            if image_dao.find(conn, name, "default") is not None:
-                return False
+            existing = image_dao.find(conn, name, None)
+        if existing is not None and (existing.origin != "file" or existing.file == file
+                                     or self.as_seen(existing).status != "missing_file"):
+            return False
         path = self.path_of(file)
+        facts = self._facts(path, file, fmt) if path.is_file() else None
+        if existing is not None:
+            with self._db.write() as conn:
+                image_dao.set_file(conn, existing.id, file, fmt, facts)
+            return True
         image = self.new_row(NewImage(name=name, format=fmt, file=file),
                              Principal("", "default", "admin"), "public", "file")
-        if path.is_file():
-            size, virtual_size = self.inspect(path, file, fmt)
-            image = replace(image, size_bytes=size, virtual_size_bytes=virtual_size,
-                            sha256=file_sha256(path))
+        if facts is not None:
+            image = replace(image, size_bytes=facts[0], virtual_size_bytes=facts[1],
+                            sha256=facts[2])
         try:
             self._insert(image)
         except errors.NameConflict:
@@ -119,28 +158,29 @@ class ImageService:
         return True
 
     def has_file(self, name: str) -> bool:
-        """Whether the default project's image name exists and its file is in place."""
+        """Whether the public image name exists and its file is in place."""
         with self._db.read() as conn:
-            image = image_dao.find(conn, name, "default")
-        return image is not None and self.path_of(image.file).is_file()
+            image = image_dao.find(conn, name, None)
+        return image is not None and self.as_seen(image).status == "active"
 
-    def delete(self, id_or_name: str, caller: Principal) -> None:
+    def delete(self, id_or_name: str, caller: Principal) -> image_dao.ImageRow:
         """Delete the image; an upload's or import's file goes with it (an import under way
-        stops), a registered file stays.
+        stops), a registered file stays. The image deleted.
 
         Raises: ImageNotFound, Forbidden, ImageInUse.
         """
         with self._db.write() as conn:
-            image = image_dao.find(conn, id_or_name, access.scope(caller))
+            image = self._find(conn, id_or_name, caller)
             if image is None:
                 raise errors.ImageNotFound(image=id_or_name)
-            access.check_image_owner(caller, image.project)
+            access.check_image_owner(caller, image)
             users = image_dao.count_users(conn, image.id)
             if users:
                 raise errors.ImageInUse(image=image.name, vm_count=users)
             image_dao.delete(conn, image.id)
         if image.origin != "file":
             self.path_of(image.file).unlink(missing_ok=True)
+        return image
 
     def copies(self, image: image_dao.ImageRow) -> tuple[str, ...]:
         """The hosts whose storage pool holds a checked copy of the image."""
@@ -175,11 +215,12 @@ class ImageService:
 
         Raises: ImageNotActive, ImageFileMissing, ImageInvalid.
         """
-        if image.status != "active":
+        if image.status not in ("active", "missing_file"):
             raise errors.ImageNotActive(image=image.name, status=image.status)
         path = self.path_of(image.file)
         if not path.is_file():
             raise errors.ImageFileMissing(file=image.file, image=image.name)
+        image = replace(image, status="active")  # its file has come since it was looked up
         try:
             size, virtual_size = self.inspect(path, image.file, image.format)
         except errors.ImageFileInvalid as exc:
@@ -211,6 +252,14 @@ class ImageService:
     @property
     def images_dir(self) -> Path:
         return self._images_dir
+
+    def _facts(self, path: Path, file: str, fmt: str) -> tuple[int, int, str]:
+        """(size on disk, virtual size, SHA-256) of a file to register.
+
+        Raises: ImageFileInvalid.
+        """
+        size, virtual_size = self.inspect(path, file, fmt)
+        return size, virtual_size, file_sha256(path)
 
     def inspect(self, path: Path, file: str, fmt: str) -> tuple[int, int]:
         """(size on disk, virtual size) of a standalone image of format fmt.

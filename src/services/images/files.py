@@ -158,7 +158,7 @@ class Intake:
         Raises: ImageNotFound, Forbidden, ImageNotPending.
         """
         image = self.images.get(id_or_name, caller)
-        access.check_image_owner(caller, image.project)
+        access.check_image_owner(caller, image)
         if image.origin != "upload" or image.status not in ("pending", "error"):
             raise errors.ImageNotPending(image=image.name, status=image.status)
         return image

@@ -7,8 +7,10 @@ revealed).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from src import errors
+from src.vocabulary import PUBLIC_IMAGES_OWNER
 
 
 @dataclass(frozen=True)
@@ -115,13 +117,39 @@ def image_visibility(caller: Principal, asked: str | None) -> str:
     return "private"
 
 
-def check_image_owner(caller: Principal, project: str) -> None:
-    """Whether caller may change (upload to, delete) an image of project it can see.
+class OwnedImage(Protocol):
+    """What deciding an image's owner reads: whose it is and who may see it."""
 
-    Raises: Forbidden for a member and another project's (public) image.
+    @property
+    def project(self) -> str: ...
+
+    @property
+    def visibility(self) -> str: ...
+
+
+def check_image_owner(caller: Principal, image: OwnedImage) -> None:
+    """Whether caller may change (upload to, delete) an image it can see: admins any; members
+    only their own project's private ones. Decided by role and visibility, never by project
+    alone: a public image is no member's, whichever project made it.
+
+    Raises: Forbidden for a member and a public (or another project's) image.
     """
-    if not sees_project(caller, project):
-        raise errors.Forbidden("Only admins may change a public image of another project.")
+    if caller.is_admin:
+        return
+    if image.visibility == "public" or image.project != caller.project:
+        raise errors.Forbidden("Only admins may change a public image.")
+
+
+def image_owner(caller: Principal, visibility: str) -> str:
+    """The project a new image of visibility is filed under: a public one under the reserved
+    owner no token belongs to, a private one under caller's project."""
+    return PUBLIC_IMAGES_OWNER if visibility == "public" else caller.project
+
+
+def own_project(caller: Principal) -> str | None:
+    """The project a request of caller touched when its answer names none: a member's own; an
+    admin's none (flavors, hosts, refusals), so that no member reads an admin's trail."""
+    return None if caller.is_admin else caller.project
 
 
 def keypair_scope(caller: Principal, keypair: str, project: str | None) -> str:
@@ -134,3 +162,15 @@ def keypair_scope(caller: Principal, keypair: str, project: str | None) -> str:
     if not caller.is_admin:
         raise errors.KeypairNotFound(keypair=keypair)
     return project
+
+
+def volume_scope(caller: Principal, volume: str, project: str | None = None) -> str | None:
+    """The project in which caller's lookup of volume searches (None: every project).
+
+    Raises: VolumeNotFound when a member names another project.
+    """
+    if caller.is_admin:
+        return project
+    if project is not None and project != caller.project:
+        raise errors.VolumeNotFound(volume=volume)
+    return caller.project

@@ -1,10 +1,9 @@
-"""Per-project quotas: instances, vCPUs, RAM (MiB), GPUs, disk and image GiB, checked inside
-the transaction that takes them."""
+"""Per-project quotas: instances, vCPUs, RAM (MiB), GPUs, disk and image GiB, and counts of
+images, keypairs and tokens, checked inside the transaction that takes them."""
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from src import errors
 from src.database import images as image_dao
@@ -73,11 +72,20 @@ def enforce_image_bytes(conn: sqlite3.Connection, project: str, image_id: str,
     image_room(conn, project, image_id).check(wanted)
 
 
+@dataclass(frozen=True)
+class ProjectQuota:
+    """A project's limits (None: unlimited) and what it uses of each resource."""
+
+    project: str
+    limits: project_dao.Limits
+    in_use: dict[str, int]
+
+
 class QuotaService:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def show(self, project: str, caller: Principal | None = None) -> dict[str, Any]:
+    def show(self, project: str, caller: Principal | None = None) -> ProjectQuota:
         """Limits and usage; another project is not there for a member. Raises: ProjectNotFound."""
         if caller is not None:
             access.check_project(caller, project)
@@ -85,16 +93,15 @@ class QuotaService:
             limits = project_dao.limits(conn, project)
             if limits is None:
                 raise errors.ProjectNotFound(project=project)
-            return {"project": project, "limits": limits,
-                    "in_use": project_dao.usage(conn, project)}
+            return ProjectQuota(project, limits, project_dao.usage(conn, project))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[ProjectQuota]:
         """Every project with its limits and usage."""
         with self._db.read() as conn:
             names = project_dao.names(conn)
         return [self.show(name) for name in names]
 
-    def update(self, project: str, changes: dict[str, int | None]) -> dict[str, Any]:
+    def update(self, project: str, changes: dict[str, int | None]) -> ProjectQuota:
         """Set some limits (None: unlimited). Raises: ProjectNotFound."""
         with self._db.write() as conn:
             if not project_dao.exists(conn, project):

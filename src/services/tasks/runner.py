@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 OTHER_WORKERS = 4
 # Image imports: downloads that may take long run on workers of their own, so they never hold
-# the workers of power actions (see _Entry.kind).
+# the workers of power actions (see _Entry.kind); one project holds at most import_project_max
+# of them (IAAS_PROJECT_MAX_IMPORTS, 1), so another project's import always finds one.
 IMPORT_WORKERS = 2
 POLL_S = 0.25  # a long-poll looks at the database this often for tasks other processes end
 EXPIRED = "The task waited in the queue longer than IAAS_TASK_QUEUE_TIMEOUT and did not run."
@@ -81,25 +82,30 @@ class _Entry:
 
 class TaskRunner:
     """The in-process executor: runs task steps on worker threads, builds on their own capped
-    workers, everything else on the others; projects are served in turn, each with at most
-    project_max tasks running. What a step does is `step` (src/services/actions/task_runs.py), the
-    same code a Celery worker runs."""
+    workers, imports on theirs, everything else on the others; projects are served in turn,
+    each with at most project_max tasks running, and at most import_project_max imports.
+    What a step does is `step` (src/services/actions/task_runs.py), the same code a Celery
+    worker runs."""
 
     name = "inprocess"
 
-    def __init__(self, db: Database, max_builds: int, *, workers: int = OTHER_WORKERS,
-                 project_max: int = 8, queue_timeout_s: float = 600.0,
+    def __init__(self, db: Database, max_builds: int, *, step: Step,
+                 expire: Callable[[task_dao.TaskRow], None], workers: int = OTHER_WORKERS,
+                 project_max: int = 8, import_project_max: int = 1,
+                 queue_timeout_s: float = 600.0,
                  on_finish: Callable[[task_dao.TaskRow], None] | None = None) -> None:
+        """step runs a task's next step; expire ends the work of one that expired queued."""
         self._db = db
-        self.step: Step = lambda _task_id: None  # set by the wiring (app.py)
-        self.expire: Callable[[task_dao.TaskRow], None] = lambda _task: None
+        self.step = step  # public: tests wrap it to hold one task at a gate
+        self._expire_work = expire
         self._on_finish = on_finish
         self._queue_timeout_s = queue_timeout_s
-        self._queue: FairQueue[_Entry] = FairQueue(project_max)
+        self._queue: FairQueue[_Entry] = FairQueue(project_max, {"import": import_project_max})
         self._waiting: dict[str, _Entry] = {}  # task id -> a started task between two steps
         self._cond = threading.Condition()
         self._stopping = False
         self._done = threading.Condition()
+        self._ending: set[str] = set()  # tasks whose step runs here: a waiter waits for _ended
         self._guard = threading.Lock()
         self._vm_locks: dict[str, threading.Lock] = {}
         self._threads = [threading.Thread(target=self._serve, args=(kind,), daemon=True,
@@ -143,7 +149,8 @@ class TaskRunner:
                 with self._db.read() as conn:
                     task = task_dao.get(conn, task_id)
                 remaining = deadline - time.monotonic()
-                if task is None or task.status not in ACTIVE_TASK_STATUSES or remaining <= 0:
+                ended = task is None or task.status not in ACTIVE_TASK_STATUSES
+                if (ended and task_id not in self._ending) or remaining <= 0:
                     return task
                 self._done.wait(min(remaining, POLL_S))
 
@@ -176,7 +183,7 @@ class TaskRunner:
             if self._run(entry):
                 continue  # it waits again, keeping its project's slot
             with self._cond:
-                self._queue.done(entry.task.project)
+                self._queue.done(entry.task.project, entry.kind)
                 self._cond.notify_all()
 
     def _next(self, kind: str) -> _Entry | None:
@@ -201,9 +208,16 @@ class TaskRunner:
             self._expire(entry)
             return False
         entry.started = True
+        with self._done:
+            self._ending.add(task.id)
         with self._vm_lock(task.vm_id or task.id):  # an image's task has no VM to share
-            after = self.step(task.id)
+            try:
+                after = self.step(task.id)
+            except BaseException:
+                self._release(task.id)
+                raise
         if after is not None:
+            self._release(task.id)
             with self._cond:
                 entry.due = time.monotonic() + after
                 self._waiting[task.id] = entry
@@ -213,16 +227,25 @@ class TaskRunner:
         return False
 
     def _ended(self, task_id: str) -> None:
+        """The task's step ran (ended, or waits for its next): what follows its end (the VM
+        re-read) is done before a waiter on it wakes, so the waiter sees its outcome."""
         with self._db.read() as conn:
             task = task_dao.get(conn, task_id)
+        try:
+            if task is not None:
+                if (task.action == "delete" and task.status == "succeeded") or task.vm_id is None:
+                    with self._guard:  # the VM is gone: no task will ask for its lock again
+                        self._vm_locks.pop(task.vm_id or task.id, None)
+                if self._on_finish is not None:
+                    self._on_finish(task)
+        finally:
+            self._release(task_id)
+
+    def _release(self, task_id: str) -> None:
+        """Its step is over here: waiters on the task may read it again."""
+        with self._done:
+            self._ending.discard(task_id)
         self.notify()
-        if task is None:
-            return
-        if (task.action == "delete" and task.status == "succeeded") or task.vm_id is None:
-            with self._guard:  # the VM is gone: no task will ask for its lock again
-                self._vm_locks.pop(task.vm_id or task.id, None)
-        if self._on_finish is not None:
-            self._on_finish(task)
 
     def _expire(self, entry: _Entry) -> None:
         with self._db.write() as conn:
@@ -230,7 +253,7 @@ class TaskRunner:
         if expired:
             log.warning("task %s (%s) of vm %s expired in the queue", entry.task.id,
                         entry.task.action, entry.task.vm_id)
-            self.expire(entry.task)
+            self._expire_work(entry.task)
         self.notify()
 
     def _vm_lock(self, vm_id: str) -> threading.Lock:

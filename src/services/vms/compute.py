@@ -26,10 +26,17 @@ from src.services.rules import access, lifecycle, quotas, seeds
 from src.services.rules.access import Principal
 from src.services.rules.placement import Demand, HostCapacity
 from src.services.tasks.runner import Executor, new_task_row
+from src.services.vms.build_record import (
+    BuildOptions,
+    CloudInit,
+    VolumeDisk,
+    record_for,
+)
 from src.services.vms.flavors import demand_of
 from src.services.vms.power import PowerOptions
 from src.services.vms.provisioning import GIB
 from src.services.vms.reads import VmView, row_and_task, view
+from src.services.volumes import attachments
 from src.utils.clock import utc_now
 
 
@@ -47,6 +54,7 @@ class CreateRequest:
     key_names: tuple[str, ...] | list[str] = ()  # the project's keypairs, beside ssh_keys
     user_data: str | None = None
     host: str | None = None  # admins may pin the VM to a host
+    volumes: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()  # {volume, read_only?}
 
 
 def _args(args: dict[str, Any]) -> str:
@@ -76,7 +84,9 @@ class ComputeService:
         ImageNotFoundInRequest, ImageNotActive, ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
         caller's own project), FlavorNotFoundInRequest,
         InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
-        HypervisorUnavailable (no enabled host answers).
+        HypervisorUnavailable (no enabled host answers); for volumes VolumeNotFoundInRequest,
+        BadRequest, MultiattachRequiresReadOnly, VolumesOnSeveralHosts, VolumeOnOtherHost,
+        VolumeNotAvailable, VolumeInUse.
         """
         if request.host is not None:
             access.require_admin(caller)  # only admins choose the host
@@ -85,10 +95,16 @@ class ComputeService:
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
         image = self._image(request.image_name, caller)
-        image, _base, virtual_size = self._images.verify(image)
+        image, base_path, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
         demand = replace(demand, disk_gb=disk_gb)
-        hosts, capacities = self._candidates(request.host)
+        wanted, volume_host = attachments.find_wanted(self._db, list(request.volumes), caller)
+        if volume_host is not None and request.host not in (None, volume_host):
+            raise errors.VolumeOnOtherHost(volume=wanted[0].named, volume_host=volume_host,
+                                           vm_host=request.host)
+        pinned = volume_host or request.host  # a VM goes where its volumes are
+        hosts, capacities = self._candidates(pinned)
+        networks = {host.name: host.row.network for host in hosts}
         now = utc_now()
         vm_id = str(uuid.uuid4())
         # The domain is named by the id, not the VM's name: names are only unique per project,
@@ -106,15 +122,18 @@ class ComputeService:
                 quotas.enforce(conn, row.project, {
                     "instances": 1, "vcpus": demand.cpu, "ram": demand.ram,
                     "gpus": demand.gpu_count, "disk_gb": disk_gb})
-                chosen, claim = self._capacity.claim(conn, demand, hosts, capacities,
-                                                     request.host)
+                chosen, claim = self._capacity.claim(conn, demand, hosts, capacities, pinned)
                 row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
                               gpus=[gpu.id for gpu in claim.gpus], host=chosen)
-                task = replace(task, host=chosen, payload=_args({
-                    "ssh_keys": list(ssh_keys), "user_data": request.user_data,
-                    "hugepages": bool(flavor and flavor.hugepages),
-                    "node_cpus": claim.node_cpus}))
                 vm_dao.insert(conn, row)
+                planned = attachments.attach_at_create(conn, row.id, wanted, now)
+                record = record_for(row, image, base_path, claim, networks[chosen],
+                                    CloudInit(ssh_keys, request.user_data),
+                                    BuildOptions(hugepages=bool(flavor and flavor.hugepages)),
+                                    tuple(VolumeDisk(disk.volume_id, disk.device,
+                                                     disk.read_only, disk.shareable)
+                                          for disk in planned))
+                task = replace(task, host=chosen, payload=json.dumps(record.to_payload()))
                 gpu_dao.allocate(conn, chosen, row.gpus, row.id, now)
                 task_dao.insert(conn, task)
         except sqlite3.IntegrityError:

@@ -8,28 +8,25 @@ of such a VM is written on this machine.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
-import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from src.config import Config
-from src.database import images as image_dao
 from src.database.db import Database
 from src.hypervisor.disks import QemuImg
 from src.hypervisor.storage import Pools
+from src.services.images.copies import ImageCopies
 from src.services.tasks.steps import best_effort, step
-from src.utils.clock import utc_now
 from src.utils.nocloud import seed_bytes, write_seed
 
 if TYPE_CHECKING:
     from src.services.hosts.registry import Host
-    from src.services.vms.provisioning import BuildPlan
+    from src.services.vms.build_record import BuildRecord
 
 DISK_FILE = "disk.qcow2"
 SEED_FILE = "seed.iso"  # the cloud-init NoCloud volume
@@ -53,9 +50,16 @@ class Placed:
 
 
 class Disks(Protocol):
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed: ...
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed: ...
     def remove(self, vm_id: str) -> None: ...
     def console_tail(self, vm_id: str) -> bytes: ...
+    # The root disk's layers (snapshots own the frozen ones; src/services/vms/root_disks.py).
+    def root_layer(self, vm_id: str) -> str: ...
+    def layer_name(self, vm_id: str, generation: int) -> str: ...
+    def layer_path(self, vm_id: str, layer: str) -> str: ...
+    def stack(self, vm_id: str, parent: str, layer: str, size_gb: int) -> str: ...
+    def remove_layer(self, vm_id: str, layer: str) -> None: ...
+    def flatten(self, vm_id: str, layer: str, size_gb: int, dest: Path) -> None: ...
 
 
 class SharedDisks:
@@ -69,18 +73,18 @@ class SharedDisks:
     def folder(self, vm_id: str) -> Path:
         return self._config.instances_dir / vm_id
 
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed:
         """Raises: TaskFailed (instance_dir_failed, overlay_failed, seed_failed)."""
-        folder = self.folder(plan.row.id)
+        folder = self.folder(record.vm_id)
         with step("instance_dir_failed"):
             self._make_folder(folder)
         undo.callback(best_effort, "remove files", shutil.rmtree, folder)
         with step("overlay_failed"):
-            self._qemu_img.create_overlay(plan.base_path, plan.image.format, folder / DISK_FILE,
-                                          plan.row.disk_gb * GIB)
+            self._qemu_img.create_overlay(record.base_path, record.image.format,
+                                          folder / DISK_FILE, record.disk_gb * GIB)
             os.chmod(folder / DISK_FILE, FILE_MODE)
         with step("seed_failed"):
-            write_seed(plan.seed, folder / SEED_FILE)
+            write_seed(record.seed, folder / SEED_FILE)
         return Placed(str(folder / DISK_FILE), str(folder / SEED_FILE),
                       str(folder / CONSOLE_LOG))
 
@@ -99,6 +103,31 @@ class SharedDisks:
                 return log_file.read()
         except FileNotFoundError:
             return b""
+
+    def root_layer(self, vm_id: str) -> str:
+        return DISK_FILE
+
+    def layer_name(self, vm_id: str, generation: int) -> str:
+        return f"layer-{generation}.qcow2"
+
+    def layer_path(self, vm_id: str, layer: str) -> str:
+        return str(self.folder(vm_id) / layer)
+
+    def stack(self, vm_id: str, parent: str, layer: str, size_gb: int) -> str:
+        """A new layer backed by parent. Raises: CommandFailed, FileExistsError."""
+        path = self.folder(vm_id) / layer
+        path.unlink(missing_ok=True)  # what a cut-short earlier attempt left
+        self._qemu_img.create_overlay(Path(self.layer_path(vm_id, parent)), "qcow2", path,
+                                      size_gb * GIB)
+        os.chmod(path, FILE_MODE)
+        return str(path)
+
+    def remove_layer(self, vm_id: str, layer: str) -> None:
+        (self.folder(vm_id) / layer).unlink(missing_ok=True)
+
+    def flatten(self, vm_id: str, layer: str, size_gb: int, dest: Path) -> None:
+        """The layer's content with its backing chain, as one qcow2 file. Raises: CommandFailed."""
+        self._qemu_img.convert(Path(self.layer_path(vm_id, layer)), "qcow2", dest, "qcow2")
 
     def capacity_gb(self) -> int:
         """Size in GiB of the filesystem that holds the instances folder (its nearest existing
@@ -120,28 +149,24 @@ class SharedDisks:
 class PoolDisks:
     """Volumes in the host's libvirt storage pool; the base image is copied there once."""
 
-    # One copy per (host, image) at a time, whichever build asks first; the others wait.
-    _copying: ClassVar[dict[tuple[str, str], threading.Lock]] = {}
-    _guard: ClassVar[threading.Lock] = threading.Lock()
-
     def __init__(self, db: Database, host: Host) -> None:
         self._db = db
         self._host = host
         self._pool = host.row.storage_pool
         self._pools: Pools = host.hypervisor.pools
 
-    def make(self, plan: BuildPlan, undo: ExitStack) -> Placed:
+    def make(self, record: BuildRecord, undo: ExitStack) -> Placed:
         """Raises: TaskFailed (image_copy_failed, overlay_failed, seed_failed)."""
-        vm_id = plan.row.id
+        vm_id = record.vm_id
         with step("image_copy_failed"):
-            base = self._base(plan)
+            base = self._base(record)
         with step("overlay_failed"):
-            disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", plan.row.disk_gb * GIB,
-                                             "qcow2", backing=(base, plan.image.format))
+            disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", record.disk_gb * GIB,
+                                             "qcow2", backing=(base, record.image.format))
         undo.callback(best_effort, "delete overlay", self._pools.delete_volume, self._pool,
                       f"{vm_id}.qcow2")
         with step("seed_failed"):
-            data = seed_bytes(plan.seed)
+            data = seed_bytes(record.seed)
             seed = self._pools.create_volume(self._pool, f"{vm_id}-seed.iso", len(data), "raw")
             undo.callback(best_effort, "delete seed", self._pools.delete_volume, self._pool,
                           f"{vm_id}-seed.iso")
@@ -152,49 +177,51 @@ class PoolDisks:
     def remove(self, vm_id: str) -> None:
         """Raises: TaskFailed (file_removal_failed)."""
         with step("file_removal_failed"):
-            for suffix in (".qcow2", "-seed.iso", "-console.log"):
+            for name in self._pools.volumes(self._pool):
+                if name.startswith(f"{vm_id}-layer-"):  # its snapshots' layers
+                    self._pools.delete_volume(self._pool, name)
+            for suffix in (".qcow2", "-flat.qcow2", "-seed.iso", "-console.log"):
                 self._pools.delete_volume(self._pool, vm_id + suffix)
 
     def console_tail(self, vm_id: str) -> bytes:
         return self._pools.download_tail(self._pool, f"{vm_id}-console.log", CONSOLE_READ_LIMIT)
 
-    def _base(self, plan: BuildPlan) -> str:
+    def root_layer(self, vm_id: str) -> str:
+        return f"{vm_id}.qcow2"
+
+    def layer_name(self, vm_id: str, generation: int) -> str:
+        return f"{vm_id}-layer-{generation}.qcow2"
+
+    def layer_path(self, vm_id: str, layer: str) -> str:
+        path = self._pools.volume_path(self._pool, layer)
+        if path is None:
+            raise FileNotFoundError(f"layer {layer} is not in pool {self._pool}")
+        return path
+
+    def stack(self, vm_id: str, parent: str, layer: str, size_gb: int) -> str:
+        self._pools.delete_volume(self._pool, layer)
+        return self._pools.create_volume(self._pool, layer, size_gb * GIB, "qcow2",
+                                         backing=(self.layer_path(vm_id, parent), "qcow2"))
+
+    def remove_layer(self, vm_id: str, layer: str) -> None:
+        self._pools.delete_volume(self._pool, layer)
+
+    def flatten(self, vm_id: str, layer: str, size_gb: int, dest: Path) -> None:
+        """A flattened clone in the pool (libvirt's qemu-img convert), downloaded to dest."""
+        flat = f"{vm_id}-flat.qcow2"
+        self._pools.delete_volume(self._pool, flat)
+        try:
+            self._pools.clone_volume(self._pool, flat, self._pool, layer, size_gb * GIB)
+            with dest.open("wb") as out:
+                self._pools.download_to(self._pool, flat, out)
+        finally:
+            best_effort("delete the flattened copy", self._pools.delete_volume, self._pool, flat)
+
+    def _base(self, record: BuildRecord) -> str:
         """The path of the image's checked copy in the pool, copied now if there is none.
 
         Concurrent builds on one host wait for the one copy.
         """
-        image, name = plan.image, f"base-{plan.image.id}.{plan.image.format}"
-        with self._lock_for(image.id):
-            with self._db.read() as conn:
-                known = image_dao.copy_volume(conn, image.id, self._host.name)
-            path = self._pools.volume_path(self._pool, known) if known else None
-            if path is not None:
-                return path
-            path = self._copy(plan.base_path, name, image.sha256 or "")
-            with self._db.write() as conn:
-                image_dao.record_copy(conn, image.id, self._host.name, name, utc_now())
-            return path
-
-    def _copy(self, source: Path, name: str, sha256: str) -> str:
-        """Upload source as volume name and check it reads back with the same SHA-256.
-
-        Raises: ValueError when the copy does not match (the volume is deleted).
-        """
-        size = source.stat().st_size
-        self._pools.delete_volume(self._pool, name)  # a half copy of an earlier try
-        path = self._pools.create_volume(self._pool, name, size, "raw")
-        try:
-            with source.open("rb") as data:
-                self._pools.upload(self._pool, name, data, size)
-            copied = hashlib.sha256(self._pools.download_tail(self._pool, name, size)).hexdigest()
-            if copied != sha256:
-                raise ValueError(f"the copy of {source.name} on the host has SHA-256 {copied}, "
-                                 f"not {sha256}")
-        except BaseException:
-            best_effort("delete a bad copy", self._pools.delete_volume, self._pool, name)
-            raise
-        return path
-
-    def _lock_for(self, image_id: str) -> threading.Lock:
-        with self._guard:
-            return self._copying.setdefault((self._host.name, image_id), threading.Lock())
+        copies = ImageCopies(self._db, self._host.name, self._pools, self._pool)
+        return copies.path_of(record.image.id, record.image.format, record.image.sha256,
+                              record.base_path)

@@ -4,76 +4,56 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 
 from src.config import Config
 from src.database.db import Database
-from src.database.images import ImageRow
-from src.database.vms import VmRow
 from src.hypervisor.disks import QemuImg
-from src.hypervisor.domain_xml import DomainSpec, render_domain
+from src.hypervisor.domain_xml import DiskSpec, DomainSpec, render_domain
 from src.hypervisor.errors import HypervisorError
 from src.hypervisor.pci import split_address
 from src.services.hosts.registry import Host
-from src.services.rules.placement import Claim
 from src.services.tasks.steps import best_effort, step
+from src.services.vms.build_record import BuildRecord
 from src.services.vms.disks import GIB, Disks, Placed, PoolDisks, SharedDisks
-from src.utils.nocloud import Seed
+from src.services.volumes.layers import FORMAT, VolumeLayers, serial_of
 
-__all__ = ["GIB", "BuildPlan", "Provisioner", "cpu_list"]
+__all__ = ["GIB", "Provisioner", "cpu_list"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BuildPlan:
-    """What one build needs: the VM's row, its host and base image, what placement gave it,
-    and its seed."""
-
-    row: VmRow
-    host: Host
-    image: ImageRow
-    base_path: Path
-    claim: Claim
-    seed: Seed
-    hugepages: bool = False
-
-    @property
-    def gpu_functions(self) -> list[str]:
-        """PCI addresses to pass through: every function of every claimed GPU."""
-        return [fn for gpu in self.claim.gpus for fn in gpu.functions]
-
-
 class Provisioner:
-    """Turns a BuildPlan into a running domain on its host, or leaves nothing behind."""
+    """Turns a build record into a running domain on its host, or leaves nothing behind."""
 
     def __init__(self, config: Config, db: Database, qemu_img: QemuImg,
-                 installation_id: str) -> None:
+                 installation_id: str, layers: VolumeLayers) -> None:
         self._db = db
+        self._layers = layers
         self._installation_id = installation_id
         self.shared = SharedDisks(config, qemu_img, installation_id)
 
     def disks(self, host: Host) -> Disks:
         return PoolDisks(self._db, host) if host.row.storage == "pool" else self.shared
 
-    def build(self, plan: BuildPlan, on_running: Callable[[int | None], None]) -> None:
-        """Create and start the VM, then call on_running(vnc_port) before committing to it.
+    def build(self, record: BuildRecord, host: Host,
+              on_running: Callable[[int | None], None]) -> None:
+        """Create and start the VM on host (the record's), then call on_running(vnc_port)
+        before committing to it.
 
         Raises: TaskFailed with the failing step's code; everything made so far is undone.
         """
-        vm_id, hypervisor = plan.row.id, plan.host.hypervisor
+        vm_id, hypervisor = record.vm_id, host.hypervisor
         with ExitStack() as undo:
-            placed = self.disks(plan.host).make(plan, undo)
-            xml = render_domain(self._spec(plan, placed))
+            placed = self.disks(host).make(record, undo)
+            xml = render_domain(self._spec(record, host, placed))
             log.debug("domain XML for %s:\n%s", vm_id, xml)
             with step("define_failed"):
                 hypervisor.define(xml)
             undo.callback(best_effort, "undefine", hypervisor.undefine, vm_id)
-            with step("start_failed", plan.gpu_functions, plan.host.row.network):
+            with step("start_failed", record.gpu_functions, record.network):
                 hypervisor.start(vm_id)
                 undo.callback(best_effort, "power off", hypervisor.force_off, vm_id)
                 hypervisor.set_autostart(vm_id, True)  # comes back with the host
-            on_running(self.vnc_port(vm_id, plan.host))
+            on_running(self.vnc_port(vm_id, host))
             undo.pop_all()
 
     def tear_down(self, vm_id: str, host: Host) -> None:
@@ -91,23 +71,27 @@ class Provisioner:
         """The end of the VM's serial console log (b'' before the guest wrote any)."""
         return self.disks(host).console_tail(vm_id)
 
-    def _spec(self, plan: BuildPlan, placed: Placed) -> DomainSpec:
-        domain_type = plan.host.row.domain_type
-        passthrough = bool(plan.gpu_functions)
-        row, claim = plan.row, plan.claim
+    def _spec(self, record: BuildRecord, host: Host, placed: Placed) -> DomainSpec:
+        domain_type = host.row.domain_type
+        passthrough = bool(record.gpu_functions)
+        placement = record.placement
         return DomainSpec(
-            uuid=row.id, name=row.domain_name, title=row.name, domain_type=domain_type,
-            cpu=row.cpu, ram_mib=row.ram, disk_path=placed.disk, disk_format="qcow2",
-            network=plan.host.row.network, console_log=placed.console_log,
-            installation_id=self._installation_id, image_name=plan.image.name,
-            mac=row.mac or plan.seed.mac,
-            seed_path=placed.seed, machine="q35" if passthrough else "pc",
+            uuid=record.vm_id, name=record.domain_name, title=record.name,
+            domain_type=domain_type, cpu=record.cpu, ram_mib=record.ram_mib,
+            disk_path=placed.disk, disk_format="qcow2", network=record.network,
+            console_log=placed.console_log, installation_id=self._installation_id,
+            image_name=record.image.name, mac=record.mac, seed_path=placed.seed,
+            machine="q35" if passthrough else "pc",
             # TCG cannot pass the host CPU through; 'maximum' is its equivalent.
             cpu_mode=("maximum" if domain_type == "qemu" else "host-passthrough")
             if passthrough else None,
-            hostdevs=tuple(split_address(address) for address in plan.gpu_functions),
-            numa_node=claim.numa_node, cpuset=cpu_list(claim.node_cpus),
-            pinned_cpus=tuple(claim.pinned_cpus), hugepages=plan.hugepages)
+            hostdevs=tuple(split_address(address) for address in record.gpu_functions),
+            numa_node=placement.numa_node, cpuset=cpu_list(list(placement.node_cpus)),
+            pinned_cpus=placement.pinned_cpus, hugepages=record.options.hugepages,
+            volumes=tuple(DiskSpec(path=self._layers.volume_path(host, disk.volume_id),
+                                   format=FORMAT, target_dev=disk.device,
+                                   serial=serial_of(disk.volume_id), read_only=disk.read_only,
+                                   shareable=disk.shareable) for disk in record.volumes))
 
     @staticmethod
     def vnc_port(vm_id: str, host: Host) -> int | None:

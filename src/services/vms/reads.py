@@ -11,6 +11,7 @@ from typing import NamedTuple
 from src import errors
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
+from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.domains import MISSING
 from src.hypervisor.driver import Hypervisor
@@ -55,6 +56,7 @@ class VmView(NamedTuple):
     power_state: str
     task: task_dao.TaskRow | None
     actions: list[str]
+    volumes: list[volume_dao.AttachmentRow] = []  # noqa: RUF012 - never mutated
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,11 @@ class TaskAnswer:
     retry_after_s: int | None = None
 
 
-def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None) -> VmView:
+def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
+         volumes: list[volume_dao.AttachmentRow] | None = None) -> VmView:
     actions = lifecycle.allowed_actions(row.status, busy=task is not None,
                                         domain_exists=power_state != MISSING)
-    return VmView(row, power_state, task, actions)
+    return VmView(row, power_state, task, actions, volumes or [])
 
 
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
@@ -113,17 +116,19 @@ class VmReader:
         """
         row, task = row_and_task(self._db, id_or_name,
                                  access.vm_scope(caller, id_or_name, project))
+        with self._db.read() as conn:
+            volumes = volume_dao.attachments_for_vms(conn, [row.id]).get(row.id, [])
         if not self._hosts.is_up(row.host):
-            return view(row, UNKNOWN, task)  # its host does not answer: show what we know
+            return view(row, UNKNOWN, task, volumes)  # its host does not answer: what we know
         host = self._hosts.get(row.host)
         try:
             power_state = host.hypervisor.power_state(row.id)
         except HypervisorUnavailable:
-            return view(row, UNKNOWN, task)
+            return view(row, UNKNOWN, task, volumes)
         learnable = power_state == "running" and not row.ip_addresses and row.mac
         if learnable and self._addresses.learn_one(row.id, row.mac or "", host):
             row = row_and_task(self._db, row.id)[0]
-        return view(row, power_state, task)
+        return view(row, power_state, task, volumes)
 
     def page(self, caller: Principal, *, status: str | None = None, name: str | None = None,
              limit: int = 1000, marker: str | None = None) -> list[VmView]:
@@ -140,9 +145,10 @@ class VmReader:
             rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit,
                                     project=project)
             active = task_dao.active_by_vm(conn) if rows else {}
+            volumes = volume_dao.attachments_for_vms(conn) if rows else {}
         states = self._power_states({row.host for row in rows})
         return [view(row, states.get(row.id, MISSING) if row.host in states.answered
-                     else UNKNOWN, active.get(row.id)) for row in rows]
+                     else UNKNOWN, active.get(row.id), volumes.get(row.id)) for row in rows]
 
     def _power_states(self, names: set[str]) -> PowerStates:
         """Every domain's state on the named hosts that answer, asked in parallel."""

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from src.database import snapshots as snapshot_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
+from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.domains import MISSING
 from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
 from src.services.hosts.registry import Host, HostRegistry
 from src.services.rules import lifecycle
 from src.services.tasks.runner import Next, TaskFailed
+from src.services.vms.build_record import BuildRecord
 from src.services.vms.power import PowerControl, PowerOptions
-from src.services.vms.provisioning import BuildPlan, Provisioner
+from src.services.vms.provisioning import Provisioner
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -38,33 +41,42 @@ class VmWork:
             raise TaskFailed("vm_gone", "The VM was removed while this task waited.")
         return self._hosts.get(row.host)
 
-    def build(self, plan: BuildPlan) -> None:
+    def build(self, record: BuildRecord) -> None:
         """Make and start the VM; on failure leave it in error, its resources freed only when
-        nothing of it is left on the host. Raises: TaskFailed."""
-        vm_id = plan.row.id
+        nothing of it is left on the host.
+
+        Raises: TaskFailed, HypervisorUnavailable and HostUnavailable (the host is away).
+        """
+        vm_id = record.vm_id
+        with self._db.read() as conn:  # the record alone would build a VM nobody has any more
+            if vm_dao.get(conn, vm_id) is None:
+                raise TaskFailed("vm_gone", "The VM was removed before its build ran.")
+        host = self._hosts.get(record.host)
 
         def mark_running(vnc_port: int | None) -> None:
             with self._db.write() as conn:
                 now = utc_now()
                 vm_dao.set_vnc_port(conn, vm_id, vnc_port, now)
+                volume_dao.confirm_pending(conn, vm_id)
                 if not vm_dao.set_status(conn, vm_id, "running", now, only_from="building"):
                     # The reconciler failed this build (task_timeout) meanwhile: undo it all.
                     raise TaskFailed("task_timeout", "The build outlived its deadline.")
 
         try:
-            self._provisioner.build(plan, mark_running)
+            self._provisioner.build(record, host, mark_running)
         except HypervisorUnavailable:
             raise  # the host went away: the task waits for it and starts again from clean
         except Exception as exc:
             failure = exc if isinstance(exc, TaskFailed) else TaskFailed(
                 "build_failed", f"The build failed unexpectedly: {exc}")
-            gone = self._gone_from_host(vm_id, plan.host)  # the undo steps are best-effort
+            gone = self._gone_from_host(vm_id, host)  # the undo steps are best-effort
             with self._db.write() as conn:
                 vm_dao.set_status(conn, vm_id, "error", utc_now(), (
                     failure.code, failure.message if gone else
                     f"{failure.message} {CLEANUP_FAILED}"), only_from="building")
                 if gone:  # only what is off the host may go to the next VM
                     vm_dao.release_resources(conn, vm_id)
+                    volume_dao.drop_pending(conn, vm_id)
             if isinstance(exc, TaskFailed):
                 raise
             log.exception("build of %s crashed", vm_id)
@@ -116,11 +128,17 @@ class VmWork:
 
     def expire_build(self, vm_id: str) -> None:
         """A create that never started: nothing is on the host, so its claim goes back."""
+        self.fail_unbuilt(vm_id, TaskFailed(
+            "task_expired", "The build waited in the queue too long and never started."))
+
+    def fail_unbuilt(self, vm_id: str, failure: TaskFailed) -> None:
+        """A build that cannot start (it expired, or its record is unreadable): nothing of it
+        is on the host, so the VM is in error and its claim goes back."""
         with self._db.write() as conn:
-            vm_dao.set_status(conn, vm_id, "error", utc_now(), (
-                "task_expired", "The build waited in the queue too long and never started."),
-                only_from="building")
+            vm_dao.set_status(conn, vm_id, "error", utc_now(), (failure.code, failure.message),
+                              only_from="building")
             vm_dao.release_resources(conn, vm_id)
+            volume_dao.drop_pending(conn, vm_id)
 
     def delete(self, vm_id: str) -> None:
         """Remove the VM from the host, then its row. Raises: TaskFailed (the VM is then error)."""
@@ -133,7 +151,9 @@ class VmWork:
             with self._db.write() as conn:
                 vm_dao.set_status(conn, vm_id, "error", utc_now(), (exc.code, exc.message))
             raise
-        with self._db.write() as conn:
+        with self._db.write() as conn:  # its snapshots lived in its files, now gone
+            snapshot_dao.delete_of(conn, vm_id)
+            snapshot_dao.remove_layers_of(conn, vm_id)
             vm_dao.delete(conn, vm_id)
 
     def recover_interrupted(self) -> int:
@@ -157,6 +177,7 @@ class VmWork:
                                       else ("cleanup_failed", CLEANUP_FAILED))
                     if cleaned:  # a domain that may still run keeps its GPUs and CPUs
                         vm_dao.release_resources(conn, task.vm_id)
+                        volume_dao.drop_pending(conn, task.vm_id)
             elif task.action == "delete":
                 try:
                     self.delete(task.vm_id)

@@ -78,7 +78,7 @@ def test_a_worker_killed_mid_build_leaves_one_domain_and_no_orphan(
         shown = client.get(f"/v1/vms/{vm['id']}").body
         assert task["status"] == "succeeded" or shown["error"], (task, shown)
         assert domains_of(system_conn, vm["id"]) == (1 if shown["status"] == "running" else 0)
-        assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": []}
+        assert client.get("/v1/admin/orphans").body == {"domains": [], "folders": [], "volumes": []}
         assert all(t.status != "running" for t in tasks_of(app))
 
 

@@ -4,11 +4,13 @@ import { $, announce, clearError, h, replace, showError } from "./dom.js";
 import { renderVms } from "./vms.js";
 import { renderVm } from "./detail.js";
 import { renderImages } from "./images.js";
+import { renderVolumes } from "./volumes.js";
 import { renderAudit, renderGpus, renderHosts } from "./admin.js";
 
 const PAGES = [
   [/^#\/vms\/([^/]+)$/, renderVm],
   [/^#\/images$/, renderImages],
+  [/^#\/volumes$/, renderVolumes],
   [/^#\/gpus$/, renderGpus, "admin"],
   [/^#\/hosts$/, renderHosts, "admin"],
   [/^#\/audit$/, renderAudit, "admin"],
@@ -17,12 +19,17 @@ const PAGES = [
 
 const session = { me: null, stop: null };
 
-// Who the token is: its entry in the token list is marked current.
+// Who the token is: its entry in the token list (paged) is marked current.
 async function whoAmI(secret) {
-  const answer = await call("GET", "/v1/tokens", undefined, secret);
-  const mine = answer.tokens.find((entry) => entry.current);
-  if (!mine) throw new ApiError(401, "unauthorized", "This token cannot see itself.", null);
-  return { role: mine.role, project: mine.project, id: mine.id };
+  let marker = null;
+  do {
+    const path = marker ? `/v1/tokens?marker=${encodeURIComponent(marker)}` : "/v1/tokens";
+    const answer = await call("GET", path, undefined, secret);
+    const mine = answer.tokens.find((entry) => entry.current);
+    if (mine) return { role: mine.role, project: mine.project, id: mine.id };
+    marker = answer.next_marker;
+  } while (marker);
+  throw new ApiError(401, "unauthorized", "This token cannot see itself.", null);
 }
 
 function setTitle(text) {

@@ -1,0 +1,273 @@
+"""The build record: everything one VM's build needs, decided by the create and read back by
+whichever process runs the build, as versioned JSON in the create task's payload.
+
+The create writes it in the transaction that inserts the VM and its task, so the build reads
+no VM, GPU or image row to learn what to make. A worker may read a task that an API of another
+version wrote, so every version it ever wrote keeps a loader here:
+
+- version 0 is the payload of the code before records (`{"args": {...}}` beside the VM's own
+  columns and GPU rows): it is rebuilt from those rows, by the caller (`legacy`);
+- version 1 is this record without volumes;
+- version 2 is this record;
+- a version this code does not know (a newer API's) fails the task, never the worker.
+
+Adding to what a build needs (volumes to attach, say): give the field a type and a default,
+write VERSION + 1, and keep the loader of every older version, which leaves the field at its
+default. Readers refuse keys they do not know, so a record can never be built without a part
+it asked for.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from src.database.gpus import GpuRow
+from src.database.images import ImageRow
+from src.database.vms import VmRow
+from src.services.rules.placement import Claim
+from src.services.tasks.runner import TaskFailed
+from src.utils.nocloud import Seed
+
+VERSION = 2
+KEY = "build"  # where the record sits in the task's payload
+UNSUPPORTED = "build_record_unsupported"
+INVALID = "build_record_invalid"
+
+
+class UnreadableRecord(TaskFailed):
+    """The task's record cannot be built from: a version this code does not know, or not the
+    shape its version says. Nothing of the VM was made."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """The base image as the create checked it."""
+
+    id: str
+    name: str
+    path: str  # the base file, absolute (IAAS_IMAGES_DIR is the same for every process)
+    format: str
+    sha256: str | None = None  # pool hosts check their copy of the file against it
+
+
+@dataclass(frozen=True)
+class GpuClaim:
+    address: str  # the GPU's PCI address on its host (its inventory id)
+    functions: tuple[str, ...]  # every PCI function passed through with it, itself included
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the scheduler gave the VM on its host, beyond vCPUs and RAM."""
+
+    gpus: tuple[GpuClaim, ...] = ()
+    numa_node: int | None = None
+    node_cpus: tuple[int, ...] = ()  # the host CPUs of numa_node
+    pinned_cpus: tuple[int, ...] = ()  # one host CPU per vCPU, in order
+
+
+@dataclass(frozen=True)
+class CloudInit:
+    """What the VM's NoCloud seed adds to its id, name and MAC."""
+
+    ssh_keys: tuple[str, ...] = ()  # checked at create
+    user_data: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeDisk:
+    """A volume the VM has from its first boot: which one, as which disk, and how."""
+
+    volume_id: str
+    device: str  # the target in the domain: vdc, vdd, ...
+    read_only: bool = False
+    shareable: bool = False  # a multiattach volume
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    hugepages: bool = False
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    vm_id: str
+    name: str
+    project: str
+    domain_name: str
+    host: str
+    image: ImageRef
+    cpu: int
+    ram_mib: int
+    disk_gb: int
+    mac: str
+    network: str
+    placement: Placement = field(default_factory=Placement)
+    cloud_init: CloudInit = field(default_factory=CloudInit)
+    options: BuildOptions = field(default_factory=BuildOptions)
+    volumes: tuple[VolumeDisk, ...] = ()
+
+    @property
+    def base_path(self) -> Path:
+        return Path(self.image.path)
+
+    @property
+    def gpu_functions(self) -> list[str]:
+        """PCI addresses to pass through: every function of every claimed GPU."""
+        return [fn for gpu in self.placement.gpus for fn in gpu.functions]
+
+    @property
+    def seed(self) -> Seed:
+        return Seed(instance_id=self.vm_id, hostname=self.name,
+                    ssh_keys=self.cloud_init.ssh_keys, user_data=self.cloud_init.user_data,
+                    mac=self.mac)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The task payload that carries this record (plain JSON)."""
+        return {KEY: {"version": VERSION, **asdict(self)}}
+
+
+def record_for(row: VmRow, image: ImageRow, base_path: Path, claim: Claim, network: str,
+               cloud_init: CloudInit, options: BuildOptions,
+               volumes: tuple[VolumeDisk, ...] = ()) -> BuildRecord:
+    """The record of the VM row's build on row.host, with what placement claimed for it."""
+    return BuildRecord(
+        vm_id=row.id, name=row.name, project=row.project, domain_name=row.domain_name,
+        host=row.host, image=ImageRef(id=image.id, name=image.name, path=str(base_path),
+                                      format=image.format, sha256=image.sha256),
+        cpu=row.cpu, ram_mib=row.ram, disk_gb=row.disk_gb, mac=row.mac or "", network=network,
+        placement=Placement(
+            gpus=tuple(GpuClaim(gpu.id, tuple(gpu.functions)) for gpu in claim.gpus),
+            numa_node=claim.numa_node, node_cpus=tuple(claim.node_cpus),
+            pinned_cpus=tuple(claim.pinned_cpus)),
+        cloud_init=cloud_init, options=options, volumes=volumes)
+
+
+def legacy_record(row: VmRow, gpus: list[GpuRow], image: ImageRow, base_path: Path,
+                  network: str, args: dict[str, Any]) -> BuildRecord:
+    """Version 0: the record an unversioned payload's args and the VM's rows make together
+    (what the build read before records).
+
+    Raises: KeyError, TypeError, ValueError when args lack what version 0 always wrote.
+    """
+    claim = Claim(gpus=gpus, numa_node=row.numa_node, node_cpus=list(args["node_cpus"]),
+                  pinned_cpus=row.pinned_cpus)
+    return record_for(row, image, base_path, claim, network,
+                      CloudInit(tuple(args["ssh_keys"]), args.get("user_data")),
+                      BuildOptions(hugepages=bool(args.get("hugepages"))))
+
+
+def from_payload(payload: dict[str, Any], vm_id: str,
+                 legacy: Callable[[dict[str, Any]], BuildRecord]) -> BuildRecord:
+    """The record of vm_id's build in a create task's payload, whichever version wrote it;
+    legacy(args) rebuilds a version 0 one from the VM's rows.
+
+    Raises: UnreadableRecord (build_record_unsupported, build_record_invalid), and what
+    legacy raises besides.
+    """
+    data = payload.get(KEY)
+    version = 0 if data is None else data.get("version") if isinstance(data, dict) else None
+    try:
+        record = legacy(payload.get("args", {})) if data is None else _loader(version)(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = f"the field {exc} is missing" if isinstance(exc, KeyError) else str(exc)
+        raise UnreadableRecord(INVALID, f"The task's build record (version {version}) cannot "
+                                        f"be read: {reason}.") from None
+    if record.vm_id != vm_id:
+        raise UnreadableRecord(INVALID, f"The task's build record is that of VM "
+                                        f"{record.vm_id}, not {vm_id}.")
+    return record
+
+
+def _loader(version: object) -> Callable[[dict[str, Any]], BuildRecord]:
+    """Raises: UnreadableRecord (build_record_unsupported) for a version this code lacks."""
+    if not isinstance(version, int) or isinstance(version, bool) or version not in _LOADERS:
+        raise UnreadableRecord(UNSUPPORTED, (
+            f"The task's build record is version {version!r}; this server reads versions 0 to "
+            f"{VERSION}. A newer API queued it: upgrade this worker, then create the VM again."))
+    return _LOADERS[version]
+
+
+def _only(data: dict[str, Any], kind: type[Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """data, checked to hold no key kind (a dataclass) does not have.
+
+    Raises: TypeError (data is no object), ValueError naming the first unknown key.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object, got {data!r}")
+    known = {spec.name for spec in fields(kind)} | set(extra)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}")
+    return data
+
+
+def _ints(values: list[Any]) -> tuple[int, ...]:
+    """Raises: TypeError unless every value is a whole number."""
+    return tuple(_int(value) for value in values)
+
+
+def _int(value: Any) -> int:
+    """Raises: TypeError unless value is a whole number (JSON's true is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    """Raises: TypeError unless value is a string."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _maybe(check: Callable[[Any], Any], value: Any) -> Any:
+    return None if value is None else check(value)
+
+
+def _v1(data: dict[str, Any]) -> BuildRecord:
+    """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
+    if "volumes" in data:
+        raise ValueError("unknown field 'volumes'")
+    return _v2(data)
+
+
+def _v2(data: dict[str, Any]) -> BuildRecord:
+    """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
+    _only(data, BuildRecord, ("version",))
+    image = _only(data["image"], ImageRef)
+    placement = _only(data.get("placement", {}), Placement)
+    cloud_init = _only(data.get("cloud_init", {}), CloudInit)
+    options = _only(data.get("options", {}), BuildOptions)
+    return BuildRecord(
+        vm_id=_text(data["vm_id"]), name=_text(data["name"]), project=_text(data["project"]),
+        domain_name=_text(data["domain_name"]), host=_text(data["host"]),
+        image=ImageRef(id=_text(image["id"]), name=_text(image["name"]),
+                       path=_text(image["path"]), format=_text(image["format"]),
+                       sha256=_maybe(_text, image.get("sha256"))),
+        cpu=_int(data["cpu"]), ram_mib=_int(data["ram_mib"]), disk_gb=_int(data["disk_gb"]),
+        mac=_text(data["mac"]), network=_text(data["network"]),
+        placement=Placement(
+            gpus=tuple(GpuClaim(_text(_only(gpu, GpuClaim)["address"]),
+                                tuple(_text(fn) for fn in gpu["functions"]))
+                       for gpu in placement.get("gpus", [])),
+            numa_node=_maybe(_int, placement.get("numa_node")),
+            node_cpus=_ints(placement.get("node_cpus", [])),
+            pinned_cpus=_ints(placement.get("pinned_cpus", []))),
+        cloud_init=CloudInit(ssh_keys=tuple(_text(key) for key in cloud_init.get("ssh_keys", [])),
+                             user_data=_maybe(_text, cloud_init.get("user_data"))),
+        options=BuildOptions(hugepages=options.get("hugepages", False) is True),
+        volumes=tuple(_volume(_only(entry, VolumeDisk)) for entry in data.get("volumes", [])))
+
+
+def _volume(entry: dict[str, Any]) -> VolumeDisk:
+    """Raises: KeyError, TypeError."""
+    return VolumeDisk(volume_id=_text(entry["volume_id"]), device=_text(entry["device"]),
+                      read_only=entry.get("read_only", False) is True,
+                      shareable=entry.get("shareable", False) is True)
+
+
+# Every version this code reads, but 0 (no record: the caller's legacy loader).
+_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2}

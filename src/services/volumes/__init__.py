@@ -1,0 +1,1 @@
+"""Volumes: block devices that outlive VMs, their attachments, snapshots and layers."""
