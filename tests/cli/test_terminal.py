@@ -169,6 +169,17 @@ def _outcome(api: Api, task_id: str, point: int | None, live: bool) -> tuple[str
     return ("returned" if point is None or sigint.lines >= point else "unsent"), sigint.lines
 
 
+def _still_drawing(deadline_s: float) -> list[threading.Thread]:
+    """Rich's status-line threads alive after deadline_s. A stopped one ends at its next
+    wake-up (a busy machine may delay that); one never stopped redraws for ever."""
+    deadline = time.monotonic() + deadline_s
+    threads = [thread for thread in threading.enumerate()
+               if type(thread).__name__ == "_RefreshThread"]
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return [thread for thread in threads if thread.is_alive()]
+
+
 def _run_pending_handlers() -> None:
     """A few bytecodes, where CPython runs a signal handler that is due."""
     for _ in range(3):
@@ -194,8 +205,7 @@ def test_ctrl_c_at_every_point_of_a_poll_stops_the_waiting(iaas: Iaas, status_li
                 for point in range(1, lines + 1)}
     lost = [point for point, outcome in outcomes.items() if outcome == "returned"]
     assert lost == [], f"SIGINT at lines {lost} of {lines} of wait() was lost"
-    drawing = [thread for thread in threading.enumerate()
-               if type(thread).__name__ == "_RefreshThread"]  # Rich's status-line thread
+    drawing = _still_drawing(deadline_s=30)
     assert drawing == [], f"{len(drawing)} status lines were left drawing"
     # Most lines lie inside the waiting (the rest build the status line, before wait()
     # listens for Ctrl-C: there the CLI says `interrupted`, exit 130 too).
