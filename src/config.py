@@ -61,6 +61,8 @@ class Config:
     project_max_tasks: int = 8
     task_queue_timeout_s: float = 600.0
     allow_insecure_hosts: bool = False
+    allow_test_hosts: bool = False  # test:// hosts: libvirt's test driver reads any file named
+    host_credentials_dir: Path = Path("/etc/iaas")  # where a host URI's key and PKI paths lie
     scheduler: str = "spread"
     broker_url: str = ""  # empty: tasks run in the API's own process
     worker_concurrency: int = 2
@@ -205,6 +207,20 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def add_to_env_file(path: Path, key: str, value: str, why: list[str]) -> None:
+    """Append `key=value`, after comment lines saying why, to the env file (made if missing).
+
+    Raises: ValueError if the file sets key already (a value someone chose is never replaced).
+    """
+    if key in read_env_file(path):
+        raise ValueError(f"{path} sets {key} already")
+    before = path.read_text() if path.is_file() else ""
+    lines = [f"# {line}" for line in why] + [f"{key}={value}"]
+    gap = "" if not before or before.endswith("\n") else "\n"
+    with path.open("a") as out:
+        out.write(gap + "\n".join(lines) + "\n")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One IAAS_* variable: the Config field it sets, its default and what it means."""
@@ -310,6 +326,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_ALLOW_INSECURE_HOSTS", "allow_insecure_hosts", "off",
             "Accept `qemu+tcp://` hosts (no encryption, no authentication): test set-ups only.",
             _switch),
+    Setting("IAAS_ALLOW_TEST_HOSTS", "allow_test_hosts", "off",
+            "Accept `test://` hosts (libvirt's in-process test driver, which reads whatever file "
+            "the URI names): test set-ups only.", _switch),
+    Setting("IAAS_HOST_CREDENTIALS_DIR", "host_credentials_dir", "/etc/iaas",
+            "A host URI's `pkipath` (`qemu+tls://`), `keyfile` and `known_hosts` "
+            "(`qemu+ssh://`) must name paths under this folder.", _path),
     Setting("IAAS_SCHEDULER", "scheduler", "spread",
             "`spread`: a VM goes where most RAM is free; `pack`: where the least RAM that fits "
             "is free.", str),

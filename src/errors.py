@@ -83,8 +83,11 @@ HostNotFoundInRequest = _error("HostNotFoundInRequest", 400, "host_not_found",
 InsecureUri = _error("InsecureUri", 400, "insecure_uri",
                      "{uri!r} is neither encrypted nor authenticated; use qemu+tls:// or "
                      "qemu+ssh://, or set IAAS_ALLOW_INSECURE_HOSTS=true.")
+HostUriNotAllowed = _error("HostUriNotAllowed", 400, "host_uri_not_allowed",
+                           "The host URI {uri!r} is not allowed: {reason}")
 HostUnreachable = _error("HostUnreachable", 409, "host_unreachable",
-                         "libvirt at {uri!r} does not answer: {reason}")
+                         "libvirt at {uri!r} does not answer: {reason}. libvirt's own message "
+                         "is in the server log.")
 HostNotEmpty = _error("HostNotEmpty", 409, "host_not_empty",
                       "Host {host!r} still has {vm_count} VM(s); delete them first.")
 HostUnavailable = _error("HostUnavailable", 503, "host_unavailable",
