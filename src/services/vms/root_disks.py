@@ -21,7 +21,7 @@ from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
 from src.services.hosts.registry import Host, HostRegistry
 from src.services.images.catalog import PARTIAL_PREFIX, ImageService
 from src.services.images.files import Intake, Landing
-from src.services.rules import access
+from src.services.rules import access, quotas
 from src.services.rules.access import Principal
 from src.services.tasks.runner import Executor, TaskFailed, new_task_row
 from src.services.vms.disks import Disks
@@ -98,7 +98,7 @@ class RootDisks:
               project: str | None = None) -> tuple[image_dao.ImageRow, task_dao.TaskRow]:
         """A new private image of the VM's project, filled by a task from its root disk.
 
-        Raises: VmNotFound, AmbiguousName, VmNotStopped, NameConflict, VmBusy.
+        Raises: VmNotFound, AmbiguousName, VmNotStopped, NameConflict, VmBusy, QuotaExceeded.
         """
         row = self._vm(vm, caller, project)
         image_id = str(uuid.uuid4())
@@ -111,6 +111,7 @@ class RootDisks:
             task_id=task.id)
         with self._db.write() as conn:
             self._stopped(conn, row, vm)
+            quotas.enforce(conn, row.project, {"images": 1})  # as an upload's or import's
             try:
                 image_dao.insert(conn, image)
             except sqlite3.IntegrityError:

@@ -1,0 +1,62 @@
+"""A hostile member against a VM's root disk and its volumes on the test driver: images made
+from a VM count like any other image, and a snapshot never freezes a layer a VM may be
+booting."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from src.app import App
+from tests.support import Client
+
+
+def stopped_vm(client: Client, name: str, **extra: Any) -> dict[str, Any]:
+    reply = client.post("/v1/vms", {"name": name, "cpu": 1, "ram": 128, "image_name": "base",
+                                    **extra})
+    assert client.wait_task(reply.body["task"]["id"])["status"] == "succeeded"
+    stop = client.post(f"/v1/vms/{name}/stop", None)
+    assert client.wait_task(stop.body["id"])["status"] == "succeeded"
+    return dict(reply.body)
+
+
+def test_images_made_from_a_vm_count_against_the_images_quota(
+        app: App, base_image: dict[str, Any]) -> None:
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1])
+    assert Client(app).request("PUT", "/v1/projects/team-a/quota", {"images": 1}).status == 200
+    stopped_vm(member, "box")
+    first = member.post("/v1/vms/box/image", {"name": "img-1"})
+    assert first.status == 202, first.body
+    assert member.wait_task(first.body["task_id"])["status"] == "succeeded"
+    second = member.post("/v1/vms/box/image", {"name": "img-2"})
+    assert second.status == 403 and second.error_code == "quota_exceeded", second.body
+    assert second.body["error"]["details"]["resource"] == "images"
+    assert member.get("/v1/images/img-2").error_code == "image_not_found"
+    assert member.get("/v1/projects/team-a/quota").body["in_use"]["images"] == 1
+
+
+def test_a_volume_is_not_snapshotted_under_a_vm_whose_start_is_under_way(
+        app: App, base_image: dict[str, Any]) -> None:
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1])
+    volume = member.post("/v1/volumes", {"name": "data", "size_gb": 1})
+    assert member.wait_task(volume.body["task"]["id"])["status"] == "succeeded"
+    vm = stopped_vm(member, "box", volumes=[{"volume": "data"}])  # attached read-write
+    # The start waits at a gate: the VM still reads stopped, but its domain is about to run
+    # on the volume's top layer, which a snapshot would freeze under a writing guest.
+    gate, real_step = threading.Event(), app.runner.step
+
+    def gated(task_id: str) -> float | None:
+        gate.wait(30)
+        return real_step(task_id)
+    app.runner.step = gated  # type: ignore[method-assign]
+    try:
+        start = member.post("/v1/vms/box/start", None)
+        assert start.status == 202
+        assert member.get("/v1/vms/box").body["status"] == "stopped"
+        snapshot = member.post("/v1/volumes/data/snapshots", {"name": "before"})
+    finally:
+        gate.set()
+    assert snapshot.status == 409 and snapshot.error_code == "vm_busy", snapshot.body
+    assert snapshot.body["error"]["details"]["action"] == "start"
+    assert member.wait_task(start.body["id"])["status"] == "succeeded"
+    assert member.get("/v1/volumes/data/snapshots").body["snapshots"] == []
+    assert member.get(f"/v1/vms/{vm['id']}").body["status"] == "running"
