@@ -32,7 +32,8 @@ class VolumeSnapshots:
         """Queue a snapshot of the volume.
 
         Raises: VolumeNotFound, AmbiguousName, VolumeNotAvailable, VolumeInUse (attached
-        read-write to a running VM), NameConflict, VolumeBusy.
+        read-write to a running VM), VmBusy (attached read-write to a VM with a task under
+        way), NameConflict, VolumeBusy.
         """
         row = self._volumes.find(volume, caller, project)
         snapshot = snapshot_dao.SnapshotRow(
@@ -49,6 +50,13 @@ class VolumeSnapshots:
                 raise errors.VolumeInUse(volume=volume, reason=(
                     f"VM {writers[0].vm_name!r} runs with it attached read-write; stop the VM "
                     "or detach the volume first"))
+            for attachment in volume_dao.attachments_of(conn, [row.id])[row.id]:
+                # A stopped VM whose start (or other task) is under way may boot on the layer
+                # this snapshot would freeze: its guest would write a frozen layer.
+                busy = task_dao.active_for_vm(conn, attachment.vm_id)
+                if not attachment.read_only and busy is not None:
+                    raise errors.VmBusy(vm=attachment.vm_name, task_id=busy.id,
+                                        action=busy.action)
             try:
                 snapshot_dao.insert(conn, replace(snapshot, size_gb=current.size_gb))
             except sqlite3.IntegrityError:
