@@ -60,3 +60,29 @@ def test_a_volume_is_not_snapshotted_under_a_vm_whose_start_is_under_way(
     assert member.wait_task(start.body["id"])["status"] == "succeeded"
     assert member.get("/v1/volumes/data/snapshots").body["snapshots"] == []
     assert member.get(f"/v1/vms/{vm['id']}").body["status"] == "running"
+
+
+def test_a_vm_is_not_created_on_a_volume_with_a_task_under_way(
+        app: App, base_image: dict[str, Any]) -> None:
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1])
+    volume = member.post("/v1/volumes", {"name": "data", "size_gb": 1})
+    assert member.wait_task(volume.body["task"]["id"])["status"] == "succeeded"
+    gate, real_step = threading.Event(), app.runner.step
+
+    def gated(task_id: str) -> float | None:
+        gate.wait(30)
+        return real_step(task_id)
+    app.runner.step = gated  # type: ignore[method-assign]
+    try:  # the delete waits at the gate: the volume still reads available
+        deleted = member.delete("/v1/volumes/data")
+        assert deleted.status == 202
+        assert member.get("/v1/volumes/data").body["status"] == "available"
+        vm = member.post("/v1/vms", {"name": "box", "cpu": 1, "ram": 128,
+                                     "image_name": "base", "volumes": [{"volume": "data"}]})
+    finally:
+        gate.set()
+    assert vm.status == 409 and vm.error_code == "volume_busy", vm.body
+    assert vm.body["error"]["details"]["action"] == "volume_delete"
+    assert member.get("/v1/vms/box").error_code == "vm_not_found"
+    assert member.wait_task(deleted.body["id"])["status"] == "succeeded"
+    assert member.get("/v1/volumes/data").error_code == "volume_not_found"

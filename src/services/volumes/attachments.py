@@ -99,7 +99,7 @@ def attach_at_create(conn: sqlite3.Connection, vm_id: str, wanted: list[Wanted],
                      now: str) -> tuple[Planned, ...]:
     """Inside the create's transaction (after the VM row): take each volume as it is now.
 
-    Raises: VolumeNotFoundInRequest, VolumeNotAvailable, VolumeInUse.
+    Raises: VolumeNotFoundInRequest, VolumeNotAvailable, VolumeBusy, VolumeInUse.
     """
     planned = []
     for device, entry in zip(DEVICES, wanted, strict=False):
@@ -109,6 +109,11 @@ def attach_at_create(conn: sqlite3.Connection, vm_id: str, wanted: list[Wanted],
         if current.status != "available":
             raise errors.VolumeNotAvailable(volume=entry.named, status=current.status,
                                             action="be attached")
+        # A delete, revert, resize or snapshot queued still reads available: the VM would
+        # boot on files that task is about to remove or freeze.
+        busy = task_dao.active_for_volume(conn, current.id, volume_tasks_only=True)
+        if busy is not None:
+            raise errors.VolumeBusy(volume=entry.named, task_id=busy.id, action=busy.action)
         check_modes(current, entry.read_only,
                     volume_dao.attachments_of(conn, [current.id])[current.id], entry.named)
         volume_dao.attach(conn, volume_dao.AttachmentRow(
