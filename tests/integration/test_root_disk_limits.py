@@ -86,3 +86,27 @@ def test_a_vm_is_not_created_on_a_volume_with_a_task_under_way(
     assert member.get("/v1/vms/box").error_code == "vm_not_found"
     assert member.wait_task(deleted.body["id"])["status"] == "succeeded"
     assert member.get("/v1/volumes/data").error_code == "volume_not_found"
+
+
+def test_a_vm_does_not_start_while_its_volume_is_being_snapshotted(
+        app: App, base_image: dict[str, Any]) -> None:
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1])
+    volume = member.post("/v1/volumes", {"name": "data", "size_gb": 1})
+    assert member.wait_task(volume.body["task"]["id"])["status"] == "succeeded"
+    stopped_vm(member, "box", volumes=[{"volume": "data"}])  # attached read-write
+    gate, real_step = threading.Event(), app.runner.step
+
+    def gated(task_id: str) -> float | None:
+        gate.wait(30)
+        return real_step(task_id)
+    app.runner.step = gated  # type: ignore[method-assign]
+    try:  # the snapshot waits at the gate, about to freeze the layer the VM would boot
+        snapshot = member.post("/v1/volumes/data/snapshots", {"name": "before"})
+        assert snapshot.status == 202
+        start = member.post("/v1/vms/box/start", None)
+    finally:
+        gate.set()
+    assert start.status == 409 and start.error_code == "volume_busy", start.body
+    assert start.body["error"]["details"]["action"] == "volume_snapshot"
+    member.wait_task(snapshot.body["task"]["id"])
+    assert member.get("/v1/vms/box").body["status"] == "stopped"

@@ -123,6 +123,19 @@ def attach_at_create(conn: sqlite3.Connection, vm_id: str, wanted: list[Wanted],
     return tuple(planned)
 
 
+def refuse_busy_volumes(conn: sqlite3.Connection, vm_id: str) -> None:
+    """Before a VM starts: none of the volumes it writes has a task under way (a queued
+    snapshot would freeze the layer its guest then boots and writes).
+
+    Raises: VolumeBusy.
+    """
+    for attachment in volume_dao.attachments_for_vms(conn, [vm_id]).get(vm_id, []):
+        busy = task_dao.active_for_volume(conn, attachment.volume_id, volume_tasks_only=True)
+        if not attachment.read_only and busy is not None:
+            raise errors.VolumeBusy(volume=attachment.volume_name, task_id=busy.id,
+                                    action=busy.action)
+
+
 class AttachmentService:
     def __init__(self, db: Database, volumes: VolumeService, executor: Executor) -> None:
         self._db = db
