@@ -4,9 +4,12 @@ booting."""
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 from src.app import App
+from src.database import snapshots as snapshot_dao
+from src.services.volumes.layers import MAX_SNAPSHOTS
 from tests.support import Client
 
 
@@ -110,3 +113,29 @@ def test_a_vm_does_not_start_while_its_volume_is_being_snapshotted(
     assert start.body["error"]["details"]["action"] == "volume_snapshot"
     member.wait_task(snapshot.body["task"]["id"])
     assert member.get("/v1/vms/box").body["status"] == "stopped"
+
+
+def test_snapshots_of_one_volume_or_vm_are_limited(app: App, base_image: dict[str, Any]) -> None:
+    """Each snapshot keeps a layer that may grow to the volume's size and deepens the chain
+    every read walks: without a limit one volume's snapshots fill the host's disk."""
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1])
+    volume = member.post("/v1/volumes", {"name": "data", "size_gb": 1})
+    assert member.wait_task(volume.body["task"]["id"])["status"] == "succeeded"
+    for index in range(MAX_SNAPSHOTS):
+        made = member.post("/v1/volumes/data/snapshots", {"name": f"s-{index}"})
+        assert made.status == 202, made.body
+        assert member.wait_task(made.body["task"]["id"])["status"] == "succeeded"
+    over = member.post("/v1/volumes/data/snapshots", {"name": "one-more"})
+    assert over.status == 409 and over.error_code == "too_many_snapshots", over.body
+    assert over.body["error"]["details"]["limit"] == MAX_SNAPSHOTS
+    assert len(member.get("/v1/volumes/data/snapshots").body["snapshots"]) == MAX_SNAPSHOTS
+    vm = stopped_vm(member, "box")
+    with app.db.write() as conn:  # as if made (the test driver cannot repoint a root disk)
+        for index in range(MAX_SNAPSHOTS):
+            snapshot_dao.insert(conn, snapshot_dao.SnapshotRow(
+                id=str(uuid.uuid4()), name=f"s-{index}", owner=vm["id"], owner_kind="vm",
+                project="team-a", layer=None, size_gb=1, status="available",
+                created_at="2026-12-07T00:00:00Z"))
+    refused = member.post("/v1/vms/box/snapshots", {"name": "one-more"})
+    assert refused.status == 409 and refused.error_code == "too_many_snapshots", refused.body
+    assert len(member.get("/v1/vms/box/snapshots").body["snapshots"]) == MAX_SNAPSHOTS

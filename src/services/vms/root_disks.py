@@ -27,7 +27,12 @@ from src.services.tasks.runner import Executor, TaskFailed, new_task_row
 from src.services.vms.disks import Disks
 from src.services.vms.provisioning import Provisioner
 from src.services.volumes.catalog import task_payload
-from src.services.volumes.layers import next_generation, prune_layers, record_layer
+from src.services.volumes.layers import (
+    next_generation,
+    prune_layers,
+    record_layer,
+    refuse_beyond_limit,
+)
 from src.utils.clock import utc_now
 
 ROOT_DEVICE = "vda"
@@ -44,7 +49,8 @@ class RootDisks:
     def snapshot(self, vm: str, name: str, caller: Principal, request_id: str | None = None,
                  project: str | None = None
                  ) -> tuple[snapshot_dao.SnapshotRow, task_dao.TaskRow]:
-        """Raises: VmNotFound, AmbiguousName, VmNotStopped, NameConflict, VmBusy."""
+        """Raises: VmNotFound, AmbiguousName, VmNotStopped, TooManySnapshots, NameConflict,
+        VmBusy."""
         row = self._vm(vm, caller, project)
         snapshot = snapshot_dao.SnapshotRow(
             id=str(uuid.uuid4()), name=name, owner=row.id, owner_kind="vm", project=row.project,
@@ -52,6 +58,7 @@ class RootDisks:
         task = self._task(row, "vm_snapshot", request_id, {"snapshot_id": snapshot.id})
         with self._db.write() as conn:
             self._stopped(conn, row, vm)
+            refuse_beyond_limit(conn, row.id, vm)
             try:
                 snapshot_dao.insert(conn, snapshot)
             except sqlite3.IntegrityError:

@@ -15,6 +15,7 @@ from src.database.db import Database
 from src.services.rules.access import Principal
 from src.services.tasks.runner import Executor
 from src.services.volumes.catalog import VolumeService
+from src.services.volumes.layers import refuse_beyond_limit
 from src.utils.clock import utc_now
 
 # A VM whose domain may write its disks: a read-write attachment to it cannot be frozen.
@@ -33,7 +34,7 @@ class VolumeSnapshots:
 
         Raises: VolumeNotFound, AmbiguousName, VolumeNotAvailable, VolumeInUse (attached
         read-write to a running VM), VmBusy (attached read-write to a VM with a task under
-        way), NameConflict, VolumeBusy.
+        way), TooManySnapshots, NameConflict, VolumeBusy.
         """
         row = self._volumes.find(volume, caller, project)
         snapshot = snapshot_dao.SnapshotRow(
@@ -57,6 +58,7 @@ class VolumeSnapshots:
                 if not attachment.read_only and busy is not None:
                     raise errors.VmBusy(vm=attachment.vm_name, task_id=busy.id,
                                         action=busy.action)
+            refuse_beyond_limit(conn, row.id, volume)
             try:
                 snapshot_dao.insert(conn, replace(snapshot, size_gb=current.size_gb))
             except sqlite3.IntegrityError:
