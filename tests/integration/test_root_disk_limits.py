@@ -9,6 +9,7 @@ from typing import Any
 
 from src.app import App
 from src.database import snapshots as snapshot_dao
+from src.database import vms as vm_dao
 from src.services.volumes.layers import MAX_SNAPSHOTS
 from tests.support import Client
 
@@ -139,3 +140,22 @@ def test_snapshots_of_one_volume_or_vm_are_limited(app: App, base_image: dict[st
     refused = member.post("/v1/vms/box/snapshots", {"name": "one-more"})
     assert refused.status == 409 and refused.error_code == "too_many_snapshots", refused.body
     assert len(member.get("/v1/vms/box/snapshots").body["snapshots"]) == MAX_SNAPSHOTS
+
+
+def test_a_volume_is_not_snapshotted_under_an_errored_vm_whose_domain_runs(
+        app: App, base_image: dict[str, Any]) -> None:
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1])
+    volume = member.post("/v1/volumes", {"name": "data", "size_gb": 1})
+    assert member.wait_task(volume.body["task"]["id"])["status"] == "succeeded"
+    vm = member.post("/v1/vms", {"name": "box", "cpu": 1, "ram": 128, "image_name": "base",
+                                 "volumes": [{"volume": "data"}]})  # read-write
+    assert member.wait_task(vm.body["task"]["id"])["status"] == "succeeded"
+    host = app.hosts.get("local").hypervisor
+    assert host.power_state(vm.body["id"]) == "running"
+    with app.db.write() as conn:  # a task failed after the guest came up (not the host's doing)
+        vm_dao.set_status(conn, vm.body["id"], "error", "2026-12-07T00:00:00Z",
+                          ("start_failed", "autostart could not be set"))
+    assert member.get("/v1/vms/box").body["status"] == "error"
+    snapshot = member.post("/v1/volumes/data/snapshots", {"name": "frozen"})
+    assert snapshot.status == 409 and snapshot.error_code == "volume_in_use", snapshot.body
+    assert member.get("/v1/volumes/data/snapshots").body["snapshots"] == []
