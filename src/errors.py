@@ -140,6 +140,8 @@ VolumeNotAttached = _error("VolumeNotAttached", 404, "volume_not_attached",
                            "Volume {volume!r} is not attached to VM {vm!r}.")
 TooManyVolumes = _error("TooManyVolumes", 409, "too_many_volumes",
                         "VM {vm!r} has {limit} volumes attached already.")
+TooManySnapshots = _error("TooManySnapshots", 409, "too_many_snapshots",
+                          "{owner!r} has {limit} snapshots already; delete one first.")
 SnapshotNotFound = _error("SnapshotNotFound", 404, "snapshot_not_found",
                           "Snapshot {snapshot!r} does not exist.")
 SnapshotNotFoundInRequest = _error("SnapshotNotFoundInRequest", 400, "snapshot_not_found",

@@ -77,7 +77,8 @@ VOLUME_ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/volumes/{volume}/snapshots", H.create_volume_snapshot,
           "createVolumeSnapshot", ok=202, returns="Snapshot", errors=(404, 409),
           body="SnapshotCreate", query=(VOLUME_PROJECT,),
-          description="409 volume_in_use while a running VM has it attached read-write."),
+          description="409 volume_in_use while a running VM has it attached read-write, "
+                      "vm_busy while such a VM has a task under way."),
     Route("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}", H.delete_volume_snapshot,
           "deleteVolumeSnapshot", ok=202, returns="Task", errors=(404, 409),
           query=(VOLUME_PROJECT,)),

@@ -164,7 +164,8 @@ class ComputeService:
 
     def act(self, id_or_name: str, action: str, options: PowerOptions, caller: Principal,
             request_id: str | None = None, project: str | None = None) -> task_dao.TaskRow:
-        """Queue a power action. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState."""
+        """Queue a power action. Raises: VmNotFound, AmbiguousName, VmBusy, InvalidState,
+        VolumeBusy (a start while a volume it writes has a task under way)."""
         task = self._hold(id_or_name, action, request_id,
                           access.vm_scope(caller, id_or_name, project), asdict(options))
         self._executor.submit(task)
@@ -175,7 +176,7 @@ class ComputeService:
         """Take the VM's hold for action: its one active task, inserted atomically. scope is
         the project the lookup searches (None: every project).
 
-        Raises: VmNotFound, AmbiguousName, HostUnavailable, VmBusy, InvalidState.
+        Raises: VmNotFound, AmbiguousName, HostUnavailable, VmBusy, InvalidState, VolumeBusy.
         """
         row, _ = row_and_task(self._db, id_or_name, scope)
         host = self._hosts.require_up(row.host)
@@ -193,6 +194,8 @@ class ComputeService:
             allowed = lifecycle.allowed_actions(current.status, busy=False, domain_exists=exists)
             if action not in allowed:
                 raise errors.InvalidState(action=action, status=current.status, allowed=allowed)
+            if action == "start":
+                attachments.refuse_busy_volumes(conn, current.id)
             try:
                 task_dao.insert(conn, task)
             except sqlite3.IntegrityError:  # the unique hold index: someone got there first

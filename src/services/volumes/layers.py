@@ -8,9 +8,11 @@ removing a snapshot never touches the layer below it.
 """
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from src import errors
 from src.config import Config
 from src.database import snapshots as snapshot_dao
 from src.database import volumes as volume_dao
@@ -21,6 +23,9 @@ from src.utils.clock import utc_now
 
 GIB = 1024 ** 3
 FORMAT = "qcow2"
+# Snapshots one volume or VM root disk may keep: each holds a layer that may grow to the
+# disk's full size and lengthens the chain every read walks (quotas count only the disk).
+MAX_SNAPSHOTS = 32
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ def prune_layers(db: Database, owner: str, top: str | None,
             with db.write() as conn:
                 snapshot_dao.remove_layer(conn, owner, layer.name)
             removed.append(layer.name)
+
+
+def refuse_beyond_limit(conn: sqlite3.Connection, owner: str, named: str) -> None:
+    """Raises: TooManySnapshots when the owner keeps MAX_SNAPSHOTS already."""
+    if snapshot_dao.count_of(conn, owner) >= MAX_SNAPSHOTS:
+        raise errors.TooManySnapshots(owner=named, limit=MAX_SNAPSHOTS)
 
 
 def next_generation(db: Database, owner: str) -> int:
