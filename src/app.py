@@ -36,12 +36,15 @@ from src.services.hosts.registry import Host, HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.files import Admission, Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
+from src.services.queue.clock import CapacityClock
+from src.services.queue.listing import QueueService
+from src.services.queue.placer import QueuePlacer
 from src.services.rules.quotas import QuotaService
 from src.services.tasks.broker import BrokerExecutor, celery_app
 from src.services.tasks.runner import Executor, TaskRunner
 from src.services.tasks.waits import WaitLimiter
 from src.services.vms.addresses import AddressBook
-from src.services.vms.compute import ComputeService
+from src.services.vms.compute import ComputeService, QueueRules
 from src.services.vms.flavors import FlavorService
 from src.services.vms.provisioning import Provisioner
 from src.services.vms.reads import VmReader
@@ -73,6 +76,7 @@ class App:
     waits: WaitLimiter  # the serving server sets its capacity (src/serve.py)
     executor: Executor  # the TaskRunner itself, or the broker's outbox relay
     intake: Intake
+    clock: CapacityClock  # places and expires waiting VMs, starts and ends reservations
 
     @property
     def router(self) -> Router:
@@ -97,6 +101,7 @@ class App:
 
     def close(self) -> None:
         """Stop background work and drop every libvirt connection."""
+        self.clock.stop()
         self.reconciler.stop()
         self.runner.shutdown()
         self.executor.close()
@@ -122,6 +127,7 @@ class Core:
     execution: TaskExecution
     intake: Intake
     layers: VolumeLayers
+    placer: QueuePlacer
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -139,11 +145,16 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
             log.warning("ended %d task(s) a restart interrupted", recovered)
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
-    compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
+    core.placer.bind(executor.submit)
+    clock = CapacityClock(config.reservation_tick_s, [core.placer.expire, core.placer.place])
+    compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity,
+                             QueueRules(config.queue_backfill_limit_s, config.queue_max_wait_s),
+                             on_queued=core.placer.place)
     volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
     core.gpus.refresh()  # every host that answers; the others at their next sweep
+    clock.start()  # the queue lives in the database: what waited before a restart moves on
     telemetry = Telemetry(core.db, core.hosts, queue_depths)
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
@@ -158,7 +169,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
                              core.layers),
         telemetry=telemetry,
-        hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config),
+        hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config, clock.poke),
+        queue=QueueService(core.db),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
         web=Dashboard(), volumes=volumes,
         attachments=AttachmentService(core.db, volumes, executor),
@@ -170,7 +182,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
                         AuditTrail(core.db), metrics)
     return App(config=config, db=core.db, hosts=core.hosts, installation_id=core.installation_id,
                tokens=tokens, runner=core.runner, reconciler=core.reconciler, pipeline=pipeline,
-               waits=waits, executor=executor, intake=core.intake)
+               waits=waits, executor=executor, intake=core.intake, clock=clock)
 
 
 def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -201,7 +213,11 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
                       (config.task_timeout_s, config.import_timeout_s), volume_work,
                       RootDiskWork(db, hosts, provisioner, intake))
-    execution = TaskExecution(db, steps, config.task_queue_timeout_s)
+    # A Celery worker's placer leaves what it places to the API's outbox relay (no submit).
+    placer = QueuePlacer(db, hosts, capacity, "celery" if config.broker_url else "inprocess",
+                         config.queue_backfill_limit_s)
+    execution = TaskExecution(db, steps, config.task_queue_timeout_s,
+                              on_end=placer.after_task)
     # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
     # runner on lifecycle events; the closure is read only once a task has run, by when
     # reconciler is bound.
@@ -226,4 +242,4 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                                                   execution.expire_stale()),
                             after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
-                runner, reconciler, work, steps, execution, intake, layers)
+                runner, reconciler, work, steps, execution, intake, layers, placer)

@@ -19,6 +19,7 @@ DOMAIN_TYPES = frozenset({
     "kvm", "qemu", "test", "xen", "lxc", "uml", "openvz", "vmware", "hyperv",
     "vbox", "phyp", "parallels", "bhyve", "vz", "kqemu", "hvf", "ch",
 })
+MAX_WAIT_S = 30 * 86400  # the longest a VM may wait for capacity (IAAS_QUEUE_MAX_WAIT, max_wait_s)
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -74,6 +75,9 @@ class Config:
     import_rate_window_s: float = 60.0  # ...in every window of this many seconds
     project_max_imports: int = 1  # URL imports of one project that download at once
     max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
+    queue_backfill_limit_s: float = 600.0  # a VM waiting longer is never passed by backfill
+    queue_max_wait_s: int = 86400  # how long a VM waits for capacity unless its create says
+    reservation_tick_s: float = 5.0  # the clock of the capacity queue and of reservations
 
     def __post_init__(self) -> None:
         if self.volumes_dir is None:
@@ -124,6 +128,15 @@ class Config:
         if not 1 <= self.max_uploads_per_project <= 1024:
             raise ConfigError("IAAS_MAX_UPLOADS_PER_PROJECT must be between 1 and 1024")
         self._check_imports()
+        self._check_queue()
+
+    def _check_queue(self) -> None:
+        if not 0 <= self.queue_backfill_limit_s <= 30 * 86400:
+            raise ConfigError("IAAS_QUEUE_BACKFILL_LIMIT must be between 0 and 2592000 seconds")
+        if not 1 <= self.queue_max_wait_s <= MAX_WAIT_S:
+            raise ConfigError(f"IAAS_QUEUE_MAX_WAIT must be between 1 and {MAX_WAIT_S} seconds")
+        if not 0.05 <= self.reservation_tick_s <= 3600:
+            raise ConfigError("IAAS_RESERVATION_TICK must be between 0.05 and 3600 seconds")
 
     def _check_imports(self) -> None:
         for name, parse, text in (("IAAS_IMPORT_PORTS", port_ranges, self.import_ports),
@@ -320,6 +333,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_MAX_UPLOADS_PER_PROJECT", "max_uploads_per_project", "4",
             "Image uploads one project may send at once to `make serve-prod` (waitress, which "
             "buffers each body before the app reads it); more are 429 `too_many_uploads`.", int),
+    Setting("IAAS_QUEUE_BACKFILL_LIMIT", "queue_backfill_limit_s", "600",
+            "Seconds after which a VM waiting for capacity is never passed any more: a smaller "
+            "VM behind it in the fair order (or a new create) no longer takes a host that could "
+            "hold it (backfill).", float),
+    Setting("IAAS_QUEUE_MAX_WAIT", "queue_max_wait_s", "86400",
+            "Seconds a VM created with `wait_for_capacity` waits at most (unless its "
+            "`max_wait_s` says less or more); then it is `error` with `capacity_wait_expired`.",
+            int),
+    Setting("IAAS_RESERVATION_TICK", "reservation_tick_s", "5",
+            "Seconds between two looks of the capacity clock: waiting VMs are placed and "
+            "expired, and reservations start and end, within this.", float),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

@@ -107,6 +107,11 @@ VOLUME_ROUTES: tuple[Route, ...] = (
           description="Hot-unplugged from a running VM (the task fails when the guest does "
                       "not let go in time; the volume then stays attached)."),
 )
+QUEUE_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/queue", H.list_queue, "listQueue", returns="Queue",
+          description="VMs waiting for capacity (wait_for_capacity), in fair order: yours "
+                      "(admins: every project's), with their positions among all."),
+)
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", H.health, "health", "public", returns="Health", errors=(503,),
           description="Whether the database and libvirt answer."),
@@ -224,4 +229,5 @@ ROUTES: tuple[Route, ...] = (
                       "already holds its share of waits, the task as it is now, with "
                       "Retry-After."),
     *VOLUME_ROUTES,
+    *QUEUE_ROUTES,
 )

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.api.queue_schemas import QUEUE_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
-from src.config import DOMAIN_TYPES
+from src.config import DOMAIN_TYPES, MAX_WAIT_S
 from src.services.vms.power import PowerOptions
 from src.vocabulary import (
     CAPACITY_RESOURCES,
@@ -20,6 +21,7 @@ from src.vocabulary import (
     TASK_STATUSES,
     VM_ACTIONS,
     VM_STATUSES,
+    WAITING_FOR_CAPACITY,
 )
 
 DNS_LABEL = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -76,7 +78,14 @@ SCHEMAS: dict[str, Any] = {
         "volumes": {"type": "array", "maxItems": 24, "items": _ref("AttachmentCreate"),
                     "description": "Volumes attached from the first boot; the VM is placed on "
                                    "their host."},
+        "wait_for_capacity": {"type": "boolean", "default": False,
+                              "description": "When it fits nowhere now, wait (202, status "
+                                             "queued) instead of 409 insufficient_capacity."},
+        "max_wait_s": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_S,
+                       "description": "With wait_for_capacity: how long it may wait (default "
+                                      "IAAS_QUEUE_MAX_WAIT); then error capacity_wait_expired."},
     }, required=["name", "image_name"]) | {
+        "dependentRequired": {"max_wait_s": ["wait_for_capacity"]},
         "description": "Sized by a flavor, or by cpu and ram (not both).",
         "oneOf": [
             {"required": ["flavor"], "not": {"anyOf": [{"required": ["cpu"]}, {"required": ["ram"]}]}},
@@ -150,6 +159,9 @@ SCHEMAS: dict[str, Any] = {
         "volume_id": {**NULLABLE_UUID, "description": "The volume a volume task works on"},
         "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
+        "details": {"oneOf": [{"type": "null"}, _object({
+            "reason": {"type": "string", "enum": [WAITING_FOR_CAPACITY]}})],
+            "description": "Why a queued task does not run yet: its VM waits for capacity"},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
     }),
@@ -254,7 +266,10 @@ SCHEMAS: dict[str, Any] = {
                                     "description": "host:port while the VM runs"}}),
         "volumes": {"type": "array", "items": _ref("Attachment")},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
-        "host": {"type": ["string", "null"], "description": "Its host (admins; null for others)"},
+        "host": {"type": ["string", "null"], "description": "Its host (admins; null for others, "
+                                                           "and while it is not placed)"},
+        "queue": {"oneOf": [{"type": "null"}, _ref("QueuePlace")],
+                  "description": "While it is queued: its place in the capacity queue"},
         "created_at": TIME, "updated_at": TIME,
     }),
     "Event": _object({
@@ -354,3 +369,4 @@ SCHEMAS: dict[str, Any] = {
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }
 SCHEMAS.update(VOLUME_SCHEMAS)
+SCHEMAS.update(QUEUE_SCHEMAS)

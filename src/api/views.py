@@ -8,9 +8,11 @@ from src.services.rules.quotas import ProjectQuota
 from src.services.rules.redaction import redact
 from src.services.vms.reads import VmView
 from src.services.volumes.layers import serial_of
+from src.vocabulary import QUEUE_EXECUTOR, WAITING_FOR_CAPACITY
 
 if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.audit import AuditRow
+    from src.database.capacity_waits import WaitRow
     from src.database.flavors import FlavorRow
     from src.database.gpus import GpuRow
     from src.database.images import ImageRow
@@ -30,9 +32,11 @@ def error(code: str | None, message: str | None, reveal: bool) -> dict[str, str]
 
 
 def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
+    waits = row.status == "queued" and row.executor == QUEUE_EXECUTOR
     return {"id": row.id, "vm_id": row.vm_id, "image_id": row.image_id,
             "volume_id": row.volume_id, "action": row.action,
             "status": row.status,
+            "details": {"reason": WAITING_FOR_CAPACITY} if waits else None,
             "error": error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at,
             "started_at": row.started_at, "finished_at": row.finished_at}
@@ -98,8 +102,15 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
             "volumes": [attachment(entry) for entry in view.volumes],
             "error": error(row.error_code, row.error_message, reveal),
-            "host": row.host if reveal else None,
+            "host": (row.host or None) if reveal else None,
+            "queue": queue_place(view.queue) if view.queue else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def queue_place(wait: WaitRow) -> dict[str, Any]:
+    """A waiting VM's place in the capacity queue: why and how long."""
+    return {"position": wait.position, "since": wait.since, "reason": wait.reason,
+            "estimated_start_at": wait.estimated_start_at, "expires_at": wait.expires_at}
 
 
 def attachment(row: AttachmentRow) -> dict[str, Any]:

@@ -201,3 +201,14 @@ def active_by_volume(conn: sqlite3.Connection) -> dict[str, TaskRow]:
     """Every volume's unfinished task, in one query."""
     return {row["volume_id"]: TaskRow(**row) for row in conn.execute(
         f"SELECT {_COLUMNS} FROM tasks WHERE status IN {_ACTIVE_SQL} AND volume_id IS NOT NULL")}
+
+
+def hand_on(conn: sqlite3.Connection, task_id: str, host: str, executor: str, payload: str,
+            now: str) -> bool:
+    """A create whose VM waited for capacity (executor 'queue') goes to a real executor now that
+    it is placed; its queue time starts again (created_at), since IAAS_TASK_QUEUE_TIMEOUT is
+    about an executor's queue, not about the wait for capacity. False unless it still waited."""
+    return conn.execute(
+        "UPDATE tasks SET host = ?, executor = ?, payload = ?, created_at = ? "
+        "WHERE id = ? AND status = 'queued' AND executor = 'queue'",
+        (host, executor, payload, now, task_id)).rowcount == 1

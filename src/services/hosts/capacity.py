@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from src import errors
 from src.database import gpus as gpu_dao
@@ -80,13 +80,21 @@ class Capacity:
                 continue
         return found
 
+    @property
+    def policy(self) -> str:
+        """IAAS_SCHEDULER: how the scheduler weighs the hosts that fit."""
+        return self._policy
+
     def claim(self, conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
-              capacities: dict[str, HostCapacity], pinned: str | None = None) -> tuple[str, Claim]:
-        """(host, claim) for demand, inside the caller's write transaction.
+              capacities: dict[str, HostCapacity], pinned: str | None = None,
+              kept: frozenset[str] = frozenset()) -> tuple[str, Claim]:
+        """(host, claim) for demand, inside the caller's write transaction; kept: hosts held
+        for a VM that waited past the backfill limit (src/services/hosts/backfill.py).
 
         Raises: InsufficientCapacity naming the closest miss and the hosts each filter rejected.
         """
-        considered = [host for host in hosts if pinned is None or host.name == pinned]
+        considered = [host for host in hosts
+                      if (pinned is None or host.name == pinned) and host.name not in kept]
         try:
             return schedule(demand, self._candidates(conn, demand, considered, capacities),
                             self._policy)
@@ -112,6 +120,24 @@ class Capacity:
             return 0, "host", []
         best = max(per_host, key=lambda entry: (entry.available, entry.host))
         return sum(entry.available for entry in per_host), best.limited_by, per_host
+
+    def rooms(self, conn: sqlite3.Connection, hosts: list[Host],
+              capacities: dict[str, HostCapacity]) -> list[Candidate]:
+        """What is free on each host now, every free GPU included (whatever its model)."""
+        return self._candidates(conn, Demand(cpu=0, ram=0, gpu_count=1), hosts, capacities)
+
+    @staticmethod
+    def whole_rooms(conn: sqlite3.Connection, hosts: list[Host],
+                    capacities: dict[str, HostCapacity]) -> dict[str, Free]:
+        """Each host that answers as if nothing ran on it: all it has, every assignable GPU."""
+        gpus: dict[str, list[gpu_dao.GpuRow]] = {}
+        for gpu in gpu_dao.list_all(conn):
+            if gpu.unavailable_reason is None:
+                gpus.setdefault(gpu.host, []).append(replace(gpu, vm_id=None))
+        return {host.name: Free(vcpus=capacity.vcpus, ram_mib=capacity.ram_mib,
+                                disk_gb=capacity.disk_gb, gpus=gpus.get(host.name, []),
+                                cpus=capacity.cells)
+                for host in hosts if (capacity := capacities.get(host.name)) is not None}
 
     @staticmethod
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],

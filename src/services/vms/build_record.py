@@ -19,7 +19,7 @@ it asked for.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ from src.utils.nocloud import Seed
 
 VERSION = 2
 KEY = "build"  # where the record sits in the task's payload
+# Where a VM that waits for capacity keeps its record until placed: host, network and
+# placement are empty there, and the placement (src/services/queue/placer.py) fills them.
+WAITING_KEY = "waiting"
 UNSUPPORTED = "build_record_unsupported"
 INVALID = "build_record_invalid"
 
@@ -138,11 +141,34 @@ def record_for(row: VmRow, image: ImageRow, base_path: Path, claim: Claim, netwo
         host=row.host, image=ImageRef(id=image.id, name=image.name, path=str(base_path),
                                       format=image.format, sha256=image.sha256),
         cpu=row.cpu, ram_mib=row.ram, disk_gb=row.disk_gb, mac=row.mac or "", network=network,
-        placement=Placement(
-            gpus=tuple(GpuClaim(gpu.id, tuple(gpu.functions)) for gpu in claim.gpus),
-            numa_node=claim.numa_node, node_cpus=tuple(claim.node_cpus),
-            pinned_cpus=tuple(claim.pinned_cpus)),
-        cloud_init=cloud_init, options=options, volumes=volumes)
+        placement=placement_of(claim), cloud_init=cloud_init, options=options, volumes=volumes)
+
+
+def placement_of(claim: Claim) -> Placement:
+    return Placement(gpus=tuple(GpuClaim(gpu.id, tuple(gpu.functions)) for gpu in claim.gpus),
+                     numa_node=claim.numa_node, node_cpus=tuple(claim.node_cpus),
+                     pinned_cpus=tuple(claim.pinned_cpus))
+
+
+def waiting_payload(record: BuildRecord) -> dict[str, Any]:
+    """The payload of a create task whose VM waits for capacity: its record, not placed yet."""
+    return {WAITING_KEY: record.to_payload()[KEY]}
+
+
+def placed(payload: dict[str, Any], vm_id: str, host: str, network: str,
+           claim: Claim) -> BuildRecord:
+    """The waiting record of a queued create's payload, placed on host with claim.
+
+    Raises: UnreadableRecord when the payload holds no waiting record it can read.
+    """
+    if not isinstance(payload.get(WAITING_KEY), dict):
+        raise UnreadableRecord(INVALID, "The task's payload holds no waiting build record.")
+    record = from_payload({KEY: payload[WAITING_KEY]}, vm_id, _no_legacy)
+    return replace(record, host=host, network=network, placement=placement_of(claim))
+
+
+def _no_legacy(_args: dict[str, Any]) -> BuildRecord:
+    raise KeyError("version")  # a waiting record always has its version
 
 
 def legacy_record(row: VmRow, gpus: list[GpuRow], image: ImageRow, base_path: Path,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from src import errors
+from src.database import capacity_waits as wait_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
@@ -57,6 +58,7 @@ class VmView(NamedTuple):
     task: task_dao.TaskRow | None
     actions: list[str]
     volumes: list[volume_dao.AttachmentRow] = []  # noqa: RUF012 - never mutated
+    queue: wait_dao.WaitRow | None = None  # its place in the capacity queue, while it waits
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,11 @@ class TaskAnswer:
 
 
 def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
-         volumes: list[volume_dao.AttachmentRow] | None = None) -> VmView:
+         volumes: list[volume_dao.AttachmentRow] | None = None,
+         queue: wait_dao.WaitRow | None = None) -> VmView:
     actions = lifecycle.allowed_actions(row.status, busy=task is not None,
                                         domain_exists=power_state != MISSING)
-    return VmView(row, power_state, task, actions, volumes or [])
+    return VmView(row, power_state, task, actions, volumes or [], queue)
 
 
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
@@ -118,6 +121,9 @@ class VmReader:
                                  access.vm_scope(caller, id_or_name, project))
         with self._db.read() as conn:
             volumes = volume_dao.attachments_for_vms(conn, [row.id]).get(row.id, [])
+            wait = wait_dao.get(conn, row.id) if row.status == "queued" else None
+        if not row.host:  # never placed: it waits for capacity (or its wait expired)
+            return view(row, MISSING, task, volumes, wait)
         if not self._hosts.is_up(row.host):
             return view(row, UNKNOWN, task, volumes)  # its host does not answer: what we know
         host = self._hosts.get(row.host)
@@ -146,9 +152,12 @@ class VmReader:
                                     project=project)
             active = task_dao.active_by_vm(conn) if rows else {}
             volumes = volume_dao.attachments_for_vms(conn) if rows else {}
-        states = self._power_states({row.host for row in rows})
-        return [view(row, states.get(row.id, MISSING) if row.host in states.answered
-                     else UNKNOWN, active.get(row.id), volumes.get(row.id)) for row in rows]
+            waits = wait_dao.of_vms(conn, [row.id for row in rows if row.status == "queued"])
+        states = self._power_states({row.host for row in rows if row.host})
+        return [view(row, states.get(row.id, MISSING)
+                     if row.host in states.answered or not row.host else UNKNOWN,
+                     active.get(row.id), volumes.get(row.id), waits.get(row.id))
+                for row in rows]
 
     def _power_states(self, names: set[str]) -> PowerStates:
         """Every domain's state on the named hosts that answer, asked in parallel."""
