@@ -243,6 +243,10 @@ def _run(app: App, config: Config, kind: str) -> tuple[Callable[[], Any], Callab
 
 
 def _stop(_signum: int, _frame: FrameType | None) -> None:
+    """Stop serving, once: a second SIGTERM (make passes its own to its child too) must not
+    cut the clean-up short, where it left threads and the process running."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
