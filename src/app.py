@@ -212,7 +212,7 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                              config.detach_timeout_s)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
                       (config.task_timeout_s, config.import_timeout_s), volume_work,
-                      RootDiskWork(db, hosts, provisioner, intake))
+                      RootDiskWork(db, hosts, provisioner, intake), config.project_max_tasks)
     # A Celery worker's placer leaves what it places to the API's outbox relay (no submit).
     placer = QueuePlacer(db, hosts, capacity, "celery" if config.broker_url else "inprocess",
                          config.queue_backfill_limit_s)

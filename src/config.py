@@ -275,8 +275,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve `/metrics` without a token (`on`); otherwise it needs an admin token.",
             _switch),
     Setting("IAAS_PROJECT_MAX_TASKS", "project_max_tasks", "8",
-            "Tasks of one project that run at once; the rest wait their project's turn (the "
-            "embedded runner; Celery workers take each host's queue in order).", int),
+            "Tasks of one project that run at once; the rest wait their project's turn, holding "
+            "no worker (the embedded runner serves projects in turn; a Celery worker hands a "
+            "task of a project at its share on for later and takes the next message).", int),
     Setting("IAAS_TASK_QUEUE_TIMEOUT", "task_queue_timeout_s", "600",
             "Seconds a task may wait in the queue before it fails with `task_expired`.", float),
     Setting("IAAS_MAX_CONNECTIONS", "max_connections", "64",

@@ -151,6 +151,12 @@ def count_running(conn: sqlite3.Connection, project: str, action: str) -> int:
                             (project, action)).fetchone()[0])
 
 
+def count_running_of(conn: sqlite3.Connection, project: str) -> int:
+    """The project's running tasks, of every action (a partial index holds the running ones)."""
+    return int(conn.execute("SELECT count(*) FROM tasks WHERE status = 'running' AND project = ?",
+                            (project,)).fetchone()[0])
+
+
 def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:
     conn.executemany("DELETE FROM tasks WHERE vm_id = ?", [(vm_id,) for vm_id in vm_ids])
 
