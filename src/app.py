@@ -14,6 +14,7 @@ from src.api.router import Router
 from src.api.routes import ROUTES
 from src.api.web import Dashboard
 from src.config import Config
+from src.database import tasks as task_dao
 from src.database.db import Database
 from src.database.hosts import LOCAL
 from src.database.meta import ensure_installation_id
@@ -39,10 +40,13 @@ from src.services.images.imports import ImageDownloads, ImageImporter
 from src.services.queue.clock import CapacityClock
 from src.services.queue.listing import QueueService
 from src.services.queue.placer import QueuePlacer
+from src.services.reservations.booking import ReservationService
+from src.services.reservations.clock import ReservationClock
 from src.services.rules.quotas import QuotaService
 from src.services.tasks.broker import BrokerExecutor, celery_app
 from src.services.tasks.runner import Executor, TaskRunner
 from src.services.tasks.waits import WaitLimiter
+from src.services.vms import preemption
 from src.services.vms.addresses import AddressBook
 from src.services.vms.compute import ComputeService, QueueRules
 from src.services.vms.flavors import FlavorService
@@ -146,7 +150,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
     core.placer.bind(executor.submit)
-    clock = CapacityClock(config.reservation_tick_s, [core.placer.expire, core.placer.place])
+    reservation_clock = ReservationClock(core.db, executor)
+    clock = CapacityClock(config.reservation_tick_s, [
+        reservation_clock.enforce, core.placer.expire, core.placer.place])
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity,
                              QueueRules(config.queue_backfill_limit_s, config.queue_max_wait_s),
                              on_queued=core.placer.place)
@@ -171,6 +177,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         telemetry=telemetry,
         hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config, clock.poke),
         queue=QueueService(core.db),
+        reservations=ReservationService(core.db, config.reservation_horizon_days, clock.poke),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
         web=Dashboard(), volumes=volumes,
         attachments=AttachmentService(core.db, volumes, executor),
@@ -216,8 +223,15 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     # A Celery worker's placer leaves what it places to the API's outbox relay (no submit).
     placer = QueuePlacer(db, hosts, capacity, "celery" if config.broker_url else "inprocess",
                          config.queue_backfill_limit_s)
-    execution = TaskExecution(db, steps, config.task_queue_timeout_s,
-                              on_end=placer.after_task)
+
+    def after_task(task: task_dao.TaskRow) -> None:
+        """A task ended: a stop for a reservation gives the VM's GPUs back, and whatever
+        freed room lets the capacity queue move on."""
+        if preemption.after_stop(db, task):
+            placer.place()
+        placer.after_task(task)
+
+    execution = TaskExecution(db, steps, config.task_queue_timeout_s, on_end=after_task)
     # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
     # runner on lifecycle events; the closure is read only once a task has run, by when
     # reconciler is bound.

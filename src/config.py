@@ -78,6 +78,7 @@ class Config:
     queue_backfill_limit_s: float = 600.0  # a VM waiting longer is never passed by backfill
     queue_max_wait_s: int = 86400  # how long a VM waits for capacity unless its create says
     reservation_tick_s: float = 5.0  # the clock of the capacity queue and of reservations
+    reservation_horizon_days: int = 90  # how far ahead a reservation's window may end
 
     def __post_init__(self) -> None:
         if self.volumes_dir is None:
@@ -137,6 +138,8 @@ class Config:
             raise ConfigError(f"IAAS_QUEUE_MAX_WAIT must be between 1 and {MAX_WAIT_S} seconds")
         if not 0.05 <= self.reservation_tick_s <= 3600:
             raise ConfigError("IAAS_RESERVATION_TICK must be between 0.05 and 3600 seconds")
+        if not 1 <= self.reservation_horizon_days <= 3650:
+            raise ConfigError("IAAS_RESERVATION_HORIZON_DAYS must be between 1 and 3650")
 
     def _check_imports(self) -> None:
         for name, parse, text in (("IAAS_IMPORT_PORTS", port_ranges, self.import_ports),
@@ -345,6 +348,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_RESERVATION_TICK", "reservation_tick_s", "5",
             "Seconds between two looks of the capacity clock: waiting VMs are placed and "
             "expired, and reservations start and end, within this.", float),
+    Setting("IAAS_RESERVATION_HORIZON_DAYS", "reservation_horizon_days", "90",
+            "Days ahead a reservation's window may end at most; further is 400 "
+            "`reservation_too_far`.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

@@ -50,3 +50,9 @@ QUEUE_REASONS = (*CAPACITY_RESOURCES, "host")
 # The executor of a create task whose VM waits for capacity: no executor has it until placed.
 QUEUE_EXECUTOR = "queue"
 WAITING_FOR_CAPACITY = "waiting_for_capacity"  # such a task's details.reason
+# A reservation's status: the clock's progress through its window, or cancelled.
+RESERVATION_STATUSES = ("pending", "active", "ended", "cancelled")
+OPEN_RESERVATION = ("pending", "active")
+# Why the platform stopped a VM (its task's reason, shown in the VM's history).
+PREEMPTED = "preempted: reservation {reservation}"
+RESERVATION_ENDED = "reservation_ended"

@@ -16,6 +16,7 @@ from src.api.body_stream import ChunkedBody, FixedBody
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.queue_handlers import QueueHandlers
+from src.api.reservation_handlers import ReservationHandlers
 from src.api.validation import validate_body
 from src.api.volume_handlers import VolumeHandlers
 from src.api.web import Asset, Dashboard
@@ -49,7 +50,7 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers(VolumeHandlers, QueueHandlers):
+class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService
@@ -155,7 +156,8 @@ class Handlers(VolumeHandlers, QueueHandlers):
         return Response(204)
 
     def show_availability(self, request: Request, flavor: str) -> Response:
-        return Response(200, self.flavors.availability(flavor, request.caller))
+        return Response(200, self.flavors.availability(flavor, request.caller,
+                                                       request.params.get("at")))
 
     def list_gpus(self, request: Request) -> Response:
         host = request.params.get("host")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from src.api.queue_schemas import QUEUE_SCHEMAS
+from src.api.reservation_schemas import RESERVATION_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
 from src.config import DOMAIN_TYPES, MAX_WAIT_S
 from src.services.vms.power import PowerOptions
@@ -81,6 +82,10 @@ SCHEMAS: dict[str, Any] = {
         "wait_for_capacity": {"type": "boolean", "default": False,
                               "description": "When it fits nowhere now, wait (202, status "
                                              "queued) instead of 409 insufficient_capacity."},
+        "reservation": {"type": "string", "format": "uuid", "maxLength": 36,
+                        "description": "Run in this reservation of your project, on the GPUs "
+                                       "it claims (its flavor, during its window, up to its "
+                                       "count: then 409 reservation_full)."},
         "max_wait_s": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_S,
                        "description": "With wait_for_capacity: how long it may wait (default "
                                       "IAAS_QUEUE_MAX_WAIT); then error capacity_wait_expired."},
@@ -159,9 +164,10 @@ SCHEMAS: dict[str, Any] = {
         "volume_id": {**NULLABLE_UUID, "description": "The volume a volume task works on"},
         "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
-        "details": {"oneOf": [{"type": "null"}, _object({
-            "reason": {"type": "string", "enum": [WAITING_FOR_CAPACITY]}})],
-            "description": "Why a queued task does not run yet: its VM waits for capacity"},
+        "details": {"oneOf": [{"type": "null"}, _object({"reason": {"type": "string"}})],
+            "description": f"Why a queued task does not run yet ({WAITING_FOR_CAPACITY}: its "
+                           "VM waits for capacity), or why the platform asked for it "
+                           "(preempted: reservation <id>, reservation_ended)"},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
     }),
@@ -192,6 +198,8 @@ SCHEMAS: dict[str, Any] = {
                                "next_marker": COUNTER}, required=["events"]),
     "Availability": _object({
         "flavor": {"type": "string"}, "available": COUNTER,
+        "at": {"type": "string", "format": "date-time",
+               "description": "The moment it answers for (now, or ?at=)"},
         "limited_by": {"type": "string", "enum": [*CAPACITY_RESOURCES, "host"],
                        "description": "The resource that runs out first (host: no host "
                                       "answers)"},
@@ -199,7 +207,7 @@ SCHEMAS: dict[str, Any] = {
                   "items": _object({"host": {"type": "string"}, "available": COUNTER,
                                     "limited_by": {"type": "string",
                                                    "enum": [*CAPACITY_RESOURCES, "host"]}})},
-    }, required=["flavor", "available", "limited_by"]),
+    }, required=["flavor", "available", "limited_by", "at"]),
     "Gpu": _object({
         "id": {"type": "string", "description": "PCI address"},
         "vendor": _object({"id": {"type": "string"}, "name": {"type": ["string", "null"]}}),
@@ -270,12 +278,19 @@ SCHEMAS: dict[str, Any] = {
                                                            "and while it is not placed)"},
         "queue": {"oneOf": [{"type": "null"}, _ref("QueuePlace")],
                   "description": "While it is queued: its place in the capacity queue"},
+        "reservation": {"type": ["string", "null"], "description": "The reservation it runs in"},
+        "preempt_at": {"type": ["string", "null"], "format": "date-time",
+                       "description": "It runs on GPUs a reservation claims from then: it is "
+                                      "stopped then (kept, not deleted)"},
         "created_at": TIME, "updated_at": TIME,
     }),
     "Event": _object({
         "task_id": UUID, "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "request_id": {"type": ["string", "null"]},
         "result": {"type": "string", "enum": list(TASK_STATUSES)},
+        "reason": {"type": ["string", "null"],
+                   "description": "Why the platform asked for it: preempted: reservation <id> "
+                                  "(its GPUs are claimed from now on), reservation_ended"},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "host": {"type": ["string", "null"],
                  "description": "The VM's host at the time (admins; null for others)"},
@@ -370,3 +385,4 @@ SCHEMAS: dict[str, Any] = {
 }
 SCHEMAS.update(VOLUME_SCHEMAS)
 SCHEMAS.update(QUEUE_SCHEMAS)
+SCHEMAS.update(RESERVATION_SCHEMAS)

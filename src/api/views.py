@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from src.services.actions.orphans import Orphans
 from src.services.rules.quotas import ProjectQuota
 from src.services.rules.redaction import redact
+from src.services.rules.windows import shown
 from src.services.vms.reads import VmView
 from src.services.volumes.layers import serial_of
 from src.vocabulary import QUEUE_EXECUTOR, WAITING_FOR_CAPACITY
@@ -36,7 +37,8 @@ def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
     return {"id": row.id, "vm_id": row.vm_id, "image_id": row.image_id,
             "volume_id": row.volume_id, "action": row.action,
             "status": row.status,
-            "details": {"reason": WAITING_FOR_CAPACITY} if waits else None,
+            "details": ({"reason": WAITING_FOR_CAPACITY} if waits
+                        else {"reason": row.reason} if row.reason else None),
             "error": error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at,
             "started_at": row.started_at, "finished_at": row.finished_at}
@@ -44,7 +46,7 @@ def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
 
 def event(row: TaskRow, reveal: bool) -> dict[str, Any]:
     return {"task_id": row.id, "action": row.action, "request_id": row.request_id,
-            "result": row.status, "error": error(row.error_code, row.error_message, reveal),
+            "result": row.status, "reason": row.reason, "error": error(row.error_code, row.error_message, reveal),
             "host": row.host if reveal else None,
             "created_at": row.created_at, "started_at": row.started_at,
             "finished_at": row.finished_at}
@@ -104,6 +106,7 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "error": error(row.error_code, row.error_message, reveal),
             "host": (row.host or None) if reveal else None,
             "queue": queue_place(view.queue) if view.queue else None,
+            "reservation": view.reservation, "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 
 from src.database import images, keypairs, tokens
+from src.database.reservations import gpus_reserved_now
 from src.database.volumes import usage as volume_usage
 from src.utils.clock import utc_now
 from src.vocabulary import QUOTA_RESOURCES as RESOURCES
@@ -52,6 +53,7 @@ def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
                         "WHERE v.project = ?", (name,)).fetchone()[0]
     gpus += conn.execute("SELECT coalesce(sum(json_extract(demand, '$.gpu_count')), 0) "
                          "FROM capacity_waits WHERE project = ?", (name,)).fetchone()[0]
+    gpus += gpus_reserved_now(conn, name, utc_now())  # a reservation's GPUs, in its window
     images_gb = -(-images.stored_bytes(conn, name) // GIB)
     volumes, volumes_gb = volume_usage(conn, name)
     return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk,

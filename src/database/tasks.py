@@ -32,21 +32,22 @@ class TaskRow:
     executor: str = "inprocess"  # inprocess, or celery (published through the outbox)
     image_id: str | None = None  # the image an import fills
     volume_id: str | None = None  # the volume a volume or attachment task works on
+    reason: str | None = None  # why the platform asked for it (a stop for a reservation)
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
             "finished_at, request_id, deadline, project, host, payload, attempts, executor, "
-            "image_id, volume_id")
+            "image_id, volume_id, reason")
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
     conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES "
-                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
                   task.request_id, task.deadline, task.project, task.host, task.payload,
-                  task.attempts, task.executor, task.image_id, task.volume_id))
+                  task.attempts, task.executor, task.image_id, task.volume_id, task.reason))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:

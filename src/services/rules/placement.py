@@ -46,6 +46,7 @@ class Free:
     gpus: list[gpu_dao.GpuRow]
     cpus: dict[int, list[int]]  # unpinned host CPUs per NUMA node
     disk_gb: int = UNBOUNDED
+    claimed_later: frozenset[str] = frozenset()  # GPUs a reservation claims later: taken last
 
 
 class Shortfall(Exception):
@@ -87,6 +88,8 @@ def choose(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -> Cl
             raise Shortfall("gpu", best_gpus)
         raise Shortfall("pcpu", best_cpus)
     _, _, node, gpus, cpus = min(fits, key=lambda fit: (fit[0], fit[1], fit[2] or 0))
+    # A GPU no reservation claims first: a VM on a claimed one is preempted at the claim's start.
+    gpus = sorted(gpus, key=lambda gpu: gpu.id in free.claimed_later)
     return Claim(gpus=gpus[:demand.gpu_count], numa_node=node,
                  node_cpus=free.cpus[node] if node is not None else [],
                  pinned_cpus=cpus[:demand.cpu] if demand.cpu_pinning else [])
@@ -98,7 +101,8 @@ def after_claim(free: Free, demand: Demand, claim: Claim) -> Free:
     return Free(vcpus=free.vcpus - demand.cpu, ram_mib=free.ram_mib - demand.ram,
                 disk_gb=free.disk_gb - demand.disk_gb, gpus=[gpu for gpu in free.gpus if gpu.id not in taken_gpus],
                  cpus={node: [cpu for cpu in cpus if cpu not in taken_cpus]
-                       for node, cpus in free.cpus.items()})
+                       for node, cpus in free.cpus.items()},
+                claimed_later=free.claimed_later)
 
 
 def count_fits(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -> int:

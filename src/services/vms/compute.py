@@ -16,7 +16,9 @@ from src.database import capacity_waits as wait_dao
 from src.database import flavors as flavor_dao
 from src.database import gpus as gpu_dao
 from src.database import images as image_dao
+from src.database import reservations as reservation_dao
 from src.database import tasks as task_dao
+from src.database import vm_terms as terms_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domain_xml import domain_name
@@ -31,7 +33,7 @@ from src.services.rules.access import Principal
 from src.services.rules.fair_order import could_hold
 from src.services.rules.placement import Claim, Demand, HostCapacity
 from src.services.tasks.runner import Executor, new_task_row
-from src.services.vms import waiting
+from src.services.vms import preemption, waiting
 from src.services.vms.build_record import (
     BuildOptions,
     CloudInit,
@@ -46,6 +48,7 @@ from src.services.vms.reads import VmView, row_and_task, view
 from src.services.vms.waiting import UNPLACED
 from src.services.volumes import attachments
 from src.utils.clock import utc_after, utc_now
+from src.vocabulary import OPEN_RESERVATION
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class CreateRequest:
     volumes: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()  # {volume, read_only?}
     wait_for_capacity: bool = False  # fits nowhere now: wait in the capacity queue (no 409)
     max_wait_s: int | None = None  # how long at most (default IAAS_QUEUE_MAX_WAIT)
+    reservation: str | None = None  # run on the GPUs this reservation of the project claims
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class _Build:
     pinned: str | None
     hosts: list[Host]
     capacities: dict[str, HostCapacity]
+    reservation: reservation_dao.ReservationRow | None = None
 
 
 def _disks(planned: tuple[attachments.Planned, ...]) -> tuple[VolumeDisk, ...]:
@@ -130,7 +135,8 @@ class ComputeService:
         InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
         HypervisorUnavailable (no enabled host answers); for volumes VolumeNotFoundInRequest,
         BadRequest, MultiattachRequiresReadOnly, VolumesOnSeveralHosts, VolumeOnOtherHost,
-        VolumeNotAvailable, VolumeInUse.
+        VolumeNotAvailable, VolumeInUse; for reservation ReservationNotFoundInRequest,
+        ReservationFlavorMismatch, ReservationNotActive, ReservationFull.
         """
         if request.host is not None:
             access.require_admin(caller)  # only admins choose the host
@@ -138,6 +144,7 @@ class ComputeService:
                     + keys_of(self._db, request.key_names, caller.project))
         seeds.check_user_data(request.user_data)
         demand, disk_request, flavor = self._demand(request)
+        booked = self._reservation(request, flavor, caller)
         image = self._image(request.image_name, caller)
         image, base_path, virtual_size = self._images.verify(image)
         disk_gb = self._disk_gb(virtual_size, disk_request)
@@ -162,16 +169,20 @@ class ComputeService:
                        executor=self._executor.name)
         build = _Build(image, base_path, CloudInit(ssh_keys, request.user_data),
                        BuildOptions(hugepages=bool(flavor and flavor.hugepages)), wanted,
-                       pinned, hosts, capacities)
+                       pinned, hosts, capacities, booked)
         try:
             with self._db.write() as conn:
+                if booked is not None and (reservation_dao.get(conn, booked.id) is None or
+                                           terms_dao.count_bound(conn, booked.id) >= booked.count):
+                    raise errors.ReservationFull(reservation=booked.id, count=booked.count)
                 quotas.enforce(conn, row.project, {
                     "instances": 1, "vcpus": demand.cpu, "ram": demand.ram,
-                    "gpus": demand.gpu_count, "disk_gb": disk_gb})
+                    # A reservation's GPUs count against the quota already, for its window.
+                    "gpus": 0 if booked else demand.gpu_count, "disk_gb": disk_gb})
                 try:
                     row, task = self._place(conn, row, task, demand, build)
                 except errors.InsufficientCapacity as short:
-                    if not request.wait_for_capacity:
+                    if not request.wait_for_capacity or booked is not None:
                         raise
                     row, task = self._wait(conn, row, task, demand, short, build,
                                            request.max_wait_s or self._queue.max_wait_s)
@@ -190,10 +201,11 @@ class ComputeService:
 
         Raises: InsufficientCapacity, VolumeNotFoundInRequest, VolumeNotAvailable, VolumeInUse.
         """
-        kept = backfill.kept_now(conn, self._capacity, build.hosts, build.capacities,
-                                 self._queue.backfill_limit_s)
+        booked = build.reservation
+        kept = frozenset() if booked else backfill.kept_now(  # a reservation's GPUs are its own
+            conn, self._capacity, build.hosts, build.capacities, self._queue.backfill_limit_s)
         chosen, claim = self._capacity.claim(conn, demand, build.hosts, build.capacities,
-                                             build.pinned, kept)
+                                             build.pinned, kept, booked.id if booked else None)
         row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
                       gpus=[gpu.id for gpu in claim.gpus], host=chosen)
         vm_dao.insert(conn, row)
@@ -203,8 +215,34 @@ class ComputeService:
                             build.cloud_init, build.options, _disks(planned))
         task = replace(task, host=chosen, payload=json.dumps(record.to_payload()))
         gpu_dao.allocate(conn, chosen, row.gpus, row.id, row.created_at)
+        if booked is not None:
+            terms_dao.put(conn, terms_dao.Terms(row.id, reservation_id=booked.id))
         task_dao.insert(conn, task)
         return row, task
+
+    def _reservation(self, request: CreateRequest, flavor: flavor_dao.FlavorRow | None,
+                     caller: Principal) -> reservation_dao.ReservationRow | None:
+        """The reservation of the caller's project the VM runs in, now in its window.
+
+        Raises: ReservationNotFoundInRequest, ReservationFlavorMismatch, ReservationNotActive.
+        """
+        if request.reservation is None:
+            return None
+        with self._db.read() as conn:
+            booked = reservation_dao.get(conn, request.reservation, caller.project)
+        if booked is None:
+            raise errors.ReservationNotFoundInRequest(reservation=request.reservation)
+        if flavor is None or flavor.id != booked.flavor_id:
+            raise errors.ReservationFlavorMismatch(
+                reservation=booked.id, expected=booked.flavor_name,
+                flavor=flavor.name if flavor else f"cpu={request.cpu}, ram={request.ram}")
+        now = utc_now()
+        if booked.status not in OPEN_RESERVATION or not booked.start_at <= now < booked.end_at:
+            status = booked.status if booked.status not in OPEN_RESERVATION else (
+                "not started" if now < booked.start_at else "over")
+            raise errors.ReservationNotActive(reservation=booked.id, status=status,
+                                              start=booked.start_at, end=booked.end_at)
+        return booked
 
     def _wait(self, conn: sqlite3.Connection, row: vm_dao.VmRow, task: task_dao.TaskRow,
               demand: Demand, short: errors.ApiError, build: _Build, max_wait_s: int
@@ -300,6 +338,8 @@ class ComputeService:
             allowed = lifecycle.allowed_actions(current.status, busy=False, domain_exists=exists)
             if action not in allowed:
                 raise errors.InvalidState(action=action, status=current.status, allowed=allowed)
+            if action == "start":  # GPUs a reservation's stop gave back are taken again
+                preemption.retake(conn, current)
             try:
                 task_dao.insert(conn, task)
             except sqlite3.IntegrityError:  # the unique hold index: someone got there first

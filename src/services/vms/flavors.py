@@ -9,7 +9,7 @@ from src import errors
 from src.database import flavors as flavor_dao
 from src.database.db import Database
 from src.services.hosts.capacity import Capacity
-from src.services.rules import access
+from src.services.rules import access, windows
 from src.services.rules.access import Principal
 from src.services.rules.placement import Demand
 from src.utils.clock import utc_now
@@ -55,17 +55,21 @@ class FlavorService:
             raise errors.FlavorNotFound(flavor=id_or_name)
         return flavor
 
-    def availability(self, id_or_name: str, caller: Principal) -> dict[str, Any]:
-        """How many VMs of the flavor fit now on all hosts, and what limits them; admins also
-        see the count per host.
+    def availability(self, id_or_name: str, caller: Principal,
+                     at: str | None = None) -> dict[str, Any]:
+        """How many VMs of the flavor fit now (or at a later moment: GPUs reservations claim
+        then are counted out, what VMs hold now is taken as still held) on all hosts, and what
+        limits them; admins also see the count per host.
 
-        Raises: FlavorNotFound.
+        Raises: FlavorNotFound, ReservationBadTime (at).
         """
         flavor = self.get(id_or_name)
+        now = utc_now()
+        moment = windows.at(at, now)
         assert self._capacity is not None, "availability needs the hosts' capacity"
-        total, limited_by, per_host = self._capacity.availability(demand_of(flavor))
+        total, limited_by, per_host = self._capacity.availability(demand_of(flavor), moment)
         body: dict[str, Any] = {"flavor": flavor.name, "available": total,
-                                "limited_by": limited_by}
+                                "limited_by": limited_by, "at": windows.shown(moment)}
         if access.sees_internals(caller):
             body["hosts"] = [{"host": entry.host, "available": entry.available,
                               "limited_by": entry.limited_by} for entry in per_host]
