@@ -161,10 +161,15 @@ class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers):
 
     def list_gpus(self, request: Request) -> Response:
         host = request.params.get("host")
-        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.list(host)]})
+        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.list(host)],
+                              "partitions": [views.partition(row)
+                                             for row in self.gpus.partitions(host)]})
 
     def refresh_gpus(self, _request: Request) -> Response:
-        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.refresh()]})
+        gpus = self.gpus.refresh()
+        return Response(200, {"gpus": [views.gpu(row) for row in gpus],
+                              "partitions": [views.partition(row)
+                                             for row in self.gpus.partitions()]})
 
     def list_vms(self, request: Request) -> Response:
         query = request.params

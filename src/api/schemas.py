@@ -104,11 +104,18 @@ SCHEMAS: dict[str, Any] = {
         "gpu_count": {"type": "integer", "minimum": 0, "maximum": 16, "default": 0},
         "gpu_model": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$",
                       "description": "Product name match, e.g. H100"},
+        "gpu_profile": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$",
+                        "description": "One GPU partition of this mdev type (its id, e.g. "
+                                       "nvidia-700, or name) instead of whole GPUs"},
         "hugepages": {"type": "boolean", "default": False},
         "cpu_pinning": {"type": "boolean", "default": False},
         "numa_aligned": {"type": "boolean", "default": False},
         "description": {"type": "string", "maxLength": 255},
-    }, required=["name", "cpu", "ram", "disk_gb"]),
+    }, required=["name", "cpu", "ram", "disk_gb"]) | {
+        "description": "gpu_profile asks for a partition instead of whole GPUs: not with "
+                       "gpu_count above 0.",
+        "not": {"required": ["gpu_profile", "gpu_count"],
+                "properties": {"gpu_count": {"minimum": 1}}}},
     "ImageCreate": _object({
         "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
         "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
@@ -175,6 +182,8 @@ SCHEMAS: dict[str, Any] = {
         "id": UUID, "name": {"type": "string"}, "cpu": {"type": "integer"},
         "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
         "gpu_count": {"type": "integer"}, "gpu_model": {"type": ["string", "null"]},
+        "gpu_profile": {"type": ["string", "null"],
+                        "description": "The GPU partition (mdev type) it asks for"},
         "hugepages": {"type": "boolean"}, "cpu_pinning": {"type": "boolean"},
         "numa_aligned": {"type": "boolean"}, "description": {"type": "string"},
         "created_at": TIME,
@@ -226,7 +235,17 @@ SCHEMAS: dict[str, Any] = {
         "refreshed_at": TIME,
         "host": {"type": "string"},
     }),
-    "GpuList": _object({"gpus": {"type": "array", "items": _ref("Gpu")}}),
+    "GpuList": _object({"gpus": {"type": "array", "items": _ref("Gpu")},
+                        "partitions": {"type": "array", "items": _ref("GpuPartition"),
+                                       "description": "Mediated device types the GPUs offer"}}),
+    "GpuPartition": _object({
+        "host": {"type": "string"},
+        "parent": {"type": "string", "description": "The GPU's PCI address"},
+        "type": {"type": "string", "description": "libvirt's mdev type id (nvidia-700)"},
+        "profile": {"type": "string", "description": "What a flavor's gpu_profile names"},
+        "name": {"type": ["string", "null"], "description": "e.g. NVIDIA H100-1-10C"},
+        "total": COUNTER, "available": COUNTER,
+        "available_instances": {**COUNTER, "description": "The same as available"}}),
     "ErrorInfo": _object({"code": {"type": "string"}, "message": {"type": "string"}}),
     "Image": _object({
         "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},

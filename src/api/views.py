@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from src.services.actions.orphans import Orphans
+from src.services.hosts.gpus import PartitionOffer
 from src.services.rules.quotas import ProjectQuota
 from src.services.rules.redaction import redact
 from src.services.rules.windows import shown
@@ -61,6 +62,7 @@ def audit(row: AuditRow) -> dict[str, Any]:
 def flavor(row: FlavorRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
             "disk_gb": row.disk_gb, "gpu_count": row.gpu_count, "gpu_model": row.gpu_model,
+            "gpu_profile": row.gpu_profile,
             "hugepages": row.hugepages, "cpu_pinning": row.cpu_pinning,
             "numa_aligned": row.numa_aligned, "description": row.description,
             "created_at": row.created_at}
@@ -73,6 +75,15 @@ def gpu(row: GpuRow) -> dict[str, Any]:
             "passthrough_functions": row.functions, "numa_node": row.numa_node,
             "driver": row.driver, "status": row.status, "reason": row.unavailable_reason,
             "vm_id": row.vm_id, "refreshed_at": row.refreshed_at, "host": row.host}
+
+
+def partition(offer: PartitionOffer) -> dict[str, Any]:
+    """A mediated device type a GPU offers, as {parent, profile, total, available} (so that
+    SR-IOV virtual functions fit the same shape), with libvirt's words beside."""
+    row, available = offer.row, offer.available
+    return {"host": row.host, "parent": row.parent, "type": row.type_id, "profile": row.type_id,
+            "name": row.name, "total": row.total, "available": available,
+            "available_instances": available}
 
 
 def image(row: ImageRow, reveal: bool) -> dict[str, Any]:

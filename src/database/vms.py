@@ -164,6 +164,7 @@ def release_resources(conn: sqlite3.Connection, vm_id: str) -> None:
     """The VM stops counting against capacity: its build failed, nothing of it runs."""
     conn.execute("UPDATE vms SET holds_resources = 0, pinned_cpus = '[]' WHERE id = ?", (vm_id,))
     conn.execute("DELETE FROM gpu_allocations WHERE vm_id = ?", (vm_id,))
+    conn.execute("DELETE FROM partition_allocations WHERE vm_id = ?", (vm_id,))
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,21 @@ from dataclasses import dataclass, replace
 
 from src import errors
 from src.database import gpus as gpu_dao
+from src.database import partitions as partition_dao
 from src.database import reservations as reservation_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.errors import HypervisorError
 from src.services.hosts.registry import Host, HostRegistry
-from src.services.rules.placement import Claim, Demand, Free, HostCapacity, limited_by
+from src.services.rules.placement import (
+    Claim,
+    Demand,
+    Free,
+    HostCapacity,
+    PartitionRoom,
+    limited_by,
+)
 from src.services.rules.scheduler import Candidate, NoHostFits, requested, schedule
 from src.utils.clock import utc_now
 
@@ -131,7 +139,8 @@ class Capacity:
     def rooms(self, conn: sqlite3.Connection, hosts: list[Host],
               capacities: dict[str, HostCapacity]) -> list[Candidate]:
         """What is free on each host now, every free GPU included (whatever its model)."""
-        return self._candidates(conn, Demand(cpu=0, ram=0, gpu_count=1), hosts, capacities)
+        return self._candidates(conn, Demand(cpu=0, ram=0, gpu_count=1), hosts, capacities,
+                                with_partitions=True)
 
     @staticmethod
     def whole_rooms(conn: sqlite3.Connection, hosts: list[Host],
@@ -149,19 +158,26 @@ class Capacity:
     @staticmethod
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
                     capacities: dict[str, HostCapacity], reservation: str | None = None,
-                    at: str | None = None) -> list[Candidate]:
+                    at: str | None = None, with_partitions: bool = False) -> list[Candidate]:
         held = vm_dao.allocated(conn)
         volumes_gb = volume_dao.held_gb(conn)
         # Free GPUs even for a VM without any: the scheduler keeps GPU hosts for GPU work.
+        moment = at or utc_now()
         gpus, later = claimed_out(conn, gpu_dao.list_free(
-            conn, demand.gpu_model if demand.gpu_count else None), reservation, at or utc_now())
+            conn, demand.gpu_model if demand.gpu_count else None), reservation, moment)
+        # Never whole-GPU passthrough and partitions on one physical GPU.
+        split = partition_dao.parents_in_use(conn)
+        gpus = {host: [gpu for gpu in free if (host, gpu.id) not in split]
+                for host, free in gpus.items()}
+        rooms = partition_rooms(conn, moment) if demand.gpu_profile or with_partitions else {}
         candidates = []
         for host in hosts:
             capacity = capacities.get(host.name)
             free = None if capacity is None else _free(capacity, held.get(host.name),
                                                        gpus.get(host.name, []),
                                                        volumes_gb.get(host.name, 0),
-                                                       later.get(host.name, frozenset()))
+                                                       later.get(host.name, frozenset()),
+                                                       rooms.get(host.name, ()))
             candidates.append(Candidate(host.name, host.row.enabled, capacity is not None, free))
         return candidates
 
@@ -188,12 +204,38 @@ def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],
     return kept, {host: frozenset(ids) for host, ids in later.items()}
 
 
+def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[PartitionRoom, ...]]:
+    """By host, the partitions that may be made at `at`: on GPUs no VM holds whole and no
+    reservation claims then, of the one type each GPU already holds partitions of (any type
+    on a GPU that holds none)."""
+    whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn)
+             if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
+    claimed = {gpu for gpu, claims in reservation_dao.claims_from(conn, at).items()
+               if any(claim.start_at <= at for claim in claims)}
+    offers = partition_dao.list_all(conn)
+    held_types: dict[tuple[str, str], set[str]] = {}
+    for offer in offers:
+        if offer.used:
+            held_types.setdefault((offer.host, offer.parent), set()).add(offer.type_id)
+    rooms: dict[str, list[PartitionRoom]] = {}
+    for offer in offers:
+        gpu = (offer.host, offer.parent)
+        if gpu in whole or gpu in claimed or offer.type_id not in held_types.get(
+                gpu, {offer.type_id}):
+            continue
+        rooms.setdefault(offer.host, []).append(PartitionRoom(
+            offer.parent, offer.type_id, offer.name, max(0, offer.total - offer.used),
+            offer.used))
+    return {host: tuple(found) for host, found in rooms.items()}
+
+
 def _free(capacity: HostCapacity, held: vm_dao.Held | None, gpus: list[gpu_dao.GpuRow],
-          volumes_gb: int, claimed_later: frozenset[str] = frozenset()) -> Free:
+          volumes_gb: int, claimed_later: frozenset[str] = frozenset(),
+          partitions: tuple[PartitionRoom, ...] = ()) -> Free:
     held = held or vm_dao.Held(vcpus=0, ram_mib=0, disk_gb=0, pinned_cpus=set())
     return Free(vcpus=capacity.vcpus - held.vcpus, ram_mib=capacity.ram_mib - held.ram_mib,
                 disk_gb=capacity.disk_gb - held.disk_gb - volumes_gb, gpus=gpus,
-                claimed_later=claimed_later,
+                claimed_later=claimed_later, partitions=partitions,
                 cpus={node: [cpu for cpu in cpus if cpu not in held.pinned_cpus]
                       for node, cpus in capacity.cells.items()})
 

@@ -187,6 +187,7 @@ class QueuePlacer:
                                      now):
                 raise LookupError("its VM no longer waits")
             gpu_dao.allocate(conn, host, [gpu.id for gpu in claim.gpus], wait.vm_id, now)
+            build_record.hold_partitions(conn, record, now)
             if not task_dao.hand_on(conn, task.id, host, self._executor_name, payload, now):
                 raise LookupError("its create task no longer waits")
             wait_dao.delete(conn, wait.vm_id)

@@ -12,6 +12,7 @@ from typing import Any
 from src import errors
 from src.database import flavors as flavor_dao
 from src.database import gpus as gpu_dao
+from src.database import partitions as partition_dao
 from src.database import projects as project_dao
 from src.database import reservations as reservation_dao
 from src.database import vm_terms as terms_dao
@@ -43,7 +44,7 @@ class Booking:
 def _ledger(conn: sqlite3.Connection, model: str | None, now: str) -> gpu_ledger.Ledger:
     """Every assignable GPU of the model, the windows claimed on each, and those in use."""
     gpus: dict[str, list[str]] = {}
-    in_use = set()
+    in_use = set(partition_dao.parents_in_use(conn))  # a GPU split in partitions is in use
     for gpu in gpu_dao.list_all(conn):
         if gpu.unavailable_reason is not None:
             continue

@@ -39,7 +39,7 @@ class NoHostFits(Exception):
 
 def requested(demand: Demand, resource: str) -> int:
     """What demand asks of resource, in that resource's unit."""
-    return {"gpu": demand.gpu_count, "ram": demand.ram,
+    return {"gpu": demand.gpu_count or (1 if demand.gpu_profile else 0), "ram": demand.ram,
             "disk": demand.disk_gb}.get(resource, demand.cpu if resource in CAPACITY_RESOURCES
                                         else 1)
 
@@ -73,6 +73,6 @@ def _weight(demand: Demand, candidate: Candidate, claim: Claim,
     assert free is not None
     # GPUs a reservation claims later go last: preemption only when nothing else fits.
     preempted = any(gpu.id in free.claimed_later for gpu in claim.gpus)
-    keeps_gpus_free = not demand.gpu_count and bool(free.gpus)
+    keeps_gpus_free = not (demand.gpu_count or demand.gpu_profile) and bool(free.gpus)
     ram = -free.ram_mib if policy == "spread" else free.ram_mib
     return preempted, keeps_gpus_free, ram, candidate.name

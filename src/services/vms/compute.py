@@ -38,6 +38,7 @@ from src.services.vms.build_record import (
     BuildOptions,
     CloudInit,
     VolumeDisk,
+    hold_partitions,
     record_for,
     waiting_payload,
 )
@@ -215,6 +216,7 @@ class ComputeService:
                             build.cloud_init, build.options, _disks(planned))
         task = replace(task, host=chosen, payload=json.dumps(record.to_payload()))
         gpu_dao.allocate(conn, chosen, row.gpus, row.id, row.created_at)
+        hold_partitions(conn, record, row.created_at)
         if booked is not None:
             terms_dao.put(conn, terms_dao.Terms(row.id, reservation_id=booked.id))
         task_dao.insert(conn, task)

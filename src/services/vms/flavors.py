@@ -34,7 +34,8 @@ SEED_FLAVORS: list[dict[str, Any]] = [
 def demand_of(flavor: flavor_dao.FlavorRow) -> Demand:
     """What a VM of this flavor asks of a host."""
     return Demand(cpu=flavor.cpu, ram=flavor.ram, gpu_count=flavor.gpu_count,
-                  gpu_model=flavor.gpu_model, numa_aligned=flavor.numa_aligned,
+                  gpu_model=flavor.gpu_model, gpu_profile=flavor.gpu_profile,
+                  numa_aligned=flavor.numa_aligned,
                   cpu_pinning=flavor.cpu_pinning, disk_gb=flavor.disk_gb)
 
 
@@ -83,7 +84,8 @@ class FlavorService:
             gpu_model=fields.get("gpu_model"), hugepages=fields.get("hugepages", False),
             cpu_pinning=fields.get("cpu_pinning", False),
             numa_aligned=fields.get("numa_aligned", False),
-            description=fields.get("description", ""), created_at=utc_now())
+            description=fields.get("description", ""), created_at=utc_now(),
+            gpu_profile=fields.get("gpu_profile"))
         try:
             with self._db.write() as conn:
                 flavor_dao.insert(conn, flavor)
