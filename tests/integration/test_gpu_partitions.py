@@ -164,3 +164,10 @@ def test_a_partition_the_host_cannot_make_fails_the_build_and_holds_nothing(
     assert shown["error"]["code"] == "mdev_create_failed"
     assert partitions(admin) == {"nvidia-700": 2, "nvidia-701": 1}
     assert app.hypervisor.power_state(vm["id"]) == "missing"
+
+
+def test_a_flavor_asks_for_a_partition_or_whole_gpus_not_both(admin: HttpClient) -> None:
+    reply = admin.post("/v1/flavors", {"name": "both", "cpu": 1, "ram": 512, "disk_gb": 1,
+                                       "gpu_count": 1, "gpu_profile": "nvidia-700"})
+    assert (reply.status, reply.body["error"]["code"]) == (400, "validation_failed")
+    assert admin.get("/v1/flavors/both").status == 404
