@@ -124,7 +124,8 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
 def queue_place(wait: WaitRow) -> dict[str, Any]:
     """A waiting VM's place in the capacity queue: why and how long."""
     return {"position": wait.position, "since": wait.since, "reason": wait.reason,
-            "estimated_start_at": wait.estimated_start_at, "expires_at": wait.expires_at}
+            "estimated_start_at": shown(wait.estimated_start_at)
+            if wait.estimated_start_at else None, "expires_at": wait.expires_at}
 
 
 def attachment(row: AttachmentRow) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tests.integration.test_capacity_queue import (
     TWO_GPUS,
     create,
     member,
+    queued,
     running,
     status_of,
     until,
@@ -170,19 +171,26 @@ def test_during_the_window_only_its_project_uses_its_gpus_then_its_vms_stop_at_e
     assert sorted(gpu for vm in shown for gpu in vm["gpus"]) == ["0000:3b:00.0", "0000:5e:00.0"]
     assert {vm["reservation"] for vm in shown} == {booked["id"]}
     assert owner.get(f"/v1/reservations/{booked['id']}").body["vms"] == 2
+    waiting = queued(other, "waiting")  # it waits for the reservation's end, and knows it
+    until(lambda: (other.get(f"/v1/vms/{waiting['id']}").body["queue"] or {}).get(
+        "estimated_start_at") == booked["end"], "the queue estimates the start")
     for vm in vms:
         stopped_for(owner, vm, "reservation_ended")
     assert reservation_status(owner, booked) == "ended"
-    later = create(other, "later")  # the GPUs are free for anyone again
-    assert running(other, later)["gpus"]
-    again = owner.post(f"/v1/vms/{vms[0]['id']}/start", None)
+    taken = running(other, waiting)["gpus"]  # the end freed the GPUs: the queue placed it
+    (lost,) = [vm for vm in shown if vm["gpus"] == taken]
+    (kept,) = [vm for vm in shown if vm["gpus"] != taken]
+    again = owner.post(f"/v1/vms/{lost['id']}/start", None)  # its GPU is another VM's now
     assert (again.status, again.body["error"]["code"]) == (409, "insufficient_capacity")
+    started = owner.post(f"/v1/vms/{kept['id']}/start", None)  # its GPU is free: taken again
+    assert owner.wait_task(started.body["id"])["status"] == "succeeded"
+    assert owner.get(f"/v1/vms/{kept['id']}").body["gpus"] == kept["gpus"]
 
 
 def test_a_vm_on_claimed_gpus_shows_preempt_at_and_is_stopped_at_start(
         quick_app: App, served: str) -> None:
     owner, other = member(quick_app, served, "team-a"), member(quick_app, served, "team-b")
-    booked = book(owner, 1, at(4), at(120))
+    booked = book(owner, 1, at(6), at(120))  # room to place two VMs before it starts
     claimed = booked["hosts"][0]["gpus"]
     first = running(other, create(other, "first"))
     assert first["gpus"] != claimed and first["preempt_at"] is None  # unclaimed GPUs first

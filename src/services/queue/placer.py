@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from src.database import capacity_waits as wait_dao
 from src.database import gpus as gpu_dao
 from src.database import projects as project_dao
+from src.database import reservations as reservation_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
@@ -250,15 +251,42 @@ def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list
 
 def _rank(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], reasons: dict[str, str],
           held: Holdings, allowed: Holdings) -> None:
-    """Record each remaining wait's position in the fair order and what it waits for."""
+    """Record each remaining wait's position in the fair order, what it waits for, and when
+    it may start (for GPUs: when the reservations running now give back enough of them)."""
     by_id = {wait.vm_id: wait for wait in waits}
+    freed = _gpus_freed(conn)
     changed = []
     for position, entry in enumerate(fair_order([_entry(w) for w in waits], held, allowed), 1):
         wait = by_id[entry.key]
         reason = reasons.get(wait.vm_id, wait.reason)
-        if (wait.position, wait.reason) != (position, reason):
-            changed.append((wait.vm_id, position, wait.estimated_start_at, reason))
+        estimate = _estimate(freed, int(wait.demand.get("gpu_count", 0))) \
+            if reason == "gpu" else None
+        if (wait.position, wait.reason, wait.estimated_start_at) != (position, reason, estimate):
+            changed.append((wait.vm_id, position, estimate, reason))
     wait_dao.set_findings(conn, changed)
+
+
+def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """(moment, GPUs given back then) for the reservations whose window runs now: at its end
+    its VMs are stopped and its claims lapse. Only these ends are known ahead."""
+    now = utc_now()
+    ends: dict[str, int] = {}
+    for claims in reservation_dao.claims_from(conn, now).values():
+        for claim in claims:
+            if claim.start_at <= now:
+                ends[claim.end_at] = ends.get(claim.end_at, 0) + 1
+    return sorted(ends.items())
+
+
+def _estimate(freed: list[tuple[str, int]], wanted: int) -> str | None:
+    """The first moment enough GPUs for one VM of wanted are given back (ignoring the others
+    that wait: an estimate, as Slurm's --start is); None when no known end gives enough."""
+    total = 0
+    for moment, count in freed:
+        total += count
+        if wanted and total >= wanted:
+            return moment
+    return None
 
 
 def _end(conn: sqlite3.Connection, wait: wait_dao.WaitRow, error: tuple[str, str],
