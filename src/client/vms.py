@@ -103,12 +103,15 @@ def _keys(values: tuple[str, ...]) -> list[str]:
 @click.option("--key-name", "key_names", multiple=True, help="A keypair's name. Repeatable.")
 @click.option("--user-data", type=click.File("r"), help="cloud-init user-data file.")
 @click.option("--host", help="Admins: the host to run on.")
+@click.option("--reservation", help="Run in this reservation of your project (its flavor).")
+@click.option("--wait-for-capacity", is_flag=True,
+              help="When it fits nowhere now, wait in the queue (iaas queue) instead of 409.")
 @wait_option
 @click.pass_context
 def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None,
               cpu: int | None, ram: int | None, disk_gb: int | None, ssh_keys: tuple[str, ...],
               key_names: tuple[str, ...], user_data: Any, host: str | None,
-              wait: bool | None) -> None:
+              reservation: str | None, wait_for_capacity: bool, wait: bool | None) -> None:
     """Create a VM; on a terminal, wait until it runs."""
     s = session(ctx)
     if not flavor and (cpu is None or ram is None):
@@ -117,7 +120,9 @@ def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None
                             "ram": ram, "disk_gb": disk_gb, "host": host,
                             "ssh_keys": _keys(ssh_keys) or None,
                             "key_names": list(key_names) or None,
-                            "user_data": user_data.read() if user_data else None}
+                            "user_data": user_data.read() if user_data else None,
+                            "reservation": reservation,
+                            "wait_for_capacity": True if wait_for_capacity else None}
     answer = s.api.send("POST", "/v1/vms", {k: v for k, v in body.items() if v is not None})
     vm = answer.json()
     s.run_task(vm["task"], f"create {name}", wait, lambda _t: s.get(f"/v1/vms/{vm['id']}"),

@@ -164,6 +164,7 @@ def release_resources(conn: sqlite3.Connection, vm_id: str) -> None:
     """The VM stops counting against capacity: its build failed, nothing of it runs."""
     conn.execute("UPDATE vms SET holds_resources = 0, pinned_cpus = '[]' WHERE id = ?", (vm_id,))
     conn.execute("DELETE FROM gpu_allocations WHERE vm_id = ?", (vm_id,))
+    conn.execute("DELETE FROM partition_allocations WHERE vm_id = ?", (vm_id,))
 
 
 @dataclass(frozen=True)
@@ -206,3 +207,13 @@ def delete_all(conn: sqlite3.Connection) -> list[str]:
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
     return {status: count for status, count in
             conn.execute("SELECT status, count(*) FROM vms GROUP BY status")}
+
+
+def set_placed(conn: sqlite3.Connection, vm_id: str, host: str, numa_node: int | None,
+               pinned_cpus: list[int], now: str) -> bool:
+    """A VM that waited for capacity (queued) is placed on host: it holds what it claimed and
+    builds. False when it no longer waits (deleted, expired)."""
+    return conn.execute(
+        "UPDATE vms SET status = 'building', host = ?, numa_node = ?, pinned_cpus = ?, "
+        "holds_resources = 1, updated_at = ? WHERE id = ? AND status = 'queued'",
+        (host, numa_node, json.dumps(pinned_cpus), now, vm_id)).rowcount == 1

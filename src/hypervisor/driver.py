@@ -6,6 +6,7 @@ from collections.abc import Callable
 from src.hypervisor.connection import Connection, LifecycleListener
 from src.hypervisor.domains import Domains
 from src.hypervisor.host import HostFacts
+from src.hypervisor.mdevs import Mdevs, NodeDeviceMdevs
 from src.hypervisor.networks import Networks
 from src.hypervisor.storage import Pools
 
@@ -20,6 +21,7 @@ class Hypervisor(Domains):
         self.host = HostFacts(self.connection)
         self.networks = Networks(self.connection)
         self.pools = Pools(self.connection)
+        self.mdevs: Mdevs = NodeDeviceMdevs(self.connection)  # GPU partitions
 
     @property
     def calls(self) -> int:

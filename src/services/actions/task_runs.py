@@ -33,6 +33,9 @@ from src.vocabulary import VM_DISK_ACTIONS
 log = logging.getLogger(__name__)
 
 HOST_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # waiting out a host that does not answer
+# A Celery task whose project runs its IAAS_PROJECT_MAX_TASKS already looks again then (the
+# embedded runner keeps the same share with its fair queue, src/services/tasks/fair_queue.py).
+WAIT_FOR_SHARE_S = 1.0
 SHUTDOWN_MARGIN_S = 60.0
 ROOT_DISK_ACTIONS = (*VM_DISK_ACTIONS, "snapshot_delete")  # snapshot_delete of a VM's disk
 Publish = Callable[[int, float], None]  # (the next step's number, seconds until it is due)
@@ -44,8 +47,11 @@ class TaskSteps:
 
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
                  downloads: ImageDownloads, timeouts: tuple[float, float],
-                 volumes: VolumeWork, root_disks: RootDiskWork) -> None:
-        """timeouts: (any task's, an image import's) seconds."""
+                 volumes: VolumeWork, root_disks: RootDiskWork, project_max_tasks: int = 8
+                 ) -> None:
+        """timeouts: (any task's, an image import's) seconds; project_max_tasks: how many
+        tasks of one project Celery workers run at once (IAAS_PROJECT_MAX_TASKS)."""
+        self._project_max_tasks = project_max_tasks
         self._db = db
         self._volumes = volumes
         self._root_disks = root_disks
@@ -90,9 +96,18 @@ class TaskSteps:
         return self._work.power(vm_id, task.action, PowerOptions(**args), state.get("look"))
 
     def wait_s(self, conn: sqlite3.Connection, task: task_dao.TaskRow) -> float | None:
-        """Seconds a queued task must wait before it starts (an import whose project downloads
-        its share already), or None: it starts now."""
-        return self._downloads.wait_s(conn, task) if task.action == "import" else None
+        """Seconds a queued task must wait before it starts, or None: it starts now. An import
+        waits while its project downloads its share already; with Celery, any task waits while
+        its project runs IAAS_PROJECT_MAX_TASKS (counted in the transaction that would start
+        it, so two workers cannot both take the last place). A Celery queue is FIFO: the step
+        is handed on for later and its worker takes the next message, so one project's burst
+        holds at most its share of a host's workers and the others' tasks pass it."""
+        if task.action == "import" and (wait := self._downloads.wait_s(conn, task)) is not None:
+            return wait
+        if (task.executor == "celery"
+                and task_dao.count_running_of(conn, task.project) >= self._project_max_tasks):
+            return WAIT_FOR_SHARE_S
+        return None
 
     def expire(self, task: task_dao.TaskRow) -> None:
         """A task that never started: a create gives its claim back, an import's image fails."""

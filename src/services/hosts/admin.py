@@ -1,6 +1,7 @@
 """Hosts as admins manage them: add (connect first), show with capacity and use, drain, remove."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from src.config import Config
@@ -20,7 +21,10 @@ TEST_DRIVER = "test"
 
 class HostService:
     def __init__(self, db: Database, hosts: HostRegistry, capacity: Capacity,
-                 gpus: GpuInventory, config: Config) -> None:
+                 gpus: GpuInventory, config: Config,
+                 on_room: Callable[[], object] = lambda: None) -> None:
+        """on_room: a host was added or changed, so VMs waiting for capacity may fit now."""
+        self._on_room = on_room
         self._db = db
         self._hosts = hosts
         self._capacity = capacity
@@ -44,6 +48,7 @@ class HostService:
             enabled=True, created_at=utc_now())
         host = self._hosts.add(row)
         self._gpus.refresh_host(host)
+        self._on_room()
         return self.show(host.name)
 
     def list(self) -> list[dict[str, Any]]:
@@ -62,6 +67,7 @@ class HostService:
                   for key, value in changes.items()}
         self._hosts.update(name, stored)
         self._capacity.forget(name)
+        self._on_room()
         return self.show(name)
 
     def remove(self, name: str) -> None:
