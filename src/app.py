@@ -36,6 +36,10 @@ from src.services.hosts.registry import Host, HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.files import Admission, Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
+from src.services.motion.drains import DrainService
+from src.services.motion.recovery import MoveRecovery
+from src.services.motion.requests import MigrationService
+from src.services.motion.work import MigrationWork
 from src.services.rules.quotas import QuotaService
 from src.services.tasks.broker import BrokerExecutor, celery_app
 from src.services.tasks.runner import Executor, TaskRunner
@@ -122,6 +126,7 @@ class Core:
     execution: TaskExecution
     intake: Intake
     layers: VolumeLayers
+    moves: MoveRecovery
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -137,9 +142,14 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         recovered = core.work.recover_interrupted()
         if recovered:
             log.warning("ended %d task(s) a restart interrupted", recovered)
+        for task in core.moves.interrupted():  # a move finds out where its VM is, then ends
+            log.warning("migration %s of vm %s was under way: resuming it", task.id, task.vm_id)
+            core.runner.submit(task)
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
+    host_views = HostService(core.db, core.hosts, core.capacity, core.gpus, config)
+    moves = MigrationService(core.db, core.hosts, core.capacity, executor)
     volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
@@ -158,12 +168,13 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
                              core.layers),
         telemetry=telemetry,
-        hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config),
+        hosts=host_views,
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
         web=Dashboard(), volumes=volumes,
         attachments=AttachmentService(core.db, volumes, executor),
         volume_snapshots=VolumeSnapshots(core.db, volumes, executor),
-        root_disks=RootDisks(core.db, core.images, executor))
+        root_disks=RootDisks(core.db, core.images, executor),
+        moves=moves, drains=DrainService(core.db, core.hosts, host_views, moves))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
@@ -198,9 +209,12 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     volume_work = VolumeWork(db, hosts, images, layers,
                              SourceFinder(db, config, images, installation_id),
                              config.detach_timeout_s)
+    move_work = MigrationWork(db, config, hosts, images, provisioner, layers, qemu_img)
+    moves = MoveRecovery(db, move_work)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
                       (config.task_timeout_s, config.import_timeout_s), volume_work,
-                      RootDiskWork(db, hosts, provisioner, intake))
+                      RootDiskWork(db, hosts, provisioner, intake), move_work,
+                      config.migration_timeout_s)
     execution = TaskExecution(db, steps, config.task_queue_timeout_s)
     # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
     # runner on lifecycle events; the closure is read only once a task has run, by when
@@ -223,7 +237,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
-                                                  execution.expire_stale()),
+                                                  execution.expire_stale(),
+                                                  moves.settle_orphans()),
                             after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
-                runner, reconciler, work, steps, execution, intake, layers)
+                runner, reconciler, work, steps, execution, intake, layers, moves)

@@ -74,6 +74,9 @@ class Config:
     import_rate_window_s: float = 60.0  # ...in every window of this many seconds
     project_max_imports: int = 1  # URL imports of one project that download at once
     max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
+    migration_max_mbps: int = 0  # MiB/s a live migration may use; 0: no limit
+    migration_timeout_s: float = 600.0
+    drain_parallel: int = 2  # migrations one host's drain runs at once
 
     def __post_init__(self) -> None:
         if self.volumes_dir is None:
@@ -124,6 +127,12 @@ class Config:
         if not 1 <= self.max_uploads_per_project <= 1024:
             raise ConfigError("IAAS_MAX_UPLOADS_PER_PROJECT must be between 1 and 1024")
         self._check_imports()
+        if not 0 <= self.migration_max_mbps <= 1024 ** 2:
+            raise ConfigError("IAAS_MIGRATION_MAX_MBPS must be between 0 and 1048576")
+        if not 1 <= self.migration_timeout_s <= 7 * 86400:
+            raise ConfigError("IAAS_MIGRATION_TIMEOUT must be between 1 and 604800 seconds")
+        if not 1 <= self.drain_parallel <= 64:
+            raise ConfigError("IAAS_DRAIN_PARALLEL must be between 1 and 64")
 
     def _check_imports(self) -> None:
         for name, parse, text in (("IAAS_IMPORT_PORTS", port_ranges, self.import_ports),
@@ -320,6 +329,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_MAX_UPLOADS_PER_PROJECT", "max_uploads_per_project", "4",
             "Image uploads one project may send at once to `make serve-prod` (waitress, which "
             "buffers each body before the app reads it); more are 429 `too_many_uploads`.", int),
+    Setting("IAAS_MIGRATION_MAX_MBPS", "migration_max_mbps", "0",
+            "MiB/s a live migration may send (memory and disks together); `0`: no limit.", int),
+    Setting("IAAS_MIGRATION_TIMEOUT", "migration_timeout_s", "600",
+            "Seconds a live migration's copy may take; then it is aborted "
+            "(`migration_timeout`) and the VM runs on its source as before.", float),
+    Setting("IAAS_DRAIN_PARALLEL", "drain_parallel", "2",
+            "Migrations one host's drain runs at once; its other VMs wait their turn.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

@@ -138,3 +138,7 @@ SnapshotNotAvailable = _error("SnapshotNotAvailable", 409, "snapshot_not_availab
                               "Snapshot {snapshot!r} is {status}.")
 VmNotStopped = _error("VmNotStopped", 409, "vm_not_stopped",
                       "VM {vm!r} is {status}; stop it first.")
+
+# Hosts in motion (issue 24).
+VmNotMigratable = _error("VmNotMigratable", 409, "vm_not_migratable",
+                         "VM {vm!r} cannot be migrated: {reason}.")

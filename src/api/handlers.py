@@ -15,6 +15,7 @@ from src.api.answers import reveal as _reveal
 from src.api.body_stream import ChunkedBody, FixedBody
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
+from src.api.motion_handlers import MotionHandlers
 from src.api.validation import validate_body
 from src.api.volume_handlers import VolumeHandlers
 from src.api.web import Asset, Dashboard
@@ -48,7 +49,7 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers(VolumeHandlers):
+class Handlers(VolumeHandlers, MotionHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.api.motion_schemas import MOTION_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
 from src.config import DOMAIN_TYPES
 from src.services.vms.power import PowerOptions
@@ -152,6 +153,8 @@ SCHEMAS: dict[str, Any] = {
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+        "progress": {"oneOf": [{"type": "null"}, _ref("TaskProgress")],
+                     "description": "What a long task reports while it runs (a migration)"},
     }),
     "Flavor": _object({
         "id": UUID, "name": {"type": "string"}, "cpu": {"type": "integer"},
@@ -321,6 +324,8 @@ SCHEMAS: dict[str, Any] = {
         "free": {"oneOf": [{"type": "null"}, _ref("HostResources")]},
         "numa_nodes": {"type": ["integer", "null"]}, "vms": COUNTER,
         "last_seen": NULLABLE_TIME, "created_at": TIME,
+        "drain": {"oneOf": [{"type": "null"}, _ref("HostDrain")],
+                  "description": "Its last drain (POST /v1/hosts/{host}/drain), or null"},
     }),
     "HostResources": _object({"vcpus": {"type": "integer"}, "ram": {"type": "integer"},
                               "disk_gb": {"type": "integer"}, "gpus": {"type": "integer"}}),
@@ -354,3 +359,4 @@ SCHEMAS: dict[str, Any] = {
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }
 SCHEMAS.update(VOLUME_SCHEMAS)
+SCHEMAS.update(MOTION_SCHEMAS)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from src import errors
 from src.database import gpus as gpu_dao
+from src.database import vm_migrations as move_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
@@ -116,7 +117,7 @@ class Capacity:
     @staticmethod
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
                     capacities: dict[str, HostCapacity]) -> list[Candidate]:
-        held = vm_dao.allocated(conn)
+        held = move_dao.with_moves(conn, vm_dao.allocated(conn))  # migrations claim targets
         volumes_gb = volume_dao.held_gb(conn)
         # Free GPUs even for a VM without any: the scheduler keeps GPU hosts for GPU work.
         gpus = gpu_dao.list_free(conn, demand.gpu_model if demand.gpu_count else None)

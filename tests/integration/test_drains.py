@@ -1,0 +1,75 @@
+"""Drains of a host of libvirt's test driver: it takes no new VMs, its VMs move one task each
+and IAAS_DRAIN_PARALLEL at a time (cold here: the test driver has no live migration), and the
+VMs that cannot move stay, listed with the reason."""
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import pairwise
+from pathlib import Path
+
+from src.app import App
+from src.config import Config
+from tests.conftest import AppFactory, make_qcow2
+from tests.integration.test_migrations import GPU, GPU_FLAVOR, _host, created
+from tests.support import Client
+
+
+def drained_pair(make_app: AppFactory, config: Config, tmp_path: Path) -> tuple[App, Client]:
+    app = make_app(replace(config, libvirt_uri=_host(tmp_path, "local", GPU), drain_parallel=1))
+    client = Client(app)
+    make_qcow2(config.images_dir / "base.qcow2")
+    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
+                                      "format": "qcow2"}).status == 201
+    assert client.post("/v1/hosts", {"name": "other", "uri": _host(tmp_path, "other", GPU)}
+                       ).status == 201
+    return app, client
+
+
+def test_a_drain_moves_what_it_can_one_at_a_time_and_lists_what_stays(
+        make_app: AppFactory, config: Config, tmp_path: Path) -> None:
+    _, client = drained_pair(make_app, config, tmp_path)
+    assert client.post("/v1/flavors", GPU_FLAVOR).status == 201
+    created(client, "trainer", flavor="g.1")  # GPUs: moves cold
+    for name in ("sleeper-1", "sleeper-2"):
+        created(client, name)
+        assert client.wait_task(client.post(f"/v1/vms/{name}/stop", None).body["id"]
+                                )["status"] == "succeeded"
+    runner = created(client, "runner")  # live only, to a host no libvirtd can dial: stays
+
+    reply = client.post("/v1/hosts/local/drain", None)
+    assert reply.status == 202, reply.body
+    assert (reply.body["enabled"], reply.body["state"]) == (False, "disabled")
+    assert reply.body["drain"]["vms"] == 4
+    moves = [{"id": task["task_id"]} for task in reply.body["drain"]["tasks"]]
+    assert len(moves) == 3
+    for task in moves:
+        assert client.wait_task(task["id"])["status"] == "succeeded"
+
+    drain = client.get("/v1/hosts/local").body["drain"]
+    assert (drain["status"], drain["moved"], drain["moving"], drain["waiting"]) == (
+        "done", 3, 0, 0)
+    assert [(vm["vm"], vm["vm_id"]) for vm in drain["unmovable"]] == [("runner", runner["id"])]
+    assert "address" in drain["unmovable"][0]["reason"]
+    hosts = {vm["name"]: vm["host"] for vm in client.get("/v1/vms").body["vms"]}
+    assert hosts == {"trainer": "other", "sleeper-1": "other", "sleeper-2": "other",
+                     "runner": "local"}
+    spans = sorted((task["started_at"], task["finished_at"])
+                   for task in (client.get(f"/v1/tasks/{move['id']}").body for move in moves))
+    for (_, finished), (started, _) in pairwise(spans):
+        assert started >= finished, spans  # IAAS_DRAIN_PARALLEL=1: never two at once
+
+    # A drained host takes no new VMs; draining it again moves nothing twice.
+    assert client.post("/v1/vms", {"name": "new", "image_name": "base", "cpu": 1, "ram": 512,
+                                   "host": "local"}).error_code is not None
+    again = client.post("/v1/hosts/local/drain", {})
+    assert again.status == 202 and again.body["drain"]["vms"] == 1
+
+
+def test_drains_that_are_refused(make_app: AppFactory, config: Config, tmp_path: Path) -> None:
+    app, app_client = drained_pair(make_app, config, tmp_path)
+    member = Client(app, app.tokens.issue("default", "member")[1])
+    assert member.post("/v1/hosts/local/drain", None).status == 403
+    assert app_client.post("/v1/hosts/nowhere/drain", None).error_code == "host_not_found"
+    assert app_client.post("/v1/hosts/local/drain", {"x": 1}).error_code == "validation_failed"
+    assert app_client.get("/v1/hosts/local").body["drain"] is None
+    assert app_client.get("/v1/hosts/local").body["enabled"] is True
