@@ -1,5 +1,6 @@
 """A migration on Celery workers: the worker that runs it SIGKILLed mid-copy, its message given to
-the next worker, which finds out where the VM is: exactly one copy runs, and the rows say where."""
+the next worker, which finds out where the VM is: exactly one copy runs, and the rows say where;
+and a plain live migration on a worker."""
 from __future__ import annotations
 
 import signal
@@ -10,6 +11,7 @@ from dataclasses import replace
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
+from scripts.harness.console import uptime_s
 from scripts.harness.host import IsolatedNetwork, purge_domains
 from scripts.harness.pools import remove_pool
 from scripts.harness.remote_host import RemoteHost
@@ -41,6 +43,35 @@ def remote_cleanup(remote_host: RemoteHost) -> Iterator[list[str]]:
         remove_pool(fresh, POOL)
     finally:
         fresh.close()
+
+
+def test_a_live_migration_runs_on_a_worker_and_the_guest_goes_on(
+        make_e2e_app: E2eAppFactory, e2e_config: Config, workers: WorkerFactory,
+        remote_host: RemoteHost, remote_network: IsolatedNetwork,
+        system_conn: libvirt.virConnect, remote_conn: libvirt.virConnect,
+        remote_cleanup: list[str]) -> None:
+    app = make_e2e_app(e2e_config)
+    remote_cleanup.append(app.installation_id)
+    workers(e2e_config, HOSTS)
+    with served(app) as client:
+        register_tiny_image(client)
+        add_remote(client, remote_host, remote_network)
+        vm = booted(client)
+        before, asked = uptime_s(system_conn, vm["id"]), time.monotonic()
+        task = client.wait_task(client.post(f"/v1/vms/{vm['id']}/migrate", {}).body["id"])
+        took = time.monotonic() - asked
+        assert task["status"] == "succeeded", task
+        assert task["progress"]["phase"] == "done"
+        assert running_on({"local": system_conn, "remote": remote_conn}, vm["id"]) == ["remote"]
+        after = uptime_s(remote_conn, vm["id"])
+        print(f"\nlive migration on a Celery worker: {took:.1f} s, guest uptime {before:.1f} s "
+              f"-> {after:.1f} s, downtime {task['progress'].get('downtime_ms')} ms")
+        assert after >= before + took - 2
+        assert client.get(f"/v1/vms/{vm['id']}").body["host"] == "remote"
+        assert client.get("/v1/hosts/local").body["allocated"]["vcpus"] == 0
+        deleted = client.delete(f"/v1/vms/{vm['id']}")
+        assert client.wait_task(deleted.body["id"])["status"] == "succeeded"
+        assert pool_files_of(remote_host, vm["id"]) == []
 
 
 def test_a_worker_killed_mid_migration_leaves_one_running_copy(
