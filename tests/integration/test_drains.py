@@ -3,12 +3,16 @@ and IAAS_DRAIN_PARALLEL at a time (cold here: the test driver has no live migrat
 VMs that cannot move stay, listed with the reason."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
-from src.app import App
+from src.app import App, build_core
 from src.config import Config
+from src.database import tasks as task_dao
+from src.services.tasks.runner import new_task_row
+from src.utils.clock import utc_after
 from tests.conftest import AppFactory, make_qcow2
 from tests.integration.test_migrations import GPU, GPU_FLAVOR, _host, created
 from tests.support import Client
@@ -73,3 +77,35 @@ def test_drains_that_are_refused(make_app: AppFactory, config: Config, tmp_path:
     assert app_client.post("/v1/hosts/local/drain", {"x": 1}).error_code == "validation_failed"
     assert app_client.get("/v1/hosts/local").body["drain"] is None
     assert app_client.get("/v1/hosts/local").body["enabled"] is True
+
+
+def test_a_drains_move_waiting_its_turn_outlives_the_queue_timeout(
+        make_app: AppFactory, config: Config, tmp_path: Path) -> None:
+    """Another task queued past IAAS_TASK_QUEUE_TIMEOUT expires; a drain's move is only waiting
+    for its drain's earlier moves, so neither the step nor the broker's sweep ends it."""
+    _, client = drained_pair(make_app, config, tmp_path)
+    vms = [created(client, name)["id"] for name in ("a", "b")]
+    core = build_core(replace(config, task_queue_timeout_s=60))
+    core.hosts.start()
+    try:
+        old = utc_after(-3600)
+        ids = {}
+        with core.db.write() as conn:
+            for vm_id, drain in zip(vms, (None, "local"), strict=True):
+                args = {"live": True} | ({"drain": drain} if drain else {})
+                row = replace(new_task_row(vm_id, "migrate", None), created_at=old,
+                              executor="celery", payload=json.dumps({"args": args}))
+                task_dao.insert(conn, row)
+                ids[drain] = row.id
+        with core.db.read() as conn:
+            stale = task_dao.stale_queued(conn, "celery", utc_after(-60))
+        assert [task.id for task in stale] == [ids[None]]
+        for task_id in ids.values():
+            core.execution.step(task_id)
+        with core.db.read() as conn:
+            ended = {drain: task_dao.get(conn, task_id) for drain, task_id in ids.items()}
+        assert ended[None] is not None and ended[None].error_code == "task_expired"
+        # It ran (and, with no move recorded for it here, found nothing to move).
+        assert ended["local"] is not None and ended["local"].error_code == "migration_gone"
+    finally:
+        core.hosts.close()
