@@ -46,6 +46,7 @@ class ApiProcess:
         env = {**os.environ, "IAAS_DB_PATH": str(config.db_path),
                "IAAS_LIBVIRT_URI": config.libvirt_uri, "IAAS_DOMAIN_TYPE": config.domain_type,
                "IAAS_IMAGES_DIR": str(config.images_dir),
+               "IAAS_HOST_CREDENTIALS_DIR": str(config.host_credentials_dir),
                "IAAS_INSTANCES_DIR": str(config.instances_dir),
                "IAAS_NETWORK": config.network, "IAAS_HOST": "127.0.0.1", "IAAS_PORT": "0",
                "IAAS_RECONCILE_INTERVAL": "2",
