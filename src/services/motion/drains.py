@@ -39,7 +39,7 @@ class DrainService:
         """Disable the host and queue a move of each of its VMs; the host as shown, with its
         drain. Draining again queues moves for the VMs still there (those moving go on).
 
-        Raises: Forbidden, HostNotFound, HostUnavailable (it does not answer: evacuate it).
+        Raises: Forbidden, HostNotFound, HostUnavailable (it does not answer: its VMs cannot be moved off it).
         """
         access.require_admin(caller)
         self._hosts.require_up(name)
