@@ -38,6 +38,10 @@ from src.services.images.admissions import Admission, UploadDesk
 from src.services.images.catalog import ImageService
 from src.services.images.files import Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
+from src.services.motion.drains import DrainService
+from src.services.motion.recovery import MoveRecovery
+from src.services.motion.requests import MigrationService
+from src.services.motion.work import MigrationWork
 from src.services.queue.clock import CapacityClock
 from src.services.queue.listing import QueueService
 from src.services.queue.placer import QueuePlacer
@@ -138,6 +142,7 @@ class Core:
     intake: Intake
     layers: VolumeLayers
     placer: QueuePlacer
+    moves: MoveRecovery
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -153,6 +158,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         recovered = core.work.recover_interrupted()
         if recovered:
             log.warning("ended %d task(s) a restart interrupted", recovered)
+        for task in core.moves.interrupted():  # a move finds out where its VM is, then ends
+            log.warning("migration %s of vm %s was under way: resuming it", task.id, task.vm_id)
+            core.runner.submit(task)
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
     core.placer.bind(executor.submit)
@@ -162,6 +170,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity,
                              QueueRules(config.queue_backfill_limit_s, config.queue_max_wait_s),
                              on_queued=core.placer.place)
+    host_views = HostService(core.db, core.hosts, core.capacity, core.gpus, config, clock.poke)
+    moves = MigrationService(core.db, core.hosts, core.capacity, executor)
     volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
@@ -181,14 +191,15 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
                              core.layers),
         telemetry=telemetry,
-        hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config, clock.poke),
+        hosts=host_views,
         queue=QueueService(core.db),
         reservations=ReservationService(core.db, config.reservation_horizon_days, clock.poke),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
         web=Dashboard(), volumes=volumes,
         attachments=AttachmentService(core.db, volumes, executor),
         volume_snapshots=VolumeSnapshots(core.db, volumes, executor),
-        root_disks=RootDisks(core.db, core.images, executor))
+        root_disks=RootDisks(core.db, core.images, executor),
+        moves=moves, drains=DrainService(core.db, core.hosts, host_views, moves))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
@@ -224,9 +235,12 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     volume_work = VolumeWork(db, hosts, images, layers,
                              SourceFinder(db, config, images, installation_id),
                              config.detach_timeout_s)
+    move_work = MigrationWork(db, config, hosts, images, provisioner, layers, qemu_img)
+    moves = MoveRecovery(db, move_work)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
                       (config.task_timeout_s, config.import_timeout_s), volume_work,
-                      RootDiskWork(db, hosts, provisioner, intake), config.project_max_tasks)
+                      RootDiskWork(db, hosts, provisioner, intake), move_work,
+                      config.migration_timeout_s, config.project_max_tasks)
     # A Celery worker's placer leaves what it places to the API's outbox relay (no submit).
     placer = QueuePlacer(db, hosts, capacity, "celery" if config.broker_url else "inprocess",
                          config.queue_backfill_limit_s)
@@ -260,7 +274,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
-                                                  execution.expire_stale()),
+                                                  execution.expire_stale(),
+                                                  moves.settle_orphans()),
                             after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
-                runner, reconciler, work, steps, execution, intake, layers, placer)
+                runner, reconciler, work, steps, execution, intake, layers, placer, moves)

@@ -86,6 +86,9 @@ class Config:
     queue_max_wait_s: int = 86400  # how long a VM waits for capacity unless its create says
     reservation_tick_s: float = 5.0  # the clock of the capacity queue and of reservations
     reservation_horizon_days: int = 90  # how far ahead a reservation's window may end
+    migration_max_mbps: int = 0  # MiB/s a live migration may use; 0: no limit
+    migration_timeout_s: float = 600.0
+    drain_parallel: int = 2  # migrations one host's drain runs at once
 
     def __post_init__(self) -> None:
         if self.volumes_dir is None:
@@ -138,6 +141,12 @@ class Config:
         self._check_imports()
         self._check_queue()
         self._check_serving()
+        if not 0 <= self.migration_max_mbps <= 1024 ** 2:
+            raise ConfigError("IAAS_MIGRATION_MAX_MBPS must be between 0 and 1048576")
+        if not 1 <= self.migration_timeout_s <= 7 * 86400:
+            raise ConfigError("IAAS_MIGRATION_TIMEOUT must be between 1 and 604800 seconds")
+        if not 1 <= self.drain_parallel <= 64:
+            raise ConfigError("IAAS_DRAIN_PARALLEL must be between 1 and 64")
 
     def _check_queue(self) -> None:
         if not 0 <= self.queue_backfill_limit_s <= 30 * 86400:
@@ -411,6 +420,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_RESERVATION_HORIZON_DAYS", "reservation_horizon_days", "90",
             "Days ahead a reservation's window may end at most; further is 400 "
             "`reservation_too_far`.", int),
+    Setting("IAAS_MIGRATION_MAX_MBPS", "migration_max_mbps", "0",
+            "MiB/s a live migration may send (memory and disks together); `0`: no limit.", int),
+    Setting("IAAS_MIGRATION_TIMEOUT", "migration_timeout_s", "600",
+            "Seconds a live migration's copy may take; then it is aborted "
+            "(`migration_timeout`) and the VM runs on its source as before.", float),
+    Setting("IAAS_DRAIN_PARALLEL", "drain_parallel", "2",
+            "Migrations one host's drain runs at once; its other VMs wait their turn.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

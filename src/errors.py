@@ -183,3 +183,6 @@ ReservationFlavorMismatch = _error("ReservationFlavorMismatch", 409, "reservatio
                                    "not {flavor!r}.")
 ReservationClosed = _error("ReservationClosed", 409, "reservation_closed",
                            "Reservation {reservation!r} is {status} already.")
+# Hosts in motion (issue 24).
+VmNotMigratable = _error("VmNotMigratable", 409, "vm_not_migratable",
+                         "VM {vm!r} cannot be migrated: {reason}.")

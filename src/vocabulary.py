@@ -14,8 +14,9 @@ VOLUME_ACTIONS = ("volume_create", "volume_delete", "volume_resize", "volume_sna
                   "volume_revert", "snapshot_delete")
 ATTACHMENT_ACTIONS = ("attach", "detach")
 VM_DISK_ACTIONS = ("vm_snapshot", "vm_revert", "vm_image")
+MOTION_ACTIONS = ("migrate",)  # a VM moved to another host (issue 24)
 TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an image, not a VM
-                *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS)
+                *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS, *MOTION_ACTIONS)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
 ACTION_OPTIONS = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}

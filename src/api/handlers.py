@@ -14,6 +14,7 @@ from src.api.answers import project as _project
 from src.api.answers import reveal as _reveal
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
+from src.api.motion_handlers import MotionHandlers
 from src.api.queue_handlers import QueueHandlers
 from src.api.reservation_handlers import ReservationHandlers
 from src.api.validation import validate_body
@@ -49,7 +50,7 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers):
+class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers, MotionHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService

@@ -124,6 +124,19 @@ VOLUME_ROUTES: tuple[Route, ...] = (
           description="Hot-unplugged from a running VM (the task fails when the guest does "
                       "not let go in time; the volume then stays attached)."),
 )
+MOTION_ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/vms/{vm}/migrate", H.migrate_vm, "migrateVm", "admin", 202, "Task",
+          (400, 404, 409), body="VmMigrate", body_required=False, query=(VM_PROJECT,),
+          description="Move the VM to another host (409 vm_not_migratable with the reason): "
+                      "live by default, its disks and volumes copied when the hosts do not "
+                      "share storage; the task shows its progress."),
+    Route("POST", "/v1/hosts/{host}/drain", H.drain_host, "drainHost", "admin", 202, "Host",
+          (404, 503), body="NoOptions", body_required=False,
+          description="The host takes no new VMs and each of its VMs migrates away (one task "
+                      "each, IAAS_DRAIN_PARALLEL at a time); `drain` shows how far it got and "
+                      "the VMs that stay, with why."),
+)
+
 QUEUE_ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/queue", H.list_queue, "listQueue", returns="Queue",
           description="VMs waiting for capacity (wait_for_capacity), in fair order: yours "
@@ -251,4 +264,5 @@ ROUTES: tuple[Route, ...] = (
     *VOLUME_ROUTES,
     *QUEUE_ROUTES,
     *RESERVATION_ROUTES,
+    *MOTION_ROUTES,
 )

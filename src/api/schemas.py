@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.api.motion_schemas import MOTION_SCHEMAS
 from src.api.queue_schemas import QUEUE_SCHEMAS
 from src.api.reservation_schemas import RESERVATION_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
@@ -178,6 +179,8 @@ SCHEMAS: dict[str, Any] = {
                            "(preempted: reservation <id>, reservation_ended)"},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+        "progress": {"oneOf": [{"type": "null"}, _ref("TaskProgress")],
+                     "description": "What a long task reports while it runs (a migration)"},
     }),
     "Flavor": _object({
         "id": UUID, "name": {"type": "string"}, "cpu": {"type": "integer"},
@@ -371,6 +374,8 @@ SCHEMAS: dict[str, Any] = {
         "free": {"oneOf": [{"type": "null"}, _ref("HostResources")]},
         "numa_nodes": {"type": ["integer", "null"]}, "vms": COUNTER,
         "last_seen": NULLABLE_TIME, "created_at": TIME,
+        "drain": {"oneOf": [{"type": "null"}, _ref("HostDrain")],
+                  "description": "Its last drain (POST /v1/hosts/{host}/drain), or null"},
     }),
     "HostResources": _object({"vcpus": {"type": "integer"}, "ram": {"type": "integer"},
                               "disk_gb": {"type": "integer"}, "gpus": {"type": "integer"}}),
@@ -406,3 +411,4 @@ SCHEMAS: dict[str, Any] = {
 SCHEMAS.update(VOLUME_SCHEMAS)
 SCHEMAS.update(QUEUE_SCHEMAS)
 SCHEMAS.update(RESERVATION_SCHEMAS)
+SCHEMAS.update(MOTION_SCHEMAS)

@@ -1,6 +1,7 @@
 """Turn service results into the JSON objects the API returns."""
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from src.services.actions.orphans import Orphans
@@ -42,7 +43,8 @@ def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
                         else {"reason": row.reason} if row.reason else None),
             "error": error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at,
-            "started_at": row.started_at, "finished_at": row.finished_at}
+            "started_at": row.started_at, "finished_at": row.finished_at,
+            "progress": json.loads(row.progress) if row.progress else None}
 
 
 def event(row: TaskRow, reveal: bool) -> dict[str, Any]:

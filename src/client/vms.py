@@ -1,4 +1,4 @@
-"""`iaas vm …`: list, show, create, delete, power actions, console, events, stats."""
+"""`iaas vm …`: list, show, create, delete, power actions, migrate, console, events, stats."""
 from __future__ import annotations
 
 import time
@@ -141,6 +141,27 @@ def vm_delete(ctx: click.Context, vm: str, project: str | None, wait: bool | Non
     task = answer.json()
     s.run_task(task, f"delete {vm}", wait, lambda t: s.get(f"/v1/tasks/{t['id']}"),
                lambda shown: render_task(shown, s.out), answer)
+
+
+@vm_group.command("migrate")
+@click.argument("vm")
+@click.option("--host", help="The target host (default: the scheduler's pick).")
+@click.option("--live/--cold", default=None,
+              help="Live (default) keeps the guest running; cold stops, moves and starts it "
+                   "(the only way for a VM with GPUs).")
+@project_option
+@wait_option
+@click.pass_context
+def vm_migrate(ctx: click.Context, vm: str, host: str | None, live: bool | None,
+               project: str | None, wait: bool | None) -> None:
+    """Move a VM to another host (admins); on a terminal, wait until it runs there."""
+    s = session(ctx)
+    body = {key: value for key, value in (("host", host), ("live", live)) if value is not None}
+    answer = s.api.send("POST", f"/v1/vms/{vm}/migrate", body, query={"project": project})
+    task = answer.json()
+    s.run_task(task, f"migrate {vm}", wait, lambda t: s.get(f"/v1/vms/{t['vm_id']}"),
+               lambda shown: (render_vm if "actions" in shown else render_task)(shown, s.out),
+               answer)
 
 
 def _power(action: str) -> click.Command:

@@ -33,21 +33,23 @@ class TaskRow:
     image_id: str | None = None  # the image an import fills
     volume_id: str | None = None  # the volume a volume or attachment task works on
     reason: str | None = None  # why the platform asked for it (a stop for a reservation)
+    progress: str | None = None  # JSON a long task reports while it runs (a migration's bytes)
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
             "finished_at, request_id, deadline, project, host, payload, attempts, executor, "
-            "image_id, volume_id, reason")
+            "image_id, volume_id, reason, progress")
+_MARKS = ", ".join("?" * len(_COLUMNS.split(", ")))
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
-    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES "
-                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES ({_MARKS})",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
                   task.request_id, task.deadline, task.project, task.host, task.payload,
-                  task.attempts, task.executor, task.image_id, task.volume_id, task.reason))
+                  task.attempts, task.executor, task.image_id, task.volume_id, task.reason,
+                  task.progress))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
@@ -103,12 +105,20 @@ def set_payload(conn: sqlite3.Connection, task_id: str, payload: str) -> None:
                  (payload, task_id))
 
 
+def set_progress(conn: sqlite3.Connection, task_id: str, progress: str) -> None:
+    """Only while the task runs: a report that comes after its end changes nothing."""
+    conn.execute("UPDATE tasks SET progress = ? WHERE id = ? AND status = 'running'",
+                 (progress, task_id))
+
+
 def stale_queued(conn: sqlite3.Connection, executor: str, before: str,
                  limit: int = 100) -> list[TaskRow]:
-    """Tasks of executor still queued since before (their message never reached a worker)."""
+    """Tasks of executor still queued since before (their message never reached a worker);
+    a drain's moves, which wait their turn, are not."""
     return [TaskRow(**row) for row in conn.execute(
         f"SELECT {_COLUMNS} FROM tasks WHERE status = 'queued' AND executor = ? "
-        "AND created_at < ? ORDER BY created_at LIMIT ?", (executor, before, limit))]
+        "AND created_at < ? AND json_extract(payload, '$.args.drain') IS NULL "
+        "ORDER BY created_at LIMIT ?", (executor, before, limit))]
 
 
 def unpublished(conn: sqlite3.Connection, limit: int) -> list[TaskRow]:

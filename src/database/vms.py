@@ -39,11 +39,13 @@ class VmRow:
             object.__setattr__(self, "domain_name", DOMAIN_NAME_PREFIX + self.id)
 
 
-# In VmRow's field order, so a row becomes a VmRow without building a dict.
+# In VmRow's field order, so a row becomes a VmRow without building a dict. A VM's GPUs are
+# those of its host: a migration's claim on its target is not the VM's until it commits.
 _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
            "v.status, v.vnc_port, v.error_code, v.error_message, v.created_at, v.updated_at, "
            "v.ip_addresses, v.mac, v.flavor_name, v.numa_node, v.pinned_cpus, "
-           "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus, "
+           "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id "
+           "AND a.host = v.host) AS gpus, "
            "v.project, v.domain_name, v.host "
            "FROM vms v JOIN images i ON i.id = v.image_id")
 _JSON_COLUMNS = (13, 17, 18)  # ip_addresses, pinned_cpus, gpus

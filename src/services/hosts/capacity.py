@@ -12,6 +12,7 @@ from src import errors
 from src.database import gpus as gpu_dao
 from src.database import partitions as partition_dao
 from src.database import reservations as reservation_dao
+from src.database import vm_migrations as move_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
@@ -159,7 +160,7 @@ class Capacity:
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
                     capacities: dict[str, HostCapacity], reservation: str | None = None,
                     at: str | None = None, with_partitions: bool = False) -> list[Candidate]:
-        held = vm_dao.allocated(conn)
+        held = move_dao.with_moves(conn, vm_dao.allocated(conn))  # migrations claim targets
         volumes_gb = volume_dao.held_gb(conn)
         # Free GPUs even for a VM without any: the scheduler keeps GPU hosts for GPU work.
         moment = at or utc_now()

@@ -18,6 +18,7 @@ from src.database import snapshots as snapshot_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.storage import Pools
+from src.services.hosts.files import PoolFiles
 from src.services.hosts.registry import Host
 from src.utils.clock import utc_now
 
@@ -118,6 +119,10 @@ class VolumeLayers:
             host.hypervisor.pools.ensure_dir_pool(name, str(self._config.volumes_dir))
             self._ready.add(host.name)
         return name
+
+    def files(self, host: Host) -> PoolFiles:
+        """The host's volume pool, file by file (a migration carries volumes through it)."""
+        return PoolFiles(host.hypervisor.pools, self.pool_of(host))
 
     def orphans(self, host: Host, known: set[str]) -> list[str]:
         """This installation's volume files in the host's pool whose volume has no row."""
