@@ -156,6 +156,21 @@ def installation_of(domain: libvirt.virDomain) -> str | None:
     return None
 
 
+def force_off(domain: libvirt.virDomain) -> None:
+    """Destroy the domain; one that is off already is fine, one still running is not.
+
+    libvirt's destroy kills QEMU, then waits for the domain's job: when another thread of
+    libvirtd (its reconnect after a restart, the monitor's EOF) stopped the domain meanwhile,
+    destroy reports "domain is not running" though the domain is off as asked. So that error
+    passes only when the domain is indeed off; any other, or a domain still active, raises.
+    """
+    try:
+        domain.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or domain.isActive():
+            raise
+
+
 def purge_domains(conn: libvirt.virConnect, uuids: Iterable[str],
                   installation_id: str) -> list[str]:
     """Force off and undefine every domain with one of uuids or tagged with installation_id.
@@ -168,8 +183,7 @@ def purge_domains(conn: libvirt.virConnect, uuids: Iterable[str],
         if domain.UUIDString() not in wanted and installation_of(domain) != installation_id:
             continue
         try:
-            if domain.isActive():
-                domain.destroy()
+            force_off(domain)
             domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
             removed.append(domain.name())

@@ -98,10 +98,14 @@ class ProdServer(_BackgroundServer):
         self._serve(app, bound_port(self.server), self.server.run)
 
     def stop(self) -> None:
-        # Closed from its own I/O thread: closed from here, a socket could vanish under the
-        # select() that thread is in (EBADF).
-        self.server.trigger.pull_trigger(self.server.close)  # type: ignore[attr-defined]
+        # The workers end first, while the I/O loop still runs: a worker still answering a client
+        # that left early writes its wake-ups into the trigger, and once the server is closed
+        # those fds are gone (EBADF) or already another object's. Then the server is closed from
+        # its own I/O thread: closed from here, a socket could vanish under its poll() (EBADF).
         self.server.task_dispatcher.shutdown()
+        trigger = self.server.trigger  # type: ignore[attr-defined]
+        if not trigger._closed:  # the loop already closed it (its server failed): nothing to wake
+            trigger.pull_trigger(self.server.close)
         self._thread.join(timeout=10)
 
 

@@ -2,6 +2,7 @@
 and deleted by clicking."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import libvirt  # type: ignore[import-untyped]
@@ -27,6 +28,17 @@ def site(e2e_app: App) -> Iterator[LiveServer]:
         server.stop()
 
 
+BOOT_S = 180.0  # TCG on two busy cores
+READY = "IAAS-TINY-READY"  # the tiny guest's console once it has booted
+
+
+def _wait_for_boot(site: LiveServer, vm_id: str) -> None:
+    deadline = time.monotonic() + BOOT_S
+    while READY not in (tail := fetch(site.url, "GET", f"/v1/vms/{vm_id}/console?tail=50").body):
+        assert time.monotonic() < deadline, f"no {READY} on the console: {tail!r}"
+        time.sleep(0.5)
+
+
 def test_a_real_guest_by_clicking(page: Page, site: LiveServer,
                                   system_conn: libvirt.virConnect) -> None:
     register_tiny_image(HttpClient(site.url))
@@ -35,6 +47,9 @@ def test_a_real_guest_by_clicking(page: Page, site: LiveServer,
     expect(vm_status(page, "web-e2e")).to_have_text("running", timeout=120000)
     vm = fetch(site.url, "GET", "/v1/vms/web-e2e").body
     assert domain_exists(system_conn, vm["id"])
+    # "running" is the domain started, not the guest booted: an unplug request sent while its
+    # kernel boots (seconds under TCG on busy cores) is lost, and no detach deadline helps.
+    _wait_for_boot(site, vm["id"])
     # A volume made, hot-plugged into the running guest and detached, all by clicking.
     page.get_by_role("navigation").get_by_role("link", name="Volumes", exact=True).click()
     form = page.get_by_role("form", name="Create a volume")

@@ -17,6 +17,7 @@ import pytest
 
 from scripts.harness.host import (
     IsolatedNetwork,
+    force_off,
     remove_network,
     require_tiny_image,
     start_isolated_network,
@@ -239,8 +240,7 @@ def _define_and_start(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
 def _remove_guest(conn: libvirt.virConnect, guest: Guest) -> None:
     for domain in conn.listAllDomains():
         if domain.name() == guest.name:
-            if domain.isActive():
-                domain.destroy()
+            force_off(domain)  # the guest may have stopped since the test looked
             domain.undefine()
     remove_network(conn, guest.network)
     remove_pool(conn, guest.name)
