@@ -102,6 +102,14 @@ def set_payload(conn: sqlite3.Connection, task_id: str, payload: str) -> None:
                  (payload, task_id))
 
 
+def ended_among(conn: sqlite3.Connection, task_ids: list[str]) -> list[str]:
+    """Those of task_ids that have ended or are gone."""
+    marks = ", ".join("?" * len(task_ids))
+    active = {row[0] for row in conn.execute(
+        f"SELECT id FROM tasks WHERE id IN ({marks}) AND status IN {_ACTIVE_SQL}", task_ids)}
+    return [task_id for task_id in task_ids if task_id not in active]
+
+
 def stale_queued(conn: sqlite3.Connection, executor: str, before: str,
                  limit: int = 100) -> list[TaskRow]:
     """Tasks of executor still queued since before (their message never reached a worker)."""
