@@ -1,8 +1,11 @@
-"""SQLite connections: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE writes, numbered migrations."""
+"""SQLite connections: WAL kept open, busy timeout, foreign keys, BEGIN IMMEDIATE writes queued
+on one gate for every process, numbered migrations."""
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -12,6 +15,8 @@ from src.utils.clock import utc_now
 
 BUSY_TIMEOUT_S = 30.0
 PRIVATE_MODE = 0o600
+GATE_SUFFIX = "-writers"  # beside the database: the flock its writers queue on
+_GATES_HELD = threading.local()  # the gates this thread holds (paths)
 
 
 class Database:
@@ -19,8 +24,27 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._keeper: sqlite3.Connection | None = None
+        self._keeper_guard = threading.Lock()
+
+    def _keep_open(self) -> None:
+        """Hold one idle connection for as long as this object lives. When the last connection
+        to a WAL database closes, SQLite checkpoints the WAL and deletes it, and the next
+        opens it anew: a write unit of work cost 2.9 ms that way instead of 1.3 ms, a read 1.1
+        instead of 0.5 (one process, nothing else open)."""
+        if self._keeper is None and self.path.exists():
+            with self._keeper_guard:
+                if self._keeper is None:
+                    keeper = sqlite3.connect(self.path, check_same_thread=False)
+                    # It counts as open once it has read in WAL mode (before migrate set
+                    # the mode, it looks again next time).
+                    if keeper.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                        self._keeper = keeper
+                    else:
+                        keeper.close()
 
     def _connect(self, foreign_keys: bool = True) -> sqlite3.Connection:
+        self._keep_open()
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
         conn.row_factory = sqlite3.Row
@@ -45,15 +69,39 @@ class Database:
         """
         conn = self._connect(foreign_keys)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._write_gate():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         finally:
             conn.close()
+
+    @contextmanager
+    def _write_gate(self) -> Iterator[None]:
+        """Writers of every process (and thread) take turns on one flock before SQLite's write
+        lock. SQLite's busy handler sleeps between looks at a taken lock (up to 100 ms a time)
+        while the lock sits free; a flock waiter is woken by the kernel as the holder lets go,
+        and the kernel lets go for a holder that dies. The gate only orders writers: SQLite's
+        own lock still guards the data (a writer without the gate, the sqlite3 shell, is safe)."""
+        gate = f"{self.path}{GATE_SUFFIX}"
+        held = _GATES_HELD.__dict__.setdefault("paths", set())
+        if gate in held:  # a write inside this thread's own write: left to SQLite's busy
+            yield         # timeout, as before the gate, rather than waiting on itself forever
+            return
+        fd = os.open(gate, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held.add(gate)
+            try:
+                yield
+            finally:
+                held.discard(gate)
+        finally:
+            os.close(fd)  # closing the last descriptor of the open file lets the flock go
 
     def migrate(self, until: int | None = None) -> list[int]:
         """Apply pending numbered migrations (up to version until); return those applied now."""
