@@ -26,9 +26,9 @@ _COLUMNS = ("name, uri, storage, storage_pool, network, domain_type, cpu_allocat
 
 
 def _row(row: sqlite3.Row) -> HostRow:
-    values = dict(row)
-    values["enabled"] = bool(values["enabled"])
-    return HostRow(**values)
+    # By position (_COLUMNS' order): a dict per row cost a create at 1,000 hosts some 3 ms.
+    return HostRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                   bool(row[8]), row[9])
 
 
 def insert(conn: sqlite3.Connection, host: HostRow) -> None:
