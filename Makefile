@@ -32,17 +32,20 @@ db-init: setup
 db-clean: setup
 	$(PYTHON) -m src.cli db-clean
 
-# Registers the tiny test guest too, so a new user can boot a VM at once, and makes sure the
-# network VMs join (IAAS_NETWORK) is running.
+# Registers the tiny test guest too, so a new user can boot a VM at once, makes sure the
+# network VMs join (IAAS_NETWORK) is running, and checks that KVM guests run here (where they
+# do not, IAAS_DOMAIN_TYPE=qemu goes to configs/iaas.env, unless IAAS_DOMAIN_TYPE is set).
 serve: db-init $(TINY_IMAGE)
 	$(PYTHON) -m src.cli install-image tiny-linux $(TINY_IMAGE)
 	$(PYTHON) -m src.cli ensure-network
+	$(PYTHON) -m src.cli probe-kvm
 	exec $(PYTHON) -m src.serve --server wsgiref
 
 # The same API behind waitress, which buffers whole requests before a worker sees them.
 serve-prod: db-init $(TINY_IMAGE)
 	$(PYTHON) -m src.cli install-image tiny-linux $(TINY_IMAGE)
 	$(PYTHON) -m src.cli ensure-network
+	$(PYTHON) -m src.cli probe-kvm
 	exec $(PYTHON) -m src.serve --server waitress
 
 # Orphans only; ALL=1 also removes every VM of this installation and its records.

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -111,7 +112,8 @@ def _remote(root: Path, net: IsolatedNetwork, runs: int) -> Section:
         try:
             remote_net = start_isolated_network(conn, "iaas-bench-rn")
             try:
-                return hosts.remote_create(config, remote, remote_net, runs)
+                return hosts.remote_create(replace(config, host_credentials_dir=remote.pkipath),
+                                           remote, remote_net, runs)
             finally:
                 remove_network(conn, remote_net)
         finally:

@@ -34,8 +34,9 @@ from src.services.hosts.admin import HostService
 from src.services.hosts.capacity import Capacity
 from src.services.hosts.gpus import GpuInventory
 from src.services.hosts.registry import Host, HostRegistry
+from src.services.images.admissions import Admission, UploadDesk
 from src.services.images.catalog import ImageService
-from src.services.images.files import Admission, Intake
+from src.services.images.files import Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
 from src.services.rules.quotas import QuotaService
 from src.services.tasks.broker import BrokerExecutor, celery_app
@@ -87,14 +88,19 @@ class App:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return self.pipeline(environ, start_response)
 
-    def admit_upload(self, authorization: str | None, image: str,
-                     length: int | None) -> Admission:
-        """Whether an upload's body may come, judged from its headers alone (waitress asks
-        before it buffers the body: src/upload_gate.py).
+    def admit_upload(self, authorization: str | None, method: str, path: str,
+                     length: int | None) -> Admission | None:
+        """The admission of an upload judged from its headers alone, for a server that reads
+        the body before the app sees the request (waitress: src/servers/upload_gate.py); the
+        pipeline then takes it as it is. None: not an upload (the route table says).
 
         Raises: Unauthorized, and what Intake.admit raises.
         """
-        return self.intake.admit(image, self.tokens.authenticate(authorization), length)
+        params = self.router.file_route(method, path)
+        if params is None:
+            return None
+        return self.pipeline.admit_upload(self.tokens.authenticate(authorization), params,
+                                          length)
 
     def close(self) -> None:
         """Stop background work and drop every libvirt connection."""
@@ -168,7 +174,7 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
-                        AuditTrail(core.db), metrics)
+                        AuditTrail(core.db), metrics, core.intake)
     return App(config=config, db=core.db, hosts=core.hosts, installation_id=core.installation_id,
                tokens=tokens, runner=core.runner, reconciler=core.reconciler, pipeline=pipeline,
                waits=waits, executor=executor, intake=core.intake)
@@ -198,7 +204,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     addresses = AddressBook(db, guest_agent=template_has_agent_channel())
     images = ImageService(db, config.images_dir, qemu_img)
     work = VmWork(db, hosts, provisioner)
-    intake = Intake(db, images, config.image_max_bytes)
+    intake = Intake(db, images, config.image_max_bytes,
+                    UploadDesk(config.max_uploads_per_project, config.upload_share))
     volume_work = VolumeWork(db, hosts, images, layers,
                              SourceFinder(db, config, images, installation_id),
                              config.detach_timeout_s)

@@ -1,5 +1,5 @@
 """Operator commands behind the Makefile: db-init, db-clean, vm-cleanup, install-image,
-ensure-network, token."""
+ensure-network, probe-kvm, token."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from src.config import Config, load_config
+from src.config import DEFAULT_ENV_FILE, Config, load_config
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
@@ -19,6 +19,7 @@ from src.hypervisor.disks import QemuImg
 from src.hypervisor.driver import Hypervisor
 from src.services.accounts.auth import TokenService, new_project_limits
 from src.services.actions.orphans import OrphanFinder
+from src.services.hosts import kvm_probe
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.vms.flavors import FlavorService
@@ -204,6 +205,14 @@ def ensure_network(config: Config, hypervisor: Hypervisor) -> int:
     return 0
 
 
+def probe_kvm(env_file: Path, image: Path | None) -> None:
+    """Boot a throw-away KVM guest; where only emulation works, write IAAS_DOMAIN_TYPE=qemu."""
+    config = load_config(env_file=env_file)
+    tiny = image or config.images_dir / kvm_probe.TINY_FILE
+    print(kvm_probe.settle_domain_type(config, env_file, os.environ,
+                                       lambda: kvm_probe.probe(config, tiny, QemuImg())))
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m src.cli")
@@ -217,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     install = sub.add_parser("install-image", help="copy a qcow2 into IAAS_IMAGES_DIR and register it")
     install.add_argument("name")
     install.add_argument("source", type=Path)
+    probe = sub.add_parser("probe-kvm", help="boot a test guest with KVM; where it does not "
+                           "run, set IAAS_DOMAIN_TYPE=qemu in the env file")
+    probe.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE)
+    probe.add_argument("--image", type=Path, help="the tiny guest (default: "
+                       "$IAAS_IMAGES_DIR/tiny-linux.qcow2)")
     token = sub.add_parser("token", help="manage API tokens")
     actions = token.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="print a new token (shown only once)")
@@ -228,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     revoke = actions.add_parser("revoke")
     revoke.add_argument("token_id")
     args = parser.parse_args(argv)
+    if args.command == "probe-kvm":  # before load_config: it reads its own env file
+        probe_kvm(args.env_file, args.image)
+        return 0
     config = load_config()
     if args.command == "install-image":
         install_image(config, args.name, args.source)

@@ -61,6 +61,8 @@ class Config:
     project_max_tasks: int = 8
     task_queue_timeout_s: float = 600.0
     allow_insecure_hosts: bool = False
+    allow_test_hosts: bool = False  # test:// hosts: libvirt's test driver reads any file named
+    host_credentials_dir: Path = Path("/etc/iaas")  # where a host URI's key and PKI paths lie
     scheduler: str = "spread"
     broker_url: str = ""  # empty: tasks run in the API's own process
     worker_concurrency: int = 2
@@ -73,7 +75,12 @@ class Config:
     import_min_bytes: int = 1024 ** 2  # a body brings at least this much...
     import_rate_window_s: float = 60.0  # ...in every window of this many seconds
     project_max_imports: int = 1  # URL imports of one project that download at once
-    max_uploads_per_project: int = 4  # waitress: uploads one project may send at once
+    max_uploads_per_project: int = 4  # uploads one project may send at once
+    upload_share: float = 0.25  # of the serving threads, what uploads may hold at once
+    upload_min_rate: int = 64 * 1024  # bytes/s an upload's body brings over each window
+    header_timeout_s: float = 10.0  # request line and headers must arrive within this
+    max_connections_per_address: int = 32  # open connections of one client address
+    prod_connections: int = 1000  # waitress: open connections in all
 
     def __post_init__(self) -> None:
         if self.volumes_dir is None:
@@ -124,6 +131,7 @@ class Config:
         if not 1 <= self.max_uploads_per_project <= 1024:
             raise ConfigError("IAAS_MAX_UPLOADS_PER_PROJECT must be between 1 and 1024")
         self._check_imports()
+        self._check_serving()
 
     def _check_imports(self) -> None:
         for name, parse, text in (("IAAS_IMPORT_PORTS", port_ranges, self.import_ports),
@@ -140,6 +148,19 @@ class Config:
             raise ConfigError("IAAS_IMPORT_RATE_WINDOW must be between 0.1 and 3600 seconds")
         if not 1 <= self.project_max_imports <= 64:
             raise ConfigError("IAAS_PROJECT_MAX_IMPORTS must be between 1 and 64")
+
+    def _check_serving(self) -> None:
+        """Raises: ConfigError for a serving limit out of its range."""
+        if not 0.01 <= self.upload_share <= 0.5:
+            raise ConfigError("IAAS_UPLOAD_SHARE must be between 0.01 and 0.5")
+        if not 1 <= self.upload_min_rate <= 1024 ** 3:
+            raise ConfigError("IAAS_UPLOAD_MIN_RATE must be between 1 and 1073741824 bytes/s")
+        if not 0.1 <= self.header_timeout_s <= 3600:
+            raise ConfigError("IAAS_HEADER_TIMEOUT must be between 0.1 and 3600 seconds")
+        if not 1 <= self.max_connections_per_address <= 65536:
+            raise ConfigError("IAAS_MAX_CONNECTIONS_PER_ADDRESS must be between 1 and 65536")
+        if not 1 <= self.prod_connections <= 65536:
+            raise ConfigError("IAAS_PROD_CONNECTIONS must be between 1 and 65536")
 
     @property
     def import_port_ranges(self) -> tuple[tuple[int, int], ...]:
@@ -184,6 +205,20 @@ def read_env_file(path: Path) -> dict[str, str]:
         key, _, value = line.partition("=")
         values[key.strip()] = value.strip().strip("'\"")
     return values
+
+
+def add_to_env_file(path: Path, key: str, value: str, why: list[str]) -> None:
+    """Append `key=value`, after comment lines saying why, to the env file (made if missing).
+
+    Raises: ValueError if the file sets key already (a value someone chose is never replaced).
+    """
+    if key in read_env_file(path):
+        raise ValueError(f"{path} sets {key} already")
+    before = path.read_text() if path.is_file() else ""
+    lines = [f"# {line}" for line in why] + [f"{key}={value}"]
+    gap = "" if not before or before.endswith("\n") else "\n"
+    with path.open("a") as out:
+        out.write(gap + "\n".join(lines) + "\n")
 
 
 @dataclass(frozen=True)
@@ -269,16 +304,34 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_MAX_CONNECTIONS", "max_connections", "64",
             "Connections `make serve` (wsgiref) serves at once, one thread each; more wait up "
             "to 1 s, then get 503 `server_busy`.", int),
+    Setting("IAAS_PROD_CONNECTIONS", "prod_connections", "1000",
+            "Connections `make serve-prod` (waitress) keeps open at once; beyond it waitress "
+            "stops accepting until one closes.", int),
+    Setting("IAAS_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", "32",
+            "Connections one client address may hold open on either server; more are answered "
+            "429 `too_many_connections` and closed. Keep it below IAAS_MAX_CONNECTIONS; behind "
+            "a proxy every client has the proxy's address: raise it.", int),
+    Setting("IAAS_HEADER_TIMEOUT", "header_timeout_s", "10",
+            "Seconds the request line and headers may take to arrive in all, on either server, "
+            "from the connection's start (waitress: a kept-alive connection's next request, from "
+            "its first byte); then the connection is closed without an answer.", float),
     Setting("IAAS_REQUEST_TIMEOUT", "request_timeout_s", "30",
-            "Seconds a whole request (line, headers, body) may take to arrive on `make serve`; "
-            "then the connection is closed (a short body: 400 `incomplete_body`). An image "
-            "upload's body has no deadline: each of its reads may wait this long.", float),
+            "Seconds a whole request (line, headers, body) may take to arrive, on either "
+            "server; then the connection is closed (wsgiref, a short body: 400 "
+            "`incomplete_body`). An image upload's body is held to IAAS_UPLOAD_MIN_RATE over "
+            "windows of this length instead.", float),
     Setting("IAAS_MAX_WAITS_PER_TOKEN", "max_waits_per_token", "4",
             "Long-polls (`GET /v1/tasks/{id}?wait=`) one token may hold open at once; more "
             "answer at once with `Retry-After: 1`.", int),
     Setting("IAAS_ALLOW_INSECURE_HOSTS", "allow_insecure_hosts", "off",
             "Accept `qemu+tcp://` hosts (no encryption, no authentication): test set-ups only.",
             _switch),
+    Setting("IAAS_ALLOW_TEST_HOSTS", "allow_test_hosts", "off",
+            "Accept `test://` hosts (libvirt's in-process test driver, which reads whatever file "
+            "the URI names): test set-ups only.", _switch),
+    Setting("IAAS_HOST_CREDENTIALS_DIR", "host_credentials_dir", "/etc/iaas",
+            "A host URI's `pkipath` (`qemu+tls://`), `keyfile` and `known_hosts` "
+            "(`qemu+ssh://`) must name paths under this folder.", _path),
     Setting("IAAS_SCHEDULER", "scheduler", "spread",
             "`spread`: a VM goes where most RAM is free; `pack`: where the least RAM that fits "
             "is free.", str),
@@ -318,8 +371,15 @@ SETTINGS: tuple[Setting, ...] = (
             "URL imports of one project that download at once (the API's 2 import workers, or "
             "Celery's `iaas.images` consumers); the others wait, holding no worker.", int),
     Setting("IAAS_MAX_UPLOADS_PER_PROJECT", "max_uploads_per_project", "4",
-            "Image uploads one project may send at once to `make serve-prod` (waitress, which "
-            "buffers each body before the app reads it); more are 429 `too_many_uploads`.", int),
+            "Image uploads one project may send at once, on either server; more are 429 "
+            "`too_many_uploads`.", int),
+    Setting("IAAS_UPLOAD_SHARE", "upload_share", "0.25",
+            "Share of the serving threads (IAAS_MAX_CONNECTIONS on `make serve`, "
+            "IAAS_PROD_THREADS on `make serve-prod`) that uploads of all projects may hold at "
+            "once (at least one upload); more are 503 `uploads_busy`.", float),
+    Setting("IAAS_UPLOAD_MIN_RATE", "upload_min_rate", str(64 * 1024),
+            "Bytes per second an upload's body must bring, counted over each window of "
+            "IAAS_REQUEST_TIMEOUT seconds; a slower one is cut with 408 `upload_too_slow`.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

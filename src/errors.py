@@ -83,8 +83,11 @@ HostNotFoundInRequest = _error("HostNotFoundInRequest", 400, "host_not_found",
 InsecureUri = _error("InsecureUri", 400, "insecure_uri",
                      "{uri!r} is neither encrypted nor authenticated; use qemu+tls:// or "
                      "qemu+ssh://, or set IAAS_ALLOW_INSECURE_HOSTS=true.")
+HostUriNotAllowed = _error("HostUriNotAllowed", 400, "host_uri_not_allowed",
+                           "The host URI {uri!r} is not allowed: {reason}")
 HostUnreachable = _error("HostUnreachable", 409, "host_unreachable",
-                         "libvirt at {uri!r} does not answer: {reason}")
+                         "libvirt at {uri!r} does not answer: {reason}. libvirt's own message "
+                         "is in the server log.")
 HostNotEmpty = _error("HostNotEmpty", 409, "host_not_empty",
                       "Host {host!r} still has {vm_count} VM(s); delete them first.")
 HostUnavailable = _error("HostUnavailable", 503, "host_unavailable",
@@ -98,6 +101,13 @@ UploadInProgress = _error("UploadInProgress", 409, "upload_in_progress",
 TooManyUploads = _error("TooManyUploads", 429, "too_many_uploads",
                         "Project {project!r} is sending {limit} uploads already; retry when one "
                         "has ended.")
+UploadsBusy = _error("UploadsBusy", 503, "uploads_busy",
+                     "The server is receiving as many uploads as it may ({limit}); retry shortly.")
+UploadTooSlow = _error("UploadTooSlow", 408, "upload_too_slow",
+                       "The upload's body came slower than {rate} bytes/s over {window_s} s.")
+TooManyConnections = _error("TooManyConnections", 429, "too_many_connections",
+                            "This address holds {limit} connections already; retry when one has "
+                            "closed.")
 ChecksumMismatch = _error("ChecksumMismatch", 422, "checksum_mismatch",
                           "The file's SHA-256 is {actual}, not the {expected} given.")
 UrlNotAllowed = _error("UrlNotAllowed", 400, "url_not_allowed", "The URL {url!r} is refused: {reason}")

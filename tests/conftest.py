@@ -43,7 +43,7 @@ def config(tmp_path: Path, test_host: Path) -> Config:
     images.mkdir()
     return Config(db_path=tmp_path / "iaas.db", libvirt_uri=f"test://{test_host}",
                   domain_type="test", images_dir=images, instances_dir=tmp_path / "instances",
-                  network="iaas-test", max_builds=4)
+                  network="iaas-test", max_builds=4, allow_test_hosts=True)
 
 
 @pytest.fixture

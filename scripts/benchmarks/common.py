@@ -169,7 +169,7 @@ def test_driver_config(root: Path, network: str = "iaas-bench") -> Config:
     return Config(db_path=root / "iaas.db", libvirt_uri=f"test://{root}/host.xml",
                   domain_type="test", images_dir=root / "images", instances_dir=root / "instances",
                   network=network, max_builds=32, cpu_allocation_ratio=64.0,
-                  disk_allocation_ratio=64.0)
+                  disk_allocation_ratio=64.0, allow_test_hosts=True)
 
 
 def register_base(url: str) -> None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from src.app import App
-from src.serve import bound_port, make_dev_server, make_prod_server
+from src.servers.dev import make_dev_server
+from src.servers.prod import bound_port, make_prod_server
 
 _HOST_XML = """<node>
   <cpu>
@@ -68,6 +69,7 @@ class _BackgroundServer:
     """A server on 127.0.0.1 serving from a daemon thread, with an admin token for its clients."""
 
     def _serve(self, app: App, port: int, serve: Callable[[], object]) -> None:
+        self.app = app
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.token = SERVER_TOKENS[self.url] = admin_token(app)

@@ -47,6 +47,8 @@ ANSWERS: tuple[tuple[type[Exception], Callable[[Any, bool], Response]], ...] = (
     (errors.HostUnavailable, lambda exc, _reveal: _retry_later(exc)),
     (errors.HypervisorUnavailable, lambda exc, _reveal: _retry_later(exc)),
     (errors.TooManyUploads, lambda exc, _reveal: _retry_later(exc)),
+    (errors.UploadsBusy, lambda exc, _reveal: _retry_later(exc)),
+    (errors.TooManyConnections, lambda exc, _reveal: _retry_later(exc)),
     (errors.ApiError, lambda exc, _reveal: _api_error(exc)),
     (errors.HostFailure, _host_failure),
 )

@@ -12,7 +12,6 @@ from src.api.answers import accepted as _accepted
 from src.api.answers import page as _page
 from src.api.answers import project as _project
 from src.api.answers import reveal as _reveal
-from src.api.body_stream import ChunkedBody, FixedBody
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.validation import validate_body
@@ -108,11 +107,8 @@ class Handlers(VolumeHandlers):
         return Response(200, body)
 
     def upload_image(self, request: Request, image: str) -> Response:
-        def body() -> tuple[FixedBody | ChunkedBody, int | None]:
-            stream = request.body_stream()  # opened once the image is found and may take it
-            return stream, stream.length if isinstance(stream, FixedBody) else None
-
-        row = self.intake.upload(image, request.caller, body)
+        assert request.upload is not None  # the pipeline admits every upload before this
+        row = self.intake.upload(request.upload, request.body_stream())
         return Response(200, views.image(row, _reveal(request)), touched=row)
 
     def delete_image(self, request: Request, image: str) -> Response:

@@ -11,8 +11,9 @@ from urllib.parse import parse_qs
 import orjson
 
 from src import errors
-from src.api.body_stream import ChunkedBody, FixedBody, open_body
+from src.api.body_stream import ADMISSION_KEY, ChunkedBody, FixedBody, open_body
 from src.services.accounts.audit import Touched
+from src.services.images.admissions import Admission
 from src.services.rules.access import Principal
 
 MAX_BODY_BYTES = 64 * 1024
@@ -25,6 +26,8 @@ class Request:
         self._environ = environ
         self.request_id = request_id
         self.principal: Principal | None = None  # set by the pipeline once the token checks out
+        # An upload's admission (a server's, or the pipeline's), held until the request ends.
+        self.upload: Admission | None = environ.get(ADMISSION_KEY)
         self._raw: bytes | None = None
         self.route = "unmatched"  # the matched route's pattern, for metrics and logs
         self.params: dict[str, Any] = {}  # the query, typed by the route's declaration
@@ -81,6 +84,11 @@ class Request:
         Raises: UnsupportedMediaType, BadRequest.
         """
         return open_body(self._environ)
+
+    def announced_length(self) -> int | None:
+        """The body's Content-Length; None when it has none (chunked)."""
+        text = self._environ.get("CONTENT_LENGTH") or ""
+        return int(text) if text.isdigit() else None
 
     def optional_json(self) -> Any:
         """The JSON body, or {} when the request has none (no Content-Length, or 0)."""

@@ -1,4 +1,5 @@
-"""The request path, in order: authenticate -> idempotency -> dispatch -> audit -> metrics and log.
+"""The request path, in order: authenticate -> idempotency -> dispatch (an upload admitted
+first) -> audit -> metrics and log.
 
 Every failure on the way becomes its JSON answer through failures.guarded.
 """
@@ -26,7 +27,10 @@ from src.services.accounts.idempotency import (
     check_key,
     request_hash,
 )
+from src.services.images.admissions import Admission
+from src.services.images.files import Intake
 from src.services.rules import access
+from src.services.rules.access import Principal
 
 log = logging.getLogger("iaas.api")
 MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -38,19 +42,25 @@ class Pipeline:
     """The WSGI callable: one request through every stage."""
 
     def __init__(self, router: Router, handlers: Handlers, tokens: TokenService,
-                 idempotency: IdempotencyStore, audit: AuditTrail, metrics: Metrics) -> None:
+                 idempotency: IdempotencyStore, audit: AuditTrail, metrics: Metrics,
+                 intake: Intake) -> None:
         self.router = router
         self._handlers = handlers
         self._tokens = tokens
         self._idempotency = idempotency
         self._audit = audit
         self._metrics = metrics
+        self._intake = intake
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         request = Request(environ, "req-" + uuid.uuid4().hex)
         request.route = self.router.label(request)
-        response = failures.guarded(request, lambda: self._authenticated(request))
+        try:
+            response = failures.guarded(request, lambda: self._authenticated(request))
+        finally:  # the upload's slot and reserved bytes are held until its request ends
+            if request.upload is not None:
+                request.upload.release()
         self._record(request, response)
         body = response.encoded()
         start_response(response.wsgi_status(), [
@@ -62,7 +72,9 @@ class Pipeline:
     def _authenticated(self, request: Request) -> Response:
         """Raises: Unauthorized, and whatever the later stages raise."""
         authorization = request.header("Authorization")
-        if self.router.is_public(request.path):
+        if request.upload is not None:  # the server checked the token before reading the body
+            request.principal = request.upload.caller
+        elif self.router.is_public(request.path):
             # Optional there: a valid token shows an admin more (health details), nothing less.
             request.principal = self._tokens.identify(authorization)
         elif request.path.startswith("/v1/") or request.route != "unmatched":
@@ -99,7 +111,19 @@ class Pipeline:
         route, params = self.router.match(request)
         access.authorize(request.principal, route.access)
         request.params = parse_query(request.query, route.query)
+        if route.file_body and request.upload is None:
+            request.upload = self.admit_upload(request.caller, params,
+                                               request.announced_length())
         return route.call(self._handlers, request, params)
+
+    def admit_upload(self, caller: Principal, params: dict[str, str],
+                     length: int | None) -> Admission:
+        """The one admission of an upload to the file route with params (a server that reads
+        the body before the app asks from the headers: App.admit_upload).
+
+        Raises: what Intake.admit raises.
+        """
+        return self._intake.admit(params["image"], caller, length)
 
     def _record(self, request: Request, response: Response) -> None:
         """Audit a mutating request of a caller with a valid token."""

@@ -33,6 +33,15 @@ class Router:
                 return route.pattern
         return "unmatched"
 
+    def file_route(self, method: str, path: str) -> dict[str, str] | None:
+        """The path parameters when method and path name a route whose body is a file (an
+        upload), else None: a server asks before it reads a body."""
+        for route, regex in self._table:
+            found = regex.match(path) if route.file_body and route.method == method else None
+            if found is not None:
+                return found.groupdict()
+        return None
+
     def replayable(self, request: Request) -> bool:
         """Whether the request's route may keep its answer for an Idempotency-Key replay."""
         for route, regex in self._table:

@@ -125,7 +125,7 @@ ROUTES: tuple[Route, ...] = (
                       "make a pending image to upload to."),
     Route("GET", "/v1/images/{image}", H.show_image, "showImage", returns="Image", errors=(404,)),
     Route("PUT", "/v1/images/{image}/file", H.upload_image, "uploadImageFile", returns="Image",
-          errors=(400, 403, 404, 409, 413, 415, 422, 429), file_body=True,
+          errors=(400, 403, 404, 408, 409, 413, 415, 422, 429), file_body=True,
           description="Stream a pending image's file (Content-Length or chunked)."),
     Route("DELETE", "/v1/images/{image}", H.delete_image, "deleteImage", ok=204,
           errors=(403, 404, 409),

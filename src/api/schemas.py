@@ -32,7 +32,8 @@ NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
 HOST_NAME = {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
              "maxLength": 63}
-HOST_URI = "^(qemu|qemu\\+tls|qemu\\+ssh|qemu\\+tcp|qemu\\+unix|test)://[!-~]*$"
+# The schemes a host may use; the server checks the rest (src/services/hosts/uris.py).
+HOST_URI = "^(qemu|qemu\\+tls|qemu\\+ssh|qemu\\+tcp|test)://[A-Za-z0-9_.~:@/?=&\\[\\]+-]*$"
 RATIO = {"type": "number", "minimum": 0.1, "maximum": 64}
 PROJECT_NAME = "^[a-z0-9][a-z0-9_.-]{0,62}$"
 LIMIT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000000}

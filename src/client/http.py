@@ -163,8 +163,11 @@ class Api:
 
     @staticmethod
     def _answer(response: http.client.HTTPResponse) -> Answer:
-        answer = Answer(response.status, {k.lower(): v for k, v in response.getheaders()},
-                        response.read())
+        # Closed here rather than by its finalizer: a Ctrl-C whose handler runs inside a
+        # finalizer is dropped by CPython (waiting.CtrlC notes it anyway).
+        with response:
+            answer = Answer(response.status, {k.lower(): v for k, v in response.getheaders()},
+                            response.read())
         if answer.status >= 400:
             raise _refusal(answer)
         return answer

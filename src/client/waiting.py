@@ -2,8 +2,12 @@
 plain lines elsewhere. Ctrl-C stops the waiting, never the task."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -33,7 +37,54 @@ class StoppedWaiting(Exception):
         self.task_id = task_id
 
 
+class CtrlC:
+    """Ctrl-C noted in a flag as well as raised. CPython drops an exception raised inside a
+    finalizer (an HTTP response freed between two polls is one), so a KeyboardInterrupt alone
+    can vanish and the wait goes on; the flag, checked after every step, cannot."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def handle(self, _signum: int, _frame: object) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raises: KeyboardInterrupt if Ctrl-C came, even if its exception was lost."""
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def noted_ctrl_c() -> Iterator[CtrlC]:
+    """SIGINT goes to a CtrlC for the duration (on the main thread; elsewhere only noted when
+    it is raised there)."""
+    ctrl_c = CtrlC()
+    if threading.current_thread() is not threading.main_thread():
+        yield ctrl_c
+        return
+    previous = signal.signal(signal.SIGINT, ctrl_c.handle)
+    try:
+        yield ctrl_c
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def without_ctrl_c(step: Callable[[], None]) -> None:
+    """step() with SIGINT held back until it has ended (then it comes). No half-done start or
+    stop of the status line, and threads it starts never take Ctrl-C: the kernel hands it to
+    the main thread, whose blocking read it interrupts at once (taken by a drawing thread, it
+    would wait until the long-poll answers)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        step()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 class Display(Protocol):
+    def start(self) -> None: ...
+
     def update(self, task: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
@@ -55,7 +106,11 @@ class LiveLine:
                                   TimeElapsedColumn(), TextColumn("{task.fields[moved]}"),
                                   console=Console(file=sys.stderr), transient=False)
         self._id: TaskID = self._progress.add_task(f"{label}: queued", total=None, moved="")
-        self._progress.start()
+        self._drawing = False
+
+    def start(self) -> None:
+        self._drawing = True  # first: a Ctrl-C inside start still finds a line to close
+        without_ctrl_c(self._progress.start)  # Rich redraws from a thread of its own
 
     def update(self, task: dict[str, Any]) -> None:
         done, total = _bytes(task)
@@ -66,6 +121,11 @@ class LiveLine:
                               moved=moved)
 
     def close(self) -> None:
+        if self._drawing:
+            without_ctrl_c(self._stop)  # a Ctrl-C mid-stop would leave its thread drawing
+
+    def _stop(self) -> None:
+        self._drawing = False
         self._progress.stop()
 
 
@@ -76,6 +136,9 @@ class PlainLines:
         self._label = label
         self._started = time.monotonic()
         self._last: tuple[Any, ...] | None = None
+
+    def start(self) -> None:
+        pass
 
     def update(self, task: dict[str, Any]) -> None:
         state = (task["status"], *_bytes(task))
@@ -103,18 +166,29 @@ def wait(api: Api, task: dict[str, Any], label: str, live: bool) -> dict[str, An
     Raises: StoppedWaiting (Ctrl-C), Refused, Unreachable.
     """
     display: Display = LiveLine(label) if live else PlainLines(label)
-    poll = TTY_POLL_S if live else PLAIN_POLL_S
-    try:
+    with noted_ctrl_c() as ctrl_c:
+        try:
+            display.start()
+            ended = _follow(api, task, display, TTY_POLL_S if live else PLAIN_POLL_S, ctrl_c)
+            display.close()  # here, so that a Ctrl-C lost while it closes is still seen
+            ctrl_c.check()
+            return ended
+        except KeyboardInterrupt:
+            raise StoppedWaiting(task["id"]) from None
+        finally:
+            display.close()  # after an error or a Ctrl-C (a second close does nothing)
+
+
+def _follow(api: Api, task: dict[str, Any], display: Display, poll: int,
+            ctrl_c: CtrlC) -> dict[str, Any]:
+    display.update(task)
+    while task["status"] not in FINISHED:
+        ctrl_c.check()
+        answer = api.send("GET", f"/v1/tasks/{task['id']}", query={"wait": poll})
+        ctrl_c.check()
+        task = answer.json()
         display.update(task)
-        while task["status"] not in FINISHED:
-            answer = api.send("GET", f"/v1/tasks/{task['id']}", query={"wait": poll})
-            task = answer.json()
-            display.update(task)
-            retry = answer.headers.get("retry-after")
-            if retry and task["status"] not in FINISHED:  # no wait slot was free: poll later
-                time.sleep(float(retry))
-    except KeyboardInterrupt:
-        raise StoppedWaiting(task["id"]) from None
-    finally:
-        display.close()
+        retry = answer.headers.get("retry-after")
+        if retry and task["status"] not in FINISHED:  # no wait slot was free: poll later
+            time.sleep(float(retry))
     return task

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import libvirt  # type: ignore[import-untyped]
 
 from src.hypervisor.errors import DomainNotFound, HypervisorError, HypervisorUnavailable
+from src.hypervisor.summaries import summarise
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,10 @@ def _translated(connecting: bool = False) -> Iterator[None]:
         yield
     except libvirt.libvirtError as exc:
         if is_missing(exc):
-            raise DomainNotFound(str(exc)) from exc
+            raise DomainNotFound(str(exc), summarise(exc)) from exc
         if connecting or exc.get_error_code() in _UNREACHABLE:
-            raise HypervisorUnavailable(str(exc)) from exc
-        raise HypervisorError(str(exc)) from exc
+            raise HypervisorUnavailable(str(exc), summarise(exc)) from exc
+        raise HypervisorError(str(exc), summarise(exc)) from exc
 
 
 class Connection:
@@ -101,7 +102,7 @@ class Connection:
         self._lock = threading.Lock()
         self._backoff_s = 0.0
         self._retry_at = 0.0
-        self._last_failure = ""
+        self._last_failure = self._last_summary = ""
         self._listener: LifecycleListener | None = None
         self._on_connect: Callable[[], None] | None = None
         self._callback_id = -1
@@ -157,7 +158,8 @@ class Connection:
                 raise HypervisorUnavailable("the connection was closed")
             now = time.monotonic()
             if now < self._retry_at:
-                raise HypervisorUnavailable(f"reconnecting ({self._last_failure})")
+                raise HypervisorUnavailable(f"reconnecting ({self._last_failure})",
+                                            f"reconnecting ({self._last_summary})")
             self._drop_dead_connection()
             try:
                 with _translated(connecting=True):
@@ -165,7 +167,7 @@ class Connection:
             except HypervisorUnavailable as exc:
                 self._backoff_s = min(max(self._backoff_s * 2, 0.5), MAX_BACKOFF_S)
                 self._retry_at = now + self._backoff_s
-                self._last_failure = str(exc)
+                self._last_failure, self._last_summary = str(exc), exc.summary
                 raise
             if self._backoff_s:
                 log.warning("libvirt connection to %s re-established", self.uri)

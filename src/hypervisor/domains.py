@@ -45,13 +45,15 @@ _STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
 Addresses = dict[str, list[tuple[str, str]]]
 
 
-def _state_name(state: int, reason: int) -> str:
+def state_name(state: int, reason: int) -> str:
+    """The power state libvirt reports, as the platform names it (HALTED: paused unasked)."""
     if state == libvirt.VIR_DOMAIN_PAUSED and reason not in _ASKED_PAUSES:
         return HALTED
     return POWER_STATES.get(state, "unknown")
 
 
-def _destroy_if_running(domain: libvirt.virDomain) -> None:
+def destroy_if_running(domain: libvirt.virDomain) -> None:
+    """Power the domain off; one that is off already is fine."""
     try:
         domain.destroy()
     except libvirt.libvirtError as exc:
@@ -111,7 +113,7 @@ class Domains:
 
     def force_off(self, uuid: str) -> None:
         """Hard power-off if running; a missing or stopped domain is fine."""
-        self.connection.on_domain(uuid, _destroy_if_running, missing=None)
+        self.connection.on_domain(uuid, destroy_if_running, missing=None)
 
     def undefine(self, uuid: str) -> None:
         """Remove the definition; a missing domain is fine."""
@@ -119,14 +121,14 @@ class Domains:
 
     def power_state(self, uuid: str) -> str:
         """One domain's live state, or 'missing'."""
-        return self.connection.on_domain(uuid, lambda d: _state_name(*d.state()),
+        return self.connection.on_domain(uuid, lambda d: state_name(*d.state()),
                                          missing=MISSING)
 
     def power_states(self) -> dict[str, str]:
         """Live state of every domain by UUID, in one libvirt call."""
         stats = self.connection.call(
             lambda c: c.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE))
-        return {domain.UUIDString(): _state_name(values.get("state.state", -1),
+        return {domain.UUIDString(): state_name(values.get("state.state", -1),
                                                  values.get("state.reason", 0))
                 for domain, values in stats}
 

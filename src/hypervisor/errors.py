@@ -5,7 +5,12 @@ from src.errors import HostFailure
 
 
 class HypervisorError(HostFailure):
-    """A libvirt call failed; message is libvirt's own text."""
+    """A libvirt call failed; message is libvirt's own text (for the log), summary says what
+    failed without quoting it (for an answer: libvirt quotes files and host replies)."""
+
+    def __init__(self, message: str, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = message if summary is None else summary  # our own words need no summary
 
 
 class DomainNotFound(HypervisorError):

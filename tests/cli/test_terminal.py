@@ -11,15 +11,21 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 
 from src.app import App
+from src.client.http import Api
+from src.client.waiting import StoppedWaiting, wait
 from src.config import Config
 from tests.cli.conftest import IAAS, Iaas, cli_env
 from tests.conftest import AppFactory, make_qcow2
@@ -121,6 +127,89 @@ def test_ctrl_c_stops_waiting_never_the_task(slow_iaas: Iaas, gated: GatedQemuIm
     resumed = slow_iaas("task", "wait", task_id[1])
     assert resumed.returncode == 0 and "succeeded" in resumed.stdout, resumed.stderr
     assert slow_iaas.api("GET", "/v1/vms/held").body["status"] == "running"
+
+
+RICH = os.sep + "rich" + os.sep
+
+
+class SigintAt:
+    """Sends SIGINT to this process at the point-th line the main thread runs (every frame,
+    finalizers included; Rich's own lines are not counted, there are too many to visit each),
+    or counts the lines when point is None."""
+
+    def __init__(self, point: int | None) -> None:
+        self.point = point
+        self.lines = 0
+
+    def __call__(self, frame: FrameType, event: str, _arg: Any) -> SigintAt:
+        if (event == "line" and threading.current_thread() is threading.main_thread()
+                and RICH not in frame.f_code.co_filename):
+            self.lines += 1
+            if self.lines == self.point:
+                signal.raise_signal(signal.SIGINT)
+        return self
+
+
+def _outcome(api: Api, task_id: str, point: int | None, live: bool) -> tuple[str, int]:
+    """How wait() ended with SIGINT at that point: stopped, late (the KeyboardInterrupt came
+    after wait() had stopped listening), returned (nothing came: the Ctrl-C was lost), or
+    unsent (this run ended before that line: the last lines vary a little from run to run)."""
+    sigint = SigintAt(point)
+    try:
+        try:
+            sys.settrace(sigint)
+            wait(api, {"id": task_id, "action": "create", "status": "running"}, "sweep", live)
+        finally:
+            sys.settrace(None)
+        _run_pending_handlers()
+    except StoppedWaiting:
+        return "stopped", sigint.lines
+    except KeyboardInterrupt:
+        return "late", sigint.lines
+    return ("returned" if point is None or sigint.lines >= point else "unsent"), sigint.lines
+
+
+def _still_drawing(deadline_s: float) -> list[threading.Thread]:
+    """Rich's status-line threads alive after deadline_s. A stopped one ends at its next
+    wake-up (a busy machine may delay that); one never stopped redraws for ever."""
+    deadline = time.monotonic() + deadline_s
+    threads = [thread for thread in threading.enumerate()
+               if type(thread).__name__ == "_RefreshThread"]
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return [thread for thread in threads if thread.is_alive()]
+
+
+def _run_pending_handlers() -> None:
+    """A few bytecodes, where CPython runs a signal handler that is due."""
+    for _ in range(3):
+        time.sleep(0)
+
+
+@pytest.mark.parametrize("status_line", [False, True], ids=["plain", "status-line"])
+def test_ctrl_c_at_every_point_of_a_poll_stops_the_waiting(iaas: Iaas, status_line: bool) -> None:
+    """The race of the flaky Ctrl-C test, made on purpose: one wait() of one real long-poll
+    (the task has ended, so the server answers at once), with SIGINT delivered at each line
+    it runs in turn. A KeyboardInterrupt raised inside a finalizer (the HTTP response freed
+    after its read) used to vanish: wait() went on as if no Ctrl-C had come."""
+    created = iaas.api("POST", "/v1/vms", {"name": "swept", "image_name": "base", "cpu": 1,
+                                           "ram": 128})
+    task_id = created.body["task"]["id"]
+    ended = iaas.api("GET", f"/v1/tasks/{task_id}?wait=60").body
+    assert ended["status"] == "succeeded", ended
+    api = Api(iaas.url, iaas.token)
+    _outcome(api, task_id, None, status_line)  # imports and first-time set-up, uncounted
+    undisturbed, lines = _outcome(api, task_id, None, status_line)
+    assert undisturbed == "returned" and lines > 100, (undisturbed, lines)
+    outcomes = {point: _outcome(api, task_id, point, status_line)[0]
+                for point in range(1, lines + 1)}
+    lost = [point for point, outcome in outcomes.items() if outcome == "returned"]
+    assert lost == [], f"SIGINT at lines {lost} of {lines} of wait() was lost"
+    drawing = _still_drawing(deadline_s=30)
+    assert drawing == [], f"{len(drawing)} status lines were left drawing"
+    # Most lines lie inside the waiting (the rest build the status line, before wait()
+    # listens for Ctrl-C: there the CLI says `interrupted`, exit 130 too).
+    assert list(outcomes.values()).count("stopped") > lines // 2, outcomes
 
 
 def _task_polls(url: str) -> float:

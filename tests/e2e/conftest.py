@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,7 +113,9 @@ def workspace() -> Iterator[Path]:
 def e2e_config(tmp_path: Path, workspace: Path, e2e_network: IsolatedNetwork) -> Config:
     return Config(db_path=tmp_path / "iaas.db", libvirt_uri=SYSTEM_URI, domain_type="qemu",
                   images_dir=workspace / "images", instances_dir=workspace / "instances",
-                  network=e2e_network.name, max_builds=2)
+                  network=e2e_network.name, max_builds=2, allow_test_hosts=True,
+                  # the second host's client PKI (pkipath) lies in a temp dir of its own
+                  host_credentials_dir=Path(tempfile.gettempdir()))
 
 
 def vm_ids_of(app: App) -> set[str]:

@@ -35,6 +35,26 @@ def test_a_real_guest_by_clicking(page: Page, site: LiveServer,
     expect(vm_status(page, "web-e2e")).to_have_text("running", timeout=120000)
     vm = fetch(site.url, "GET", "/v1/vms/web-e2e").body
     assert domain_exists(system_conn, vm["id"])
+    # A volume made, hot-plugged into the running guest and detached, all by clicking.
+    page.get_by_role("navigation").get_by_role("link", name="Volumes", exact=True).click()
+    form = page.get_by_role("form", name="Create a volume")
+    form.get_by_label("Name").fill("scratch")
+    form.get_by_label("Size (GiB)").fill("1")
+    form.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status")).to_have_text("Create scratch: done.", timeout=60000)
+    page.get_by_role("button", name="attach volume scratch").click()
+    expect(page.get_by_role("status")).to_have_text("Attach scratch to web-e2e: done.",
+                                                    timeout=60000)
+    domain = system_conn.lookupByUUIDString(vm["id"])
+    assert "<target dev='vdc' bus='virtio'/>" in domain.XMLDesc(0)  # in the live domain
+    page.get_by_role("button", name="detach volume scratch from web-e2e").click()
+    expect(page.get_by_role("status")).to_have_text("Detach scratch from web-e2e: done.",
+                                                    timeout=60000)
+    assert "<target dev='vdc'" not in domain.XMLDesc(0)
+    page.get_by_role("button", name="delete volume scratch").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("Delete scratch: done.", timeout=60000)
+    page.get_by_role("navigation").get_by_role("link", name="VMs", exact=True).click()
     page.get_by_role("button", name="delete web-e2e").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(page.locator("tr[data-vm='web-e2e']")).to_have_count(0, timeout=120000)

@@ -14,6 +14,7 @@ import secrets
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytest
 from scripts.harness.host import TINY_IMAGE_NAME
 from src.app import App
 from src.config import Config
-from tests.e2e.conftest import register_tiny_image
+from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
 from tests.e2e.http_client import HttpClient
 from tests.e2e.test_boot import BOOT_DEADLINE_S, wait_for_console
 
@@ -303,3 +304,52 @@ def test_a_disk_detached_behind_the_apis_back_turns_its_volume_to_error(
     assert client.get(f"/v1/vms/{vm['id']}").body["volumes"] == []
     done(client, client.delete(f"/v1/vms/{vm['id']}"))
     done(client, client.delete("/v1/volumes/watched"))
+
+
+def test_a_volume_grows_and_a_stopped_vm_has_its_volume_at_the_next_start(
+        tiny: HttpClient, e2e_config: Config) -> None:
+    client = tiny
+    done(client, client.post("/v1/volumes", {"name": "grows", "size_gb": 1}))
+    done(client, client.post("/v1/volumes/grows/resize", {"size_gb": 3}))
+    volume = client.get("/v1/volumes/grows").body
+    assert volume["size_gb"] == 3 and volume["status"] == "available"
+    files = list((e2e_config.images_dir / "iaas-volumes").glob(f"*{volume['id']}*.qcow2"))
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(files[0])],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["virtual-size"] == 3 * 1024 ** 3
+    vm = running_vm(client, f"n-{secrets.token_hex(3)}")
+    done(client, client.post(f"/v1/vms/{vm['id']}/stop", {}))
+    attach(client, vm, volume)  # stopped: into its definition only
+    done(client, client.post(f"/v1/vms/{vm['id']}/start", {}))
+    # The console log is rewritten at each start: this boot's lines only.
+    _device, ro, data = seen_after(e2e_config, vm, volume, 0)
+    assert (ro, data) == ("0", "-")
+    done(client, client.delete(f"/v1/vms/{vm['id']}"))
+    done(client, client.delete("/v1/volumes/grows"))
+
+
+def test_a_guest_that_does_not_let_go_keeps_its_volume(
+        make_e2e_app: E2eAppFactory, e2e_config: Config) -> None:
+    app = make_e2e_app(replace(e2e_config, detach_timeout_s=2))
+    with served(app) as client:
+        register_tiny_image(client)
+        done(client, client.post("/v1/volumes", {"name": "held", "size_gb": 1}))
+        volume = client.get("/v1/volumes/held").body
+        vm = running_vm(client, f"h-{secrets.token_hex(3)}")
+        ready(e2e_config, vm)
+        attach(client, vm, volume)
+        done(client, client.post(f"/v1/vms/{vm['id']}/pause", {}))  # a guest that cannot answer
+        reply = client.delete(f"/v1/vms/{vm['id']}/volumes/{volume['id']}")
+        assert reply.status == 202
+        ended = client.wait_task(reply.body["id"], 60)
+        assert ended["status"] == "failed" and ended["error"]["code"] == "detach_timeout", ended
+        shown = client.get("/v1/volumes/held").body
+        assert shown["status"] == "in-use"
+        assert [(a["vm_id"], a["status"]) for a in shown["attachments"]] == [(vm["id"],
+                                                                              "attached")]
+        assert serial(volume) in app.hosts.get("local").hypervisor.domain_xml(vm["id"])
+        done(client, client.post(f"/v1/vms/{vm['id']}/resume", {}))
+        detach(client, vm, volume)  # once it runs again it lets go
+        assert client.get("/v1/volumes/held").body["attachments"] == []
+        done(client, client.delete(f"/v1/vms/{vm['id']}"))
+        done(client, client.delete("/v1/volumes/held"))

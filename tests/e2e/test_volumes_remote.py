@@ -84,6 +84,14 @@ def test_volumes_live_on_the_remote_host(
             assert client.get(f"/v1/vms/{vm_id}").body["host"] == "remote"
             written = console_has(client, vm_id, r"IAAS-DISK-WROTE \S+ IAAS-DATA \S+ \S+")
             console_has(client, vm_id, "IAAS-TINY-READY")
+            # A volume of this host cannot go to a VM of the other.
+            done(client, client.post("/v1/volumes", {"name": "near", "size_gb": 1,
+                                                     "host": "local"}))
+            elsewhere = client.post(f"/v1/vms/{vm_id}/volumes", {"volume": "near"})
+            assert elsewhere.status == 409 and elsewhere.error_code == "volume_on_other_host"
+            assert elsewhere.body["error"]["details"] == {
+                "volume": "near", "volume_host": "local", "vm_host": "remote"}
+            done(client, client.delete("/v1/volumes/near"))
             # Hot-plugged over TLS too.
             done(client, client.post(f"/v1/vms/{vm_id}/volumes", {"volume": "far-copy",
                                                                   "read_only": True}))

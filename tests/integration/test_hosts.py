@@ -2,6 +2,7 @@
 rejection counts, draining, pinning, the race for the last slots, and a host that goes away."""
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -97,6 +98,83 @@ def test_unreachable_and_insecure_hosts_are_refused(cluster: tuple[App, Client],
     reply = allowed.post("/v1/hosts", {"name": "plain", "uri": "qemu+tcp://127.0.0.1:1/system"})
     assert reply.error_code == "host_unreachable"  # allowed, but nothing listens there
     assert [host["name"] for host in client.get("/v1/hosts").body["hosts"]] == ["local"]
+
+
+def test_a_test_host_never_quotes_the_file_it_names(cluster: tuple[App, Client],
+                                                     tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    _, client = cluster
+    decoy = tmp_path / "shadow"
+    decoy.write_text("root:$6$decoyhash:19000:0:99999:7:::\nsecond line\n")
+    caplog.set_level(logging.WARNING, logger="src.services.hosts.registry")
+    reply = client.post("/v1/hosts", {"name": "leak", "uri": f"test://{decoy}"})
+    assert reply.status == 409 and reply.error_code == "host_unreachable"
+    message = reply.body["error"]["message"]
+    assert "decoyhash" not in str(reply.body) and "root:" not in message
+    assert "could not read a host description there" in message and "server log" in message
+    assert "decoyhash" in caplog.text  # the operator still gets libvirt's whole message
+
+
+def test_test_hosts_need_their_setting(make_app: AppFactory, config: Config,
+                                       tmp_path: Path) -> None:
+    client = Client(make_app(replace(config, allow_test_hosts=False)))  # the default
+    for uri in (_host_file(tmp_path, "fine"), "test:///default"):
+        reply = client.post("/v1/hosts", {"name": "t", "uri": uri})
+        assert reply.status == 400 and reply.error_code == "host_uri_not_allowed", reply.body
+        assert "IAAS_ALLOW_TEST_HOSTS" in reply.body["error"]["message"]
+    assert [host["name"] for host in client.get("/v1/hosts").body["hosts"]] == ["local"]
+
+
+@pytest.mark.parametrize("uri, why", [
+    ("qemu+tls://127.0.0.1:1/system?no_verify=1", "certificate or key"),
+    ("qemu+ssh://iaas@127.0.0.1:1/system?no_verify=1", "certificate or key"),
+    ("qemu+ssh://127.0.0.1:1/system?command=/bin/false", "local program"),
+    ("qemu+tls://127.0.0.1:1/system?pkipath=/etc/pki/libvirt", "under IAAS_HOST_CREDENTIALS_DIR"),
+    ("qemu+tls://127.0.0.1:1/system?pkipath={creds}/../../etc", "under IAAS_HOST_CREDENTIALS_DIR"),
+    ("qemu+tls://127.0.0.1:1/system?pkipath={creds}/a&pkipath={creds}/b", "twice"),
+    ("qemu+ssh://127.0.0.1:1/system?keyfile={creds}/k&known_hosts=/root/.ssh/known_hosts",
+     "under IAAS_HOST_CREDENTIALS_DIR"),
+    ("qemu:///system?socket=/run/libvirt/libvirt-sock", "connects to any local socket"),
+    ("qemu:///session", "expected qemu:///system"),
+    ("qemu+tls://user@127.0.0.1:1/system", "expected qemu+tls://HOST[:PORT]/system"),
+    ("qemu+tls://127.0.0.1:1/session", "expected qemu+tls://HOST[:PORT]/system"),
+    ("test:///{creds}/../host.xml", "expected test:///PATH"),
+])
+def test_host_uris_outside_the_allow_list_are_refused(uri: str, why: str, make_app: AppFactory,
+                                                      config: Config, tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    client = Client(make_app(replace(config, host_credentials_dir=creds)))
+    reply = client.post("/v1/hosts", {"name": "h1", "uri": uri.format(creds=creds)})
+    assert reply.status == 400 and reply.error_code == "host_uri_not_allowed", reply.body
+    assert why in reply.body["error"]["message"]
+    assert [host["name"] for host in client.get("/v1/hosts").body["hosts"]] == ["local"]
+
+
+@pytest.mark.parametrize("uri", ["qemu+unix:///system?socket=/run/libvirt/libvirt-sock",
+                                 "qemu+ssh://127.0.0.1:1/system?keyfile=/etc/iaas/k#x",
+                                 "qemu+tls://127.0.0.1:1/system?pkipath=/etc/iaas/a%2F..%2F..%2Fetc",
+                                 "qemu+tls://127.0.0.1:1/system?pkipath=/etc/iaas/a;no_verify=1"])
+def test_the_schema_refuses_other_schemes_and_characters(cluster: tuple[App, Client],
+                                                         uri: str) -> None:
+    _, client = cluster
+    reply = client.post("/v1/hosts", {"name": "h1", "uri": uri})
+    assert reply.status == 400 and reply.error_code == "validation_failed", reply.body
+
+
+def test_allowed_parameters_reach_libvirt_and_its_error_is_summarised(
+        make_app: AppFactory, config: Config, tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    (creds / "pki").mkdir(parents=True)  # no certificates in it: libvirt cannot even start TLS
+    client = Client(make_app(replace(config, host_credentials_dir=creds,
+                                     allow_insecure_hosts=True)))
+    tls = client.post("/v1/hosts", {"name": "tls", "uri":
+                                    f"qemu+tls://127.0.0.1:1/system?pkipath={creds}/pki"})
+    assert tls.status == 409 and tls.error_code == "host_unreachable", tls.body
+    assert "a file libvirt needs is missing" in tls.body["error"]["message"]
+    assert str(creds) not in tls.body["error"]["message"].split(" is missing")[1]
+    tcp = client.post("/v1/hosts", {"name": "tcp", "uri": "qemu+tcp://127.0.0.1:1/system"})
+    assert tcp.error_code == "host_unreachable"
+    assert "connection refused" in tcp.body["error"]["message"]
 
 
 def test_spread_and_pack_weigh_by_free_ram(make_app: AppFactory, config: Config,

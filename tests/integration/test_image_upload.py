@@ -170,16 +170,16 @@ def test_a_truncated_upload_leaves_no_file_and_no_active_image(live: Any, client
     assert leftovers(config) == []
 
 
-def test_wsgiref_gives_an_upload_idle_timeouts_not_the_request_deadline(
+def test_wsgiref_holds_an_upload_to_its_minimum_rate_not_the_request_deadline(
         make_app: AppFactory, config: Config, tmp_path: Path) -> None:
-    app = make_app(replace(config, request_timeout_s=1.0))
+    app = make_app(replace(config, request_timeout_s=1.0, upload_min_rate=1024))
     server = LiveServer(app)
     try:
         client = Client(app)
         image = pending(client)
         data = make_qcow2(tmp_path / "src.qcow2").read_bytes()
 
-        def slowly() -> Any:  # 3 s in all, never 1 s without a byte
+        def slowly() -> Any:  # 3 s in all, well over 1 KiB in every second
             for start in range(0, len(data), len(data) // 6 + 1):
                 time.sleep(0.5)
                 yield data[start:start + len(data) // 6 + 1]
@@ -188,13 +188,15 @@ def test_wsgiref_gives_an_upload_idle_timeouts_not_the_request_deadline(
         assert reply.status == 200 and reply.body["status"] == "active", reply.body
         stalled = pending(client, "stalled")
         answer = send_then_close_after(server.url, server.token, stalled["id"], 2.5)
-        assert b"incomplete_body" in answer
+        assert answer.startswith(b"HTTP/1.0 408 ") and b"upload_too_slow" in answer
+        shown = client.get(f"/v1/images/{stalled['id']}").body
+        assert shown["status"] == "error" and shown["error"]["code"] == "upload_too_slow"
     finally:
         server.stop()
 
 
 def send_then_close_after(base_url: str, token: str, image: str, idle_s: float) -> bytes:
-    """Send half a body, then nothing for idle_s, then close."""
+    """Send half a body (1,000 bytes), then nothing for idle_s, then close."""
     import socket
 
     host, _, port = base_url.removeprefix("http://").partition(":")

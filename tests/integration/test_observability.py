@@ -1,6 +1,7 @@
 """GET /metrics (Prometheus text, admin token unless public) and one JSON log line per request."""
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 from dataclasses import replace
@@ -8,11 +9,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory
-from tests.support import Client, scrape
+from tests.support import Client, LiveServer, ProdServer, scrape
 
 
 def test_metrics_count_requests_by_route_and_show_the_platform(app: App, client: Client,
@@ -99,3 +101,41 @@ def test_health_shows_failures_in_detail_only_to_admins(make_app: AppFactory, co
     assert member["libvirt"] == "error"
     admin = Client(app).get("/healthz").body
     assert admin["libvirt"].startswith("error: ") and "gone.xml" in admin["libvirt"]
+
+
+def _call(port: int, method: str, path: str, token: str | None = None) -> tuple[int, str]:
+    """(status, body) of one call over HTTP, with token or none at all."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, headers={"Authorization": f"Bearer {token}"}
+                           if token else {})
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("kind", ["in-process", "wsgiref", "waitress"])
+def test_refusals_are_counted_after_an_authenticated_request(app: App, kind: str) -> None:
+    """The outside suite's sequence: GET /v1/events with a token, then 20 anonymous DELETE
+    /v1/vms/x; each 401 is an iaas_unauthorized_requests_total too, on every server."""
+    member = app.tokens.issue("team-a", "member")[1]
+    if kind == "in-process":
+        assert Client(app, token=member).get("/v1/events").status == 200
+        statuses = [Client(app, token=None).delete("/v1/vms/x").status for _ in range(20)]
+        text = Client(app).get("/metrics").body
+    else:
+        live = LiveServer(app) if kind == "wsgiref" else ProdServer(app)
+        try:
+            assert _call(live.port, "GET", "/v1/events", member)[0] == 200
+            statuses = [_call(live.port, "DELETE", "/v1/vms/x")[0] for _ in range(20)]
+            status, text = _call(live.port, "GET", "/metrics", live.token)
+            assert status == 200
+        finally:
+            live.stop()
+    assert statuses == [401] * 20
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    refused = (("method", "DELETE"), ("route", "/v1/vms/{vm}"), ("status", "401"))
+    assert samples[("iaas_http_requests_total", refused)] == 20
+    assert samples[("iaas_unauthorized_requests_total", (("route", "/v1/vms/{vm}"),))] == 20

@@ -2,9 +2,9 @@
 load, on 127.0.0.1 only. Deadlines here are generous: the measured figures go to BENCHMARKS.md."""
 from __future__ import annotations
 
+import http.client
 import socket
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -22,16 +22,24 @@ ANSWER_DEADLINE_S = 5.0
 
 @pytest.fixture
 def config(config: Config) -> Config:
-    return replace(config, cpu_allocation_ratio=64.0)  # 100 VMs on the 16-CPU test host
+    # 100 VMs on the 16-CPU test host; the load comes from one address, CONCURRENCY at once.
+    return replace(config, cpu_allocation_ratio=64.0, max_connections_per_address=64)
 
 
-def timed_get(url: str, token: str) -> tuple[int, float]:
+def timed_get(url: str, token: str, source: str = "127.0.0.1") -> tuple[int, float]:
+    """(status, seconds) of a GET sent from the loopback address source."""
+    host, _, port = url.removeprefix("http://").partition("/")[0].partition(":")
     started = time.perf_counter()
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=30) as answer:
+    connection = http.client.HTTPConnection(host, int(port), timeout=30,
+                                            source_address=(source, 0))
+    try:
+        connection.request("GET", "/" + url.removeprefix("http://").partition("/")[2],
+                           headers={"Authorization": f"Bearer {token}"})
+        answer = connection.getresponse()
         answer.read()
         return answer.status, time.perf_counter() - started
+    finally:
+        connection.close()
 
 
 def test_stalled_half_requests_do_not_block_others(server: Any) -> None:
@@ -42,7 +50,8 @@ def test_stalled_half_requests_do_not_block_others(server: Any) -> None:
             sock.sendall(b"POST /v1/vms HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                          b"Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"na")
             stalled.append(sock)
-        status, seconds = timed_get(server.url + "/v1/vms", server.token)
+        # From another address: those 50 are past 127.0.0.1's share of connections.
+        status, seconds = timed_get(server.url + "/v1/vms", server.token, "127.0.0.2")
         print(f"GET /v1/vms beside {SLOW_CLIENTS} stalled clients: {seconds * 1000:.1f} ms")
         assert status == 200 and seconds < ANSWER_DEADLINE_S
     finally:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from src.config import ConfigError, load_config
+from src.config import ConfigError, add_to_env_file, load_config, read_env_file
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -43,3 +43,15 @@ def test_environment_overrides_env_file(tmp_path: Path) -> None:
 def test_bad_values_are_refused(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError):
         load_config({variable: value}, env_file=tmp_path / "absent.env")
+
+
+def test_a_setting_is_added_to_the_env_file_after_its_lines_and_never_over_one(
+        tmp_path: Path) -> None:
+    env_file = tmp_path / "iaas.env"
+    env_file.write_text("IAAS_PORT=9000")  # no final newline
+    add_to_env_file(env_file, "IAAS_DOMAIN_TYPE", "qemu", ["why", "how to undo"])
+    assert env_file.read_text() == "IAAS_PORT=9000\n# why\n# how to undo\nIAAS_DOMAIN_TYPE=qemu\n"
+    assert load_config({}, env_file=env_file).domain_type == "qemu"
+    with pytest.raises(ValueError, match="sets IAAS_PORT already"):
+        add_to_env_file(env_file, "IAAS_PORT", "8000", [])
+    assert read_env_file(env_file)["IAAS_PORT"] == "9000"

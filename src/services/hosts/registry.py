@@ -18,12 +18,12 @@ from src.database.db import Database
 from src.database.hosts import LOCAL, HostRow
 from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError
+from src.services.hosts.uris import check_host_uri
 from src.utils.clock import utc_now
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 5.0  # with libvirt's keepalive (about 20 s) a dead host is down within 30 s
-INSECURE_SCHEMES = ("qemu+tcp", "tcp")
 POOL_PATH = "/var/lib/libvirt/images/{pool}"  # where a pool the API makes keeps its volumes
 
 
@@ -150,11 +150,9 @@ class HostRegistry:
     def add(self, row: HostRow) -> Host:
         """Register a host after connecting to it (and making its pool when it uses one).
 
-        Raises: InsecureUri, NameConflict, HostUnreachable.
+        Raises: HostUriNotAllowed, InsecureUri, NameConflict, HostUnreachable.
         """
-        scheme = row.uri.partition("://")[0].lower()
-        if scheme in INSECURE_SCHEMES and not self._config.allow_insecure_hosts:
-            raise errors.InsecureUri(uri=row.uri)
+        check_host_uri(row.uri, self._config)
         with self._db.read() as conn:
             if host_dao.get(conn, row.name) is not None:
                 raise errors.NameConflict(kind="host", name=row.name)
@@ -166,7 +164,10 @@ class HostRegistry:
                                                  POOL_PATH.format(pool=row.storage_pool))
         except HypervisorError as exc:
             hypervisor.close()
-            raise errors.HostUnreachable(uri=row.uri, reason=str(exc)) from None
+            # libvirt's text may quote a file or the host's reply: the log has it, the answer
+            # says what failed in our words.
+            log.warning("host %s at %s does not answer: %s", row.name, row.uri, exc)
+            raise errors.HostUnreachable(uri=row.uri, reason=exc.summary) from None
         try:
             with self._db.write() as conn:
                 host_dao.insert(conn, row)

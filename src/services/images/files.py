@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import BinaryIO, Protocol
 
 from src import errors
 from src.database import images as image_dao
 from src.database.db import Database
+from src.services.images.admissions import Admission, UploadDesk
 from src.services.images.catalog import PARTIAL_PREFIX, ImageService
 from src.services.rules import access, quotas
 from src.services.rules.access import Principal
@@ -37,17 +37,6 @@ class Cancelled(Exception):
 
 class TooLarge(Exception):
     """More bytes arrived than IAAS_IMAGE_MAX_BYTES allows."""
-
-
-@dataclass(frozen=True)
-class Admission:
-    """An upload's body may come: at most limit bytes of it; beyond is the answer to more."""
-
-    image_id: str
-    image_name: str
-    project: str
-    limit: int
-    beyond: errors.ApiError
 
 
 class Landing:
@@ -101,56 +90,50 @@ class Landing:
 
 
 class Intake:
-    """Lands uploads and imports: one upload per image at a time, then the checks."""
+    """Admits uploads (each once, src/services/images/admissions.py) and lands uploads and
+    imports, then checks them."""
 
-    def __init__(self, db: Database, images: ImageService, max_bytes: int) -> None:
+    def __init__(self, db: Database, images: ImageService, max_bytes: int,
+                 desk: UploadDesk) -> None:
         self._db = db
         self.images = images
         self.max_bytes = max_bytes
-        self._uploading: set[str] = set()
-        self._guard = threading.Lock()
-
-    def upload(self, id_or_name: str, caller: Principal,
-               open_body: Callable[[], tuple[Reader, int | None]]) -> image_dao.ImageRow:
-        """Stream a pending image's file from the body open_body gives once the image may take
-        it (its length, or None: to its end).
-
-        Raises: ImageNotFound, Forbidden, ImageNotPending, what open_body raises
-        (UnsupportedMediaType, BadRequest), UploadInProgress, BodyTooLarge, QuotaExceeded,
-        IncompleteBody, ChecksumMismatch, ImageFileInvalid.
-        """
-        image = self._uploadable(id_or_name, caller)
-        body, length = open_body()
-        if length is not None and length > self.max_bytes:
-            raise errors.BodyTooLarge(limit=self.max_bytes)
-        with self._guard:
-            if image.id in self._uploading:
-                raise errors.UploadInProgress(image=image.name)
-            self._uploading.add(image.id)
-        try:
-            self._start(image, length)
-            return self.land(image, "pending", lambda landing: landing.pour(body), length)
-        finally:
-            with self._guard:
-                self._uploading.discard(image.id)
+        self.desk = desk
 
     def admit(self, id_or_name: str, caller: Principal, length: int | None) -> Admission:
-        """Whether caller may send a body of length bytes (None: chunked) as the image's file
-        now, and how large it may grow: what IAAS_IMAGE_MAX_BYTES and images_gb leave. A
-        server that buffers a body before the app reads it asks first (src/upload_gate.py).
+        """The one check of an upload, from its headers alone, before a byte of its body is
+        read: the image, whether caller may send it a body of length bytes (None: chunked)
+        now, and a slot; the announced length is reserved against images_gb until release.
+        The admission says how large the body may grow: what IAAS_IMAGE_MAX_BYTES and
+        images_gb leave.
 
-        Raises: ImageNotFound, Forbidden, ImageNotPending, BodyTooLarge, QuotaExceeded.
+        Raises: ImageNotFound, Forbidden, ImageNotPending, BodyTooLarge, QuotaExceeded,
+        UploadInProgress, TooManyUploads, UploadsBusy.
         """
         image = self._uploadable(id_or_name, caller)
         if length is not None and length > self.max_bytes:
             raise errors.BodyTooLarge(limit=self.max_bytes)
-        room = self.room(image)
-        room.check(max(length or 0, 1))  # a body of unknown length needs room for a byte
-        left = room.left
-        if left is None or left >= self.max_bytes:
-            return Admission(image.id, image.name, image.project, self.max_bytes,
-                             errors.BodyTooLarge(limit=self.max_bytes))
-        return Admission(image.id, image.name, image.project, left, room.refusal(left + 1))
+        with self.desk.lock:  # the room read and the slot taken as one, for racing uploads
+            room = self._room(image)
+            room.check(max(length or 0, 1))  # a body of unknown length needs room for a byte
+            left = room.left
+            limit, beyond = ((self.max_bytes, errors.BodyTooLarge(limit=self.max_bytes))
+                             if left is None or left >= self.max_bytes
+                             else (left, room.refusal(left + 1)))
+            admission = Admission(image, caller, length, limit, beyond, length or 0, self.desk)
+            self.desk.take(admission)
+        return admission
+
+    def upload(self, admission: Admission, body: Reader) -> image_dao.ImageRow:
+        """Stream an admitted upload's body into its image's file (to its end).
+
+        Raises: ImageNotFound (deleted meanwhile), what body.read raises (IncompleteBody,
+        BadRequest, UploadTooSlow), BodyTooLarge, QuotaExceeded, ChecksumMismatch,
+        ImageFileInvalid.
+        """
+        self._start(admission)
+        return self.land(admission.image, "pending", lambda landing: landing.pour(body),
+                         admission.length)
 
     def _uploadable(self, id_or_name: str, caller: Principal) -> image_dao.ImageRow:
         """The image, if caller may upload its file now.
@@ -163,16 +146,18 @@ class Intake:
             raise errors.ImageNotPending(image=image.name, status=image.status)
         return image
 
-    def _start(self, image: image_dao.ImageRow, length: int | None) -> None:
-        """Reserve the announced length against the quota and clear an earlier failure.
+    def _start(self, admission: Admission) -> None:
+        """Clear an earlier failure and let the image's row reserve the announced length (the
+        admission checked it against images_gb and held it until now).
 
-        Raises: QuotaExceeded, ImageNotFound (deleted meanwhile).
+        Raises: ImageNotFound (deleted meanwhile).
         """
+        image = admission.image
         with self._db.write() as conn:
-            quotas.enforce_image_bytes(conn, image.project, image.id, length or 0)
             if not image_dao.set_status(conn, image.id, "pending", ("pending", "error"),
-                                        bytes_total=length):
+                                        bytes_total=admission.length):
                 raise errors.ImageNotFound(image=image.name)
+        admission.counted()
 
     def land(self, image: image_dao.ImageRow, status: str, fill: Callable[[Landing], None],
              total: int | None) -> image_dao.ImageRow:
@@ -240,9 +225,17 @@ class Intake:
         return active
 
     def room(self, image: image_dao.ImageRow) -> quotas.ImageRoom:
-        """What images_gb leaves the image now."""
+        """What images_gb leaves the image now, beside the project's other images and the
+        bytes its admitted uploads reserve."""
+        with self.desk.lock:
+            return self._room(image)
+
+    def _room(self, image: image_dao.ImageRow) -> quotas.ImageRoom:
+        """room(), the caller holding the desk's lock (an upload that hands its reservation
+        to its row waits for it: it is never counted in neither place)."""
         with self._db.read() as conn:
-            return quotas.image_room(conn, image.project, image.id)
+            room = quotas.image_room(conn, image.project, image.id)
+        return replace(room, others=room.others + self.desk.reserved(image.project, image.id))
 
     def report(self, image: image_dao.ImageRow, status: str, done: int,
                total: int | None) -> quotas.ImageRoom:
@@ -252,7 +245,7 @@ class Intake:
         with self._db.write() as conn:
             if not image_dao.set_progress(conn, image.id, status, done, total):
                 raise Cancelled()
-            return quotas.image_room(conn, image.project, image.id)
+        return self.room(image)
 
     def fail(self, image: image_dao.ImageRow, status: str, code: str, message: str) -> None:
         """Leave the image in error with code (unless it was deleted or moved on)."""

@@ -39,8 +39,9 @@ def queue_of(host: str) -> str:
 
 
 def queue_for(task: task_dao.TaskRow) -> str:
-    """A VM's task goes to its host's queue; an image import to the images queue."""
-    return IMAGES_QUEUE if task.vm_id is None else queue_of(task.host or "local")
+    """A URL import goes to the images queue; every other task (a VM's, a volume's) to the
+    queue of the host it works on."""
+    return IMAGES_QUEUE if task.action == "import" else queue_of(task.host or "local")
 
 
 def celery_app(broker_url: str) -> Celery:
