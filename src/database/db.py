@@ -6,6 +6,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -16,6 +17,7 @@ from src.utils.clock import utc_now
 BUSY_TIMEOUT_S = 30.0
 PRIVATE_MODE = 0o600
 GATE_SUFFIX = "-writers"  # beside the database: the flock its writers queue on
+GATE_LOOK_S = 0.002  # a writer behind another looks at the gate again at least this often
 _GATES_HELD = threading.local()  # the gates this thread holds (paths)
 
 
@@ -84,17 +86,21 @@ class Database:
     def _write_gate(self) -> Iterator[None]:
         """Writers of every process (and thread) take turns on one flock before SQLite's write
         lock. SQLite's busy handler sleeps between looks at a taken lock (up to 100 ms a time)
-        while the lock sits free; a flock waiter is woken by the kernel as the holder lets go,
-        and the kernel lets go for a holder that dies. The gate only orders writers: SQLite's
-        own lock still guards the data (a writer without the gate, the sqlite3 shell, is safe)."""
+        while the lock sits free; a gate waiter looks every GATE_LOOK_S at most, and the kernel
+        lets go for a holder that dies. The gate only orders writers: SQLite's own lock still
+        guards the data (a writer without the gate, the sqlite3 shell, is safe).
+
+        Raises: sqlite3.OperationalError when the gate stays taken BUSY_TIMEOUT_S (a stopped
+        process holds it), as SQLite's own lock would.
+        """
         gate = f"{self.path}{GATE_SUFFIX}"
         held = _GATES_HELD.__dict__.setdefault("paths", set())
         if gate in held:  # a write inside this thread's own write: left to SQLite's busy
-            yield         # timeout, as before the gate, rather than waiting on itself forever
+            yield         # timeout, as before the gate, rather than waiting on itself
             return
         fd = os.open(gate, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _take(fd, time.monotonic() + BUSY_TIMEOUT_S)
             held.add(gate)
             try:
                 yield
@@ -151,6 +157,26 @@ class Database:
         """Raises: sqlite3.Error when the database cannot be read."""
         with self.read() as conn:
             conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+
+
+def _take(fd: int, deadline: float) -> None:
+    """flock fd, looking again at growing pauses up to GATE_LOOK_S, until deadline (a blocking
+    flock has no timeout: a stopped holder would hold every writer for good).
+
+    Raises: sqlite3.OperationalError past deadline.
+    """
+    pause = GATE_LOOK_S / 16
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError(
+                    f"database is locked (its writers' gate stayed taken {BUSY_TIMEOUT_S:g} s)"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, GATE_LOOK_S)
 
 
 def _check_foreign_keys(conn: sqlite3.Connection, version: int) -> None:

@@ -2,13 +2,18 @@
 another process's starts as that one ends, not after SQLite's busy handler's next sleep."""
 from __future__ import annotations
 
+import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from src.database.db import Database
+import pytest
+
+from src.database import db as db_module
+from src.database.db import GATE_SUFFIX, Database
 
 HOLDER = """
 import sys, time
@@ -24,6 +29,14 @@ for _ in range(int(sys.argv[2])):
         ended = time.monotonic()
     print(ended, flush=True)
     sys.stdin.readline()  # the test's write has run: hold again
+"""
+
+GATE_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(60)
 """
 
 
@@ -64,3 +77,34 @@ def test_a_write_behind_another_process_starts_as_soon_as_that_one_ends(tmp_path
         holder.wait()
     assert min(delays) >= 0
     assert statistics.median(delays) < 0.015, [round(delay * 1000, 1) for delay in delays]
+
+
+def test_a_gate_held_for_good_fails_the_write_as_a_locked_database_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process stopped (SIGSTOP) inside its write keeps the gate: a writer behind it gives up
+    after the busy timeout with SQLite's own error, and never waits for good."""
+    db = Database(tmp_path / "iaas.db")
+    db.migrate()
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_S", 0.5)
+    holder = subprocess.Popen([sys.executable, "-c", GATE_HOLDER, f"{db.path}{GATE_SUFFIX}"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with db.write() as conn:
+                conn.execute("SELECT 1")
+        except sqlite3.OperationalError as exc:
+            outcome.append(exc)
+
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(timeout=20)
+        assert not writer.is_alive(), "the write still waits on the gate"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(outcome) == 1 and "locked" in str(outcome[0])
