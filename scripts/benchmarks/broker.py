@@ -134,7 +134,9 @@ def _throughput_once(root: Path, processes: int | None, vms_per_host: int, round
                      concurrency: int) -> tuple[int, float]:
     """One fresh platform on four test-driver hosts: None runs in-process, else that many
     worker processes share the four host queues (each host's copy lives in one process)."""
-    config = replace(test_driver_config(root), reconcile_interval_s=86400, max_builds=8)
+    # Every VM's client is one more connection of 127.0.0.1: above the per-address cap.
+    config = replace(test_driver_config(root), reconcile_interval_s=86400, max_builds=8,
+                     max_connections_per_address=4 * len(HOSTS) * vms_per_host)
     if processes is None:
         return _mix_on(config, root, vms_per_host, rounds, None, concurrency)
     with _broker_config(config) as via_broker:
