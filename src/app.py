@@ -15,6 +15,7 @@ from src.api.routes import ROUTES
 from src.api.web import Dashboard
 from src.config import Config
 from src.database import hosts as host_dao
+from src.database import tasks as task_dao
 from src.database.db import Database
 from src.database.hosts import LOCAL
 from src.database.meta import ensure_installation_id
@@ -38,12 +39,22 @@ from src.services.images.admissions import Admission, UploadDesk
 from src.services.images.catalog import ImageService
 from src.services.images.files import Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
+from src.services.motion.drains import DrainService
+from src.services.motion.recovery import MoveRecovery
+from src.services.motion.requests import MigrationService
+from src.services.motion.work import MigrationWork
+from src.services.queue.clock import CapacityClock
+from src.services.queue.listing import QueueService
+from src.services.queue.placer import QueuePlacer
+from src.services.reservations.booking import ReservationService
+from src.services.reservations.clock import ReservationClock
 from src.services.rules.quotas import QuotaService
 from src.services.tasks.broker import BrokerExecutor, celery_app
 from src.services.tasks.runner import Executor, TaskRunner
 from src.services.tasks.waits import WaitLimiter
+from src.services.vms import preemption
 from src.services.vms.addresses import AddressBook
-from src.services.vms.compute import ComputeService
+from src.services.vms.compute import ComputeService, QueueRules
 from src.services.vms.flavors import FlavorService
 from src.services.vms.provisioning import Provisioner
 from src.services.vms.reads import VmReader
@@ -75,6 +86,7 @@ class App:
     waits: WaitLimiter  # the serving server sets its capacity (src/serve.py)
     executor: Executor  # the TaskRunner itself, or the broker's outbox relay
     intake: Intake
+    clock: CapacityClock  # places and expires waiting VMs, starts and ends reservations
 
     @property
     def router(self) -> Router:
@@ -104,6 +116,7 @@ class App:
 
     def close(self) -> None:
         """Stop background work and drop every libvirt connection."""
+        self.clock.stop()
         self.reconciler.stop()
         self.runner.shutdown()
         self.executor.close()
@@ -129,6 +142,8 @@ class Core:
     execution: TaskExecution
     intake: Intake
     layers: VolumeLayers
+    placer: QueuePlacer
+    moves: MoveRecovery
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -144,13 +159,25 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         recovered = core.work.recover_interrupted()
         if recovered:
             log.warning("ended %d task(s) a restart interrupted", recovered)
+        for task in core.moves.interrupted():  # a move finds out where its VM is, then ends
+            log.warning("migration %s of vm %s was under way: resuming it", task.id, task.vm_id)
+            core.runner.submit(task)
     if core.images.recover(imports_elsewhere=bool(config.broker_url)):
         log.warning("image imports a restart interrupted are in error")
-    compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity)
+    core.placer.bind(executor.submit)
+    reservation_clock = ReservationClock(core.db, executor)
+    clock = CapacityClock(config.reservation_tick_s, [
+        reservation_clock.enforce, core.placer.expire, core.placer.place])
+    compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity,
+                             QueueRules(config.queue_backfill_limit_s, config.queue_max_wait_s),
+                             on_queued=core.placer.place)
+    host_views = HostService(core.db, core.hosts, core.capacity, core.gpus, config, clock.poke)
+    moves = MigrationService(core.db, core.hosts, core.capacity, executor)
     volumes = VolumeService(core.db, core.hosts, core.images, core.capacity, executor)
     core.hosts.start()
     core.reconciler.start()
     core.gpus.refresh()  # every host that answers; the others at their next sweep
+    clock.start()  # the queue lives in the database: what waited before a restart moves on
     telemetry = Telemetry(core.db, core.hosts, queue_depths)
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
@@ -165,19 +192,22 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         orphans=OrphanFinder(core.db, core.hosts, config.instances_dir, core.installation_id,
                              core.layers),
         telemetry=telemetry,
-        hosts=HostService(core.db, core.hosts, core.capacity, core.gpus, config),
+        hosts=host_views,
+        queue=QueueService(core.db),
+        reservations=ReservationService(core.db, config.reservation_horizon_days, clock.poke),
         metrics_registry=metrics, document=DOCUMENT, tokens=tokens,
         web=Dashboard(), volumes=volumes,
         attachments=AttachmentService(core.db, volumes, executor),
         volume_snapshots=VolumeSnapshots(core.db, volumes, executor),
-        root_disks=RootDisks(core.db, core.images, executor))
+        root_disks=RootDisks(core.db, core.images, executor),
+        moves=moves, drains=DrainService(core.db, core.hosts, host_views, moves))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
                         AuditTrail(core.db), metrics, core.intake)
     return App(config=config, db=core.db, hosts=core.hosts, installation_id=core.installation_id,
                tokens=tokens, runner=core.runner, reconciler=core.reconciler, pipeline=pipeline,
-               waits=waits, executor=executor, intake=core.intake)
+               waits=waits, executor=executor, intake=core.intake, clock=clock)
 
 
 def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -209,10 +239,24 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     volume_work = VolumeWork(db, hosts, images, layers,
                              SourceFinder(db, config, images, installation_id),
                              config.detach_timeout_s)
+    move_work = MigrationWork(db, config, hosts, images, provisioner, layers, qemu_img)
+    moves = MoveRecovery(db, move_work)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
                       (config.task_timeout_s, config.import_timeout_s), volume_work,
-                      RootDiskWork(db, hosts, provisioner, intake))
-    execution = TaskExecution(db, steps, config.task_queue_timeout_s)
+                      RootDiskWork(db, hosts, provisioner, intake), move_work,
+                      config.migration_timeout_s, config.project_max_tasks)
+    # A Celery worker's placer leaves what it places to the API's outbox relay (no submit).
+    placer = QueuePlacer(db, hosts, capacity, "celery" if config.broker_url else "inprocess",
+                         config.queue_backfill_limit_s)
+
+    def after_task(task: task_dao.TaskRow) -> None:
+        """A task ended: a stop for a reservation gives the VM's GPUs back, and whatever
+        freed room lets the capacity queue move on."""
+        if preemption.after_stop(db, task):
+            placer.place()
+        placer.after_task(task)
+
+    execution = TaskExecution(db, steps, config.task_queue_timeout_s, on_end=after_task)
     # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
     # runner on lifecycle events; the closure is read only once a task has run, by when
     # reconciler is bound.
@@ -234,7 +278,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     reconciler = Reconciler(db, hosts, addresses, runner, config.reconcile_interval_s,
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
-                                                  execution.expire_stale()),
+                                                  execution.expire_stale(),
+                                                  moves.settle_orphans()),
                             after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
-                runner, reconciler, work, steps, execution, intake, layers)
+                runner, reconciler, work, steps, execution, intake, layers, placer, moves)

@@ -19,6 +19,7 @@ DOMAIN_TYPES = frozenset({
     "kvm", "qemu", "test", "xen", "lxc", "uml", "openvz", "vmware", "hyperv",
     "vbox", "phyp", "parallels", "bhyve", "vz", "kqemu", "hvf", "ch",
 })
+MAX_WAIT_S = 30 * 86400  # the longest a VM may wait for capacity (IAAS_QUEUE_MAX_WAIT, max_wait_s)
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -81,6 +82,13 @@ class Config:
     header_timeout_s: float = 10.0  # request line and headers must arrive within this
     max_connections_per_address: int = 32  # open connections of one client address
     prod_connections: int = 1000  # waitress: open connections in all
+    queue_backfill_limit_s: float = 600.0  # a VM waiting longer is never passed by backfill
+    queue_max_wait_s: int = 86400  # how long a VM waits for capacity unless its create says
+    reservation_tick_s: float = 5.0  # the clock of the capacity queue and of reservations
+    reservation_horizon_days: int = 90  # how far ahead a reservation's window may end
+    migration_max_mbps: int = 0  # MiB/s a live migration may use; 0: no limit
+    migration_timeout_s: float = 600.0
+    drain_parallel: int = 2  # migrations one host's drain runs at once
 
     def __post_init__(self) -> None:
         if self.volumes_dir is None:
@@ -131,7 +139,24 @@ class Config:
         if not 1 <= self.max_uploads_per_project <= 1024:
             raise ConfigError("IAAS_MAX_UPLOADS_PER_PROJECT must be between 1 and 1024")
         self._check_imports()
+        self._check_queue()
         self._check_serving()
+        if not 0 <= self.migration_max_mbps <= 1024 ** 2:
+            raise ConfigError("IAAS_MIGRATION_MAX_MBPS must be between 0 and 1048576")
+        if not 1 <= self.migration_timeout_s <= 7 * 86400:
+            raise ConfigError("IAAS_MIGRATION_TIMEOUT must be between 1 and 604800 seconds")
+        if not 1 <= self.drain_parallel <= 64:
+            raise ConfigError("IAAS_DRAIN_PARALLEL must be between 1 and 64")
+
+    def _check_queue(self) -> None:
+        if not 0 <= self.queue_backfill_limit_s <= 30 * 86400:
+            raise ConfigError("IAAS_QUEUE_BACKFILL_LIMIT must be between 0 and 2592000 seconds")
+        if not 1 <= self.queue_max_wait_s <= MAX_WAIT_S:
+            raise ConfigError(f"IAAS_QUEUE_MAX_WAIT must be between 1 and {MAX_WAIT_S} seconds")
+        if not 0.05 <= self.reservation_tick_s <= 3600:
+            raise ConfigError("IAAS_RESERVATION_TICK must be between 0.05 and 3600 seconds")
+        if not 1 <= self.reservation_horizon_days <= 3650:
+            raise ConfigError("IAAS_RESERVATION_HORIZON_DAYS must be between 1 and 3650")
 
     def _check_imports(self) -> None:
         for name, parse, text in (("IAAS_IMPORT_PORTS", port_ranges, self.import_ports),
@@ -297,8 +322,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve `/metrics` without a token (`on`); otherwise it needs an admin token.",
             _switch),
     Setting("IAAS_PROJECT_MAX_TASKS", "project_max_tasks", "8",
-            "Tasks of one project that run at once; the rest wait their project's turn (the "
-            "embedded runner; Celery workers take each host's queue in order).", int),
+            "Tasks of one project that run at once; the rest wait their project's turn, holding "
+            "no worker (the embedded runner serves projects in turn; a Celery worker hands a "
+            "task of a project at its share on for later and takes the next message).", int),
     Setting("IAAS_TASK_QUEUE_TIMEOUT", "task_queue_timeout_s", "600",
             "Seconds a task may wait in the queue before it fails with `task_expired`.", float),
     Setting("IAAS_MAX_CONNECTIONS", "max_connections", "64",
@@ -380,6 +406,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IAAS_UPLOAD_MIN_RATE", "upload_min_rate", str(64 * 1024),
             "Bytes per second an upload's body must bring, counted over each window of "
             "IAAS_REQUEST_TIMEOUT seconds; a slower one is cut with 408 `upload_too_slow`.", int),
+    Setting("IAAS_QUEUE_BACKFILL_LIMIT", "queue_backfill_limit_s", "600",
+            "Seconds after which a VM waiting for capacity is never passed any more: a smaller "
+            "VM behind it in the fair order (or a new create) no longer takes a host that could "
+            "hold it (backfill).", float),
+    Setting("IAAS_QUEUE_MAX_WAIT", "queue_max_wait_s", "86400",
+            "Seconds a VM created with `wait_for_capacity` waits at most (unless its "
+            "`max_wait_s` says less or more); then it is `error` with `capacity_wait_expired`.",
+            int),
+    Setting("IAAS_RESERVATION_TICK", "reservation_tick_s", "5",
+            "Seconds between two looks of the capacity clock: waiting VMs are placed and "
+            "expired, and reservations start and end, within this.", float),
+    Setting("IAAS_RESERVATION_HORIZON_DAYS", "reservation_horizon_days", "90",
+            "Days ahead a reservation's window may end at most; further is 400 "
+            "`reservation_too_far`.", int),
+    Setting("IAAS_MIGRATION_MAX_MBPS", "migration_max_mbps", "0",
+            "MiB/s a live migration may send (memory and disks together); `0`: no limit.", int),
+    Setting("IAAS_MIGRATION_TIMEOUT", "migration_timeout_s", "600",
+            "Seconds a live migration's copy may take; then it is aborted "
+            "(`migration_timeout`) and the VM runs on its source as before.", float),
+    Setting("IAAS_DRAIN_PARALLEL", "drain_parallel", "2",
+            "Migrations one host's drain runs at once; its other VMs wait their turn.", int),
     *(Setting(f"IAAS_DEFAULT_QUOTA_{resource.upper()}", "default_quota", default,
               f"{resource} limit of a new project (`unlimited` lifts it).", _limit, index)
       for index, (resource, default) in enumerate(

@@ -140,6 +140,8 @@ VolumeNotAttached = _error("VolumeNotAttached", 404, "volume_not_attached",
                            "Volume {volume!r} is not attached to VM {vm!r}.")
 TooManyVolumes = _error("TooManyVolumes", 409, "too_many_volumes",
                         "VM {vm!r} has {limit} volumes attached already.")
+TooManySnapshots = _error("TooManySnapshots", 409, "too_many_snapshots",
+                          "{owner!r} has {limit} snapshots already; delete one first.")
 SnapshotNotFound = _error("SnapshotNotFound", 404, "snapshot_not_found",
                           "Snapshot {snapshot!r} does not exist.")
 SnapshotNotFoundInRequest = _error("SnapshotNotFoundInRequest", 400, "snapshot_not_found",
@@ -148,3 +150,39 @@ SnapshotNotAvailable = _error("SnapshotNotAvailable", 409, "snapshot_not_availab
                               "Snapshot {snapshot!r} is {status}.")
 VmNotStopped = _error("VmNotStopped", 409, "vm_not_stopped",
                       "VM {vm!r} is {status}; stop it first.")
+
+# Reservations of GPUs for time windows (issue 23).
+ReservationNotFound = _error("ReservationNotFound", 404, "reservation_not_found",
+                             "Reservation {reservation!r} does not exist.")
+ReservationNotFoundInRequest = _error("ReservationNotFoundInRequest", 400, "reservation_not_found",
+                                      "Reservation {reservation!r} does not exist.")
+ReservationInPast = _error("ReservationInPast", 400, "reservation_in_past",
+                           "The window must not start in the past: start {start} is before now "
+                           "({now}); use \"now\".")
+ReservationEndBeforeStart = _error("ReservationEndBeforeStart", 400, "reservation_end_before_start",
+                                   "end {end} must be after start {start}.")
+ReservationTooFar = _error("ReservationTooFar", 400, "reservation_too_far",
+                           "The window must end within {horizon_days} days "
+                           "(IAAS_RESERVATION_HORIZON_DAYS): end {end} is after {latest}.")
+ReservationBadTime = _error("ReservationBadTime", 400, "reservation_bad_time",
+                            "{field} {value!r} is not an RFC 3339 time (e.g. "
+                            "2026-12-24T09:00:00Z) or \"now\".")
+FlavorWithoutGpus = _error("FlavorWithoutGpus", 400, "flavor_without_gpus",
+                           "Flavor {flavor!r} asks for no whole GPUs; only GPU flavors are "
+                           "reserved.")
+ReservationConflict = _error("ReservationConflict", 409, "reservation_conflict",
+                             "{count} VM(s) of {flavor!r} do not fit for the whole window; "
+                             "the same window fits from {next_start}.")
+ReservationFull = _error("ReservationFull", 409, "reservation_full",
+                         "Reservation {reservation!r} already runs its {count} VM(s).")
+ReservationNotActive = _error("ReservationNotActive", 409, "reservation_not_active",
+                              "Reservation {reservation!r} is {status}: its window is "
+                              "{start} to {end}.")
+ReservationFlavorMismatch = _error("ReservationFlavorMismatch", 409, "reservation_flavor_mismatch",
+                                   "Reservation {reservation!r} is for flavor {expected!r}, "
+                                   "not {flavor!r}.")
+ReservationClosed = _error("ReservationClosed", 409, "reservation_closed",
+                           "Reservation {reservation!r} is {status} already.")
+# Hosts in motion (issue 24).
+VmNotMigratable = _error("VmNotMigratable", 409, "vm_not_migratable",
+                         "VM {vm!r} cannot be migrated: {reason}.")

@@ -4,7 +4,8 @@ Services, DAOs, the OpenAPI document and the docs all import these; nothing rest
 """
 from __future__ import annotations
 
-VM_STATUSES = ("building", "running", "stopped", "paused", "error", "deleting")
+# queued: accepted with wait_for_capacity, it fits nowhere yet and holds nothing (issue 23).
+VM_STATUSES = ("queued", "building", "running", "stopped", "paused", "error", "deleting")
 TASK_STATUSES = ("queued", "running", "succeeded", "failed")
 ACTIVE_TASK_STATUSES = ("queued", "running")
 POWER_ACTIONS = ("start", "shutdown", "stop", "reboot", "pause", "resume")
@@ -13,8 +14,9 @@ VOLUME_ACTIONS = ("volume_create", "volume_delete", "volume_resize", "volume_sna
                   "volume_revert", "snapshot_delete")
 ATTACHMENT_ACTIONS = ("attach", "detach")
 VM_DISK_ACTIONS = ("vm_snapshot", "vm_revert", "vm_image")
+MOTION_ACTIONS = ("migrate",)  # a VM moved to another host (issue 24)
 TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an image, not a VM
-                *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS)
+                *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS, *MOTION_ACTIONS)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
 ACTION_OPTIONS = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
@@ -44,3 +46,14 @@ DOMAIN_NAME_PREFIX = "iaas-"
 VOLUME_STATUSES = ("creating", "available", "in-use", "deleting", "error")
 ATTACHMENT_STATUSES = ("attaching", "attached", "detaching")
 SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error")
+# What a VM in the capacity queue waits for: a placement shortfall, or a host (none answers).
+QUEUE_REASONS = (*CAPACITY_RESOURCES, "host")
+# The executor of a create task whose VM waits for capacity: no executor has it until placed.
+QUEUE_EXECUTOR = "queue"
+WAITING_FOR_CAPACITY = "waiting_for_capacity"  # such a task's details.reason
+# A reservation's status: the clock's progress through its window, or cancelled.
+RESERVATION_STATUSES = ("pending", "active", "ended", "cancelled")
+OPEN_RESERVATION = ("pending", "active")
+# Why the platform stopped a VM (its task's reason, shown in the VM's history).
+PREEMPTED = "preempted: reservation {reservation}"
+RESERVATION_ENDED = "reservation_ended"

@@ -65,7 +65,9 @@ def delete_link(name: str) -> None:
 
 def start_holder(netns: str, log: Path) -> subprocess.Popen[bytes]:
     """A sleeping process in netns that owns a new mount namespace, where bind_mount puts a
-    host's private dirs and spawn_in starts its daemons (which may die and start again there).
+    host's private dirs and spawn_in starts its daemons (which may die and start again there),
+    and a UTS namespace of its own: the host has a hostname of its own (the netns's name), as
+    two hosts between which libvirt migrates VMs must.
 
     `ip netns exec` gives it the netns's own /sys; `unshare --propagation slave` lets our
     unmounts in (so another host's /run/netns entry, deleted later, is not pinned alive by a
@@ -73,12 +75,13 @@ def start_holder(netns: str, log: Path) -> subprocess.Popen[bytes]:
     """
     # Output to log, never inherited: a holder outliving a killed starter must not keep its pipe.
     with log.open("ab") as out:
-        holder = subprocess.Popen(["ip", "netns", "exec", netns, "unshare", "--mount",
+        holder = subprocess.Popen(["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
                                    "--propagation", "slave", "--", "sleep", "infinity"],
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     wait_for(lambda: _comm(holder.pid) == "sleep", 5,
              f"the holder of netns {netns} (ip netns exec, unshare --mount) never started; "
              f"see {log}")
+    run("nsenter", f"--target={holder.pid}", "--uts", "--", "hostname", netns)
     return holder
 
 
@@ -98,8 +101,8 @@ def spawn_in(holder: int, argv: list[str], log: Path) -> subprocess.Popen[bytes]
     """argv in the holder's net and mount namespaces, output appended to log. nsenter execs
     argv (it forks only to enter a PID namespace), so the returned PID is argv's own."""
     with log.open("ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(["nsenter", f"--target={holder}", "--mount", "--net", "--",
-                                 *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        return subprocess.Popen(["nsenter", f"--target={holder}", "--mount", "--net", "--uts",
+                                 "--", *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
 def running(pid: int) -> bool:

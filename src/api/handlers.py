@@ -14,6 +14,9 @@ from src.api.answers import project as _project
 from src.api.answers import reveal as _reveal
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
+from src.api.motion_handlers import MotionHandlers
+from src.api.queue_handlers import QueueHandlers
+from src.api.reservation_handlers import ReservationHandlers
 from src.api.validation import validate_body
 from src.api.volume_handlers import VolumeHandlers
 from src.api.web import Asset, Dashboard
@@ -47,7 +50,7 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers(VolumeHandlers):
+class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers, MotionHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService
@@ -150,14 +153,20 @@ class Handlers(VolumeHandlers):
         return Response(204)
 
     def show_availability(self, request: Request, flavor: str) -> Response:
-        return Response(200, self.flavors.availability(flavor, request.caller))
+        return Response(200, self.flavors.availability(flavor, request.caller,
+                                                       request.params.get("at")))
 
     def list_gpus(self, request: Request) -> Response:
         host = request.params.get("host")
-        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.list(host)]})
+        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.list(host)],
+                              "partitions": [views.partition(row)
+                                             for row in self.gpus.partitions(host)]})
 
     def refresh_gpus(self, _request: Request) -> Response:
-        return Response(200, {"gpus": [views.gpu(row) for row in self.gpus.refresh()]})
+        gpus = self.gpus.refresh()
+        return Response(200, {"gpus": [views.gpu(row) for row in gpus],
+                              "partitions": [views.partition(row)
+                                             for row in self.gpus.partitions()]})
 
     def list_vms(self, request: Request) -> Response:
         query = request.params

@@ -55,6 +55,22 @@ H = Handlers
 VOLUME_PROJECT = ("project", {"type": "string", "description":
                               "The volume's project, when {volume} is a name that several "
                               "projects use (409 ambiguous_name without it)"})
+RESERVATION_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/reservations", H.list_reservations, "listReservations",
+          returns="ReservationList",
+          description="Your project's reservations (admins: every project's), by start."),
+    Route("POST", "/v1/reservations", H.create_reservation, "createReservation", ok=201,
+          returns="Reservation", errors=(400, 403, 409), body="ReservationCreate",
+          description="Book count VMs of a GPU flavor for [start, end): it claims GPUs (host "
+                      "and PCI address) for the window, or answers 409 reservation_conflict "
+                      "with details.next_start."),
+    Route("GET", "/v1/reservations/{reservation}", H.show_reservation, "showReservation",
+          returns="Reservation", errors=(404,)),
+    Route("DELETE", "/v1/reservations/{reservation}", H.cancel_reservation,
+          "cancelReservation", returns="Reservation", errors=(404, 409),
+          description="Cancel: a pending one at once; an active one gives its GPUs back and "
+                      "its VMs are stopped as at its end."),
+)
 VOLUME_ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/volumes", H.list_volumes, "listVolumes", returns="VolumeList",
           errors=(400,), query=(("limit", PAGE_LIMIT), ("marker", UUID)),
@@ -77,7 +93,8 @@ VOLUME_ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/volumes/{volume}/snapshots", H.create_volume_snapshot,
           "createVolumeSnapshot", ok=202, returns="Snapshot", errors=(404, 409),
           body="SnapshotCreate", query=(VOLUME_PROJECT,),
-          description="409 volume_in_use while a running VM has it attached read-write."),
+          description="409 volume_in_use while a running VM has it attached read-write, "
+                      "vm_busy while such a VM has a task under way."),
     Route("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}", H.delete_volume_snapshot,
           "deleteVolumeSnapshot", ok=202, returns="Task", errors=(404, 409),
           query=(VOLUME_PROJECT,)),
@@ -106,6 +123,24 @@ VOLUME_ROUTES: tuple[Route, ...] = (
           returns="Task", errors=(404, 409), query=(VM_PROJECT,),
           description="Hot-unplugged from a running VM (the task fails when the guest does "
                       "not let go in time; the volume then stays attached)."),
+)
+MOTION_ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/vms/{vm}/migrate", H.migrate_vm, "migrateVm", "admin", 202, "Task",
+          (400, 404, 409), body="VmMigrate", body_required=False, query=(VM_PROJECT,),
+          description="Move the VM to another host (409 vm_not_migratable with the reason): "
+                      "live by default, its disks and volumes copied when the hosts do not "
+                      "share storage; the task shows its progress."),
+    Route("POST", "/v1/hosts/{host}/drain", H.drain_host, "drainHost", "admin", 202, "Host",
+          (404, 503), body="NoOptions", body_required=False,
+          description="The host takes no new VMs and each of its VMs migrates away (one task "
+                      "each, IAAS_DRAIN_PARALLEL at a time); `drain` shows how far it got and "
+                      "the VMs that stay, with why."),
+)
+
+QUEUE_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/queue", H.list_queue, "listQueue", returns="Queue",
+          description="VMs waiting for capacity (wait_for_capacity), in fair order: yours "
+                      "(admins: every project's), with their positions among all."),
 )
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", H.health, "health", "public", returns="Health", errors=(503,),
@@ -150,8 +185,11 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/flavors/{flavor}", H.delete_flavor, "deleteFlavor", "admin", 204,
           errors=(404,)),
     Route("GET", "/v1/flavors/{flavor}/availability", H.show_availability,
-          "showFlavorAvailability", returns="Availability", errors=(404,),
-          description="How many VMs of this flavor could be created now."),
+          "showFlavorAvailability", returns="Availability", errors=(400, 404),
+          query=(("at", {"type": "string", "maxLength": 40,
+                         "description": "RFC 3339: answer for this moment (default now); "
+                                        "GPUs reservations claim then are counted out"}),),
+          description="How many VMs of this flavor could be created now, or at ?at=."),
     Route("GET", "/v1/gpus", H.list_gpus, "listGpus", "admin", returns="GpuList",
           query=(("host", {"type": "string"}),)),
     Route("POST", "/v1/gpus/refresh", H.refresh_gpus, "refreshGpus", "admin", returns="GpuList",
@@ -224,4 +262,7 @@ ROUTES: tuple[Route, ...] = (
                       "already holds its share of waits, the task as it is now, with "
                       "Retry-After."),
     *VOLUME_ROUTES,
+    *QUEUE_ROUTES,
+    *RESERVATION_ROUTES,
+    *MOTION_ROUTES,
 )

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.api.motion_schemas import MOTION_SCHEMAS
+from src.api.queue_schemas import QUEUE_SCHEMAS
+from src.api.reservation_schemas import RESERVATION_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
-from src.config import DOMAIN_TYPES
+from src.config import DOMAIN_TYPES, MAX_WAIT_S
 from src.services.vms.power import PowerOptions
 from src.vocabulary import (
     CAPACITY_RESOURCES,
@@ -20,6 +23,7 @@ from src.vocabulary import (
     TASK_STATUSES,
     VM_ACTIONS,
     VM_STATUSES,
+    WAITING_FOR_CAPACITY,
 )
 
 DNS_LABEL = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -77,7 +81,18 @@ SCHEMAS: dict[str, Any] = {
         "volumes": {"type": "array", "maxItems": 24, "items": _ref("AttachmentCreate"),
                     "description": "Volumes attached from the first boot; the VM is placed on "
                                    "their host."},
+        "wait_for_capacity": {"type": "boolean", "default": False,
+                              "description": "When it fits nowhere now, wait (202, status "
+                                             "queued) instead of 409 insufficient_capacity."},
+        "reservation": {"type": "string", "format": "uuid", "maxLength": 36,
+                        "description": "Run in this reservation of your project, on the GPUs "
+                                       "it claims (its flavor, during its window, up to its "
+                                       "count: then 409 reservation_full)."},
+        "max_wait_s": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_S,
+                       "description": "With wait_for_capacity: how long it may wait (default "
+                                      "IAAS_QUEUE_MAX_WAIT); then error capacity_wait_expired."},
     }, required=["name", "image_name"]) | {
+        "dependentRequired": {"max_wait_s": ["wait_for_capacity"]},
         "description": "Sized by a flavor, or by cpu and ram (not both).",
         "oneOf": [
             {"required": ["flavor"], "not": {"anyOf": [{"required": ["cpu"]}, {"required": ["ram"]}]}},
@@ -91,11 +106,18 @@ SCHEMAS: dict[str, Any] = {
         "gpu_count": {"type": "integer", "minimum": 0, "maximum": 16, "default": 0},
         "gpu_model": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$",
                       "description": "Product name match, e.g. H100"},
+        "gpu_profile": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$",
+                        "description": "One GPU partition of this mdev type (its id, e.g. "
+                                       "nvidia-700, or name) instead of whole GPUs"},
         "hugepages": {"type": "boolean", "default": False},
         "cpu_pinning": {"type": "boolean", "default": False},
         "numa_aligned": {"type": "boolean", "default": False},
         "description": {"type": "string", "maxLength": 255},
-    }, required=["name", "cpu", "ram", "disk_gb"]),
+    }, required=["name", "cpu", "ram", "disk_gb"]) | {
+        "description": "gpu_profile asks for a partition instead of whole GPUs: not with "
+                       "gpu_count above 0.",
+        "not": {"required": ["gpu_profile", "gpu_count"],
+                "properties": {"gpu_count": {"minimum": 1}}}},
     "ImageCreate": _object({
         "name": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
         "format": {"type": "string", "enum": list(IMAGE_FORMATS)},
@@ -151,13 +173,21 @@ SCHEMAS: dict[str, Any] = {
         "volume_id": {**NULLABLE_UUID, "description": "The volume a volume task works on"},
         "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "status": {"type": "string", "enum": list(TASK_STATUSES)},
+        "details": {"oneOf": [{"type": "null"}, _object({"reason": {"type": "string"}})],
+            "description": f"Why a queued task does not run yet ({WAITING_FOR_CAPACITY}: its "
+                           "VM waits for capacity), or why the platform asked for it "
+                           "(preempted: reservation <id>, reservation_ended)"},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "created_at": TIME, "started_at": NULLABLE_TIME, "finished_at": NULLABLE_TIME,
+        "progress": {"oneOf": [{"type": "null"}, _ref("TaskProgress")],
+                     "description": "What a long task reports while it runs (a migration)"},
     }),
     "Flavor": _object({
         "id": UUID, "name": {"type": "string"}, "cpu": {"type": "integer"},
         "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
         "gpu_count": {"type": "integer"}, "gpu_model": {"type": ["string", "null"]},
+        "gpu_profile": {"type": ["string", "null"],
+                        "description": "The GPU partition (mdev type) it asks for"},
         "hugepages": {"type": "boolean"}, "cpu_pinning": {"type": "boolean"},
         "numa_aligned": {"type": "boolean"}, "description": {"type": "string"},
         "created_at": TIME,
@@ -181,6 +211,8 @@ SCHEMAS: dict[str, Any] = {
                                "next_marker": COUNTER}, required=["events"]),
     "Availability": _object({
         "flavor": {"type": "string"}, "available": COUNTER,
+        "at": {"type": "string", "format": "date-time",
+               "description": "The moment it answers for (now, or ?at=)"},
         "limited_by": {"type": "string", "enum": [*CAPACITY_RESOURCES, "host"],
                        "description": "The resource that runs out first (host: no host "
                                       "answers)"},
@@ -188,7 +220,7 @@ SCHEMAS: dict[str, Any] = {
                   "items": _object({"host": {"type": "string"}, "available": COUNTER,
                                     "limited_by": {"type": "string",
                                                    "enum": [*CAPACITY_RESOURCES, "host"]}})},
-    }, required=["flavor", "available", "limited_by"]),
+    }, required=["flavor", "available", "limited_by", "at"]),
     "Gpu": _object({
         "id": {"type": "string", "description": "PCI address"},
         "vendor": _object({"id": {"type": "string"}, "name": {"type": ["string", "null"]}}),
@@ -207,7 +239,17 @@ SCHEMAS: dict[str, Any] = {
         "refreshed_at": TIME,
         "host": {"type": "string"},
     }),
-    "GpuList": _object({"gpus": {"type": "array", "items": _ref("Gpu")}}),
+    "GpuList": _object({"gpus": {"type": "array", "items": _ref("Gpu")},
+                        "partitions": {"type": "array", "items": _ref("GpuPartition"),
+                                       "description": "Mediated device types the GPUs offer"}}),
+    "GpuPartition": _object({
+        "host": {"type": "string"},
+        "parent": {"type": "string", "description": "The GPU's PCI address"},
+        "type": {"type": "string", "description": "libvirt's mdev type id (nvidia-700)"},
+        "profile": {"type": "string", "description": "What a flavor's gpu_profile names"},
+        "name": {"type": ["string", "null"], "description": "e.g. NVIDIA H100-1-10C"},
+        "total": COUNTER, "available": COUNTER,
+        "available_instances": {**COUNTER, "description": "The same as available"}}),
     "ErrorInfo": _object({"code": {"type": "string"}, "message": {"type": "string"}}),
     "Image": _object({
         "id": UUID, "name": {"type": "string"}, "file": {"type": "string"},
@@ -255,13 +297,23 @@ SCHEMAS: dict[str, Any] = {
                                     "description": "host:port while the VM runs"}}),
         "volumes": {"type": "array", "items": _ref("Attachment")},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
-        "host": {"type": ["string", "null"], "description": "Its host (admins; null for others)"},
+        "host": {"type": ["string", "null"], "description": "Its host (admins; null for others, "
+                                                           "and while it is not placed)"},
+        "queue": {"oneOf": [{"type": "null"}, _ref("QueuePlace")],
+                  "description": "While it is queued: its place in the capacity queue"},
+        "reservation": {"type": ["string", "null"], "description": "The reservation it runs in"},
+        "preempt_at": {"type": ["string", "null"], "format": "date-time",
+                       "description": "It runs on GPUs a reservation claims from then: it is "
+                                      "stopped then (kept, not deleted)"},
         "created_at": TIME, "updated_at": TIME,
     }),
     "Event": _object({
         "task_id": UUID, "action": {"type": "string", "enum": list(TASK_ACTIONS)},
         "request_id": {"type": ["string", "null"]},
         "result": {"type": "string", "enum": list(TASK_STATUSES)},
+        "reason": {"type": ["string", "null"],
+                   "description": "Why the platform asked for it: preempted: reservation <id> "
+                                  "(its GPUs are claimed from now on), reservation_ended"},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "host": {"type": ["string", "null"],
                  "description": "The VM's host at the time (admins; null for others)"},
@@ -322,6 +374,8 @@ SCHEMAS: dict[str, Any] = {
         "free": {"oneOf": [{"type": "null"}, _ref("HostResources")]},
         "numa_nodes": {"type": ["integer", "null"]}, "vms": COUNTER,
         "last_seen": NULLABLE_TIME, "created_at": TIME,
+        "drain": {"oneOf": [{"type": "null"}, _ref("HostDrain")],
+                  "description": "Its last drain (POST /v1/hosts/{host}/drain), or null"},
     }),
     "HostResources": _object({"vcpus": {"type": "integer"}, "ram": {"type": "integer"},
                               "disk_gb": {"type": "integer"}, "gpus": {"type": "integer"}}),
@@ -355,3 +409,6 @@ SCHEMAS: dict[str, Any] = {
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }
 SCHEMAS.update(VOLUME_SCHEMAS)
+SCHEMAS.update(QUEUE_SCHEMAS)
+SCHEMAS.update(RESERVATION_SCHEMAS)
+SCHEMAS.update(MOTION_SCHEMAS)

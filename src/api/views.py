@@ -1,16 +1,21 @@
 """Turn service results into the JSON objects the API returns."""
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from src.services.actions.orphans import Orphans
+from src.services.hosts.gpus import PartitionOffer
 from src.services.rules.quotas import ProjectQuota
 from src.services.rules.redaction import redact
+from src.services.rules.windows import shown
 from src.services.vms.reads import VmView
 from src.services.volumes.layers import serial_of
+from src.vocabulary import QUEUE_EXECUTOR, WAITING_FOR_CAPACITY
 
 if TYPE_CHECKING:  # the rows services return; views only read their fields
     from src.database.audit import AuditRow
+    from src.database.capacity_waits import WaitRow
     from src.database.flavors import FlavorRow
     from src.database.gpus import GpuRow
     from src.database.images import ImageRow
@@ -30,17 +35,21 @@ def error(code: str | None, message: str | None, reveal: bool) -> dict[str, str]
 
 
 def task(row: TaskRow, reveal: bool) -> dict[str, Any]:
+    waits = row.status == "queued" and row.executor == QUEUE_EXECUTOR
     return {"id": row.id, "vm_id": row.vm_id, "image_id": row.image_id,
             "volume_id": row.volume_id, "action": row.action,
             "status": row.status,
+            "details": ({"reason": WAITING_FOR_CAPACITY} if waits
+                        else {"reason": row.reason} if row.reason else None),
             "error": error(row.error_code, row.error_message, reveal),
             "created_at": row.created_at,
-            "started_at": row.started_at, "finished_at": row.finished_at}
+            "started_at": row.started_at, "finished_at": row.finished_at,
+            "progress": json.loads(row.progress) if row.progress else None}
 
 
 def event(row: TaskRow, reveal: bool) -> dict[str, Any]:
     return {"task_id": row.id, "action": row.action, "request_id": row.request_id,
-            "result": row.status, "error": error(row.error_code, row.error_message, reveal),
+            "result": row.status, "reason": row.reason, "error": error(row.error_code, row.error_message, reveal),
             "host": row.host if reveal else None,
             "created_at": row.created_at, "started_at": row.started_at,
             "finished_at": row.finished_at}
@@ -55,6 +64,7 @@ def audit(row: AuditRow) -> dict[str, Any]:
 def flavor(row: FlavorRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "cpu": row.cpu, "ram": row.ram,
             "disk_gb": row.disk_gb, "gpu_count": row.gpu_count, "gpu_model": row.gpu_model,
+            "gpu_profile": row.gpu_profile,
             "hugepages": row.hugepages, "cpu_pinning": row.cpu_pinning,
             "numa_aligned": row.numa_aligned, "description": row.description,
             "created_at": row.created_at}
@@ -67,6 +77,15 @@ def gpu(row: GpuRow) -> dict[str, Any]:
             "passthrough_functions": row.functions, "numa_node": row.numa_node,
             "driver": row.driver, "status": row.status, "reason": row.unavailable_reason,
             "vm_id": row.vm_id, "refreshed_at": row.refreshed_at, "host": row.host}
+
+
+def partition(offer: PartitionOffer) -> dict[str, Any]:
+    """A mediated device type a GPU offers, as {parent, profile, total, available} (so that
+    SR-IOV virtual functions fit the same shape), with libvirt's words beside."""
+    row, available = offer.row, offer.available
+    return {"host": row.host, "parent": row.parent, "type": row.type_id, "profile": row.type_id,
+            "name": row.name, "total": row.total, "available": available,
+            "available_instances": available}
 
 
 def image(row: ImageRow, reveal: bool) -> dict[str, Any]:
@@ -98,8 +117,17 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
             "volumes": [attachment(entry) for entry in view.volumes],
             "error": error(row.error_code, row.error_message, reveal),
-            "host": row.host if reveal else None,
+            "host": (row.host or None) if reveal else None,
+            "queue": queue_place(view.queue) if view.queue else None,
+            "reservation": view.reservation, "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def queue_place(wait: WaitRow) -> dict[str, Any]:
+    """A waiting VM's place in the capacity queue: why and how long."""
+    return {"position": wait.position, "since": wait.since, "reason": wait.reason,
+            "estimated_start_at": shown(wait.estimated_start_at)
+            if wait.estimated_start_at else None, "expires_at": wait.expires_at}
 
 
 def attachment(row: AttachmentRow) -> dict[str, Any]:

@@ -94,8 +94,19 @@ def host_list(ctx: click.Context) -> None:
 
 
 def _render_host(host: dict[str, Any], s: Any) -> None:
-    s.out.fields([(key, _resources(value) if key in ("capacity", "allocated", "free") else value)
+    s.out.fields([(key, _resources(value) if key in ("capacity", "allocated", "free")
+                   else _drain(value) if key == "drain" else value)
                   for key, value in host.items()])
+
+
+def _drain(drain: dict[str, Any] | None) -> str | None:
+    """`draining: 2/5 moved, 1 moving, 1 waiting; stays: db-1 (why)`."""
+    if drain is None:
+        return None
+    text = (f"{drain['status']}: {drain['moved']}/{drain['vms']} moved, {drain['moving']} "
+            f"moving, {drain['waiting']} waiting")
+    stays = "; ".join(f"{vm['vm']} ({vm['reason']})" for vm in drain["unmovable"])
+    return f"{text}; stays: {stays}" if stays else text
 
 
 @host_group.command("show")
@@ -134,7 +145,7 @@ def _set_enabled(ctx: click.Context, host: str, enabled: bool) -> None:
 @click.argument("host")
 @click.pass_context
 def host_disable(ctx: click.Context, host: str) -> None:
-    """Drain HOST: no new VMs there; its VMs keep running."""
+    """No new VMs on HOST; its VMs keep running there (`drain` moves them away)."""
     _set_enabled(ctx, host, False)
 
 
@@ -144,6 +155,16 @@ def host_disable(ctx: click.Context, host: str) -> None:
 def host_enable(ctx: click.Context, host: str) -> None:
     """Place new VMs on HOST again."""
     _set_enabled(ctx, host, True)
+
+
+@host_group.command("drain")
+@click.argument("host")
+@click.pass_context
+def host_drain(ctx: click.Context, host: str) -> None:
+    """Disable HOST and migrate its VMs away (`iaas host show HOST` shows how far it got)."""
+    s = session(ctx)
+    s.show(s.api.send("POST", f"/v1/hosts/{host}/drain", {}),
+           lambda shown: _render_host(shown, s))
 
 
 @host_group.command("remove")

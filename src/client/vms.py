@@ -1,4 +1,4 @@
-"""`iaas vm …`: list, show, create, delete, power actions, console, events, stats."""
+"""`iaas vm …`: list, show, create, delete, power actions, migrate, console, events, stats."""
 from __future__ import annotations
 
 import time
@@ -103,12 +103,15 @@ def _keys(values: tuple[str, ...]) -> list[str]:
 @click.option("--key-name", "key_names", multiple=True, help="A keypair's name. Repeatable.")
 @click.option("--user-data", type=click.File("r"), help="cloud-init user-data file.")
 @click.option("--host", help="Admins: the host to run on.")
+@click.option("--reservation", help="Run in this reservation of your project (its flavor).")
+@click.option("--wait-for-capacity", is_flag=True,
+              help="When it fits nowhere now, wait in the queue (iaas queue) instead of 409.")
 @wait_option
 @click.pass_context
 def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None,
               cpu: int | None, ram: int | None, disk_gb: int | None, ssh_keys: tuple[str, ...],
               key_names: tuple[str, ...], user_data: Any, host: str | None,
-              wait: bool | None) -> None:
+              reservation: str | None, wait_for_capacity: bool, wait: bool | None) -> None:
     """Create a VM; on a terminal, wait until it runs."""
     s = session(ctx)
     if not flavor and (cpu is None or ram is None):
@@ -117,7 +120,9 @@ def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None
                             "ram": ram, "disk_gb": disk_gb, "host": host,
                             "ssh_keys": _keys(ssh_keys) or None,
                             "key_names": list(key_names) or None,
-                            "user_data": user_data.read() if user_data else None}
+                            "user_data": user_data.read() if user_data else None,
+                            "reservation": reservation,
+                            "wait_for_capacity": True if wait_for_capacity else None}
     answer = s.api.send("POST", "/v1/vms", {k: v for k, v in body.items() if v is not None})
     vm = answer.json()
     s.run_task(vm["task"], f"create {name}", wait, lambda _t: s.get(f"/v1/vms/{vm['id']}"),
@@ -136,6 +141,27 @@ def vm_delete(ctx: click.Context, vm: str, project: str | None, wait: bool | Non
     task = answer.json()
     s.run_task(task, f"delete {vm}", wait, lambda t: s.get(f"/v1/tasks/{t['id']}"),
                lambda shown: render_task(shown, s.out), answer)
+
+
+@vm_group.command("migrate")
+@click.argument("vm")
+@click.option("--host", help="The target host (default: the scheduler's pick).")
+@click.option("--live/--cold", default=None,
+              help="Live (default) keeps the guest running; cold stops, moves and starts it "
+                   "(the only way for a VM with GPUs).")
+@project_option
+@wait_option
+@click.pass_context
+def vm_migrate(ctx: click.Context, vm: str, host: str | None, live: bool | None,
+               project: str | None, wait: bool | None) -> None:
+    """Move a VM to another host (admins); on a terminal, wait until it runs there."""
+    s = session(ctx)
+    body = {key: value for key, value in (("host", host), ("live", live)) if value is not None}
+    answer = s.api.send("POST", f"/v1/vms/{vm}/migrate", body, query={"project": project})
+    task = answer.json()
+    s.run_task(task, f"migrate {vm}", wait, lambda t: s.get(f"/v1/vms/{t['vm_id']}"),
+               lambda shown: (render_vm if "actions" in shown else render_task)(shown, s.out),
+               answer)
 
 
 def _power(action: str) -> click.Command:

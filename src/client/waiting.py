@@ -8,7 +8,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -27,6 +28,7 @@ from src.client.output import size
 FINISHED = ("succeeded", "failed")
 TTY_POLL_S = 2  # short long-polls on a terminal, so the status line follows queued -> running
 PLAIN_POLL_S = 30
+T = TypeVar("T")
 
 
 class StoppedWaiting(Exception):
@@ -38,21 +40,36 @@ class StoppedWaiting(Exception):
 
 
 class CtrlC:
-    """Ctrl-C noted in a flag as well as raised. CPython drops an exception raised inside a
-    finalizer (an HTTP response freed between two polls is one), so a KeyboardInterrupt alone
-    can vanish and the wait goes on; the flag, checked after every step, cannot."""
+    """Ctrl-C noted in a flag, and raised only while a blocking call waits (at most once).
+    CPython drops an exception raised inside a finalizer (an HTTP response freed between two
+    polls is one), so a KeyboardInterrupt alone can vanish; the flag, checked after every
+    step, cannot. Raised anywhere else it could cut short the restore of the previous
+    handler, and leave this one for good."""
 
     def __init__(self) -> None:
         self.pressed = False
+        self._armed = False
 
     def handle(self, _signum: int, _frame: object) -> None:
         self.pressed = True
-        raise KeyboardInterrupt
+        if self._armed:
+            self._armed = False
+            raise KeyboardInterrupt
 
     def check(self) -> None:
         """Raises: KeyboardInterrupt if Ctrl-C came, even if its exception was lost."""
         if self.pressed:
             raise KeyboardInterrupt
+
+    def during(self, call: Callable[[], T]) -> T:
+        """call() (a long-poll, a sleep), cut short by Ctrl-C. Raises: KeyboardInterrupt."""
+        self.check()
+        self._armed = True
+        try:
+            return call()
+        finally:
+            self._armed = False
+            self.check()
 
 
 @contextmanager
@@ -166,29 +183,28 @@ def wait(api: Api, task: dict[str, Any], label: str, live: bool) -> dict[str, An
     Raises: StoppedWaiting (Ctrl-C), Refused, Unreachable.
     """
     display: Display = LiveLine(label) if live else PlainLines(label)
-    with noted_ctrl_c() as ctrl_c:
-        try:
+    try:
+        with noted_ctrl_c() as ctrl_c:
             display.start()
             ended = _follow(api, task, display, TTY_POLL_S if live else PLAIN_POLL_S, ctrl_c)
-            display.close()  # here, so that a Ctrl-C lost while it closes is still seen
-            ctrl_c.check()
-            return ended
-        except KeyboardInterrupt:
-            raise StoppedWaiting(task["id"]) from None
-        finally:
-            display.close()  # after an error or a Ctrl-C (a second close does nothing)
+            display.close()  # here, so that a Ctrl-C while it closes is still seen
+        ctrl_c.check()  # a Ctrl-C noted up to the handler's restore
+        return ended
+    except KeyboardInterrupt:
+        raise StoppedWaiting(task["id"]) from None
+    finally:
+        display.close()  # after an error or a Ctrl-C (a second close does nothing)
 
 
 def _follow(api: Api, task: dict[str, Any], display: Display, poll: int,
             ctrl_c: CtrlC) -> dict[str, Any]:
     display.update(task)
+    path = f"/v1/tasks/{task['id']}"
     while task["status"] not in FINISHED:
-        ctrl_c.check()
-        answer = api.send("GET", f"/v1/tasks/{task['id']}", query={"wait": poll})
-        ctrl_c.check()
+        answer = ctrl_c.during(lambda: api.send("GET", path, query={"wait": poll}))
         task = answer.json()
         display.update(task)
         retry = answer.headers.get("retry-after")
         if retry and task["status"] not in FINISHED:  # no wait slot was free: poll later
-            time.sleep(float(retry))
+            ctrl_c.during(partial(time.sleep, float(retry)))
     return task

@@ -19,10 +19,11 @@ class FlavorRow:
     numa_aligned: bool
     description: str
     created_at: str
+    gpu_profile: str | None = None  # one GPU partition of this mdev type, not whole GPUs
 
 
 _COLUMNS = ("id, name, cpu, ram, disk_gb, gpu_count, gpu_model, hugepages, cpu_pinning, "
-            "numa_aligned, description, created_at")
+            "numa_aligned, description, created_at, gpu_profile")
 _FLAGS = ("hugepages", "cpu_pinning", "numa_aligned")
 
 
@@ -35,11 +36,11 @@ def _row(row: sqlite3.Row) -> FlavorRow:
 
 def insert(conn: sqlite3.Connection, flavor: FlavorRow) -> None:
     """Raises: sqlite3.IntegrityError when the name is taken."""
-    conn.execute(f"INSERT INTO flavors ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute(f"INSERT INTO flavors ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (flavor.id, flavor.name, flavor.cpu, flavor.ram, flavor.disk_gb,
                   flavor.gpu_count, flavor.gpu_model, int(flavor.hugepages),
                   int(flavor.cpu_pinning), int(flavor.numa_aligned), flavor.description,
-                  flavor.created_at))
+                  flavor.created_at, flavor.gpu_profile))
 
 
 def get(conn: sqlite3.Connection, id_or_name: str) -> FlavorRow | None:

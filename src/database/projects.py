@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 
 from src.database import images, keypairs, tokens
+from src.database.reservations import gpus_reserved_now
 from src.database.volumes import usage as volume_usage
 from src.utils.clock import utc_now
 from src.vocabulary import QUOTA_RESOURCES as RESOURCES
@@ -11,6 +12,7 @@ from src.vocabulary import QUOTA_RESOURCES as RESOURCES
 GIB = 1024 ** 3
 
 Limits = dict[str, int | None]
+_COUNTED = "(holds_resources = 1 OR status = 'queued')"  # a VM's sizes count against quota
 
 
 def exists(conn: sqlite3.Connection, name: str) -> bool:
@@ -38,16 +40,20 @@ def set_limits(conn: sqlite3.Connection, name: str, changes: Limits) -> None:
 
 
 def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
-    """Instances are every VM row; vCPUs, RAM and disk only of VMs that still hold them;
+    """Instances are every VM row; vCPUs, RAM, disk and GPUs only of VMs that still hold them
+    or wait for capacity (a queued VM's quota is taken when it is accepted);
     images_gb the project's stored image bytes, in whole GiB rounded up; images, keypairs and
     tokens are counts (tokens: the live ones its members made)."""
     instances, vcpus, ram, disk = conn.execute(
-        "SELECT count(*), coalesce(sum(CASE WHEN holds_resources = 1 THEN cpu END), 0), "
-        "coalesce(sum(CASE WHEN holds_resources = 1 THEN ram END), 0), "
-        "coalesce(sum(CASE WHEN holds_resources = 1 THEN disk_gb END), 0) "
+        f"SELECT count(*), coalesce(sum(CASE WHEN {_COUNTED} THEN cpu END), 0), "
+        f"coalesce(sum(CASE WHEN {_COUNTED} THEN ram END), 0), "
+        f"coalesce(sum(CASE WHEN {_COUNTED} THEN disk_gb END), 0) "
         "FROM vms WHERE project = ?", (name,)).fetchone()
     gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
                         "WHERE v.project = ?", (name,)).fetchone()[0]
+    gpus += conn.execute("SELECT coalesce(sum(json_extract(demand, '$.gpu_count')), 0) "
+                         "FROM capacity_waits WHERE project = ?", (name,)).fetchone()[0]
+    gpus += gpus_reserved_now(conn, name, utc_now())  # a reservation's GPUs, in its window
     images_gb = -(-images.stored_bytes(conn, name) // GIB)
     volumes, volumes_gb = volume_usage(conn, name)
     return {"instances": instances, "vcpus": vcpus, "ram": ram, "gpus": gpus, "disk_gb": disk,

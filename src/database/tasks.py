@@ -32,21 +32,24 @@ class TaskRow:
     executor: str = "inprocess"  # inprocess, or celery (published through the outbox)
     image_id: str | None = None  # the image an import fills
     volume_id: str | None = None  # the volume a volume or attachment task works on
+    reason: str | None = None  # why the platform asked for it (a stop for a reservation)
+    progress: str | None = None  # JSON a long task reports while it runs (a migration's bytes)
 
 
 _COLUMNS = ("id, vm_id, action, status, error_code, error_message, created_at, started_at, "
             "finished_at, request_id, deadline, project, host, payload, attempts, executor, "
-            "image_id, volume_id")
+            "image_id, volume_id, reason, progress")
+_MARKS = ", ".join("?" * len(_COLUMNS.split(", ")))
 
 
 def insert(conn: sqlite3.Connection, task: TaskRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM already has a queued or running task."""
-    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES "
-                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute(f"INSERT INTO tasks ({_COLUMNS}) VALUES ({_MARKS})",
                  (task.id, task.vm_id, task.action, task.status, task.error_code,
                   task.error_message, task.created_at, task.started_at, task.finished_at,
                   task.request_id, task.deadline, task.project, task.host, task.payload,
-                  task.attempts, task.executor, task.image_id, task.volume_id))
+                  task.attempts, task.executor, task.image_id, task.volume_id, task.reason,
+                  task.progress))
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
@@ -110,12 +113,20 @@ def ended_among(conn: sqlite3.Connection, task_ids: list[str]) -> list[str]:
     return [task_id for task_id in task_ids if task_id not in active]
 
 
+def set_progress(conn: sqlite3.Connection, task_id: str, progress: str) -> None:
+    """Only while the task runs: a report that comes after its end changes nothing."""
+    conn.execute("UPDATE tasks SET progress = ? WHERE id = ? AND status = 'running'",
+                 (progress, task_id))
+
+
 def stale_queued(conn: sqlite3.Connection, executor: str, before: str,
                  limit: int = 100) -> list[TaskRow]:
-    """Tasks of executor still queued since before (their message never reached a worker)."""
+    """Tasks of executor still queued since before (their message never reached a worker);
+    a drain's moves, which wait their turn, are not."""
     return [TaskRow(**row) for row in conn.execute(
         f"SELECT {_COLUMNS} FROM tasks WHERE status = 'queued' AND executor = ? "
-        "AND created_at < ? ORDER BY created_at LIMIT ?", (executor, before, limit))]
+        "AND created_at < ? AND json_extract(payload, '$.args.drain') IS NULL "
+        "ORDER BY created_at LIMIT ?", (executor, before, limit))]
 
 
 def unpublished(conn: sqlite3.Connection, limit: int) -> list[TaskRow]:
@@ -157,6 +168,12 @@ def count_running(conn: sqlite3.Connection, project: str, action: str) -> int:
     return int(conn.execute("SELECT count(*) FROM tasks "
                             "WHERE status = 'running' AND project = ? AND action = ?",
                             (project, action)).fetchone()[0])
+
+
+def count_running_of(conn: sqlite3.Connection, project: str) -> int:
+    """The project's running tasks, of every action (a partial index holds the running ones)."""
+    return int(conn.execute("SELECT count(*) FROM tasks WHERE status = 'running' AND project = ?",
+                            (project,)).fetchone()[0])
 
 
 def delete_for_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> None:
@@ -209,3 +226,14 @@ def active_by_volume(conn: sqlite3.Connection) -> dict[str, TaskRow]:
     """Every volume's unfinished task, in one query."""
     return {row["volume_id"]: TaskRow(**row) for row in conn.execute(
         f"SELECT {_COLUMNS} FROM tasks WHERE status IN {_ACTIVE_SQL} AND volume_id IS NOT NULL")}
+
+
+def hand_on(conn: sqlite3.Connection, task_id: str, host: str, executor: str, payload: str,
+            now: str) -> bool:
+    """A create whose VM waited for capacity (executor 'queue') goes to a real executor now that
+    it is placed; its queue time starts again (created_at), since IAAS_TASK_QUEUE_TIMEOUT is
+    about an executor's queue, not about the wait for capacity. False unless it still waited."""
+    return conn.execute(
+        "UPDATE tasks SET host = ?, executor = ?, payload = ?, created_at = ? "
+        "WHERE id = ? AND status = 'queued' AND executor = 'queue'",
+        (host, executor, payload, now, task_id)).rowcount == 1

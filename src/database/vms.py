@@ -39,11 +39,13 @@ class VmRow:
             object.__setattr__(self, "domain_name", DOMAIN_NAME_PREFIX + self.id)
 
 
-# In VmRow's field order, so a row becomes a VmRow without building a dict.
+# In VmRow's field order, so a row becomes a VmRow without building a dict. A VM's GPUs are
+# those of its host: a migration's claim on its target is not the VM's until it commits.
 _SELECT = ("SELECT v.id, v.name, v.cpu, v.ram, v.disk_gb, v.image_id, i.name AS image_name, "
            "v.status, v.vnc_port, v.error_code, v.error_message, v.created_at, v.updated_at, "
            "v.ip_addresses, v.mac, v.flavor_name, v.numa_node, v.pinned_cpus, "
-           "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id) AS gpus, "
+           "(SELECT json_group_array(a.gpu_id) FROM gpu_allocations a WHERE a.vm_id = v.id "
+           "AND a.host = v.host) AS gpus, "
            "v.project, v.domain_name, v.host "
            "FROM vms v JOIN images i ON i.id = v.image_id")
 _JSON_COLUMNS = (13, 17, 18)  # ip_addresses, pinned_cpus, gpus
@@ -164,6 +166,7 @@ def release_resources(conn: sqlite3.Connection, vm_id: str) -> None:
     """The VM stops counting against capacity: its build failed, nothing of it runs."""
     conn.execute("UPDATE vms SET holds_resources = 0, pinned_cpus = '[]' WHERE id = ?", (vm_id,))
     conn.execute("DELETE FROM gpu_allocations WHERE vm_id = ?", (vm_id,))
+    conn.execute("DELETE FROM partition_allocations WHERE vm_id = ?", (vm_id,))
 
 
 @dataclass(frozen=True)
@@ -206,3 +209,13 @@ def delete_all(conn: sqlite3.Connection) -> list[str]:
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
     return {status: count for status, count in
             conn.execute("SELECT status, count(*) FROM vms GROUP BY status")}
+
+
+def set_placed(conn: sqlite3.Connection, vm_id: str, host: str, numa_node: int | None,
+               pinned_cpus: list[int], now: str) -> bool:
+    """A VM that waited for capacity (queued) is placed on host: it holds what it claimed and
+    builds. False when it no longer waits (deleted, expired)."""
+    return conn.execute(
+        "UPDATE vms SET status = 'building', host = ?, numa_node = ?, pinned_cpus = ?, "
+        "holds_resources = 1, updated_at = ? WHERE id = ? AND status = 'queued'",
+        (host, numa_node, json.dumps(pinned_cpus), now, vm_id)).rowcount == 1

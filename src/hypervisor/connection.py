@@ -138,12 +138,13 @@ class Connection:
         """
         def run(conn: libvirt.virConnect) -> T:
             try:
-                domain = conn.lookupByUUIDString(uuid)
+                return func(conn.lookupByUUIDString(uuid))
             except libvirt.libvirtError as exc:
+                # (also when it vanished between the lookup and the call: a migration's
+                # incoming domain does when the migration is aborted)
                 if is_missing(exc) and not isinstance(missing, _Raise):
                     return missing
                 raise
-            return func(domain)
         return self.call(run, libvirt_calls=2)
 
     def _connection(self) -> libvirt.virConnect:

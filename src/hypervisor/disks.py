@@ -75,6 +75,15 @@ class QemuImg:
             argv.append(str(size_bytes))
         self._run(argv)
 
+    def create(self, path: Path, size_bytes: int) -> None:
+        """Create an empty qcow2 of size_bytes with no backing file; never overwrites.
+
+        Raises: FileExistsError if path exists; CommandFailed if qemu-img fails.
+        """
+        if path.exists():
+            raise FileExistsError(str(path))
+        self._run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(size_bytes)])
+
     def convert(self, source: Path, source_format: str, dest: Path, dest_format: str) -> None:
         """Write source's content (its backing chain flattened) to a new file dest.
 
@@ -84,3 +93,14 @@ class QemuImg:
             raise FileExistsError(str(dest))
         self._run(["qemu-img", "convert", "-q", "-f", source_format, "-O", dest_format,
                    str(source), str(dest)])
+
+    def rebase_unsafe(self, image: Path, backing: str, backing_format: str) -> None:
+        """Point the qcow2 image at another backing file without reading either (the layer is
+        on its way to a host where backing is the same content under another path).
+
+        Raises: CommandFailed.
+        """
+        if not backing.startswith("/"):
+            raise ValueError(f"backing file must be absolute: {backing}")
+        self._run(["qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", backing, "-F",
+                   backing_format, str(image)])

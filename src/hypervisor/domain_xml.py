@@ -78,6 +78,7 @@ class DomainSpec:
     machine: str = "pc"  # q35 for PCI passthrough
     cpu_mode: str | None = None  # host-passthrough for GPU VMs
     hostdevs: tuple[tuple[int, int, int, int], ...] = ()  # (domain, bus, slot, function)
+    mdevs: tuple[str, ...] = ()  # UUIDs of mediated devices (GPU partitions) made for the VM
     numa_node: int | None = None  # memory bound strictly to this host node
     cpuset: str = ""  # host CPUs the vCPUs may float over, e.g. "0-7"
     pinned_cpus: tuple[int, ...] = ()  # host CPU of vCPU 0, 1, ...
@@ -111,7 +112,8 @@ def root_ports(spec: DomainSpec) -> int:
     if spec.machine != "q35":
         return 0
     disks = 1 + (1 if spec.seed_path else 0) + len(spec.volumes)
-    return _PORTED_DEVICES + disks + len(spec.hostdevs) + spec.hotplug_root_ports
+    return (_PORTED_DEVICES + disks + len(spec.hostdevs) + len(spec.mdevs)
+            + spec.hotplug_root_ports)
 
 
 def render_disk(spec: DiskSpec) -> str:

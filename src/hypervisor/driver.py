@@ -6,13 +6,15 @@ from collections.abc import Callable
 from src.hypervisor.connection import Connection, LifecycleListener
 from src.hypervisor.domains import Domains
 from src.hypervisor.host import HostFacts
+from src.hypervisor.mdevs import Mdevs, NodeDeviceMdevs
+from src.hypervisor.migration import Migrations
 from src.hypervisor.networks import Networks
 from src.hypervisor.storage import Pools
 
 
 class Hypervisor(Domains):
-    """Domain operations (inherited), host facts (`host`), networks (`networks`) and the
-    connection's life."""
+    """Domain operations (inherited), host facts (`host`), networks (`networks`), storage
+    (`pools`), migrations (`migrations`) and the connection's life."""
 
     def __init__(self, uri: str) -> None:
         super().__init__(Connection(uri))
@@ -20,6 +22,8 @@ class Hypervisor(Domains):
         self.host = HostFacts(self.connection)
         self.networks = Networks(self.connection)
         self.pools = Pools(self.connection)
+        self.mdevs: Mdevs = NodeDeviceMdevs(self.connection)  # GPU partitions
+        self.migrations = Migrations(self.connection)
 
     @property
     def calls(self) -> int:

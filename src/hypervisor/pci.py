@@ -9,6 +9,17 @@ BRIDGE_CLASS = 0x0604  # PCI-to-PCI bridge: shares groups with what sits behind 
 
 
 @dataclass(frozen=True)
+class MdevType:
+    """A mediated device type a PCI device offers (its mdev_types capability): an NVIDIA vGPU
+    or MIG-backed vGPU profile, say."""
+
+    id: str  # e.g. nvidia-700
+    name: str | None  # e.g. NVIDIA H100-1-10C
+    device_api: str | None  # vfio-pci for what a VM can take
+    available: int  # availableInstances: how many more the device can make now
+
+
+@dataclass(frozen=True)
 class PciDevice:
     address: str  # domain:bus:slot.function, e.g. 0000:3b:00.0
     class_code: int
@@ -20,6 +31,7 @@ class PciDevice:
     group: tuple[str, ...]  # every address in its IOMMU group, itself included
     numa_node: int | None
     driver: str | None
+    mdev_types: tuple[MdevType, ...] = ()
 
     @property
     def slot(self) -> str:
@@ -76,4 +88,9 @@ def parse_node_device(xml: str) -> PciDevice | None:
         iommu_group=_int(group.get("number")) if group is not None else None,
         group=members or ((address,) if group is not None else ()),
         numa_node=_int(numa.get("node")) if numa is not None and numa.get("node") else None,
-        driver=root.findtext("./driver/name"))
+        driver=root.findtext("./driver/name"),
+        mdev_types=tuple(
+            MdevType(id=kind.get("id", ""), name=kind.findtext("name"),
+                     device_api=kind.findtext("deviceAPI"),
+                     available=_int(kind.findtext("availableInstances")))
+            for kind in cap.iterfind("./capability[@type='mdev_types']/type")))

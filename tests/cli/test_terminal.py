@@ -155,6 +155,8 @@ def _outcome(api: Api, task_id: str, point: int | None, live: bool) -> tuple[str
     after wait() had stopped listening), returned (nothing came: the Ctrl-C was lost), or
     unsent (this run ended before that line: the last lines vary a little from run to run)."""
     sigint = SigintAt(point)
+    # The CLI's own process starts with Python's handler; this one has run other tests.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
             sys.settrace(sigint)
@@ -163,10 +165,14 @@ def _outcome(api: Api, task_id: str, point: int | None, live: bool) -> tuple[str
             sys.settrace(None)
         _run_pending_handlers()
     except StoppedWaiting:
-        return "stopped", sigint.lines
+        outcome = "stopped"
     except KeyboardInterrupt:
-        return "late", sigint.lines
-    return ("returned" if point is None or sigint.lines >= point else "unsent"), sigint.lines
+        outcome = "late"
+    else:
+        outcome = "returned" if point is None or sigint.lines >= point else "unsent"
+    restored = signal.getsignal(signal.SIGINT)
+    assert restored is signal.default_int_handler, f"SIGINT at line {point} left {restored}"
+    return outcome, sigint.lines
 
 
 def _still_drawing(deadline_s: float) -> list[threading.Thread]:

@@ -41,16 +41,19 @@ REQUEST_TIMEOUT_S = 35  # no request may take longer, outage or not
 class ApiProcess:
     """`python -m src.serve` in a child process on 127.0.0.1, configured through IAAS_*."""
 
-    def __init__(self, config: Config, log_path: Path) -> None:
+    def __init__(self, config: Config, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = {**os.environ, "IAAS_DB_PATH": str(config.db_path),
                "IAAS_LIBVIRT_URI": config.libvirt_uri, "IAAS_DOMAIN_TYPE": config.domain_type,
                "IAAS_IMAGES_DIR": str(config.images_dir),
+               "IAAS_HOST_CREDENTIALS_DIR": str(config.host_credentials_dir),
                "IAAS_INSTANCES_DIR": str(config.instances_dir),
                "IAAS_NETWORK": config.network, "IAAS_HOST": "127.0.0.1", "IAAS_PORT": "0",
                "IAAS_RECONCILE_INTERVAL": "2",
                # VMs the outage leaves behind must not turn later creates into capacity
                # refusals on this 2-CPU host; capacity has its own tests.
-               "IAAS_CPU_ALLOCATION_RATIO": "64", "IAAS_RAM_ALLOCATION_RATIO": "64"}
+               "IAAS_CPU_ALLOCATION_RATIO": "64", "IAAS_RAM_ALLOCATION_RATIO": "64",
+               **(extra_env or {})}
         self._log = log_path.open("ab")
         self._offset = self._log.tell()  # earlier servers logged to the same file
         self.process = subprocess.Popen([sys.executable, "-m", "src.serve"], cwd=REPO, env=env,

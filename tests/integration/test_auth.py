@@ -23,8 +23,11 @@ CALLERS = ["nobody", "bad", "expired", "revoked", "other_member", "member", "adm
 UNAUTHENTICATED = {"nobody", "bad", "expired", "revoked"}
 # Path parameters that name one project's things (the World makes them in the member's).
 # The caller's own VM has no snapshot s1 and no volume attached: its own things, not another's.
-OWN_ABSENT = ("snapshot_not_found", "volume_not_attached")
-SCOPED = ("{vm}", "{task}", "{project}", "{image}", "{keypair}", "{token}", "{volume}")
+# This host has no GPUs, so no reservation can be booked: the member names one that is not
+# there (tests/integration/test_reservations.py shows its owner and the others at work).
+OWN_ABSENT = ("snapshot_not_found", "volume_not_attached", "reservation_not_found")
+SCOPED = ("{vm}", "{task}", "{project}", "{image}", "{keypair}", "{token}", "{volume}",
+          "{reservation}")
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8MA5O06e6hGBoxdxQI/tB709j1rZvLvFNdkwcOfISp laptop"
 _names = itertools.count()
 
@@ -116,6 +119,8 @@ class World:
             values["volume"] = self.volume()
         if "{snapshot}" in route.pattern:
             values["snapshot"] = "s1"  # the volume's; a VM's is not there (404 of its own)
+        if "{reservation}" in route.pattern:
+            values["reservation"] = "r-absent"
         if "{keypair}" in route.pattern:
             name = unique("key")
             assert self.member.post("/v1/keypairs", {"name": name, "public_key": KEY}).status == 201
@@ -178,7 +183,7 @@ def test_every_route_for_every_caller(app: App, config: Config,
             assert reply.error_code in (code, "vm_not_found", "task_not_found",
                                         "project_not_found", "image_not_found",
                                         "keypair_not_found", "token_not_found",
-                                        "volume_not_found"), where
+                                        "volume_not_found", "reservation_not_found"), where
         if want == "401":
             assert reply.headers["WWW-Authenticate"] == "Bearer", where
 

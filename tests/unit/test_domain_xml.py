@@ -247,3 +247,21 @@ def test_q35_gets_a_root_port_per_device_and_spares_for_hot_plug() -> None:
 def test_pc_needs_no_root_ports() -> None:
     assert root_ports(VOLUMES_SPEC) == 0
     assert ET.fromstring(render_domain(VOLUMES_SPEC)).find("devices/controller") is None
+
+
+MDEV_UUID = "b1ae8bf6-38b0-4c81-9d44-78ce3f520496"
+MDEV_GOLDEN = Path(__file__).parent / "golden" / "domain-mdev.xml"
+MDEV_SPEC = replace(SPEC, machine="q35", cpu_mode="host-passthrough", mdevs=(MDEV_UUID,))
+
+
+def test_gpu_partition_vm_matches_golden_file(golden: Golden) -> None:
+    golden(MDEV_GOLDEN, render_domain(MDEV_SPEC))
+
+
+def test_gpu_partition_is_an_mdev_hostdev_by_uuid() -> None:
+    root = ET.fromstring(render_domain(MDEV_SPEC))
+    (hostdev,) = root.findall("devices/hostdev")
+    assert hostdev.attrib == {"mode": "subsystem", "type": "mdev", "model": "vfio-pci",
+                              "managed": "no"}
+    assert hostdev.find("source/address").attrib == {"uuid": MDEV_UUID}
+    assert root_ports(MDEV_SPEC) == root_ports(replace(MDEV_SPEC, mdevs=())) + 1

@@ -6,7 +6,8 @@ import pytest
 from src.services.rules.lifecycle import ALLOWED, RESULT, allowed_actions, reconciled
 from src.vocabulary import POWER_ACTIONS
 
-STATUSES = ("building", "deleting", "running", "paused", "stopped", "error")
+STATUSES = ("queued", "building", "deleting", "running", "paused", "stopped", "error")
+BUSY_STATUSES = tuple(status for status in STATUSES if status != "queued")
 POWER_STATES = ("running", "blocked", "paused", "suspended", "shutoff", "crashed", "missing",
                 "shutting_down", "nostate", "unknown")
 TRANSIENT = ("shutting_down", "nostate", "unknown", "no-such-state")
@@ -15,6 +16,7 @@ USER_ERRORS = (None, "build_failed", "task_timeout", "start_failed")
 
 # status -> actions a user may ask for while no task holds the VM and its domain exists.
 ACTIONS = {
+    "queued": ["delete"],
     "building": [],
     "deleting": [],
     "running": ["shutdown", "stop", "reboot", "pause", "delete"],
@@ -45,10 +47,14 @@ def test_idle_vm_with_a_domain_may_do_what_its_status_allows(status: str,
     assert allowed_actions(status, busy=False, domain_exists=True) == actions
 
 
-@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("status", BUSY_STATUSES)
 @pytest.mark.parametrize("domain_exists", [True, False])
 def test_busy_vm_allows_nothing(status: str, domain_exists: bool) -> None:
     assert allowed_actions(status, busy=True, domain_exists=domain_exists) == []
+
+
+def test_a_vm_waiting_for_capacity_may_be_deleted_though_its_create_holds_it() -> None:
+    assert allowed_actions("queued", busy=True, domain_exists=False) == ["delete"]
 
 
 @pytest.mark.parametrize("status, actions", [
@@ -90,7 +96,7 @@ def test_an_allowed_power_action_leads_to_a_status_that_can_act_again(status: st
 
 # --- reconciled(status, error_code, power_state): what the host's truth means for an idle VM ---
 
-@pytest.mark.parametrize("status", ["building", "deleting"])
+@pytest.mark.parametrize("status", ["queued", "building", "deleting"])
 @pytest.mark.parametrize("power_state", [*POWER_STATES, "no-such-state"])
 def test_task_owned_statuses_are_never_touched(status: str, power_state: str) -> None:
     assert reconciled(status, None, power_state) is None

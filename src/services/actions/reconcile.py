@@ -155,8 +155,8 @@ class HostReconciler:
         with self._db.read() as conn:
             row = vm_dao.get(conn, vm_id)
             busy = row is not None and task_dao.active_for_vm(conn, vm_id) is not None
-        if row is None or busy:
-            return False
+        if row is None or busy or row.host != self._host.name:
+            return False  # (another host's: an event of a migration's other end)
         return self._apply(row, self._hypervisor.power_state(vm_id))
 
     def _apply(self, row: vm_dao.VmRow, power_state: str) -> bool:

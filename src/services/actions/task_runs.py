@@ -20,6 +20,7 @@ from src.hypervisor.errors import HypervisorUnavailable
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.imports import ImageDownloads
+from src.services.motion.work import MigrationWork, drain_of
 from src.services.tasks.runner import EXPIRED, Next, TaskFailed
 from src.services.vms import build_record
 from src.services.vms.build_record import BuildRecord, UnreadableRecord
@@ -33,6 +34,9 @@ from src.vocabulary import VM_DISK_ACTIONS
 log = logging.getLogger(__name__)
 
 HOST_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # waiting out a host that does not answer
+# A Celery task whose project runs its IAAS_PROJECT_MAX_TASKS already looks again then (the
+# embedded runner keeps the same share with its fair queue, src/services/tasks/fair_queue.py).
+WAIT_FOR_SHARE_S = 1.0
 SHUTDOWN_MARGIN_S = 60.0
 ROOT_DISK_ACTIONS = (*VM_DISK_ACTIONS, "snapshot_delete")  # snapshot_delete of a VM's disk
 Publish = Callable[[int, float], None]  # (the next step's number, seconds until it is due)
@@ -44,9 +48,14 @@ class TaskSteps:
 
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
                  downloads: ImageDownloads, timeouts: tuple[float, float],
-                 volumes: VolumeWork, root_disks: RootDiskWork) -> None:
-        """timeouts: (any task's, an image import's) seconds."""
+                 volumes: VolumeWork, root_disks: RootDiskWork, moves: MigrationWork,
+                 migration_timeout_s: float, project_max_tasks: int = 8) -> None:
+        """timeouts: (any task's, an image import's) seconds; project_max_tasks: how many
+        tasks of one project Celery workers run at once (IAAS_PROJECT_MAX_TASKS)."""
+        self._project_max_tasks = project_max_tasks
         self._db = db
+        self._moves = moves
+        self._migration_timeout_s = migration_timeout_s
         self._volumes = volumes
         self._root_disks = root_disks
         self._hosts = hosts
@@ -61,6 +70,8 @@ class TaskSteps:
             return max(self._task_timeout_s, float(args.get("timeout", 60)) + SHUTDOWN_MARGIN_S)
         if task.action == "import":
             return self._import_timeout_s
+        if task.action == "migrate":  # its files are carried first, then its copy may run
+            return self._task_timeout_s + self._migration_timeout_s
         return self._task_timeout_s
 
     def run(self, task: task_dao.TaskRow, payload: dict[str, Any],
@@ -76,6 +87,9 @@ class TaskSteps:
         if task.action in ROOT_DISK_ACTIONS:
             self._root_disks.run(task.action, task.vm_id or "", task.image_id, args)
             return None
+        if task.action == "migrate":
+            self._moves.run(task)
+            return None
         vm_id = task.vm_id or ""  # every other task has its VM
         if task.action == "create":
             if state.get("again"):  # an earlier attempt was cut short...
@@ -90,9 +104,26 @@ class TaskSteps:
         return self._work.power(vm_id, task.action, PowerOptions(**args), state.get("look"))
 
     def wait_s(self, conn: sqlite3.Connection, task: task_dao.TaskRow) -> float | None:
-        """Seconds a queued task must wait before it starts (an import whose project downloads
-        its share already), or None: it starts now."""
-        return self._downloads.wait_s(conn, task) if task.action == "import" else None
+        """Seconds a queued task must wait before it starts, or None: it starts now. A migrate
+        of a drain waits its turn; an import waits while its project downloads its share
+        already; with Celery, any task waits while its project runs IAAS_PROJECT_MAX_TASKS
+        (counted in the transaction that would start it, so two workers cannot both take the
+        last place). A Celery queue is FIFO: the step is handed on for later and its worker
+        takes the next message, so one project's burst holds at most its share of a host's
+        workers and the others' tasks pass it."""
+        if task.action == "migrate" and (wait := self._moves.wait_s(conn, task)) is not None:
+            return wait
+        if task.action == "import" and (wait := self._downloads.wait_s(conn, task)) is not None:
+            return wait
+        if (task.executor == "celery"
+                and task_dao.count_running_of(conn, task.project) >= self._project_max_tasks):
+            return WAIT_FOR_SHARE_S
+        return None
+
+    def waits_its_turn(self, task: task_dao.TaskRow) -> bool:
+        """A queued task that waits for others of its kind, not for a worker (a drain's move):
+        IAAS_TASK_QUEUE_TIMEOUT does not end it."""
+        return task.action == "migrate" and drain_of(task) is not None
 
     def expire(self, task: task_dao.TaskRow) -> None:
         """A task that never started: a create gives its claim back, an import's image fails."""
@@ -105,6 +136,8 @@ class TaskSteps:
                                     ("task_expired", EXPIRED))
         elif task.action == "create":
             self._work.expire_build(task.vm_id or "")
+        elif task.action == "migrate":
+            self._moves.expire(task)
         elif task.action == "import":
             self._downloads.expire(task.image_id)
 
@@ -170,7 +203,8 @@ class TaskExecution:
         args, state = payload.get("args", {}), payload.get("step")
         if seq is not None and seq != int((state or {}).get("seq", 0)):
             return None
-        if task.status == "queued" and task.created_at < utc_after(-self._queue_timeout_s):
+        if (task.status == "queued" and task.created_at < utc_after(-self._queue_timeout_s)
+                and not self._steps.waits_its_turn(task)):
             self._end(task, ("task_expired", EXPIRED))  # it waited in a queue too long
             self._steps.expire(task)
             return None

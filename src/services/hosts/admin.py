@@ -1,11 +1,14 @@
 """Hosts as admins manage them: add (connect first), show with capacity and use, drain, remove."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from src.config import Config
 from src.database import gpus as gpu_dao
+from src.database import host_drains as drain_dao
 from src.database import hosts as host_dao
+from src.database import vm_migrations as move_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.database.hosts import HostRow
@@ -20,7 +23,10 @@ TEST_DRIVER = "test"
 
 class HostService:
     def __init__(self, db: Database, hosts: HostRegistry, capacity: Capacity,
-                 gpus: GpuInventory, config: Config) -> None:
+                 gpus: GpuInventory, config: Config,
+                 on_room: Callable[[], object] = lambda: None) -> None:
+        """on_room: a host was added or changed, so VMs waiting for capacity may fit now."""
+        self._on_room = on_room
         self._db = db
         self._hosts = hosts
         self._capacity = capacity
@@ -44,6 +50,7 @@ class HostService:
             enabled=True, created_at=utc_now())
         host = self._hosts.add(row)
         self._gpus.refresh_host(host)
+        self._on_room()
         return self.show(host.name)
 
     def list(self) -> list[dict[str, Any]]:
@@ -62,6 +69,7 @@ class HostService:
                   for key, value in changes.items()}
         self._hosts.update(name, stored)
         self._capacity.forget(name)
+        self._on_room()
         return self.show(name)
 
     def remove(self, name: str) -> None:
@@ -73,9 +81,10 @@ class HostService:
         state = self._hosts.state(host.name)
         up = self._hosts.is_up(host.name)
         with self._db.read() as conn:
-            held = vm_dao.allocated(conn).get(host.name)
+            held = move_dao.with_moves(conn, vm_dao.allocated(conn)).get(host.name)
             gpus = gpu_dao.list_all(conn, host.name)
             vm_count = host_dao.vm_counts(conn).get(host.name, 0)
+            drain = drain_dao.progress(conn, host.name)
         capacity = allocated = free = None
         numa_nodes = None
         try:
@@ -102,4 +111,4 @@ class HostService:
             "ram_allocation_ratio": row.ram_allocation_ratio,
             "libvirt_version": state.libvirt_version, "capacity": capacity,
             "allocated": allocated, "free": free, "numa_nodes": numa_nodes, "vms": vm_count,
-            "last_seen": state.last_seen, "created_at": row.created_at}
+            "last_seen": state.last_seen, "created_at": row.created_at, "drain": drain}

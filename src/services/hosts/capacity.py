@@ -7,16 +7,28 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from src import errors
 from src.database import gpus as gpu_dao
 from src.database import hosts as host_dao
+from src.database import partitions as partition_dao
+from src.database import reservations as reservation_dao
+from src.database import vm_migrations as move_dao
+from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.errors import HypervisorError
 from src.services.hosts.registry import Host, HostRegistry
-from src.services.rules.placement import Claim, Demand, Free, HostCapacity, limited_by
+from src.services.rules.placement import (
+    Claim,
+    Demand,
+    Free,
+    HostCapacity,
+    PartitionRoom,
+    limited_by,
+)
 from src.services.rules.scheduler import Candidate, NoHostFits, requested, schedule
+from src.utils.clock import utc_now
 
 GIB = 1024 ** 3
 
@@ -80,27 +92,40 @@ class Capacity:
                 continue
         return found
 
+    @property
+    def policy(self) -> str:
+        """IAAS_SCHEDULER: how the scheduler weighs the hosts that fit."""
+        return self._policy
+
     def claim(self, conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
-              capacities: dict[str, HostCapacity], pinned: str | None = None) -> tuple[str, Claim]:
-        """(host, claim) for demand, inside the caller's write transaction.
+              capacities: dict[str, HostCapacity], pinned: str | None = None,
+              kept: frozenset[str] = frozenset(),
+              reservation: str | None = None) -> tuple[str, Claim]:
+        """(host, claim) for demand, inside the caller's write transaction; kept: hosts held
+        for a VM that waited past the backfill limit (src/services/hosts/backfill.py);
+        reservation: the VM runs in it, on the GPUs it claims now and no others.
 
         Raises: InsufficientCapacity naming the closest miss and the hosts each filter rejected.
         """
-        considered = [host for host in hosts if pinned is None or host.name == pinned]
+        considered = [host for host in hosts
+                      if (pinned is None or host.name == pinned) and host.name not in kept]
         try:
-            return schedule(demand, self._candidates(conn, demand, considered, capacities),
-                            self._policy)
+            return schedule(demand, self._candidates(conn, demand, considered, capacities,
+                                                     reservation), self._policy)
         except NoHostFits as none:
             raise errors.InsufficientCapacity(
                 resource=none.resource, requested=requested(demand, none.resource),
                 available=none.available, hosts=none.rejected) from None
 
-    def availability(self, demand: Demand) -> tuple[int, str, list[HostAvailability]]:
-        """(VMs of demand that fit now on all hosts, what limits them, the count per host)."""
+    def availability(self, demand: Demand,
+                     at: str | None = None) -> tuple[int, str, list[HostAvailability]]:
+        """(VMs of demand that fit on all hosts now, or at a later moment, what limits them,
+        the count per host). At a later moment, what VMs hold now is taken as still held and
+        GPUs claimed by a reservation then are counted out."""
         hosts = [host for host in self._hosts.all() if host.row.enabled]
         capacities = self.known(hosts)
         with self._db.read() as conn:
-            candidates = self._candidates(conn, demand, hosts, capacities)
+            candidates = self._candidates(conn, demand, hosts, capacities, at=at)
         per_host = []
         for candidate in candidates:
             if candidate.free is None:
@@ -113,31 +138,112 @@ class Capacity:
         best = max(per_host, key=lambda entry: (entry.available, entry.host))
         return sum(entry.available for entry in per_host), best.limited_by, per_host
 
+    def rooms(self, conn: sqlite3.Connection, hosts: list[Host],
+              capacities: dict[str, HostCapacity]) -> list[Candidate]:
+        """What is free on each host now, every free GPU included (whatever its model)."""
+        return self._candidates(conn, Demand(cpu=0, ram=0, gpu_count=1), hosts, capacities,
+                                with_partitions=True)
+
+    @staticmethod
+    def whole_rooms(conn: sqlite3.Connection, hosts: list[Host],
+                    capacities: dict[str, HostCapacity]) -> dict[str, Free]:
+        """Each host that answers as if nothing ran on it: all it has, every assignable GPU."""
+        gpus: dict[str, list[gpu_dao.GpuRow]] = {}
+        for gpu in gpu_dao.list_all(conn):
+            if gpu.unavailable_reason is None:
+                gpus.setdefault(gpu.host, []).append(replace(gpu, vm_id=None))
+        return {host.name: Free(vcpus=capacity.vcpus, ram_mib=capacity.ram_mib,
+                                disk_gb=capacity.disk_gb, gpus=gpus.get(host.name, []),
+                                cpus=capacity.cells)
+                for host in hosts if (capacity := capacities.get(host.name)) is not None}
+
     @staticmethod
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
-                    capacities: dict[str, HostCapacity]) -> list[Candidate]:
-        held = host_dao.usage(conn)
+                    capacities: dict[str, HostCapacity], reservation: str | None = None,
+                    at: str | None = None, with_partitions: bool = False) -> list[Candidate]:
+        usage = host_dao.usage(conn)  # the counters (migration 017): one row per host
+        held = move_dao.with_moves(conn, {  # migrations under way claim their targets
+            host: vm_dao.Held(vcpus=used.vcpus, ram_mib=used.ram_mib, disk_gb=used.disk_gb,
+                              pinned_cpus=set(used.pinned_cpus))
+            for host, used in usage.items()})
+        volumes_gb = {host: used.volumes_gb for host, used in usage.items()}
         # Free GPUs even for a VM without any: the scheduler keeps GPU hosts for GPU work.
-        gpus = gpu_dao.list_free(conn, demand.gpu_model if demand.gpu_count else None)
+        moment = at or utc_now()
+        gpus, later = claimed_out(conn, gpu_dao.list_free(
+            conn, demand.gpu_model if demand.gpu_count else None), reservation, moment)
+        # Never whole-GPU passthrough and partitions on one physical GPU.
+        split = partition_dao.parents_in_use(conn)
+        gpus = {host: [gpu for gpu in free if (host, gpu.id) not in split]
+                for host, free in gpus.items()}
+        rooms = partition_rooms(conn, moment) if demand.gpu_profile or with_partitions else {}
         candidates = []
         for host in hosts:
             capacity = capacities.get(host.name)
             free = None if capacity is None else _free(capacity, held.get(host.name),
-                                                       gpus.get(host.name, []))
+                                                       gpus.get(host.name, []),
+                                                       volumes_gb.get(host.name, 0),
+                                                       later.get(host.name, frozenset()),
+                                                       rooms.get(host.name, ()))
             candidates.append(Candidate(host.name, host.row.enabled, capacity is not None, free))
         return candidates
 
 
-def _free(capacity: HostCapacity, held: host_dao.Usage | None,
-          gpus: list[gpu_dao.GpuRow]) -> Free:
-    held = held or host_dao.Usage()
-    # Without pinned CPUs the cells are shared as they are (nothing changes a Free's lists):
-    # copying 1,024 CPUs of each of 1,000 hosts cost a create some 30 ms.
-    cpus = capacity.cells if not held.pinned_cpus else {
-        node: [cpu for cpu in cpus if cpu not in held.pinned_cpus]
-        for node, cpus in capacity.cells.items()}
+def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],
+                reservation: str | None, at: str
+                ) -> tuple[dict[str, list[gpu_dao.GpuRow]], dict[str, frozenset[str]]]:
+    """The free GPUs a VM may take at `at` (by host), and those of them a reservation claims
+    later (by host: a VM there will be preempted, so the scheduler takes them last).
+
+    In a reservation, a VM takes only what the reservation claims at `at`; any other VM never
+    takes a GPU some reservation claims at `at`.
+    """
+    now_claimed: dict[tuple[str, str], str] = {}
+    later: dict[str, set[str]] = {}
+    for claim in reservation_dao.claims_meeting(conn, at, "9999"):
+        if claim.start_at <= at:
+            now_claimed[(claim.host, claim.gpu_id)] = claim.reservation_id
+        elif claim.reservation_id != reservation:
+            later.setdefault(claim.host, set()).add(claim.gpu_id)
+    kept = {host: [gpu for gpu in gpus
+                   if now_claimed.get((host, gpu.id)) == reservation]
+            for host, gpus in free.items()}
+    return kept, {host: frozenset(ids) for host, ids in later.items()}
+
+
+def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[PartitionRoom, ...]]:
+    """By host, the partitions that may be made at `at`: on GPUs no VM holds whole and no
+    reservation claims then, of the one type each GPU already holds partitions of (any type
+    on a GPU that holds none)."""
+    whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn)
+             if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
+    claimed = {gpu for gpu, claims in reservation_dao.claims_from(conn, at).items()
+               if any(claim.start_at <= at for claim in claims)}
+    offers = partition_dao.list_all(conn)
+    held_types: dict[tuple[str, str], set[str]] = {}
+    for offer in offers:
+        if offer.used:
+            held_types.setdefault((offer.host, offer.parent), set()).add(offer.type_id)
+    rooms: dict[str, list[PartitionRoom]] = {}
+    for offer in offers:
+        gpu = (offer.host, offer.parent)
+        if gpu in whole or gpu in claimed or offer.type_id not in held_types.get(
+                gpu, {offer.type_id}):
+            continue
+        rooms.setdefault(offer.host, []).append(PartitionRoom(
+            offer.parent, offer.type_id, offer.name, max(0, offer.total - offer.used),
+            offer.used))
+    return {host: tuple(found) for host, found in rooms.items()}
+
+
+def _free(capacity: HostCapacity, held: vm_dao.Held | None, gpus: list[gpu_dao.GpuRow],
+          volumes_gb: int, claimed_later: frozenset[str] = frozenset(),
+          partitions: tuple[PartitionRoom, ...] = ()) -> Free:
+    held = held or vm_dao.Held(vcpus=0, ram_mib=0, disk_gb=0, pinned_cpus=set())
     return Free(vcpus=capacity.vcpus - held.vcpus, ram_mib=capacity.ram_mib - held.ram_mib,
-                disk_gb=capacity.disk_gb - held.disk_gb - held.volumes_gb, gpus=gpus, cpus=cpus)
+                disk_gb=capacity.disk_gb - held.disk_gb - volumes_gb, gpus=gpus,
+                claimed_later=claimed_later, partitions=partitions,
+                cpus={node: [cpu for cpu in cpus if cpu not in held.pinned_cpus]
+                      for node, cpus in capacity.cells.items()})
 
 
 def _even_cells(cpus: int, nodes: int) -> dict[int, list[int]]:

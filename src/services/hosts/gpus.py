@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from src.database import gpus as gpu_dao
+from src.database import partitions as partition_dao
 from src.database.db import Database
 from src.hypervisor.errors import HypervisorError
 from src.hypervisor.pci import PciDevice, slot_of
@@ -78,9 +80,36 @@ class GpuInventory:
             for gpu in found:
                 gpu_dao.upsert(conn, gpu)
             gpu_dao.forget_absent(conn, host.name, [gpu.id for gpu in found], now)
+            used = partition_dao.used_on(conn, host.name)
+            partition_dao.replace_host(conn, host.name, [
+                partition_dao.PartitionRow(
+                    host.name, device.address, kind.id, kind.name,
+                    kind.available + used.get((device.address, kind.id), 0), now)
+                for device in devices if device.is_gpu for kind in device.mdev_types
+                if kind.device_api in (None, "vfio-pci")])  # what a VM can be given
         log.info("GPU inventory of %s: %d GPU(s), %d assignable", host.name, len(found),
                  sum(1 for gpu in found if gpu.unavailable_reason is None))
 
     def list(self, host: str | None = None) -> list[gpu_dao.GpuRow]:
         with self._db.read() as conn:
             return gpu_dao.list_all(conn, host)
+
+    def partitions(self, host: str | None = None) -> Sequence[PartitionOffer]:
+        """The mdev types every GPU offers, with how many more may be made now: none on a GPU
+        a VM holds whole, or that holds partitions of another type."""
+        with self._db.read() as conn:
+            rows = partition_dao.list_all(conn, host)
+            whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn, host)
+                     if gpu.vm_id is not None}
+        other_type = {(row.host, row.parent, other.type_id) for row in rows if row.used
+                      for other in rows if (other.host, other.parent) == (row.host, row.parent)
+                      and other.type_id != row.type_id}
+        return [PartitionOffer(row, 0 if (row.host, row.parent) in whole
+                               or (row.host, row.parent, row.type_id) in other_type
+                               else max(0, row.total - row.used)) for row in rows]
+
+
+@dataclass(frozen=True)
+class PartitionOffer:
+    row: partition_dao.PartitionRow
+    available: int

@@ -6,6 +6,7 @@ all read these tables, so they cannot disagree.
 from __future__ import annotations
 
 ALLOWED: dict[str, tuple[str, ...]] = {
+    "queued": ("delete",),  # it waits for capacity: a delete removes it at once
     "building": (),
     "deleting": (),
     "running": ("shutdown", "stop", "reboot", "pause", "delete"),
@@ -13,6 +14,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "stopped": ("start", "delete"),
     "error": ("delete", "start"),  # start only while the domain still exists
 }
+
+# What a VM held by its task still allows: one that waits for capacity holds its create task
+# all the while, and nothing of it is on a host yet.
+WHILE_BUSY: dict[str, tuple[str, ...]] = {"queued": ("delete",)}
 
 # The status a VM has once the action succeeded.
 RESULT: dict[str, str] = {
@@ -47,7 +52,7 @@ _STATUS_OF_POWER: dict[str, tuple[str, tuple[str, str] | None] | None] = {
 def allowed_actions(status: str, *, busy: bool, domain_exists: bool) -> list[str]:
     """The actions a user may ask for now."""
     if busy:
-        return []
+        return list(WHILE_BUSY.get(status, ()))
     actions = ALLOWED.get(status, ())
     if status == "error" and not domain_exists:
         actions = tuple(action for action in actions if action != "start")
@@ -57,8 +62,8 @@ def allowed_actions(status: str, *, busy: bool, domain_exists: bool) -> list[str
 def reconciled(status: str, error_code: str | None,
                power_state: str) -> tuple[str, tuple[str, str] | None] | None:
     """The (status, error) an idle VM should have given libvirt's power state; None: keep it."""
-    if status in ("building", "deleting"):
-        return None  # owned by a task (or by start-up recovery)
+    if status in ("queued", "building", "deleting"):
+        return None  # owned by a task (or by start-up recovery, or the capacity queue)
     if status == "error" and error_code not in HOST_ERRORS:
         return None  # waits for the user: start or delete
     target = _STATUS_OF_POWER.get(power_state)

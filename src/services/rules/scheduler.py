@@ -39,7 +39,7 @@ class NoHostFits(Exception):
 
 def requested(demand: Demand, resource: str) -> int:
     """What demand asks of resource, in that resource's unit."""
-    return {"gpu": demand.gpu_count, "ram": demand.ram,
+    return {"gpu": demand.gpu_count or (1 if demand.gpu_profile else 0), "ram": demand.ram,
             "disk": demand.disk_gb}.get(resource, demand.cpu if resource in CAPACITY_RESOURCES
                                         else 1)
 
@@ -63,13 +63,16 @@ def schedule(demand: Demand, candidates: list[Candidate], policy: str) -> tuple[
                                     short.resource))
     if not fits:
         raise NoHostFits(closest[2], closest[1], dict(rejected))
-    chosen, claim = min(fits, key=lambda fit: _weight(demand, fit[0], policy))
+    chosen, claim = min(fits, key=lambda fit: _weight(demand, fit[0], fit[1], policy))
     return chosen.name, claim
 
 
-def _weight(demand: Demand, candidate: Candidate, policy: str) -> tuple[bool, int, str]:
+def _weight(demand: Demand, candidate: Candidate, claim: Claim,
+            policy: str) -> tuple[bool, bool, int, str]:
     free = candidate.free
     assert free is not None
-    keeps_gpus_free = not demand.gpu_count and bool(free.gpus)
+    # GPUs a reservation claims later go last: preemption only when nothing else fits.
+    preempted = any(gpu.id in free.claimed_later for gpu in claim.gpus)
+    keeps_gpus_free = not (demand.gpu_count or demand.gpu_profile) and bool(free.gpus)
     ram = -free.ram_mib if policy == "spread" else free.ram_mib
-    return keeps_gpus_free, ram, candidate.name
+    return preempted, keeps_gpus_free, ram, candidate.name

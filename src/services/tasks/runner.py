@@ -23,6 +23,9 @@ OTHER_WORKERS = 4
 # the workers of power actions (see _Entry.kind); one project holds at most import_project_max
 # of them (IAAS_PROJECT_MAX_IMPORTS, 1), so another project's import always finds one.
 IMPORT_WORKERS = 2
+# Migrations hold their worker for the whole copy (libvirt's call blocks): workers of their own,
+# so a drain never holds the workers of power actions.
+MOVE_WORKERS = 4
 POLL_S = 0.25  # a long-poll looks at the database this often for tasks other processes end
 EXPIRED = "The task waited in the queue longer than IAAS_TASK_QUEUE_TIMEOUT and did not run."
 
@@ -77,7 +80,8 @@ class _Entry:
 
     @property
     def kind(self) -> str:
-        return {"create": "build", "import": "import"}.get(self.task.action, "other")
+        return {"create": "build", "import": "import", "migrate": "move"}.get(self.task.action,
+                                                                              "other")
 
 
 class TaskRunner:
@@ -113,7 +117,7 @@ class TaskRunner:
         self._threads = [threading.Thread(target=self._serve, args=(kind,), daemon=True,
                                           name=f"{kind}-{index}")
                          for kind, count in (("build", max_builds), ("other", workers),
-                                             ("import", IMPORT_WORKERS))
+                                             ("import", IMPORT_WORKERS), ("move", MOVE_WORKERS))
                          for index in range(count)]
         for thread in self._threads:
             thread.start()

@@ -8,7 +8,8 @@ version wrote, so every version it ever wrote keeps a loader here:
 - version 0 is the payload of the code before records (`{"args": {...}}` beside the VM's own
   columns and GPU rows): it is rebuilt from those rows, by the caller (`legacy`);
 - version 1 is this record without volumes;
-- version 2 is this record;
+- version 2 is this record without GPU partitions (placement.mdevs);
+- version 3 is this record;
 - a version this code does not know (a newer API's) fails the task, never the worker.
 
 Adding to what a build needs (volumes to attach, say): give the field a type and a default,
@@ -18,11 +19,14 @@ it asked for.
 """
 from __future__ import annotations
 
+import sqlite3
+import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from src.database import partitions as partition_dao
 from src.database.gpus import GpuRow
 from src.database.images import ImageRow
 from src.database.vms import VmRow
@@ -30,8 +34,11 @@ from src.services.rules.placement import Claim
 from src.services.tasks.runner import TaskFailed
 from src.utils.nocloud import Seed
 
-VERSION = 2
+VERSION = 3
 KEY = "build"  # where the record sits in the task's payload
+# Where a VM that waits for capacity keeps its record until placed: host, network and
+# placement are empty there, and the placement (src/services/queue/placer.py) fills them.
+WAITING_KEY = "waiting"
 UNSUPPORTED = "build_record_unsupported"
 INVALID = "build_record_invalid"
 
@@ -59,10 +66,21 @@ class GpuClaim:
 
 
 @dataclass(frozen=True)
+class MdevClaim:
+    """A GPU partition: the mediated device the build makes for the VM (and its delete
+    removes), with the UUID the ledger holds it by."""
+
+    uuid: str
+    parent: str  # the GPU's PCI address
+    type_id: str  # the mdev type, e.g. nvidia-700
+
+
+@dataclass(frozen=True)
 class Placement:
     """What the scheduler gave the VM on its host, beyond vCPUs and RAM."""
 
     gpus: tuple[GpuClaim, ...] = ()
+    mdevs: tuple[MdevClaim, ...] = ()
     numa_node: int | None = None
     node_cpus: tuple[int, ...] = ()  # the host CPUs of numa_node
     pinned_cpus: tuple[int, ...] = ()  # one host CPU per vCPU, in order
@@ -138,11 +156,48 @@ def record_for(row: VmRow, image: ImageRow, base_path: Path, claim: Claim, netwo
         host=row.host, image=ImageRef(id=image.id, name=image.name, path=str(base_path),
                                       format=image.format, sha256=image.sha256),
         cpu=row.cpu, ram_mib=row.ram, disk_gb=row.disk_gb, mac=row.mac or "", network=network,
-        placement=Placement(
-            gpus=tuple(GpuClaim(gpu.id, tuple(gpu.functions)) for gpu in claim.gpus),
-            numa_node=claim.numa_node, node_cpus=tuple(claim.node_cpus),
-            pinned_cpus=tuple(claim.pinned_cpus)),
-        cloud_init=cloud_init, options=options, volumes=volumes)
+        placement=placement_of(claim), cloud_init=cloud_init, options=options, volumes=volumes)
+
+
+def placement_of(claim: Claim) -> Placement:
+    """The record's placement for claim; a partition gets the UUID of its mdev-to-be here."""
+    part = claim.partition
+    return Placement(gpus=tuple(GpuClaim(gpu.id, tuple(gpu.functions)) for gpu in claim.gpus),
+                     mdevs=(MdevClaim(str(uuid.uuid4()), part.parent, part.type_id),)
+                     if part is not None else (),
+                     numa_node=claim.numa_node, node_cpus=tuple(claim.node_cpus),
+                     pinned_cpus=tuple(claim.pinned_cpus))
+
+
+def hold_partitions(conn: sqlite3.Connection, record: BuildRecord, now: str) -> None:
+    """The ledger takes the record's mdevs for its VM, inside the placement's transaction.
+
+    Raises: sqlite3.IntegrityError when a UUID is taken.
+    """
+    for mdev in record.placement.mdevs:
+        partition_dao.allocate(conn, partition_dao.MdevRow(
+            mdev.uuid, record.host, mdev.parent, mdev.type_id, record.vm_id, now))
+
+
+def waiting_payload(record: BuildRecord) -> dict[str, Any]:
+    """The payload of a create task whose VM waits for capacity: its record, not placed yet."""
+    return {WAITING_KEY: record.to_payload()[KEY]}
+
+
+def placed(payload: dict[str, Any], vm_id: str, host: str, network: str,
+           claim: Claim) -> BuildRecord:
+    """The waiting record of a queued create's payload, placed on host with claim.
+
+    Raises: UnreadableRecord when the payload holds no waiting record it can read.
+    """
+    if not isinstance(payload.get(WAITING_KEY), dict):
+        raise UnreadableRecord(INVALID, "The task's payload holds no waiting build record.")
+    record = from_payload({KEY: payload[WAITING_KEY]}, vm_id, _no_legacy)
+    return replace(record, host=host, network=network, placement=placement_of(claim))
+
+
+def _no_legacy(_args: dict[str, Any]) -> BuildRecord:
+    raise KeyError("version")  # a waiting record always has its version
 
 
 def legacy_record(row: VmRow, gpus: list[GpuRow], image: ImageRow, base_path: Path,
@@ -236,6 +291,13 @@ def _v1(data: dict[str, Any]) -> BuildRecord:
 
 def _v2(data: dict[str, Any]) -> BuildRecord:
     """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
+    if "mdevs" in (data.get("placement") or {}):
+        raise ValueError("unknown field 'mdevs'")
+    return _v3(data)
+
+
+def _v3(data: dict[str, Any]) -> BuildRecord:
+    """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
     _only(data, BuildRecord, ("version",))
     image = _only(data["image"], ImageRef)
     placement = _only(data.get("placement", {}), Placement)
@@ -253,6 +315,9 @@ def _v2(data: dict[str, Any]) -> BuildRecord:
             gpus=tuple(GpuClaim(_text(_only(gpu, GpuClaim)["address"]),
                                 tuple(_text(fn) for fn in gpu["functions"]))
                        for gpu in placement.get("gpus", [])),
+            mdevs=tuple(MdevClaim(_text(_only(mdev, MdevClaim)["uuid"]), _text(mdev["parent"]),
+                                  _text(mdev["type_id"]))
+                        for mdev in placement.get("mdevs", [])),
             numa_node=_maybe(_int, placement.get("numa_node")),
             node_cpus=_ints(placement.get("node_cpus", [])),
             pinned_cpus=_ints(placement.get("pinned_cpus", []))),
@@ -270,4 +335,4 @@ def _volume(entry: dict[str, Any]) -> VolumeDisk:
 
 
 # Every version this code reads, but 0 (no record: the caller's legacy loader).
-_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2}
+_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2, 3: _v3}

@@ -20,13 +20,14 @@ from src.config import Config
 from src.database.db import Database
 from src.hypervisor.disks import QemuImg
 from src.hypervisor.storage import Pools
+from src.services.hosts.files import DirFiles, HostFiles, PoolFiles
 from src.services.images.copies import ImageCopies
 from src.services.tasks.steps import best_effort, step
 from src.utils.nocloud import seed_bytes, write_seed
 
 if TYPE_CHECKING:
     from src.services.hosts.registry import Host
-    from src.services.vms.build_record import BuildRecord
+    from src.services.vms.build_record import BuildRecord, ImageRef
 
 DISK_FILE = "disk.qcow2"
 SEED_FILE = "seed.iso"  # the cloud-init NoCloud volume
@@ -60,6 +61,14 @@ class Disks(Protocol):
     def stack(self, vm_id: str, parent: str, layer: str, size_gb: int) -> str: ...
     def remove_layer(self, vm_id: str, layer: str) -> None: ...
     def flatten(self, vm_id: str, layer: str, size_gb: int, dest: Path) -> None: ...
+    # The VM's files one by one, by the names the next three give (a migration carries them).
+    def files(self, vm_id: str) -> HostFiles: ...
+    def seed_name(self, vm_id: str) -> str: ...
+    def console_name(self, vm_id: str) -> str: ...
+    def prepare(self, vm_id: str) -> None:
+        """Make the place the VM's files go (a folder), if there is none yet."""
+    def base_of(self, image: ImageRef) -> str:
+        """The path on the host of the image a root disk is backed by (copied there first)."""
 
 
 class SharedDisks:
@@ -129,6 +138,23 @@ class SharedDisks:
         """The layer's content with its backing chain, as one qcow2 file. Raises: CommandFailed."""
         self._qemu_img.convert(Path(self.layer_path(vm_id, layer)), "qcow2", dest, "qcow2")
 
+    def files(self, vm_id: str) -> HostFiles:
+        return DirFiles(self.folder(vm_id), self._qemu_img)
+
+    def seed_name(self, vm_id: str) -> str:
+        return SEED_FILE
+
+    def console_name(self, vm_id: str) -> str:
+        return CONSOLE_LOG
+
+    def base_of(self, image: ImageRef) -> str:
+        return image.path
+
+    def prepare(self, vm_id: str) -> None:
+        """Raises: OSError."""
+        if not self.folder(vm_id).is_dir():
+            self._make_folder(self.folder(vm_id))
+
     def capacity_gb(self) -> int:
         """Size in GiB of the filesystem that holds the instances folder (its nearest existing
         ancestor until the folder is made)."""
@@ -159,7 +185,7 @@ class PoolDisks:
         """Raises: TaskFailed (image_copy_failed, overlay_failed, seed_failed)."""
         vm_id = record.vm_id
         with step("image_copy_failed"):
-            base = self._base(record)
+            base = self.base_of(record.image)
         with step("overlay_failed"):
             disk = self._pools.create_volume(self._pool, f"{vm_id}.qcow2", record.disk_gb * GIB,
                                              "qcow2", backing=(base, record.image.format))
@@ -217,11 +243,24 @@ class PoolDisks:
         finally:
             best_effort("delete the flattened copy", self._pools.delete_volume, self._pool, flat)
 
-    def _base(self, record: BuildRecord) -> str:
+    def files(self, vm_id: str) -> HostFiles:
+        return PoolFiles(self._pools, self._pool)
+
+    def seed_name(self, vm_id: str) -> str:
+        return f"{vm_id}-seed.iso"
+
+    def console_name(self, vm_id: str) -> str:
+        return f"{vm_id}-console.log"
+
+    def prepare(self, vm_id: str) -> None:
+        """Nothing: the pool is there."""
+
+    def base_of(self, image: ImageRef) -> str:
         """The path of the image's checked copy in the pool, copied now if there is none.
 
-        Concurrent builds on one host wait for the one copy.
+        Concurrent builds on one host wait for the one copy. Raises: ValueError (a bad copy),
+        HypervisorError.
         """
         copies = ImageCopies(self._db, self._host.name, self._pools, self._pool)
-        return copies.path_of(record.image.id, record.image.format, record.image.sha256,
-                              record.base_path)
+        return copies.path_of(image.id, image.format, image.sha256, Path(image.path))
+

@@ -9,7 +9,7 @@ from src import errors
 from src.database import flavors as flavor_dao
 from src.database.db import Database
 from src.services.hosts.capacity import Capacity
-from src.services.rules import access
+from src.services.rules import access, windows
 from src.services.rules.access import Principal
 from src.services.rules.placement import Demand
 from src.utils.clock import utc_now
@@ -34,7 +34,8 @@ SEED_FLAVORS: list[dict[str, Any]] = [
 def demand_of(flavor: flavor_dao.FlavorRow) -> Demand:
     """What a VM of this flavor asks of a host."""
     return Demand(cpu=flavor.cpu, ram=flavor.ram, gpu_count=flavor.gpu_count,
-                  gpu_model=flavor.gpu_model, numa_aligned=flavor.numa_aligned,
+                  gpu_model=flavor.gpu_model, gpu_profile=flavor.gpu_profile,
+                  numa_aligned=flavor.numa_aligned,
                   cpu_pinning=flavor.cpu_pinning, disk_gb=flavor.disk_gb)
 
 
@@ -55,17 +56,21 @@ class FlavorService:
             raise errors.FlavorNotFound(flavor=id_or_name)
         return flavor
 
-    def availability(self, id_or_name: str, caller: Principal) -> dict[str, Any]:
-        """How many VMs of the flavor fit now on all hosts, and what limits them; admins also
-        see the count per host.
+    def availability(self, id_or_name: str, caller: Principal,
+                     at: str | None = None) -> dict[str, Any]:
+        """How many VMs of the flavor fit now (or at a later moment: GPUs reservations claim
+        then are counted out, what VMs hold now is taken as still held) on all hosts, and what
+        limits them; admins also see the count per host.
 
-        Raises: FlavorNotFound.
+        Raises: FlavorNotFound, ReservationBadTime (at).
         """
         flavor = self.get(id_or_name)
+        now = utc_now()
+        moment = windows.at(at, now)
         assert self._capacity is not None, "availability needs the hosts' capacity"
-        total, limited_by, per_host = self._capacity.availability(demand_of(flavor))
+        total, limited_by, per_host = self._capacity.availability(demand_of(flavor), moment)
         body: dict[str, Any] = {"flavor": flavor.name, "available": total,
-                                "limited_by": limited_by}
+                                "limited_by": limited_by, "at": windows.shown(moment)}
         if access.sees_internals(caller):
             body["hosts"] = [{"host": entry.host, "available": entry.available,
                               "limited_by": entry.limited_by} for entry in per_host]
@@ -79,7 +84,8 @@ class FlavorService:
             gpu_model=fields.get("gpu_model"), hugepages=fields.get("hugepages", False),
             cpu_pinning=fields.get("cpu_pinning", False),
             numa_aligned=fields.get("numa_aligned", False),
-            description=fields.get("description", ""), created_at=utc_now())
+            description=fields.get("description", ""), created_at=utc_now(),
+            gpu_profile=fields.get("gpu_profile"))
         try:
             with self._db.write() as conn:
                 flavor_dao.insert(conn, flavor)

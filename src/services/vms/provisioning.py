@@ -6,10 +6,12 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from src.config import Config
+from src.database import partitions as partition_dao
 from src.database.db import Database
 from src.hypervisor.disks import QemuImg
 from src.hypervisor.domain_xml import DiskSpec, DomainSpec, render_domain
 from src.hypervisor.errors import HypervisorError
+from src.hypervisor.mdevs import MdevRequest
 from src.hypervisor.pci import split_address
 from src.services.hosts.registry import Host
 from src.services.tasks.steps import best_effort, step
@@ -44,6 +46,10 @@ class Provisioner:
         vm_id, hypervisor = record.vm_id, host.hypervisor
         with ExitStack() as undo:
             placed = self.disks(host).make(record, undo)
+            for mdev in record.placement.mdevs:  # GPU partitions, through the node device API
+                with step("mdev_create_failed"):
+                    hypervisor.mdevs.create(MdevRequest(mdev.uuid, mdev.parent, mdev.type_id))
+                undo.callback(best_effort, "remove mdev", hypervisor.mdevs.remove, mdev.uuid)
             xml = render_domain(self._spec(record, host, placed))
             log.debug("domain XML for %s:\n%s", vm_id, xml)
             with step("define_failed"):
@@ -65,6 +71,11 @@ class Provisioner:
             host.hypervisor.force_off(vm_id)
         with step("undefine_failed"):
             host.hypervisor.undefine(vm_id)
+        with self._db.read() as conn:
+            mdevs = partition_dao.for_vm(conn, vm_id)
+        for mdev in mdevs:  # its GPU partitions go with it
+            with step("mdev_remove_failed"):
+                host.hypervisor.mdevs.remove(mdev.mdev_uuid)
         self.disks(host).remove(vm_id)
 
     def console_tail(self, vm_id: str, host: Host) -> bytes:
@@ -73,7 +84,7 @@ class Provisioner:
 
     def _spec(self, record: BuildRecord, host: Host, placed: Placed) -> DomainSpec:
         domain_type = host.row.domain_type
-        passthrough = bool(record.gpu_functions)
+        passthrough = bool(record.gpu_functions or record.placement.mdevs)
         placement = record.placement
         return DomainSpec(
             uuid=record.vm_id, name=record.domain_name, title=record.name,
@@ -86,6 +97,7 @@ class Provisioner:
             cpu_mode=("maximum" if domain_type == "qemu" else "host-passthrough")
             if passthrough else None,
             hostdevs=tuple(split_address(address) for address in record.gpu_functions),
+            mdevs=tuple(mdev.uuid for mdev in placement.mdevs),
             numa_node=placement.numa_node, cpuset=cpu_list(list(placement.node_cpus)),
             pinned_cpus=placement.pinned_cpus, hugepages=record.options.hugepages,
             volumes=tuple(DiskSpec(path=self._layers.volume_path(host, disk.volume_id),

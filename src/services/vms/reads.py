@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from src import errors
+from src.database import capacity_waits as wait_dao
 from src.database import tasks as task_dao
+from src.database import vm_terms as terms_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
@@ -21,6 +23,7 @@ from src.services.rules import access, lifecycle
 from src.services.rules.access import Principal
 from src.services.tasks.runner import TaskRunner
 from src.services.tasks.waits import WaitLimiter
+from src.services.vms import preemption
 from src.services.vms.addresses import AddressBook
 from src.services.vms.stats import summarize
 from src.vocabulary import ACTIVE_TASK_STATUSES
@@ -57,6 +60,9 @@ class VmView(NamedTuple):
     task: task_dao.TaskRow | None
     actions: list[str]
     volumes: list[volume_dao.AttachmentRow] = []  # noqa: RUF012 - never mutated
+    queue: wait_dao.WaitRow | None = None  # its place in the capacity queue, while it waits
+    preempt_at: str | None = None  # when a reservation claims its GPUs: it is stopped then
+    reservation: str | None = None  # the reservation it runs in
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,28 @@ class TaskAnswer:
 
 
 def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
-         volumes: list[volume_dao.AttachmentRow] | None = None) -> VmView:
+         volumes: list[volume_dao.AttachmentRow] | None = None,
+         queue: wait_dao.WaitRow | None = None, terms: Terms | None = None) -> VmView:
     actions = lifecycle.allowed_actions(row.status, busy=task is not None,
                                         domain_exists=power_state != MISSING)
-    return VmView(row, power_state, task, actions, volumes or [])
+    return VmView(row, power_state, task, actions, volumes or [], queue,
+                  terms.preempt_at if terms else None, terms.reservation if terms else None)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a VM's view says beyond its row: its reservation, and when it is preempted."""
+
+    reservation: str | None = None
+    preempt_at: str | None = None
+
+
+def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Terms]:
+    preempts = preemption.preempt_at(conn, rows)
+    bound = terms_dao.of_vms(conn, [row.id for row in rows])
+    return {row.id: Terms(bound[row.id].reservation_id if row.id in bound else None,
+                          preempts.get(row.id)) for row in rows
+            if row.id in bound or row.id in preempts}
 
 
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
@@ -118,17 +142,21 @@ class VmReader:
                                  access.vm_scope(caller, id_or_name, project))
         with self._db.read() as conn:
             volumes = volume_dao.attachments_for_vms(conn, [row.id]).get(row.id, [])
+            wait = wait_dao.get(conn, row.id) if row.status == "queued" else None
+            terms = terms_of(conn, [row]).get(row.id)
+        if not row.host:  # never placed: it waits for capacity (or its wait expired)
+            return view(row, MISSING, task, volumes, wait, terms)
         if not self._hosts.is_up(row.host):
-            return view(row, UNKNOWN, task, volumes)  # its host does not answer: what we know
+            return view(row, UNKNOWN, task, volumes, terms=terms)  # what we know
         host = self._hosts.get(row.host)
         try:
             power_state = host.hypervisor.power_state(row.id)
         except HypervisorUnavailable:
-            return view(row, UNKNOWN, task, volumes)
+            return view(row, UNKNOWN, task, volumes, terms=terms)
         learnable = power_state == "running" and not row.ip_addresses and row.mac
         if learnable and self._addresses.learn_one(row.id, row.mac or "", host):
             row = row_and_task(self._db, row.id)[0]
-        return view(row, power_state, task, volumes)
+        return view(row, power_state, task, volumes, terms=terms)
 
     def page(self, caller: Principal, *, status: str | None = None, name: str | None = None,
              limit: int = 1000, marker: str | None = None) -> list[VmView]:
@@ -146,9 +174,14 @@ class VmReader:
                                     project=project)
             active = task_dao.active_by_vm(conn) if rows else {}
             volumes = volume_dao.attachments_for_vms(conn) if rows else {}
-        states = self._power_states({row.host for row in rows})
-        return [view(row, states.get(row.id, MISSING) if row.host in states.answered
-                     else UNKNOWN, active.get(row.id), volumes.get(row.id)) for row in rows]
+            waits = wait_dao.of_vms(conn, [row.id for row in rows if row.status == "queued"])
+            terms = terms_of(conn, rows)
+        states = self._power_states({row.host for row in rows if row.host})
+        return [view(row, states.get(row.id, MISSING)
+                     if row.host in states.answered or not row.host else UNKNOWN,
+                     active.get(row.id), volumes.get(row.id), waits.get(row.id),
+                     terms.get(row.id))
+                for row in rows]
 
     def _power_states(self, names: set[str]) -> PowerStates:
         """Every domain's state on the named hosts that answer, asked in parallel."""

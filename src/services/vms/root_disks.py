@@ -21,13 +21,18 @@ from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
 from src.services.hosts.registry import Host, HostRegistry
 from src.services.images.catalog import PARTIAL_PREFIX, ImageService
 from src.services.images.files import Intake, Landing
-from src.services.rules import access
+from src.services.rules import access, quotas
 from src.services.rules.access import Principal
 from src.services.tasks.runner import Executor, TaskFailed, new_task_row
 from src.services.vms.disks import Disks
 from src.services.vms.provisioning import Provisioner
 from src.services.volumes.catalog import task_payload
-from src.services.volumes.layers import next_generation, prune_layers, record_layer
+from src.services.volumes.layers import (
+    next_generation,
+    prune_layers,
+    record_layer,
+    refuse_beyond_limit,
+)
 from src.utils.clock import utc_now
 
 ROOT_DEVICE = "vda"
@@ -44,7 +49,8 @@ class RootDisks:
     def snapshot(self, vm: str, name: str, caller: Principal, request_id: str | None = None,
                  project: str | None = None
                  ) -> tuple[snapshot_dao.SnapshotRow, task_dao.TaskRow]:
-        """Raises: VmNotFound, AmbiguousName, VmNotStopped, NameConflict, VmBusy."""
+        """Raises: VmNotFound, AmbiguousName, VmNotStopped, TooManySnapshots, NameConflict,
+        VmBusy."""
         row = self._vm(vm, caller, project)
         snapshot = snapshot_dao.SnapshotRow(
             id=str(uuid.uuid4()), name=name, owner=row.id, owner_kind="vm", project=row.project,
@@ -52,6 +58,7 @@ class RootDisks:
         task = self._task(row, "vm_snapshot", request_id, {"snapshot_id": snapshot.id})
         with self._db.write() as conn:
             self._stopped(conn, row, vm)
+            refuse_beyond_limit(conn, row.id, vm)
             try:
                 snapshot_dao.insert(conn, snapshot)
             except sqlite3.IntegrityError:
@@ -98,7 +105,7 @@ class RootDisks:
               project: str | None = None) -> tuple[image_dao.ImageRow, task_dao.TaskRow]:
         """A new private image of the VM's project, filled by a task from its root disk.
 
-        Raises: VmNotFound, AmbiguousName, VmNotStopped, NameConflict, VmBusy.
+        Raises: VmNotFound, AmbiguousName, VmNotStopped, NameConflict, VmBusy, QuotaExceeded.
         """
         row = self._vm(vm, caller, project)
         image_id = str(uuid.uuid4())
@@ -111,6 +118,7 @@ class RootDisks:
             task_id=task.id)
         with self._db.write() as conn:
             self._stopped(conn, row, vm)
+            quotas.enforce(conn, row.project, {"images": 1})  # as an upload's or import's
             try:
                 image_dao.insert(conn, image)
             except sqlite3.IntegrityError:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 CLEANUP_FAILED = ("Its domain could not be removed, so it keeps its resources; "
                   "delete the VM to finish the clean-up.")
 INTERRUPTED = ("interrupted", "The server stopped before this task finished.")
+# Tasks a restart runs again instead of ending: their next step finds out where the VM is.
+RESUMED_ACTIONS = ("migrate",)
 
 
 class VmWork:
@@ -161,11 +163,13 @@ class VmWork:
 
         A half-made VM is torn down and kept in error (interrupted) for the user to see; a
         half-done delete is finished; a power action just fails, and the reconciler's first
-        sweep sets the status from the host.
+        sweep sets the status from the host. A migration is left running: it is resumed
+        (RESUMED_ACTIONS).
         """
         with self._db.read() as conn:  # only what this executor runs: broker tasks live on
             interrupted = [task for task in task_dao.list_active(conn)
-                           if task.executor == "inprocess"]
+                           if task.executor == "inprocess"
+                           and task.action not in RESUMED_ACTIONS]
         for task in interrupted:
             error: tuple[str, str] | None = INTERRUPTED
             if task.vm_id is None:

@@ -99,7 +99,7 @@ def attach_at_create(conn: sqlite3.Connection, vm_id: str, wanted: list[Wanted],
                      now: str) -> tuple[Planned, ...]:
     """Inside the create's transaction (after the VM row): take each volume as it is now.
 
-    Raises: VolumeNotFoundInRequest, VolumeNotAvailable, VolumeInUse.
+    Raises: VolumeNotFoundInRequest, VolumeNotAvailable, VolumeBusy, VolumeInUse.
     """
     planned = []
     for device, entry in zip(DEVICES, wanted, strict=False):
@@ -109,6 +109,11 @@ def attach_at_create(conn: sqlite3.Connection, vm_id: str, wanted: list[Wanted],
         if current.status != "available":
             raise errors.VolumeNotAvailable(volume=entry.named, status=current.status,
                                             action="be attached")
+        # A delete, revert, resize or snapshot queued still reads available: the VM would
+        # boot on files that task is about to remove or freeze.
+        busy = task_dao.active_for_volume(conn, current.id, volume_tasks_only=True)
+        if busy is not None:
+            raise errors.VolumeBusy(volume=entry.named, task_id=busy.id, action=busy.action)
         check_modes(current, entry.read_only,
                     volume_dao.attachments_of(conn, [current.id])[current.id], entry.named)
         volume_dao.attach(conn, volume_dao.AttachmentRow(
@@ -116,6 +121,19 @@ def attach_at_create(conn: sqlite3.Connection, vm_id: str, wanted: list[Wanted],
             status="attaching", created_at=now))
         planned.append(Planned(current.id, device, entry.read_only, current.multiattach))
     return tuple(planned)
+
+
+def refuse_busy_volumes(conn: sqlite3.Connection, vm_id: str) -> None:
+    """Before a VM starts: none of the volumes it writes has a task under way (a queued
+    snapshot would freeze the layer its guest then boots and writes).
+
+    Raises: VolumeBusy.
+    """
+    for attachment in volume_dao.attachments_for_vms(conn, [vm_id]).get(vm_id, []):
+        busy = task_dao.active_for_volume(conn, attachment.volume_id, volume_tasks_only=True)
+        if not attachment.read_only and busy is not None:
+            raise errors.VolumeBusy(volume=attachment.volume_name, task_id=busy.id,
+                                    action=busy.action)
 
 
 class AttachmentService:

@@ -8,19 +8,25 @@ removing a snapshot never touches the layer below it.
 """
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from src import errors
 from src.config import Config
 from src.database import snapshots as snapshot_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.storage import Pools
+from src.services.hosts.files import PoolFiles
 from src.services.hosts.registry import Host
 from src.utils.clock import utc_now
 
 GIB = 1024 ** 3
 FORMAT = "qcow2"
+# Snapshots one volume or VM root disk may keep: each holds a layer that may grow to the
+# disk's full size and lengthens the chain every read walks (quotas count only the disk).
+MAX_SNAPSHOTS = 32
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,12 @@ def prune_layers(db: Database, owner: str, top: str | None,
             removed.append(layer.name)
 
 
+def refuse_beyond_limit(conn: sqlite3.Connection, owner: str, named: str) -> None:
+    """Raises: TooManySnapshots when the owner keeps MAX_SNAPSHOTS already."""
+    if snapshot_dao.count_of(conn, owner) >= MAX_SNAPSHOTS:
+        raise errors.TooManySnapshots(owner=named, limit=MAX_SNAPSHOTS)
+
+
 def next_generation(db: Database, owner: str) -> int:
     """The number of the owner's next layer (names end in -<n>.qcow2)."""
     with db.read() as conn:
@@ -107,6 +119,10 @@ class VolumeLayers:
             host.hypervisor.pools.ensure_dir_pool(name, str(self._config.volumes_dir))
             self._ready.add(host.name)
         return name
+
+    def files(self, host: Host) -> PoolFiles:
+        """The host's volume pool, file by file (a migration carries volumes through it)."""
+        return PoolFiles(host.hypervisor.pools, self.pool_of(host))
 
     def orphans(self, host: Host, known: set[str]) -> list[str]:
         """This installation's volume files in the host's pool whose volume has no row."""

@@ -15,6 +15,7 @@ from src.database.db import Database
 from src.services.rules.access import Principal
 from src.services.tasks.runner import Executor
 from src.services.volumes.catalog import VolumeService
+from src.services.volumes.layers import refuse_beyond_limit
 from src.utils.clock import utc_now
 
 # A VM whose domain may write its disks: a read-write attachment to it cannot be frozen.
@@ -32,7 +33,8 @@ class VolumeSnapshots:
         """Queue a snapshot of the volume.
 
         Raises: VolumeNotFound, AmbiguousName, VolumeNotAvailable, VolumeInUse (attached
-        read-write to a running VM), NameConflict, VolumeBusy.
+        read-write to a running VM), VmBusy (attached read-write to a VM with a task under
+        way), TooManySnapshots, NameConflict, VolumeBusy.
         """
         row = self._volumes.find(volume, caller, project)
         snapshot = snapshot_dao.SnapshotRow(
@@ -44,11 +46,19 @@ class VolumeSnapshots:
             current = self._usable(conn, row, volume, "be snapshotted")
             writers = [attachment for attachment in volume_dao.attachments_of(
                 conn, [row.id])[row.id] if not attachment.read_only
-                and _status(conn, attachment.vm_id) in WRITING]
+                and _may_write(vm_dao.get(conn, attachment.vm_id))]
             if writers:
                 raise errors.VolumeInUse(volume=volume, reason=(
-                    f"VM {writers[0].vm_name!r} runs with it attached read-write; stop the VM "
-                    "or detach the volume first"))
+                    f"VM {writers[0].vm_name!r} runs (or, in error, may still run) with it "
+                    "attached read-write; stop the VM or detach the volume first"))
+            for attachment in volume_dao.attachments_of(conn, [row.id])[row.id]:
+                # A stopped VM whose start (or other task) is under way may boot on the layer
+                # this snapshot would freeze: its guest would write a frozen layer.
+                busy = task_dao.active_for_vm(conn, attachment.vm_id)
+                if not attachment.read_only and busy is not None:
+                    raise errors.VmBusy(vm=attachment.vm_name, task_id=busy.id,
+                                        action=busy.action)
+            refuse_beyond_limit(conn, row.id, volume)
             try:
                 snapshot_dao.insert(conn, replace(snapshot, size_gb=current.size_gb))
             except sqlite3.IntegrityError:
@@ -112,6 +122,10 @@ class VolumeSnapshots:
         return current
 
 
-def _status(conn: sqlite3.Connection, vm_id: str) -> str | None:
-    row = vm_dao.get(conn, vm_id)
-    return row.status if row else None
+def _may_write(vm: vm_dao.VmRow | None) -> bool:
+    """Whether the VM's guest may be writing its disks: it runs, or it is in error with its
+    domain perhaps still there (a crashed or hypervisor-paused guest, a task that failed after
+    the guest came up: a start resumes the same process, with the layer it has open)."""
+    if vm is None:
+        return False
+    return vm.status in WRITING or (vm.status == "error" and vm.error_code != "domain_missing")

@@ -1,0 +1,54 @@
+"""Request and response schemas of hosts in motion: migrations (merged into the OpenAPI
+components by src/api/schemas.py)."""
+from __future__ import annotations
+
+from typing import Any
+
+DNS_LABEL = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+BYTES = {"type": "integer", "minimum": 0}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "required": list(properties) if required is None else required}
+
+
+MOTION_SCHEMAS: dict[str, Any] = {
+    "VmMigrate": _object({
+        "host": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63,
+                 "description": "The target host (default: the scheduler's pick among the "
+                                "others, with the filters of a create)."},
+        "live": {"type": "boolean", "description": (
+            "Default true: a running VM keeps running while it moves. false: it is stopped, "
+            "moved and started again (the only way for a VM with GPUs). A stopped VM always "
+            "moves stopped.")},
+    }, required=[]),
+    "HostDrain": _object({
+        "status": {"type": "string", "enum": ["draining", "done"]},
+        "started_at": {"type": "string", "format": "date-time"},
+        "vms": {**BYTES, "description": "VMs on the host when the drain began"},
+        "moved": BYTES, "moving": BYTES,
+        "waiting": {**BYTES, "description": "Moves waiting their turn (IAAS_DRAIN_PARALLEL)"},
+        "tasks": {"type": "array", "description": "Its migrate tasks, one a VM",
+                  "items": _object({"task_id": {"type": "string"}, "vm_id": {"type": "string"},
+                                    "vm": {"type": "string"}, "status": {"type": "string"}})},
+        "unmovable": {"type": "array", "description": "VMs that stay: no host could take "
+                                                      "them, or their move failed",
+                      "items": _object({"vm_id": {"type": "string"}, "vm": {"type": "string"},
+                                        "reason": {"type": "string"},
+                                        "task_id": {"type": "string"}},
+                                       required=["vm_id", "vm", "reason"])},
+    }),
+    "TaskProgress": {
+        "type": "object", "additionalProperties": True, "required": ["phase"],
+        "description": "A migration: `phase` (stopping, copying, transferring, starting, "
+                       "done), and while it transfers the bytes of memory and disks.",
+        "properties": {
+            "phase": {"type": "string"},
+            "bytes_total": BYTES, "bytes_remaining": BYTES, "bytes_processed": BYTES,
+            "bytes_per_second": BYTES, "elapsed_s": {"type": "number"},
+            "downtime_ms": {"type": "integer", "description": "How long the guest was "
+                                                            "paused at the switch"},
+        },
+    },
+}

@@ -1,0 +1,118 @@
+"""DAO for the capacity queue: VMs that wait for room to be placed (capacity_waits)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WaitRow:
+    vm_id: str
+    task_id: str
+    project: str
+    since: str
+    expires_at: str
+    reason: str
+    demand: dict[str, Any]  # the fields of placement.Demand
+    pinned_host: str | None = None
+    position: int | None = None
+    estimated_start_at: str | None = None
+
+
+_COLUMNS = ("vm_id, task_id, project, since, expires_at, reason, demand, pinned_host, position, "
+            "estimated_start_at")
+
+
+def _row(row: tuple[Any, ...]) -> WaitRow:
+    values = list(row)
+    values[6] = json.loads(values[6])
+    return WaitRow(*values)
+
+
+def insert(conn: sqlite3.Connection, wait: WaitRow) -> None:
+    values = asdict(wait)
+    values["demand"] = json.dumps(wait.demand, sort_keys=True)
+    conn.execute(f"INSERT INTO capacity_waits ({_COLUMNS}) VALUES "
+                 "(:vm_id, :task_id, :project, :since, :expires_at, :reason, :demand, "
+                 ":pinned_host, :position, :estimated_start_at)", values)
+
+
+def get(conn: sqlite3.Connection, vm_id: str) -> WaitRow | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM capacity_waits WHERE vm_id = ?",
+                       (vm_id,)).fetchone()
+    return _row(tuple(row)) if row else None
+
+
+def of_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> dict[str, WaitRow]:
+    """The waits of these VMs (those that wait)."""
+    found: dict[str, WaitRow] = {}
+    for start in range(0, len(vm_ids), 500):  # SQLite's bound-parameter limit, with room
+        chunk = vm_ids[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in conn.execute(f"SELECT {_COLUMNS} FROM capacity_waits WHERE vm_id IN "
+                                f"({marks})", chunk):
+            wait = _row(tuple(row))
+            found[wait.vm_id] = wait
+    return found
+
+
+def list_all(conn: sqlite3.Connection, project: str | None = None) -> list[WaitRow]:
+    """Every wait (or a project's), oldest first."""
+    return [_row(tuple(row)) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM capacity_waits WHERE ? IS NULL OR project = ? "
+        "ORDER BY since, vm_id", (project, project))]
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM capacity_waits").fetchone()[0])
+
+
+def older_than(conn: sqlite3.Connection, before: str) -> list[WaitRow]:
+    """The waits asked for before `before` (past the backfill limit), oldest first."""
+    return [_row(tuple(row)) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM capacity_waits WHERE since < ? ORDER BY since, vm_id",
+        (before,))]
+
+
+def expired(conn: sqlite3.Connection, now: str) -> list[WaitRow]:
+    return [_row(tuple(row)) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM capacity_waits WHERE expires_at <= ? ORDER BY since", (now,))]
+
+
+def delete(conn: sqlite3.Connection, vm_id: str) -> bool:
+    """Whether the VM was waiting (and waits no more)."""
+    return conn.execute("DELETE FROM capacity_waits WHERE vm_id = ?", (vm_id,)).rowcount == 1
+
+
+def set_findings(conn: sqlite3.Connection, findings: list[tuple[str, int, str | None, str]]
+                 ) -> None:
+    """(vm_id, position, estimated_start_at, reason) of each wait whose findings changed."""
+    conn.executemany("UPDATE capacity_waits SET position = ?, estimated_start_at = ?, "
+                     "reason = ? WHERE vm_id = ?",
+                     [(position, estimate, reason, vm_id)
+                      for vm_id, position, estimate, reason in findings])
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What one project's VMs hold now (those that still hold resources)."""
+
+    vcpus: int = 0
+    ram: int = 0
+    disk_gb: int = 0
+    gpus: int = 0
+
+
+def holdings(conn: sqlite3.Connection, projects: list[str]) -> dict[str, Holding]:
+    """What each of these projects holds: the fair order's numerators, in two grouped reads."""
+    marks = ", ".join("?" for _ in projects) or "NULL"
+    sizes = {project: (int(cpu), int(ram), int(disk)) for project, cpu, ram, disk in conn.execute(
+        "SELECT project, sum(cpu), sum(ram), sum(disk_gb) FROM vms WHERE holds_resources = 1 "
+        f"AND project IN ({marks}) GROUP BY project", projects)}
+    gpus = {project: int(held) for project, held in conn.execute(
+        "SELECT v.project, count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
+        f"WHERE v.project IN ({marks}) GROUP BY v.project", projects)}
+    return {project: Holding(*sizes.get(project, (0, 0, 0)), gpus=gpus.get(project, 0))
+            for project in projects}

@@ -1,0 +1,78 @@
+"""DAO for GPU partitions: the mdev types each GPU offers, and the ledger of mdevs made for VMs
+(its primary key makes one mdev UUID belong to one VM)."""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    host: str
+    parent: str
+    type_id: str
+    name: str | None
+    total: int
+    refreshed_at: str
+    used: int = 0  # mdevs of this type our VMs hold on the parent
+
+
+@dataclass(frozen=True)
+class MdevRow:
+    mdev_uuid: str
+    host: str
+    parent: str
+    type_id: str
+    vm_id: str
+    allocated_at: str
+
+
+_SELECT = ("SELECT p.host, p.parent, p.type_id, p.name, p.total, p.refreshed_at, "
+           "(SELECT count(*) FROM partition_allocations a WHERE a.host = p.host "
+           "AND a.parent = p.parent AND a.type_id = p.type_id) FROM gpu_partitions p")
+
+
+def replace_host(conn: sqlite3.Connection, host: str, rows: list[PartitionRow]) -> None:
+    """The host's offer as its last refresh found it (types it no longer offers go)."""
+    conn.execute("DELETE FROM gpu_partitions WHERE host = ?", (host,))
+    conn.executemany("INSERT INTO gpu_partitions (host, parent, type_id, name, total, "
+                     "refreshed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     [(row.host, row.parent, row.type_id, row.name, row.total,
+                       row.refreshed_at) for row in rows])
+
+
+def list_all(conn: sqlite3.Connection, host: str | None = None) -> list[PartitionRow]:
+    return [PartitionRow(*row) for row in conn.execute(
+        _SELECT + " WHERE ? IS NULL OR p.host = ? ORDER BY p.host, p.parent, p.type_id",
+        (host, host))]
+
+
+def used_on(conn: sqlite3.Connection, host: str) -> dict[tuple[str, str], int]:
+    """How many mdevs our VMs hold on the host, by (parent, type)."""
+    return {(parent, type_id): int(count) for parent, type_id, count in conn.execute(
+        "SELECT parent, type_id, count(*) FROM partition_allocations WHERE host = ? "
+        "GROUP BY parent, type_id", (host,))}
+
+
+def parents_in_use(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """(host, parent) of every GPU some VM holds a partition of: not for whole-GPU passthrough."""
+    return {(host, parent) for host, parent in conn.execute(
+        "SELECT DISTINCT host, parent FROM partition_allocations")}
+
+
+def allocate(conn: sqlite3.Connection, row: MdevRow) -> None:
+    """Raises: sqlite3.IntegrityError when the UUID is taken."""
+    conn.execute("INSERT INTO partition_allocations (mdev_uuid, host, parent, type_id, vm_id, "
+                 "allocated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 (row.mdev_uuid, row.host, row.parent, row.type_id, row.vm_id,
+                  row.allocated_at))
+
+
+def for_vm(conn: sqlite3.Connection, vm_id: str) -> list[MdevRow]:
+    return [MdevRow(*row) for row in conn.execute(
+        "SELECT mdev_uuid, host, parent, type_id, vm_id, allocated_at FROM "
+        "partition_allocations WHERE vm_id = ? ORDER BY mdev_uuid", (vm_id,))]
+
+
+def release(conn: sqlite3.Connection, vm_id: str) -> None:
+    conn.execute("DELETE FROM partition_allocations WHERE vm_id = ?", (vm_id,))

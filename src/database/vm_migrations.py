@@ -1,0 +1,135 @@
+"""DAO for vm_migrations: one row per migrate task, saying where its VM goes and how far it got."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+from src.database.vms import Held
+
+# The phases a move holds its target claim in; from `committed` on, the VM's row holds it.
+CLAIMING = ("queued", "preparing", "transferring")
+ACTIVE = (*CLAIMING, "committed")
+_CLAIMING_SQL = "(" + ", ".join(f"'{phase}'" for phase in CLAIMING) + ")"
+_ACTIVE_SQL = "(" + ", ".join(f"'{phase}'" for phase in ACTIVE) + ")"
+
+
+@dataclass(frozen=True)
+class MigrationRow:
+    task_id: str
+    vm_id: str
+    source: str
+    target: str
+    live: bool
+    phase: str
+    cpu: int
+    ram: int
+    disk_gb: int
+    created_at: str
+    updated_at: str
+    was_running: bool = False
+    numa_node: int | None = None
+    node_cpus: list[int] = field(default_factory=list)
+    pinned_cpus: list[int] = field(default_factory=list)
+    # What the move made on the target, to remove when it rolls back: ["domain", uuid] and
+    # [pool, volume] or ["file", path] pairs, in the order made.
+    made: list[list[str]] = field(default_factory=list)
+    error_code: str | None = None
+
+
+_COLUMNS = ("task_id, vm_id, source, target, live, phase, cpu, ram, disk_gb, created_at, "
+            "updated_at, was_running, numa_node, node_cpus, pinned_cpus, made, error_code")
+_JSON = ("node_cpus", "pinned_cpus", "made")
+
+
+def _row(row: sqlite3.Row) -> MigrationRow:
+    values = dict(row)
+    for name in _JSON:
+        values[name] = json.loads(values[name])
+    values["live"], values["was_running"] = bool(values["live"]), bool(values["was_running"])
+    return MigrationRow(**values)
+
+
+def insert(conn: sqlite3.Connection, move: MigrationRow) -> None:
+    """Raises: sqlite3.IntegrityError when the VM has a move under way already."""
+    values = [getattr(move, name.strip()) for name in _COLUMNS.split(",")]
+    conn.execute(f"INSERT INTO vm_migrations ({_COLUMNS}) VALUES "
+                 f"({', '.join('?' * len(values))})",
+                 [json.dumps(value) if isinstance(value, list) else value for value in values])
+
+
+def get(conn: sqlite3.Connection, task_id: str) -> MigrationRow | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM vm_migrations WHERE task_id = ?",
+                       (task_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def active_for_vm(conn: sqlite3.Connection, vm_id: str) -> MigrationRow | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM vm_migrations WHERE vm_id = ? AND phase IN "
+                       f"{_ACTIVE_SQL}", (vm_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def list_active(conn: sqlite3.Connection) -> list[MigrationRow]:
+    return [_row(row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM vm_migrations WHERE phase IN {_ACTIVE_SQL} ORDER BY created_at")]
+
+
+def set_phase(conn: sqlite3.Connection, task_id: str, phase: str, now: str,
+              error_code: str | None = None) -> None:
+    conn.execute("UPDATE vm_migrations SET phase = ?, error_code = coalesce(?, error_code), "
+                 "updated_at = ? WHERE task_id = ?", (phase, error_code, now, task_id))
+
+
+def add_made(conn: sqlite3.Connection, task_id: str, what: list[str], now: str) -> None:
+    """Record one thing made on the target (before it is made: a crash in between leaves a
+    name to remove that may not exist, never a file nobody knows of)."""
+    conn.execute("UPDATE vm_migrations SET made = json_insert(made, '$[#]', json(?)), "
+                 "updated_at = ? WHERE task_id = ?", (json.dumps(what), now, task_id))
+
+
+def commit(conn: sqlite3.Connection, move: MigrationRow, vnc_port: int | None,
+           renames: dict[str, str], volume_ids: list[str], now: str) -> None:
+    """The move is done: the VM, its volumes, their layers and the GPU ledger say target, in
+    the caller's one transaction (the VM's row takes over the claim; the source's GPUs go
+    back). renames: the root disk's layers whose names differ on the target."""
+    conn.execute("UPDATE vms SET host = ?, numa_node = ?, pinned_cpus = ?, vnc_port = ?, "
+                 "updated_at = ? WHERE id = ?",
+                 (move.target, move.numa_node, json.dumps(move.pinned_cpus), vnc_port, now,
+                  move.vm_id))
+    conn.execute("DELETE FROM gpu_allocations WHERE vm_id = ? AND host = ?",
+                 (move.vm_id, move.source))
+    owners = [move.vm_id, *volume_ids]
+    marks = ", ".join("?" * len(owners))
+    conn.execute(f"UPDATE volumes SET host = ?, updated_at = ? WHERE id IN ({marks})",
+                 (move.target, now, *owners))
+    conn.execute(f"UPDATE disk_layers SET host = ? WHERE owner IN ({marks})",
+                 (move.target, *owners))
+    for old, new in renames.items():
+        for sql in ("UPDATE disk_layers SET name = ? WHERE owner = ? AND name = ?",
+                    "UPDATE disk_layers SET parent = ? WHERE owner = ? AND parent = ?",
+                    "UPDATE snapshots SET layer = ? WHERE owner = ? AND layer = ?",
+                    "UPDATE root_disk_tops SET layer = ? WHERE vm_id = ? AND layer = ?"):
+            conn.execute(sql, (new, move.vm_id, old))
+    set_phase(conn, move.task_id, "committed", now)
+
+
+def release_target(conn: sqlite3.Connection, move: MigrationRow, now: str,
+                   error_code: str | None = None) -> None:
+    """The move rolled back: its claim on the target (GPUs included) goes back."""
+    conn.execute("DELETE FROM gpu_allocations WHERE vm_id = ? AND host = ?",
+                 (move.vm_id, move.target))
+    set_phase(conn, move.task_id, "rolled_back", now, error_code)
+
+
+def with_moves(conn: sqlite3.Connection, held: dict[str, Held]) -> dict[str, Held]:
+    """held (what VMs hold, by host) plus what moves under way claim on their targets."""
+    total = dict(held)
+    for target, cpu, ram, disk_gb, pinned in conn.execute(
+            f"SELECT target, cpu, ram, disk_gb, pinned_cpus FROM vm_migrations "
+            f"WHERE phase IN {_CLAIMING_SQL}"):
+        before = total.get(target, Held(vcpus=0, ram_mib=0, disk_gb=0, pinned_cpus=set()))
+        total[target] = Held(vcpus=before.vcpus + cpu, ram_mib=before.ram_mib + ram,
+                             disk_gb=before.disk_gb + disk_gb,
+                             pinned_cpus=before.pinned_cpus | set(json.loads(pinned)))
+    return total

@@ -1,0 +1,65 @@
+"""DAO for vm_terms: what a VM agreed to beyond its size (its reservation, preemptible) and the
+GPUs a stop for a reservation gave back."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Terms:
+    vm_id: str
+    reservation_id: str | None = None
+    preemptible: bool = False
+    released_gpus: list[str] = field(default_factory=list)
+
+
+def put(conn: sqlite3.Connection, terms: Terms) -> None:
+    conn.execute("INSERT INTO vm_terms (vm_id, reservation_id, preemptible, released_gpus) "
+                 "VALUES (?, ?, ?, ?) ON CONFLICT (vm_id) DO UPDATE SET "
+                 "reservation_id = excluded.reservation_id, preemptible = excluded.preemptible, "
+                 "released_gpus = excluded.released_gpus",
+                 (terms.vm_id, terms.reservation_id, int(terms.preemptible),
+                  json.dumps(sorted(terms.released_gpus))))
+
+
+def _terms(row: tuple[object, ...]) -> Terms:
+    vm_id, reservation_id, preemptible, released = row
+    return Terms(str(vm_id), reservation_id if isinstance(reservation_id, str) else None,
+                 bool(preemptible), json.loads(str(released)))
+
+
+def get(conn: sqlite3.Connection, vm_id: str) -> Terms:
+    row = conn.execute("SELECT vm_id, reservation_id, preemptible, released_gpus FROM vm_terms "
+                       "WHERE vm_id = ?", (vm_id,)).fetchone()
+    return _terms(tuple(row)) if row else Terms(vm_id)
+
+
+def of_vms(conn: sqlite3.Connection, vm_ids: list[str] | None = None) -> dict[str, Terms]:
+    """The terms of these VMs (every VM that has any when None); VMs without are absent."""
+    rows = conn.execute("SELECT vm_id, reservation_id, preemptible, released_gpus FROM vm_terms")
+    wanted = None if vm_ids is None else set(vm_ids)
+    return {terms.vm_id: terms for terms in (_terms(tuple(row)) for row in rows)
+            if wanted is None or terms.vm_id in wanted}
+
+
+def bound_to(conn: sqlite3.Connection, reservation_id: str) -> list[str]:
+    """The VMs that run in the reservation."""
+    return [row[0] for row in conn.execute("SELECT vm_id FROM vm_terms WHERE reservation_id = ?",
+                                           (reservation_id,))]
+
+
+def count_bound(conn: sqlite3.Connection, reservation_id: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM vm_terms t JOIN vms v ON v.id = t.vm_id "
+                            "WHERE t.reservation_id = ?", (reservation_id,)).fetchone()[0])
+
+
+def holding_after_window(conn: sqlite3.Connection, now: str) -> list[tuple[str, str]]:
+    """(VM, reservation) of VMs still holding GPUs although their reservation is over (ended,
+    cancelled, or past its end)."""
+    return [(row[0], row[1]) for row in conn.execute(
+        "SELECT t.vm_id, t.reservation_id FROM vm_terms t "
+        "JOIN reservations r ON r.id = t.reservation_id "
+        "WHERE (r.status IN ('ended', 'cancelled') OR r.end_at <= ?) "
+        "AND EXISTS (SELECT 1 FROM gpu_allocations a WHERE a.vm_id = t.vm_id)", (now,))]

@@ -1,0 +1,1 @@
+"""Hosts in motion: VMs migrated between hosts, and hosts drained."""

@@ -1,0 +1,298 @@
+"""Placing the VMs that wait for capacity: one pass over the whole queue in fair order, in one
+write transaction, on every change that frees room (a VM deleted, a build failed, a host added
+or enabled, a reservation ended) and at every tick of the capacity clock.
+
+Each waiting VM is tried in its turn (src/services/rules/fair_order.py); one that fits is placed
+and is a normal create from then on: it claims its room, its build record gets its host and
+placement, and its create task goes to the executor. A smaller VM that fits may pass a larger
+one that does not (backfill), but not past a VM that has waited longer than
+IAAS_QUEUE_BACKFILL_LIMIT: the hosts that could hold that one take nothing else (backfill.py).
+Demands that did not fit are not tried again in the same pass (room only shrinks during one),
+so a pass over a thousand waiting VMs of a few flavors schedules a few times.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from src.database import capacity_waits as wait_dao
+from src.database import gpus as gpu_dao
+from src.database import projects as project_dao
+from src.database import reservations as reservation_dao
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
+from src.database import volumes as volume_dao
+from src.database.db import Database
+from src.services.hosts.backfill import kept_for
+from src.services.hosts.capacity import Capacity
+from src.services.hosts.registry import Host, HostRegistry
+from src.services.rules.fair_order import (
+    Entry,
+    FairTurn,
+    Holdings,
+    amount_of,
+    fair_order,
+    share_resource,
+)
+from src.services.rules.placement import Claim, Demand, Free, HostCapacity, after_claim
+from src.services.rules.scheduler import Candidate, NoHostFits, schedule
+from src.services.vms import build_record
+from src.services.vms.build_record import UnreadableRecord
+from src.services.vms.waiting import reason_of
+from src.utils.clock import utc_after, utc_now
+
+log = logging.getLogger(__name__)
+
+EXPIRED = ("capacity_wait_expired", ("The VM waited for capacity longer than its max_wait_s "
+                                     "(IAAS_QUEUE_MAX_WAIT) and was never placed; it holds "
+                                     "nothing."))
+UNPLACEABLE = ("internal_error", "The VM could not be placed; see the server log.")
+Shape = tuple[str, str | None]  # (demand as JSON, pinned host): waits that fit alike
+SHARED = ("gpus", "vcpus", "ram", "disk_gb")  # the resources a share can be counted in
+
+
+def _shape(wait: wait_dao.WaitRow) -> Shape:
+    return json.dumps(wait.demand, sort_keys=True), wait.pinned_host
+
+
+def _model_matches(gpu: gpu_dao.GpuRow, model: str) -> bool:
+    """As gpu_dao.list_free matches a flavor's gpu_model: part of the product name, any case."""
+    return model.lower() in (gpu.product_name or "").lower()
+
+
+@dataclass
+class _Pass:
+    """What one pass learns as it goes."""
+
+    rooms: dict[str, Candidate]  # what is free on each host, less what this pass placed
+    whole: dict[str, Free]  # each host's whole room (could a waiting VM ever fit there?)
+    now: str
+    overdue: str  # a wait since before this is past the backfill limit
+    kept: set[str] = field(default_factory=set)  # hosts kept for overdue waits
+    failed: dict[Shape, str] = field(default_factory=dict)  # shapes that fit nowhere: why
+    reasons: dict[str, str] = field(default_factory=dict)  # vm id -> what it waits for now
+
+
+class QueuePlacer:
+    def __init__(self, db: Database, hosts: HostRegistry, capacity: Capacity,
+                 executor_name: str, backfill_limit_s: float) -> None:
+        """executor_name: the executor a placed create goes to (a Celery worker's placer hands
+        it to the API's outbox relay, which publishes it)."""
+        self._db = db
+        self._hosts = hosts
+        self._capacity = capacity
+        self._executor_name = executor_name
+        self._backfill_limit_s = backfill_limit_s
+        self._submit: Callable[[task_dao.TaskRow], object] = lambda _task: None
+        self._lock = threading.Lock()  # one pass at a time here (processes: BEGIN IMMEDIATE)
+
+    def bind(self, submit: Callable[[task_dao.TaskRow], object]) -> None:
+        """Placed creates are handed to submit (the executor's) once their pass committed."""
+        self._submit = submit
+
+    def after_task(self, task: task_dao.TaskRow) -> None:
+        """A task ended: a delete or a failed build may have freed room."""
+        if (task.action, task.status) in (("delete", "succeeded"), ("create", "failed")):
+            self.place()
+
+    def place(self) -> list[task_dao.TaskRow]:
+        """One pass over the queue; the create tasks of the VMs it placed."""
+        with self._db.read() as conn:
+            if not wait_dao.count(conn):
+                return []
+        hosts = self._hosts.all()
+        capacities = self._capacity.known(hosts)  # libvirt (cached): before the transaction
+        with self._lock, self._db.write() as conn:
+            placed = self._pass(conn, hosts, capacities)
+        for task in placed:
+            log.info("vm %s placed from the capacity queue on %s", task.vm_id, task.host)
+            self._submit(task)
+        return placed
+
+    def expire(self) -> int:
+        """End the waits past their max_wait_s (capacity_wait_expired); how many."""
+        with self._lock, self._db.write() as conn:
+            now = utc_now()
+            expired = wait_dao.expired(conn, now)
+            for wait in expired:
+                _end(conn, wait, EXPIRED, now)
+        for wait in expired:
+            log.warning("vm %s waited for capacity too long: %s", wait.vm_id, EXPIRED[0])
+        return len(expired)
+
+    def _pass(self, conn: sqlite3.Connection, hosts: list[Host],
+              capacities: dict[str, HostCapacity]) -> list[task_dao.TaskRow]:
+        waits = {wait.vm_id: wait for wait in wait_dao.list_all(conn)}
+        if not waits:
+            return []
+        state = _Pass(rooms={room.name: room for room in
+                             self._capacity.rooms(conn, hosts, capacities)},
+                      whole=self._capacity.whole_rooms(conn, hosts, capacities),
+                      now=utc_now(), overdue=utc_after(-self._backfill_limit_s))
+        held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
+        turn = FairTurn([_entry(wait) for wait in waits.values()], held, allowed)
+        networks = {host.name: host.row.network for host in hosts}
+        placed = []
+        while (entry := turn.next()) is not None:
+            wait = waits[entry.key]
+            task = self._try(conn, wait, state, networks)
+            if task is None:
+                turn.passed()
+                continue
+            turn.placed()
+            placed.append(task)
+            del waits[entry.key]
+        _rank(conn, list(waits.values()), state.reasons, turn.held, allowed)
+        return placed
+
+    def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, state: _Pass,
+             networks: dict[str, str]) -> task_dao.TaskRow | None:
+        """Place one waiting VM if it fits; its create task then, else None."""
+        demand, shape = Demand(**wait.demand), _shape(wait)
+        if shape not in state.failed:
+            offers = [offer for room in state.rooms.values()
+                      if (offer := _offer(room, demand, wait.pinned_host, state.kept))]
+            try:
+                host, claim = schedule(demand, offers, self._capacity.policy)
+            except NoHostFits as none:
+                state.failed[shape] = reason_of(none.resource)
+            else:
+                task = self._claim(conn, wait, host, claim, networks[host], state.now)
+                if task is not None:
+                    room = state.rooms[host]
+                    assert room.free is not None
+                    state.rooms[host] = replace(room, free=after_claim(room.free, demand, claim))
+                return task
+        state.reasons[wait.vm_id] = state.failed[shape]
+        if wait.since < state.overdue:  # nothing may pass it any more
+            state.kept |= kept_for([wait], state.whole)
+        return None
+
+    def _claim(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, host: str, claim: Claim,
+               network: str, now: str) -> task_dao.TaskRow | None:
+        """Give the VM its room and hand its create on; None (nothing changed) when it cannot
+        be. A savepoint per VM: one that fails never undoes the others of the pass."""
+        conn.execute("SAVEPOINT placing")
+        try:
+            task = task_dao.get(conn, wait.task_id)
+            if task is None:
+                raise LookupError("its create task is gone")
+            record = build_record.placed(json.loads(task.payload), wait.vm_id, host, network,
+                                         claim)
+            payload = json.dumps(record.to_payload())
+            if not vm_dao.set_placed(conn, wait.vm_id, host, claim.numa_node, claim.pinned_cpus,
+                                     now):
+                raise LookupError("its VM no longer waits")
+            gpu_dao.allocate(conn, host, [gpu.id for gpu in claim.gpus], wait.vm_id, now)
+            build_record.hold_partitions(conn, record, now)
+            if not task_dao.hand_on(conn, task.id, host, self._executor_name, payload, now):
+                raise LookupError("its create task no longer waits")
+            wait_dao.delete(conn, wait.vm_id)
+        except UnreadableRecord as exc:
+            conn.execute("ROLLBACK TO placing")
+            _end(conn, wait, (exc.code, exc.message), now)
+            conn.execute("RELEASE placing")
+            return None
+        except Exception:
+            conn.execute("ROLLBACK TO placing")
+            log.exception("vm %s could not be placed from the queue; it is dropped", wait.vm_id)
+            _end(conn, wait, UNPLACEABLE, now)
+            conn.execute("RELEASE placing")
+            return None
+        conn.execute("RELEASE placing")
+        return replace(task, host=host, executor=self._executor_name, payload=payload,
+                       created_at=now)
+
+
+def _offer(room: Candidate, demand: Demand, pinned: str | None,
+           kept: set[str]) -> Candidate | None:
+    """The host as a candidate for demand: only its GPUs of the model asked for; None when the
+    VM may not go there (pinned elsewhere, or kept for a VM past the backfill limit)."""
+    if room.name in kept or pinned not in (None, room.name):
+        return None
+    if not demand.gpu_model or room.free is None:
+        return room
+    model = demand.gpu_model
+    return replace(room, free=replace(room.free, gpus=[
+        gpu for gpu in room.free.gpus if _model_matches(gpu, model)]))
+
+
+def _entry(wait: wait_dao.WaitRow) -> Entry:
+    demand = Demand(**wait.demand)
+    resource = share_resource(demand, wait.reason)
+    return Entry(wait.vm_id, wait.project, wait.since, resource, amount_of(demand, resource))
+
+
+def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list[Host],
+            capacities: dict[str, HostCapacity], whole: dict[str, Free]
+            ) -> tuple[Holdings, Holdings]:
+    """(what each waiting project holds, what its quota allows: the cluster's amount where its
+    quota sets no limit) of every resource a share is counted in."""
+    enabled = [host.name for host in hosts if host.row.enabled and host.name in capacities]
+    totals = {"gpus": sum(len(whole[name].gpus) for name in enabled),
+              "vcpus": sum(capacities[name].vcpus for name in enabled),
+              "ram": sum(capacities[name].ram_mib for name in enabled),
+              "disk_gb": sum(min(capacities[name].disk_gb, 2 ** 40) for name in enabled)}
+    projects = sorted({wait.project for wait in waits})
+    held: Holdings = {}
+    allowed: Holdings = {}
+    for project, holding in wait_dao.holdings(conn, projects).items():
+        limits = project_dao.limits(conn, project) or {}
+        for resource in SHARED:
+            held[project, resource] = getattr(holding, resource)
+            limit = limits.get(resource)
+            allowed[project, resource] = totals[resource] if limit is None else limit
+    return held, allowed
+
+
+def _rank(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], reasons: dict[str, str],
+          held: Holdings, allowed: Holdings) -> None:
+    """Record each remaining wait's position in the fair order, what it waits for, and when
+    it may start (for GPUs: when the reservations running now give back enough of them)."""
+    by_id = {wait.vm_id: wait for wait in waits}
+    freed = _gpus_freed(conn)
+    changed = []
+    for position, entry in enumerate(fair_order([_entry(w) for w in waits], held, allowed), 1):
+        wait = by_id[entry.key]
+        reason = reasons.get(wait.vm_id, wait.reason)
+        estimate = _estimate(freed, int(wait.demand.get("gpu_count", 0))) \
+            if reason == "gpu" else None
+        if (wait.position, wait.reason, wait.estimated_start_at) != (position, reason, estimate):
+            changed.append((wait.vm_id, position, estimate, reason))
+    wait_dao.set_findings(conn, changed)
+
+
+def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """(moment, GPUs given back then) for the reservations whose window runs now: at its end
+    its VMs are stopped and its claims lapse. Only these ends are known ahead."""
+    now = utc_now()
+    ends: dict[str, int] = {}
+    for claims in reservation_dao.claims_from(conn, now).values():
+        for claim in claims:
+            if claim.start_at <= now:
+                ends[claim.end_at] = ends.get(claim.end_at, 0) + 1
+    return sorted(ends.items())
+
+
+def _estimate(freed: list[tuple[str, int]], wanted: int) -> str | None:
+    """The first moment enough GPUs for one VM of wanted are given back (ignoring the others
+    that wait: an estimate, as Slurm's --start is); None when no known end gives enough."""
+    total = 0
+    for moment, count in freed:
+        total += count
+        if wanted and total >= wanted:
+            return moment
+    return None
+
+
+def _end(conn: sqlite3.Connection, wait: wait_dao.WaitRow, error: tuple[str, str],
+         now: str) -> None:
+    """The VM waits no more and was never placed: error, its create failed, nothing held."""
+    vm_dao.set_status(conn, wait.vm_id, "error", now, error, only_from="queued")
+    task_dao.finish(conn, wait.task_id, now, error)
+    volume_dao.drop_pending(conn, wait.vm_id)
+    wait_dao.delete(conn, wait.vm_id)

@@ -1,0 +1,1 @@
+"""Reservations: GPUs booked for a time window, and the clock that starts and ends them."""
