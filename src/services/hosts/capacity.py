@@ -239,11 +239,14 @@ def _free(capacity: HostCapacity, held: vm_dao.Held | None, gpus: list[gpu_dao.G
           volumes_gb: int, claimed_later: frozenset[str] = frozenset(),
           partitions: tuple[PartitionRoom, ...] = ()) -> Free:
     held = held or vm_dao.Held(vcpus=0, ram_mib=0, disk_gb=0, pinned_cpus=set())
+    # Without pinned CPUs the cells are shared as they are (placement only reads a Free's
+    # lists): copying 1,024 CPUs of each of 1,000 hosts cost a create some 30 ms.
+    cpus = capacity.cells if not held.pinned_cpus else {
+        node: [cpu for cpu in cpus if cpu not in held.pinned_cpus]
+        for node, cpus in capacity.cells.items()}
     return Free(vcpus=capacity.vcpus - held.vcpus, ram_mib=capacity.ram_mib - held.ram_mib,
                 disk_gb=capacity.disk_gb - held.disk_gb - volumes_gb, gpus=gpus,
-                claimed_later=claimed_later, partitions=partitions,
-                cpus={node: [cpu for cpu in cpus if cpu not in held.pinned_cpus]
-                      for node, cpus in capacity.cells.items()})
+                claimed_later=claimed_later, partitions=partitions, cpus=cpus)
 
 
 def _even_cells(cpus: int, nodes: int) -> dict[int, list[int]]:
