@@ -14,6 +14,7 @@ from src.api.router import Router
 from src.api.routes import ROUTES
 from src.api.web import Dashboard
 from src.config import Config
+from src.database import hosts as host_dao
 from src.database import tasks as task_dao
 from src.database.db import Database
 from src.database.hosts import LOCAL
@@ -219,6 +220,9 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     db.migrate()
     with db.write() as conn:
         installation_id = ensure_installation_id(conn)
+        drifted = host_dao.repair_usage(conn)  # a recount: see src/database/hosts.py
+    if drifted:
+        log.info("host usage recounted for %s", ", ".join(drifted))
     hosts = HostRegistry(db, config, open_libvirt)
     hosts.ensure_local()
     qemu_img = QemuImg(run)

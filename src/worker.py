@@ -43,6 +43,10 @@ log = logging.getLogger("iaas.worker")
 HOSTS_EVERY_S = 30.0  # how often `make worker` looks for hosts added since it started
 RESTART_S = 5.0  # a worker that keeps exiting is started again no oftener than this
 LEASE_RETRY_S = 5.0  # a step another delivery runs: when to look again
+# A step of the same VM in this process: wait this long for it first (the VM's last task has
+# ended and its client asked for the next before that step let go of the VM's lease; a 5 s
+# look-again each time cost 1 task in 40 five seconds in the throughput benchmark).
+LOCAL_WAIT_S = 1.0
 REQUEUE_PAUSE_S = 1.0
 
 
@@ -85,7 +89,7 @@ def _run_step(app: Any, core: Core, leases: StepLeases, task_id: str, seq: int) 
     if task is None:
         return
     queue, key = queue_for(task), f"vm:{task.vm_id}" if task.vm_id else f"task:{task.id}"
-    if not leases.acquire(key):
+    if not leases.acquire(key, LOCAL_WAIT_S):
         send(app, task_id, queue, seq, LEASE_RETRY_S)
         return
     try:

@@ -22,9 +22,8 @@ from src.hypervisor.domain_xml import DomainSpec, domain_name, render_domain
 from src.services.vms.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
 
-from .common import Section, call, live_app, side_by_side, wait_task
+from .common import TARGETS, Section, call, live_app, side_by_side, wait_task
 
-TARGET = 1.15
 RAW_INSTALLATION = "bench-raw-" + secrets.token_hex(4)  # tags raw domains so cleanup finds them
 
 
@@ -111,4 +110,4 @@ def run(conn: libvirt.virConnect, root: Path, net: IsolatedNetwork, runs: int) -
         "side after one warm-up pair. API: `POST /v1/vms` until its task succeeded (HTTP, auth, "
         "DB, capacity and quota checks, seed, overlay, define, start, autostart). Raw: the same "
         "overlay, seed, validated define, start and autostart straight on libvirt.",
-        "side", {"raw libvirt": raw_times, "API": api_times}, "API / raw", TARGET)
+        "side", {"raw libvirt": raw_times, "API": api_times}, "API / raw", TARGETS["create"])

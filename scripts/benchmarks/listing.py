@@ -16,6 +16,7 @@ from src.services.vms.addresses import LEASE_CALLS
 from src.services.vms.agent_asks import ASKS_PER_SWEEP
 
 from .common import (
+    TARGETS,
     Section,
     call,
     create_vms,
@@ -104,6 +105,9 @@ def run(root: Path, counts: tuple[int, ...], requests: int) -> Section:
                                  f"{shown:,}", ", ".join(map(str, sorted(set(app.own_calls)))),
                                  window.per_sweep()])
             own.update(app.own_calls)
+            if count == 1000:
+                median = statistics.median(times) * 1000
+                section.judge(TARGETS["list_1000"], median, f"{median:.1f} ms")
             if count == counts[-1]:
                 per_vm = statistics.median(times) / shown * 1e6
                 section.notes.append(f"At {count:,} VMs a page costs about {per_vm:.0f} µs per "

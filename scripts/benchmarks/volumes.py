@@ -3,7 +3,6 @@ same file, a snapshot and revert against `qemu-img snapshot`, and a hot-plug int
 Each API side is timed from the request to its task's end, through the live server."""
 from __future__ import annotations
 
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -18,10 +17,17 @@ from scripts.harness.host import (
 )
 from src.config import Config
 
-from .common import Section, call, live_app, median_ms, ms, percentile, wait_task
-
-CREATE_TARGET = 1.2
-SNAPSHOT_TARGET = 1.2
+from .common import (
+    TARGETS,
+    Section,
+    call,
+    live_app,
+    median_ms,
+    ms,
+    percentile,
+    side_by_side,
+    wait_task,
+)
 
 
 def _full_qcow2(path: Path, gib: int) -> None:
@@ -42,10 +48,6 @@ def _task(url: str, method: str, path: str, body: object) -> float:
     reply = call(url, method, path, body, status=202)
     wait_task(url, (reply.body.get("task") or reply.body)["id"])
     return time.perf_counter() - started
-
-
-def _verdict(ratio: float, target: float) -> str:
-    return f"**{ratio:.3f}**, target <= {target}: {'met' if ratio <= target else 'NOT met'}"
 
 
 def run(conn: libvirt.virConnect, root: Path, net: IsolatedNetwork, gib: int,
@@ -77,17 +79,14 @@ def _measure(url: str, root: Path, gib: int, runs: int) -> list[Section]:
         (root / "raw.qcow2").unlink()
         if index:  # keep one volume for the snapshots below
             _task(url, "DELETE", f"/v1/volumes/copy-{index}", None)
-    ratio = statistics.median(api) / statistics.median(raw)
-    create = Section(
-        title="Volume from an image against qemu-img convert",
-        method=(f"A {gib} GiB fully allocated qcow2 image. API: `POST /v1/volumes` with "
-                "`image_name` until its task ends (libvirt clones the image's volume into the "
-                "volume pool, then grows it). Raw: `qemu-img convert -O qcow2` of the same file "
-                f"into the same filesystem. {runs} runs each, interleaved."),
-        header=["side", "median", "p95"],
-        rows=[["API volume create", median_ms(api), ms(percentile(api, 95))],
-              ["qemu-img convert", median_ms(raw), ms(percentile(raw, 95))]],
-        notes=[f"ratio API / convert (medians): {_verdict(ratio, CREATE_TARGET)}"])
+    create = side_by_side(
+        "Volume from an image against qemu-img convert",
+        f"A {gib} GiB fully allocated qcow2 image. API: `POST /v1/volumes` with `image_name` "
+        "until its task ends (libvirt clones the image's volume into the volume pool, then "
+        "grows it). Raw: `qemu-img convert -O qcow2` of the same file into the same "
+        f"filesystem. {runs} runs each, interleaved.", "side",
+        {"qemu-img convert": raw, "API volume create": api}, "API / convert",
+        TARGETS["volume_create"])
 
     snap_api, snap_raw = [], []
     plain = root / "plain.qcow2"
@@ -101,17 +100,14 @@ def _measure(url: str, root: Path, gib: int, runs: int) -> list[Section]:
         snap_raw.append(_timed(["qemu-img", "snapshot", "-c", f"s{index}", str(plain)])
                         + _timed(["qemu-img", "snapshot", "-a", f"s{index}", str(plain)]))
     plain.unlink()
-    ratio = statistics.median(snap_api) / statistics.median(snap_raw)
-    snapshot = Section(
-        title="Volume snapshot and revert against qemu-img snapshot",
-        method=(f"The {gib} GiB volume made above. API: `POST …/snapshots` then `POST …/revert` "
-                "to it, each until its task ends (a new qcow2 layer on top, through libvirt's "
-                "pool API, as on a remote host). Raw: `qemu-img snapshot -c` then `-a` on a copy "
-                f"of the same file (internal snapshots). {runs} runs each, interleaved."),
-        header=["side", "median", "p95"],
-        rows=[["API snapshot + revert", median_ms(snap_api), ms(percentile(snap_api, 95))],
-              ["qemu-img snapshot -c + -a", median_ms(snap_raw), ms(percentile(snap_raw, 95))]],
-        notes=[f"ratio API / qemu-img (medians): {_verdict(ratio, SNAPSHOT_TARGET)}"])
+    snapshot = side_by_side(
+        "Volume snapshot and revert against qemu-img snapshot",
+        f"The {gib} GiB volume made above. API: `POST …/snapshots` then `POST …/revert` to it, "
+        "each until its task ends (a new qcow2 layer on top, through libvirt's pool API, as on "
+        "a remote host). Raw: `qemu-img snapshot -c` then `-a` on a copy of the same file "
+        f"(internal snapshots). {runs} runs each, interleaved.", "side",
+        {"qemu-img snapshot -c + -a": snap_raw, "API snapshot + revert": snap_api},
+        "API / qemu-img", TARGETS["volume_snapshot"])
     return [create, snapshot, _hotplug(url, runs)]
 
 
@@ -139,4 +135,4 @@ def _hotplug(url: str, runs: int) -> Section:
         header=["step", "median", "p95"],
         rows=[["attach (hot-plug)", median_ms(attach), ms(percentile(attach, 95))],
               ["detach (hot-unplug)", median_ms(detach), ms(percentile(detach, 95))]],
-        notes=["No target was set for the hot-plug: the issue asks for the median."])
+        notes=["The issue asks for the hot-plug's median, with no target."])

@@ -1,8 +1,12 @@
-"""SQLite connections: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE writes, numbered migrations."""
+"""SQLite connections: WAL kept open, busy timeout, foreign keys, BEGIN IMMEDIATE writes queued
+on one gate for every process, numbered migrations."""
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -12,6 +16,9 @@ from src.utils.clock import utc_now
 
 BUSY_TIMEOUT_S = 30.0
 PRIVATE_MODE = 0o600
+GATE_SUFFIX = "-writers"  # beside the database: the flock its writers queue on
+GATE_LOOK_S = 0.002  # a writer behind another looks at the gate again at least this often
+_GATES_HELD = threading.local()  # the gates this thread holds (paths)
 
 
 class Database:
@@ -19,8 +26,27 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._keeper: sqlite3.Connection | None = None
+        self._keeper_guard = threading.Lock()
+
+    def _keep_open(self) -> None:
+        """Hold one idle connection for as long as this object lives. When the last connection
+        to a WAL database closes, SQLite checkpoints the WAL and deletes it, and the next
+        opens it anew: a write unit of work cost 2.9 ms that way instead of 1.3 ms, a read 1.1
+        instead of 0.5 (one process, nothing else open)."""
+        if self._keeper is None and self.path.exists():
+            with self._keeper_guard:
+                if self._keeper is None:
+                    keeper = sqlite3.connect(self.path, check_same_thread=False)
+                    # It counts as open once it has read in WAL mode (before migrate set
+                    # the mode, it looks again next time).
+                    if keeper.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                        self._keeper = keeper
+                    else:
+                        keeper.close()
 
     def _connect(self, foreign_keys: bool = True) -> sqlite3.Connection:
+        self._keep_open()
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
         conn.row_factory = sqlite3.Row
@@ -45,15 +71,43 @@ class Database:
         """
         conn = self._connect(foreign_keys)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._write_gate():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         finally:
             conn.close()
+
+    @contextmanager
+    def _write_gate(self) -> Iterator[None]:
+        """Writers of every process (and thread) take turns on one flock before SQLite's write
+        lock. SQLite's busy handler sleeps between looks at a taken lock (up to 100 ms a time)
+        while the lock sits free; a gate waiter looks every GATE_LOOK_S at most, and the kernel
+        lets go for a holder that dies. The gate only orders writers: SQLite's own lock still
+        guards the data (a writer without the gate, the sqlite3 shell, is safe).
+
+        Raises: sqlite3.OperationalError when the gate stays taken BUSY_TIMEOUT_S (a stopped
+        process holds it), as SQLite's own lock would.
+        """
+        gate = f"{self.path}{GATE_SUFFIX}"
+        held = _GATES_HELD.__dict__.setdefault("paths", set())
+        if gate in held:  # a write inside this thread's own write: left to SQLite's busy
+            yield         # timeout, as before the gate, rather than waiting on itself
+            return
+        fd = os.open(gate, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+        try:
+            _take(fd, time.monotonic() + BUSY_TIMEOUT_S)
+            held.add(gate)
+            try:
+                yield
+            finally:
+                held.discard(gate)
+        finally:
+            os.close(fd)  # closing the last descriptor of the open file lets the flock go
 
     def migrate(self, until: int | None = None) -> list[int]:
         """Apply pending numbered migrations (up to version until); return those applied now."""
@@ -103,6 +157,26 @@ class Database:
         """Raises: sqlite3.Error when the database cannot be read."""
         with self.read() as conn:
             conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+
+
+def _take(fd: int, deadline: float) -> None:
+    """flock fd, looking again at growing pauses up to GATE_LOOK_S, until deadline (a blocking
+    flock has no timeout: a stopped holder would hold every writer for good).
+
+    Raises: sqlite3.OperationalError past deadline.
+    """
+    pause = GATE_LOOK_S / 16
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError(
+                    f"database is locked (its writers' gate stayed taken {BUSY_TIMEOUT_S:g} s)"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, GATE_LOOK_S)
 
 
 def _check_foreign_keys(conn: sqlite3.Connection, version: int) -> None:

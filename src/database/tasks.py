@@ -105,6 +105,14 @@ def set_payload(conn: sqlite3.Connection, task_id: str, payload: str) -> None:
                  (payload, task_id))
 
 
+def ended_among(conn: sqlite3.Connection, task_ids: list[str]) -> list[str]:
+    """Those of task_ids that have ended or are gone."""
+    marks = ", ".join("?" * len(task_ids))
+    active = {row[0] for row in conn.execute(
+        f"SELECT id FROM tasks WHERE id IN ({marks}) AND status IN {_ACTIVE_SQL}", task_ids)}
+    return [task_id for task_id in task_ids if task_id not in active]
+
+
 def set_progress(conn: sqlite3.Connection, task_id: str, progress: str) -> None:
     """Only while the task runs: a report that comes after its end changes nothing."""
     conn.execute("UPDATE tasks SET progress = ? WHERE id = ? AND status = 'running'",

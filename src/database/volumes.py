@@ -52,10 +52,19 @@ def _attachment(row: sqlite3.Row) -> AttachmentRow:
     return AttachmentRow(**{**dict(row), "read_only": bool(row["read_only"])})
 
 
+def _count_held(conn: sqlite3.Connection, volume_id: str, sign: int) -> None:
+    """Add (1) or take back (-1) the volume's size in its host's counters (migration 017), in
+    the transaction that changes it."""
+    conn.execute("INSERT INTO host_usage (host, volumes_gb) SELECT host, ? * size_gb FROM volumes "
+                 "WHERE id = ? ON CONFLICT (host) DO UPDATE SET "
+                 "volumes_gb = volumes_gb + excluded.volumes_gb", (sign, volume_id))
+
+
 def insert(conn: sqlite3.Connection, volume: VolumeRow) -> None:
     """Raises: sqlite3.IntegrityError when the name is taken in the project."""
     conn.execute(f"INSERT INTO volumes ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",
                  tuple(getattr(volume, name) for name in _FIELDS))
+    _count_held(conn, volume.id, 1)
 
 
 def get(conn: sqlite3.Connection, volume_id: str) -> VolumeRow | None:
@@ -110,13 +119,17 @@ def set_status(conn: sqlite3.Connection, volume_id: str, status: str, now: str,
 
 def set_top(conn: sqlite3.Connection, volume_id: str, layer: str, size_gb: int,
             now: str) -> None:
+    _count_held(conn, volume_id, -1)
     conn.execute("UPDATE volumes SET top_layer = ?, size_gb = ?, updated_at = ? WHERE id = ?",
                  (layer, size_gb, now, volume_id))
+    _count_held(conn, volume_id, 1)
 
 
 def set_size(conn: sqlite3.Connection, volume_id: str, size_gb: int, now: str) -> None:
+    _count_held(conn, volume_id, -1)
     conn.execute("UPDATE volumes SET size_gb = ?, updated_at = ? WHERE id = ?",
                  (size_gb, now, volume_id))
+    _count_held(conn, volume_id, 1)
 
 
 def delete_all(conn: sqlite3.Connection) -> list[str]:
@@ -125,10 +138,12 @@ def delete_all(conn: sqlite3.Connection) -> list[str]:
     conn.execute("DELETE FROM snapshots WHERE owner_kind = 'volume'")
     conn.execute("DELETE FROM disk_layers WHERE owner IN (SELECT id FROM volumes)")
     conn.execute("DELETE FROM volumes")
+    conn.execute("UPDATE host_usage SET volumes_gb = 0")
     return ids
 
 
 def delete(conn: sqlite3.Connection, volume_id: str) -> None:
+    _count_held(conn, volume_id, -1)
     conn.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
 
 
@@ -140,7 +155,8 @@ def usage(conn: sqlite3.Connection, project: str) -> tuple[int, int]:
 
 
 def held_gb(conn: sqlite3.Connection) -> dict[str, int]:
-    """Per host, the GiB its volumes hold (their snapshots' layers come on top)."""
+    """Per host, the GiB its volumes hold (their snapshots' layers come on top), counted from
+    the rows: host_dao.usage reads the counters kept of it."""
     return {row[0]: int(row[1]) for row in conn.execute(
         "SELECT host, sum(size_gb) FROM volumes GROUP BY host")}
 

@@ -1,13 +1,15 @@
 """Images: register only real, standalone files inside the images dir; unregister keeps the file."""
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from src.config import Config
-from tests.conftest import make_qcow2
+from src.hypervisor.disks import run_command
+from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client
 
 
@@ -134,3 +136,36 @@ def test_a_registration_shows_the_sha256_and_checks_a_given_one(client: Client,
                                        "sha256": digest})
     assert reply.status == 201 and reply.body["sha256"] == digest
     assert (reply.body["status"], reply.body["visibility"]) == ("active", "public")
+
+
+def test_a_create_inspects_the_base_again_only_once_its_file_changed(
+        make_app: AppFactory, config: Config) -> None:
+    """qemu-img ran for every create (a process each, some 10 ms); the base is inspected again
+    only once written or replaced, and one rewritten in place since is refused as before."""
+    infos: list[Sequence[str]] = []
+
+    def counted(argv: Sequence[str]) -> str:
+        if argv[1] == "info":
+            infos.append(argv)
+        return run_command(argv)
+
+    client = Client(make_app(config, run=counted))
+    base = make_qcow2(config.images_dir / "base.qcow2")
+    assert register(client, "base.qcow2", name="base").status == 201
+    for name in ("first", "second"):
+        reply = client.post("/v1/vms", {"name": name, "cpu": 1, "ram": 128, "image_name": "base"})
+        assert reply.status == 202, reply.body
+        assert client.wait_task(reply.body["task"]["id"])["status"] == "succeeded"
+    registered = len(infos)
+    reply = client.post("/v1/vms", {"name": "third", "cpu": 1, "ram": 128, "image_name": "base"})
+    assert reply.status == 202, reply.body
+    assert len(infos) == registered, f"the unchanged base was inspected again: {infos}"
+    client.wait_task(reply.body["task"]["id"])
+    shadowed = config.images_dir.parent / "shadowed.qcow2"  # same inode, new bytes
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "/etc/shadow",
+                    "-F", "raw", str(shadowed), "64M"], check=True)
+    with base.open("r+b") as rewritten:
+        rewritten.write(shadowed.read_bytes())
+        rewritten.truncate()
+    reply = client.post("/v1/vms", {"name": "fourth", "cpu": 1, "ram": 128, "image_name": "base"})
+    assert reply.status == 409 and reply.error_code == "image_invalid", reply.body

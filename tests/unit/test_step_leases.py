@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +74,22 @@ def test_the_lease_of_a_dead_worker_on_this_machine_is_taken_at_once(db: Databas
         held = lease_dao.holder_of(conn, PREFIX + "vm:1")
     assert held is not None and held[0] == taker.holder
 
+
+
+def test_a_step_of_a_vm_whose_last_step_ends_in_this_process_waits_for_it(db: Database) -> None:
+    """The VM's last task has ended, its client has asked for the next, and that step's
+    thread has yet to let go of the lease: the next waits for it instead of looking again
+    LEASE_RETRY_S later; one that outlasts the wait is handed back as before."""
+    leases = StepLeases(db, "elsewhere:1:1:a")
+    assert leases.acquire("vm:1")
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(leases.acquire("vm:1", 30.0)))
+    waiter.start()
+    waiter.join(timeout=0.1)
+    assert waiter.is_alive() and not got  # still waiting: only the release lets it through
+    leases.release("vm:1")
+    waiter.join(timeout=30)
+    assert got == [True]
+    started = time.monotonic()
+    assert not leases.acquire("vm:1", 0.2)  # held (by the waiter, now) past the wait
+    assert time.monotonic() - started >= 0.2

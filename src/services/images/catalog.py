@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +42,8 @@ class ImageService:
         self._db = db
         self._images_dir = images_dir
         self._qemu_img = qemu_img
+        self._inspections: dict[tuple[Path, str], tuple[FileSignature, tuple[int, int]]] = {}
+        self._inspections_guard = threading.Lock()
 
     def list(self, caller: Principal | None = None, limit: int = 1000,
              marker: str | None = None) -> list[image_dao.ImageRow]:
@@ -222,7 +225,7 @@ class ImageService:
             raise errors.ImageFileMissing(file=image.file, image=image.name)
         image = replace(image, status="active")  # its file has come since it was looked up
         try:
-            size, virtual_size = self.inspect(path, image.file, image.format)
+            size, virtual_size = self._inspected(path, image.file, image.format)
         except errors.ImageFileInvalid as exc:
             raise errors.ImageInvalid(image=image.name,
                                       reason=redact(exc.details["reason"])) from None
@@ -261,6 +264,23 @@ class ImageService:
         size, virtual_size = self.inspect(path, file, fmt)
         return size, virtual_size, file_sha256(path)
 
+    def _inspected(self, path: Path, file: str, fmt: str) -> tuple[int, int]:
+        """inspect's answer, from memory while the file is still the one inspected: qemu-img
+        was a process per create (some 10 ms). A file replaced or written since has another
+        inode, size or change time (which no user can set back), and is inspected again.
+
+        Raises: ImageFileInvalid.
+        """
+        signature = file_signature(path)  # taken before: a change while qemu-img reads misses
+        with self._inspections_guard:
+            known = self._inspections.get((path, fmt))
+        if known is not None and known[0] == signature:
+            return known[1]
+        facts = self.inspect(path, file, fmt)
+        with self._inspections_guard:
+            self._inspections[(path, fmt)] = (signature, facts)
+        return facts
+
     def inspect(self, path: Path, file: str, fmt: str) -> tuple[int, int]:
         """(size on disk, virtual size) of a standalone image of format fmt.
 
@@ -280,6 +300,16 @@ class ImageService:
         if data.get("data-file"):
             raise errors.ImageFileInvalid(file=file, reason="has an external data file")
         return int(info.get("actual-size", 0)), int(info["virtual-size"])
+
+
+FileSignature = tuple[int, int, int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature:
+    """What changes whenever a file is replaced or written: device, inode, size, modification
+    and change times (ns)."""
+    facts = path.stat()
+    return (facts.st_dev, facts.st_ino, facts.st_size, facts.st_mtime_ns, facts.st_ctime_ns)
 
 
 def file_sha256(path: Path) -> str:

@@ -93,11 +93,18 @@ class BrokerExecutor:
         while True:
             with self._db.read() as conn:
                 rows = task_dao.unpublished(conn, RELAY_BATCH)
-            for row in rows:
-                send(self._app, row.id, queue_for(row), seq=0, countdown=0.0)
-                with self._db.write() as conn:
-                    task_dao.mark_published(conn, row.id, utc_now())
-                published += 1
+            sent: list[str] = []
+            try:
+                for row in rows:
+                    send(self._app, row.id, queue_for(row), seq=0, countdown=0.0)
+                    sent.append(row.id)
+            finally:  # one write for the batch: a write per row queued behind every worker's
+                if sent:  # (a row sent again after a failure here is a duplicate, harmless)
+                    with self._db.write() as conn:
+                        now = utc_now()
+                        for task_id in sent:
+                            task_dao.mark_published(conn, task_id, now)
+            published += len(sent)
             if len(rows) < RELAY_BATCH:
                 return published
 

@@ -44,6 +44,9 @@ class ChangeWatcher:
                     continue
                 if now != seen:
                     seen = now
-                    self._on_change()
+                    try:
+                        self._on_change()
+                    except sqlite3.Error:  # the waiters poll meanwhile; the next change wakes
+                        log.debug("change not handed on", exc_info=True)
         finally:
             close()

@@ -110,6 +110,8 @@ class TaskRunner:
         self._stopping = False
         self._done = threading.Condition()
         self._ending: set[str] = set()  # tasks whose step runs here: a waiter waits for _ended
+        self._waiters: dict[str, int] = {}  # task id -> how many long-polls wait on it
+        self._woken: set[str] = set()  # waited tasks notify() found ended: read them again
         self._guard = threading.Lock()
         self._vm_locks: dict[str, threading.Lock] = {}
         self._threads = [threading.Thread(target=self._serve, args=(kind,), daemon=True,
@@ -145,18 +147,31 @@ class TaskRunner:
         return len(old)
 
     def wait(self, task_id: str, timeout_s: float) -> task_dao.TaskRow | None:
-        """The task once finished, or as it is when timeout_s runs out. Tasks that end in
-        another process (a Celery worker) are seen by reading the database every POLL_S."""
+        """The task once finished, or as it is when timeout_s runs out. A waiter reads its task
+        again when notify() found it ended (tasks other processes end are seen that way too,
+        through the change watcher), and every POLL_S in any case."""
         deadline = time.monotonic() + timeout_s
         with self._done:
+            self._waiters[task_id] = self._waiters.get(task_id, 0) + 1
+        try:
             while True:
                 with self._db.read() as conn:
                     task = task_dao.get(conn, task_id)
                 remaining = deadline - time.monotonic()
-                ended = task is None or task.status not in ACTIVE_TASK_STATUSES
-                if (ended and task_id not in self._ending) or remaining <= 0:
-                    return task
-                self._done.wait(min(remaining, POLL_S))
+                with self._done:
+                    ended = task is None or task.status not in ACTIVE_TASK_STATUSES
+                    if (ended and task_id not in self._ending) or remaining <= 0:
+                        return task
+                    self._done.wait_for(lambda: task_id in self._woken,
+                                        min(remaining, POLL_S))
+                    self._woken.discard(task_id)
+        finally:
+            with self._done:
+                left = self._waiters.pop(task_id) - 1
+                if left:
+                    self._waiters[task_id] = left
+                else:
+                    self._woken.discard(task_id)
 
     def shutdown(self) -> None:
         """Stop taking work and let running steps end; queued and waiting tasks stay as they are
@@ -171,9 +186,20 @@ class TaskRunner:
         """Nothing beyond shutdown (the executor interface's end)."""
 
     def notify(self) -> None:
-        """Wake long-polls: a task ended (here or by the reconciler)."""
+        """Something committed (here, by the reconciler, or in another process): wake the
+        long-polls whose task has ended. One read for all of them: with a broker every
+        worker's commit lands here, and a read per waiter per commit was most of the API's
+        work."""
         with self._done:
-            self._done.notify_all()
+            waited = list(self._waiters)
+        if not waited:
+            return
+        with self._db.read() as conn:
+            ended = task_dao.ended_among(conn, waited)
+        if ended:
+            with self._done:
+                self._woken.update(task_id for task_id in ended if task_id in self._waiters)
+                self._done.notify_all()
 
     def _serve(self, kind: str) -> None:
         while True:

@@ -41,16 +41,18 @@ class StepLeases:
         self._db = db
         self.holder = holder or this_process()
         self._held: set[str] = set()
-        self._guard = threading.Lock()
+        self._guard = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def acquire(self, key: str) -> bool:
+    def acquire(self, key: str, local_wait_s: float = 0.0) -> bool:
         """Whether this process may run a step for key (a VM's or an import's) now; release()
-        once it ran."""
+        once it ran. While another thread of this process holds key, wait up to local_wait_s
+        for it: that is most often the VM's last task, ended but not yet released, whose
+        client has asked for the next already."""
         with self._guard:
-            if key in self._held:  # another delivery runs in this same process
-                return False
+            if not self._guard.wait_for(lambda: key not in self._held, local_wait_s):
+                return False  # another delivery runs in this same process
             self._held.add(key)
         try:
             with self._db.write() as conn:
@@ -85,6 +87,7 @@ class StepLeases:
     def _forget(self, key: str) -> None:
         with self._guard:
             self._held.discard(key)
+            self._guard.notify_all()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(RENEW_S):
