@@ -194,6 +194,21 @@ def purge_domains(conn: libvirt.virConnect, uuids: Iterable[str],
     return removed
 
 
+def purge_pools_under(conn: libvirt.virConnect, root: Path) -> list[str]:
+    """Stop and undefine every storage pool whose directory lies under root (a test's
+    workspace): those a server or worker process of the test made, whatever its installation."""
+    removed = []
+    for pool in conn.listAllStoragePools():
+        target = ET.fromstring(pool.XMLDesc()).findtext("target/path") or ""
+        if not Path(target).is_relative_to(root):
+            continue
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+        removed.append(pool.name())
+    return removed
+
+
 def purge_pools(conn: libvirt.virConnect, installation_id: str) -> list[str]:
     """Stop and undefine the storage pools an installation made (named *-<its id's prefix>);
     their files are the test's workspace, removed with it."""

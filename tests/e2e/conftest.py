@@ -20,6 +20,7 @@ from scripts.harness.host import (
     open_system,
     purge_domains,
     purge_pools,
+    purge_pools_under,
     remove_network,
     start_isolated_network,
 )
@@ -106,7 +107,12 @@ def workspace() -> Iterator[Path]:
     try:
         yield root
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        conn = _open_or_fail()  # fresh: libvirtd may have been restarted meanwhile
+        try:  # pools that server and worker processes made in it (no app fixture saw them)
+            purge_pools_under(conn, root)
+        finally:
+            conn.close()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
