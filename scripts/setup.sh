@@ -56,8 +56,6 @@ fix_kvm_permissions() {
     fi
 }
 
-LIBVIRTD_STARTED_MARKER=/run/iaas-started-libvirtd.pid
-
 libvirt_answers() { as_root virsh -c qemu:///system version >/dev/null 2>&1; }
 
 start_daemons() {
@@ -72,7 +70,6 @@ start_daemons() {
         if ! pgrep -x libvirtd >/dev/null; then
             say "starting libvirtd"
             as_root libvirtd -d
-            started_libvirtd=1
         fi
     fi
     local deadline=$((SECONDS + 60))
@@ -80,10 +77,6 @@ start_daemons() {
         ((SECONDS < deadline)) || { say "libvirtd does not answer on qemu:///system"; exit 1; }
         sleep 0.5
     done
-    # Record that this libvirtd is ours: only then may the outage test kill and restart it.
-    if [[ -n "${started_libvirtd:-}" && -r /run/libvirtd.pid ]]; then
-        as_root cp /run/libvirtd.pid "$LIBVIRTD_STARTED_MARKER"
-    fi
 }
 
 # The stamp covers the requirements, pyproject.toml and this checkout's path: `iaas` is installed

@@ -129,13 +129,17 @@ def remove_network(conn: libvirt.virConnect, net: IsolatedNetwork) -> None:
     handle.undefine()
 
 
-def make_workspace(prefix: str) -> Path:
+def make_workspace(prefix: str, under: Path = LIBVIRT_IMAGES) -> Path:
     """A fresh dir under libvirt's images dir with images/ (holding the tiny image) and instances/.
+
+    A host of scripts/harness/remote_host.py has a /var/lib/libvirt of its own: a workspace
+    both it and we see at one path lies outside it (under=/tmp, which its QEMU may open where
+    no AppArmor/SELinux profile confines QEMU to libvirt's dirs, as on this project's hosts).
 
     Raises: HostUnavailable when the tiny image is missing.
     """
     source = require_tiny_image()
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir=LIBVIRT_IMAGES))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=under))
     os.chmod(root, 0o755)  # mkdtemp makes 0700; qemu runs as another user
     for sub in ("images", "instances"):
         (root / sub).mkdir(mode=0o755)

@@ -1,14 +1,20 @@
-"""Losing a process: the API server SIGKILLed mid-create, libvirtd killed during create/delete."""
+"""Losing a process: the API server SIGKILLed mid-create, libvirtd killed during create/delete.
+
+The libvirtd killed is one this module starts in namespaces of its own (scripts/harness/
+remote_host.py), the API's host `local`: qemu:///system, which other runs on this machine
+use meanwhile, is never touched."""
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import shutil
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,19 +27,23 @@ import pytest
 
 from scripts.harness.host import (
     REPO,
+    HostUnavailable,
+    IsolatedNetwork,
     domain_exists,
     installation_of,
+    make_workspace,
     open_system,
     purge_domains,
+    remove_network,
+    start_isolated_network,
 )
+from scripts.harness.remote_host import RemoteHost, start_remote_host
 from src.config import Config
 from src.database.db import Database
 from src.services.accounts.auth import TokenService
 from tests.e2e.http_client import HttpClient
 from tests.support import SERVER_TOKENS, fetch
 
-LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
-STARTED_MARKER = Path("/run/iaas-started-libvirtd.pid")  # written by scripts/setup.sh
 RECOVERY_DEADLINE_S = 30  # the issue's bound for reconnecting once libvirtd is back
 REQUEST_TIMEOUT_S = 35  # no request may take longer, outage or not
 
@@ -91,23 +101,60 @@ class ApiProcess:
 
 
 @pytest.fixture
-def api_process(e2e_config: Config, tmp_path: Path) -> Iterator[Any]:
-    """Start servers on e2e_config; at the end stop them and purge every domain they made."""
-    started: list[ApiProcess] = []
+def api_process(tmp_path: Path) -> Iterator[Any]:
+    """Start servers on a config; at the end stop them and purge every domain they made."""
+    started: list[tuple[ApiProcess, Config]] = []
 
-    def start() -> ApiProcess:
-        server = ApiProcess(e2e_config, tmp_path / "server.log")
-        started.append(server)
+    def start(config: Config) -> ApiProcess:
+        server = ApiProcess(config, tmp_path / "server.log")
+        started.append((server, config))
         return server
 
     yield start
-    for server in started:
+    for server, _ in started:
         server.stop()
-    installation = _installation_id(e2e_config)
-    if installation:
-        conn = open_system()  # a fresh one: the daemon may have been restarted meanwhile
+    for config in {config.db_path: config for _, config in started}.values():
+        installation = _installation_id(config)
+        if installation:
+            # A fresh connection: the daemon may have been restarted meanwhile.
+            conn = open_system(config.libvirt_uri)
+            try:
+                purge_domains(conn, [], installation)
+            finally:
+                conn.close()
+
+
+@pytest.fixture(scope="module")
+def own_host() -> Iterator[RemoteHost]:
+    """A libvirtd of this module's own (netns, mount and UTS namespaces), which it may kill."""
+    try:
+        host = start_remote_host("iaas-e2e-rs")
+    except HostUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with host:
+        yield host
+
+
+@pytest.fixture
+def own_config(tmp_path: Path, own_host: RemoteHost) -> Iterator[Config]:
+    """The API's host `local` is own_host, with a network there and a workspace both see."""
+    conn = own_host.open()
+    try:
+        net: IsolatedNetwork = start_isolated_network(conn, "iaas-e2e-rs")
+    finally:
+        conn.close()
+    # Not under /var/lib/libvirt: the host has one of its own, which we do not see.
+    root = make_workspace("iaas-e2e-rs-", under=Path(tempfile.gettempdir()))
+    try:
+        yield Config(db_path=tmp_path / "iaas.db", libvirt_uri=own_host.uri, domain_type="qemu",
+                     images_dir=root / "images", instances_dir=root / "instances",
+                     network=net.name, max_builds=2, allow_test_hosts=True,
+                     host_credentials_dir=Path(tempfile.gettempdir()))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        conn = own_host.open()  # fresh: the test restarted the daemon
         try:
-            purge_domains(conn, [], installation)
+            remove_network(conn, net)
         finally:
             conn.close()
 
@@ -151,7 +198,7 @@ def assert_nothing_left(client: HttpClient, conn: libvirt.virConnect, config: Co
 
 def test_server_killed_mid_create_leaves_nothing_behind(
         api_process: Any, e2e_config: Config, system_conn: libvirt.virConnect) -> None:
-    server = api_process()
+    server = api_process(e2e_config)
     assert server.client.post("/v1/images", {"name": "tiny-linux", "file": "tiny-linux.qcow2",
                                              "format": "qcow2"}).status == 201
     outcomes = []
@@ -159,7 +206,7 @@ def test_server_killed_mid_create_leaves_nothing_behind(
         vm = server.client.post("/v1/vms", vm_body()).body
         time.sleep(delay_s)
         server.kill()
-        server = api_process()
+        server = api_process(e2e_config)
         shown = server.client.get(f"/v1/vms/{vm['id']}").body
         outcomes.append(shown["status"])
         assert shown["task"] is None  # the build is over either way
@@ -185,51 +232,10 @@ class Outcome:
     code: str | None = None
 
 
-def _libvirtd_we_started() -> int | None:
-    """The PID of the libvirtd this project's setup started, if that is the one running."""
-    try:
-        recorded = int(STARTED_MARKER.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    running = _pid_in_pidfile()
-    if running is None or recorded != running or not Path(f"/proc/{running}").exists():
-        return None
-    return running if Path(f"/proc/{running}/comm").read_text().strip() == "libvirtd" else None
-
-
-def _restart_libvirtd() -> None:
-    subprocess.run(["libvirtd", "-d"], check=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pid = _pid_in_pidfile()
-        if pid is not None and subprocess.run(
-                ["virsh", "-c", "qemu:///system", "version"], check=False,
-                capture_output=True).returncode == 0:
-            STARTED_MARKER.write_text(f"{pid}\n")  # the new one is ours too
-            return
-        time.sleep(0.2)
-    raise AssertionError("libvirtd did not come back within 60 s")
-
-
-def _daemon_answers() -> bool:
-    return subprocess.run(["virsh", "-c", "qemu:///system", "version"], check=False,
-                          capture_output=True).returncode == 0
-
-
-def _pid_in_pidfile() -> int | None:
-    try:
-        return int(LIBVIRTD_PIDFILE.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def test_libvirtd_killed_during_create_and_delete(
-        api_process: Any, e2e_config: Config, system_conn: libvirt.virConnect) -> None:
-    pid = _libvirtd_we_started()
-    if pid is None:
-        pytest.skip("the running libvirtd was not started by scripts/setup.sh "
-                    f"({STARTED_MARKER} does not match {LIBVIRTD_PIDFILE}); not killing it")
-    server = api_process()
+        api_process: Any, own_config: Config, own_host: RemoteHost,
+        system_conn: libvirt.virConnect) -> None:
+    server = api_process(own_config)
     client = server.client
     assert client.post("/v1/images", {"name": "tiny-linux", "file": "tiny-linux.qcow2",
                                       "format": "qcow2"}).status == 201
@@ -260,7 +266,7 @@ def test_libvirtd_killed_during_create_and_delete(
     restarted = False
     try:
         time.sleep(3)  # a few rounds at baseline
-        os.kill(pid, signal.SIGKILL)
+        own_host.kill_libvirtd()
         killed_at = time.monotonic() - began
         time.sleep(0.5)  # the connection's end reaches the API
         outage = [timed("list", "GET", "/v1/vms"), timed("health", "GET", "/healthz")]
@@ -268,7 +274,7 @@ def test_libvirtd_killed_during_create_and_delete(
         assert [reply.status for reply in outage] == [200, 503], [r.body for r in outage]
         assert {vm["power_state"] for vm in outage[0].body["vms"]} <= {"unknown"}
         time.sleep(2)
-        _restart_libvirtd()
+        own_host.start_libvirtd()
         restarted = True
         back_at = time.monotonic() - began
         while timed("health", "GET", "/healthz").status != 200:
@@ -278,8 +284,8 @@ def test_libvirtd_killed_during_create_and_delete(
         recovered_at = time.monotonic() - began
         time.sleep(3)  # rounds after recovery
     finally:
-        if not restarted and not _daemon_answers():
-            _restart_libvirtd()  # whatever failed, the daemon we killed comes back
+        if not restarted and "libvirtd" not in own_host.pids:
+            own_host.start_libvirtd()  # whatever failed, the daemon we killed comes back
         stop.set()
         for worker in workers:
             worker.join(timeout=120)
@@ -304,7 +310,7 @@ def test_libvirtd_killed_during_create_and_delete(
     # Events flow again on the new connection: a destroy behind the API is seen at once.
     vm = client.post("/v1/vms", vm_body()).body
     assert client.wait_task(vm["task"]["id"])["status"] == "succeeded"
-    subprocess.run(["virsh", "-c", "qemu:///system", "destroy", vm["id"]], check=True,
+    subprocess.run(["virsh", "-c", own_host.uri, "destroy", vm["id"]], check=True,
                    capture_output=True)
     deadline = time.monotonic() + 10
     while client.get(f"/v1/vms/{vm['id']}").body["status"] != "stopped":
@@ -317,13 +323,14 @@ def test_libvirtd_killed_during_create_and_delete(
         time.sleep(0.5)
     # The outage was waited out: no accepted task failed because libvirtd was restarting
     # (before, deletes caught by it ended power_off_failed or undefine_failed).
-    with sqlite3.connect(e2e_config.db_path) as db:
+    with sqlite3.connect(own_config.db_path) as db:
         ended = db.execute("SELECT action, status, error_code, attempts FROM tasks").fetchall()
     assert ended and all(status == "succeeded" for _, status, _, _ in ended), \
         [row for row in ended if row[1] != "succeeded"]
     print(f"tasks: {len(ended)} accepted, all succeeded across the outage")
-    conn = libvirt.open("qemu:///system")  # system_conn died with the daemon
+    conn = own_host.open()  # the first connection died with the daemon
     try:
-        assert_nothing_left(client, conn, e2e_config)
+        assert_nothing_left(client, conn, own_config)
     finally:
         conn.close()
+    system_conn.getLibVersion()  # qemu:///system was never restarted: our connection lives
