@@ -1,6 +1,7 @@
 """Nothing accepted is lost: a worker killed mid-build, RabbitMQ killed during a churn, creates
 accepted while it is down, a duplicate message, and one host's daemon stopped while another
-host's work goes on."""
+host's work goes on. The RabbitMQ killed is one of this module's own (scripts/harness/
+own_broker.py): the machine's broker, which other runs use meanwhile, is never touched."""
 from __future__ import annotations
 
 import os
@@ -10,13 +11,19 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
-from scripts.harness.broker import kill_rabbitmq, start_rabbitmq
-from scripts.harness.host import IsolatedNetwork, purge_domains, start_isolated_network
+from scripts.harness.host import (
+    HostUnavailable,
+    IsolatedNetwork,
+    purge_domains,
+    start_isolated_network,
+)
+from scripts.harness.own_broker import OwnBroker, start_own_broker
 from scripts.harness.pools import remove_pool
 from scripts.harness.remote_host import RemoteHost
 from src.app import App
@@ -96,31 +103,54 @@ def test_duplicate_delivery_of_a_finished_task_changes_nothing(
     assert live_client.get(f"/v1/vms/{vm['id']}").body["status"] == "running"
 
 
+@pytest.fixture(scope="module")
+def own_broker() -> Iterator[OwnBroker]:
+    """A RabbitMQ node of this module's own, which its tests may kill."""
+    try:
+        broker = start_own_broker("iaas-e2e-mq")
+    except HostUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with broker:
+        yield broker
+
+
 @pytest.fixture
-def broker_comes_back() -> Iterator[None]:
-    """Whatever the test does to RabbitMQ, it runs again afterwards."""
-    yield
-    start_rabbitmq()
+def outage_app(make_e2e_app: E2eAppFactory, e2e_config: Config, workers: WorkerFactory,
+               own_broker: OwnBroker) -> Iterator[App]:
+    """An app and a worker on own_broker; whatever the test does to it, it runs afterwards."""
+    config = replace(e2e_config, broker_url=own_broker.make_vhost().url)
+    app = make_e2e_app(config)  # migrates the database before the worker opens it
+    workers(config)
+    yield app
+    if not own_broker.beam_pids():
+        own_broker.start()
 
 
-@pytest.mark.usefixtures("broker_comes_back")
+@pytest.fixture
+def outage_client(outage_app: App) -> Iterator[HttpClient]:
+    with served(outage_app) as client:
+        yield client
+
+
 def test_creates_accepted_while_rabbitmq_is_down_run_once_it_is_back(
-        e2e_app: App, live_client: HttpClient) -> None:
+        outage_app: App, outage_client: HttpClient, own_broker: OwnBroker) -> None:
+    e2e_app, live_client = outage_app, outage_client
     register_tiny_image(live_client)
-    kill_rabbitmq()
+    own_broker.kill()
     accepted = [create(live_client) for _ in range(3)]  # 202: they wait in the outbox
     samples = scrape(e2e_app)
     assert samples[("iaas_outbox_unpublished", ())] == 3
     assert not [name for name, _ in samples if name == "iaas_queue_depth"]  # the broker is away
-    start_rabbitmq()
+    own_broker.start()
     for vm in accepted:
         assert live_client.wait_task(vm["task"]["id"], 180)["status"] == "succeeded"
     assert [t.attempts for t in all_ended(e2e_app, 60)] == [1, 1, 1]
 
 
-@pytest.mark.usefixtures("broker_comes_back")
 def test_rabbitmq_killed_during_a_churn_loses_nothing_and_runs_nothing_twice(
-        e2e_app: App, live_client: HttpClient, system_conn: libvirt.virConnect) -> None:
+        outage_app: App, outage_client: HttpClient, own_broker: OwnBroker,
+        system_conn: libvirt.virConnect) -> None:
+    e2e_app, live_client = outage_app, outage_client
     register_tiny_image(live_client)
     stop = threading.Event()
     accepted: list[str] = []
@@ -151,9 +181,9 @@ def test_rabbitmq_killed_during_a_churn_loses_nothing_and_runs_nothing_twice(
         thread.start()
     try:
         time.sleep(4)
-        kill_rabbitmq()
+        own_broker.kill()
         time.sleep(4)
-        start_rabbitmq()
+        own_broker.start()
         time.sleep(6)
     finally:
         stop.set()
