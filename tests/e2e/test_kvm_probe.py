@@ -61,16 +61,38 @@ def _run_probe(config: Config, env_file: Path, **extra: str) -> str:
     return done.stdout
 
 
-def _probe_domains(conn: libvirt.virConnect) -> list[str]:
-    return [domain.name() for domain in conn.listAllDomains()
-            if domain.name().startswith(kvm_probe.PROBE_PREFIX)]
+def _ours(xml: str, config: Config) -> bool:
+    """A probe of this test: its disk lies in the test's own instances dir (another run on
+    this machine, or its `make serve`, may probe at the same time)."""
+    return f"{config.instances_dir}/" in xml
 
 
-def _left_by_probes() -> list[str]:
-    """Probe domains `virsh list --all` shows, running, paused or defined."""
+def _probe_domains(conn: libvirt.virConnect, config: Config) -> list[str]:
+    found = []
+    for domain in conn.listAllDomains():
+        if not domain.name().startswith(kvm_probe.PROBE_PREFIX):
+            continue
+        try:
+            xml = domain.XMLDesc()
+        except libvirt.libvirtError:
+            continue  # gone meanwhile
+        if _ours(xml, config):
+            found.append(domain.name())
+    return found
+
+
+def _left_by_probes(config: Config) -> list[str]:
+    """Probe domains of this test that `virsh list --all` shows, running, paused or defined."""
     listed = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
                             capture_output=True, text=True, timeout=60, check=True).stdout
-    return [name for name in listed.split() if name.startswith(kvm_probe.PROBE_PREFIX)]
+    left = []
+    for name in listed.split():
+        if name.startswith(kvm_probe.PROBE_PREFIX):
+            shown = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", name],
+                                   capture_output=True, text=True, timeout=60, check=False)
+            if shown.returncode == 0 and _ours(shown.stdout, config):
+                left.append(name)
+    return left
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +119,7 @@ def test_the_probe_agrees_with_a_kvm_vm_here(make_e2e_app: E2eAppFactory, e2e_co
     env_file = tmp_path / "iaas.env"
     env_file.write_text("# the user's own file\nIAAS_PORT=8001\n")
     said = _run_probe(e2e_config, env_file)
-    assert _left_by_probes() == [] and _probe_folders(e2e_config) == []
+    assert _left_by_probes(e2e_config) == [] and _probe_folders(e2e_config) == []
     written = read_env_file(env_file)
     if runs:
         assert "KVM works on qemu:///system" in said, (said, why)
@@ -127,14 +149,15 @@ def test_a_probe_that_fails_half_way_leaves_nothing(e2e_config: Config,
     seen: list[list[str]] = []
 
     def fail(_seconds: float) -> None:
-        seen.append(_probe_domains(system_conn))  # the guest exists while it is watched
+        # the guest exists while it is watched
+        seen.append(_probe_domains(system_conn, e2e_config))
         raise Injected
 
     image = e2e_config.images_dir / kvm_probe.TINY_FILE
     with pytest.raises(Injected):
         kvm_probe.probe(e2e_config, image, QemuImg(), functools.partial(trial_boot, pause=fail))
     assert len(seen) == 1 and len(seen[0]) == 1, seen
-    assert _left_by_probes() == [] and _probe_folders(e2e_config) == []
+    assert _left_by_probes(e2e_config) == [] and _probe_folders(e2e_config) == []
 
 
 def test_a_killed_probe_leaves_no_domain(e2e_config: Config, system_conn: libvirt.virConnect,
@@ -144,15 +167,16 @@ def test_a_killed_probe_leaves_no_domain(e2e_config: Config, system_conn: libvir
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not _probe_domains(system_conn):
+        while not _probe_domains(system_conn, e2e_config):
             assert probe.poll() is None and time.monotonic() < deadline, "no probe guest"
             time.sleep(0.1)
     finally:
         probe.send_signal(signal.SIGKILL)
         probe.wait(timeout=30)
     deadline = time.monotonic() + 30
-    while names := _probe_domains(system_conn):  # libvirt destroys it with our connection
+    # libvirt destroys it with our connection
+    while names := _probe_domains(system_conn, e2e_config):
         assert time.monotonic() < deadline, names
         time.sleep(0.2)
-    assert _left_by_probes() == []
+    assert _left_by_probes(e2e_config) == []
     assert not (tmp_path / "iaas.env").exists()
