@@ -79,17 +79,21 @@ start_daemons() {
     done
 }
 
-# The stamp covers the requirements, pyproject.toml and this checkout's path: `iaas` is installed
-# editable (pointing at this checkout), so another checkout sharing the venv installs it again.
+# The stamp covers the requirements, pyproject.toml and the path of the checkout the venv lives
+# in: `iaas` is installed editable, pointing at that checkout. A checkout whose .venv is a link
+# to another's (a worktree, a CI clone) leaves it pointing there: re-pointing a shared venv at
+# itself would reinstall it under every other run using it (and break it once that clone is
+# deleted), while tests and `python -m` run each checkout's own code from its own directory.
 make_venv() {
-    local stamp="$VENV/.stamp-$(basename "$REQUIREMENTS")" want
-    want=$( (cat requirements.txt "$REQUIREMENTS" pyproject.toml; pwd -P) | sha256sum | cut -d' ' -f1)
+    local stamp="$VENV/.stamp-$(basename "$REQUIREMENTS")" want home
+    [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+    home=$(cd -P "$VENV/.." && pwd -P)
+    want=$( (cat requirements.txt "$REQUIREMENTS" pyproject.toml; echo "$home") | sha256sum | cut -d' ' -f1)
     if [[ -f "$stamp" && $(cat "$stamp") == "$want" ]]; then return; fi
     say "building $VENV from $REQUIREMENTS"
-    [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
     # The `iaas` command (.venv/bin/iaas); its dependencies came with the requirements.
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e "$home"
     echo "$want" > "$stamp"
 }
 

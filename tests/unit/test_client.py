@@ -45,4 +45,6 @@ def test_set_up_installs_iaas_as_a_console_script_of_the_client_package_only() -
     assert project["project"]["dependencies"] == []  # requirements.txt holds them
     assert (Path(sys.executable).parent / "iaas").exists(), "run make setup: no .venv/bin/iaas"
     setup = (REPO / "scripts" / "setup.sh").read_text()
-    assert "pip\" install -q --disable-pip-version-check --no-deps -e ." in setup
+    # editable, from the checkout the venv lives in (a checkout linking to it keeps it)
+    assert "pip\" install -q --disable-pip-version-check --no-deps -e \"$home\"" in setup
+    assert 'home=$(cd -P "$VENV/.." && pwd -P)' in setup
