@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -84,32 +85,31 @@ def send_then_close(base_url: str, token: str, image: str, announced: int,
 
 
 class ChildServer:
-    """`python -m src.serve` in a child process on a free 127.0.0.1 port, so a test can read
-    its memory (/proc/<pid>/status); environ carries its IAAS_* settings."""
+    """`python -m src.serve` in a child process on a 127.0.0.1 port the kernel picks (it says
+    which: a port chosen here and bound there could be taken meanwhile by another run), so a
+    test can read its memory (/proc/<pid>/status); environ carries its IAAS_* settings."""
 
     def __init__(self, environ: dict[str, str], log: Path, server: str = "wsgiref") -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        env = {**os.environ, **environ, "IAAS_HOST": "127.0.0.1", "IAAS_PORT": str(self.port)}
+        env = {**os.environ, **environ, "IAAS_HOST": "127.0.0.1", "IAAS_PORT": "0"}
         with log.open("wb") as out:  # a file, not a pipe: nobody reads it while it serves
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "src.serve", "--server", server], cwd=REPO, env=env,
                 stdout=subprocess.DEVNULL, stderr=out)
-        self._wait_until_up()
+        self.port = self._wait_until_up()
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    def _wait_until_up(self, deadline_s: float = 30) -> None:
+    def _wait_until_up(self, deadline_s: float = 30) -> int:
+        """The port the server says it serves on (it listens by then)."""
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("the server exited: " + self.log.read_text()[-2000:])
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
+            said = re.search(r"serving on http://127\.0\.0\.1:(\d+)",
+                             self.log.read_text(errors="replace"))
+            if said:
+                return int(said[1])
+            time.sleep(0.1)
         raise RuntimeError("the server did not start listening")
 
     def memory_kib(self) -> dict[str, int]:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import replace
@@ -52,40 +52,38 @@ def test_a_vm_on_a_stopped_network_fails_saying_how_to_fix_it(
         remove_network(system_conn, net)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_make_serve_starts_the_configured_network(tmp_path: Path, e2e_config: Config,
                                                   system_conn: libvirt.virConnect) -> None:
     net = _stopped_network(system_conn)
-    port = _free_port()
-    env = {**os.environ, "IAAS_NETWORK": net.name, "IAAS_PORT": str(port),
+    # Port 0: the server says which port it got (one picked here could be another run's).
+    env = {**os.environ, "IAAS_NETWORK": net.name, "IAAS_PORT": "0",
            "IAAS_DB_PATH": str(tmp_path / "iaas.db"), "IAAS_DOMAIN_TYPE": "qemu",
            "IAAS_IMAGES_DIR": str(e2e_config.images_dir),
            "IAAS_INSTANCES_DIR": str(e2e_config.instances_dir),
            "IAAS_ADMIN_TOKEN_FILE": str(tmp_path / "token")}
-    server = subprocess.Popen(["make", "--no-print-directory", "serve"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(["make", "--no-print-directory", "serve"], cwd=REPO, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
+            said = re.search(r"serving on (http://127\.0\.0\.1:\d+)",
+                             log.read_text(errors="replace"))
             try:
-                if fetch(f"http://127.0.0.1:{port}", "GET", "/healthz").status == 200:
+                if said and fetch(said[1], "GET", "/healthz").status == 200:
                     break
             except OSError:
                 pass
-            assert server.poll() is None, server.communicate()[0]
+            assert server.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline, "make serve never answered"
             time.sleep(0.5)
         network = system_conn.networkLookupByName(net.name)
         assert network.isActive() and network.autostart()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        output = server.communicate(timeout=30)[0]
+        server.wait(timeout=30)
+        output = log.read_text(errors="replace")
         remove_network(system_conn, net)
     assert f"network {net.name} was not running: started it and marked it autostart" in output
 
