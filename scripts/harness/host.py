@@ -15,6 +15,7 @@ from pathlib import Path
 import libvirt  # type: ignore[import-untyped]
 
 from src.hypervisor.domain_xml import METADATA_NS
+from src.hypervisor.domains import destroy_if_running
 
 SYSTEM_URI = "qemu:///system"
 REPO = Path(__file__).resolve().parents[2]
@@ -168,11 +169,7 @@ def force_off(domain: libvirt.virDomain) -> None:
     destroy reports "domain is not running" though the domain is off as asked. So that error
     passes only when the domain is indeed off; any other, or a domain still active, raises.
     """
-    try:
-        domain.destroy()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or domain.isActive():
-            raise
+    destroy_if_running(domain)
 
 
 def purge_domains(conn: libvirt.virConnect, uuids: Iterable[str],

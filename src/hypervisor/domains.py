@@ -3,6 +3,7 @@ statistics."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
 import libvirt  # type: ignore[import-untyped]
@@ -52,14 +53,31 @@ def state_name(state: int, reason: int) -> str:
     return POWER_STATES.get(state, "unknown")
 
 
-def destroy_if_running(domain: libvirt.virDomain) -> None:
-    """Power the domain off; one that is off already is fine."""
+def destroy_if_running(domain: libvirt.virDomain,
+                       destroy: Callable[[], object] | None = None) -> None:
+    """Power the domain off; one that is off already is fine.
+
+    libvirt says "domain is not running" (VIR_ERR_OPERATION_INVALID) for a domain that was off
+    already or stopped during the destroy, but that code names other refusals too: it passes
+    only when the domain is indeed off afterwards. destroy is the call that powers it off
+    (domain.destroy; a seam for tests).
+
+    Raises: libvirtError for any other failure, and for that one with the domain still active.
+    """
     try:
-        domain.destroy()
+        (destroy or domain.destroy)()
     except libvirt.libvirtError as exc:
-        # Already off (or it powered itself off just now): nothing to do.
-        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or _still_active(domain):
             raise
+
+
+def _still_active(domain: libvirt.virDomain) -> bool:
+    try:
+        return bool(domain.isActive())
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False  # a transient domain is gone once it is off
+        raise
 
 
 def _addresses(interfaces: dict[str, Any]) -> Addresses:
