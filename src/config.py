@@ -334,7 +334,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Connections `make serve-prod` (waitress) keeps open at once; beyond it waitress "
             "stops accepting until one closes.", int),
     Setting("IAAS_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", "32",
-            "Connections one client address may hold open on either server; more are answered "
+            "Connections one client (an IPv4 address, an IPv6 /64) may hold open on either "
+            "server; more are answered "
             "429 `too_many_connections` and closed. Keep it below IAAS_MAX_CONNECTIONS; behind "
             "a proxy every client has the proxy's address: raise it.", int),
     Setting("IAAS_HEADER_TIMEOUT", "header_timeout_s", "10",

@@ -2,6 +2,7 @@
 minimum rate for an upload's body, and a cap on one address's open connections."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import uuid
@@ -55,9 +56,28 @@ class RateWindow:
         return self._ends - now
 
 
+IPV6_CLIENT_PREFIX = 64  # the block one IPv6 client is given (RFC 6177): it holds them all
+
+
+def client_of(address: str) -> str:
+    """Who holds a connection from address: an IPv4 address itself, an IPv6 one's /64 (a host
+    with a /64 picks a new address for each connection at will). An IPv4-mapped IPv6 address
+    (a dual-stack socket's view of an IPv4 client) is that IPv4 client."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # a link-local's %zone
+    except ValueError:
+        return address  # not an IP (a unix socket's peer): counted as given
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
+
+
 class ConnectionsByAddress:
-    """Open connections by client address, at most cap of one (a client that holds them all,
-    say with headers that never end, must not shut every other client out)."""
+    """Open connections by client (client_of: an IPv4 address, an IPv6 /64), at most cap of
+    one (a client that holds them all, say with headers that never end, must not shut every
+    other client out)."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -66,28 +86,30 @@ class ConnectionsByAddress:
         self._refusing: set[str] = set()
 
     def take(self, address: str) -> bool:
-        """Count one more connection of address; False (nothing counted) at its cap."""
+        """Count one more connection of address's client; False (nothing counted) at its cap."""
+        client = client_of(address)
         with self._lock:
-            held = self._open.get(address, 0)
+            held = self._open.get(client, 0)
             if held >= self.cap:
-                if address not in self._refusing:
-                    self._refusing.add(address)
-                    log.warning("refusing connections of %s: it holds %d", address, held)
+                if client not in self._refusing:
+                    self._refusing.add(client)
+                    log.warning("refusing connections of %s: it holds %d", client, held)
                 return False
-            self._open[address] = held + 1
+            self._open[client] = held + 1
             return True
 
     def give_back(self, address: str) -> None:
+        client = client_of(address)
         with self._lock:
-            held = self._open.pop(address, 1) - 1
+            held = self._open.pop(client, 1) - 1
             if held > 0:
-                self._open[address] = held
-            self._refusing.discard(address)
+                self._open[client] = held
+            self._refusing.discard(client)
 
     def count(self, address: str) -> int:
-        """Connections of address open now."""
+        """Connections of address's client open now."""
         with self._lock:
-            return self._open.get(address, 0)
+            return self._open.get(client_of(address), 0)
 
 
 def raw_answer(error: errors.ApiError, retry_after_s: int = RETRY_AFTER_S) -> bytes:
