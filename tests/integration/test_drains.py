@@ -13,20 +13,14 @@ from src.config import Config
 from src.database import tasks as task_dao
 from src.services.tasks.runner import new_task_row
 from src.utils.clock import utc_after
-from tests.conftest import AppFactory, make_qcow2
-from tests.integration.test_migrations import GPU, GPU_FLAVOR, _host, created
+from tests.conftest import AppFactory
+from tests.integration.test_migrations import GPU_FLAVOR, created, gpu_pair
 from tests.support import Client
 
 
 def drained_pair(make_app: AppFactory, config: Config, tmp_path: Path) -> tuple[App, Client]:
-    app = make_app(replace(config, libvirt_uri=_host(tmp_path, "local", GPU), drain_parallel=1))
-    client = Client(app)
-    make_qcow2(config.images_dir / "base.qcow2")
-    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
-                                      "format": "qcow2"}).status == 201
-    assert client.post("/v1/hosts", {"name": "other", "uri": _host(tmp_path, "other", GPU)}
-                       ).status == 201
-    return app, client
+    """The two GPU hosts of the migration tests, a drain moving one VM at a time."""
+    return gpu_pair(make_app, config, tmp_path, drain_parallel=1)
 
 
 def test_a_drain_moves_what_it_can_one_at_a_time_and_lists_what_stays(

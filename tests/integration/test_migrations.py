@@ -34,11 +34,11 @@ def _host(root: Path, name: str, devices: str = "", memory_gib: int = 16) -> str
     return f"test://{path}"
 
 
-@pytest.fixture
-def pair(make_app: AppFactory, config: Config, tmp_path: Path) -> tuple[App, Client]:
+def gpu_pair(make_app: AppFactory, config: Config, tmp_path: Path,
+             **settings: Any) -> tuple[App, Client]:
     """Hosts `local` and `other` (both with one GPU, sharing this machine's files), and the
-    image `base`."""
-    app = make_app(replace(config, libvirt_uri=_host(tmp_path, "local", GPU)))
+    image `base`; settings replace those of config."""
+    app = make_app(replace(config, libvirt_uri=_host(tmp_path, "local", GPU), **settings))
     client = Client(app)
     make_qcow2(config.images_dir / "base.qcow2")
     assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
@@ -46,6 +46,11 @@ def pair(make_app: AppFactory, config: Config, tmp_path: Path) -> tuple[App, Cli
     assert client.post("/v1/hosts", {"name": "other", "uri": _host(tmp_path, "other", GPU)}
                        ).status == 201
     return app, client
+
+
+@pytest.fixture
+def pair(make_app: AppFactory, config: Config, tmp_path: Path) -> tuple[App, Client]:
+    return gpu_pair(make_app, config, tmp_path)
 
 
 def created(client: Client, name: str, host: str = "local", **fields: Any) -> dict[str, Any]:
