@@ -7,20 +7,19 @@ touched. Hosts whose starter died are removed by remote_layout.sweep_orphans, as
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
 from scripts.harness import netns
 from scripts.harness.broker import CONSUMER_TIMEOUT_MS, Vhost, new_vhost
-from scripts.harness.remote_layout import Layout, new_layout, sweep_orphans
+from scripts.harness.remote_layout import Layout, make_netns, new_layout, sweep_orphans
+from scripts.harness.undo import Undo
 
 START_TIMEOUT_S = 120.0
 PRIVATE_DIRS = {"etc": "/etc/rabbitmq", "lib": "/var/lib/rabbitmq", "log": "/var/log/rabbitmq"}
@@ -44,8 +43,7 @@ class OwnBroker:
     layout: Layout
     holder: subprocess.Popen[bytes] | None = None
     server: subprocess.Popen[bytes] | None = None
-    undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-    stopped: bool = False
+    undo: Undo = field(default_factory=Undo)
 
     @property
     def address(self) -> str:
@@ -111,17 +109,7 @@ class OwnBroker:
 
         Raises: RuntimeError listing the steps that failed (after trying all).
         """
-        if self.stopped:
-            return
-        self.stopped = True
-        failures = []
-        for what, step in reversed(self.undo):
-            try:
-                step()
-            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-                failures.append(f"{what}: {exc}")
-        if failures:
-            raise RuntimeError(f"could not remove all of broker {self.layout.netns}: {failures}")
+        self.undo.run(f"broker {self.layout.netns}")
 
     def __enter__(self) -> Self:
         return self
@@ -147,14 +135,8 @@ def start_own_broker(name_prefix: str = "iaas-mq") -> OwnBroker:
     broker = OwnBroker(layout=new_layout(name_prefix))
     lay = broker.layout
     broker.undo.append(("temp dir", lambda: shutil.rmtree(lay.root, ignore_errors=True)))
-    try:
-        netns.run("ip", "netns", "add", lay.netns)
-        broker.undo.append(("netns", lambda: netns.delete_netns(lay.netns)))
-        broker.undo.append(("veth", lambda: netns.delete_link(lay.veth_host)))
-        size = lay.subnet.prefixlen
-        netns.add_veth(lay.netns, lay.veth_host, lay.veth_ns,
-                       ipaddress.IPv4Interface(f"{lay.host_side_address}/{size}"),
-                       ipaddress.IPv4Interface(f"{lay.address}/{size}"))
+    with broker.undo.on_failure(f"broker {lay.netns}"):
+        make_netns(lay, broker.undo)
         _write_config(lay)
         broker.undo.append(("processes", lambda: netns.kill_netns_processes(lay.netns)))
         broker.holder = netns.start_holder(lay.netns, lay.root / "holder.log")
@@ -164,12 +146,6 @@ def start_own_broker(name_prefix: str = "iaas-mq") -> OwnBroker:
                                   "(scripts/broker.sh start)")
             netns.bind_mount(broker.holder.pid, lay.root / sub, mount_point)
         broker.start()
-    except BaseException as exc:
-        try:
-            broker.stop()
-        except RuntimeError as cleanup:
-            exc.add_note(str(cleanup))
-        raise
     return broker
 
 

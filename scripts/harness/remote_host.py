@@ -1,13 +1,11 @@
 """A second, real libvirt host on this machine: libvirtd in its own netns, reached over TLS."""
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -16,7 +14,8 @@ import libvirt  # type: ignore[import-untyped]
 
 from scripts.harness import netns
 from scripts.harness.pki import Pki, make_pki, pki_under
-from scripts.harness.remote_layout import Layout, new_layout, sweep_orphans
+from scripts.harness.remote_layout import Layout, make_netns, new_layout, sweep_orphans
+from scripts.harness.undo import Undo
 
 # libvirtd answers in ~1 s here; a probe of QEMU's capabilities (when the main daemon has no
 # cache to seed ours) makes its first QEMU call ~8 s slower.
@@ -54,8 +53,7 @@ class RemoteHost:
     host_uuid: str
     allow_tcp: bool
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-    stopped: bool = False
+    undo: Undo = field(default_factory=Undo)
     startup_seconds: float = 0.0  # from the call to the first TLS answer
     ready_timeout: float = READY_TIMEOUT
 
@@ -142,17 +140,7 @@ class RemoteHost:
         Mounts need no unmounting: they exist only in the host's mount namespace, which goes
         with its last process.
         """
-        if self.stopped:
-            return
-        self.stopped = True
-        failures = []
-        for what, step in reversed(self.undo):
-            try:
-                step()
-            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-                failures.append(f"{what}: {exc}")
-        if failures:
-            raise RuntimeError(f"could not remove all of test host {self.netns}: {failures}")
+        self.undo.run(f"test host {self.netns}")
 
     def __enter__(self) -> Self:
         return self
@@ -202,33 +190,16 @@ def start_remote_host(name_prefix: str = "iaas-rh", allow_tcp: bool = False,
                       host_uuid=str(uuid.uuid4()), allow_tcp=allow_tcp,
                       ready_timeout=ready_timeout)
     host.undo.append(("temp dir", lambda: shutil.rmtree(layout.root, ignore_errors=True)))
-    try:
-        _make_veth(host)
+    with host.undo.on_failure(f"test host {host.netns}"):
+        make_netns(layout, host.undo)
         make_pki(layout.root / "pki", layout.address)
         _write_config(host)
         _start_holder(host)
         _mount_private_dirs(host)
         _start_virtlogd(host)
         host.start_libvirtd()
-    except BaseException as exc:
-        try:
-            host.stop()
-        except RuntimeError as cleanup:
-            exc.add_note(str(cleanup))
-        raise
     host.startup_seconds = time.monotonic() - started
     return host
-
-
-def _make_veth(host: RemoteHost) -> None:
-    lay = host.layout
-    netns.run("ip", "netns", "add", lay.netns)
-    host.undo.append(("netns", lambda: netns.delete_netns(lay.netns)))
-    host.undo.append(("veth", lambda: netns.delete_link(lay.veth_host)))
-    size = lay.subnet.prefixlen
-    netns.add_veth(lay.netns, lay.veth_host, lay.veth_ns,
-                   ipaddress.IPv4Interface(f"{lay.host_side_address}/{size}"),
-                   ipaddress.IPv4Interface(f"{lay.address}/{size}"))
 
 
 def _write_config(host: RemoteHost) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from scripts.harness import netns
 from scripts.harness.host import free_subnet
+from scripts.harness.undo import Undo
 
 OWNER_FILE = "owner.pid"  # in the temp root: the PID of the process that started the host
 
@@ -46,6 +47,17 @@ def new_layout(name_prefix: str) -> Layout:
     (root / OWNER_FILE).write_text(str(os.getpid()))  # before the netns: see sweep_orphans
     return Layout(tag=tag, netns=f"{name_prefix}-{tag}", veth_host=_veth_outside(tag),
                   veth_ns=f"rh{tag}n", subnet=subnet, root=root)
+
+
+def make_netns(lay: Layout, undo: Undo) -> None:
+    """The layout's netns and veth pair, addressed and up; their removal goes on undo first."""
+    netns.run("ip", "netns", "add", lay.netns)
+    undo.append(("netns", lambda: netns.delete_netns(lay.netns)))
+    undo.append(("veth", lambda: netns.delete_link(lay.veth_host)))
+    size = lay.subnet.prefixlen
+    netns.add_veth(lay.netns, lay.veth_host, lay.veth_ns,
+                   ipaddress.IPv4Interface(f"{lay.host_side_address}/{size}"),
+                   ipaddress.IPv4Interface(f"{lay.address}/{size}"))
 
 
 def _veth_outside(tag: str) -> str:

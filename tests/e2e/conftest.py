@@ -4,9 +4,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt  # type: ignore[import-untyped]
 import pytest
@@ -72,18 +72,27 @@ def e2e_network() -> Iterator[IsolatedNetwork]:
             conn.close()
 
 
+Started = TypeVar("Started", bound=AbstractContextManager[Any])
+
+
+def running(start: Callable[[], Started]) -> Iterator[Started]:
+    """What start() made, for a fixture to yield from, stopped whatever happens; a start that
+    fails fails the test (this tier never skips)."""
+    try:
+        made = start()
+    except HostUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with made:
+        yield made
+
+
 @pytest.fixture(scope="session")
 def remote_host() -> Iterator[RemoteHost]:
     """A second libvirt host on this machine (own netns, TLS only), stopped whatever happens.
 
     Tests may kill and restart its libvirtd but must leave it running.
     """
-    try:
-        host = start_remote_host("iaas-e2e-rh")
-    except HostUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with host:
-        yield host
+    yield from running(lambda: start_remote_host("iaas-e2e-rh"))
 
 
 @pytest.fixture

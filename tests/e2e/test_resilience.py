@@ -27,7 +27,6 @@ import pytest
 
 from scripts.harness.host import (
     REPO,
-    HostUnavailable,
     IsolatedNetwork,
     domain_exists,
     installation_of,
@@ -41,6 +40,7 @@ from scripts.harness.remote_host import RemoteHost, start_remote_host
 from src.config import Config
 from src.database.db import Database
 from src.services.accounts.auth import TokenService
+from tests.e2e.conftest import running
 from tests.e2e.http_client import HttpClient
 from tests.support import SERVER_TOKENS, fetch
 
@@ -127,12 +127,7 @@ def api_process(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def own_host() -> Iterator[RemoteHost]:
     """A libvirtd of this module's own (netns, mount and UTS namespaces), which it may kill."""
-    try:
-        host = start_remote_host("iaas-e2e-rs")
-    except HostUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with host:
-        yield host
+    yield from running(lambda: start_remote_host("iaas-e2e-rs"))
 
 
 @pytest.fixture

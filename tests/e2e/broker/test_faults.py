@@ -18,7 +18,6 @@ import libvirt  # type: ignore[import-untyped]
 import pytest
 
 from scripts.harness.host import (
-    HostUnavailable,
     IsolatedNetwork,
     purge_domains,
     start_isolated_network,
@@ -32,7 +31,7 @@ from src.database import tasks as task_dao
 from src.database.db import BUSY_TIMEOUT_S
 from src.services.tasks.broker import celery_app, queue_of, send
 from tests.e2e.broker.conftest import WorkerFactory
-from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
+from tests.e2e.conftest import E2eAppFactory, register_tiny_image, running, served
 from tests.e2e.http_client import HttpClient
 from tests.support import scrape
 
@@ -106,12 +105,7 @@ def test_duplicate_delivery_of_a_finished_task_changes_nothing(
 @pytest.fixture(scope="module")
 def own_broker() -> Iterator[OwnBroker]:
     """A RabbitMQ node of this module's own, which its tests may kill."""
-    try:
-        broker = start_own_broker("iaas-e2e-mq")
-    except HostUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with broker:
-        yield broker
+    yield from running(lambda: start_own_broker("iaas-e2e-mq"))
 
 
 @pytest.fixture
