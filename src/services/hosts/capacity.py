@@ -31,6 +31,7 @@ from src.services.rules.scheduler import Candidate, NoHostFits, requested, sched
 from src.utils.clock import utc_now
 
 GIB = 1024 ** 3
+CAPACITY_CALLS = 1  # what a sweep's reread of a shared host's capacity costs (getInfo)
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,11 @@ class Capacity:
         self._policy = policy
         self._shared_disk_gb = shared_disk_gb  # the instances filesystem, for shared storage
         self._cache: dict[str, HostCapacity] = {}
+        self._sizes: dict[str, tuple[int, int, int]] = {}  # getInfo's, for each reading
         self._lock = threading.Lock()
 
     def of(self, host: Host) -> HostCapacity:
-        """A host's capacity, read from libvirt once (and again after forget).
+        """A host's capacity, read from libvirt once (and again after forget or reread).
 
         Raises: HypervisorError.
         """
@@ -59,37 +61,72 @@ class Capacity:
             cached = self._cache.get(host.name)
         if cached is not None:
             return cached
-        facts = host.hypervisor.host
-        cpus, ram_mib, nodes = facts.resources()
-        cells = facts.numa_cpus() or _even_cells(cpus, nodes)
+        size = host.hypervisor.host.resources()
+        capacity = self._measure(host, size, None)
+        with self._lock:
+            self._cache[host.name], self._sizes[host.name] = capacity, size
+        return capacity
+
+    def reread(self, host: Host) -> None:
+        """Read the host's capacity again now (each sweep's GPU refresh does), so creates go
+        on with the last reading meanwhile instead of each reading the hosts forgotten since
+        (a thousand hosts' sweeps forgot 33 a second). One call (CAPACITY_CALLS): the NUMA
+        cells are read again only when the CPUs or nodes changed. A host that does not answer
+        is forgotten: the next create asks it again."""
+        with self._lock:
+            cached, size_before = self._cache.get(host.name), self._sizes.get(host.name)
+        try:
+            size = host.hypervisor.host.resources()
+            same = cached is not None and size_before is not None and size[::2] == size_before[::2]
+            capacity = self._measure(host, size, cached.cells if same and cached else None)
+        except HypervisorError:
+            self.forget(host.name)
+            return
+        with self._lock:
+            self._cache[host.name], self._sizes[host.name] = capacity, size
+
+    def _measure(self, host: Host, size: tuple[int, int, int],
+                 cells: dict[int, list[int]] | None) -> HostCapacity:
+        """The capacity of host of size (CPUs, MiB, nodes); its cells read unless given.
+
+        Raises: HypervisorError.
+        """
+        cpus, ram_mib, nodes = size
+        if cells is None:
+            cells = host.hypervisor.host.numa_cpus() or _even_cells(cpus, nodes)
         row = host.row
         disk_bytes = (host.hypervisor.pools.capacity_bytes(row.storage_pool)
                       if row.storage == "pool" else None)
-        capacity = HostCapacity(
+        return HostCapacity(
             vcpus=int(cpus * row.cpu_allocation_ratio),
             ram_mib=int(ram_mib * row.ram_allocation_ratio), cells=cells,
             disk_gb=self._shared_disk_gb() if disk_bytes is None else disk_bytes // GIB)
-        with self._lock:
-            self._cache[host.name] = capacity
-        return capacity
 
     def forget(self, name: str | None = None) -> None:
         with self._lock:
             if name is None:
                 self._cache.clear()
+                self._sizes.clear()
             else:
                 self._cache.pop(name, None)
+                self._sizes.pop(name, None)
 
     def known(self, hosts: list[Host]) -> dict[str, HostCapacity]:
         """The capacity of every host that is up and answers; others are left out."""
+        up = self._hosts.answering([host.name for host in hosts])
+        with self._lock:
+            cached = dict(self._cache)
         found = {}
         for host in hosts:
-            if not self._hosts.is_up(host.name):
+            if host.name not in up:
                 continue
-            try:
-                found[host.name] = self.of(host)
-            except HypervisorError:
-                continue
+            capacity = cached.get(host.name)
+            if capacity is None:
+                try:
+                    capacity = self.of(host)
+                except HypervisorError:
+                    continue
+            found[host.name] = capacity
         return found
 
     @property
