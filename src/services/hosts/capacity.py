@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from src import errors
@@ -147,8 +147,8 @@ class Capacity:
         considered = [host for host in hosts
                       if (pinned is None or host.name == pinned) and host.name not in kept]
         try:
-            return schedule(demand, self._candidates(conn, demand, considered, capacities,
-                                                     reservation), self._policy)
+            return schedule(demand, self._each_candidate(conn, demand, considered, capacities,
+                                                         reservation), self._policy)
         except NoHostFits as none:
             raise errors.InsufficientCapacity(
                 resource=none.resource, requested=requested(demand, none.resource),
@@ -198,6 +198,16 @@ class Capacity:
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
                     capacities: dict[str, HostCapacity], reservation: str | None = None,
                     at: str | None = None, with_partitions: bool = False) -> list[Candidate]:
+        return list(Capacity._each_candidate(conn, demand, hosts, capacities, reservation, at,
+                                             with_partitions))
+
+    @staticmethod
+    def _each_candidate(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
+                        capacities: dict[str, HostCapacity], reservation: str | None = None,
+                        at: str | None = None, with_partitions: bool = False
+                        ) -> Iterator[Candidate]:
+        """Each host as the scheduler sees it, made as it is asked for (what the database says
+        is read before the first)."""
         usage = host_dao.usage(conn)  # the counters (migration 017): one row per host
         held = move_dao.with_moves(conn, {  # migrations under way claim their targets
             host: vm_dao.Held(vcpus=used.vcpus, ram_mib=used.ram_mib, disk_gb=used.disk_gb,
@@ -213,16 +223,22 @@ class Capacity:
         gpus = {host: [gpu for gpu in free if (host, gpu.id) not in split]
                 for host, free in gpus.items()}
         rooms = partition_rooms(conn, moment) if demand.gpu_profile or with_partitions else {}
-        candidates = []
-        for host in hosts:
-            capacity = capacities.get(host.name)
-            free = None if capacity is None else _free(capacity, held.get(host.name),
-                                                       gpus.get(host.name, []),
-                                                       volumes_gb.get(host.name, 0),
-                                                       later.get(host.name, frozenset()),
-                                                       rooms.get(host.name, ()))
-            candidates.append(Candidate(host.name, host.row.enabled, capacity is not None, free))
-        return candidates
+        return _each(hosts, capacities, held, gpus, volumes_gb, later, rooms)
+
+
+def _each(hosts: list[Host], capacities: dict[str, HostCapacity], held: dict[str, vm_dao.Held],
+          gpus: dict[str, list[gpu_dao.GpuRow]], volumes_gb: dict[str, int],
+          later: dict[str, frozenset[str]],
+          rooms: dict[str, tuple[PartitionRoom, ...]]) -> Iterator[Candidate]:
+    for host in hosts:
+        name = host.name
+        capacity = capacities.get(name)
+        free = None if capacity is None else _free(capacity, held.get(name),
+                                                   gpus.get(name, []),
+                                                   volumes_gb.get(name, 0),
+                                                   later.get(name, frozenset()),
+                                                   rooms.get(name, ()))
+        yield Candidate(name, host.row.enabled, capacity is not None, free)
 
 
 def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],
