@@ -230,7 +230,7 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     provisioner = Provisioner(config, db, qemu_img, installation_id, layers)
     capacity = Capacity(db, hosts, config.scheduler, lambda: int(
         provisioner.shared.capacity_gb() * config.disk_allocation_ratio))
-    gpus = GpuInventory(db, hosts, on_refresh=capacity.forget)
+    gpus = GpuInventory(db, hosts, on_refresh=capacity.reread)
     addresses = AddressBook(db, guest_agent=template_has_agent_channel())
     images = ImageService(db, config.images_dir, qemu_img)
     work = VmWork(db, hosts, provisioner)

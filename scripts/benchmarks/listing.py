@@ -117,7 +117,8 @@ def run(root: Path, counts: tuple[int, ...], requests: int) -> Section:
         + (" (one bulk call, whatever the number of VMs)." if own == {1} else "."))
     section.notes.append(
         f"A sweep makes at most {SWEEP_CALLS_BOUND} libvirt calls whatever the number of VMs: "
-        f"one bulk power-state call, {LEASE_CALLS} for the DHCP leases, and up to "
+        f"one bulk power-state call, {LEASE_CALLS} for the DHCP leases, one for the host's size, "
+        f"one for its PCI devices, and up to "
         f"{ASKS_PER_SWEEP} guest agent questions of 2 calls each (VMs without an address first, "
         "each VM asked again with backoff); the neighbour table is read from /proc/net/arp. "
         f"The test driver's agents answer at once, so sweeps ask {ASKS_PER_SWEEP} VMs at a time "

@@ -1,5 +1,5 @@
 """SQLite connections: WAL kept open, busy timeout, foreign keys, BEGIN IMMEDIATE writes queued
-on one gate for every process, numbered migrations."""
+on one gate for every process, idle connections reused, numbered migrations."""
 from __future__ import annotations
 
 import fcntl
@@ -18,16 +18,26 @@ BUSY_TIMEOUT_S = 30.0
 PRIVATE_MODE = 0o600
 GATE_SUFFIX = "-writers"  # beside the database: the flock its writers queue on
 GATE_LOOK_S = 0.002  # a writer behind another looks at the gate again at least this often
+IDLE_CONNECTIONS = 8  # kept open for the next unit of work; more at once are closed after use
 _GATES_HELD = threading.local()  # the gates this thread holds (paths)
+# The threads of one process queue for a gate on a lock, so one of them at a time looks at its
+# flock: a hundred sweeps due at once, each looking every 2 ms, burnt a core between them.
+_TURNS: dict[str, threading.Lock] = {}
+_TURNS_GUARD = threading.Lock()
 
 
 class Database:
-    """Opens a short-lived connection per unit of work, so threads never share one."""
+    """Gives each unit of work a connection of its own, so threads never share one at a time;
+    a connection that ended its unit of work cleanly waits for the next. A connection reads
+    the whole schema at its first statement (119 tables, indexes and triggers: 2.4 ms, where
+    the statement itself took 0.02 ms), and a create made seven units of work."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._keeper: sqlite3.Connection | None = None
         self._keeper_guard = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_pid = os.getpid()  # a child process never uses its parent's connections
 
     def _keep_open(self) -> None:
         """Hold one idle connection for as long as this object lives. When the last connection
@@ -46,6 +56,12 @@ class Database:
                         keeper.close()
 
     def _connect(self, foreign_keys: bool = True) -> sqlite3.Connection:
+        if foreign_keys:
+            with self._keeper_guard:
+                if self._idle_pid != os.getpid():
+                    self._idle, self._idle_pid = [], os.getpid()
+                if self._idle:
+                    return self._idle.pop()
         self._keep_open()
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
@@ -54,6 +70,16 @@ class Database:
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         return conn
 
+    def _release(self, conn: sqlite3.Connection, foreign_keys: bool = True) -> None:
+        """Keep conn for the next unit of work, unless a transaction is still open in it (a
+        read block that began one and raised) or enough wait already."""
+        if foreign_keys and not conn.in_transaction:
+            with self._keeper_guard:
+                if self._idle_pid == os.getpid() and len(self._idle) < IDLE_CONNECTIONS:
+                    self._idle.append(conn)
+                    return
+        conn.close()
+
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection for reads (each statement sees a consistent snapshot)."""
@@ -61,7 +87,7 @@ class Database:
         try:
             yield conn
         finally:
-            conn.close()
+            self._release(conn)
 
     @contextmanager
     def write(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
@@ -80,7 +106,7 @@ class Database:
                     raise
                 conn.execute("COMMIT")
         finally:
-            conn.close()
+            self._release(conn, foreign_keys)
 
     @contextmanager
     def _write_gate(self) -> Iterator[None]:
@@ -98,16 +124,24 @@ class Database:
         if gate in held:  # a write inside this thread's own write: left to SQLite's busy
             yield         # timeout, as before the gate, rather than waiting on itself
             return
-        fd = os.open(gate, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+        with _TURNS_GUARD:
+            turn = _TURNS.setdefault(gate, threading.Lock())
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        if not turn.acquire(timeout=BUSY_TIMEOUT_S):
+            raise _gate_timeout()
         try:
-            _take(fd, time.monotonic() + BUSY_TIMEOUT_S)
-            held.add(gate)
+            fd = os.open(gate, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
             try:
-                yield
+                _take(fd, deadline)
+                held.add(gate)
+                try:
+                    yield
+                finally:
+                    held.discard(gate)
             finally:
-                held.discard(gate)
+                os.close(fd)  # closing the last descriptor of the open file lets the flock go
         finally:
-            os.close(fd)  # closing the last descriptor of the open file lets the flock go
+            turn.release()
 
     def migrate(self, until: int | None = None) -> list[int]:
         """Apply pending numbered migrations (up to version until); return those applied now."""
@@ -172,11 +206,14 @@ def _take(fd: int, deadline: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise sqlite3.OperationalError(
-                    f"database is locked (its writers' gate stayed taken {BUSY_TIMEOUT_S:g} s)"
-                ) from None
+                raise _gate_timeout() from None
             time.sleep(pause)
             pause = min(pause * 2, GATE_LOOK_S)
+
+
+def _gate_timeout() -> sqlite3.OperationalError:
+    return sqlite3.OperationalError(
+        f"database is locked (its writers' gate stayed taken {BUSY_TIMEOUT_S:g} s)")
 
 
 def _check_foreign_keys(conn: sqlite3.Connection, version: int) -> None:

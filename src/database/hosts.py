@@ -48,6 +48,11 @@ def list_all(conn: sqlite3.Connection) -> list[HostRow]:
     return [_row(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM hosts ORDER BY name")]
 
 
+def generation(conn: sqlite3.Connection) -> int:
+    """A number that moves with every change to the hosts table (migration 018's triggers)."""
+    return int(conn.execute("SELECT generation FROM host_changes").fetchone()[0])
+
+
 def update(conn: sqlite3.Connection, name: str, changes: dict[str, object]) -> None:
     for column, value in changes.items():
         assert column in ("uri", "network", "domain_type", "cpu_allocation_ratio",

@@ -12,13 +12,15 @@ from src.app import App
 from src.config import Config
 from src.database import vms as vm_dao
 from src.services.actions.reconcile import GPU_CALLS, SWEEP_CALLS_BOUND
+from src.services.hosts.capacity import CAPACITY_CALLS
 from src.services.vms.addresses import LEASE_CALLS, AddressBook
 from src.services.vms.agent_asks import ASKS_PER_SWEEP
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client
 
-# Power states of every domain, the network's leases, and the host's PCI devices (its GPUs).
-BULK_CALLS = 1 + LEASE_CALLS + GPU_CALLS
+# Power states of every domain, the network's leases, the host's size and its PCI devices (its
+# GPUs).
+BULK_CALLS = 1 + LEASE_CALLS + CAPACITY_CALLS + GPU_CALLS
 
 
 def settle(app: App, quiet_s: float = 0.3) -> None:

@@ -108,3 +108,36 @@ def test_a_gate_held_for_good_fails_the_write_as_a_locked_database_does(
         holder.kill()
         holder.wait()
     assert len(outcome) == 1 and "locked" in str(outcome[0])
+
+
+def test_threads_behind_another_process_wait_without_spinning(tmp_path: Path) -> None:
+    """Fifty writers of one process behind another process's write: one of them looks at the
+    gate, the rest wait their turn on a lock (each looking every 2 ms burnt a core)."""
+    db = Database(tmp_path / "iaas.db")
+    db.migrate()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db.path), "1", "1.0"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    assert holder.stdin is not None and holder.stdout is not None
+
+    def write(index: int) -> None:
+        with db.write() as conn:
+            conn.execute("INSERT INTO leases (name, holder, expires_at) VALUES (?, 'b', 'c')",
+                         (f"w{index}",))
+
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        cpu = time.process_time()
+        writers = [threading.Thread(target=write, args=(index,)) for index in range(50)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(timeout=30)
+        cpu = time.process_time() - cpu
+        float(holder.stdout.readline())  # the holder's write had ended before theirs
+    finally:
+        holder.kill()
+        holder.wait()
+    with db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM leases WHERE name LIKE 'w%'").fetchone()[0] == 50
+    assert cpu < 0.15, f"{cpu * 1000:.0f} ms of CPU while waiting about 1 s"

@@ -7,9 +7,10 @@ Rules (the hypervisor is the truth for power state; see lifecycle.reconciled):
 - a task running past its deadline fails with task_timeout and puts its VM in error.
 
 A sweep's libvirt calls do not grow with the number of VMs: one bulk power-state call, then
-what AddressBook.learn costs (at most LEARN_CALLS_BOUND), then one listing of the host's PCI
-devices (its GPUs), so at most SWEEP_CALLS_BOUND; a VM
-whose status changed adds the few calls that follow the change (autostart, VNC port).
+what AddressBook.learn costs (at most LEARN_CALLS_BOUND), then the host's size (its capacity,
+read here rather than by the next create) and one listing of its PCI devices (its GPUs), so at
+most SWEEP_CALLS_BOUND; a VM whose status changed adds the few calls that follow the change
+(autostart, VNC port).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import HALTED, MISSING
 from src.hypervisor.errors import HypervisorError
+from src.services.hosts.capacity import CAPACITY_CALLS
 from src.services.hosts.registry import Host, HostRegistry
 from src.services.rules import lifecycle
 from src.services.tasks.runner import TaskRunner
@@ -40,7 +42,7 @@ _SWEEP = "<sweep>"
 _STOP = "<stop>"
 UP_STATUSES = ("running", "paused")
 GPU_CALLS = 1  # the host's PCI devices, read once per sweep
-SWEEP_CALLS_BOUND = 1 + LEARN_CALLS_BOUND + GPU_CALLS
+SWEEP_CALLS_BOUND = 1 + LEARN_CALLS_BOUND + CAPACITY_CALLS + GPU_CALLS
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from src import errors
@@ -31,6 +31,7 @@ from src.services.rules.scheduler import Candidate, NoHostFits, requested, sched
 from src.utils.clock import utc_now
 
 GIB = 1024 ** 3
+CAPACITY_CALLS = 1  # what a sweep's reread of a shared host's capacity costs (getInfo)
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,11 @@ class Capacity:
         self._policy = policy
         self._shared_disk_gb = shared_disk_gb  # the instances filesystem, for shared storage
         self._cache: dict[str, HostCapacity] = {}
+        self._sizes: dict[str, tuple[int, int, int]] = {}  # getInfo's, for each reading
         self._lock = threading.Lock()
 
     def of(self, host: Host) -> HostCapacity:
-        """A host's capacity, read from libvirt once (and again after forget).
+        """A host's capacity, read from libvirt once (and again after forget or reread).
 
         Raises: HypervisorError.
         """
@@ -59,37 +61,72 @@ class Capacity:
             cached = self._cache.get(host.name)
         if cached is not None:
             return cached
-        facts = host.hypervisor.host
-        cpus, ram_mib, nodes = facts.resources()
-        cells = facts.numa_cpus() or _even_cells(cpus, nodes)
+        size = host.hypervisor.host.resources()
+        capacity = self._measure(host, size, None)
+        with self._lock:
+            self._cache[host.name], self._sizes[host.name] = capacity, size
+        return capacity
+
+    def reread(self, host: Host) -> None:
+        """Read the host's capacity again now (each sweep's GPU refresh does), so creates go
+        on with the last reading meanwhile instead of each reading the hosts forgotten since
+        (a thousand hosts' sweeps forgot 33 a second). One call (CAPACITY_CALLS): the NUMA
+        cells are read again only when the CPUs or nodes changed. A host that does not answer
+        is forgotten: the next create asks it again."""
+        with self._lock:
+            cached, size_before = self._cache.get(host.name), self._sizes.get(host.name)
+        try:
+            size = host.hypervisor.host.resources()
+            same = cached is not None and size_before is not None and size[::2] == size_before[::2]
+            capacity = self._measure(host, size, cached.cells if same and cached else None)
+        except HypervisorError:
+            self.forget(host.name)
+            return
+        with self._lock:
+            self._cache[host.name], self._sizes[host.name] = capacity, size
+
+    def _measure(self, host: Host, size: tuple[int, int, int],
+                 cells: dict[int, list[int]] | None) -> HostCapacity:
+        """The capacity of host of size (CPUs, MiB, nodes); its cells read unless given.
+
+        Raises: HypervisorError.
+        """
+        cpus, ram_mib, nodes = size
+        if cells is None:
+            cells = host.hypervisor.host.numa_cpus() or _even_cells(cpus, nodes)
         row = host.row
         disk_bytes = (host.hypervisor.pools.capacity_bytes(row.storage_pool)
                       if row.storage == "pool" else None)
-        capacity = HostCapacity(
+        return HostCapacity(
             vcpus=int(cpus * row.cpu_allocation_ratio),
             ram_mib=int(ram_mib * row.ram_allocation_ratio), cells=cells,
             disk_gb=self._shared_disk_gb() if disk_bytes is None else disk_bytes // GIB)
-        with self._lock:
-            self._cache[host.name] = capacity
-        return capacity
 
     def forget(self, name: str | None = None) -> None:
         with self._lock:
             if name is None:
                 self._cache.clear()
+                self._sizes.clear()
             else:
                 self._cache.pop(name, None)
+                self._sizes.pop(name, None)
 
     def known(self, hosts: list[Host]) -> dict[str, HostCapacity]:
         """The capacity of every host that is up and answers; others are left out."""
+        up = self._hosts.answering([host.name for host in hosts])
+        with self._lock:
+            cached = dict(self._cache)
         found = {}
         for host in hosts:
-            if not self._hosts.is_up(host.name):
+            if host.name not in up:
                 continue
-            try:
-                found[host.name] = self.of(host)
-            except HypervisorError:
-                continue
+            capacity = cached.get(host.name)
+            if capacity is None:
+                try:
+                    capacity = self.of(host)
+                except HypervisorError:
+                    continue
+            found[host.name] = capacity
         return found
 
     @property
@@ -110,8 +147,8 @@ class Capacity:
         considered = [host for host in hosts
                       if (pinned is None or host.name == pinned) and host.name not in kept]
         try:
-            return schedule(demand, self._candidates(conn, demand, considered, capacities,
-                                                     reservation), self._policy)
+            return schedule(demand, self._each_candidate(conn, demand, considered, capacities,
+                                                         reservation), self._policy)
         except NoHostFits as none:
             raise errors.InsufficientCapacity(
                 resource=none.resource, requested=requested(demand, none.resource),
@@ -161,6 +198,16 @@ class Capacity:
     def _candidates(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
                     capacities: dict[str, HostCapacity], reservation: str | None = None,
                     at: str | None = None, with_partitions: bool = False) -> list[Candidate]:
+        return list(Capacity._each_candidate(conn, demand, hosts, capacities, reservation, at,
+                                             with_partitions))
+
+    @staticmethod
+    def _each_candidate(conn: sqlite3.Connection, demand: Demand, hosts: list[Host],
+                        capacities: dict[str, HostCapacity], reservation: str | None = None,
+                        at: str | None = None, with_partitions: bool = False
+                        ) -> Iterator[Candidate]:
+        """Each host as the scheduler sees it, made as it is asked for (what the database says
+        is read before the first)."""
         usage = host_dao.usage(conn)  # the counters (migration 017): one row per host
         held = move_dao.with_moves(conn, {  # migrations under way claim their targets
             host: vm_dao.Held(vcpus=used.vcpus, ram_mib=used.ram_mib, disk_gb=used.disk_gb,
@@ -176,16 +223,22 @@ class Capacity:
         gpus = {host: [gpu for gpu in free if (host, gpu.id) not in split]
                 for host, free in gpus.items()}
         rooms = partition_rooms(conn, moment) if demand.gpu_profile or with_partitions else {}
-        candidates = []
-        for host in hosts:
-            capacity = capacities.get(host.name)
-            free = None if capacity is None else _free(capacity, held.get(host.name),
-                                                       gpus.get(host.name, []),
-                                                       volumes_gb.get(host.name, 0),
-                                                       later.get(host.name, frozenset()),
-                                                       rooms.get(host.name, ()))
-            candidates.append(Candidate(host.name, host.row.enabled, capacity is not None, free))
-        return candidates
+        return _each(hosts, capacities, held, gpus, volumes_gb, later, rooms)
+
+
+def _each(hosts: list[Host], capacities: dict[str, HostCapacity], held: dict[str, vm_dao.Held],
+          gpus: dict[str, list[gpu_dao.GpuRow]], volumes_gb: dict[str, int],
+          later: dict[str, frozenset[str]],
+          rooms: dict[str, tuple[PartitionRoom, ...]]) -> Iterator[Candidate]:
+    for host in hosts:
+        name = host.name
+        capacity = capacities.get(name)
+        free = None if capacity is None else _free(capacity, held.get(name),
+                                                   gpus.get(name, []),
+                                                   volumes_gb.get(name, 0),
+                                                   later.get(name, frozenset()),
+                                                   rooms.get(name, ()))
+        yield Candidate(name, host.row.enabled, capacity is not None, free)
 
 
 def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],

@@ -49,7 +49,7 @@ def assess(gpu: PciDevice, by_address: dict[str, PciDevice], now: str,
 
 class GpuInventory:
     def __init__(self, db: Database, hosts: HostRegistry,
-                 on_refresh: Callable[[str], None] = lambda _host: None) -> None:
+                 on_refresh: Callable[[Host], None] = lambda _host: None) -> None:
         self._db = db
         self._hosts = hosts
         self._on_refresh = on_refresh  # e.g. capacity re-reads the host's size
@@ -70,7 +70,7 @@ class GpuInventory:
 
     def refresh_host(self, host: Host) -> None:
         """Raises: HypervisorError when libvirt cannot list the host's node devices."""
-        self._on_refresh(host.name)
+        self._on_refresh(host)
         devices = host.hypervisor.host.pci_devices()
         by_address = {device.address: device for device in devices}
         now = utc_now()

@@ -60,6 +60,8 @@ class HostRegistry:
         self._listeners: list[Callable[[Host], None]] = []
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        # (generation, hosts) as last read: all() reads one counter row, not every host row
+        self._listed: tuple[int, list[Host]] | None = None
 
     def ensure_local(self) -> None:
         """Register (or follow the settings of) the host `local`: IAAS_LIBVIRT_URI, shared."""
@@ -90,9 +92,20 @@ class HostRegistry:
             return sorted(self._hypervisors)
 
     def all(self) -> list[Host]:
+        """Every host by name, as the database has them now (read again only when the hosts
+        table changed since; the counter is read first, so a change that lands meanwhile is
+        read again next time)."""
         with self._db.read() as conn:
+            generation = host_dao.generation(conn)
+            with self._lock:
+                listed = self._listed
+            if listed is not None and listed[0] == generation:
+                return list(listed[1])
             rows = host_dao.list_all(conn)
-        return [Host(row, self._hypervisor(row)) for row in rows]
+        hosts = [Host(row, self._hypervisor(row)) for row in rows]
+        with self._lock:
+            self._listed = (generation, hosts)
+        return list(hosts)
 
     def get(self, name: str) -> Host:
         """Raises: HostNotFound."""
@@ -120,6 +133,15 @@ class HostRegistry:
         if state is None or state.state != "up" or hypervisor is None or not hypervisor.connected:
             return None
         return hypervisor
+
+    def answering(self, names: list[str]) -> set[str]:
+        """The hosts among names that are up (see is_up), looked up under one lock."""
+        with self._lock:
+            looks = [(name, self._hypervisors.get(name), self._states.get(name))
+                     for name in names]
+        return {name for name, hypervisor, state in looks
+                if state is not None and state.state == "up" and hypervisor is not None
+                and hypervisor.connected}
 
     def require_up(self, name: str) -> Host:
         """The host, if it answers. Raises: HostUnavailable."""
@@ -177,6 +199,7 @@ class HostRegistry:
             raise errors.NameConflict(kind="host", name=row.name) from None
         with self._lock:
             self._hypervisors[row.name] = hypervisor
+            self._listed = None  # a list read meanwhile may hold another connection of it
         self._record(row.name, HostState("up", None, version, utc_now()))
         host = Host(row, hypervisor)
         self._opened(host)
@@ -203,6 +226,7 @@ class HostRegistry:
         with self._lock:
             hypervisor = self._hypervisors.pop(name, None)
             self._states.pop(name, None)
+            self._listed = None
         if hypervisor is not None:
             hypervisor.close()
 
@@ -213,6 +237,7 @@ class HostRegistry:
         with self._lock:
             hypervisors = list(self._hypervisors.values())
             self._hypervisors.clear()
+            self._listed = None
         for hypervisor in hypervisors:
             hypervisor.close()
 
