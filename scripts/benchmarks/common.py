@@ -49,6 +49,8 @@ TARGETS = {
                            unit=" ms"),
     "volume_create": Target("API / qemu-img convert (medians)", 1.2, "issue 22"),
     "volume_snapshot": Target("API / qemu-img snapshot (medians)", 1.2, "issue 22"),
+    "migration": Target("live migration API / virsh migrate by hand (medians)", 1.2,
+                        "issue 24"),
 }
 
 

@@ -11,7 +11,7 @@ import libvirt  # type: ignore[import-untyped]
 
 from scripts.harness.host import TINY_IMAGE_NAME, IsolatedNetwork, purge_domains
 from scripts.harness.pools import remove_pool
-from scripts.harness.remote_host import RemoteHost
+from scripts.harness.remote_host import RemoteHost, host_entry
 from scripts.harness.servers import host_xml
 from src.config import Config
 from src.services.rules.placement import Demand, Free
@@ -123,10 +123,7 @@ def remote_create(config: Config, remote: RemoteHost, remote_net: IsolatedNetwor
         try:
             call(url, "POST", "/v1/images", {"name": TINY_IMAGE_NAME, "file": "tiny-linux.qcow2",
                                              "format": "qcow2"}, status=201)
-            call(url, "POST", "/v1/hosts", {"name": "remote", "uri": remote.uri,
-                                            "storage": "pool", "storage_pool": pool,
-                                            "network": remote_net.name, "domain_type": "qemu"},
-                 status=201)
+            call(url, "POST", "/v1/hosts", host_entry(remote, pool, remote_net), status=201)
             first = _create_on(url, "remote")  # includes copying the base image there
             times: dict[str, list[float]] = {"local": [], "remote": []}
             for _ in range(runs):

@@ -13,6 +13,7 @@ from typing import Self
 import libvirt  # type: ignore[import-untyped]
 
 from scripts.harness import netns
+from scripts.harness.host import IsolatedNetwork
 from scripts.harness.pki import Pki, make_pki, pki_under
 from scripts.harness.remote_layout import Layout, make_netns, new_layout, sweep_orphans
 from scripts.harness.undo import Undo
@@ -147,6 +148,13 @@ class RemoteHost:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def host_entry(host: RemoteHost, pool: str, network: IsolatedNetwork) -> dict[str, str]:
+    """The body of `POST /v1/hosts` that adds host as `remote`: its storage in pool, its
+    guests on network (one of its own), TCG."""
+    return {"name": "remote", "uri": host.uri, "storage": "pool", "storage_pool": pool,
+            "network": network.name, "domain_type": "qemu"}
 
 
 def _spawn_in_host(host: RemoteHost, name: str, argv: list[str]) -> subprocess.Popen[bytes]:

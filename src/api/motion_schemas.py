@@ -41,12 +41,15 @@ MOTION_SCHEMAS: dict[str, Any] = {
     }),
     "TaskProgress": {
         "type": "object", "additionalProperties": True, "required": ["phase"],
-        "description": "A migration: `phase` (stopping, copying, transferring, starting, "
-                       "done), and while it transfers the bytes of memory and disks.",
+        "description": "A migration: `phase` (live: transferring, done; cold: stopping, "
+                       "copying, starting, done), while it transfers the bytes of memory and "
+                       "disks, and once a live one is done libvirt's figures of the completed "
+                       "job (bytes_total, elapsed_s, downtime_ms).",
         "properties": {
             "phase": {"type": "string"},
             "bytes_total": BYTES, "bytes_remaining": BYTES, "bytes_processed": BYTES,
-            "bytes_per_second": BYTES, "elapsed_s": {"type": "number"},
+            "bytes_per_second": BYTES,
+            "elapsed_s": {"type": "number", "description": "Seconds the copy has taken"},
             "downtime_ms": {"type": "integer", "description": "How long the guest was "
                                                             "paused at the switch"},
         },

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +26,8 @@ from scripts.harness.host import (
     remove_network,
     start_isolated_network,
 )
-from scripts.harness.remote_host import RemoteHost, start_remote_host
+from scripts.harness.pools import remove_pool
+from scripts.harness.remote_host import RemoteHost, host_entry, start_remote_host
 from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory
@@ -32,6 +35,15 @@ from tests.e2e.http_client import HttpClient
 from tests.support import Client, LiveServer
 
 E2eAppFactory = Callable[[Config], App]
+REMOTE_POOL = "iaas-e2e"  # the second host's storage pool, removed after each test that used it
+
+
+def eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll check until it holds. Raises: AssertionError naming what did not happen in time."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not within {seconds} s"
+        time.sleep(0.5)
 
 
 def _open_or_fail() -> libvirt.virConnect:
@@ -140,19 +152,26 @@ def vm_ids_of(app: App) -> set[str]:
     return {row[0] for row in rows}
 
 
-@pytest.fixture
-def make_e2e_app(make_app: AppFactory, workspace: Path,
-                 system_conn: libvirt.virConnect) -> Iterator[E2eAppFactory]:
-    """Apps on qemu:///system; at teardown their builds stop and every domain of theirs goes."""
-    apps: list[App] = []
+class AppMaker:
+    """Makes apps and remembers them, for the teardowns that remove what each one made."""
 
-    def factory(config: Config) -> App:
-        app = make_app(config)
-        apps.append(app)
+    def __init__(self, make_app: AppFactory) -> None:
+        self._make_app = make_app
+        self.apps: list[App] = []
+
+    def __call__(self, config: Config) -> App:
+        app = self._make_app(config)
+        self.apps.append(app)
         return app
 
-    yield factory
-    for app in apps:
+
+@pytest.fixture
+def make_e2e_app(make_app: AppFactory, workspace: Path,
+                 system_conn: libvirt.virConnect) -> Iterator[AppMaker]:
+    """Apps on qemu:///system; at teardown their builds stop and every domain of theirs goes."""
+    maker = AppMaker(make_app)
+    yield maker
+    for app in maker.apps:
         app.close()  # no build may define a domain after the purge
         purge_domains(system_conn, vm_ids_of(app), app.installation_id)
         purge_pools(system_conn, app.installation_id)
@@ -185,3 +204,59 @@ def register_tiny_image(client: Client | HttpClient) -> dict[str, Any]:
     assert reply.status == 201, reply.body
     image: dict[str, Any] = reply.body
     return image
+
+
+def clean_remote(remote: RemoteHost, installations: list[str]) -> None:
+    """Remove the installations' domains and REMOTE_POOL from the second host, over a fresh
+    connection (its libvirtd may have been restarted meanwhile)."""
+    with closing(remote.open()) as fresh:
+        for installation in installations:
+            purge_domains(fresh, [], installation)
+        remove_pool(fresh, REMOTE_POOL)
+
+
+@pytest.fixture
+def remote_network(remote_host: RemoteHost) -> Iterator[IsolatedNetwork]:
+    """An isolated network on the second host, for its guests."""
+    with closing(remote_host.open()) as conn:
+        net = start_isolated_network(conn, "iaas-e2e-rn")
+    yield net
+    with closing(remote_host.open()) as conn:  # fresh: its libvirtd may have been restarted
+        remove_network(conn, net)
+
+
+def add_remote(client: HttpClient, remote: RemoteHost, net: IsolatedNetwork) -> dict[str, Any]:
+    """Add the second host as `remote` (storage in REMOTE_POOL, guests on net)."""
+    added = client.post("/v1/hosts", host_entry(remote, REMOTE_POOL, net))
+    assert added.status == 201, added.body
+    return dict(added.body)
+
+
+@dataclass(frozen=True)
+class TwoHosts:
+    """qemu:///system as `local` beside the second libvirtd as `remote`, and connections to
+    both; what its apps make on `remote` is removed at teardown."""
+
+    make_app: AppMaker
+    config: Config
+    remote: RemoteHost
+    network: IsolatedNetwork  # the remote's
+    system_conn: libvirt.virConnect
+    remote_conn: libvirt.virConnect
+
+    @contextmanager
+    def serve(self, app: App | None = None) -> Iterator[HttpClient]:
+        """app (default: a new one on config) served, with the tiny image and `remote`."""
+        with served(app or self.make_app(self.config)) as client:
+            register_tiny_image(client)
+            add_remote(client, self.remote, self.network)
+            yield client
+
+
+@pytest.fixture
+def two_hosts(make_e2e_app: AppMaker, e2e_config: Config, remote_host: RemoteHost,
+              remote_network: IsolatedNetwork, system_conn: libvirt.virConnect,
+              remote_conn: libvirt.virConnect) -> Iterator[TwoHosts]:
+    yield TwoHosts(make_e2e_app, e2e_config, remote_host, remote_network, system_conn,
+                   remote_conn)
+    clean_remote(remote_host, [app.installation_id for app in make_e2e_app.apps])

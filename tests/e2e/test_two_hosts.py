@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import libvirt  # type: ignore[import-untyped]
-import pytest
-
-from scripts.harness.host import (
-    IsolatedNetwork,
-    purge_domains,
-    remove_network,
-    start_isolated_network,
-)
-from scripts.harness.pools import remove_pool
-from scripts.harness.remote_host import RemoteHost
-from src.app import App
-from src.config import Config
-from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
+from tests.e2e.conftest import REMOTE_POOL, TwoHosts, eventually
 from tests.e2e.http_client import HttpClient
 
-POOL = "iaas-e2e"
 READY = "IAAS-TINY-READY"
 DOWN_WITHIN_S = 30
-
-
-def eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not within {seconds} s"
-        time.sleep(0.5)
-
-
-@pytest.fixture
-def remote_network(remote_conn: libvirt.virConnect) -> Iterator[IsolatedNetwork]:
-    net = start_isolated_network(remote_conn, "iaas-e2e-rn")
-    yield net
-    remove_network(remote_conn, net)
 
 
 def create(client: HttpClient, host: str | None = None) -> dict[str, Any]:
@@ -50,30 +21,15 @@ def create(client: HttpClient, host: str | None = None) -> dict[str, Any]:
     return dict(reply.body)
 
 
-def test_two_hosts_one_dies_and_comes_back(
-        make_e2e_app: E2eAppFactory, e2e_config: Config, remote_host: RemoteHost,
-        remote_conn: libvirt.virConnect, remote_network: IsolatedNetwork) -> None:
-    app = make_e2e_app(e2e_config)
-    try:
-        with served(app) as client:
-            _scenario(client, app, e2e_config, remote_host, remote_network)
-    finally:
-        fresh = remote_host.open()  # its daemon was restarted meanwhile
-        try:
-            purge_domains(fresh, [], app.installation_id)
-            remove_pool(fresh, POOL)
-        finally:
-            fresh.close()
+def test_two_hosts_one_dies_and_comes_back(two_hosts: TwoHosts) -> None:
+    with two_hosts.serve() as client:
+        _scenario(client, two_hosts)
 
 
-def _scenario(client: HttpClient, app: App, config: Config, remote: RemoteHost,
-              net: IsolatedNetwork) -> None:
-    register_tiny_image(client)
-    added = client.post("/v1/hosts", {"name": "remote", "uri": remote.uri, "storage": "pool",
-                                      "storage_pool": POOL, "network": net.name,
-                                      "domain_type": "qemu"})
-    assert added.status == 201, added.body
-    assert (added.body["state"], added.body["storage"]) == ("up", "pool")
+def _scenario(client: HttpClient, two_hosts: TwoHosts) -> None:
+    remote, config = two_hosts.remote, two_hosts.config
+    added = client.get("/v1/hosts/remote").body
+    assert (added["state"], added["storage"]) == ("up", "pool")
     here, there = create(client, "local"), create(client, "remote")
     for vm in (here, there):
         assert client.wait_task(vm["task"]["id"])["status"] == "succeeded"
@@ -113,7 +69,7 @@ def _scenario(client: HttpClient, app: App, config: Config, remote: RemoteHost,
         assert client.wait_task(deleted.body["id"])["status"] == "succeeded"
     fresh = remote.open()
     try:
-        volumes = fresh.storagePoolLookupByName(POOL).listVolumes()
+        volumes = fresh.storagePoolLookupByName(REMOTE_POOL).listVolumes()
         assert [name for name in volumes if there["id"] in name] == []  # overlay, seed, log
         left = [(domain.UUIDString(), domain.state(), domain.isPersistent())
                 for domain in fresh.listAllDomains()]

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict
 
 from src.database import tasks as task_dao
 from src.database.db import Database
@@ -84,13 +83,17 @@ class LiveTransfer:
 
 
 def final_facts(target: Host, vm_id: str) -> dict[str, object]:
-    """What the target knows of the migration that brought the VM (its downtime)."""
+    """What the target knows of the migration that brought the VM: libvirt's statistics of
+    the completed job (VIR_DOMAIN_JOB_STATS_COMPLETED), named as the progress before it, with
+    the guest's downtime; {} when it keeps none."""
     try:
         job = target.hypervisor.migrations.job(vm_id, completed=True)
     except HypervisorError:
         return {}
     if job is None:
         return {}
-    facts = {key: value for key, value in asdict(job).items()
-             if key in ("downtime_ms", "data_total", "elapsed_ms") and value is not None}
+    facts: dict[str, object] = {"bytes_total": job.data_total,
+                                "elapsed_s": round(job.elapsed_ms / 1000, 1)}
+    if job.downtime_ms is not None:
+        facts["downtime_ms"] = job.downtime_ms
     return facts

@@ -1,6 +1,7 @@
-// Admins' pages: GPUs per host, hosts with capacity bars, and the audit trail.
+// Admins' pages: GPUs per host, hosts with capacity bars and drains, and the audit trail.
 import { get } from "./api.js";
 import { h, replace, showError, table } from "./dom.js";
+import { drainSummary } from "./host.js";
 
 function loading(view, title, setTitle) {
   setTitle(title);
@@ -45,18 +46,19 @@ function hostRow(host) {
   const cap = host.capacity || {};
   const used = host.allocated;
   return h("tr", {},
-    h("th", { scope: "row" }, host.name),
+    h("th", { scope: "row" }, h("a", { href: `#/hosts/${encodeURIComponent(host.name)}` }, host.name)),
     h("td", {}, host.state + (host.reason ? ` (${host.reason})` : "")), h("td", {}, host.uri),
     h("td", {}, meter(`${host.name} vCPUs`, used.vcpus, cap.vcpus)),
     h("td", {}, meter(`${host.name} RAM MiB`, used.ram, cap.ram)),
     h("td", {}, meter(`${host.name} disk GiB`, used.disk_gb, cap.disk_gb)),
-    h("td", {}, meter(`${host.name} GPUs`, used.gpus, cap.gpus)), h("td", {}, host.vms));
+    h("td", {}, meter(`${host.name} GPUs`, used.gpus, cap.gpus)), h("td", {}, host.vms),
+    h("td", {}, drainSummary(host.drain)));
 }
 
 export function renderHosts(view, { setTitle }) {
   const slot = loading(view, "Hosts", setTitle);
   get("/v1/hosts").then(({ hosts }) => replace(slot, table("Hosts",
-    ["Name", "State", "URI", "vCPUs", "RAM (MiB)", "Disk (GiB)", "GPUs", "VMs"],
+    ["Name", "State", "URI", "vCPUs", "RAM (MiB)", "Disk (GiB)", "GPUs", "VMs", "Drain"],
     hosts.map(hostRow), "No hosts.")), showError);
   return null;
 }

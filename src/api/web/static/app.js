@@ -6,12 +6,14 @@ import { renderVm } from "./detail.js";
 import { renderImages } from "./images.js";
 import { renderVolumes } from "./volumes.js";
 import { renderAudit, renderGpus, renderHosts } from "./admin.js";
+import { renderHost } from "./host.js";
 
 const PAGES = [
   [/^#\/vms\/([^/]+)$/, renderVm],
   [/^#\/images$/, renderImages],
   [/^#\/volumes$/, renderVolumes],
   [/^#\/gpus$/, renderGpus, "admin"],
+  [/^#\/hosts\/([^/]+)$/, renderHost, "admin"],
   [/^#\/hosts$/, renderHosts, "admin"],
   [/^#\/audit$/, renderAudit, "admin"],
   [/^(#\/vms)?$/, renderVms],
