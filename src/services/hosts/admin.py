@@ -8,6 +8,7 @@ from src.config import Config
 from src.database import gpus as gpu_dao
 from src.database import host_drains as drain_dao
 from src.database import hosts as host_dao
+from src.database import vm_evacuations as evac_dao
 from src.database import vm_migrations as move_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
@@ -81,7 +82,8 @@ class HostService:
         state = self._hosts.state(host.name)
         up = self._hosts.is_up(host.name)
         with self._db.read() as conn:
-            held = move_dao.with_moves(conn, vm_dao.allocated(conn)).get(host.name)
+            held = evac_dao.with_evacuations(conn, move_dao.with_moves(
+                conn, vm_dao.allocated(conn))).get(host.name)
             gpus = gpu_dao.list_all(conn, host.name)
             vm_count = host_dao.vm_counts(conn).get(host.name, 0)
             drain = drain_dao.progress(conn, host.name)
