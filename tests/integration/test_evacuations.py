@@ -11,13 +11,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from src.app import App
+from src.app import App, Core, build_core
 from src.config import Config
 from src.database import hosts as host_dao
+from src.database import tasks as task_dao
+from src.database import vms as vm_dao
 from src.database.hosts import Usage
 from src.hypervisor.disks import CommandFailed, Runner, run_command
 from src.hypervisor.domains import MISSING
 from src.hypervisor.driver import Hypervisor
+from src.services.hosts.admin import HostService
+from src.services.images.catalog import NewImage
+from src.services.motion.evacuations import EvacuationService
+from src.services.rules.access import Principal
+from src.services.vms.compute import ComputeService, CreateRequest
+from src.utils.clock import utc_after, utc_now
 from src.vocabulary import DOMAIN_NAME_PREFIX
 from tests.conftest import AppFactory, make_qcow2
 from tests.integration.test_migrations import (
@@ -27,6 +35,7 @@ from tests.integration.test_migrations import (
     created,
     state_on,
 )
+from tests.integration.test_redelivery import Outbox
 from tests.support import Client, host_xml
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
@@ -276,3 +285,72 @@ def test_a_host_that_comes_back_loses_its_stale_copies_and_never_starts_them(
     assert left == 0
     shown = Client(back).get("/v1/hosts/dead").body
     assert (shown["state"], shown["enabled"]) == ("disabled", False)
+
+
+ADMIN = Principal("t-admin", "default", "admin")
+
+
+def run_as_a_worker(core: Core, task_id: str) -> task_dao.TaskRow:
+    """Every step of the task, as Celery workers run them (TaskExecution.step), to its end."""
+    seq = 0
+    while core.execution.step(task_id, seq) is not None:
+        seq += 1
+    with core.db.read() as conn:
+        task = task_dao.get(conn, task_id)
+    assert task is not None
+    return task
+
+
+def test_a_worker_rebuilds_and_a_rebuild_cut_short_is_rolled_back_when_redelivered(
+        config: Config, tmp_path: Path) -> None:
+    config = replace(config, libvirt_uri=_host(tmp_path, "local"))
+    core = build_core(config)
+    core.hosts.start()
+    try:
+        make_qcow2(config.images_dir / "base.qcow2")
+        core.images.create(NewImage(name="base", format="qcow2", file="base.qcow2"), ADMIN)
+        views = HostService(core.db, core.hosts, core.capacity, core.gpus, config)
+        for name in ("dead", "spare"):
+            views.add({"name": name, "uri": _host(tmp_path, name)})
+        compute = ComputeService(core.db, core.hosts, core.images, Outbox(), core.capacity)
+        vms = [compute.create(CreateRequest(name=name, image_name="base", cpu=1, ram=64,
+                                            host="dead"), ADMIN) for name in ("one", "two")]
+        for view in vms:
+            assert run_as_a_worker(core, view.task.id).status == "succeeded"
+        core.hosts.get("dead").hypervisor.close()
+        evacuations = EvacuationService(core.db, config, core.hosts, core.capacity, views,
+                                        core.provisioner.shared, Outbox())
+        body = evacuations.evacuate("dead", ADMIN, target="spare")
+        one, two = (entry["task_id"] for entry in body["tasks"])
+        spare = core.hosts.get("spare").hypervisor
+
+        assert run_as_a_worker(core, one).status == "succeeded"
+        with core.db.read() as conn:
+            row = vm_dao.get(conn, vms[0].row.id)
+        assert row is not None and (row.host, row.status) == ("spare", "running")
+        assert spare.power_state(vms[0].row.id) == "running"
+
+        # The second one's worker died after it had defined and started the domain: the task
+        # is running with no step recorded, and the message is delivered again.
+        second = vms[1].row.id
+        with core.db.write() as conn:
+            conn.execute("UPDATE tasks SET status = 'running', started_at = ?, deadline = ? "
+                         "WHERE id = ?", (utc_now(), utc_after(600), two))
+            conn.execute("UPDATE vm_evacuations SET phase = 'building', made = ? WHERE "
+                         "task_id = ?", ('[["domain", ""]]', two))
+        spare.define(spare.domain_xml(vms[0].row.id).replace(vms[0].row.id, second))
+        spare.start(second)
+        task = run_as_a_worker(core, two)
+        assert (task.status, task.error_code) == ("failed", "evacuation_interrupted")
+        assert spare.power_state(second) == MISSING
+        assert (config.instances_dir / second / "disk.qcow2").is_file()  # its own disk stays
+        with core.db.read() as conn:
+            row = vm_dao.get(conn, second)
+            phase = conn.execute("SELECT phase FROM vm_evacuations WHERE task_id = ?",
+                                 (two,)).fetchone()[0]
+            kept, counted = host_dao.usage(conn), host_dao.recount(conn)
+        assert row is not None and row.host == "dead" and phase == "rolled_back"
+        for host in {*kept, *counted}:
+            assert kept.get(host, Usage()) == counted.get(host, Usage()), host
+    finally:
+        core.hosts.close()
