@@ -63,6 +63,24 @@ MOTION_SCHEMAS: dict[str, Any] = {
                                       "reason": {"type": "string"},
                                       "message": {"type": "string"}})},
     }),
+    "HostEvacuation": _object({
+        "status": {"type": "string", "enum": ["evacuating", "done"]},
+        "started_at": {"type": "string", "format": "date-time"},
+        "rebuild_lost_disks": {"type": "boolean"},
+        "tasks": {"type": "array", "items": _object({
+            "task_id": {"type": "string"}, "vm_id": {"type": "string"},
+            "vm": {"type": "string"}, "target": {"type": "string"},
+            "status": {"type": "string"}})},
+        "skipped": {"type": "array", "items": _object({
+            "vm_id": {"type": "string"}, "vm": {"type": "string"},
+            "reason": {"type": "string"}, "message": {"type": "string"}})},
+        "stale_copies": {"type": "array", "description": "VMs rebuilt elsewhere whose old "
+                                                         "copy this host still holds; the "
+                                                         "reconciler removes them once it "
+                                                         "answers",
+                         "items": _object({"vm_id": {"type": "string"},
+                                           "vm": {"type": "string"}})},
+    }),
     "TaskProgress": {
         "type": "object", "additionalProperties": True, "required": ["phase"],
         "description": "A migration: `phase` (stopping, copying, transferring, starting, "

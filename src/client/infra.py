@@ -97,7 +97,8 @@ def host_list(ctx: click.Context) -> None:
 
 def _render_host(host: dict[str, Any], s: Any) -> None:
     s.out.fields([(key, _resources(value) if key in ("capacity", "allocated", "free")
-                   else _drain(value) if key == "drain" else value)
+                   else _drain(value) if key == "drain"
+                   else _evacuation(value) if key == "evacuation" else value)
                   for key, value in host.items()])
 
 
@@ -109,6 +110,20 @@ def _drain(drain: dict[str, Any] | None) -> str | None:
             f"moving, {drain['waiting']} waiting")
     stays = "; ".join(f"{vm['vm']} ({vm['reason']})" for vm in drain["unmovable"])
     return f"{text}; stays: {stays}" if stays else text
+
+
+def _evacuation(evacuation: dict[str, Any] | None) -> str | None:
+    """`done: 3/3 rebuilt, 0 under way; stays: db-1 (disks_on_down_host); stale copies: 2`."""
+    if evacuation is None:
+        return None
+    tasks = evacuation["tasks"]
+    done = sum(1 for task in tasks if task["status"] == "succeeded")
+    busy = sum(1 for task in tasks if task["status"] in ("queued", "running"))
+    text = f"{evacuation['status']}: {done}/{len(tasks)} rebuilt, {busy} under way"
+    stays = "; ".join(f"{vm['vm']} ({vm['reason']})" for vm in evacuation["skipped"])
+    stale = len(evacuation["stale_copies"])
+    return text + (f"; stays: {stays}" if stays else "") + (
+        f"; stale copies: {stale}" if stale else "")
 
 
 @host_group.command("show")

@@ -61,3 +61,5 @@ def test_a_dead_host_is_evacuated_from_the_command_line(iaas: Iaas, app: App,
     second = iaas.json("host", "evacuate", "dead", "--rebuild-lost-disks", "--wait")
     assert [task["vm"] for task in second["tasks"]] == ["orphan"] and second["skipped"] == []
     assert iaas.api("GET", "/v1/vms/orphan").body["host"] == "local"
+    shown = iaas("host", "show", "dead")
+    assert "done: 1/1 rebuilt, 0 under way; stale copies: 2" in shown.stdout, shown.stdout

@@ -156,7 +156,12 @@ def test_vms_are_rebuilt_elsewhere_and_lost_disks_only_with_the_flag(
     assert (config.instances_dir / keeper["id"] / "disk.qcow2").is_file()  # its own disk
     assert "host dead is down: rebuilt on" in reason_of(client, "keeper")
     assert "with its own root disk" in reason_of(client, "keeper")
-    assert client.get("/v1/hosts/dead").body["enabled"] is False
+    shown_host = client.get("/v1/hosts/dead").body
+    assert shown_host["enabled"] is False
+    progress = shown_host["evacuation"]
+    assert (progress["status"], [vm["vm"] for vm in progress["skipped"]]) == ("done", ["orphan"])
+    assert {task["status"] for task in progress["tasks"]} == {"succeeded"}
+    assert sorted(vm["vm"] for vm in progress["stale_copies"]) == ["keeper", "sleeper", "trainer"]
     assert allocated(client, "dead")["vcpus"] == 1  # the orphan's, still recorded there
     assert_ledgers_true(app)
 
@@ -285,6 +290,7 @@ def test_a_host_that_comes_back_loses_its_stale_copies_and_never_starts_them(
     assert left == 0
     shown = Client(back).get("/v1/hosts/dead").body
     assert (shown["state"], shown["enabled"]) == ("disabled", False)
+    assert shown["evacuation"]["stale_copies"] == []
 
 
 ADMIN = Principal("t-admin", "default", "admin")

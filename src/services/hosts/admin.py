@@ -7,6 +7,7 @@ from typing import Any
 from src.config import Config
 from src.database import gpus as gpu_dao
 from src.database import host_drains as drain_dao
+from src.database import host_evacuations as host_evac_dao
 from src.database import hosts as host_dao
 from src.database import vm_evacuations as evac_dao
 from src.database import vm_migrations as move_dao
@@ -87,6 +88,7 @@ class HostService:
             gpus = gpu_dao.list_all(conn, host.name)
             vm_count = host_dao.vm_counts(conn).get(host.name, 0)
             drain = drain_dao.progress(conn, host.name)
+            evacuation = host_evac_dao.progress(conn, host.name)
         capacity = allocated = free = None
         numa_nodes = None
         try:
@@ -113,4 +115,5 @@ class HostService:
             "ram_allocation_ratio": row.ram_allocation_ratio,
             "libvirt_version": state.libvirt_version, "capacity": capacity,
             "allocated": allocated, "free": free, "numa_nodes": numa_nodes, "vms": vm_count,
-            "last_seen": state.last_seen, "created_at": row.created_at, "drain": drain}
+            "last_seen": state.last_seen, "created_at": row.created_at, "drain": drain,
+            "evacuation": evacuation}
