@@ -132,7 +132,9 @@ def test_vms_are_rebuilt_elsewhere_and_lost_disks_only_with_the_flag(
     assert client.wait_task(client.post("/v1/vms/sleeper/stop", None).body["id"]
                             )["status"] == "succeeded"
     trainer = created(client, "trainer", host="dead", flavor="g.1")
-    orphan = created(client, "orphan", host="dead")
+    volume = client.post("/v1/volumes", {"name": "ckpt", "size_gb": 1, "host": "dead"})
+    assert client.wait_task(volume.body["task"]["id"])["status"] == "succeeded"
+    orphan = created(client, "orphan", host="dead", volumes=[{"volume": "ckpt"}])
     lose_root_disk(config, orphan["id"])
     kill(app, client, "dead")
 
@@ -141,6 +143,8 @@ def test_vms_are_rebuilt_elsewhere_and_lost_disks_only_with_the_flag(
     assert [(vm["vm"], vm["reason"]) for vm in body["skipped"]] == [
         ("orphan", "disks_on_down_host")]
     assert "rebuild_lost_disks" in body["skipped"][0]["message"]
+    assert "its root disk and its volume(s) ckpt lived only on host dead" in body["skipped"][0][
+        "message"]
     shown = {vm["name"]: vm for vm in client.get("/v1/vms").body["vms"]}
     for name, status, power in (("keeper", "running", "running"),
                                 ("sleeper", "stopped", "shutoff"),
@@ -171,6 +175,9 @@ def test_vms_are_rebuilt_elsewhere_and_lost_disks_only_with_the_flag(
     assert rebuilt["host"] in ("local", "spare") and rebuilt["status"] == "running"
     assert (config.instances_dir / orphan["id"] / "disk.qcow2").is_file()  # a fresh one
     assert "fresh root disk from its base image base" in reason_of(client, "orphan")
+    assert "volume(s) ckpt stay detached on dead" in reason_of(client, "orphan")
+    ckpt = client.get("/v1/volumes/ckpt").body
+    assert (ckpt["host"], ckpt["status"], ckpt["attachments"]) == ("dead", "available", [])
     assert allocated(client, "dead")["vcpus"] == 0
     assert_ledgers_true(app)
 
