@@ -367,3 +367,37 @@ def test_a_worker_rebuilds_and_a_rebuild_cut_short_is_rolled_back_when_redeliver
             assert kept.get(host, Usage()) == counted.get(host, Usage()), host
     finally:
         core.hosts.close()
+
+
+def test_a_rebuild_whose_task_ended_unfinished_is_rolled_back_by_housekeeping(
+        make_app: AppFactory, config: Config, tmp_path: Path) -> None:
+    """An evacuate task failed by its deadline (task_timeout) mid-rebuild leaves what it made
+    to the next housekeeping pass, which removes it and gives the claim back."""
+    app, client, _ = cluster(make_app, config, tmp_path)
+    vm = created(client, "late", host="dead", flavor="g.1")
+    xml = app.hosts.get("dead").hypervisor.domain_xml(vm["id"])
+    kill(app, client, "dead")
+    reply = client.post("/v1/hosts/dead/evacuate", {"host": "spare"})
+    task_id = reply.body["tasks"][0]["task_id"]
+    assert client.wait_task(task_id)["status"] == "succeeded"
+    # Replay the same evacuation as if its task had timed out half-way: the VM back on the
+    # dead host, its domain defined on spare, the row building, the task failed.
+    spare = app.hosts.get("spare").hypervisor
+    spare.force_off(vm["id"])
+    spare.undefine(vm["id"])
+    spare.define(xml)
+    with app.db.write() as conn:
+        conn.execute("UPDATE vms SET host = 'dead' WHERE id = ?", (vm["id"],))
+        conn.execute("UPDATE gpu_allocations SET host = 'spare' WHERE vm_id = ?", (vm["id"],))
+        conn.execute("UPDATE vm_evacuations SET phase = 'building', made = ?, stale_on = NULL "
+                     "WHERE task_id = ?", ('[["domain", ""]]', task_id))
+        conn.execute("UPDATE tasks SET status = 'failed', error_code = 'task_timeout' "
+                     "WHERE id = ?", (task_id,))
+    assert allocated(client, "spare")["vcpus"] == 2  # the claim it still holds
+    app.reconciler.sweep()
+    assert state_on(app, "spare", vm["id"]) == MISSING
+    assert allocated(client, "spare")["vcpus"] == 0 and allocated(client, "spare")["gpus"] == 0
+    with app.db.read() as conn:
+        phase, code = conn.execute("SELECT phase, error_code FROM vm_evacuations").fetchone()
+    assert (phase, code) == ("rolled_back", "evacuation_unfinished")
+    assert_ledgers_true(app)
