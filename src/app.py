@@ -40,8 +40,11 @@ from src.services.images.catalog import ImageService
 from src.services.images.files import Intake
 from src.services.images.imports import ImageDownloads, ImageImporter
 from src.services.motion.drains import DrainService
+from src.services.motion.evacuations import EvacuationService
+from src.services.motion.rebuild import EvacuationWork
 from src.services.motion.recovery import MoveRecovery
 from src.services.motion.requests import MigrationService
+from src.services.motion.stale_copies import StaleCopies
 from src.services.motion.work import MigrationWork
 from src.services.queue.clock import CapacityClock
 from src.services.queue.listing import QueueService
@@ -200,7 +203,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         attachments=AttachmentService(core.db, volumes, executor),
         volume_snapshots=VolumeSnapshots(core.db, volumes, executor),
         root_disks=RootDisks(core.db, core.images, executor),
-        moves=moves, drains=DrainService(core.db, core.hosts, host_views, moves))
+        moves=moves, drains=DrainService(core.db, core.hosts, host_views, moves),
+        evacuations=EvacuationService(core.db, config, core.hosts, core.capacity, host_views,
+                                      core.provisioner.shared, executor))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
@@ -241,10 +246,13 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                              config.detach_timeout_s)
     move_work = MigrationWork(db, config, hosts, images, provisioner, layers, qemu_img)
     moves = MoveRecovery(db, move_work)
+    evacuations = EvacuationWork(db, hosts, images, provisioner)
+    stale_copies = StaleCopies(db, provisioner)
     steps = TaskSteps(db, hosts, images, work, ImageDownloads(db, images, intake, config),
                       (config.task_timeout_s, config.import_timeout_s), volume_work,
                       RootDiskWork(db, hosts, provisioner, intake), move_work,
-                      config.migration_timeout_s, config.project_max_tasks)
+                      config.migration_timeout_s, config.project_max_tasks,
+                      evacuations=evacuations)
     # A Celery worker's placer leaves what it places to the API's outbox relay (no submit).
     placer = QueuePlacer(db, hosts, capacity, "celery" if config.broker_url else "inprocess",
                          config.queue_backfill_limit_s)
@@ -268,8 +276,10 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     checks = VolumeChecks(db, layers)
 
     def after_host_sweep(host: Host) -> None:
-        """The API's sweeps re-read the host's GPUs and check its volumes (a worker's leave
-        both to the API)."""
+        """Every sweep removes what evacuations left on a host that came back; the API's
+        sweeps also re-read the host's GPUs and check its volumes (a worker's leave both to
+        the API)."""
+        stale_copies.clean(host)
         if sweeps_refresh_gpus:
             gpus.refresh_host(host)
             checks.check_host(host)
@@ -279,7 +289,8 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
                                                   execution.expire_stale(),
-                                                  moves.settle_orphans()),
+                                                  moves.settle_orphans(),
+                                                  evacuations.settle_orphans()),
                             after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
                 runner, reconciler, work, steps, execution, intake, layers, placer, moves)

@@ -186,3 +186,6 @@ ReservationClosed = _error("ReservationClosed", 409, "reservation_closed",
 # Hosts in motion (issue 24).
 VmNotMigratable = _error("VmNotMigratable", 409, "vm_not_migratable",
                          "VM {vm!r} cannot be migrated: {reason}.")
+HostNotDown = _error("HostNotDown", 409, "host_not_down",
+                     "Host {host!r} answers: only a host that is down is evacuated; drain it "
+                     "to move its VMs away.")

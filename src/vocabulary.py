@@ -14,7 +14,7 @@ VOLUME_ACTIONS = ("volume_create", "volume_delete", "volume_resize", "volume_sna
                   "volume_revert", "snapshot_delete")
 ATTACHMENT_ACTIONS = ("attach", "detach")
 VM_DISK_ACTIONS = ("vm_snapshot", "vm_revert", "vm_image")
-MOTION_ACTIONS = ("migrate",)  # a VM moved to another host (issue 24)
+MOTION_ACTIONS = ("migrate", "evacuate")  # a VM moved to, or rebuilt on, another host
 TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an image, not a VM
                 *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS, *MOTION_ACTIONS)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold

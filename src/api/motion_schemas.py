@@ -39,6 +39,48 @@ MOTION_SCHEMAS: dict[str, Any] = {
                                         "task_id": {"type": "string"}},
                                        required=["vm_id", "vm", "reason"])},
     }),
+    "HostEvacuate": _object({
+        "rebuild_lost_disks": {"type": "boolean", "description": (
+            "Default false: a VM whose root disk or volumes lived only on the dead host stays, "
+            "skipped with reason disks_on_down_host. true: it is rebuilt with a fresh root "
+            "disk from its base image, and its lost volumes are detached (they stay on the "
+            "dead host).")},
+        "host": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63,
+                 "description": "Rebuild every VM on this host (default: the scheduler's "
+                                "pick for each, with the filters of a create)."},
+    }, required=[]),
+    "Evacuation": _object({
+        "host": {"type": "string"},
+        "started_at": {"type": "string", "format": "date-time"},
+        "rebuild_lost_disks": {"type": "boolean"},
+        "tasks": {"type": "array", "description": "Its evacuate tasks, one a VM",
+                  "items": _object({"task_id": {"type": "string"}, "vm_id": {"type": "string"},
+                                    "vm": {"type": "string"}, "target": {"type": "string"}})},
+        "skipped": {"type": "array", "description": "VMs that stay on the dead host, with why "
+                                                    "(reason: disks_on_down_host, no_host, "
+                                                    "insufficient_capacity, vm_busy, ...)",
+                    "items": _object({"vm_id": {"type": "string"}, "vm": {"type": "string"},
+                                      "reason": {"type": "string"},
+                                      "message": {"type": "string"}})},
+    }),
+    "HostEvacuation": _object({
+        "status": {"type": "string", "enum": ["evacuating", "done"]},
+        "started_at": {"type": "string", "format": "date-time"},
+        "rebuild_lost_disks": {"type": "boolean"},
+        "tasks": {"type": "array", "items": _object({
+            "task_id": {"type": "string"}, "vm_id": {"type": "string"},
+            "vm": {"type": "string"}, "target": {"type": "string"},
+            "status": {"type": "string"}})},
+        "skipped": {"type": "array", "items": _object({
+            "vm_id": {"type": "string"}, "vm": {"type": "string"},
+            "reason": {"type": "string"}, "message": {"type": "string"}})},
+        "stale_copies": {"type": "array", "description": "VMs rebuilt elsewhere whose old "
+                                                         "copy this host still holds; the "
+                                                         "reconciler removes them once it "
+                                                         "answers",
+                         "items": _object({"vm_id": {"type": "string"},
+                                           "vm": {"type": "string"}})},
+    }),
     "TaskProgress": {
         "type": "object", "additionalProperties": True, "required": ["phase"],
         "description": "A migration: `phase` (live: transferring, done; cold: stopping, "

@@ -135,6 +135,12 @@ MOTION_ROUTES: tuple[Route, ...] = (
           description="The host takes no new VMs and each of its VMs migrates away (one task "
                       "each, IAAS_DRAIN_PARALLEL at a time); `drain` shows how far it got and "
                       "the VMs that stay, with why."),
+    Route("POST", "/v1/hosts/{host}/evacuate", H.evacuate_host, "evacuateHost", "admin", 202,
+          "Evacuation", (400, 404, 409), body="HostEvacuate", body_required=False,
+          description="For a host that is down (409 host_not_down otherwise): each of its VMs "
+                      "is rebuilt on another host, one task `evacuate` each; VMs whose disks "
+                      "lived only on the dead host only with rebuild_lost_disks. The host is "
+                      "disabled; when it comes back, the reconciler removes the old copies."),
 )
 
 QUEUE_ROUTES: tuple[Route, ...] = (

@@ -376,6 +376,9 @@ SCHEMAS: dict[str, Any] = {
         "last_seen": NULLABLE_TIME, "created_at": TIME,
         "drain": {"oneOf": [{"type": "null"}, _ref("HostDrain")],
                   "description": "Its last drain (POST /v1/hosts/{host}/drain), or null"},
+        "evacuation": {"oneOf": [{"type": "null"}, _ref("HostEvacuation")],
+                       "description": "Its last evacuation (POST /v1/hosts/{host}/evacuate), "
+                                      "and the stale copies it still holds, or null"},
     }),
     "HostResources": _object({"vcpus": {"type": "integer"}, "ram": {"type": "integer"},
                               "disk_gb": {"type": "integer"}, "gpus": {"type": "integer"}}),

@@ -1,11 +1,13 @@
 """`iaas flavor …`, `iaas gpu list`, `iaas host …`: sizes, GPUs and the hosts VMs run on."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
-from src.client.session import session
+from src.client.session import WAIT_HELP, TaskFailed, session
+from src.client.waiting import wait
 
 
 def _resources(value: dict[str, Any] | None) -> str:
@@ -95,7 +97,8 @@ def host_list(ctx: click.Context) -> None:
 
 def _render_host(host: dict[str, Any], s: Any) -> None:
     s.out.fields([(key, _resources(value) if key in ("capacity", "allocated", "free")
-                   else _drain(value) if key == "drain" else value)
+                   else _drain(value) if key == "drain"
+                   else _evacuation(value) if key == "evacuation" else value)
                   for key, value in host.items()])
 
 
@@ -107,6 +110,20 @@ def _drain(drain: dict[str, Any] | None) -> str | None:
             f"moving, {drain['waiting']} waiting")
     stays = "; ".join(f"{vm['vm']} ({vm['reason']})" for vm in drain["unmovable"])
     return f"{text}; stays: {stays}" if stays else text
+
+
+def _evacuation(evacuation: dict[str, Any] | None) -> str | None:
+    """`done: 3/3 rebuilt, 0 under way; stays: db-1 (disks_on_down_host); stale copies: 2`."""
+    if evacuation is None:
+        return None
+    tasks = evacuation["tasks"]
+    done = sum(1 for task in tasks if task["status"] == "succeeded")
+    busy = sum(1 for task in tasks if task["status"] in ("queued", "running"))
+    text = f"{evacuation['status']}: {done}/{len(tasks)} rebuilt, {busy} under way"
+    stays = "; ".join(f"{vm['vm']} ({vm['reason']})" for vm in evacuation["skipped"])
+    stale = len(evacuation["stale_copies"])
+    return text + (f"; stays: {stays}" if stays else "") + (
+        f"; stale copies: {stale}" if stale else "")
 
 
 @host_group.command("show")
@@ -165,6 +182,54 @@ def host_drain(ctx: click.Context, host: str) -> None:
     s = session(ctx)
     s.show(s.api.send("POST", f"/v1/hosts/{host}/drain", {}),
            lambda shown: _render_host(shown, s))
+
+
+@host_group.command("evacuate")
+@click.argument("host")
+@click.option("--rebuild-lost-disks", is_flag=True,
+              help="Also rebuild VMs whose disks lived only on HOST: a fresh root disk from "
+                   "the base image, their lost volumes detached.")
+@click.option("--target", help="Rebuild every VM on this host (default: the scheduler's "
+                               "pick for each).")
+@click.option("--wait/--no-wait", "wait_for", default=None, help=WAIT_HELP)
+@click.pass_context
+def host_evacuate(ctx: click.Context, host: str, rebuild_lost_disks: bool,
+                  target: str | None, wait_for: bool | None) -> None:
+    """Rebuild the VMs of HOST, which is down, on other hosts (one task each); list those
+    that stay, with why. With --wait, follow every task to its end (exit 1 if one failed)."""
+    s = session(ctx)
+    body: dict[str, Any] = {"rebuild_lost_disks": rebuild_lost_disks} | (
+        {"host": target} if target else {})
+    answer = s.api.send("POST", f"/v1/hosts/{host}/evacuate", body)
+    s.show(answer, lambda shown: _render_evacuation(shown, s))
+    if not s.waits(wait_for):
+        return
+    failed = []
+    for entry in answer.json()["tasks"]:
+        ended = wait(s.api, s.get(f"/v1/tasks/{entry['task_id']}").json(),
+                     f"evacuate {entry['vm']}", live=sys.stderr.isatty())
+        if ended["status"] != "succeeded":
+            error = ended.get("error") or {}
+            s.out.note(f"error: {entry['vm']} was not rebuilt: {error.get('code', 'unknown')}: "
+                       f"{error.get('message', '')}")
+            failed.append(entry["task_id"])
+        elif not s.out.json:
+            s.out.note(f"{entry['vm']} runs on {entry['target']}")
+    if failed:
+        raise TaskFailed(failed[0])
+
+
+def _render_evacuation(body: dict[str, Any], s: Any) -> None:
+    if body["tasks"]:
+        s.out.table(("VM", "TARGET", "TASK"),
+                    [[task["vm"], task["target"], task["task_id"]] for task in body["tasks"]],
+                    title="rebuilt elsewhere")
+    if body["skipped"]:
+        s.out.table(("VM", "REASON", "WHY"),
+                    [[vm["vm"], vm["reason"], vm["message"]] for vm in body["skipped"]],
+                    title="staying")
+    if not body["tasks"] and not body["skipped"]:
+        s.out.note(f"host {body['host']} has no VMs")
 
 
 @host_group.command("remove")

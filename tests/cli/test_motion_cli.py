@@ -1,8 +1,10 @@
-"""`iaas vm migrate` and `iaas host drain` against a live server with two test-driver hosts."""
+"""`iaas vm migrate`, `iaas host drain` and `iaas host evacuate` against a live server with two test-driver hosts."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from src.app import App
 from tests.cli.conftest import Iaas
 from tests.support import host_xml
 
@@ -34,3 +36,30 @@ def test_a_vm_migrates_and_a_host_drains_from_the_command_line(iaas: Iaas,
     shown = iaas("host", "show", "local")
     assert "done: 1/1 moved, 0 moving, 0 waiting" in shown.stdout, shown.stdout
     assert iaas.json("host", "show", "local")["enabled"] is False
+
+
+def test_a_dead_host_is_evacuated_from_the_command_line(iaas: Iaas, app: App,
+                                                         tmp_path: Path) -> None:
+    dead = tmp_path / "dead.xml"
+    dead.write_text(host_xml("iaas-test", cpus=8, memory_gib=16))
+    assert iaas("host", "add", "dead", f"test://{dead}").returncode == 0
+    for name in ("keeper", "orphan"):
+        made = iaas("vm", "create", name, *VM, "--host", "dead", "--wait")
+        assert made.returncode == 0, made.stderr
+    refused = iaas("host", "evacuate", "dead")
+    assert refused.returncode == 1 and "host_not_down" in refused.stderr
+    orphan = iaas.api("GET", "/v1/vms/orphan").body["id"]
+    shutil.rmtree(app.config.instances_dir / orphan)  # its disk lived only on the dead host
+    app.hosts.get("dead").hypervisor.close()  # its libvirtd stops answering
+
+    first = iaas("host", "evacuate", "dead", "--wait")
+    assert first.returncode == 0, first.stderr
+    assert "keeper" in first.stdout and "orphan" in first.stdout
+    assert "disks_on_down_host" in first.stdout
+    assert "keeper runs on local" in first.stderr
+    assert iaas.api("GET", "/v1/vms/keeper").body["host"] == "local"
+    second = iaas.json("host", "evacuate", "dead", "--rebuild-lost-disks", "--wait")
+    assert [task["vm"] for task in second["tasks"]] == ["orphan"] and second["skipped"] == []
+    assert iaas.api("GET", "/v1/vms/orphan").body["host"] == "local"
+    shown = iaas("host", "show", "dead")
+    assert "done: 1/1 rebuilt, 0 under way; stale copies: 2" in shown.stdout, shown.stdout

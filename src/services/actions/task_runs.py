@@ -20,6 +20,7 @@ from src.hypervisor.errors import HypervisorUnavailable
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
 from src.services.images.imports import ImageDownloads
+from src.services.motion.rebuild import EvacuationWork
 from src.services.motion.work import MigrationWork, drain_of
 from src.services.tasks.runner import EXPIRED, Next, TaskFailed
 from src.services.vms import build_record
@@ -49,12 +50,14 @@ class TaskSteps:
     def __init__(self, db: Database, hosts: HostRegistry, images: ImageService, work: VmWork,
                  downloads: ImageDownloads, timeouts: tuple[float, float],
                  volumes: VolumeWork, root_disks: RootDiskWork, moves: MigrationWork,
-                 migration_timeout_s: float, project_max_tasks: int = 8) -> None:
+                 migration_timeout_s: float, project_max_tasks: int = 8, *,
+                 evacuations: EvacuationWork) -> None:
         """timeouts: (any task's, an image import's) seconds; project_max_tasks: how many
         tasks of one project Celery workers run at once (IAAS_PROJECT_MAX_TASKS)."""
         self._project_max_tasks = project_max_tasks
         self._db = db
         self._moves = moves
+        self._evacuations = evacuations
         self._migration_timeout_s = migration_timeout_s
         self._volumes = volumes
         self._root_disks = root_disks
@@ -89,6 +92,9 @@ class TaskSteps:
             return None
         if task.action == "migrate":
             self._moves.run(task)
+            return None
+        if task.action == "evacuate":
+            self._evacuations.run(task)
             return None
         vm_id = task.vm_id or ""  # every other task has its VM
         if task.action == "create":
@@ -138,6 +144,8 @@ class TaskSteps:
             self._work.expire_build(task.vm_id or "")
         elif task.action == "migrate":
             self._moves.expire(task)
+        elif task.action == "evacuate":
+            self._evacuations.expire(task)
         elif task.action == "import":
             self._downloads.expire(task.image_id)
 

@@ -7,7 +7,9 @@ from typing import Any
 from src.config import Config
 from src.database import gpus as gpu_dao
 from src.database import host_drains as drain_dao
+from src.database import host_evacuations as host_evac_dao
 from src.database import hosts as host_dao
+from src.database import vm_evacuations as evac_dao
 from src.database import vm_migrations as move_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
@@ -81,10 +83,12 @@ class HostService:
         state = self._hosts.state(host.name)
         up = self._hosts.is_up(host.name)
         with self._db.read() as conn:
-            held = move_dao.with_moves(conn, vm_dao.allocated(conn)).get(host.name)
+            held = evac_dao.with_evacuations(conn, move_dao.with_moves(
+                conn, vm_dao.allocated(conn))).get(host.name)
             gpus = gpu_dao.list_all(conn, host.name)
             vm_count = host_dao.vm_counts(conn).get(host.name, 0)
             drain = drain_dao.progress(conn, host.name)
+            evacuation = host_evac_dao.progress(conn, host.name)
         capacity = allocated = free = None
         numa_nodes = None
         try:
@@ -111,4 +115,5 @@ class HostService:
             "ram_allocation_ratio": row.ram_allocation_ratio,
             "libvirt_version": state.libvirt_version, "capacity": capacity,
             "allocated": allocated, "free": free, "numa_nodes": numa_nodes, "vms": vm_count,
-            "last_seen": state.last_seen, "created_at": row.created_at, "drain": drain}
+            "last_seen": state.last_seen, "created_at": row.created_at, "drain": drain,
+            "evacuation": evacuation}

@@ -14,6 +14,7 @@ from src.database import gpus as gpu_dao
 from src.database import hosts as host_dao
 from src.database import partitions as partition_dao
 from src.database import reservations as reservation_dao
+from src.database import vm_evacuations as evac_dao
 from src.database import vm_migrations as move_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
@@ -209,10 +210,11 @@ class Capacity:
         """Each host as the scheduler sees it, made as it is asked for (what the database says
         is read before the first)."""
         usage = host_dao.usage(conn)  # the counters (migration 017): one row per host
-        held = move_dao.with_moves(conn, {  # migrations under way claim their targets
+        held = evac_dao.with_evacuations(conn, move_dao.with_moves(conn, {  # moves and
+            # rebuilds under way claim their targets
             host: vm_dao.Held(vcpus=used.vcpus, ram_mib=used.ram_mib, disk_gb=used.disk_gb,
                               pinned_cpus=set(used.pinned_cpus))
-            for host, used in usage.items()})
+            for host, used in usage.items()}))
         volumes_gb = {host: used.volumes_gb for host, used in usage.items()}
         # Free GPUs even for a VM without any: the scheduler keeps GPU hosts for GPU work.
         moment = at or utc_now()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from src import errors
 from src.config import Config
 from src.database import host_drains as drain_dao
+from src.database import host_evacuations as host_evac_dao
 from src.database import hosts as host_dao
 from src.database.db import Database
 from src.database.hosts import LOCAL, HostRow
@@ -223,6 +224,7 @@ class HostRegistry:
                 raise errors.HostNotEmpty(host=name, vm_count=vms)
             host_dao.delete(conn, name)
             drain_dao.remove(conn, name)
+            host_evac_dao.remove(conn, name)
         with self._lock:
             hypervisor = self._hypervisors.pop(name, None)
             self._states.pop(name, None)

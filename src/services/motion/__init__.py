@@ -1,1 +1,1 @@
-"""Hosts in motion: VMs migrated between hosts, and hosts drained."""
+"""Hosts in motion: VMs migrated between hosts, hosts drained, and dead hosts evacuated."""

@@ -62,6 +62,37 @@ class Provisioner:
             on_running(self.vnc_port(vm_id, host))
             undo.pop_all()
 
+    def rebuild(self, record: BuildRecord, host: Host, start: bool, keep: Placed | None,
+                made: Callable[[str], None]) -> int | None:
+        """Define the VM on host again (an evacuation), over the files in keep, or over a
+        fresh root disk and seed made from the record; start it when asked. made(kind) is told
+        before each thing is made ("root", "domain"), so a cut-short attempt can be undone.
+        Its VNC port (None when it does not run).
+
+        Raises: TaskFailed with the failing step's code; what was made so far is undone.
+        """
+        vm_id, hypervisor = record.vm_id, host.hypervisor
+        with ExitStack() as undo:
+            if keep is None:
+                made("root")
+                placed = self.disks(host).make(record, undo)
+            else:
+                placed = keep
+            xml = render_domain(self._spec(record, host, placed))
+            made("domain")
+            with step("define_failed"):
+                hypervisor.define(xml)
+            undo.callback(best_effort, "undefine", hypervisor.undefine, vm_id)
+            port = None
+            if start:
+                with step("start_failed", record.gpu_functions, record.network):
+                    hypervisor.start(vm_id)
+                    undo.callback(best_effort, "power off", hypervisor.force_off, vm_id)
+                    hypervisor.set_autostart(vm_id, True)
+                port = self.vnc_port(vm_id, host)
+            undo.pop_all()
+        return port
+
     def tear_down(self, vm_id: str, host: Host) -> None:
         """Force off, undefine, remove every disk of the VM; missing pieces are fine.
 

@@ -26,7 +26,7 @@ CLEANUP_FAILED = ("Its domain could not be removed, so it keeps its resources; "
                   "delete the VM to finish the clean-up.")
 INTERRUPTED = ("interrupted", "The server stopped before this task finished.")
 # Tasks a restart runs again instead of ending: their next step finds out where the VM is.
-RESUMED_ACTIONS = ("migrate",)
+RESUMED_ACTIONS = ("migrate", "evacuate")
 
 
 class VmWork:
