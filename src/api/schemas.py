@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from src.api.motion_schemas import MOTION_SCHEMAS
+from src.api.network_schemas import NETWORK_SCHEMAS
 from src.api.queue_schemas import QUEUE_SCHEMAS
 from src.api.reservation_schemas import RESERVATION_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
@@ -412,3 +413,4 @@ SCHEMAS.update(VOLUME_SCHEMAS)
 SCHEMAS.update(QUEUE_SCHEMAS)
 SCHEMAS.update(RESERVATION_SCHEMAS)
 SCHEMAS.update(MOTION_SCHEMAS)
+SCHEMAS.update(NETWORK_SCHEMAS)

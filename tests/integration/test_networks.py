@@ -1,0 +1,116 @@
+"""Networks on libvirt's test driver: listing each host's networks, defining and removing
+them through the API (bad input and clashes change nothing), VMs with several NICs (the
+definition libvirt holds has one interface per network, in order), and the scheduler skipping
+hosts that lack a network."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+from src.app import App
+from src.config import Config
+from tests.conftest import make_qcow2
+from tests.support import Client
+
+LAB = {"name": "lab", "host": "local", "mode": "isolated", "subnet": "10.251.0.0/24"}
+VM = {"cpu": 1, "ram": 256, "image_name": "base"}
+
+
+@pytest.fixture
+def admin(app: App, config: Config) -> Client:
+    client = Client(app)
+    make_qcow2(config.images_dir / "base.qcow2")
+    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
+                                      "format": "qcow2"}).status == 201
+    return client
+
+
+def networks(client: Client) -> dict[tuple[str | None, str], dict[str, Any]]:
+    reply = client.get("/v1/networks")
+    assert reply.status == 200, reply.body
+    return {(entry["host"], entry["name"]): entry for entry in reply.body["networks"]}
+
+
+def libvirt_networks(app: App, host: str = "local") -> set[str]:
+    return {facts.name for facts in app.hosts.get(host).hypervisor.networks.list_all()}
+
+
+def test_a_host_s_own_network_is_listed_and_cannot_be_deleted(admin: Client) -> None:
+    found = networks(admin)
+    assert found[("local", "iaas-test")] == {
+        "name": "iaas-test", "host": "local", "mode": "isolated", "subnet": "10.250.0.0/24",
+        "bridge": "virbr-iaas-t", "active": True, "managed": False}
+    refused = admin.delete("/v1/networks/local/iaas-test")
+    assert (refused.status, refused.error_code) == (409, "network_not_managed")
+    assert admin.delete("/v1/networks/local/nothing").error_code == "network_not_found"
+    assert admin.delete("/v1/networks/elsewhere/lab").error_code == "host_not_found"
+
+
+def test_a_network_is_defined_started_listed_and_deleted(app: App, admin: Client) -> None:
+    made = admin.post("/v1/networks", LAB)
+    assert made.status == 201, made.body
+    assert made.headers["Location"] == "/v1/networks/local/lab"
+    assert made.body == {**LAB, "bridge": None, "active": True, "managed": True}
+    shown = networks(admin)[("local", "lab")]
+    assert (shown["mode"], shown["subnet"], shown["active"], shown["managed"]) == (
+        "isolated", "10.251.0.0/24", True, True)
+    xml = ET.fromstring(app.hosts.get("local").hypervisor.connection.call(
+        lambda conn: conn.networkLookupByName("lab").XMLDesc(0)))
+    assert xml.find("forward") is None  # isolated: nothing leaves the host
+    ip = xml.find("ip")
+    assert ip is not None and (ip.get("address"), ip.get("netmask")) == ("10.251.0.1",
+                                                                         "255.255.255.0")
+    dhcp = xml.find("ip/dhcp/range")
+    assert dhcp is not None and (dhcp.get("start"), dhcp.get("end")) == ("10.251.0.2",
+                                                                         "10.251.0.254")
+    assert admin.delete("/v1/networks/local/lab").status == 204
+    assert "lab" not in libvirt_networks(app) and ("local", "lab") not in networks(admin)
+
+
+def test_a_bridge_network_attaches_to_the_host_bridge(app: App, admin: Client) -> None:
+    made = admin.post("/v1/networks", {"name": "lan", "host": "local", "mode": "bridge",
+                                       "bridge": "br0"})
+    assert made.status == 201, made.body
+    xml = ET.fromstring(app.hosts.get("local").hypervisor.connection.call(
+        lambda conn: conn.networkLookupByName("lan").XMLDesc(0)))
+    forward, bridge = xml.find("forward"), xml.find("bridge")
+    assert forward is not None and forward.get("mode") == "bridge"
+    assert bridge is not None and bridge.get("name") == "br0"
+    assert networks(admin)[("local", "lan")]["mode"] == "bridge"
+    assert admin.delete("/v1/networks/local/lan").status == 204
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({**LAB, "mode": "bridge"}, 400, "network_invalid"),  # a bridge network takes no subnet
+    ({"name": "lab", "host": "local", "mode": "bridge"}, 400, "network_invalid"),
+    ({"name": "lab", "host": "local", "mode": "isolated"}, 400, "network_invalid"),
+    ({**LAB, "subnet": "10.251.0.1/24"}, 400, "network_invalid"),  # host bits set
+    ({**LAB, "subnet": "10.251.0.0/31"}, 400, "network_invalid"),
+    ({**LAB, "subnet": "999.1.1.0/24"}, 400, "network_invalid"),
+    ({**LAB, "mode": "route"}, 400, "validation_failed"),
+    ({**LAB, "name": "lab'/><x"}, 400, "validation_failed"),
+    ({**LAB, "bridge": "br0'/>"}, 400, "validation_failed"),
+    ({**LAB, "extra": 1}, 400, "validation_failed"),
+    ({**LAB, "host": "nowhere"}, 400, "host_not_found"),
+    ({**LAB, "name": "iaas-test"}, 409, "name_conflict"),
+    ({**LAB, "subnet": "10.250.0.0/16"}, 409, "network_subnet_conflict"),
+])
+def test_bad_input_is_refused_and_changes_nothing(app: App, admin: Client, body: dict[str, Any],
+                                                  status: int, code: str) -> None:
+    before = libvirt_networks(app)
+    reply = admin.post("/v1/networks", body)
+    assert (reply.status, reply.error_code) == (status, code), reply.body
+    assert libvirt_networks(app) == before and networks(admin).keys() == {("local", "iaas-test")}
+
+
+def test_members_see_names_only_and_may_not_define(app: App, admin: Client) -> None:
+    assert admin.post("/v1/networks", LAB).status == 201
+    member = Client(app, token=app.tokens.issue("team-a", "member")[1])
+    listed = member.get("/v1/networks").body["networks"]
+    assert sorted(entry["name"] for entry in listed) == ["iaas-test", "lab"]
+    assert all(entry["host"] is None for entry in listed)
+    assert member.post("/v1/networks", {**LAB, "name": "mine"}).status == 403
+    assert member.delete("/v1/networks/local/lab").status == 403
+    assert "mine" not in libvirt_networks(app)
