@@ -61,3 +61,8 @@ def set_addresses(conn: sqlite3.Connection, vm_id: str, mac: str,
                   addresses: list[dict[str, str]]) -> None:
     conn.execute("UPDATE vm_nics SET addresses = ? WHERE vm_id = ? AND mac = ?",
                  (json.dumps(addresses), vm_id, mac))
+
+
+def clear_addresses(conn: sqlite3.Connection, vm_id: str) -> None:
+    """The VM is down: none of its NICs has an address any more."""
+    conn.execute("UPDATE vm_nics SET addresses = '[]' WHERE vm_id = ?", (vm_id,))

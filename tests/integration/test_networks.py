@@ -5,6 +5,7 @@ hosts that lack a network."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from src.app import App
 from src.config import Config
 from tests.conftest import make_qcow2
-from tests.support import Client
+from tests.support import Client, host_xml
 
 LAB = {"name": "lab", "host": "local", "mode": "isolated", "subnet": "10.251.0.0/24"}
 VM = {"cpu": 1, "ram": 256, "image_name": "base"}
@@ -114,3 +115,79 @@ def test_members_see_names_only_and_may_not_define(app: App, admin: Client) -> N
     assert member.post("/v1/networks", {**LAB, "name": "mine"}).status == 403
     assert member.delete("/v1/networks/local/lab").status == 403
     assert "mine" not in libvirt_networks(app)
+
+
+def interfaces(app: App, vm_id: str, host: str = "local") -> list[tuple[str, str]]:
+    """(network, mac) of each interface in the definition libvirt holds, in order."""
+    xml = app.hosts.get(host).hypervisor.connection.call(
+        lambda conn: conn.lookupByUUIDString(vm_id).XMLDesc(0))
+    return [(str(i.find("source").get("network")), str(i.find("mac").get("address")))  # type: ignore[union-attr]
+            for i in ET.fromstring(xml).iterfind("./devices/interface")]
+
+
+def built(client: Client, name: str, **fields: Any) -> dict[str, Any]:
+    reply = client.post("/v1/vms", {"name": name, **VM, **fields})
+    assert reply.status == 202, reply.body
+    assert client.wait_task(reply.body["task"]["id"])["status"] == "succeeded"
+    body: dict[str, Any] = client.get(f"/v1/vms/{reply.body['id']}").body
+    return body
+
+
+def test_a_vm_with_two_networks_has_two_interfaces_in_order(app: App, admin: Client) -> None:
+    assert admin.post("/v1/networks", LAB).status == 201
+    vm = built(admin, "two-nics", networks=["lab", "iaas-test"])
+    assert [nic["network"] for nic in vm["nics"]] == ["lab", "iaas-test"]
+    macs = [nic["mac"] for nic in vm["nics"]]
+    assert len(set(macs)) == 2
+    # The test driver's guest agent answers for every NIC, each from its network's subnet.
+    assert [[entry["address"].rsplit(".", 1)[0] for entry in nic["addresses"]]
+            for nic in vm["nics"]] == [["10.251.0"], ["10.250.0"]]
+    assert vm["ip_addresses"] == vm["nics"][0]["addresses"] + vm["nics"][1]["addresses"]
+    assert interfaces(app, vm["id"]) == [("lab", macs[0]), ("iaas-test", macs[1])]
+    in_use = admin.delete("/v1/networks/local/lab")
+    assert (in_use.status, in_use.error_code) == (409, "network_in_use")
+    assert in_use.body["error"]["details"]["vms"] == [vm["id"]]
+    assert "lab" in libvirt_networks(app)
+    assert admin.wait_task(admin.delete(f"/v1/vms/{vm['id']}").body["id"])["status"] == "succeeded"
+    assert admin.delete("/v1/networks/local/lab").status == 204
+
+
+def test_a_vm_without_networks_joins_its_host_s_network(app: App, admin: Client) -> None:
+    vm = built(admin, "plain")
+    assert [(nic["network"], nic["addresses"]) for nic in vm["nics"]] == [
+        ("iaas-test", vm["ip_addresses"])]
+    assert interfaces(app, vm["id"]) == [("iaas-test", vm["nics"][0]["mac"])]
+    assert admin.get("/v1/vms").body["vms"][0]["nics"] == vm["nics"]
+
+
+@pytest.mark.parametrize(("networks", "status", "code"), [
+    (["iaas-test", "iaas-test"], 400, "validation_failed"),  # one NIC per network
+    (["nowhere"], 400, "network_not_found"),
+    (["iaas-test", "nowhere"], 400, "network_not_found"),
+    ([], 400, "validation_failed"),
+    (["x'/><interface"], 400, "validation_failed"),
+])
+def test_unknown_or_repeated_networks_are_refused_and_change_nothing(
+        app: App, admin: Client, networks: list[str], status: int, code: str) -> None:
+    reply = admin.post("/v1/vms", {"name": "refused", **VM, "networks": networks})
+    assert (reply.status, reply.error_code) == (status, code), reply.body
+    assert admin.get("/v1/vms").body["vms"] == []
+    with app.db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM vm_nics").fetchone()[0] == 0
+
+
+def test_the_scheduler_only_picks_hosts_offering_every_network(
+        app: App, admin: Client, tmp_path: Path) -> None:
+    big = tmp_path / "big.xml"  # more free RAM: spread would pick it for anything
+    big.write_text(host_xml("iaas-test", cpus=16, memory_gib=64))
+    assert admin.post("/v1/hosts", {"name": "big", "uri": f"test://{big}"}).status == 201
+    assert admin.post("/v1/networks", LAB).status == 201  # on local only
+    assert built(admin, "anywhere")["host"] == "big"
+    on_lab = built(admin, "on-lab", networks=["iaas-test", "lab"])
+    assert on_lab["host"] == "local"
+    assert [nic["network"] for nic in on_lab["nics"]] == ["iaas-test", "lab"]
+    pinned = admin.post("/v1/vms", {"name": "pinned", **VM, "networks": ["lab"],
+                                    "host": "big"})
+    assert (pinned.status, pinned.error_code) == (409, "network_unavailable"), pinned.body
+    assert "lab" in pinned.body["error"]["message"]
+    assert {vm["name"] for vm in admin.get("/v1/vms").body["vms"]} == {"anywhere", "on-lab"}

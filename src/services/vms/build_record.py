@@ -205,6 +205,13 @@ def waiting_payload(record: BuildRecord) -> dict[str, Any]:
     return {WAITING_KEY: record.to_payload()[KEY]}
 
 
+def asked_networks(payload: dict[str, Any]) -> tuple[str, ...]:
+    """The networks a queued create's waiting record asks for (none: its host's network)."""
+    waiting = payload.get(WAITING_KEY)
+    nics = waiting.get("nics", []) if isinstance(waiting, dict) else []
+    return tuple(str(nic.get("network")) for nic in nics if isinstance(nic, dict))
+
+
 def placed(payload: dict[str, Any], vm_id: str, host: str, network: str,
            claim: Claim) -> BuildRecord:
     """The waiting record of a queued create's payload, placed on host with claim.
