@@ -191,3 +191,29 @@ def test_the_scheduler_only_picks_hosts_offering_every_network(
     assert (pinned.status, pinned.error_code) == (409, "network_unavailable"), pinned.body
     assert "lab" in pinned.body["error"]["message"]
     assert {vm["name"] for vm in admin.get("/v1/vms").body["vms"]} == {"anywhere", "on-lab"}
+
+
+def test_a_move_needs_the_vm_s_networks_on_the_target_and_keeps_them(
+        app: App, admin: Client, tmp_path: Path) -> None:
+    other = tmp_path / "other.xml"
+    other.write_text(host_xml("iaas-test"))
+    assert admin.post("/v1/hosts", {"name": "other", "uri": f"test://{other}"}).status == 201
+    assert admin.post("/v1/networks", LAB).status == 201  # on local only
+    vm = built(admin, "mover", networks=["iaas-test", "lab"], host="local")
+    refused = admin.post(f"/v1/vms/{vm['id']}/migrate", {"live": False, "host": "other"})
+    assert (refused.status, refused.error_code) == (409, "vm_not_migratable"), refused.body
+    assert "lacks the network(s) lab" in refused.body["error"]["message"]
+    with app.db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM vm_migrations").fetchone()[0] == 0
+    assert admin.post("/v1/networks", {**LAB, "host": "other"}).status == 201
+    moved = admin.post(f"/v1/vms/{vm['id']}/migrate", {"live": False, "host": "other"})
+    assert moved.status == 202, moved.body
+    assert admin.wait_task(moved.body["id"])["status"] == "succeeded"
+    shown = admin.get(f"/v1/vms/{vm['id']}").body
+    assert shown["host"] == "other"
+    assert [(nic["network"], nic["mac"]) for nic in shown["nics"]] == [
+        (nic["network"], nic["mac"]) for nic in vm["nics"]]
+    assert interfaces(app, vm["id"], "other") == [
+        (nic["network"], nic["mac"]) for nic in vm["nics"]]
+    assert admin.delete("/v1/networks/other/lab").error_code == "network_in_use"
+    assert admin.delete("/v1/networks/local/lab").status == 204  # nothing uses it there now
