@@ -39,3 +39,8 @@ def delete(conn: sqlite3.Connection, host: str, name: str) -> bool:
     """Whether a row was removed."""
     return conn.execute("DELETE FROM networks WHERE host = ? AND name = ?",
                         (host, name)).rowcount > 0
+
+
+def forget_host(conn: sqlite3.Connection, host: str) -> None:
+    """The host is removed: what the platform defined there is its libvirt's alone now."""
+    conn.execute("DELETE FROM networks WHERE host = ?", (host,))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -95,3 +96,30 @@ def test_a_guest_with_two_nics_gets_its_lease_on_the_first(
         assert live_client.delete(f"/v1/networks/local/{net.name}").status == 204
         with pytest.raises(libvirt.libvirtError):
             system_conn.networkLookupByName(net.name)
+
+
+def _lan_subnet() -> str:
+    """The subnet of the route of this machine's default interface (a route no libvirt network
+    owns), which libvirt refuses to start a network on."""
+    routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    device = next(line.split()[line.split().index("dev") + 1] for line in routes
+                  if line.startswith("default ") and " dev " in line)
+    return next(line.split()[0] for line in routes
+                if f" dev {device} " in f"{line} " and "/" in line.split()[0])
+
+
+def test_a_network_libvirt_will_not_start_leaves_nothing_behind(
+        live_client: HttpClient, system_conn: libvirt.virConnect) -> None:
+    name = f"iaas-e2e-clash-{secrets.token_hex(3)}"
+    subnet = str(ipaddress.ip_network(_lan_subnet()))
+    try:
+        reply = live_client.post("/v1/networks", {"name": name, "host": "local",
+                                                  "mode": "isolated", "subnet": subnet})
+        assert (reply.status, reply.error_code) == (409, "network_define_failed"), reply.body
+        assert "in use" in reply.body["error"]["message"]  # libvirt's words: the route's device
+        assert name not in [net.name() for net in system_conn.listAllNetworks(0)]
+        listed = live_client.get("/v1/networks").body["networks"]
+        assert name not in [entry["name"] for entry in listed]
+    finally:
+        remove_network(system_conn, IsolatedNetwork(name, "", ipaddress.IPv4Network(subnet)))

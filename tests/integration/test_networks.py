@@ -4,6 +4,7 @@ definition libvirt holds has one interface per network, in order), and the sched
 hosts that lack a network."""
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,26 @@ def test_a_move_needs_the_vm_s_networks_on_the_target_and_keeps_them(
         (nic["network"], nic["mac"]) for nic in vm["nics"]]
     assert admin.delete("/v1/networks/other/lab").error_code == "network_in_use"
     assert admin.delete("/v1/networks/local/lab").status == 204  # nothing uses it there now
+
+
+def test_a_queued_vm_waits_for_a_host_with_its_networks(
+        app: App, admin: Client, tmp_path: Path) -> None:
+    big = tmp_path / "big.xml"
+    big.write_text(host_xml("iaas-test", cpus=16, memory_gib=64))
+    assert admin.post("/v1/hosts", {"name": "big", "uri": f"test://{big}"}).status == 201
+    assert admin.post("/v1/networks", LAB).status == 201  # on local only
+    filler = built(admin, "filler", ram=64512, host="local")  # local has 1 GiB left
+    reply = admin.post("/v1/vms", {"name": "waits", **VM, "ram": 4096, "networks": ["lab"],
+                                   "wait_for_capacity": True})
+    assert reply.status == 202, reply.body
+    assert (reply.body["status"], reply.body["host"]) == ("queued", None)  # big has no lab
+    assert reply.body["nics"] == []
+    done = admin.delete(f"/v1/vms/{filler['id']}")
+    assert admin.wait_task(done.body["id"])["status"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while (shown := admin.get(f"/v1/vms/{reply.body['id']}").body)["status"] != "running":
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.2)
+    assert shown["host"] == "local"
+    assert [nic["network"] for nic in shown["nics"]] == ["lab"]
+    assert interfaces(app, shown["id"]) == [("lab", shown["nics"][0]["mac"])]

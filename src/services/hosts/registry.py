@@ -15,6 +15,7 @@ from src import errors
 from src.config import Config
 from src.database import host_drains as drain_dao
 from src.database import hosts as host_dao
+from src.database import networks as network_dao
 from src.database.db import Database
 from src.database.hosts import LOCAL, HostRow
 from src.hypervisor.driver import Hypervisor
@@ -200,6 +201,7 @@ class HostRegistry:
                 raise errors.HostNotEmpty(host=name, vm_count=vms)
             host_dao.delete(conn, name)
             drain_dao.remove(conn, name)
+            network_dao.forget_host(conn, name)
         with self._lock:
             hypervisor = self._hypervisors.pop(name, None)
             self._states.pop(name, None)
