@@ -46,6 +46,7 @@ from src.services.motion.recovery import MoveRecovery
 from src.services.motion.requests import MigrationService
 from src.services.motion.stale_copies import StaleCopies
 from src.services.motion.work import MigrationWork
+from src.services.networks.catalog import NetworkService
 from src.services.queue.clock import CapacityClock
 from src.services.queue.listing import QueueService
 from src.services.queue.placer import QueuePlacer
@@ -205,7 +206,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         root_disks=RootDisks(core.db, core.images, executor),
         moves=moves, drains=DrainService(core.db, core.hosts, host_views, moves),
         evacuations=EvacuationService(core.db, config, core.hosts, core.capacity, host_views,
-                                      core.provisioner.shared, executor))
+                                      core.provisioner.shared, executor),
+        networks=NetworkService(core.db, core.hosts))
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),

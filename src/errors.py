@@ -189,3 +189,23 @@ VmNotMigratable = _error("VmNotMigratable", 409, "vm_not_migratable",
 HostNotDown = _error("HostNotDown", 409, "host_not_down",
                      "Host {host!r} answers: only a host that is down is evacuated; drain it "
                      "to move its VMs away.")
+# Networks (issue 24).
+NetworkNotFound = _error("NetworkNotFound", 404, "network_not_found",
+                         "Host {host!r} has no network {network!r}.")
+NetworkNotFoundInRequest = _error("NetworkNotFoundInRequest", 400, "network_not_found",
+                                  "No host offers an active network {network!r}.")
+NetworkInvalid = _error("NetworkInvalid", 400, "network_invalid", "{reason}")
+NetworkUnavailable = _error("NetworkUnavailable", 409, "network_unavailable",
+                            "No host that could take the VM offers every network asked for "
+                            "({networks}): {reason}.")
+NetworkInUse = _error("NetworkInUse", 409, "network_in_use",
+                      "Network {network!r} on host {host!r} is in use: {reason}.")
+NetworkNotManaged = _error("NetworkNotManaged", 409, "network_not_managed",
+                           "Network {network!r} on host {host!r} was not defined through this "
+                           "API, so it is not removed through it; remove it on the host "
+                           "(virsh net-destroy, net-undefine) if you mean to.")
+NetworkSubnetConflict = _error("NetworkSubnetConflict", 409, "network_subnet_conflict",
+                               "Subnet {subnet} overlaps {other_subnet} of network {other!r} "
+                               "on host {host!r}.")
+NetworkDefineFailed = _error("NetworkDefineFailed", 409, "network_define_failed",
+                             "libvirt on host {host!r} refused network {network!r}: {reason}")

@@ -18,7 +18,7 @@ from scripts.harness.host import (
     purge_domains,
 )
 from src.config import Config
-from src.hypervisor.domain_xml import DomainSpec, domain_name, render_domain
+from src.hypervisor.domain_xml import DomainSpec, NicSpec, domain_name, render_domain
 from src.services.vms.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
 
@@ -48,9 +48,9 @@ def raw_create(conn: libvirt.virConnect, base: Path, workdir: Path, network: str
     spec = DomainSpec(uuid=vm_id, name=domain_name(vm_id),
                       title=f"bench-raw-{secrets.token_hex(4)}", domain_type="qemu",
                       cpu=1, ram_mib=256, disk_path=str(folder / "disk.qcow2"),
-                      disk_format="qcow2", network=network,
+                      disk_format="qcow2", nics=(NicSpec(network, mac),),
                       console_log=str(folder / "console.log"),
-                      installation_id=RAW_INSTALLATION, image_name=TINY_IMAGE_NAME, mac=mac,
+                      installation_id=RAW_INSTALLATION, image_name=TINY_IMAGE_NAME,
                       seed_path=str(folder / "seed.iso"))
     started = time.perf_counter()
     folder.mkdir(mode=0o755)

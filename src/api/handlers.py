@@ -15,6 +15,7 @@ from src.api.answers import reveal as _reveal
 from src.api.http import Request, Response
 from src.api.metrics import Metrics
 from src.api.motion_handlers import MotionHandlers
+from src.api.network_handlers import NetworkHandlers
 from src.api.queue_handlers import QueueHandlers
 from src.api.reservation_handlers import ReservationHandlers
 from src.api.validation import validate_body
@@ -50,7 +51,8 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers, MotionHandlers):
+class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers, MotionHandlers,
+               NetworkHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService

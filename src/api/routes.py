@@ -55,6 +55,18 @@ H = Handlers
 VOLUME_PROJECT = ("project", {"type": "string", "description":
                               "The volume's project, when {volume} is a name that several "
                               "projects use (409 ambiguous_name without it)"})
+NETWORK_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/networks", H.list_networks, "listNetworks", returns="NetworkList",
+          description="The libvirt networks of every host (admins: each host's, with its "
+                      "host; members: the names a VM may ask for, active on some host)."),
+    Route("POST", "/v1/networks", H.create_network, "createNetwork", "admin", 201, "Network",
+          (400, 409), body="NetworkCreate",
+          description="Define and start a network on a host through libvirt (autostarted)."),
+    Route("DELETE", "/v1/networks/{host}/{network}", H.delete_network, "deleteNetwork",
+          "admin", 204, errors=(404, 409),
+          description="Only a network defined through this API (409 network_not_managed) "
+                      "that no VM uses (409 network_in_use)."),
+)
 RESERVATION_ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/reservations", H.list_reservations, "listReservations",
           returns="ReservationList",
@@ -271,4 +283,5 @@ ROUTES: tuple[Route, ...] = (
     *QUEUE_ROUTES,
     *RESERVATION_ROUTES,
     *MOTION_ROUTES,
+    *NETWORK_ROUTES,
 )

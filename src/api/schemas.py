@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from src.api.motion_schemas import MOTION_SCHEMAS
+from src.api.network_schemas import NETWORK_SCHEMAS
 from src.api.queue_schemas import QUEUE_SCHEMAS
 from src.api.reservation_schemas import RESERVATION_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
@@ -88,6 +89,12 @@ SCHEMAS: dict[str, Any] = {
                         "description": "Run in this reservation of your project, on the GPUs "
                                        "it claims (its flavor, during its window, up to its "
                                        "count: then 409 reservation_full)."},
+        "networks": {"type": "array", "minItems": 1, "maxItems": 8, "uniqueItems": True,
+                     "items": {"type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+                     "description": "libvirt networks, one NIC each in order (the first is the "
+                                    "guest's eth0, the one cloud-init configures); the VM goes "
+                                    "to a host where all are active. Default: its host's "
+                                    "network (IAAS_NETWORK)."},
         "max_wait_s": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_S,
                        "description": "With wait_for_capacity: how long it may wait (default "
                                       "IAAS_QUEUE_MAX_WAIT); then error capacity_wait_expired."},
@@ -290,11 +297,13 @@ SCHEMAS: dict[str, Any] = {
         "task": {"oneOf": [{"type": "null"}, _ref("Task")]},
         "actions": {"type": "array", "items": {"type": "string", "enum": list(VM_ACTIONS)},
                     "description": "What may be asked of the VM right now."},
-        "ip_addresses": {"type": "array", "items": _object({
-            "address": {"type": "string"}, "family": {"type": "string", "enum": ["ipv4", "ipv6", "unknown"]},
-            "source": {"type": "string", "enum": ["dhcp", "agent", "arp"]}})},
+        "ip_addresses": {"type": "array", "items": _ref("IpAddress")},
         "console": _object({"vnc": {"type": ["string", "null"],
                                     "description": "host:port while the VM runs"}}),
+        "nics": {"type": "array", "description": "Its NICs in order (the guest's eth0 first); "
+                                                 "ip_addresses is their addresses together",
+                 "items": _object({"network": {"type": "string"}, "mac": {"type": "string"},
+                                   "addresses": {"type": "array", "items": _ref("IpAddress")}})},
         "volumes": {"type": "array", "items": _ref("Attachment")},
         "error": {"oneOf": [{"type": "null"}, _ref("ErrorInfo")]},
         "host": {"type": ["string", "null"], "description": "Its host (admins; null for others, "
@@ -408,6 +417,9 @@ SCHEMAS: dict[str, Any] = {
     }),
     "TokenList": _object({"tokens": {"type": "array", "items": _ref("Token")},
                           "next_marker": UUID}, required=["tokens"]),
+    "IpAddress": _object({
+        "address": {"type": "string"}, "family": {"type": "string", "enum": ["ipv4", "ipv6", "unknown"]},
+        "source": {"type": "string", "enum": ["dhcp", "agent", "arp"]}}),
     "Health": _object({"status": {"type": "string", "enum": ["ok", "degraded"]},
                        "db": {"type": "string"}, "libvirt": {"type": "string"}}),
 }
@@ -415,3 +427,4 @@ SCHEMAS.update(VOLUME_SCHEMAS)
 SCHEMAS.update(QUEUE_SCHEMAS)
 SCHEMAS.update(RESERVATION_SCHEMAS)
 SCHEMAS.update(MOTION_SCHEMAS)
+SCHEMAS.update(NETWORK_SCHEMAS)

@@ -115,6 +115,8 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "status": row.status, "power_state": view.power_state,
             "task": task(view.task, reveal) if view.task else None, "actions": view.actions,
             "ip_addresses": row.ip_addresses, "console": {"vnc": vnc},
+            "nics": [{"network": nic.network, "mac": nic.mac, "addresses": nic.addresses}
+                     for nic in view.nics],
             "volumes": [attachment(entry) for entry in view.volumes],
             "error": error(row.error_code, row.error_message, reveal),
             "host": (row.host or None) if reveal else None,

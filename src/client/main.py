@@ -15,6 +15,7 @@ from src.client.accounts import keypair_group, quota_group, task_group, token_gr
 from src.client.http import Api, Refused, Unreachable
 from src.client.images import image_group
 from src.client.infra import flavor_group, gpu_group, host_group
+from src.client.networks import network_group
 from src.client.output import Printer
 from src.client.reservations import queue_command, reservation_group
 from src.client.session import Session, TaskFailed
@@ -33,7 +34,8 @@ OK, REFUSED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
               help="File holding the token (default: IAAS_TOKEN, else ./iaas-admin-token).")
 @click.pass_context
 def cli(ctx: click.Context, output: str, url: str | None, token_file: Path | None) -> None:
-    """Drive the IaaS API: VMs, volumes, images, flavors, GPUs, hosts, quotas, tokens and tasks."""
+    """Drive the IaaS API: VMs, volumes, images, flavors, GPUs, hosts, networks, quotas, tokens
+    and tasks."""
     try:
         api = Api(config.api_url(url), config.token(token_file))
     except ValueError as exc:
@@ -42,7 +44,8 @@ def cli(ctx: click.Context, output: str, url: str | None, token_file: Path | Non
 
 
 for group in (vm_group, volume_group, image_group, flavor_group, gpu_group, host_group, keypair_group,
-              quota_group, token_group, task_group, reservation_group, queue_command):
+              quota_group, token_group, task_group, reservation_group, queue_command,
+              network_group):
     cli.add_command(group)
 
 

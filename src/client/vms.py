@@ -39,6 +39,9 @@ def render_vm(vm: dict[str, Any], out: Any) -> None:
         ("actions", vm["actions"]), ("size", size_text(vm)), ("disk_gb", vm["disk_gb"]),
         ("image", vm["image"]["name"]), ("gpus", vm["gpus"]), ("host", vm.get("host")),
         ("ip_addresses", [a["address"] for a in vm.get("ip_addresses") or []]),
+        ("nics", [f"{nic['network']} {nic['mac']}"
+                  + "".join(f" {a['address']}" for a in nic["addresses"])
+                  for nic in vm.get("nics") or []]),
         ("vnc", (vm.get("console") or {}).get("vnc")),
         ("error", f"{vm['error']['code']}: {vm['error']['message']}" if vm.get("error") else None),
         ("created_at", vm["created_at"]), ("updated_at", vm["updated_at"])])
@@ -104,6 +107,9 @@ def _keys(values: tuple[str, ...]) -> list[str]:
 @click.option("--user-data", type=click.File("r"), help="cloud-init user-data file.")
 @click.option("--host", help="Admins: the host to run on.")
 @click.option("--reservation", help="Run in this reservation of your project (its flavor).")
+@click.option("--network", "networks", multiple=True,
+              help="A network to join, one NIC each in order (the first is eth0). Repeatable; "
+                   "default: the host's network.")
 @click.option("--wait-for-capacity", is_flag=True,
               help="When it fits nowhere now, wait in the queue (iaas queue) instead of 409.")
 @wait_option
@@ -111,7 +117,8 @@ def _keys(values: tuple[str, ...]) -> list[str]:
 def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None,
               cpu: int | None, ram: int | None, disk_gb: int | None, ssh_keys: tuple[str, ...],
               key_names: tuple[str, ...], user_data: Any, host: str | None,
-              reservation: str | None, wait_for_capacity: bool, wait: bool | None) -> None:
+              reservation: str | None, networks: tuple[str, ...], wait_for_capacity: bool,
+              wait: bool | None) -> None:
     """Create a VM; on a terminal, wait until it runs."""
     s = session(ctx)
     if not flavor and (cpu is None or ram is None):
@@ -121,7 +128,7 @@ def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None
                             "ssh_keys": _keys(ssh_keys) or None,
                             "key_names": list(key_names) or None,
                             "user_data": user_data.read() if user_data else None,
-                            "reservation": reservation,
+                            "reservation": reservation, "networks": list(networks) or None,
                             "wait_for_capacity": True if wait_for_capacity else None}
     answer = s.api.send("POST", "/v1/vms", {k: v for k, v in body.items() if v is not None})
     vm = answer.json()

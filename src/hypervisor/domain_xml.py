@@ -19,10 +19,10 @@ AGENT_CHANNEL = "org.qemu.guest_agent.0"
 # Spare pcie-root-ports of a q35 VM: disks hot-plugged into it at once (one port each; a disk
 # attached while it is stopped gets a port of its own from libvirt).
 HOTPLUG_ROOT_PORTS = 4
-# The template's q35 devices that each take a root port besides the disks and GPUs: the NIC,
+# The template's q35 devices that each take a root port besides the disks, NICs and GPUs:
 # the memory balloon, the guest agent's virtio-serial controller and libvirt's own USB
 # controller (video and SATA sit on the root itself).
-_PORTED_DEVICES = 4
+_PORTED_DEVICES = 3
 DISK_FORMATS = ("qcow2", "raw")
 _TARGET_DEV = re.compile(r"vd[a-z]{1,2}")
 _SERIAL = re.compile(r"[A-Za-z0-9_.+-]{1,20}")  # libvirt's serial characters; virtio keeps 20
@@ -58,6 +58,14 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class NicSpec:
+    """A virtio NIC on a libvirt network."""
+
+    network: str
+    mac: str
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything the template may use; values are escaped, never trusted as markup."""
 
@@ -69,11 +77,10 @@ class DomainSpec:
     ram_mib: int
     disk_path: str
     disk_format: str
-    network: str
+    nics: tuple[NicSpec, ...]  # in order: the guest's eth0, eth1, ...
     console_log: str
     installation_id: str
     image_name: str
-    mac: str
     seed_path: str | None = None  # the cloud-init NoCloud ISO, attached read-only
     machine: str = "pc"  # q35 for PCI passthrough
     cpu_mode: str | None = None  # host-passthrough for GPU VMs
@@ -112,7 +119,7 @@ def root_ports(spec: DomainSpec) -> int:
     if spec.machine != "q35":
         return 0
     disks = 1 + (1 if spec.seed_path else 0) + len(spec.volumes)
-    return (_PORTED_DEVICES + disks + len(spec.hostdevs) + len(spec.mdevs)
+    return (_PORTED_DEVICES + disks + len(spec.nics) + len(spec.hostdevs) + len(spec.mdevs)
             + spec.hotplug_root_ports)
 
 
@@ -132,7 +139,7 @@ def template_has_agent_channel() -> bool:
     nobody asks libvirt (or a guest without a channel) every sweep."""
     sample = DomainSpec(uuid="00000000-0000-4000-8000-000000000000", name="sample",
                         domain_type="kvm", cpu=1, ram_mib=64, disk_path="/sample.qcow2",
-                        disk_format="qcow2", network="sample", console_log="/sample.log",
-                        installation_id="sample", image_name="sample", mac="52:54:00:00:00:00",
-                        title="sample")
+                        disk_format="qcow2", nics=(NicSpec("sample", "52:54:00:00:00:00"),),
+                        console_log="/sample.log", installation_id="sample",
+                        image_name="sample", title="sample")
     return has_agent_channel(render_domain(sample))

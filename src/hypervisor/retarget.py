@@ -20,12 +20,13 @@ class Retarget:
 
     disks: dict[str, str]  # target dev -> the file on the target
     console_log: str
-    network: str  # every NIC joins this network of the target
+    network: str  # every NIC joins this network of the target, but those in networks
     numa_node: int | None = None
     cpuset: str = ""  # libvirt's cpuset syntax; empty: no pinning to a node's CPUs
     pinned_cpus: tuple[int, ...] = ()
     hostdevs: tuple[PciAddress, ...] | None = None  # None: leave the domain's as they are
     drop: frozenset[str] = field(default_factory=frozenset)  # target devs to leave out
+    networks: dict[str, str] = field(default_factory=dict)  # source network -> target's
 
 
 def retarget(xml: str, where: Retarget) -> str:
@@ -45,8 +46,9 @@ def retarget(xml: str, where: Retarget) -> str:
         source = interface.find("source")
         if interface.get("type") != "network" or source is None:
             raise ValueError(f"a NIC of type {interface.get('type')!r} cannot be moved")
+        network = where.networks.get(source.get("network", ""), where.network)
         source.attrib.clear()
-        source.set("network", where.network)
+        source.set("network", network)
     _cpus(root, where)
     if where.hostdevs is not None:
         _hostdevs(devices, where.hostdevs)

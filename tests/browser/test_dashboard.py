@@ -52,6 +52,9 @@ def test_an_admin_creates_stops_starts_and_deletes_a_vm(page: Page, site: LiveSe
     expect(page.get_by_role("heading", name="VM demo-01", level=1)).to_be_focused()
     expect(page.get_by_role("img", name=re.compile("CPU and memory chart, last"))).to_be_visible()
     expect(page.get_by_role("table", name="Events")).to_contain_text("start")
+    nics = page.get_by_role("table", name="Network interfaces")
+    expect(nics).to_contain_text("iaas-test")  # the host's network: no networks were asked for
+    expect(nics).to_contain_text(re.compile(r"52:54:00(:[0-9a-f]{2}){3}"))
     shot(page, "vm-detail")
     for section in ("Images", "GPUs", "Hosts", "Audit"):
         page.get_by_role("navigation").get_by_role("link", name=section, exact=True).click()

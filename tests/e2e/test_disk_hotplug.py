@@ -23,6 +23,7 @@ from src.hypervisor.domain_xml import (
     HOTPLUG_ROOT_PORTS,
     DiskSpec,
     DomainSpec,
+    NicSpec,
     domain_name,
     render_disk,
     render_domain,
@@ -112,9 +113,9 @@ class Lab:
         console = Console(self.workspace / "instances" / f"{vm_id}.log")
         spec = DomainSpec(uuid=vm_id, name=domain_name(vm_id), title=hostname,
                           domain_type="qemu", cpu=1, ram_mib=256, disk_path=root,
-                          disk_format="qcow2", network=self.network,
+                          disk_format="qcow2", nics=(NicSpec(self.network, mac),),
                           console_log=str(console.path), installation_id=self.installation,
-                          image_name="tiny-linux", mac=mac, seed_path=str(seed),
+                          image_name="tiny-linux", seed_path=str(seed),
                           machine=machine, volumes=volumes,
                           hotplug_root_ports=hotplug_root_ports)
         self.hypervisor.define(render_domain(spec))

@@ -15,7 +15,7 @@ import libvirt  # type: ignore[import-untyped]
 from scripts.harness.host import domain_exists
 from src.app import App
 from src.database import gpus as gpu_dao
-from src.hypervisor.domain_xml import DomainSpec, render_domain
+from src.hypervisor.domain_xml import DomainSpec, NicSpec, render_domain
 from src.utils.clock import utc_now
 from tests.e2e.conftest import register_tiny_image
 from tests.support import Client
@@ -77,10 +77,10 @@ def test_passthrough_domain_defines_with_libvirt_validation(
     spec = DomainSpec(
         uuid=vm_id, name=f"e2e-gpu-xml-{secrets.token_hex(3)}", domain_type="qemu", cpu=2,
         ram_mib=256, disk_path=str(e2e_app.config.instances_dir / vm_id / "disk.qcow2"),
-        disk_format="qcow2", network=e2e_app.config.network,
+        disk_format="qcow2", nics=(NicSpec(e2e_app.config.network, "52:54:00:aa:bb:cc"),),
         console_log=str(e2e_app.config.instances_dir / vm_id / "console.log"),
         installation_id=e2e_app.installation_id, image_name="tiny-linux",
-        mac="52:54:00:aa:bb:cc", title="gpu-xml", machine="q35", cpu_mode="maximum",
+        title="gpu-xml", machine="q35", cpu_mode="maximum",
         hostdevs=((0, 0xfe, 0x1f, 0), (0, 0xfe, 0x1f, 1)), numa_node=0, cpuset="0-1",
         pinned_cpus=(0, 1), hugepages=True)
     e2e_app.hypervisor.define(render_domain(spec))  # VIR_DOMAIN_DEFINE_VALIDATE: libvirt's schema

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from src.hypervisor.domain_xml import DiskSpec, DomainSpec, domain_name, render_domain
+from src.hypervisor.domain_xml import (
+    DiskSpec,
+    DomainSpec,
+    NicSpec,
+    domain_name,
+    render_domain,
+)
 from src.hypervisor.driver import Hypervisor
 from src.hypervisor.errors import HypervisorError, LayerInUse, ShrinkRefused
 from src.hypervisor.hotplug import DiskTarget
@@ -32,8 +38,9 @@ def _spec(machine: str, volumes: tuple[DiskSpec, ...]) -> DomainSpec:
     vm_id = str(uuid.uuid4())
     return DomainSpec(uuid=vm_id, name=domain_name(vm_id), title="with-volumes", domain_type="test",
                       cpu=1, ram_mib=256, disk_path="/instances/disk.qcow2", disk_format="qcow2",
-                      network="iaas-test", console_log="/instances/console.log",
-                      installation_id="test", image_name="tiny", mac="52:54:00:00:00:01",
+                      nics=(NicSpec("iaas-test", "52:54:00:00:00:01"),),
+                      console_log="/instances/console.log", installation_id="test",
+                      image_name="tiny",
                       seed_path="/instances/seed.iso", machine=machine, volumes=volumes)
 
 

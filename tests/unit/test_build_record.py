@@ -25,6 +25,7 @@ from src.services.vms.build_record import (
     GpuClaim,
     ImageRef,
     MdevClaim,
+    Nic,
     Placement,
     UnreadableRecord,
     VolumeDisk,
@@ -60,7 +61,7 @@ def through_json(payload: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_record_round_trips_through_the_task_payload() -> None:
     payload = through_json(RECORD.to_payload())
-    assert payload["build"]["version"] == VERSION == 3
+    assert payload["build"]["version"] == VERSION == 4
     assert build_record.from_payload(payload, VM_ID, never) == RECORD
 
 
@@ -126,7 +127,7 @@ def test_the_create_and_version_0_make_one_record_from_one_claim() -> None:
     assert made == RECORD
 
 
-@pytest.mark.parametrize("version", [4, 99, 0, -1, "1", 1.0, True, None])
+@pytest.mark.parametrize("version", [5, 99, 0, -1, "1", 1.0, True, None])
 def test_a_version_this_code_does_not_know_is_refused_clearly(version: object) -> None:
     payload = through_json(RECORD.to_payload())
     payload["build"]["version"] = version
@@ -134,7 +135,7 @@ def test_a_version_this_code_does_not_know_is_refused_clearly(version: object) -
         build_record.from_payload(payload, VM_ID, never)
     assert refused.value.code == UNSUPPORTED
     assert refused.value.message == (
-        f"The task's build record is version {version!r}; this server reads versions 0 to 3. "
+        f"The task's build record is version {version!r}; this server reads versions 0 to 4. "
         "A newer API queued it: upgrade this worker, then create the VM again.")
 
 
@@ -178,13 +179,14 @@ def test_a_record_that_is_not_the_shape_of_its_version_is_refused(change: str,
         build_record.from_payload(edited(change), VM_ID, never)
     assert refused.value.code == INVALID
     assert refused.value.message == (
-        f"The task's build record (version 3) cannot be read: {reason}.")
+        f"The task's build record (version 4) cannot be read: {reason}.")
 
 
 def test_a_version_1_record_builds_without_volumes_and_may_not_name_any() -> None:
     payload = through_json(RECORD.to_payload())
     payload["build"]["version"] = 1
     del payload["build"]["volumes"]
+    del payload["build"]["nics"]
     del payload["build"]["placement"]["mdevs"]
     assert build_record.from_payload(payload, VM_ID, never) == RECORD
     payload["build"]["volumes"] = []
@@ -224,6 +226,7 @@ def test_a_version_2_record_builds_without_partitions_and_may_not_name_any() -> 
     payload = through_json(RECORD.to_payload())
     payload["build"]["version"] = 2
     del payload["build"]["placement"]["mdevs"]
+    del payload["build"]["nics"]
     assert build_record.from_payload(payload, VM_ID, never) == RECORD
     payload["build"]["placement"]["mdevs"] = []
     with pytest.raises(UnreadableRecord) as refused:
@@ -236,3 +239,29 @@ def test_a_version_3_record_carries_its_gpu_partitions() -> None:
     record = replace(RECORD, placement=replace(RECORD.placement, mdevs=(MdevClaim(
         "b1ae8bf6-38b0-4c81-9d44-78ce3f520496", "0000:3b:00.0", "nvidia-700"),)))
     assert build_record.from_payload(through_json(record.to_payload()), VM_ID, never) == record
+
+
+def test_a_version_3_record_builds_with_one_nic_and_may_not_name_more() -> None:
+    payload = through_json(RECORD.to_payload())
+    payload["build"]["version"] = 3
+    del payload["build"]["nics"]
+    record = build_record.from_payload(payload, VM_ID, never)
+    assert record == RECORD
+    assert record.interfaces == (Nic("iaas-net", "52:54:00:12:ab:ef"),)
+    payload["build"]["nics"] = []
+    with pytest.raises(UnreadableRecord) as refused:
+        build_record.from_payload(payload, VM_ID, never)
+    assert refused.value.message == (
+        "The task's build record (version 3) cannot be read: unknown field 'nics'.")
+
+
+def test_a_version_4_record_carries_every_nic_in_order() -> None:
+    nics = (Nic("lab", "52:54:00:00:00:0a"), Nic("data", "52:54:00:00:00:0b"))
+    record = replace(RECORD, network="lab", mac="52:54:00:00:00:0a", nics=nics)
+    loaded = build_record.from_payload(through_json(record.to_payload()), VM_ID, never)
+    assert loaded == record and loaded.interfaces == nics
+    payload = through_json(record.to_payload())
+    payload["build"]["nics"][1]["filter"] = "x"  # a newer writer's part, without a new version
+    with pytest.raises(UnreadableRecord) as refused:
+        build_record.from_payload(payload, VM_ID, never)
+    assert "unknown field 'filter'" in refused.value.message

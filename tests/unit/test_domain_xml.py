@@ -13,6 +13,7 @@ from src.hypervisor.domain_xml import (
     METADATA_NS,
     DiskSpec,
     DomainSpec,
+    NicSpec,
     domain_name,
     has_agent_channel,
     render_disk,
@@ -27,10 +28,10 @@ VM_ID = "6f1c9a52-6a38-4d0e-9a3e-1d5b8f4f2a10"
 SPEC = DomainSpec(
     uuid=VM_ID, name=domain_name(VM_ID), title="vm-chulhee-01", domain_type="kvm", cpu=2,
     ram_mib=2048, disk_path="/var/lib/libvirt/images/iaas-instances/6f1c/disk.qcow2",
-    disk_format="qcow2", network="default",
+    disk_format="qcow2", nics=(NicSpec("default", "52:54:00:12:ab:ef"),),
     console_log="/var/lib/libvirt/images/iaas-instances/6f1c/console.log",
     installation_id="0b8e2d1c-0000-4000-8000-000000000001", image_name="Ubuntu-Base-22.04",
-    mac="52:54:00:12:ab:ef", seed_path="/var/lib/libvirt/images/iaas-instances/6f1c/seed.iso")
+    seed_path="/var/lib/libvirt/images/iaas-instances/6f1c/seed.iso")
 
 EXPECTED_DEVICES = ["disk", "disk", "interface", "serial", "console", "channel", "graphics", "video",
                     "memballoon"]
@@ -42,8 +43,8 @@ INJECTIONS = [
     "&lt;hostdev/&gt;&amp;",
     "{{ 7*7 }}{% raw %}",
 ]
-STRING_FIELDS = ["name", "title", "disk_path", "network", "console_log", "installation_id", "image_name",
-                 "uuid", "domain_type", "disk_format", "mac", "seed_path"]
+STRING_FIELDS = ["name", "title", "disk_path", "console_log", "installation_id", "image_name",
+                 "uuid", "domain_type", "disk_format", "seed_path"]
 
 
 Golden = Callable[[Path, str], None]
@@ -77,7 +78,7 @@ def test_has_the_devices_and_features_every_vm_needs() -> None:
     assert root.find("devices/interface/model").get("type") == "virtio"
     assert root.find("devices/graphics").get("listen") == "127.0.0.1"
     assert root.find("devices/serial/log").get("file") == SPEC.console_log
-    assert root.find("devices/interface/mac").get("address") == SPEC.mac
+    assert root.find("devices/interface/mac").get("address") == SPEC.nics[0].mac
     assert root.find("devices/channel/target").get("name") == "org.qemu.guest_agent.0"
     seed = root.findall("devices/disk")[1]
     assert seed.get("device") == "disk" and seed.find("readonly") is not None
@@ -105,6 +106,26 @@ def test_injection_stays_inert_text(field: str, payload: str) -> None:
     values = [element.text for element in root.iter()]
     values += [value for element in root.iter() for value in element.attrib.values()]
     assert payload in values  # round-trips as plain text, exactly as given
+
+
+@pytest.mark.parametrize("field", ["network", "mac"])
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_injection_into_a_nic_stays_inert_text(field: str, payload: str) -> None:
+    nic = replace(SPEC.nics[0], **{field: payload})
+    root = ET.fromstring(render_domain(replace(SPEC, nics=(nic,))))
+    assert [child.tag for child in root.find("devices")] == EXPECTED_DEVICES
+    values = [value for element in root.iter() for value in element.attrib.values()]
+    assert payload in values
+
+
+def test_each_nic_is_an_interface_in_order() -> None:
+    nics = (NicSpec("lab", "52:54:00:00:00:0a"), NicSpec("data", "52:54:00:00:00:0b"))
+    root = ET.fromstring(render_domain(replace(SPEC, nics=nics)))
+    found = [(i.find("source").get("network"), i.find("mac").get("address"))
+             for i in root.findall("devices/interface")]
+    assert found == [("lab", "52:54:00:00:00:0a"), ("data", "52:54:00:00:00:0b")]
+    assert root_ports(replace(SPEC, nics=nics, machine="q35")) == root_ports(
+        replace(SPEC, machine="q35")) + 1  # the second NIC takes a root port of its own
 
 
 GPU_GOLDEN = Path(__file__).parent / "golden" / "domain-gpu.xml"

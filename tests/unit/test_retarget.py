@@ -7,14 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from src.hypervisor.domain_xml import DiskSpec, DomainSpec, render_domain
+from src.hypervisor.domain_xml import DiskSpec, DomainSpec, NicSpec, render_domain
 from src.hypervisor.retarget import Retarget, data_uri, retarget
 
 SPEC = DomainSpec(
     uuid="11111111-2222-4333-8444-555555555555", name="iaas-11111111", title="train",
     domain_type="kvm", cpu=2, ram_mib=2048, disk_path="/src/vm/disk.qcow2", disk_format="qcow2",
-    network="lab", console_log="/src/vm/console.log", installation_id="inst",
-    image_name="ubuntu", mac="52:54:00:aa:bb:cc", seed_path="/src/vm/seed.iso",
+    nics=(NicSpec("lab", "52:54:00:aa:bb:cc"),), console_log="/src/vm/console.log",
+    installation_id="inst", image_name="ubuntu", seed_path="/src/vm/seed.iso",
     volumes=(DiskSpec(path="/src/pool/vol-1.qcow2", format="qcow2", target_dev="vdc",
                       serial="vol-1"),))
 WHERE = Retarget(disks={"vda": "/dst/pool/vm.qcow2", "vdb": "/dst/pool/vm-seed.iso",
@@ -36,7 +36,7 @@ def test_files_network_and_console_are_the_targets() -> None:
     assert [i.find("source").get("network")  # type: ignore[union-attr]
             for i in root.iterfind("./devices/interface")] == ["far"]
     # Everything else is the source's own: the MAC, the metadata, the sizes.
-    assert root.find("./devices/interface/mac").get("address") == SPEC.mac  # type: ignore[union-attr]
+    assert root.find("./devices/interface/mac").get("address") == SPEC.nics[0].mac  # type: ignore[union-attr]
     assert "inst" in moved and root.findtext("uuid") == SPEC.uuid
     assert root.findtext("memory") == "2048"
 
@@ -87,3 +87,11 @@ def test_a_disk_without_a_place_on_the_target_is_refused() -> None:
 ])
 def test_the_data_goes_to_the_address_of_the_targets_uri(uri: str, expected: str | None) -> None:
     assert data_uri(uri) == expected
+
+
+def test_a_nic_on_a_named_network_keeps_the_name_given_for_it() -> None:
+    spec = replace(SPEC, nics=(NicSpec("lab", "52:54:00:aa:bb:cc"),
+                               NicSpec("data", "52:54:00:aa:bb:cd")))
+    moved = ET.fromstring(retarget(render_domain(spec), replace(WHERE, networks={"data": "data"})))
+    assert [i.find("source").get("network")  # type: ignore[union-attr]
+            for i in moved.iterfind("./devices/interface")] == ["far", "data"]

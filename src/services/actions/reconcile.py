@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from src.database import images as image_dao
 from src.database import leases as lease_dao
 from src.database import tasks as task_dao
+from src.database import vm_nics as nic_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from src.hypervisor.domains import HALTED, MISSING
@@ -174,6 +175,7 @@ class HostReconciler:
                 return False  # a task took the VM, or it changed, since we looked
             if status not in UP_STATUSES:
                 vm_dao.set_addresses(conn, row.id, [], now)
+                nic_dao.clear_addresses(conn, row.id)
                 vm_dao.set_vnc_port(conn, row.id, None, now)
         log.warning("vm %s (%s): %s -> %s, libvirt reports %s", row.id, row.name, row.status,
                     status, power_state)

@@ -16,6 +16,7 @@ from src.config import Config
 from src.database import host_drains as drain_dao
 from src.database import host_evacuations as host_evac_dao
 from src.database import hosts as host_dao
+from src.database import networks as network_dao
 from src.database.db import Database
 from src.database.hosts import LOCAL, HostRow
 from src.hypervisor.driver import Hypervisor
@@ -225,6 +226,7 @@ class HostRegistry:
             host_dao.delete(conn, name)
             drain_dao.remove(conn, name)
             host_evac_dao.remove(conn, name)
+            network_dao.forget_host(conn, name)
         with self._lock:
             hypervisor = self._hypervisors.pop(name, None)
             self._states.pop(name, None)

@@ -18,6 +18,7 @@ from src.database.db import Database
 from src.database.vm_migrations import MigrationRow
 from src.services.hosts.capacity import Capacity
 from src.services.hosts.registry import Host, HostRegistry
+from src.services.motion import nics
 from src.services.rules import access
 from src.services.rules.access import Principal
 from src.services.rules.placement import Demand
@@ -128,6 +129,10 @@ class MigrationService:
             raise errors.VmNotMigratable(vm=vm, reason=f"it is on host {target} already")
         unfit = {host.name: why for host in every if host.name != row.host
                  and (why := _unfit(host, source, live)) is not None}
+        unfit |= {name: why for name, why in nics.lacking(
+            [host for host in every if host.name != row.host and host.name not in unfit
+             and self._hosts.is_up(host.name)],
+            nics.named(self._db, row.id, source)).items()}
         fit = [host for host in every if host.name != row.host and host.name not in unfit]
         if target is not None and target in unfit:
             raise errors.VmNotMigratable(vm=vm, reason=f"host {target} {unfit[target]}")

@@ -37,6 +37,7 @@ from src.hypervisor.pci import split_address
 from src.hypervisor.retarget import Retarget, data_uri, retarget
 from src.services.hosts.registry import HostRegistry
 from src.services.images.catalog import ImageService
+from src.services.motion import nics
 from src.services.motion.files import (
     ROOT,
     SEED_DEVICE,
@@ -195,6 +196,8 @@ class MigrationWork:
         console = sides.target_disks.files(move.vm_id).where(plan.console)
         return Retarget(disks=paths, console_log=console,
                         network=sides.target_host.row.network, numa_node=move.numa_node,
+                        networks=nics.renames(sides.source_host, sides.target_host, nics.named(
+                            self._db, move.vm_id, sides.source_host)),
                         cpuset=cpu_list(move.node_cpus) if move.numa_node is not None else "",
                         pinned_cpus=tuple(move.pinned_cpus), hostdevs=hostdevs)
 
@@ -251,6 +254,7 @@ class MigrationWork:
         vnc_port = self._provisioner.vnc_port(move.vm_id, sides.target_host)
         with self._db.write() as conn:
             move_dao.commit(conn, move, vnc_port, plan.renames, plan.volume_ids, utc_now())
+            nics.commit(conn, move.vm_id, sides.source_host, sides.target_host)
         log.info("vm %s moved from %s to %s", move.vm_id, move.source, move.target)
 
     def _clean_source(self, move: MigrationRow) -> None:

@@ -30,6 +30,7 @@ from src.database.db import Database
 from src.services.hosts.backfill import kept_for
 from src.services.hosts.capacity import Capacity
 from src.services.hosts.registry import Host, HostRegistry
+from src.services.networks.catalog import active_on
 from src.services.rules.fair_order import (
     Entry,
     FairTurn,
@@ -40,7 +41,7 @@ from src.services.rules.fair_order import (
 )
 from src.services.rules.placement import Claim, Demand, Free, HostCapacity, after_claim
 from src.services.rules.scheduler import Candidate, NoHostFits, schedule
-from src.services.vms import build_record
+from src.services.vms import build_record, nics
 from src.services.vms.build_record import UnreadableRecord
 from src.services.vms.waiting import reason_of
 from src.utils.clock import utc_after, utc_now
@@ -51,12 +52,19 @@ EXPIRED = ("capacity_wait_expired", ("The VM waited for capacity longer than its
                                      "(IAAS_QUEUE_MAX_WAIT) and was never placed; it holds "
                                      "nothing."))
 UNPLACEABLE = ("internal_error", "The VM could not be placed; see the server log.")
-Shape = tuple[str, str | None]  # (demand as JSON, pinned host): waits that fit alike
+# (demand as JSON, pinned host, networks asked for): waits that fit alike
+Shape = tuple[str, str | None, tuple[str, ...]]
 SHARED = ("gpus", "vcpus", "ram", "disk_gb")  # the resources a share can be counted in
 
 
-def _shape(wait: wait_dao.WaitRow) -> Shape:
-    return json.dumps(wait.demand, sort_keys=True), wait.pinned_host
+def _shape(wait: wait_dao.WaitRow, networks: tuple[str, ...]) -> Shape:
+    return json.dumps(wait.demand, sort_keys=True), wait.pinned_host, networks
+
+
+def _asked(conn: sqlite3.Connection, wait: wait_dao.WaitRow) -> tuple[str, ...]:
+    """The networks the waiting VM's record asks for (none: its host's network)."""
+    task = task_dao.get(conn, wait.task_id)
+    return build_record.asked_networks(json.loads(task.payload)) if task else ()
 
 
 def _model_matches(gpu: gpu_dao.GpuRow, model: str) -> bool:
@@ -75,6 +83,7 @@ class _Pass:
     kept: set[str] = field(default_factory=set)  # hosts kept for overdue waits
     failed: dict[Shape, str] = field(default_factory=dict)  # shapes that fit nowhere: why
     reasons: dict[str, str] = field(default_factory=dict)  # vm id -> what it waits for now
+    active: dict[str, set[str]] | None = None  # each host's active networks, when asked
 
 
 class QueuePlacer:
@@ -104,10 +113,12 @@ class QueuePlacer:
         with self._db.read() as conn:
             if not wait_dao.count(conn):
                 return []
+            asking = any(_asked(conn, wait) for wait in wait_dao.list_all(conn))
         hosts = self._hosts.all()
         capacities = self._capacity.known(hosts)  # libvirt (cached): before the transaction
+        active = active_on([host for host in hosts if host.name in capacities]) if asking else None
         with self._lock, self._db.write() as conn:
-            placed = self._pass(conn, hosts, capacities)
+            placed = self._pass(conn, hosts, capacities, active)
         for task in placed:
             log.info("vm %s placed from the capacity queue on %s", task.vm_id, task.host)
             self._submit(task)
@@ -125,14 +136,15 @@ class QueuePlacer:
         return len(expired)
 
     def _pass(self, conn: sqlite3.Connection, hosts: list[Host],
-              capacities: dict[str, HostCapacity]) -> list[task_dao.TaskRow]:
+              capacities: dict[str, HostCapacity],
+              active: dict[str, set[str]] | None = None) -> list[task_dao.TaskRow]:
         waits = {wait.vm_id: wait for wait in wait_dao.list_all(conn)}
         if not waits:
             return []
         state = _Pass(rooms={room.name: room for room in
                              self._capacity.rooms(conn, hosts, capacities)},
                       whole=self._capacity.whole_rooms(conn, hosts, capacities),
-                      now=utc_now(), overdue=utc_after(-self._backfill_limit_s))
+                      now=utc_now(), overdue=utc_after(-self._backfill_limit_s), active=active)
         held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
         turn = FairTurn([_entry(wait) for wait in waits.values()], held, allowed)
         networks = {host.name: host.row.network for host in hosts}
@@ -152,10 +164,13 @@ class QueuePlacer:
     def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, state: _Pass,
              networks: dict[str, str]) -> task_dao.TaskRow | None:
         """Place one waiting VM if it fits; its create task then, else None."""
-        demand, shape = Demand(**wait.demand), _shape(wait)
+        asked = _asked(conn, wait)
+        demand, shape = Demand(**wait.demand), _shape(wait, asked)
         if shape not in state.failed:
+            # Unknown networks (a VM queued after this pass looked) offer nothing until the next.
             offers = [offer for room in state.rooms.values()
-                      if (offer := _offer(room, demand, wait.pinned_host, state.kept))]
+                      if (offer := _offer(room, demand, wait.pinned_host, state.kept))
+                      and (not asked or set(asked) <= (state.active or {}).get(room.name, set()))]
             try:
                 host, claim = schedule(demand, offers, self._capacity.policy)
             except NoHostFits as none:
@@ -189,6 +204,7 @@ class QueuePlacer:
                 raise LookupError("its VM no longer waits")
             gpu_dao.allocate(conn, host, [gpu.id for gpu in claim.gpus], wait.vm_id, now)
             build_record.hold_partitions(conn, record, now)
+            nics.put(conn, record)
             if not task_dao.hand_on(conn, task.id, host, self._executor_name, payload, now):
                 raise LookupError("its create task no longer waits")
             wait_dao.delete(conn, wait.vm_id)

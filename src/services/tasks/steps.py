@@ -3,7 +3,7 @@ code, and undo steps go on whatever fails."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from src.hypervisor.disks import CommandFailed
@@ -18,7 +18,7 @@ _PASSTHROUGH_WORDS = ("pci", "passthrough", "vfio", "iommu", "hostdev")
 
 @contextmanager
 def step(code: str, passthrough: list[str] | None = None,
-         network: str | None = None) -> Iterator[None]:
+         networks: Sequence[str] = ()) -> Iterator[None]:
     """Turn a host-side failure inside the block into TaskFailed(code, reason).
 
     Two start failures get codes of their own: gpu_passthrough_failed when libvirt's words
@@ -32,7 +32,8 @@ def step(code: str, passthrough: list[str] | None = None,
         message = str(exc)
         if passthrough and any(word in message.lower() for word in _PASSTHROUGH_WORDS):
             code = "gpu_passthrough_failed"
-        elif network and f"network '{network}' is not active" in message:
+        elif (network := next((name for name in networks
+                               if f"network '{name}' is not active" in message), None)):
             code, message = "network_inactive", (
                 f"The network {network!r} is not active, so the VM cannot start: start it with "
                 f"`virsh net-start {network}` and `virsh net-autostart {network}`, or run "

@@ -9,7 +9,8 @@ version wrote, so every version it ever wrote keeps a loader here:
   columns and GPU rows): it is rebuilt from those rows, by the caller (`legacy`);
 - version 1 is this record without volumes;
 - version 2 is this record without GPU partitions (placement.mdevs);
-- version 3 is this record;
+- version 3 is this record without NICs beyond mac and network (nics);
+- version 4 is this record;
 - a version this code does not know (a newer API's) fails the task, never the worker.
 
 Adding to what a build needs (volumes to attach, say): give the field a type and a default,
@@ -34,7 +35,7 @@ from src.services.rules.placement import Claim
 from src.services.tasks.runner import TaskFailed
 from src.utils.nocloud import Seed
 
-VERSION = 3
+VERSION = 4
 KEY = "build"  # where the record sits in the task's payload
 # Where a VM that waits for capacity keeps its record until placed: host, network and
 # placement are empty there, and the placement (src/services/queue/placer.py) fills them.
@@ -105,6 +106,14 @@ class VolumeDisk:
 
 
 @dataclass(frozen=True)
+class Nic:
+    """One NIC of the VM: the libvirt network of its host it joins, and its MAC."""
+
+    network: str
+    mac: str
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     hugepages: bool = False
 
@@ -126,6 +135,14 @@ class BuildRecord:
     cloud_init: CloudInit = field(default_factory=CloudInit)
     options: BuildOptions = field(default_factory=BuildOptions)
     volumes: tuple[VolumeDisk, ...] = ()
+    # Every NIC in order, the first being (network, mac); empty: that one NIC alone (the
+    # records before version 4, and a VM that asked for no networks).
+    nics: tuple[Nic, ...] = ()
+
+    @property
+    def interfaces(self) -> tuple[Nic, ...]:
+        """The NICs the domain gets, in order."""
+        return self.nics or (Nic(self.network, self.mac),)
 
     @property
     def base_path(self) -> Path:
@@ -149,14 +166,18 @@ class BuildRecord:
 
 def record_for(row: VmRow, image: ImageRow, base_path: Path, claim: Claim, network: str,
                cloud_init: CloudInit, options: BuildOptions,
-               volumes: tuple[VolumeDisk, ...] = ()) -> BuildRecord:
-    """The record of the VM row's build on row.host, with what placement claimed for it."""
+               volumes: tuple[VolumeDisk, ...] = (), nics: tuple[Nic, ...] = ()) -> BuildRecord:
+    """The record of the VM row's build on row.host, with what placement claimed for it;
+    nics: the VM's NICs when it asked for networks (the first one is its network and MAC)."""
+    if nics:
+        network = nics[0].network
     return BuildRecord(
         vm_id=row.id, name=row.name, project=row.project, domain_name=row.domain_name,
         host=row.host, image=ImageRef(id=image.id, name=image.name, path=str(base_path),
                                       format=image.format, sha256=image.sha256),
         cpu=row.cpu, ram_mib=row.ram, disk_gb=row.disk_gb, mac=row.mac or "", network=network,
-        placement=placement_of(claim), cloud_init=cloud_init, options=options, volumes=volumes)
+        placement=placement_of(claim), cloud_init=cloud_init, options=options, volumes=volumes,
+        nics=nics)
 
 
 def placement_of(claim: Claim) -> Placement:
@@ -184,6 +205,13 @@ def waiting_payload(record: BuildRecord) -> dict[str, Any]:
     return {WAITING_KEY: record.to_payload()[KEY]}
 
 
+def asked_networks(payload: dict[str, Any]) -> tuple[str, ...]:
+    """The networks a queued create's waiting record asks for (none: its host's network)."""
+    waiting = payload.get(WAITING_KEY)
+    nics = waiting.get("nics", []) if isinstance(waiting, dict) else []
+    return tuple(str(nic.get("network")) for nic in nics if isinstance(nic, dict))
+
+
 def placed(payload: dict[str, Any], vm_id: str, host: str, network: str,
            claim: Claim) -> BuildRecord:
     """The waiting record of a queued create's payload, placed on host with claim.
@@ -193,6 +221,8 @@ def placed(payload: dict[str, Any], vm_id: str, host: str, network: str,
     if not isinstance(payload.get(WAITING_KEY), dict):
         raise UnreadableRecord(INVALID, "The task's payload holds no waiting build record.")
     record = from_payload({KEY: payload[WAITING_KEY]}, vm_id, _no_legacy)
+    if record.nics:  # the networks it asked for, which the placement checked host offers
+        network = record.nics[0].network
     return replace(record, host=host, network=network, placement=placement_of(claim))
 
 
@@ -298,6 +328,13 @@ def _v2(data: dict[str, Any]) -> BuildRecord:
 
 def _v3(data: dict[str, Any]) -> BuildRecord:
     """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
+    if "nics" in data:
+        raise ValueError("unknown field 'nics'")
+    return _v4(data)
+
+
+def _v4(data: dict[str, Any]) -> BuildRecord:
+    """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
     _only(data, BuildRecord, ("version",))
     image = _only(data["image"], ImageRef)
     placement = _only(data.get("placement", {}), Placement)
@@ -324,7 +361,9 @@ def _v3(data: dict[str, Any]) -> BuildRecord:
         cloud_init=CloudInit(ssh_keys=tuple(_text(key) for key in cloud_init.get("ssh_keys", [])),
                              user_data=_maybe(_text, cloud_init.get("user_data"))),
         options=BuildOptions(hugepages=options.get("hugepages", False) is True),
-        volumes=tuple(_volume(_only(entry, VolumeDisk)) for entry in data.get("volumes", [])))
+        volumes=tuple(_volume(_only(entry, VolumeDisk)) for entry in data.get("volumes", [])),
+        nics=tuple(Nic(_text(_only(nic, Nic)["network"]), _text(nic["mac"]))
+                   for nic in data.get("nics", [])))
 
 
 def _volume(entry: dict[str, Any]) -> VolumeDisk:
@@ -335,4 +374,4 @@ def _volume(entry: dict[str, Any]) -> VolumeDisk:
 
 
 # Every version this code reads, but 0 (no record: the caller's legacy loader).
-_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2, 3: _v3}
+_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}

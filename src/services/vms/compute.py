@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from src.database import gpus as gpu_dao
 from src.database import images as image_dao
 from src.database import reservations as reservation_dao
 from src.database import tasks as task_dao
+from src.database import vm_nics as nic_dao
 from src.database import vm_terms as terms_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
@@ -33,10 +33,11 @@ from src.services.rules.access import Principal
 from src.services.rules.fair_order import could_hold
 from src.services.rules.placement import Claim, Demand, HostCapacity
 from src.services.tasks.runner import Executor, new_task_row
-from src.services.vms import preemption, waiting
+from src.services.vms import nics, preemption, waiting
 from src.services.vms.build_record import (
     BuildOptions,
     CloudInit,
+    Nic,
     VolumeDisk,
     hold_partitions,
     record_for,
@@ -70,6 +71,7 @@ class CreateRequest:
     wait_for_capacity: bool = False  # fits nowhere now: wait in the capacity queue (no 409)
     max_wait_s: int | None = None  # how long at most (default IAAS_QUEUE_MAX_WAIT)
     reservation: str | None = None  # run on the GPUs this reservation of the project claims
+    networks: tuple[str, ...] | list[str] = ()  # one NIC each, in order; none: its host's
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class _Build:
     hosts: list[Host]
     capacities: dict[str, HostCapacity]
     reservation: reservation_dao.ReservationRow | None = None
+    lacking: frozenset[str] = frozenset()  # hosts without every network asked for
+    nics: tuple[Nic, ...] = ()  # the NICs asked for (none: one on its host's network)
 
 
 def _disks(planned: tuple[attachments.Planned, ...]) -> tuple[VolumeDisk, ...]:
@@ -103,11 +107,6 @@ def _disks(planned: tuple[attachments.Planned, ...]) -> tuple[VolumeDisk, ...]:
 def _args(args: dict[str, Any]) -> str:
     """A task's payload: what its work needs, as JSON any worker process can read."""
     return json.dumps({"args": args})
-
-
-def _new_mac() -> str:
-    # 52:54:00 is QEMU's locally administered prefix, as libvirt itself uses.
-    return "52:54:00:" + ":".join(f"{byte:02x}" for byte in secrets.token_bytes(3))
 
 
 class ComputeService:
@@ -156,6 +155,7 @@ class ComputeService:
                                            vm_host=request.host)
         pinned = volume_host or request.host  # a VM goes where its volumes are
         hosts, capacities = self._candidates(pinned)
+        lacking = nics.lacking(hosts, capacities, request.networks, pinned)
         now = utc_now()
         vm_id = str(uuid.uuid4())
         # The domain is named by the id, not the VM's name: names are only unique per project,
@@ -164,13 +164,14 @@ class ComputeService:
                            cpu=demand.cpu, ram=demand.ram, disk_gb=disk_gb, image_id=image.id,
                            image_name=image.name, status="building", vnc_port=None,
                            error_code=None, error_message=None, created_at=now, updated_at=now,
-                           mac=_new_mac(), flavor_name=flavor.name if flavor else None,
+                           mac=nics.new_mac(), flavor_name=flavor.name if flavor else None,
                            project=caller.project)
         task = replace(new_task_row(row.id, "create", request_id, row.project),
                        executor=self._executor.name)
         build = _Build(image, base_path, CloudInit(ssh_keys, request.user_data),
                        BuildOptions(hugepages=bool(flavor and flavor.hugepages)), wanted,
-                       pinned, hosts, capacities, booked)
+                       pinned, hosts, capacities, booked, lacking,
+                       nics.nics_of(request.networks, row.mac or ""))
         try:
             with self._db.write() as conn:
                 if booked is not None and (reservation_dao.get(conn, booked.id) is None or
@@ -193,7 +194,8 @@ class ComputeService:
             self._on_queued()  # ranks it, or places it if capacity freed meanwhile
             return self._as_now(row.id)
         self._executor.submit(task)
-        return view(row, MISSING, task)
+        with self._db.read() as conn:
+            return view(row, MISSING, task, nics=nic_dao.for_vms(conn, [row.id]).get(row.id))
 
     def _place(self, conn: sqlite3.Connection, row: vm_dao.VmRow, task: task_dao.TaskRow,
                demand: Demand, build: _Build) -> tuple[vm_dao.VmRow, task_dao.TaskRow]:
@@ -205,6 +207,7 @@ class ComputeService:
         booked = build.reservation
         kept = frozenset() if booked else backfill.kept_now(  # a reservation's GPUs are its own
             conn, self._capacity, build.hosts, build.capacities, self._queue.backfill_limit_s)
+        kept |= build.lacking  # hosts without its networks
         chosen, claim = self._capacity.claim(conn, demand, build.hosts, build.capacities,
                                              build.pinned, kept, booked.id if booked else None)
         row = replace(row, numa_node=claim.numa_node, pinned_cpus=claim.pinned_cpus,
@@ -213,7 +216,8 @@ class ComputeService:
         planned = attachments.attach_at_create(conn, row.id, build.wanted, row.created_at)
         network = next(host.row.network for host in build.hosts if host.name == chosen)
         record = record_for(row, build.image, build.base_path, claim, network,
-                            build.cloud_init, build.options, _disks(planned))
+                            build.cloud_init, build.options, _disks(planned), build.nics)
+        nics.put(conn, record)
         task = replace(task, host=chosen, payload=json.dumps(record.to_payload()))
         gpu_dao.allocate(conn, chosen, row.gpus, row.id, row.created_at)
         hold_partitions(conn, record, row.created_at)
@@ -256,12 +260,13 @@ class ComputeService:
         """
         whole = self._capacity.whole_rooms(conn, build.hosts, build.capacities)
         if len(whole) == len(build.hosts) and not could_hold(demand, {
-                name: room for name, room in whole.items() if build.pinned in (None, name)}):
+                name: room for name, room in whole.items()
+                if build.pinned in (None, name) and name not in build.lacking}):
             raise errors.InsufficientCapacity(
                 f"{short.message} No host could hold it even empty, so it cannot wait.",
                 **short.details, waitable=False)
         record = record_for(replace(row, host=UNPLACED), build.image, build.base_path, Claim(),
-                            "", build.cloud_init, build.options)
+                            "", build.cloud_init, build.options, nics=build.nics)
         row, task = waiting.enqueue(conn, row, task, demand, record,
                                     str(short.details["resource"]), build.pinned,
                                     utc_after(max_wait_s))

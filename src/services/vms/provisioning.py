@@ -9,7 +9,7 @@ from src.config import Config
 from src.database import partitions as partition_dao
 from src.database.db import Database
 from src.hypervisor.disks import QemuImg
-from src.hypervisor.domain_xml import DiskSpec, DomainSpec, render_domain
+from src.hypervisor.domain_xml import DiskSpec, DomainSpec, NicSpec, render_domain
 from src.hypervisor.errors import HypervisorError
 from src.hypervisor.mdevs import MdevRequest
 from src.hypervisor.pci import split_address
@@ -55,7 +55,8 @@ class Provisioner:
             with step("define_failed"):
                 hypervisor.define(xml)
             undo.callback(best_effort, "undefine", hypervisor.undefine, vm_id)
-            with step("start_failed", record.gpu_functions, record.network):
+            with step("start_failed", record.gpu_functions,
+                      [nic.network for nic in record.interfaces]):
                 hypervisor.start(vm_id)
                 undo.callback(best_effort, "power off", hypervisor.force_off, vm_id)
                 hypervisor.set_autostart(vm_id, True)  # comes back with the host
@@ -120,9 +121,10 @@ class Provisioner:
         return DomainSpec(
             uuid=record.vm_id, name=record.domain_name, title=record.name,
             domain_type=domain_type, cpu=record.cpu, ram_mib=record.ram_mib,
-            disk_path=placed.disk, disk_format="qcow2", network=record.network,
+            disk_path=placed.disk, disk_format="qcow2",
+            nics=tuple(NicSpec(nic.network, nic.mac) for nic in record.interfaces),
             console_log=placed.console_log, installation_id=self._installation_id,
-            image_name=record.image.name, mac=record.mac, seed_path=placed.seed,
+            image_name=record.image.name, seed_path=placed.seed,
             machine="q35" if passthrough else "pc",
             # TCG cannot pass the host CPU through; 'maximum' is its equivalent.
             cpu_mode=("maximum" if domain_type == "qemu" else "host-passthrough")

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from src import errors
 from src.database import capacity_waits as wait_dao
 from src.database import tasks as task_dao
+from src.database import vm_nics as nic_dao
 from src.database import vm_terms as terms_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
@@ -63,6 +64,7 @@ class VmView(NamedTuple):
     queue: wait_dao.WaitRow | None = None  # its place in the capacity queue, while it waits
     preempt_at: str | None = None  # when a reservation claims its GPUs: it is stopped then
     reservation: str | None = None  # the reservation it runs in
+    nics: list[nic_dao.NicRow] = []  # noqa: RUF012 - never mutated
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,13 @@ class TaskAnswer:
 
 def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
          volumes: list[volume_dao.AttachmentRow] | None = None,
-         queue: wait_dao.WaitRow | None = None, terms: Terms | None = None) -> VmView:
+         queue: wait_dao.WaitRow | None = None, terms: Terms | None = None,
+         nics: list[nic_dao.NicRow] | None = None) -> VmView:
     actions = lifecycle.allowed_actions(row.status, busy=task is not None,
                                         domain_exists=power_state != MISSING)
     return VmView(row, power_state, task, actions, volumes or [], queue,
-                  terms.preempt_at if terms else None, terms.reservation if terms else None)
+                  terms.preempt_at if terms else None, terms.reservation if terms else None,
+                  nics or [])
 
 
 @dataclass(frozen=True)
@@ -144,19 +148,22 @@ class VmReader:
             volumes = volume_dao.attachments_for_vms(conn, [row.id]).get(row.id, [])
             wait = wait_dao.get(conn, row.id) if row.status == "queued" else None
             terms = terms_of(conn, [row]).get(row.id)
+            nics = nic_dao.for_vms(conn, [row.id]).get(row.id, [])
         if not row.host:  # never placed: it waits for capacity (or its wait expired)
-            return view(row, MISSING, task, volumes, wait, terms)
+            return view(row, MISSING, task, volumes, wait, terms, nics)
         if not self._hosts.is_up(row.host):
-            return view(row, UNKNOWN, task, volumes, terms=terms)  # what we know
+            return view(row, UNKNOWN, task, volumes, terms=terms, nics=nics)  # what we know
         host = self._hosts.get(row.host)
         try:
             power_state = host.hypervisor.power_state(row.id)
         except HypervisorUnavailable:
-            return view(row, UNKNOWN, task, volumes, terms=terms)
+            return view(row, UNKNOWN, task, volumes, terms=terms, nics=nics)
         learnable = power_state == "running" and not row.ip_addresses and row.mac
         if learnable and self._addresses.learn_one(row.id, row.mac or "", host):
             row = row_and_task(self._db, row.id)[0]
-        return view(row, power_state, task, volumes, terms=terms)
+            with self._db.read() as conn:
+                nics = nic_dao.for_vms(conn, [row.id]).get(row.id, [])
+        return view(row, power_state, task, volumes, terms=terms, nics=nics)
 
     def page(self, caller: Principal, *, status: str | None = None, name: str | None = None,
              limit: int = 1000, marker: str | None = None) -> list[VmView]:
@@ -176,11 +183,12 @@ class VmReader:
             volumes = volume_dao.attachments_for_vms(conn) if rows else {}
             waits = wait_dao.of_vms(conn, [row.id for row in rows if row.status == "queued"])
             terms = terms_of(conn, rows)
+            nics = nic_dao.for_vms(conn, [row.id for row in rows]) if rows else {}
         states = self._power_states({row.host for row in rows if row.host})
         return [view(row, states.get(row.id, MISSING)
                      if row.host in states.answered or not row.host else UNKNOWN,
                      active.get(row.id), volumes.get(row.id), waits.get(row.id),
-                     terms.get(row.id))
+                     terms.get(row.id), nics.get(row.id))
                 for row in rows]
 
     def _power_states(self, names: set[str]) -> PowerStates:

@@ -7,6 +7,7 @@ from typing import Any
 
 from src.database import snapshots as snapshot_dao
 from src.database import tasks as task_dao
+from src.database import vm_nics as nic_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
@@ -127,6 +128,7 @@ class VmWork:
             vm_dao.set_vnc_port(conn, vm_id, vnc_port, now)
             if not running:
                 vm_dao.set_addresses(conn, vm_id, [], now)
+                nic_dao.clear_addresses(conn, vm_id)
 
     def expire_build(self, vm_id: str) -> None:
         """A create that never started: nothing is on the host, so its claim goes back."""

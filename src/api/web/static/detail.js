@@ -1,4 +1,4 @@
-// One VM: its facts and addresses, actions, console tail, events, and a CPU/memory chart.
+// One VM: its facts, addresses and NICs, actions, console tail, events, and a CPU/memory chart.
 import { get } from "./api.js";
 import { age, h, redraw, replace, showError, table } from "./dom.js";
 import { actionButtons, statusText } from "./vms.js";
@@ -22,6 +22,14 @@ function facts(vm, me) {
 function addresses(vm) {
   if (!vm.ip_addresses.length) return h("p", {}, "No address yet (it appears once the guest has a lease).");
   return h("ul", {}, vm.ip_addresses.map((a) => h("li", {}, `${a.address} (${a.family}, from ${a.source})`)));
+}
+
+// Each NIC in order (the guest's eth0 first): its network, MAC and the addresses learned for it.
+function nicsTable(vm) {
+  return table("Network interfaces", ["Network", "MAC", "Addresses"],
+    (vm.nics || []).map((nic) => h("tr", {}, h("td", {}, nic.network), h("td", {}, nic.mac),
+      h("td", {}, nic.addresses.map((a) => `${a.address} (from ${a.source})`).join(", ") || "-"))),
+    "No network interface yet (it gets one when it is placed).");
 }
 
 function eventsTable(events) {
@@ -81,6 +89,7 @@ function layout() {
   const part = (id, heading) => h("section", { "aria-labelledby": id }, h("h2", { id }, heading));
   const parts = {
     facts: part("facts-heading", "Details"), addresses: part("ip-heading", "Addresses"),
+    nics: part("nics-heading", "Networks"),
     stats: part("stats-heading", "CPU and memory"), console: part("console-heading", "Console"),
     events: part("events-heading", "Events"),
   };
@@ -107,6 +116,7 @@ export function renderVm(view, { me, setTitle, param }) {
       setTitleOnce(vm);
       redraw(slots.facts, facts(vm, me), actionButtons(vm, refresh));
       replace(slots.addresses, addresses(vm));
+      replace(slots.nics, nicsTable(vm));
       const [events, text] = await Promise.all([get(`${path}/events?limit=20`), get(`${path}/console?tail=40`)]);
       replace(slots.events, eventsTable(events.events));
       consoleText.textContent = text || "(nothing yet)";
