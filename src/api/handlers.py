@@ -17,6 +17,7 @@ from src.api.metrics import Metrics
 from src.api.motion_handlers import MotionHandlers
 from src.api.queue_handlers import QueueHandlers
 from src.api.reservation_handlers import ReservationHandlers
+from src.api.security_handlers import SecurityHandlers
 from src.api.validation import validate_body
 from src.api.volume_handlers import VolumeHandlers
 from src.api.web import Asset, Dashboard
@@ -50,7 +51,8 @@ def _file(request: Request, asset: Asset) -> Response:
 
 
 @dataclass(frozen=True)
-class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers, MotionHandlers):
+class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers, MotionHandlers,
+               SecurityHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService

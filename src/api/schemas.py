@@ -6,6 +6,7 @@ from typing import Any
 from src.api.motion_schemas import MOTION_SCHEMAS
 from src.api.queue_schemas import QUEUE_SCHEMAS
 from src.api.reservation_schemas import RESERVATION_SCHEMAS
+from src.api.security_schemas import SECURITY_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
 from src.config import DOMAIN_TYPES, MAX_WAIT_S
 from src.services.vms.power import PowerOptions
@@ -88,6 +89,10 @@ SCHEMAS: dict[str, Any] = {
                         "description": "Run in this reservation of your project, on the GPUs "
                                        "it claims (its flavor, during its window, up to its "
                                        "count: then 409 reservation_full)."},
+        "security_groups": {"type": "array", "maxItems": 16, "uniqueItems": True, "items": {
+            "type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+            "description": "Names of the project's security groups (default [\"default\"], "
+                           "made on first use); [] lets nothing in."},
         "max_wait_s": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_S,
                        "description": "With wait_for_capacity: how long it may wait (default "
                                       "IAAS_QUEUE_MAX_WAIT); then error capacity_wait_expired."},
@@ -302,6 +307,8 @@ SCHEMAS: dict[str, Any] = {
         "queue": {"oneOf": [{"type": "null"}, _ref("QueuePlace")],
                   "description": "While it is queued: its place in the capacity queue"},
         "reservation": {"type": ["string", "null"], "description": "The reservation it runs in"},
+        "security_groups": {"type": "array", "items": {"type": "string"},
+                            "description": "The names of its security groups"},
         "preempt_at": {"type": ["string", "null"], "format": "date-time",
                        "description": "It runs on GPUs a reservation claims from then: it is "
                                       "stopped then (kept, not deleted)"},
@@ -412,3 +419,4 @@ SCHEMAS.update(VOLUME_SCHEMAS)
 SCHEMAS.update(QUEUE_SCHEMAS)
 SCHEMAS.update(RESERVATION_SCHEMAS)
 SCHEMAS.update(MOTION_SCHEMAS)
+SCHEMAS.update(SECURITY_SCHEMAS)
