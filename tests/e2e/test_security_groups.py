@@ -16,6 +16,7 @@ import libvirt  # type: ignore[import-untyped]
 from scripts.harness.host import (
     SYSTEM_URI,
     purge_domains,
+    purge_filters,
     remove_network,
     start_isolated_network,
 )
@@ -125,9 +126,5 @@ def test_a_rule_change_reaches_running_guests(make_e2e_app: E2eAppFactory, tmp_p
     finally:
         app.close()
         purge_domains(system_conn, vm_ids_of(app), app.installation_id)
-        for vm_id in vm_ids_of(app):
-            try:
-                system_conn.nwfilterLookupByName(filter_name(vm_id)).undefine()
-            except libvirt.libvirtError:
-                pass  # gone with its VM
+        purge_filters(system_conn, vm_ids_of(app))
         remove_network(system_conn, net)
