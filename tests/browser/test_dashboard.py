@@ -52,6 +52,9 @@ def test_an_admin_creates_stops_starts_and_deletes_a_vm(page: Page, site: LiveSe
     expect(page.get_by_role("heading", name="VM demo-01", level=1)).to_be_focused()
     expect(page.get_by_role("img", name=re.compile("CPU and memory chart, last"))).to_be_visible()
     expect(page.get_by_role("table", name="Events")).to_contain_text("start")
+    facts = page.locator("dl.facts")
+    expect(facts.locator("dt", has_text="Security groups")).to_be_visible()
+    expect(facts.locator("dt:has-text('Security groups') + dd")).to_have_text("default")
     shot(page, "vm-detail")
     for section in ("Images", "GPUs", "Hosts", "Audit"):
         page.get_by_role("navigation").get_by_role("link", name=section, exact=True).click()
