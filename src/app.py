@@ -50,6 +50,7 @@ from src.services.reservations.booking import ReservationService
 from src.services.reservations.clock import ReservationClock
 from src.services.rules.quotas import QuotaService
 from src.services.security.firewall import FirewallTasks
+from src.services.security.firewall import settle as settle_filters
 from src.services.security.groups import SecurityGroupService
 from src.services.tasks.broker import BrokerExecutor, celery_app
 from src.services.tasks.runner import Executor, TaskRunner
@@ -288,7 +289,9 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                             config.lifecycle_events,
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
                                                   execution.expire_stale(),
-                                                  moves.settle_orphans()),
+                                                  moves.settle_orphans(),
+                                                  settle_filters(provisioner.firewall, db,
+                                                                 hosts)),
                             after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
                 runner, reconciler, work, steps, execution, intake, layers, placer, moves,

@@ -152,3 +152,16 @@ def mark_pending(conn: sqlite3.Connection, vm_id: str) -> None:
 def take_pending(conn: sqlite3.Connection, vm_id: str) -> bool:
     """Whether the VM's filter was waiting (it waits no more)."""
     return conn.execute("DELETE FROM firewall_pending WHERE vm_id = ?", (vm_id,)).rowcount == 1
+
+
+def watching_members(conn: sqlite3.Connection, project: str) -> list[str]:
+    """The project's VMs in a group with a rule whose source is a group (members' addresses)."""
+    return [row[0] for row in conn.execute(
+        "SELECT DISTINCT m.vm_id FROM vm_security_groups m JOIN security_groups g "
+        "ON g.id = m.group_id WHERE g.project = ? AND EXISTS (SELECT 1 FROM "
+        "security_group_rules r WHERE r.group_id = g.id AND r.remote_group_id IS NOT NULL)",
+        (project,))]
+
+
+def pending(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT vm_id FROM firewall_pending ORDER BY vm_id")]

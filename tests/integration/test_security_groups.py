@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from src.app import App
+from src.database import security_groups as group_dao
+from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.hypervisor.nwfilter_xml import filter_name, render_filter
-from src.services.security.firewall import spec_of
+from src.services.security.firewall import Firewall, settle, spec_of
 from src.utils.clock import utc_now
 from tests.support import Client
 
@@ -221,3 +223,20 @@ def test_a_vm_with_an_unknown_group_is_not_made(alpha: Client, base_image: dict)
     assert refused.status == 400 and refused.error_code == "security_group_not_found"
     assert alpha.get("/v1/vms").body["vms"] == []
     assert alpha.get("/v1/projects/team-a/quota").body["in_use"]["instances"] == 0
+
+
+def test_a_deleted_member_leaves_the_filters_that_named_it(alpha: Client, app: App,
+                                                          base_image: dict) -> None:
+    """Background changes take no task (no VM becomes busy): the VMs whose filters named a
+    member are marked, and the housekeeping pass rewrites them."""
+    first, second = create_vm(alpha, "a1"), create_vm(alpha, "a2")
+    with app.db.write() as conn:
+        group_dao.take_pending(conn, first["id"])
+    deleted = alpha.delete(f"/v1/vms/{second['id']}")
+    assert alpha.wait_task(deleted.body["id"])["status"] == "succeeded"
+    with app.db.read() as conn:
+        assert first["id"] in group_dao.pending(conn)
+        assert task_dao.active_for_vm(conn, first["id"]) is None  # a1 is not busy
+    assert settle(Firewall(app.db), app.db, app.hosts) >= 1
+    with app.db.read() as conn:
+        assert group_dao.pending(conn) == []

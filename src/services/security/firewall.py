@@ -16,6 +16,7 @@ from src.database import security_groups as group_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
+from src.hypervisor.errors import HypervisorError
 from src.hypervisor.nwfilter_xml import (
     AllowRule,
     FilterSpec,
@@ -23,7 +24,7 @@ from src.hypervisor.nwfilter_xml import (
     render_filter,
 )
 from src.hypervisor.nwfilters import FiltersUnsupported
-from src.services.tasks.runner import new_task_row
+from src.services.tasks.runner import TaskFailed, new_task_row
 from src.services.tasks.steps import best_effort, step
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ACTION = "firewall"
 _SKIPPED = ("deleting",)  # its filter goes with it
+_ADDRESS_GONE = ("delete", "stop", "shutdown")  # the VM no longer holds its address
 
 
 def _allowed(conn: sqlite3.Connection, rule: group_dao.RuleRow,
@@ -135,9 +137,33 @@ class Firewall:
             undo.pop_all()
 
 
+def settle(firewall: Firewall, db: Database, hosts: HostRegistry) -> int:
+    """Refresh the filters marked pending whose VMs have no task under way (a housekeeping
+    pass: background changes such as a member's new address take no task, so they never make
+    a VM busy); how many. A failure leaves the VM pending for the next pass."""
+    with db.read() as conn:
+        pending = group_dao.pending(conn)
+    done = 0
+    for vm_id in pending:
+        with db.write() as conn:
+            if task_dao.active_for_vm(conn, vm_id) is not None:
+                continue  # its own task ends first
+            group_dao.take_pending(conn, vm_id)
+        try:
+            firewall.refresh([vm_id], hosts)
+            done += 1
+        except (TaskFailed, HypervisorError) as exc:
+            log.warning("nwfilter of vm %s not refreshed (next pass tries again): %s", vm_id,
+                        exc)
+            with db.write() as conn:
+                if vm_dao.get(conn, vm_id) is not None:
+                    group_dao.mark_pending(conn, vm_id)
+    return done
+
+
 class FirewallTasks:
     """Queue the tasks (action `firewall`, one per VM) that bring VMs' filters up to date. A VM
-    busy with another task is marked pending instead and gets its task when that one ends."""
+    busy with another task is marked pending instead: `settle` refreshes it once that ends."""
 
     def __init__(self, db: Database, executor: str) -> None:
         """executor: the name the tasks are queued for (inprocess or celery)."""
@@ -174,16 +200,20 @@ class FirewallTasks:
             tasks.append(task)
         return tasks
 
+    def mark(self, conn: sqlite3.Connection, vm_ids: list[str]) -> None:
+        """Leave the refresh of these VMs' filters to the next housekeeping pass (no task)."""
+        for vm_id in vm_ids:
+            group_dao.mark_pending(conn, vm_id)
+
     def submit(self, tasks: list[task_dao.TaskRow]) -> None:
         for task in tasks:
             self._submit(task)
 
     def after_task(self, task: task_dao.TaskRow) -> None:
-        """A VM's task ended: the refresh it held back goes now."""
-        if task.vm_id is None:
+        """A VM deleted or stopped gave its address up: the filters that let group members in
+        are rewritten (by the next housekeeping pass, Firewall.settle)."""
+        if task.vm_id is None or task.action not in _ADDRESS_GONE or task.status != "succeeded":
             return
         with self._db.write() as conn:
-            if not group_dao.take_pending(conn, task.vm_id):
-                return
-            tasks = self.queue(conn, [task.vm_id], None)
-        self.submit(tasks)
+            for vm_id in group_dao.watching_members(conn, task.project):
+                group_dao.mark_pending(conn, vm_id)

@@ -215,12 +215,12 @@ class SecurityGroupService:
         return next(task for task in tasks if task.vm_id == row.id)
 
     def after_addresses(self, vm_ids: list[str]) -> None:
-        """VMs' addresses changed: refresh the filters that let them in by group."""
+        """VMs' addresses changed: the filters that let them in by group are rewritten by the
+        next housekeeping pass (no task: nothing becomes busy)."""
         with self._db.write() as conn:
             groups = sorted({group.id for vm_id in vm_ids
                              for group in group_dao.groups_of(conn, vm_id)})
-            tasks = self._tasks.queue(conn, affected_by_members(conn, groups), None)
-        self._tasks.submit(tasks)
+            self._tasks.mark(conn, affected_by_members(conn, groups))
 
     def list(self, caller: Principal, project: str | None = None) -> list[GroupView]:
         """The project's groups (its default made on first use); admins without project:
