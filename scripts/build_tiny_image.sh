@@ -41,6 +41,16 @@
 #     IAAS-DISK-GONE <dev>                  (when it was unplugged)
 #   So a test sees what the last guest wrote to a volume, and that this one could write.
 #
+#   Network services (for security-group tests): after DHCP, busybox `httpd` serves
+#   /www/index.html (one line: `IAAS-HTTP <hostname>`) on port 80 and the boot prints
+#   `IAAS-HTTPD-UP`. When user-data (plain, or the user's base64 part of the platform's
+#   MIME archive) has a top-level key `iaas_probe_url: <url>`, a loop
+#   fetches that URL with wget every second (3 s timeout each) and prints only when the
+#   result changes (the first result too):
+#     IAAS-PROBE-OK <url>        the fetch answered
+#     IAAS-PROBE-FAIL <url>      it did not (refused, dropped, timed out)
+#   So a test sees guest-to-guest reachability change when a filter changes.
+#
 #   With TINY_ACPI=poweroff (default) busybox acpid powers the guest off when the
 #   ACPI power button is pressed (`virsh shutdown`, and libvirt's ACPI reboot), and
 #   the boot prints `IAAS-ACPI-POWEROFF`; with TINY_ACPI=ignore nothing listens,
@@ -306,9 +316,32 @@ read_seed() {
          { keys = 0 }' /run/seed/user-data | unquote | while IFS= read -r key; do
         printf 'IAAS-SEED-SSH-KEY %s\n' "$key"
     done
+    # The user's own part of a MIME archive is base64: read it decoded too.
+    { cat /run/seed/user-data
+      awk '/^Content-Transfer-Encoding: base64/ { b = 1; h = 1; next }
+           b && h && /^\r?$/ { h = 0; next }
+           b && !h && /^--/ { b = 0; next }
+           b && !h { print }' /run/seed/user-data | base64 -d 2>/dev/null
+    } > /run/user-data.txt
+    probe_url=$(sed -n 's/^iaas_probe_url:[[:space:]]*//p' /run/user-data.txt | head -n 1 \
+        | tr -d '\r' | unquote)
+    [ -n "$probe_url" ] && echo "$probe_url" > /run/probe-url
     umount /run/seed
 }
 read_seed || echo "IAAS-SEED-NONE"
+
+# Reachability of another guest: print only when the answer changes.
+probe() {
+    last=""
+    while true; do
+        if timeout 3 wget -q -O /tmp/probe.out "$1" 2>/dev/null; then now=OK; else now=FAIL; fi
+        if [ "$now" != "$last" ]; then
+            printf 'IAAS-PROBE-%s %s\n' "$now" "$1"
+            last=$now
+        fi
+        sleep 1
+    done
+}
 
 # Extra disks: every virtio disk but the root and the seed, reported as it comes and goes.
 disk_seen() {
@@ -396,6 +429,11 @@ fi
 # The root: the first virtio disk at boot, where the platform puts the disk it boots from.
 root_disk=$(ls /sys/block | grep '^vd' | head -n 1)
 watch_disks "$root_disk" &
+
+mkdir -p /www
+printf 'IAAS-HTTP %s\n' "$(hostname)" > /www/index.html
+httpd -p 80 -h /www && echo "IAAS-HTTPD-UP"
+[ -s /run/probe-url ] && probe "$(cat /run/probe-url)" &
 
 echo "IAAS-TINY-READY"
 

@@ -53,6 +53,9 @@ from src.services.queue.placer import QueuePlacer
 from src.services.reservations.booking import ReservationService
 from src.services.reservations.clock import ReservationClock
 from src.services.rules.quotas import QuotaService
+from src.services.security.firewall import FirewallTasks
+from src.services.security.firewall import settle as settle_filters
+from src.services.security.groups import SecurityGroupService
 from src.services.tasks.broker import BrokerExecutor, celery_app
 from src.services.tasks.runner import Executor, TaskRunner
 from src.services.tasks.waits import WaitLimiter
@@ -148,6 +151,7 @@ class Core:
     layers: VolumeLayers
     placer: QueuePlacer
     moves: MoveRecovery
+    firewall_tasks: FirewallTasks
 
 
 def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,
@@ -186,6 +190,9 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     metrics = Metrics(telemetry)
     tokens = TokenService(core.db, new_project_limits(config.default_quota))
     waits = WaitLimiter(config.max_waits_per_token)
+    core.firewall_tasks.bind(executor.submit)
+    security_groups = SecurityGroupService(core.db, core.firewall_tasks)
+    core.addresses.on_change = security_groups.after_addresses  # `group` rules follow them
     handlers = Handlers(
         compute=compute, reads=VmReader(core.db, core.hosts, core.addresses, core.runner,
                                         core.provisioner.console_tail, waits),
@@ -207,7 +214,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
         moves=moves, drains=DrainService(core.db, core.hosts, host_views, moves),
         evacuations=EvacuationService(core.db, config, core.hosts, core.capacity, host_views,
                                       core.provisioner.shared, executor),
-        networks=NetworkService(core.db, core.hosts))
+        networks=NetworkService(core.db, core.hosts),
+        security_groups=security_groups)
     routes = [replace(route, access="public") if route.operation_id == "metrics"
               and config.metrics_public else route for route in ROUTES]
     pipeline = Pipeline(Router(routes), handlers, tokens, IdempotencyStore(core.db),
@@ -258,6 +266,7 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     # A Celery worker's placer leaves what it places to the API's outbox relay (no submit).
     placer = QueuePlacer(db, hosts, capacity, "celery" if config.broker_url else "inprocess",
                          config.queue_backfill_limit_s)
+    firewall_tasks = FirewallTasks(db, "celery" if config.broker_url else "inprocess")
 
     def after_task(task: task_dao.TaskRow) -> None:
         """A task ended: a stop for a reservation gives the VM's GPUs back, and whatever
@@ -265,6 +274,7 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
         if preemption.after_stop(db, task):
             placer.place()
         placer.after_task(task)
+        firewall_tasks.after_task(task)  # a refresh a busy VM held back
 
     execution = TaskExecution(db, steps, config.task_queue_timeout_s, on_end=after_task)
     # The one cycle: a task's end re-checks its VM through the reconciler, which pokes the
@@ -292,7 +302,10 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
                                                   execution.expire_stale(),
                                                   moves.settle_orphans(),
-                                                  evacuations.settle_orphans()),
+                                                  evacuations.settle_orphans(),
+                                                  settle_filters(provisioner.firewall, db,
+                                                                 hosts)),
                             after_host_sweep=after_host_sweep)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
-                runner, reconciler, work, steps, execution, intake, layers, placer, moves)
+                runner, reconciler, work, steps, execution, intake, layers, placer, moves,
+                firewall_tasks)

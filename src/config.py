@@ -54,7 +54,7 @@ class Config:
     max_waits_per_token: int = 4  # long-polls one token may hold open at once
     # Limits a new project starts with (Nova's defaults; no GPUs until an admin grants some).
     default_quota: tuple[int | None, ...] = (10, 20, 51200, 0, 500, 100, 50, 100, 50, 10,
-                                               1000)
+                                               1000, 10)
     disk_allocation_ratio: float = 1.0
     audit_retention_days: int = 90
     task_retention_days: int = 30
@@ -433,7 +433,8 @@ SETTINGS: tuple[Setting, ...] = (
       for index, (resource, default) in enumerate(
           (("instances", "10"), ("vcpus", "20"), ("ram", "51200"), ("gpus", "0"),
            ("disk_gb", "500"), ("images_gb", "100"), ("images", "50"), ("keypairs", "100"),
-           ("tokens", "50"), ("volumes", "10"), ("volumes_gb", "1000")))),
+           ("tokens", "50"), ("volumes", "10"), ("volumes_gb", "1000"),
+           ("security_groups", "10")))),
 )
 
 

@@ -209,3 +209,19 @@ NetworkSubnetConflict = _error("NetworkSubnetConflict", 409, "network_subnet_con
                                "on host {host!r}.")
 NetworkDefineFailed = _error("NetworkDefineFailed", 409, "network_define_failed",
                              "libvirt on host {host!r} refused network {network!r}: {reason}")
+
+# Security groups (issue 24).
+SecurityGroupNotFound = _error("SecurityGroupNotFound", 404, "security_group_not_found",
+                               "Security group {group!r} does not exist.")
+SecurityGroupNotFoundInRequest = _error("SecurityGroupNotFoundInRequest", 400,
+                                        "security_group_not_found",
+                                        "Security group {group!r} does not exist.")
+SecurityGroupInUse = _error("SecurityGroupInUse", 409, "security_group_in_use",
+                            "Security group {group!r} is in use: {reason}.")
+SecurityGroupRuleNotFound = _error("SecurityGroupRuleNotFound", 404,
+                                   "security_group_rule_not_found",
+                                   "Rule {rule!r} is not in security group {group!r}.")
+SecurityGroupNotAttached = _error("SecurityGroupNotAttached", 404, "security_group_not_attached",
+                                  "Security group {group!r} is not attached to VM {vm!r}.")
+TooManyRules = _error("TooManyRules", 409, "too_many_rules",
+                      "Security group {group!r} has {limit} rules already.")

@@ -16,14 +16,16 @@ ATTACHMENT_ACTIONS = ("attach", "detach")
 VM_DISK_ACTIONS = ("vm_snapshot", "vm_revert", "vm_image")
 MOTION_ACTIONS = ("migrate", "evacuate")  # a VM moved to, or rebuilt on, another host
 TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an image, not a VM
-                *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS, *MOTION_ACTIONS)
+                *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS, *MOTION_ACTIONS,
+                "firewall")  # firewall: refresh VMs' nwfilters (security groups)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
 ACTION_OPTIONS = {"shutdown": "ShutdownOptions", "reboot": "RebootOptions"}
 # images, keypairs and tokens are counts of rows: a project's images (any status), keypairs, and
-# live tokens its members made (unrevoked, unexpired); volumes a count, volumes_gb their sizes.
+# live tokens its members made (unrevoked, unexpired); volumes a count, volumes_gb their sizes;
+# security_groups a count of the project's groups.
 QUOTA_RESOURCES = ("instances", "vcpus", "ram", "gpus", "disk_gb", "images_gb", "images",
-                   "keypairs", "tokens", "volumes", "volumes_gb")
+                   "keypairs", "tokens", "volumes", "volumes_gb", "security_groups")
 ROLES = ("admin", "member")
 IMAGE_FORMATS = ("qcow2", "raw")
 # pending: waits for its bytes (an upload); importing: a task downloads them; only active boots.

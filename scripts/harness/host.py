@@ -16,6 +16,7 @@ import libvirt  # type: ignore[import-untyped]
 
 from src.hypervisor.domain_xml import METADATA_NS
 from src.hypervisor.domains import destroy_if_running
+from src.hypervisor.nwfilter_xml import filter_name
 
 SYSTEM_URI = "qemu:///system"
 REPO = Path(__file__).resolve().parents[2]
@@ -172,9 +173,20 @@ def force_off(domain: libvirt.virDomain) -> None:
     destroy_if_running(domain)
 
 
+def purge_filters(conn: libvirt.virConnect, uuids: Iterable[str]) -> None:
+    """Undefine the nwfilters (security groups) of the VMs with these uuids; gone ones are fine.
+    Call it after their domains are gone: libvirt keeps a filter a NIC uses."""
+    for uuid in uuids:
+        try:
+            conn.nwfilterLookupByName(filter_name(uuid)).undefine()
+        except libvirt.libvirtError:
+            pass  # removed with its VM, or never made
+
+
 def purge_domains(conn: libvirt.virConnect, uuids: Iterable[str],
                   installation_id: str) -> list[str]:
-    """Force off and undefine every domain with one of uuids or tagged with installation_id.
+    """Force off and undefine every domain with one of uuids or tagged with installation_id,
+    and its nwfilter.
 
     Raises: RuntimeError listing the domains that could not be removed (after trying all).
     """
@@ -188,6 +200,7 @@ def purge_domains(conn: libvirt.virConnect, uuids: Iterable[str],
             domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
             removed.append(domain.name())
+            purge_filters(conn, [domain.UUIDString()])
         except libvirt.libvirtError as exc:
             failures.append(f"{domain.UUIDString()}: {exc}")
     if failures:

@@ -26,6 +26,8 @@ READY_TIMEOUT = 30.0
 PRIVATE_DIRS = {"etc": "/etc/libvirt", "run": "/run/libvirt", "lib": "/var/lib/libvirt",
                 "log": "/var/log/libvirt", "cache": "/var/cache/libvirt"}
 QEMU_CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
+# libvirt's stock network filters (clean-traffic, ...), as the package gives every real host.
+STOCK_NWFILTERS = Path("/usr/share/libvirt/nwfilter")
 LIBVIRTD_CONF = """# One test host's libvirtd (scripts/harness/remote_host.py); removed with it.
 listen_tls = 1
 listen_tcp = {listen_tcp}
@@ -219,6 +221,10 @@ def _write_config(host: RemoteHost) -> None:
     (host.layout.root / "etc" / "libvirtd.conf").write_text(conf)
     _seed_qemu_capabilities(host.layout.root / "cache" / QEMU_CAPS_CACHE.relative_to(
         PRIVATE_DIRS["cache"]))
+    filters = host.layout.root / "etc" / "nwfilter"
+    filters.mkdir()
+    for entry in STOCK_NWFILTERS.glob("*.xml") if STOCK_NWFILTERS.is_dir() else []:
+        shutil.copy2(entry, filters / entry.name)
 
 
 def _seed_qemu_capabilities(target: Path) -> None:

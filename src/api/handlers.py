@@ -18,6 +18,7 @@ from src.api.motion_handlers import MotionHandlers
 from src.api.network_handlers import NetworkHandlers
 from src.api.queue_handlers import QueueHandlers
 from src.api.reservation_handlers import ReservationHandlers
+from src.api.security_handlers import SecurityHandlers
 from src.api.validation import validate_body
 from src.api.volume_handlers import VolumeHandlers
 from src.api.web import Asset, Dashboard
@@ -52,7 +53,8 @@ def _file(request: Request, asset: Asset) -> Response:
 
 @dataclass(frozen=True)
 class Handlers(VolumeHandlers, QueueHandlers, ReservationHandlers, MotionHandlers,
-               NetworkHandlers):
+               NetworkHandlers,
+               SecurityHandlers):
     """One method per route; the route table (routes.py) says which serves what."""
 
     compute: ComputeService

@@ -11,7 +11,8 @@ PATH_PARAMS = {"vm": "VM id or name", "image": "Image id or name", "flavor": "Fl
                "project": "Project name", "task": "Task id", "host": "Host name",
                "keypair": "Keypair name", "token": "Token id", "volume": "Volume id or name",
                "snapshot": "Snapshot id or name", "reservation": "Reservation id",
-               "network": "Network name"}
+               "network": "Network name",
+               "group": "Security group id or name", "rule": "Security group rule id"}
 IDEMPOTENCY_ANSWERS = {400: "Malformed key or request",
                        409: "The key's first request is still being answered",
                        422: "Key reused with another body"}

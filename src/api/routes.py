@@ -155,6 +155,43 @@ MOTION_ROUTES: tuple[Route, ...] = (
                       "disabled; when it comes back, the reconciler removes the old copies."),
 )
 
+GROUP_PROJECT = ("project", {"type": "string", "description":
+                           "Admins: another project's security groups (default: your own)"})
+SECURITY_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/security-groups", H.list_security_groups, "listSecurityGroups",
+          returns="SecurityGroupList", errors=(404,), query=(GROUP_PROJECT,),
+          description="Your project's security groups (admins without project: every "
+                      "project's); a project without any gets `default` now."),
+    Route("POST", "/v1/security-groups", H.create_security_group, "createSecurityGroup",
+          ok=201, returns="SecurityGroup", errors=(400, 403, 404, 409),
+          body="SecurityGroupCreate", query=(GROUP_PROJECT,),
+          description="A named set of ingress rules; attach it to VMs."),
+    Route("GET", "/v1/security-groups/{group}", H.show_security_group, "showSecurityGroup",
+          returns="SecurityGroup", errors=(404,), query=(GROUP_PROJECT,)),
+    Route("DELETE", "/v1/security-groups/{group}", H.delete_security_group,
+          "deleteSecurityGroup", ok=204, errors=(404, 409), query=(GROUP_PROJECT,),
+          description="409 security_group_in_use while a VM has it or another group's rules "
+                      "name it."),
+    Route("POST", "/v1/security-groups/{group}/rules", H.add_security_group_rule,
+          "addSecurityGroupRule", returns="SecurityGroup", errors=(400, 404, 409),
+          body="SecurityGroupRuleCreate", query=(GROUP_PROJECT,),
+          description="Add one rule; `task` refreshes its VMs' filters (running ones too)."),
+    Route("PUT", "/v1/security-groups/{group}/rules", H.replace_security_group_rules,
+          "replaceSecurityGroupRules", returns="SecurityGroup", errors=(400, 404, 409),
+          body="SecurityGroupRules", query=(GROUP_PROJECT,),
+          description="Put these rules in place of all of the group's."),
+    Route("DELETE", "/v1/security-groups/{group}/rules/{rule}", H.delete_security_group_rule,
+          "deleteSecurityGroupRule", returns="SecurityGroup", errors=(404,),
+          query=(GROUP_PROJECT,)),
+    Route("POST", "/v1/vms/{vm}/security-groups", H.attach_security_group,
+          "attachSecurityGroup", ok=202, returns="Task", errors=(400, 404, 409),
+          body="SecurityGroupAttach", query=(VM_PROJECT,),
+          description="Attach a group of the VM's project; its filter changes on the running "
+                      "VM (the task)."),
+    Route("DELETE", "/v1/vms/{vm}/security-groups/{group}", H.detach_security_group,
+          "detachSecurityGroup", ok=202, returns="Task", errors=(404, 409),
+          query=(VM_PROJECT,)),
+)
 QUEUE_ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/queue", H.list_queue, "listQueue", returns="Queue",
           description="VMs waiting for capacity (wait_for_capacity), in fair order: yours "
@@ -284,4 +321,5 @@ ROUTES: tuple[Route, ...] = (
     *RESERVATION_ROUTES,
     *MOTION_ROUTES,
     *NETWORK_ROUTES,
+    *SECURITY_ROUTES,
 )

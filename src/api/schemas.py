@@ -7,6 +7,7 @@ from src.api.motion_schemas import MOTION_SCHEMAS
 from src.api.network_schemas import NETWORK_SCHEMAS
 from src.api.queue_schemas import QUEUE_SCHEMAS
 from src.api.reservation_schemas import RESERVATION_SCHEMAS
+from src.api.security_schemas import SECURITY_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
 from src.config import DOMAIN_TYPES, MAX_WAIT_S
 from src.services.vms.power import PowerOptions
@@ -95,6 +96,10 @@ SCHEMAS: dict[str, Any] = {
                                     "guest's eth0, the one cloud-init configures); the VM goes "
                                     "to a host where all are active. Default: its host's "
                                     "network (IAAS_NETWORK)."},
+        "security_groups": {"type": "array", "maxItems": 16, "uniqueItems": True, "items": {
+            "type": "string", "pattern": IMAGE_NAME, "maxLength": 64},
+            "description": "Names of the project's security groups (default [\"default\"], "
+                           "made on first use); [] lets nothing in."},
         "max_wait_s": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_S,
                        "description": "With wait_for_capacity: how long it may wait (default "
                                       "IAAS_QUEUE_MAX_WAIT); then error capacity_wait_expired."},
@@ -311,6 +316,8 @@ SCHEMAS: dict[str, Any] = {
         "queue": {"oneOf": [{"type": "null"}, _ref("QueuePlace")],
                   "description": "While it is queued: its place in the capacity queue"},
         "reservation": {"type": ["string", "null"], "description": "The reservation it runs in"},
+        "security_groups": {"type": "array", "items": {"type": "string"},
+                            "description": "The names of its security groups"},
         "preempt_at": {"type": ["string", "null"], "format": "date-time",
                        "description": "It runs on GPUs a reservation claims from then: it is "
                                       "stopped then (kept, not deleted)"},
@@ -428,3 +435,4 @@ SCHEMAS.update(QUEUE_SCHEMAS)
 SCHEMAS.update(RESERVATION_SCHEMAS)
 SCHEMAS.update(MOTION_SCHEMAS)
 SCHEMAS.update(NETWORK_SCHEMAS)
+SCHEMAS.update(SECURITY_SCHEMAS)

@@ -122,6 +122,7 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "host": (row.host or None) if reveal else None,
             "queue": queue_place(view.queue) if view.queue else None,
             "reservation": view.reservation, "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
+            "security_groups": list(view.security_groups),
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 

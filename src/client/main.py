@@ -18,6 +18,7 @@ from src.client.infra import flavor_group, gpu_group, host_group
 from src.client.networks import network_group
 from src.client.output import Printer
 from src.client.reservations import queue_command, reservation_group
+from src.client.security import security_group  # also adds vm security-group
 from src.client.session import Session, TaskFailed
 from src.client.vms import vm_group
 from src.client.volumes import volume_group  # also adds vm snapshot, revert and image
@@ -45,7 +46,8 @@ def cli(ctx: click.Context, output: str, url: str | None, token_file: Path | Non
 
 for group in (vm_group, volume_group, image_group, flavor_group, gpu_group, host_group, keypair_group,
               quota_group, token_group, task_group, reservation_group, queue_command,
-              network_group):
+              network_group,
+              security_group):
     cli.add_command(group)
 
 

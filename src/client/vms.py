@@ -43,6 +43,7 @@ def render_vm(vm: dict[str, Any], out: Any) -> None:
                   + "".join(f" {a['address']}" for a in nic["addresses"])
                   for nic in vm.get("nics") or []]),
         ("vnc", (vm.get("console") or {}).get("vnc")),
+        ("security_groups", vm.get("security_groups") or []),
         ("error", f"{vm['error']['code']}: {vm['error']['message']}" if vm.get("error") else None),
         ("created_at", vm["created_at"]), ("updated_at", vm["updated_at"])])
 
@@ -112,12 +113,15 @@ def _keys(values: tuple[str, ...]) -> list[str]:
                    "default: the host's network.")
 @click.option("--wait-for-capacity", is_flag=True,
               help="When it fits nowhere now, wait in the queue (iaas queue) instead of 409.")
+@click.option("--security-group", "security_groups", multiple=True,
+              help="A security group of your project. Repeatable (default: default).")
 @wait_option
 @click.pass_context
 def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None,
               cpu: int | None, ram: int | None, disk_gb: int | None, ssh_keys: tuple[str, ...],
               key_names: tuple[str, ...], user_data: Any, host: str | None,
               reservation: str | None, networks: tuple[str, ...], wait_for_capacity: bool,
+              security_groups: tuple[str, ...],
               wait: bool | None) -> None:
     """Create a VM; on a terminal, wait until it runs."""
     s = session(ctx)
@@ -129,7 +133,8 @@ def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None
                             "key_names": list(key_names) or None,
                             "user_data": user_data.read() if user_data else None,
                             "reservation": reservation, "networks": list(networks) or None,
-                            "wait_for_capacity": True if wait_for_capacity else None}
+                            "wait_for_capacity": True if wait_for_capacity else None,
+                            "security_groups": list(security_groups) or None}
     answer = s.api.send("POST", "/v1/vms", {k: v for k, v in body.items() if v is not None})
     vm = answer.json()
     s.run_task(vm["task"], f"create {name}", wait, lambda _t: s.get(f"/v1/vms/{vm['id']}"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from src.database import images, keypairs, tokens
+from src.database import images, keypairs, security_groups, tokens
 from src.database.reservations import gpus_reserved_now
 from src.database.volumes import usage as volume_usage
 from src.utils.clock import utc_now
@@ -60,7 +60,8 @@ def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
             "images_gb": images_gb, "images": images.count(conn, name),
             "keypairs": keypairs.count(conn, name),
             "tokens": tokens.live_made_by_members(conn, name, utc_now()),
-            "volumes": volumes, "volumes_gb": volumes_gb}
+            "volumes": volumes, "volumes_gb": volumes_gb,
+            "security_groups": security_groups.count(conn, name)}
 
 
 def names(conn: sqlite3.Connection) -> list[str]:

@@ -92,6 +92,7 @@ class DomainSpec:
     hugepages: bool = False
     volumes: tuple[DiskSpec, ...] = ()  # attached volumes: there from the first boot
     hotplug_root_ports: int = HOTPLUG_ROOT_PORTS  # q35 only
+    nwfilter: str | None = None  # the VM's firewall (its security groups), on every NIC
     metadata_ns: str = METADATA_NS
 
 

@@ -9,12 +9,13 @@ from src.hypervisor.host import HostFacts
 from src.hypervisor.mdevs import Mdevs, NodeDeviceMdevs
 from src.hypervisor.migration import Migrations
 from src.hypervisor.networks import Networks
+from src.hypervisor.nwfilters import Filters
 from src.hypervisor.storage import Pools
 
 
 class Hypervisor(Domains):
     """Domain operations (inherited), host facts (`host`), networks (`networks`), storage
-    (`pools`), migrations (`migrations`) and the connection's life."""
+    (`pools`), migrations (`migrations`), network filters (`filters`) and the connection's life."""
 
     def __init__(self, uri: str) -> None:
         super().__init__(Connection(uri))
@@ -24,6 +25,7 @@ class Hypervisor(Domains):
         self.pools = Pools(self.connection)
         self.mdevs: Mdevs = NodeDeviceMdevs(self.connection)  # GPU partitions
         self.migrations = Migrations(self.connection)
+        self.filters = Filters(self.connection)  # nwfilters: security groups
 
     @property
     def calls(self) -> int:

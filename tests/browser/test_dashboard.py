@@ -55,6 +55,9 @@ def test_an_admin_creates_stops_starts_and_deletes_a_vm(page: Page, site: LiveSe
     nics = page.get_by_role("table", name="Network interfaces")
     expect(nics).to_contain_text("iaas-test")  # the host's network: no networks were asked for
     expect(nics).to_contain_text(re.compile(r"52:54:00(:[0-9a-f]{2}){3}"))
+    facts = page.locator("dl.facts")
+    expect(facts.locator("dt", has_text="Security groups")).to_be_visible()
+    expect(facts.locator("dt:has-text('Security groups') + dd")).to_have_text("default")
     shot(page, "vm-detail")
     for section in ("Images", "GPUs", "Hosts", "Audit"):
         page.get_by_role("navigation").get_by_role("link", name=section, exact=True).click()

@@ -21,6 +21,7 @@ from scripts.harness.host import (
     make_workspace,
     open_system,
     purge_domains,
+    purge_filters,
     purge_pools,
     purge_pools_under,
     remove_network,
@@ -174,6 +175,7 @@ def make_e2e_app(make_app: AppFactory, workspace: Path,
     for app in maker.apps:
         app.close()  # no build may define a domain after the purge
         purge_domains(system_conn, vm_ids_of(app), app.installation_id)
+        purge_filters(system_conn, vm_ids_of(app))
         purge_pools(system_conn, app.installation_id)
 
 

@@ -45,16 +45,16 @@ def test_new_projects_get_the_default_quota_and_default_is_unlimited(app: App,
     assert shown == {"project": "team-a",
                      "in_use": {"instances": 0, "vcpus": 0, "ram": 0, "gpus": 0, "disk_gb": 0,
                                 "images_gb": 0, "images": 0, "keypairs": 0, "tokens": 0,
-                                "volumes": 0, "volumes_gb": 0},
+                                "volumes": 0, "volumes_gb": 0, "security_groups": 0},
                      "limits": {"instances": 10, "vcpus": 20, "ram": 51200, "gpus": 0,
                                 "disk_gb": 500, "images_gb": 100, "images": 50,
                                 "keypairs": 100, "tokens": 50, "volumes": 10,
-                                "volumes_gb": 1000}}
+                                "volumes_gb": 1000, "security_groups": 10}}
     admin = Client(app)
     assert admin.get("/v1/projects/default/quota").body["limits"] == {
         "instances": None, "vcpus": None, "ram": None, "gpus": None, "disk_gb": None,
         "images_gb": None, "images": None, "keypairs": None, "tokens": None,
-        "volumes": None, "volumes_gb": None}
+        "volumes": None, "volumes_gb": None, "security_groups": None}
     assert member.get("/v1/projects/default/quota").error_code == "project_not_found"
     assert admin.get("/v1/projects/nope/quota").error_code == "project_not_found"
     assert [p["project"] for p in admin.get("/v1/projects").body["projects"]] == [
@@ -74,7 +74,8 @@ def test_ten_racing_creates_against_a_quota_of_three_give_three(app: App, member
     assert len(member.get("/v1/vms").body["vms"]) == 3
     assert member.get("/v1/projects/team-a/quota").body["in_use"] == {
         "instances": 3, "vcpus": 3, "ram": 384, "gpus": 0, "disk_gb": 3, "images_gb": 0,
-        "images": 0, "keypairs": 0, "tokens": 0, "volumes": 0, "volumes_gb": 0}
+        "images": 0, "keypairs": 0, "tokens": 0, "volumes": 0, "volumes_gb": 0,
+        "security_groups": 1}  # the default group its first VM made
 
 
 def test_every_resource_has_its_quota(app: App, member: Client) -> None:

@@ -140,7 +140,8 @@ def test_failed_builds_free_vcpus_ram_and_gpus_but_still_count_as_instances(db: 
         assert project_dao.usage(conn, "p") == {"instances": 2, "vcpus": 2, "ram": 1024, "gpus": 1,
                                                 "disk_gb": 1, "images_gb": 0, "images": 0,
                                                 "keypairs": 0, "tokens": 0,
-                                                "volumes": 0, "volumes_gb": 0}
+                                                "volumes": 0, "volumes_gb": 0,
+                                                "security_groups": 0}
     set_limits(db, instances=2, vcpus=4, ram=2048, gpus=2)
     check(db, vcpus=2, ram=1024, gpus=1)
     assert refusal(db, instances=1) == {"resource": "instances", "limit": 2, "in_use": 2,

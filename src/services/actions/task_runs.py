@@ -22,6 +22,7 @@ from src.services.images.catalog import ImageService
 from src.services.images.imports import ImageDownloads
 from src.services.motion.rebuild import EvacuationWork
 from src.services.motion.work import MigrationWork, drain_of
+from src.services.security import firewall
 from src.services.tasks.runner import EXPIRED, Next, TaskFailed
 from src.services.vms import build_record
 from src.services.vms.build_record import BuildRecord, UnreadableRecord
@@ -83,6 +84,9 @@ class TaskSteps:
         args = payload.get("args", {})
         if task.action == "import":
             self._downloads.run_task(task.image_id, bool(state.get("again")))
+            return None
+        if task.action == firewall.ACTION:  # security groups reach running VMs
+            self._work.firewall.refresh([task.vm_id or ""], self._hosts)
             return None
         if task.volume_id is not None:  # a volume's task, or an attachment's
             self._volumes.run(task.action, task.volume_id, task.vm_id, args)

@@ -61,6 +61,7 @@ JOB_END_S = 60.0  # an aborted job ends within this
 COLD_SHUTDOWN_S = 60.0  # a cold move asks the guest to power off, then pulls the plug
 DRAIN_TURN_S = 2.0  # a drain's move waiting its turn looks again this often
 DOMAIN = "domain"
+FILTER = "nwfilter"  # the VM's security groups' filter, defined on the target first
 
 
 class MigrationWork:
@@ -125,6 +126,8 @@ class MigrationWork:
         self._phase(move, "preparing")
         try:
             plan = plan_of(self._db, vm.id, self._image_of(vm), sides)
+            self._made(move, FILTER, "")
+            self._provisioner.firewall.put(vm.id, sides.target_host)  # its NICs name it
             if move.live:
                 self._live(task, move, plan, sides)
             else:
@@ -268,6 +271,7 @@ class MigrationWork:
         try:
             source.hypervisor.force_off(move.vm_id)
             source.hypervisor.undefine(move.vm_id)
+            self._provisioner.firewall.remove(move.vm_id, source)
             if not sides.shared:
                 sides.source_disks.remove(move.vm_id)
                 files = self._layers.files(source)
@@ -294,6 +298,8 @@ class MigrationWork:
                 if kind == DOMAIN:
                     target.force_off(move.vm_id)
                     target.undefine(move.vm_id)
+                elif kind == FILTER:
+                    self._provisioner.firewall.remove(move.vm_id, sides.target_host)
                 elif kind == ROOT and not name:
                     sides.target_disks.remove(move.vm_id)
                 elif kind == ROOT:

@@ -62,6 +62,8 @@ class AddressBook:
         self._schedules: dict[str, AgentSchedule] = {}
         self._clock = clock
         self._asking = threading.Lock()  # one sweep at a time reads and moves a schedule
+        # Told the VMs whose addresses changed (security groups' `group` rules follow them).
+        self.on_change: Callable[[list[str]], object] = lambda _vm_ids: None
 
     def learn(self, rows: list[vm_dao.VmRow], host: Host) -> int:
         """Look up and record the addresses of the host's running VMs (rows with a MAC);
@@ -167,4 +169,6 @@ class AddressBook:
         for vm_id in recorded:
             log.info("vm %s addresses: %s", vm_id,
                      ", ".join(entry["address"] for entry in _union(changes[vm_id])))
+        if recorded:
+            self.on_change(recorded)
         return len(recorded)

@@ -32,6 +32,7 @@ from src.services.rules import access, lifecycle, quotas, seeds
 from src.services.rules.access import Principal
 from src.services.rules.fair_order import could_hold
 from src.services.rules.placement import Claim, Demand, HostCapacity
+from src.services.security import groups as security_groups
 from src.services.tasks.runner import Executor, new_task_row
 from src.services.vms import nics, preemption, waiting
 from src.services.vms.build_record import (
@@ -46,7 +47,7 @@ from src.services.vms.build_record import (
 from src.services.vms.flavors import demand_of
 from src.services.vms.power import PowerOptions
 from src.services.vms.provisioning import GIB
-from src.services.vms.reads import VmView, row_and_task, view
+from src.services.vms.reads import Terms, VmView, row_and_task, view
 from src.services.vms.waiting import UNPLACED
 from src.services.volumes import attachments
 from src.utils.clock import utc_after, utc_now
@@ -72,6 +73,7 @@ class CreateRequest:
     max_wait_s: int | None = None  # how long at most (default IAAS_QUEUE_MAX_WAIT)
     reservation: str | None = None  # run on the GPUs this reservation of the project claims
     networks: tuple[str, ...] | list[str] = ()  # one NIC each, in order; none: its host's
+    security_groups: tuple[str, ...] | list[str] = ("default",)  # the project's, by name
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class ComputeService:
         Raises: ValidationFailed (ssh_keys, user_data), KeypairNotFoundInRequest,
         ImageNotFoundInRequest, ImageNotActive, ImageFileMissing, ImageInvalid, DiskTooSmall, NameConflict (the name is taken in the
         caller's own project), FlavorNotFoundInRequest,
-        InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
+        SecurityGroupNotFoundInRequest, InsufficientCapacity, QuotaExceeded, Forbidden and HostNotFoundInRequest (host),
         HypervisorUnavailable (no enabled host answers); for volumes VolumeNotFoundInRequest,
         BadRequest, MultiattachRequiresReadOnly, VolumesOnSeveralHosts, VolumeOnOtherHost,
         VolumeNotAvailable, VolumeInUse; for reservation ReservationNotFoundInRequest,
@@ -188,6 +190,8 @@ class ComputeService:
                         raise
                     row, task = self._wait(conn, row, task, demand, short, build,
                                            request.max_wait_s or self._queue.max_wait_s)
+                security_groups.attach_at_create(conn, row.id, row.project,
+                                                 request.security_groups)
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
         if row.status == "queued":
@@ -195,7 +199,8 @@ class ComputeService:
             return self._as_now(row.id)
         self._executor.submit(task)
         with self._db.read() as conn:
-            return view(row, MISSING, task, nics=nic_dao.for_vms(conn, [row.id]).get(row.id))
+            return view(row, MISSING, task, nics=nic_dao.for_vms(conn, [row.id]).get(row.id),
+                        terms=Terms(security_groups=tuple(sorted(request.security_groups))))
 
     def _place(self, conn: sqlite3.Connection, row: vm_dao.VmRow, task: task_dao.TaskRow,
                demand: Demand, build: _Build) -> tuple[vm_dao.VmRow, task_dao.TaskRow]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 
 from src.config import Config
 from src.database import partitions as partition_dao
@@ -14,6 +15,7 @@ from src.hypervisor.errors import HypervisorError
 from src.hypervisor.mdevs import MdevRequest
 from src.hypervisor.pci import split_address
 from src.services.hosts.registry import Host
+from src.services.security.firewall import Firewall
 from src.services.tasks.steps import best_effort, step
 from src.services.vms.build_record import BuildRecord
 from src.services.vms.disks import GIB, Disks, Placed, PoolDisks, SharedDisks
@@ -32,6 +34,7 @@ class Provisioner:
         self._layers = layers
         self._installation_id = installation_id
         self.shared = SharedDisks(config, qemu_img, installation_id)
+        self.firewall = Firewall(db)  # each VM's nwfilter (its security groups)
 
     def disks(self, host: Host) -> Disks:
         return PoolDisks(self._db, host) if host.row.storage == "pool" else self.shared
@@ -50,7 +53,9 @@ class Provisioner:
                 with step("mdev_create_failed"):
                     hypervisor.mdevs.create(MdevRequest(mdev.uuid, mdev.parent, mdev.type_id))
                 undo.callback(best_effort, "remove mdev", hypervisor.mdevs.remove, mdev.uuid)
-            xml = render_domain(self._spec(record, host, placed))
+            # The filter first: libvirt starts no NIC whose filter it does not have.
+            nwfilter = self.firewall.put(vm_id, host, undo)
+            xml = render_domain(replace(self._spec(record, host, placed), nwfilter=nwfilter))
             log.debug("domain XML for %s:\n%s", vm_id, xml)
             with step("define_failed"):
                 hypervisor.define(xml)
@@ -108,6 +113,7 @@ class Provisioner:
         for mdev in mdevs:  # its GPU partitions go with it
             with step("mdev_remove_failed"):
                 host.hypervisor.mdevs.remove(mdev.mdev_uuid)
+        self.firewall.remove(vm_id, host)  # once no domain uses it
         self.disks(host).remove(vm_id)
 
     def console_tail(self, vm_id: str, host: Host) -> bytes:

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from src import errors
 from src.database import capacity_waits as wait_dao
+from src.database import security_groups as group_dao
 from src.database import tasks as task_dao
 from src.database import vm_nics as nic_dao
 from src.database import vm_terms as terms_dao
@@ -65,6 +66,7 @@ class VmView(NamedTuple):
     preempt_at: str | None = None  # when a reservation claims its GPUs: it is stopped then
     reservation: str | None = None  # the reservation it runs in
     nics: list[nic_dao.NicRow] = []  # noqa: RUF012 - never mutated
+    security_groups: tuple[str, ...] = ()  # the names of its groups
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
                                         domain_exists=power_state != MISSING)
     return VmView(row, power_state, task, actions, volumes or [], queue,
                   terms.preempt_at if terms else None, terms.reservation if terms else None,
-                  nics or [])
+                  nics or [], terms.security_groups if terms else ())
 
 
 @dataclass(frozen=True)
@@ -92,14 +94,16 @@ class Terms:
 
     reservation: str | None = None
     preempt_at: str | None = None
+    security_groups: tuple[str, ...] = ()
 
 
 def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Terms]:
     preempts = preemption.preempt_at(conn, rows)
     bound = terms_dao.of_vms(conn, [row.id for row in rows])
+    groups = group_dao.names_by_vm(conn, [row.id for row in rows]) if rows else {}
     return {row.id: Terms(bound[row.id].reservation_id if row.id in bound else None,
-                          preempts.get(row.id)) for row in rows
-            if row.id in bound or row.id in preempts}
+                          preempts.get(row.id), tuple(groups.get(row.id, ()))) for row in rows
+            if row.id in bound or row.id in preempts or groups.get(row.id)}
 
 
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:

@@ -35,6 +35,7 @@ class VmWork:
         self._db = db
         self._hosts = hosts
         self._provisioner = provisioner
+        self.firewall = provisioner.firewall  # the `firewall` task's work
 
     def _host_of(self, vm_id: str) -> Host:
         """The host the VM lives on. Raises: TaskFailed when the VM row is gone."""

@@ -13,6 +13,7 @@ function facts(vm, me) {
     ["Image", vm.image.name], ["GPUs", vm.gpus.join(", ") || "none"], ["Project", vm.project],
     ...(me.role === "admin" ? [["Host", vm.host || "-"]] : []),
     ["Console (VNC)", vm.console.vnc || "-"],
+    ["Security groups", vm.security_groups.join(", ") || "none (nothing may reach it)"],
     ["Error", vm.error ? `${vm.error.code}: ${vm.error.message}` : "none"],
     ["Created", `${vm.created_at} (${age(vm.created_at)} ago)`], ["ID", vm.id],
   ];
