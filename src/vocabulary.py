@@ -15,7 +15,8 @@ VOLUME_ACTIONS = ("volume_create", "volume_delete", "volume_resize", "volume_sna
 ATTACHMENT_ACTIONS = ("attach", "detach")
 VM_DISK_ACTIONS = ("vm_snapshot", "vm_revert", "vm_image")
 MOTION_ACTIONS = ("migrate",)  # a VM moved to another host (issue 24)
-TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an image, not a VM
+NOTICE = "notice"  # a finished entry in a VM's history only: the platform told it something
+TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import", NOTICE,  # import: of an image, not a VM
                 *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS, *MOTION_ACTIONS)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
 # The request body schema each power action takes (the others take none).
@@ -56,4 +57,6 @@ RESERVATION_STATUSES = ("pending", "active", "ended", "cancelled")
 OPEN_RESERVATION = ("pending", "active")
 # Why the platform stopped a VM (its task's reason, shown in the VM's history).
 PREEMPTED = "preempted: reservation {reservation}"
+# A notice's reason: the VM runs on GPUs a reservation claims from start; it is stopped then.
+PREEMPTION_NOTICE = "preemption notice: reservation {reservation} starts at {start}"
 RESERVATION_ENDED = "reservation_ended"

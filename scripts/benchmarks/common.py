@@ -48,6 +48,10 @@ TARGETS = {
     "slow_clients": Target("slowest request beside stalled clients", 100, "Phase 1",
                            unit=" ms"),
     "volume_create": Target("API / qemu-img convert (medians)", 1.2, "issue 22"),
+    "queue_placement": Target("a placement from a queue of 1,000 over 100 hosts", 20,
+                              "issue 23", unit=" ms"),
+    "booking": Target("a booking decision beside 10,000 reservations", 20, "issue 23",
+                      unit=" ms"),
     "volume_snapshot": Target("API / qemu-img snapshot (medians)", 1.2, "issue 22"),
 }
 

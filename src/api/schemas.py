@@ -84,6 +84,10 @@ SCHEMAS: dict[str, Any] = {
         "wait_for_capacity": {"type": "boolean", "default": False,
                               "description": "When it fits nowhere now, wait (202, status "
                                              "queued) instead of 409 insufficient_capacity."},
+        "preemptible": {"type": "boolean", "default": False,
+                        "description": "A reservation may stop it (never delete it): its GPUs "
+                                       "may be booked from under it, with a notice in its "
+                                       "history and its preempt_at set beforehand."},
         "reservation": {"type": "string", "format": "uuid", "maxLength": 36,
                         "description": "Run in this reservation of your project, on the GPUs "
                                        "it claims (its flavor, during its window, up to its "
@@ -302,6 +306,8 @@ SCHEMAS: dict[str, Any] = {
         "queue": {"oneOf": [{"type": "null"}, _ref("QueuePlace")],
                   "description": "While it is queued: its place in the capacity queue"},
         "reservation": {"type": ["string", "null"], "description": "The reservation it runs in"},
+        "preemptible": {"type": "boolean", "description": "It said preemptible: true at create "
+                                                          "(a reservation may stop it)"},
         "preempt_at": {"type": ["string", "null"], "format": "date-time",
                        "description": "It runs on GPUs a reservation claims from then: it is "
                                       "stopped then (kept, not deleted)"},

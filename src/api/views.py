@@ -119,7 +119,8 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "error": error(row.error_code, row.error_message, reveal),
             "host": (row.host or None) if reveal else None,
             "queue": queue_place(view.queue) if view.queue else None,
-            "reservation": view.reservation, "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
+            "reservation": view.reservation, "preemptible": view.preemptible,
+            "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from src.database import capacity_waits as wait_dao
 from src.database import gpus as gpu_dao
@@ -40,7 +41,7 @@ from src.services.rules.fair_order import (
 )
 from src.services.rules.placement import Claim, Demand, Free, HostCapacity, after_claim
 from src.services.rules.scheduler import Candidate, NoHostFits, schedule
-from src.services.vms import build_record
+from src.services.vms import build_record, preemption
 from src.services.vms.build_record import UnreadableRecord
 from src.services.vms.waiting import reason_of
 from src.utils.clock import utc_after, utc_now
@@ -56,7 +57,7 @@ SHARED = ("gpus", "vcpus", "ram", "disk_gb")  # the resources a share can be cou
 
 
 def _shape(wait: wait_dao.WaitRow) -> Shape:
-    return json.dumps(wait.demand, sort_keys=True), wait.pinned_host
+    return wait.demand_text or json.dumps(wait.demand, sort_keys=True), wait.pinned_host
 
 
 def _model_matches(gpu: gpu_dao.GpuRow, model: str) -> bool:
@@ -188,6 +189,8 @@ class QueuePlacer:
                                      now):
                 raise LookupError("its VM no longer waits")
             gpu_dao.allocate(conn, host, [gpu.id for gpu in claim.gpus], wait.vm_id, now)
+            preemption.notify_landing(conn, wait.vm_id, host, [gpu.id for gpu in claim.gpus],
+                                      None, now)
             build_record.hold_partitions(conn, record, now)
             if not task_dao.hand_on(conn, task.id, host, self._executor_name, payload, now):
                 raise LookupError("its create task no longer waits")
@@ -222,9 +225,17 @@ def _offer(room: Candidate, demand: Demand, pinned: str | None,
 
 
 def _entry(wait: wait_dao.WaitRow) -> Entry:
-    demand = Demand(**wait.demand)
-    resource = share_resource(demand, wait.reason)
-    return Entry(wait.vm_id, wait.project, wait.since, resource, amount_of(demand, resource))
+    resource, amount = _share(wait.demand_text or json.dumps(wait.demand, sort_keys=True),
+                              wait.reason)
+    return Entry(wait.vm_id, wait.project, wait.since, resource, amount)
+
+
+@lru_cache(maxsize=1024)
+def _share(demand_text: str, reason: str) -> tuple[str, int]:
+    """(resource, amount) a wait's share is counted in: the same for waits that ask alike."""
+    demand = Demand(**json.loads(demand_text))
+    resource = share_resource(demand, reason)
+    return resource, amount_of(demand, resource)
 
 
 def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list[Host],

@@ -70,6 +70,7 @@ class CreateRequest:
     wait_for_capacity: bool = False  # fits nowhere now: wait in the capacity queue (no 409)
     max_wait_s: int | None = None  # how long at most (default IAAS_QUEUE_MAX_WAIT)
     reservation: str | None = None  # run on the GPUs this reservation of the project claims
+    preemptible: bool = False  # a reservation may stop it (its GPUs may be booked under it)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,8 @@ class ComputeService:
                         raise
                     row, task = self._wait(conn, row, task, demand, short, build,
                                            request.max_wait_s or self._queue.max_wait_s)
+                if request.preemptible:
+                    terms_dao.put(conn, replace(terms_dao.get(conn, row.id), preemptible=True))
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
         if row.status == "queued":
@@ -216,6 +219,8 @@ class ComputeService:
                             build.cloud_init, build.options, _disks(planned))
         task = replace(task, host=chosen, payload=json.dumps(record.to_payload()))
         gpu_dao.allocate(conn, chosen, row.gpus, row.id, row.created_at)
+        preemption.notify_landing(conn, row.id, chosen, row.gpus, booked.id if booked else None,
+                                  row.created_at)
         hold_partitions(conn, record, row.created_at)
         if booked is not None:
             terms_dao.put(conn, terms_dao.Terms(row.id, reservation_id=booked.id))

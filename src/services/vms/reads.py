@@ -63,6 +63,7 @@ class VmView(NamedTuple):
     queue: wait_dao.WaitRow | None = None  # its place in the capacity queue, while it waits
     preempt_at: str | None = None  # when a reservation claims its GPUs: it is stopped then
     reservation: str | None = None  # the reservation it runs in
+    preemptible: bool = False  # it said so at create: a reservation may stop it
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
     actions = lifecycle.allowed_actions(row.status, busy=task is not None,
                                         domain_exists=power_state != MISSING)
     return VmView(row, power_state, task, actions, volumes or [], queue,
-                  terms.preempt_at if terms else None, terms.reservation if terms else None)
+                  terms.preempt_at if terms else None, terms.reservation if terms else None,
+                  bool(terms and terms.preemptible))
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,15 @@ class Terms:
 
     reservation: str | None = None
     preempt_at: str | None = None
+    preemptible: bool = False
 
 
 def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Terms]:
     preempts = preemption.preempt_at(conn, rows)
     bound = terms_dao.of_vms(conn, [row.id for row in rows])
     return {row.id: Terms(bound[row.id].reservation_id if row.id in bound else None,
-                          preempts.get(row.id)) for row in rows
+                          preempts.get(row.id),
+                          row.id in bound and bound[row.id].preemptible) for row in rows
             if row.id in bound or row.id in preempts}
 
 
