@@ -28,14 +28,13 @@ _COLUMNS = ("vm_id, task_id, project, since, expires_at, reason, demand, pinned_
 
 def _row(row: tuple[Any, ...], parsed: dict[str, dict[str, Any]] | None = None) -> WaitRow:
     """parsed: demands already read, by their text (a queue of a thousand holds a few)."""
-    values = list(row)
-    text = values[6]
-    if parsed is None or text not in parsed:
-        demand = json.loads(text)
-        if parsed is not None:
-            parsed[text] = demand
-    values[6] = dict(parsed[text]) if parsed is not None else demand
-    return WaitRow(*values, text)
+    (vm_id, task_id, project, since, expires_at, reason, text, pinned_host, position,
+     estimate) = row
+    known = parsed if parsed is not None else {}
+    if text not in known:
+        known[text] = json.loads(text)
+    return WaitRow(vm_id, task_id, project, since, expires_at, reason, dict(known[text]),
+                   pinned_host, position, estimate, text)
 
 
 def insert(conn: sqlite3.Connection, wait: WaitRow) -> None:
