@@ -24,6 +24,7 @@ ASSETS = {
     "images.js": "text/javascript; charset=utf-8",
     "volumes.js": "text/javascript; charset=utf-8",
     "admin.js": "text/javascript; charset=utf-8",
+    "scarcity.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

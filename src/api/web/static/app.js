@@ -6,11 +6,14 @@ import { renderVm } from "./detail.js";
 import { renderImages } from "./images.js";
 import { renderVolumes } from "./volumes.js";
 import { renderAudit, renderGpus, renderHosts } from "./admin.js";
+import { renderQueue, renderReservations } from "./scarcity.js";
 
 const PAGES = [
   [/^#\/vms\/([^/]+)$/, renderVm],
   [/^#\/images$/, renderImages],
   [/^#\/volumes$/, renderVolumes],
+  [/^#\/queue$/, renderQueue],
+  [/^#\/reservations$/, renderReservations],
   [/^#\/gpus$/, renderGpus, "admin"],
   [/^#\/hosts$/, renderHosts, "admin"],
   [/^#\/audit$/, renderAudit, "admin"],
