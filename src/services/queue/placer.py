@@ -153,8 +153,9 @@ class QueuePlacer:
     def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, state: _Pass,
              networks: dict[str, str]) -> task_dao.TaskRow | None:
         """Place one waiting VM if it fits; its create task then, else None."""
-        demand, shape = Demand(**wait.demand), _shape(wait)
+        shape = _shape(wait)
         if shape not in state.failed:
+            demand = Demand(**wait.demand)
             offers = [offer for room in state.rooms.values()
                       if (offer := _offer(room, demand, wait.pinned_host, state.kept))]
             try:
