@@ -48,6 +48,10 @@ VOLUME_STATUSES = ("creating", "available", "in-use", "deleting", "error")
 ATTACHMENT_STATUSES = ("attaching", "attached", "detaching")
 SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error")
 # What a VM in the capacity queue waits for: a placement shortfall, or a host (none answers).
+# GPU partitions: mediated devices (mdev types) or SR-IOV virtual functions; the type id under
+# which a GPU's virtual functions are offered.
+PARTITION_KINDS = ("mdev", "vf")
+VF_TYPE = "sriov_vf"
 QUEUE_REASONS = (*CAPACITY_RESOURCES, "host")
 # The executor of a create task whose VM waits for capacity: no executor has it until placed.
 QUEUE_EXECUTOR = "queue"

@@ -16,6 +16,7 @@ from src.vocabulary import (
     IMAGE_FORMATS,
     IMAGE_STATUSES,
     IMAGE_VISIBILITIES,
+    PARTITION_KINDS,
     PUBLIC_IMAGES_OWNER,
     QUOTA_RESOURCES,
     ROLES,
@@ -249,7 +250,11 @@ SCHEMAS: dict[str, Any] = {
     "GpuPartition": _object({
         "host": {"type": "string"},
         "parent": {"type": "string", "description": "The GPU's PCI address"},
-        "type": {"type": "string", "description": "libvirt's mdev type id (nvidia-700)"},
+        "kind": {"type": "string", "enum": list(PARTITION_KINDS),
+                 "description": "mdev: a mediated device type; vf: the GPU's SR-IOV virtual "
+                                "functions (listed, not yet given to VMs)"},
+        "type": {"type": "string", "description": "libvirt's mdev type id (nvidia-700), or "
+                                                  "sriov_vf"},
         "profile": {"type": "string", "description": "What a flavor's gpu_profile names"},
         "name": {"type": ["string", "null"], "description": "e.g. NVIDIA H100-1-10C"},
         "total": COUNTER, "available": COUNTER,

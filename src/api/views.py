@@ -83,7 +83,8 @@ def partition(offer: PartitionOffer) -> dict[str, Any]:
     """A mediated device type a GPU offers, as {parent, profile, total, available} (so that
     SR-IOV virtual functions fit the same shape), with libvirt's words beside."""
     row, available = offer.row, offer.available
-    return {"host": row.host, "parent": row.parent, "type": row.type_id, "profile": row.type_id,
+    return {"host": row.host, "parent": row.parent, "kind": row.kind, "type": row.type_id,
+            "profile": row.type_id,
             "name": row.name, "total": row.total, "available": available,
             "available_instances": available}
 

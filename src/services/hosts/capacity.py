@@ -218,7 +218,8 @@ def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[Partit
              if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
     claimed = {gpu for gpu, claims in reservation_dao.claims_from(conn, at).items()
                if any(claim.start_at <= at for claim in claims)}
-    offers = partition_dao.list_all(conn)
+    # Virtual functions are listed (GET /v1/gpus) but not handed to VMs yet: only mdevs are.
+    offers = [offer for offer in partition_dao.list_all(conn) if offer.kind == "mdev"]
     held_types: dict[tuple[str, str], set[str]] = {}
     for offer in offers:
         if offer.used:
