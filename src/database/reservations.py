@@ -174,3 +174,22 @@ def first_claim_after(conn: sqlite3.Connection, host: str, gpu_ids: list[str], n
         "AND start_at > ? AND reservation_id IS NOT ? ORDER BY start_at LIMIT 1",
         (host, *gpu_ids, now, own)).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def ends_of_running(conn: sqlite3.Connection, now: str) -> list[tuple[str, int]]:
+    """(end, how many GPUs then) of the claims whose window runs at now, earliest first."""
+    return [(end, int(count)) for end, count in conn.execute(
+        "SELECT end_at, count(*) FROM gpu_claims WHERE end_at > ? AND start_at <= ? "
+        "GROUP BY end_at ORDER BY end_at", (now, now))]
+
+
+def claims_on_held(conn: sqlite3.Connection, now: str) -> dict[tuple[str, str], list[ClaimRow]]:
+    """The claims not over by now on GPUs some VM holds, by GPU, earliest first (what a VM's
+    preempt_at is read from: a few, however long the ledger)."""
+    found: dict[tuple[str, str], list[ClaimRow]] = {}
+    for row in conn.execute(
+            _CLAIMS + " JOIN gpu_allocations a ON a.host = c.host AND a.gpu_id = c.gpu_id "
+            "WHERE c.end_at > ? ORDER BY c.start_at", (now,)):
+        claim = ClaimRow(*row)
+        found.setdefault((claim.host, claim.gpu_id), []).append(claim)
+    return found

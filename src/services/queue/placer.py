@@ -281,13 +281,7 @@ def _rank(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], reasons: dict
 def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     """(moment, GPUs given back then) for the reservations whose window runs now: at its end
     its VMs are stopped and its claims lapse. Only these ends are known ahead."""
-    now = utc_now()
-    ends: dict[str, int] = {}
-    for claims in reservation_dao.claims_from(conn, now).values():
-        for claim in claims:
-            if claim.start_at <= now:
-                ends[claim.end_at] = ends.get(claim.end_at, 0) + 1
-    return sorted(ends.items())
+    return reservation_dao.ends_of_running(conn, utc_now())
 
 
 def _estimate(freed: list[tuple[str, int]], wanted: int) -> str | None:

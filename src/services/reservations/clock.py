@@ -67,7 +67,7 @@ class ReservationClock:
     def _intruders(self, now: str) -> list[tuple[str, str]]:
         """(VM, reservation) of VMs holding a GPU that another reservation claims now."""
         with self._db.read() as conn:
-            claims = reservation_dao.claims_from(conn, now)
+            claims = reservation_dao.claims_on_held(conn, now)
             held = [gpu for gpu in gpu_dao.list_all(conn) if gpu.vm_id is not None]
             terms = terms_dao.of_vms(conn, [gpu.vm_id or "" for gpu in held])
         found: dict[str, str] = {}

@@ -122,7 +122,7 @@ def preempt_at(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, 
     claim's start. VMs that are not are absent."""
     if not any(row.gpus for row in rows):
         return {}
-    claims = reservation_dao.claims_from(conn, utc_now())
+    claims = reservation_dao.claims_on_held(conn, utc_now())
     terms = terms_dao.of_vms(conn, [row.id for row in rows if row.gpus])
     found = {}
     for row in rows:
