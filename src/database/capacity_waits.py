@@ -33,7 +33,8 @@ def _row(row: tuple[Any, ...], parsed: dict[str, dict[str, Any]] | None = None) 
     known = parsed if parsed is not None else {}
     if text not in known:
         known[text] = json.loads(text)
-    return WaitRow(vm_id, task_id, project, since, expires_at, reason, dict(known[text]),
+    # Waits that ask alike share one demand dict: nobody changes a WaitRow's demand.
+    return WaitRow(vm_id, task_id, project, since, expires_at, reason, known[text],
                    pinned_host, position, estimate, text)
 
 

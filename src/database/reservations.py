@@ -193,3 +193,18 @@ def claims_on_held(conn: sqlite3.Connection, now: str) -> dict[tuple[str, str], 
         claim = ClaimRow(*row)
         found.setdefault((claim.host, claim.gpu_id), []).append(claim)
     return found
+
+
+def claimed_at(conn: sqlite3.Connection, at: str) -> dict[tuple[str, str], str]:
+    """The GPUs some window claims at `at`, with the reservation claiming each."""
+    return {(host, gpu): reservation for host, gpu, reservation in conn.execute(
+        "SELECT host, gpu_id, reservation_id FROM gpu_claims WHERE end_at > ? AND start_at <= ?",
+        (at, at))}
+
+
+def claimed_after(conn: sqlite3.Connection, at: str,
+                  besides: str | None) -> set[tuple[str, str]]:
+    """The GPUs a window that begins after `at` claims, that of reservation besides aside."""
+    return {(host, gpu) for host, gpu in conn.execute(
+        "SELECT DISTINCT host, gpu_id FROM gpu_claims WHERE start_at > ? "
+        "AND reservation_id IS NOT ?", (at, besides))}

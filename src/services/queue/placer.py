@@ -135,7 +135,8 @@ class QueuePlacer:
                       whole=self._capacity.whole_rooms(conn, hosts, capacities),
                       now=utc_now(), overdue=utc_after(-self._backfill_limit_s))
         held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
-        turn = FairTurn([_entry(wait) for wait in waits.values()], held, allowed)
+        entries = {key: _entry(wait) for key, wait in waits.items()}
+        turn = FairTurn(entries.values(), held, allowed)
         networks = {host.name: host.row.network for host in hosts}
         placed = []
         while (entry := turn.next()) is not None:
@@ -147,7 +148,8 @@ class QueuePlacer:
             turn.placed()
             placed.append(task)
             del waits[entry.key]
-        _rank(conn, list(waits.values()), state.reasons, turn.held, allowed)
+        _rank(conn, [(waits[key], entries[key]) for key in waits], state.reasons, turn.held,
+              allowed)
         return placed
 
     def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, state: _Pass,
@@ -261,14 +263,15 @@ def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list
     return held, allowed
 
 
-def _rank(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], reasons: dict[str, str],
-          held: Holdings, allowed: Holdings) -> None:
+def _rank(conn: sqlite3.Connection, waits: list[tuple[wait_dao.WaitRow, Entry]],
+          reasons: dict[str, str], held: Holdings, allowed: Holdings) -> None:
     """Record each remaining wait's position in the fair order, what it waits for, and when
     it may start (for GPUs: when the reservations running now give back enough of them)."""
-    by_id = {wait.vm_id: wait for wait in waits}
+    by_id = {wait.vm_id: wait for wait, _ in waits}
     freed = _gpus_freed(conn)
     changed = []
-    for position, entry in enumerate(fair_order([_entry(w) for w in waits], held, allowed), 1):
+    for position, entry in enumerate(fair_order([entry for _, entry in waits], held, allowed),
+                                     1):
         wait = by_id[entry.key]
         reason = reasons.get(wait.vm_id, wait.reason)
         estimate = _estimate(freed, int(wait.demand.get("gpu_count", 0))) \
