@@ -123,3 +123,9 @@ def assignable(conn: sqlite3.Connection, model: str | None) -> list[tuple[str, s
         "ON a.host = g.host AND a.gpu_id = g.id WHERE g.unavailable_reason IS NULL "
         "AND (? IS NULL OR instr(lower(coalesce(g.product_name, '')), lower(?)) > 0) "
         "ORDER BY g.host, g.id", (model or None, model or None))]
+
+
+def holders(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
+    """The VM holding each allocated GPU, by (host, PCI address)."""
+    return {(host, gpu): vm_id for host, gpu, vm_id in conn.execute(
+        "SELECT host, gpu_id, vm_id FROM gpu_allocations")}

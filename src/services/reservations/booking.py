@@ -82,8 +82,8 @@ def _notify_holders(conn: sqlite3.Connection, row: reservation_dao.ReservationRo
                     claimed: set[tuple[str, str]], now: str) -> None:
     """A notice in the history of each VM on a GPU the booking claimed (preemptible ones, or
     those that landed on claimed GPUs): it is stopped at the window's start."""
-    holders = {gpu.vm_id for gpu in gpu_dao.list_all(conn)
-               if gpu.vm_id is not None and (gpu.host, gpu.id) in claimed}
+    held = gpu_dao.holders(conn)
+    holders = {held[gpu] for gpu in claimed if gpu in held}
     for vm_id in sorted(holders):
         preemption.notify(conn, vm_id, row.id, row.start_at, now)
 
