@@ -187,9 +187,10 @@ def booking(root: Path, hosts: int, reservations: int, decisions: int) -> Sectio
         method=(f"{hosts} test-driver hosts of {GPUS_PER_HOST} GPUs each; {reservations:,} "
                 "one-GPU reservations written to the ledger beforehand, back to back on every "
                 f"GPU from a day ahead. Then {decisions} `POST /v1/reservations` over HTTP "
-                "(wsgiref) of each kind, timed to their answer: one GPU for an hour inside the "
-                "booked span where one GPU is free (201), and every GPU for an hour inside it "
-                "(409 `reservation_conflict` with `next_start`, the sweep of every gap)."),
+                "(wsgiref) of each kind, timed to their answer: one GPU for an hour after the "
+                "booked span (201: the decision reads one claim per GPU), and every GPU for the "
+                "span's last hour (409 `reservation_conflict` with `next_start`: the sweep of "
+                "every claim's gap)."),
         header=["kind", "answer", "median", "p95"])
     config = _config(root)
     with live_app(config) as (app, url):
@@ -201,8 +202,6 @@ def booking(root: Path, hosts: int, reservations: int, decisions: int) -> Sectio
             call(url, "PUT", f"/v1/projects/team-{index}/quota",
                  dict.fromkeys(QUOTA_RESOURCES))
         free_from = _fill_ledger(app, reservations, hosts)
-        # The last slot row is short when reservations is not a multiple of the GPUs: book
-        # the leftover GPUs of that hour one by one (each decision still sees the full ledger).
         last = utc_string(utc_parse(free_from) - timedelta(hours=1))
         kinds: dict[str, list[float]] = {"fits": [], "conflict": []}
         answers = {"fits": 201, "conflict": 409}
