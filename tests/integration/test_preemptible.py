@@ -118,3 +118,22 @@ def test_a_vm_that_lands_on_claimed_gpus_is_told_at_create(quick_app: App,
     assert second["gpus"] == booked["hosts"][0]["gpus"]
     assert notice(booked) in history(other, second)
     assert [action for action, _ in history(other, first)] == ["create"]
+
+
+def test_a_vm_started_again_on_gpus_booked_meanwhile_is_told_again(quick_app: App,
+                                                                   served: str) -> None:
+    owner, other = member(quick_app, served, "team-a"), member(quick_app, served, "team-b")
+    filler = running(other, create(other, "filler"))
+    first = book(owner, 1, at(4), at(120))
+    assert first["hosts"][0]["gpus"] != filler["gpus"]  # the filler never agreed
+    lander = running(other, create(other, "lander"))
+    assert lander["gpus"] == first["hosts"][0]["gpus"] and notice(first) in history(other, lander)
+    stopped_for(other, lander, f"preempted: reservation {first['id']}")
+    assert owner.delete(f"/v1/reservations/{first['id']}").status == 200
+    second = book(owner, 1, at(60), at(120))  # its GPU is free while the lander is stopped
+    assert second["hosts"][0]["gpus"] == lander["gpus"]
+    started = other.post(f"/v1/vms/{lander['id']}/start", None)
+    assert other.wait_task(started.body["id"])["status"] == "succeeded"
+    again = other.get(f"/v1/vms/{lander['id']}").body
+    assert (again["gpus"], again["preempt_at"]) == (lander["gpus"], second["start"])
+    assert notice(second) in history(other, lander)

@@ -114,6 +114,8 @@ def retake(conn: sqlite3.Connection, row: vm_dao.VmRow) -> None:
             resource="gpu", requested=len(terms.released_gpus),
             available=len(terms.released_gpus) - len(taken))
     gpu_dao.allocate(conn, row.host, terms.released_gpus, row.id, now)
+    # Booked meanwhile for later: it is told again, as a VM that lands on claimed GPUs is.
+    notify_landing(conn, row.id, row.host, terms.released_gpus, terms.reservation_id, now)
     terms_dao.put(conn, replace(terms, released_gpus=[]))
 
 
