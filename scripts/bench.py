@@ -5,8 +5,8 @@ Sections: create through the API against raw libvirt; overlay against full copy;
 grow; concurrent create throughput; make serve against make serve-prod (throughput, slow clients,
 load); image upload over HTTP against cp; volumes (from an image against qemu-img convert,
 snapshot and revert against qemu-img snapshot, hot-plug); live migration to a second libvirtd
-over TLS against `virsh migrate` by hand, and the downtime. --quick shrinks every size for a
-smoke run.
+over TLS against `virsh migrate` by hand, and the downtime; GPU scarcity (placing from a queue
+of 1,000, a booking beside 10,000 reservations). --quick shrinks every size for a smoke run.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from scripts.benchmarks import (
     hosts,
     listing,
     migration,
+    scarcity,
     servers,
     task_history,
     throughput,
@@ -58,7 +59,7 @@ from src.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("create", "disk", "throughput", "remote", "migration", "listing", "history", "hosts",
-            "servers", "broker", "upload", "volumes")
+            "servers", "broker", "upload", "volumes", "scarcity")
 
 
 def _first_line(command: list[str]) -> str:
@@ -249,6 +250,15 @@ def main(argv: list[str] | None = None) -> int:
                                                   (10, 100, 1000), 10 if quick else 30)])
             sections += stamped([hosts.listing(Path(tmp), 100 if quick else 1000,
                                                20 if quick else 200)])
+    if "scarcity" in wanted:
+        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
+            print("bench: scarcity", flush=True)
+            sections += stamped([scarcity.placement(Path(tmp) / "queue", 10 if quick else 100,
+                                                    100 if quick else 1000,
+                                                    5 if quick else 30)])
+            sections += stamped([scarcity.booking(Path(tmp) / "ledger", 10 if quick else 100,
+                                                  1000 if quick else 10_000,
+                                                  5 if quick else 20)])
     if "servers" in wanted:
         with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
             print("bench: servers", flush=True)

@@ -94,6 +94,7 @@ class App:
     executor: Executor  # the TaskRunner itself, or the broker's outbox relay
     intake: Intake
     clock: CapacityClock  # places and expires waiting VMs, starts and ends reservations
+    placer: QueuePlacer  # the capacity queue's passes (the clock and task ends run them)
 
     @property
     def router(self) -> Router:
@@ -222,7 +223,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
                         AuditTrail(core.db), metrics, core.intake)
     return App(config=config, db=core.db, hosts=core.hosts, installation_id=core.installation_id,
                tokens=tokens, runner=core.runner, reconciler=core.reconciler, pipeline=pipeline,
-               waits=waits, executor=executor, intake=core.intake, clock=clock)
+               waits=waits, executor=executor, intake=core.intake, clock=clock,
+               placer=core.placer)
 
 
 def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hypervisor,

@@ -15,7 +15,8 @@ VOLUME_ACTIONS = ("volume_create", "volume_delete", "volume_resize", "volume_sna
 ATTACHMENT_ACTIONS = ("attach", "detach")
 VM_DISK_ACTIONS = ("vm_snapshot", "vm_revert", "vm_image")
 MOTION_ACTIONS = ("migrate", "evacuate")  # a VM moved to, or rebuilt on, another host
-TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import",  # import: of an image, not a VM
+NOTICE = "notice"  # a finished entry in a VM's history only: the platform told it something
+TASK_ACTIONS = ("create", "delete", *POWER_ACTIONS, "import", NOTICE,  # import: of an image, not a VM
                 *VOLUME_ACTIONS, *ATTACHMENT_ACTIONS, *VM_DISK_ACTIONS, *MOTION_ACTIONS,
                 "firewall")  # firewall: refresh VMs' nwfilters (security groups)
 VM_ACTIONS = (*POWER_ACTIONS, "delete")  # what a VM's `actions` list may hold
@@ -49,6 +50,10 @@ VOLUME_STATUSES = ("creating", "available", "in-use", "deleting", "error")
 ATTACHMENT_STATUSES = ("attaching", "attached", "detaching")
 SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error")
 # What a VM in the capacity queue waits for: a placement shortfall, or a host (none answers).
+# GPU partitions: mediated devices (mdev types) or SR-IOV virtual functions; the type id under
+# which a GPU's virtual functions are offered.
+PARTITION_KINDS = ("mdev", "vf")
+VF_TYPE = "sriov_vf"
 QUEUE_REASONS = (*CAPACITY_RESOURCES, "host")
 # The executor of a create task whose VM waits for capacity: no executor has it until placed.
 QUEUE_EXECUTOR = "queue"
@@ -58,4 +63,6 @@ RESERVATION_STATUSES = ("pending", "active", "ended", "cancelled")
 OPEN_RESERVATION = ("pending", "active")
 # Why the platform stopped a VM (its task's reason, shown in the VM's history).
 PREEMPTED = "preempted: reservation {reservation}"
+# A notice's reason: the VM runs on GPUs a reservation claims from start; it is stopped then.
+PREEMPTION_NOTICE = "preemption notice: reservation {reservation} starts at {start}"
 RESERVATION_ENDED = "reservation_ended"

@@ -18,6 +18,7 @@ from src.vocabulary import (
     IMAGE_FORMATS,
     IMAGE_STATUSES,
     IMAGE_VISIBILITIES,
+    PARTITION_KINDS,
     PUBLIC_IMAGES_OWNER,
     QUOTA_RESOURCES,
     ROLES,
@@ -86,6 +87,10 @@ SCHEMAS: dict[str, Any] = {
         "wait_for_capacity": {"type": "boolean", "default": False,
                               "description": "When it fits nowhere now, wait (202, status "
                                              "queued) instead of 409 insufficient_capacity."},
+        "preemptible": {"type": "boolean", "default": False,
+                        "description": "A reservation may stop it (never delete it): its GPUs "
+                                       "may be booked from under it, with a notice in its "
+                                       "history and its preempt_at set beforehand."},
         "reservation": {"type": "string", "format": "uuid", "maxLength": 36,
                         "description": "Run in this reservation of your project, on the GPUs "
                                        "it claims (its flavor, during its window, up to its "
@@ -257,7 +262,11 @@ SCHEMAS: dict[str, Any] = {
     "GpuPartition": _object({
         "host": {"type": "string"},
         "parent": {"type": "string", "description": "The GPU's PCI address"},
-        "type": {"type": "string", "description": "libvirt's mdev type id (nvidia-700)"},
+        "kind": {"type": "string", "enum": list(PARTITION_KINDS),
+                 "description": "mdev: a mediated device type; vf: the GPU's SR-IOV virtual "
+                                "functions (listed, not yet given to VMs)"},
+        "type": {"type": "string", "description": "libvirt's mdev type id (nvidia-700), or "
+                                                  "sriov_vf"},
         "profile": {"type": "string", "description": "What a flavor's gpu_profile names"},
         "name": {"type": ["string", "null"], "description": "e.g. NVIDIA H100-1-10C"},
         "total": COUNTER, "available": COUNTER,
@@ -318,6 +327,8 @@ SCHEMAS: dict[str, Any] = {
         "reservation": {"type": ["string", "null"], "description": "The reservation it runs in"},
         "security_groups": {"type": "array", "items": {"type": "string"},
                             "description": "The names of its security groups"},
+        "preemptible": {"type": "boolean", "description": "It said preemptible: true at create "
+                                                          "(a reservation may stop it)"},
         "preempt_at": {"type": ["string", "null"], "format": "date-time",
                        "description": "It runs on GPUs a reservation claims from then: it is "
                                       "stopped then (kept, not deleted)"},

@@ -83,7 +83,8 @@ def partition(offer: PartitionOffer) -> dict[str, Any]:
     """A mediated device type a GPU offers, as {parent, profile, total, available} (so that
     SR-IOV virtual functions fit the same shape), with libvirt's words beside."""
     row, available = offer.row, offer.available
-    return {"host": row.host, "parent": row.parent, "type": row.type_id, "profile": row.type_id,
+    return {"host": row.host, "parent": row.parent, "kind": row.kind, "type": row.type_id,
+            "profile": row.type_id,
             "name": row.name, "total": row.total, "available": available,
             "available_instances": available}
 
@@ -121,7 +122,8 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "error": error(row.error_code, row.error_message, reveal),
             "host": (row.host or None) if reveal else None,
             "queue": queue_place(view.queue) if view.queue else None,
-            "reservation": view.reservation, "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
+            "reservation": view.reservation, "preemptible": view.preemptible,
+            "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
             "security_groups": list(view.security_groups),
             "created_at": row.created_at, "updated_at": row.updated_at}
 

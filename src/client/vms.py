@@ -115,13 +115,15 @@ def _keys(values: tuple[str, ...]) -> list[str]:
               help="When it fits nowhere now, wait in the queue (iaas queue) instead of 409.")
 @click.option("--security-group", "security_groups", multiple=True,
               help="A security group of your project. Repeatable (default: default).")
+@click.option("--preemptible", is_flag=True,
+              help="A reservation may stop it (after a notice), never delete it.")
 @wait_option
 @click.pass_context
 def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None,
               cpu: int | None, ram: int | None, disk_gb: int | None, ssh_keys: tuple[str, ...],
               key_names: tuple[str, ...], user_data: Any, host: str | None,
               reservation: str | None, networks: tuple[str, ...], wait_for_capacity: bool,
-              security_groups: tuple[str, ...],
+              security_groups: tuple[str, ...], preemptible: bool,
               wait: bool | None) -> None:
     """Create a VM; on a terminal, wait until it runs."""
     s = session(ctx)
@@ -134,7 +136,8 @@ def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None
                             "user_data": user_data.read() if user_data else None,
                             "reservation": reservation, "networks": list(networks) or None,
                             "wait_for_capacity": True if wait_for_capacity else None,
-                            "security_groups": list(security_groups) or None}
+                            "security_groups": list(security_groups) or None,
+                            "preemptible": True if preemptible else None}
     answer = s.api.send("POST", "/v1/vms", {k: v for k, v in body.items() if v is not None})
     vm = answer.json()
     s.run_task(vm["task"], f"create {name}", wait, lambda _t: s.get(f"/v1/vms/{vm['id']}"),

@@ -19,20 +19,28 @@ class WaitRow:
     pinned_host: str | None = None
     position: int | None = None
     estimated_start_at: str | None = None
+    demand_text: str = ""  # demand as stored (canonical JSON): waits that ask alike share it
 
 
 _COLUMNS = ("vm_id, task_id, project, since, expires_at, reason, demand, pinned_host, position, "
             "estimated_start_at")
 
 
-def _row(row: tuple[Any, ...]) -> WaitRow:
-    values = list(row)
-    values[6] = json.loads(values[6])
-    return WaitRow(*values)
+def _row(row: tuple[Any, ...], parsed: dict[str, dict[str, Any]] | None = None) -> WaitRow:
+    """parsed: demands already read, by their text (a queue of a thousand holds a few)."""
+    (vm_id, task_id, project, since, expires_at, reason, text, pinned_host, position,
+     estimate) = row
+    known = parsed if parsed is not None else {}
+    if text not in known:
+        known[text] = json.loads(text)
+    # Waits that ask alike share one demand dict: nobody changes a WaitRow's demand.
+    return WaitRow(vm_id, task_id, project, since, expires_at, reason, known[text],
+                   pinned_host, position, estimate, text)
 
 
 def insert(conn: sqlite3.Connection, wait: WaitRow) -> None:
     values = asdict(wait)
+    values.pop("demand_text")
     values["demand"] = json.dumps(wait.demand, sort_keys=True)
     conn.execute(f"INSERT INTO capacity_waits ({_COLUMNS}) VALUES "
                  "(:vm_id, :task_id, :project, :since, :expires_at, :reason, :demand, "
@@ -60,7 +68,8 @@ def of_vms(conn: sqlite3.Connection, vm_ids: list[str]) -> dict[str, WaitRow]:
 
 def list_all(conn: sqlite3.Connection, project: str | None = None) -> list[WaitRow]:
     """Every wait (or a project's), oldest first."""
-    return [_row(tuple(row)) for row in conn.execute(
+    parsed: dict[str, dict[str, Any]] = {}
+    return [_row(tuple(row), parsed) for row in conn.execute(
         f"SELECT {_COLUMNS} FROM capacity_waits WHERE ? IS NULL OR project = ? "
         "ORDER BY since, vm_id", (project, project))]
 

@@ -113,3 +113,19 @@ def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
         "SELECT CASE WHEN a.vm_id IS NOT NULL THEN 'allocated' "
         "WHEN g.unavailable_reason IS NOT NULL THEN 'unavailable' ELSE 'free' END, count(*) "
         "FROM gpus g LEFT JOIN gpu_allocations a ON a.host = g.host AND a.gpu_id = g.id GROUP BY 1")}
+
+
+def assignable(conn: sqlite3.Connection, model: str | None) -> list[tuple[str, str, bool]]:
+    """(host, PCI address, held by a VM) of every assignable GPU, of the model when given (part
+    of its product name, any case): the few columns a booking decision reads."""
+    return [(host, gpu, bool(held)) for host, gpu, held in conn.execute(
+        "SELECT g.host, g.id, a.vm_id IS NOT NULL FROM gpus g LEFT JOIN gpu_allocations a "
+        "ON a.host = g.host AND a.gpu_id = g.id WHERE g.unavailable_reason IS NULL "
+        "AND (? IS NULL OR instr(lower(coalesce(g.product_name, '')), lower(?)) > 0) "
+        "ORDER BY g.host, g.id", (model or None, model or None))]
+
+
+def holders(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
+    """The VM holding each allocated GPU, by (host, PCI address)."""
+    return {(host, gpu): vm_id for host, gpu, vm_id in conn.execute(
+        "SELECT host, gpu_id, vm_id FROM gpu_allocations")}

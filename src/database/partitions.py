@@ -15,6 +15,7 @@ class PartitionRow:
     total: int
     refreshed_at: str
     used: int = 0  # mdevs of this type our VMs hold on the parent
+    kind: str = "mdev"  # or "vf": an SR-IOV virtual function of the parent (PARTITION_KINDS)
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,16 @@ class MdevRow:
 
 _SELECT = ("SELECT p.host, p.parent, p.type_id, p.name, p.total, p.refreshed_at, "
            "(SELECT count(*) FROM partition_allocations a WHERE a.host = p.host "
-           "AND a.parent = p.parent AND a.type_id = p.type_id) FROM gpu_partitions p")
+           "AND a.parent = p.parent AND a.type_id = p.type_id), p.kind FROM gpu_partitions p")
 
 
 def replace_host(conn: sqlite3.Connection, host: str, rows: list[PartitionRow]) -> None:
     """The host's offer as its last refresh found it (types it no longer offers go)."""
     conn.execute("DELETE FROM gpu_partitions WHERE host = ?", (host,))
     conn.executemany("INSERT INTO gpu_partitions (host, parent, type_id, name, total, "
-                     "refreshed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     "refreshed_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
                      [(row.host, row.parent, row.type_id, row.name, row.total,
-                       row.refreshed_at) for row in rows])
+                       row.refreshed_at, row.kind) for row in rows])
 
 
 def list_all(conn: sqlite3.Connection, host: str | None = None) -> list[PartitionRow]:

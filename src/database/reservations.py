@@ -127,3 +127,84 @@ def gpus_reserved_now(conn: sqlite3.Connection, project: str, now: str) -> int:
         "WHERE t.reservation_id = r.id))), 0) FROM reservations r WHERE r.project = ? "
         "AND r.status IN ('pending', 'active') AND r.start_at <= ? AND ? < r.end_at",
         (project, now, now)).fetchone()[0])
+
+
+def windows_meeting(conn: sqlite3.Connection, start: str,
+                    end: str) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """By GPU, the window claimed on it that meets [start, end), if any: per GPU only the last
+    claim that starts before end is looked at (one GPU's claims never overlap, so when that one
+    is over by start, every earlier one is too), one index step per GPU whatever the ledger."""
+    return {(host, gpu): [(begins, ends)] for host, gpu, begins, ends in conn.execute(
+        "SELECT c.host, c.gpu_id, c.start_at, c.end_at FROM gpus g JOIN gpu_claims c "
+        "ON c.rowid = (SELECT l.rowid FROM gpu_claims l WHERE l.host = g.host "
+        "AND l.gpu_id = g.id AND l.start_at < ? ORDER BY l.start_at DESC LIMIT 1) "
+        "WHERE c.end_at > ?", (end, start))}
+
+
+def windows_from(conn: sqlite3.Connection, now: str) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """By GPU, every window claimed on it not over by now, earliest first (plain tuples: a
+    conflict's offer sweeps them all)."""
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for host, gpu, begins, ends in conn.execute(
+            "SELECT host, gpu_id, start_at, end_at FROM gpu_claims WHERE end_at > ? "
+            "ORDER BY host, gpu_id, start_at", (now,)):
+        found.setdefault((host, gpu), []).append((begins, ends))
+    return found
+
+
+def kept_from_bookings(conn: sqlite3.Connection, now: str) -> set[tuple[str, str]]:
+    """The GPUs no booking may take: held whole by a VM that did not say preemptible, runs in
+    no reservation and did not land on a claimed GPU (no claim on it is open), or split into
+    partitions (their VMs are never preempted)."""
+    kept = {(host, gpu) for host, gpu in conn.execute(
+        "SELECT a.host, a.gpu_id FROM gpu_allocations a LEFT JOIN vm_terms t "
+        "ON t.vm_id = a.vm_id WHERE coalesce(t.preemptible, 0) = 0 "
+        "AND t.reservation_id IS NULL AND NOT EXISTS (SELECT 1 FROM gpu_claims c "
+        "WHERE c.host = a.host AND c.gpu_id = a.gpu_id AND c.end_at > ?)", (now,))}
+    return kept
+
+
+def first_claim_after(conn: sqlite3.Connection, host: str, gpu_ids: list[str], now: str,
+                      own: str | None) -> tuple[str, str] | None:
+    """(reservation, start) of the earliest claim not yet begun on any of these GPUs that is
+    not the VM's own reservation's, if any."""
+    marks = ", ".join("?" for _ in gpu_ids)
+    row = conn.execute(
+        f"SELECT reservation_id, start_at FROM gpu_claims WHERE host = ? AND gpu_id IN ({marks}) "
+        "AND start_at > ? AND reservation_id IS NOT ? ORDER BY start_at LIMIT 1",
+        (host, *gpu_ids, now, own)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def ends_of_running(conn: sqlite3.Connection, now: str) -> list[tuple[str, int]]:
+    """(end, how many GPUs then) of the claims whose window runs at now, earliest first."""
+    return [(end, int(count)) for end, count in conn.execute(
+        "SELECT end_at, count(*) FROM gpu_claims WHERE end_at > ? AND start_at <= ? "
+        "GROUP BY end_at ORDER BY end_at", (now, now))]
+
+
+def claims_on_held(conn: sqlite3.Connection, now: str) -> dict[tuple[str, str], list[ClaimRow]]:
+    """The claims not over by now on GPUs some VM holds, by GPU, earliest first (what a VM's
+    preempt_at is read from: a few, however long the ledger)."""
+    found: dict[tuple[str, str], list[ClaimRow]] = {}
+    for row in conn.execute(
+            _CLAIMS + " JOIN gpu_allocations a ON a.host = c.host AND a.gpu_id = c.gpu_id "
+            "WHERE c.end_at > ? ORDER BY c.start_at", (now,)):
+        claim = ClaimRow(*row)
+        found.setdefault((claim.host, claim.gpu_id), []).append(claim)
+    return found
+
+
+def claimed_at(conn: sqlite3.Connection, at: str) -> dict[tuple[str, str], str]:
+    """The GPUs some window claims at `at`, with the reservation claiming each."""
+    return {(host, gpu): reservation for host, gpu, reservation in conn.execute(
+        "SELECT host, gpu_id, reservation_id FROM gpu_claims WHERE end_at > ? AND start_at <= ?",
+        (at, at))}
+
+
+def claimed_after(conn: sqlite3.Connection, at: str,
+                  besides: str | None) -> set[tuple[str, str]]:
+    """The GPUs a window that begins after `at` claims, that of reservation besides aside."""
+    return {(host, gpu) for host, gpu in conn.execute(
+        "SELECT DISTINCT host, gpu_id FROM gpu_claims WHERE start_at > ? "
+        "AND reservation_id IS NOT ?", (at, besides))}

@@ -64,6 +64,13 @@ def active_for_vm(conn: sqlite3.Connection, vm_id: str) -> TaskRow | None:
     return TaskRow(**row) if row else None
 
 
+def has_reason(conn: sqlite3.Connection, vm_id: str, action: str, prefix: str) -> bool:
+    """Whether the VM's history holds a task of action whose reason begins with prefix."""
+    return conn.execute("SELECT 1 FROM tasks WHERE vm_id = ? AND action = ? AND "
+                        "substr(reason, 1, length(?)) = ? LIMIT 1",
+                        (vm_id, action, prefix, prefix)).fetchone() is not None
+
+
 def active_by_vm(conn: sqlite3.Connection) -> dict[str, TaskRow]:
     """Every VM's newest unfinished task, in one query."""
     result: dict[str, TaskRow] = {}

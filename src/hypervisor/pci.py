@@ -32,6 +32,10 @@ class PciDevice:
     numa_node: int | None
     driver: str | None
     mdev_types: tuple[MdevType, ...] = ()
+    # SR-IOV: a physical function's virtual functions (its virt_functions capability), and on
+    # a virtual function the physical function it belongs to (phys_function).
+    virt_functions: tuple[str, ...] = ()
+    physical_function: str | None = None
 
     @property
     def slot(self) -> str:
@@ -65,6 +69,13 @@ def _int(text: str | None) -> int:
     return int(text or "0", 0)
 
 
+def _addresses(node: ET.Element | None) -> tuple[str, ...]:
+    if node is None:
+        return ()
+    return tuple(format_address(_int(a.get("domain")), _int(a.get("bus")), _int(a.get("slot")),
+                                _int(a.get("function"))) for a in node.iterfind("address"))
+
+
 def parse_node_device(xml: str) -> PciDevice | None:
     """The PCI device described by a node-device XML; None for any other kind of device."""
     root = ET.fromstring(xml)
@@ -75,9 +86,8 @@ def parse_node_device(xml: str) -> PciDevice | None:
                              _int(cap.findtext("slot")), _int(cap.findtext("function")))
     vendor, product = cap.find("vendor"), cap.find("product")
     group = cap.find("iommuGroup")
-    members = () if group is None else tuple(
-        format_address(_int(a.get("domain")), _int(a.get("bus")), _int(a.get("slot")),
-                       _int(a.get("function"))) for a in group.iterfind("address"))
+    members = _addresses(group)
+    physical = _addresses(cap.find("./capability[@type='phys_function']"))
     numa = cap.find("numa")
     return PciDevice(
         address=address, class_code=_int(cap.findtext("class")),
@@ -93,4 +103,6 @@ def parse_node_device(xml: str) -> PciDevice | None:
             MdevType(id=kind.get("id", ""), name=kind.findtext("name"),
                      device_api=kind.findtext("deviceAPI"),
                      available=_int(kind.findtext("availableInstances")))
-            for kind in cap.iterfind("./capability[@type='mdev_types']/type")))
+            for kind in cap.iterfind("./capability[@type='mdev_types']/type")),
+        virt_functions=_addresses(cap.find("./capability[@type='virt_functions']")),
+        physical_function=physical[0] if physical else None)

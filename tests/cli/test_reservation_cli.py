@@ -44,3 +44,12 @@ def test_a_reservation_is_booked_listed_used_and_cancelled(iaas: Iaas) -> None:
     assert cancelled["status"] == "cancelled"
     again = iaas("reservation", "cancel", made["id"])
     assert again.returncode == 1 and "error: reservation_closed:" in again.stderr
+
+
+def test_vm_create_preemptible_says_so(iaas: Iaas) -> None:
+    assert iaas.api("POST", "/v1/flavors", ONE_GPU).status == 201
+    made = iaas.json("vm", "create", "lender", "--image", "base", "--flavor", "g.1",
+                     "--preemptible", "--wait")
+    plain = iaas.json("vm", "create", "keeper", "--image", "base", "--flavor", "g.1", "--wait")
+    assert (made["preemptible"], plain["preemptible"]) == (True, False)
+    assert iaas.api("GET", f"/v1/vms/{made['id']}").body["preemptible"] is True

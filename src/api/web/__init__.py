@@ -25,6 +25,7 @@ ASSETS = {
     "volumes.js": "text/javascript; charset=utf-8",
     "admin.js": "text/javascript; charset=utf-8",
     "host.js": "text/javascript; charset=utf-8",
+    "scarcity.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

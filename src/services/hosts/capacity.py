@@ -252,13 +252,10 @@ def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],
     In a reservation, a VM takes only what the reservation claims at `at`; any other VM never
     takes a GPU some reservation claims at `at`.
     """
-    now_claimed: dict[tuple[str, str], str] = {}
+    now_claimed = reservation_dao.claimed_at(conn, at)
     later: dict[str, set[str]] = {}
-    for claim in reservation_dao.claims_meeting(conn, at, "9999"):
-        if claim.start_at <= at:
-            now_claimed[(claim.host, claim.gpu_id)] = claim.reservation_id
-        elif claim.reservation_id != reservation:
-            later.setdefault(claim.host, set()).add(claim.gpu_id)
+    for host, gpu in reservation_dao.claimed_after(conn, at, reservation):
+        later.setdefault(host, set()).add(gpu)
     kept = {host: [gpu for gpu in gpus
                    if now_claimed.get((host, gpu.id)) == reservation]
             for host, gpus in free.items()}
@@ -269,11 +266,13 @@ def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[Partit
     """By host, the partitions that may be made at `at`: on GPUs no VM holds whole and no
     reservation claims then, of the one type each GPU already holds partitions of (any type
     on a GPU that holds none)."""
+    # Virtual functions are listed (GET /v1/gpus) but not handed to VMs yet: only mdevs are.
+    offers = [offer for offer in partition_dao.list_all(conn) if offer.kind == "mdev"]
+    if not offers:  # no GPU here is split: nothing to weigh (the common case)
+        return {}
     whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn)
              if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
-    claimed = {gpu for gpu, claims in reservation_dao.claims_from(conn, at).items()
-               if any(claim.start_at <= at for claim in claims)}
-    offers = partition_dao.list_all(conn)
+    claimed = set(reservation_dao.claimed_at(conn, at))
     held_types: dict[tuple[str, str], set[str]] = {}
     for offer in offers:
         if offer.used:

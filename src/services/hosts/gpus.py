@@ -12,8 +12,24 @@ from src.hypervisor.errors import HypervisorError
 from src.hypervisor.pci import PciDevice, slot_of
 from src.services.hosts.registry import Host, HostRegistry
 from src.utils.clock import utc_now
+from src.vocabulary import VF_TYPE
 
 log = logging.getLogger(__name__)
+
+
+def virtual_functions(host: str, devices: list[PciDevice], by_address: dict[str, PciDevice],
+                      now: str) -> list[partition_dao.PartitionRow]:
+    """One offer per GPU whose SR-IOV virtual functions are enabled: how many it has, named
+    after what the first of them reports itself as."""
+    offers = []
+    for device in devices:
+        if not device.is_gpu or not device.virt_functions:
+            continue
+        first = by_address.get(device.virt_functions[0])
+        offers.append(partition_dao.PartitionRow(
+            host, device.address, VF_TYPE, first.product_name if first else None,
+            len(device.virt_functions), now, kind="vf"))
+    return offers
 
 
 def assess(gpu: PciDevice, by_address: dict[str, PciDevice], now: str,
@@ -74,8 +90,9 @@ class GpuInventory:
         devices = host.hypervisor.host.pci_devices()
         by_address = {device.address: device for device in devices}
         now = utc_now()
+        # A virtual function is a partition of its physical function, never a whole GPU.
         found = [assess(device, by_address, now, host.name) for device in devices
-                 if device.is_gpu]
+                 if device.is_gpu and device.physical_function is None]
         with self._db.write() as conn:
             for gpu in found:
                 gpu_dao.upsert(conn, gpu)
@@ -86,7 +103,8 @@ class GpuInventory:
                     host.name, device.address, kind.id, kind.name,
                     kind.available + used.get((device.address, kind.id), 0), now)
                 for device in devices if device.is_gpu for kind in device.mdev_types
-                if kind.device_api in (None, "vfio-pci")])  # what a VM can be given
+                if kind.device_api in (None, "vfio-pci")]  # what a VM can be given
+                + virtual_functions(host.name, devices, by_address, now))
         log.info("GPU inventory of %s: %d GPU(s), %d assignable", host.name, len(found),
                  sum(1 for gpu in found if gpu.unavailable_reason is None))
 

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from src.database import capacity_waits as wait_dao
 from src.database import gpus as gpu_dao
@@ -41,7 +42,7 @@ from src.services.rules.fair_order import (
 )
 from src.services.rules.placement import Claim, Demand, Free, HostCapacity, after_claim
 from src.services.rules.scheduler import Candidate, NoHostFits, schedule
-from src.services.vms import build_record, nics
+from src.services.vms import build_record, nics, preemption
 from src.services.vms.build_record import UnreadableRecord
 from src.services.vms.waiting import reason_of
 from src.utils.clock import utc_after, utc_now
@@ -58,7 +59,8 @@ SHARED = ("gpus", "vcpus", "ram", "disk_gb")  # the resources a share can be cou
 
 
 def _shape(wait: wait_dao.WaitRow, networks: tuple[str, ...]) -> Shape:
-    return json.dumps(wait.demand, sort_keys=True), wait.pinned_host, networks
+    return (wait.demand_text or json.dumps(wait.demand, sort_keys=True), wait.pinned_host,
+            networks)
 
 
 def _asked(conn: sqlite3.Connection, wait: wait_dao.WaitRow) -> tuple[str, ...]:
@@ -146,7 +148,8 @@ class QueuePlacer:
                       whole=self._capacity.whole_rooms(conn, hosts, capacities),
                       now=utc_now(), overdue=utc_after(-self._backfill_limit_s), active=active)
         held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
-        turn = FairTurn([_entry(wait) for wait in waits.values()], held, allowed)
+        entries = {key: _entry(wait) for key, wait in waits.items()}
+        turn = FairTurn(entries.values(), held, allowed)
         networks = {host.name: host.row.network for host in hosts}
         placed = []
         while (entry := turn.next()) is not None:
@@ -158,15 +161,17 @@ class QueuePlacer:
             turn.placed()
             placed.append(task)
             del waits[entry.key]
-        _rank(conn, list(waits.values()), state.reasons, turn.held, allowed)
+        _rank(conn, [(waits[key], entries[key]) for key in waits], state.reasons, turn.held,
+              allowed)
         return placed
 
     def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, state: _Pass,
              networks: dict[str, str]) -> task_dao.TaskRow | None:
         """Place one waiting VM if it fits; its create task then, else None."""
         asked = _asked(conn, wait)
-        demand, shape = Demand(**wait.demand), _shape(wait, asked)
+        shape = _shape(wait, asked)
         if shape not in state.failed:
+            demand = Demand(**wait.demand)
             # Unknown networks (a VM queued after this pass looked) offer nothing until the next.
             offers = [offer for room in state.rooms.values()
                       if (offer := _offer(room, demand, wait.pinned_host, state.kept))
@@ -203,6 +208,8 @@ class QueuePlacer:
                                      now):
                 raise LookupError("its VM no longer waits")
             gpu_dao.allocate(conn, host, [gpu.id for gpu in claim.gpus], wait.vm_id, now)
+            preemption.notify_landing(conn, wait.vm_id, host, [gpu.id for gpu in claim.gpus],
+                                      None, now)
             build_record.hold_partitions(conn, record, now)
             nics.put(conn, record)
             if not task_dao.hand_on(conn, task.id, host, self._executor_name, payload, now):
@@ -238,9 +245,17 @@ def _offer(room: Candidate, demand: Demand, pinned: str | None,
 
 
 def _entry(wait: wait_dao.WaitRow) -> Entry:
-    demand = Demand(**wait.demand)
-    resource = share_resource(demand, wait.reason)
-    return Entry(wait.vm_id, wait.project, wait.since, resource, amount_of(demand, resource))
+    resource, amount = _share(wait.demand_text or json.dumps(wait.demand, sort_keys=True),
+                              wait.reason)
+    return Entry(wait.vm_id, wait.project, wait.since, resource, amount)
+
+
+@lru_cache(maxsize=1024)
+def _share(demand_text: str, reason: str) -> tuple[str, int]:
+    """(resource, amount) a wait's share is counted in: the same for waits that ask alike."""
+    demand = Demand(**json.loads(demand_text))
+    resource = share_resource(demand, reason)
+    return resource, amount_of(demand, resource)
 
 
 def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list[Host],
@@ -265,14 +280,15 @@ def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list
     return held, allowed
 
 
-def _rank(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], reasons: dict[str, str],
-          held: Holdings, allowed: Holdings) -> None:
+def _rank(conn: sqlite3.Connection, waits: list[tuple[wait_dao.WaitRow, Entry]],
+          reasons: dict[str, str], held: Holdings, allowed: Holdings) -> None:
     """Record each remaining wait's position in the fair order, what it waits for, and when
     it may start (for GPUs: when the reservations running now give back enough of them)."""
-    by_id = {wait.vm_id: wait for wait in waits}
+    by_id = {wait.vm_id: wait for wait, _ in waits}
     freed = _gpus_freed(conn)
     changed = []
-    for position, entry in enumerate(fair_order([_entry(w) for w in waits], held, allowed), 1):
+    for position, entry in enumerate(fair_order([entry for _, entry in waits], held, allowed),
+                                     1):
         wait = by_id[entry.key]
         reason = reasons.get(wait.vm_id, wait.reason)
         estimate = _estimate(freed, int(wait.demand.get("gpu_count", 0))) \
@@ -285,13 +301,7 @@ def _rank(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], reasons: dict
 def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     """(moment, GPUs given back then) for the reservations whose window runs now: at its end
     its VMs are stopped and its claims lapse. Only these ends are known ahead."""
-    now = utc_now()
-    ends: dict[str, int] = {}
-    for claims in reservation_dao.claims_from(conn, now).values():
-        for claim in claims:
-            if claim.start_at <= now:
-                ends[claim.end_at] = ends.get(claim.end_at, 0) + 1
-    return sorted(ends.items())
+    return reservation_dao.ends_of_running(conn, utc_now())
 
 
 def _estimate(freed: list[tuple[str, int]], wanted: int) -> str | None:

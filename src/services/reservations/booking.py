@@ -19,6 +19,7 @@ from src.database import vm_terms as terms_dao
 from src.database.db import Database
 from src.services.rules import access, gpu_ledger, windows
 from src.services.rules.access import Principal
+from src.services.vms import preemption
 from src.utils.clock import seconds_between, utc_now
 from src.vocabulary import OPEN_RESERVATION
 
@@ -41,21 +42,21 @@ class Booking:
     project: str | None = None
 
 
-def _ledger(conn: sqlite3.Connection, model: str | None, now: str) -> gpu_ledger.Ledger:
-    """Every assignable GPU of the model, the windows claimed on each, and those in use."""
+def _ledger(conn: sqlite3.Connection, model: str | None, start: str, end: str,
+            every_window: bool = False) -> gpu_ledger.Ledger:
+    """Every assignable GPU of the model, the windows claimed on each that meet [start, end)
+    (every_window: all those not over by start, as a conflict's offer needs), and those in
+    use."""
     gpus: dict[str, list[str]] = {}
     in_use = set(partition_dao.parents_in_use(conn))  # a GPU split in partitions is in use
-    for gpu in gpu_dao.list_all(conn):
-        if gpu.unavailable_reason is not None:
-            continue
-        if model and model.lower() not in (gpu.product_name or "").lower():
-            continue
-        gpus.setdefault(gpu.host, []).append(gpu.id)
-        if gpu.vm_id is not None:
-            in_use.add((gpu.host, gpu.id))
-    claimed = {gpu: [(claim.start_at, claim.end_at) for claim in claims]
-               for gpu, claims in reservation_dao.claims_from(conn, now).items()}
-    return gpu_ledger.Ledger(gpus, claimed, frozenset(in_use))
+    for host, gpu, held in gpu_dao.assignable(conn, model):
+        gpus.setdefault(host, []).append(gpu)
+        if held:
+            in_use.add((host, gpu))
+    claimed = reservation_dao.windows_from(conn, start) if every_window else \
+        reservation_dao.windows_meeting(conn, start, end)
+    kept = reservation_dao.kept_from_bookings(conn, utc_now()) | partition_dao.parents_in_use(conn)
+    return gpu_ledger.Ledger(gpus, claimed, frozenset(in_use), frozenset(kept))
 
 
 def _check_quota(conn: sqlite3.Connection, project: str, wanted: int, start: str,
@@ -75,6 +76,16 @@ def _check_quota(conn: sqlite3.Connection, project: str, wanted: int, start: str
     if own_vms + booked + wanted > limit:
         raise errors.QuotaExceeded(resource="gpus", limit=limit, in_use=own_vms + booked,
                                    requested=wanted)
+
+
+def _notify_holders(conn: sqlite3.Connection, row: reservation_dao.ReservationRow,
+                    claimed: set[tuple[str, str]], now: str) -> None:
+    """A notice in the history of each VM on a GPU the booking claimed (preemptible ones, or
+    those that landed on claimed GPUs): it is stopped at the window's start."""
+    held = gpu_dao.holders(conn)
+    holders = {held[gpu] for gpu in claimed if gpu in held}
+    for vm_id in sorted(holders):
+        preemption.notify(conn, vm_id, row.id, row.start_at, now)
 
 
 class ReservationService:
@@ -107,11 +118,12 @@ class ReservationService:
                 raise errors.FlavorWithoutGpus(flavor=flavor.name)
             wanted = booking.count * flavor.gpu_count
             _check_quota(conn, project, wanted, start, end)
-            ledger = _ledger(conn, flavor.gpu_model, now)
+            ledger = _ledger(conn, flavor.gpu_model, start, end)
             # A window that starts now never takes GPUs VMs use: it would stop them at once.
             slots = gpu_ledger.pick(ledger, booking.count, flavor.gpu_count, start, end,
                                     spare_in_use=start <= now)
             if slots is None:
+                ledger = _ledger(conn, flavor.gpu_model, start, end, every_window=True)
                 later = gpu_ledger.next_start(ledger, booking.count, flavor.gpu_count, start,
                                               seconds_between(start, end))
                 raise errors.ReservationConflict(
@@ -128,6 +140,7 @@ class ReservationService:
             reservation_dao.insert(conn, row, [
                 reservation_dao.ClaimRow(row.id, slot.host, slot.gpu_id, slot.slot, start, end)
                 for slot in slots])
+            _notify_holders(conn, row, {(slot.host, slot.gpu_id) for slot in slots}, now)
         self._on_change()
         return self.show(row.id, caller)
 

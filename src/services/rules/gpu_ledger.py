@@ -18,11 +18,13 @@ Window = tuple[str, str]  # [start, end), utc_now's format
 @dataclass(frozen=True)
 class Ledger:
     """What a booking decision reads: the assignable GPUs of the flavor's model per host, the
-    windows already claimed on each GPU, and the GPUs VMs use now."""
+    windows already claimed on each GPU, the GPUs VMs use now, and those of them no booking may
+    take (their VM never agreed to be preempted)."""
 
     gpus: dict[str, list[str]]
     claimed: dict[Gpu, list[Window]]  # by start: one GPU's windows never overlap (the trigger)
     in_use: frozenset[Gpu] = frozenset()
+    kept: frozenset[Gpu] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ def pick(ledger: Ledger, count: int, per_vm: int, start: str, end: str,
     free: dict[str, list[str]] = {}
     for host, ids in ledger.gpus.items():
         usable = [gpu for gpu in ids if _free(ledger, (host, gpu), start, end)
+                  and (host, gpu) not in ledger.kept
                   and not (spare_in_use and (host, gpu) in ledger.in_use)]
         free[host] = sorted(usable, key=lambda gpu: ((host, gpu) in ledger.in_use, gpu))
     slots: list[Slot] = []
@@ -73,16 +76,23 @@ def next_start(ledger: Ledger, count: int, per_vm: int, start: str,
     length); a window fits once the hosts' GPUs so counted make count VMs. Only a gap's start
     (a claim's end) can be the earliest such t, so those are where it looks.
     """
-    if count * per_vm > sum(len(ids) for ids in ledger.gpus.values()):
+    if count * per_vm > sum((host, gpu) not in ledger.kept
+                            for host, ids in ledger.gpus.items() for gpu in ids):
         return None
     origin = utc_parse(start)
+    parsed: dict[str, float] = {}  # windows often share their bounds (back to back, on the hour)
 
     def seconds(moment: str) -> float:
-        return (utc_parse(moment) - origin).total_seconds()
+        found = parsed.get(moment)
+        if found is None:
+            found = parsed[moment] = (utc_parse(moment) - origin).total_seconds()
+        return found
 
     events: list[tuple[float, int, str]] = []  # (when, 0 enters | 1 leaves, host)
     for host, ids in ledger.gpus.items():
         for gpu in ids:
+            if (host, gpu) in ledger.kept:  # held for as long as its VM runs: no gap is known
+                continue
             free_from = 0.0
             for taken_start, taken_end in ledger.claimed.get((host, gpu), ()):
                 begins, ends = seconds(taken_start), seconds(taken_end)

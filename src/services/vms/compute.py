@@ -74,6 +74,7 @@ class CreateRequest:
     reservation: str | None = None  # run on the GPUs this reservation of the project claims
     networks: tuple[str, ...] | list[str] = ()  # one NIC each, in order; none: its host's
     security_groups: tuple[str, ...] | list[str] = ("default",)  # the project's, by name
+    preemptible: bool = False  # a reservation may stop it (its GPUs may be booked under it)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ class ComputeService:
                                            request.max_wait_s or self._queue.max_wait_s)
                 security_groups.attach_at_create(conn, row.id, row.project,
                                                  request.security_groups)
+                if request.preemptible:
+                    terms_dao.put(conn, replace(terms_dao.get(conn, row.id), preemptible=True))
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
         if row.status == "queued":
@@ -200,7 +203,8 @@ class ComputeService:
         self._executor.submit(task)
         with self._db.read() as conn:
             return view(row, MISSING, task, nics=nic_dao.for_vms(conn, [row.id]).get(row.id),
-                        terms=Terms(security_groups=tuple(sorted(request.security_groups))))
+                        terms=Terms(security_groups=tuple(sorted(request.security_groups)),
+                                    preemptible=request.preemptible))
 
     def _place(self, conn: sqlite3.Connection, row: vm_dao.VmRow, task: task_dao.TaskRow,
                demand: Demand, build: _Build) -> tuple[vm_dao.VmRow, task_dao.TaskRow]:
@@ -225,6 +229,8 @@ class ComputeService:
         nics.put(conn, record)
         task = replace(task, host=chosen, payload=json.dumps(record.to_payload()))
         gpu_dao.allocate(conn, chosen, row.gpus, row.id, row.created_at)
+        preemption.notify_landing(conn, row.id, chosen, row.gpus, booked.id if booked else None,
+                                  row.created_at)
         hold_partitions(conn, record, row.created_at)
         if booked is not None:
             terms_dao.put(conn, terms_dao.Terms(row.id, reservation_id=booked.id))

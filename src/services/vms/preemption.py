@@ -14,9 +14,10 @@ from src.database import tasks as task_dao
 from src.database import vm_terms as terms_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
-from src.services.rules import lifecycle
+from src.services.rules import lifecycle, windows
 from src.services.tasks.runner import Executor, new_task_row
 from src.utils.clock import utc_now
+from src.vocabulary import NOTICE, PREEMPTION_NOTICE
 
 
 def stop_for(db: Database, executor: Executor, vm_id: str, reason: str) -> bool:
@@ -38,6 +39,36 @@ def stop_for(db: Database, executor: Executor, vm_id: str, reason: str) -> bool:
         task_dao.insert(conn, task)
     executor.submit(task)
     return True
+
+
+def notify(conn: sqlite3.Connection, vm_id: str, reservation_id: str, start: str,
+           now: str) -> None:
+    """A finished notice in the VM's history: a reservation claims its GPUs from start, when
+    it is stopped (never deleted)."""
+    row = vm_dao.get(conn, vm_id)
+    if row is None:
+        return
+    task_dao.insert(conn, replace(
+        new_task_row(vm_id, NOTICE, None, row.project, row.host), status="succeeded",
+        started_at=now, finished_at=now, payload="{}",
+        reason=PREEMPTION_NOTICE.format(reservation=reservation_id, start=windows.shown(start))))
+
+
+def notify_landing(conn: sqlite3.Connection, vm_id: str, host: str, gpu_ids: list[str],
+                   own: str | None, now: str) -> None:
+    """A VM placed on GPUs a reservation (not its own) claims later gets its notice now."""
+    if not gpu_ids:
+        return
+    first = reservation_dao.first_claim_after(conn, host, gpu_ids, now, own)
+    if first is not None:
+        notify(conn, vm_id, first[0], first[1], now)
+
+
+def noticed(conn: sqlite3.Connection, vm_id: str, reservation_id: str) -> bool:
+    """Whether the VM's history holds a notice of that reservation (only then is it stopped
+    for it)."""
+    prefix = PREEMPTION_NOTICE.format(reservation=reservation_id, start="")
+    return task_dao.has_reason(conn, vm_id, NOTICE, prefix)
 
 
 def release(conn: sqlite3.Connection, vm_id: str) -> None:
@@ -83,6 +114,8 @@ def retake(conn: sqlite3.Connection, row: vm_dao.VmRow) -> None:
             resource="gpu", requested=len(terms.released_gpus),
             available=len(terms.released_gpus) - len(taken))
     gpu_dao.allocate(conn, row.host, terms.released_gpus, row.id, now)
+    # Booked meanwhile for later: it is told again, as a VM that lands on claimed GPUs is.
+    notify_landing(conn, row.id, row.host, terms.released_gpus, terms.reservation_id, now)
     terms_dao.put(conn, replace(terms, released_gpus=[]))
 
 
@@ -91,7 +124,7 @@ def preempt_at(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, 
     claim's start. VMs that are not are absent."""
     if not any(row.gpus for row in rows):
         return {}
-    claims = reservation_dao.claims_from(conn, utc_now())
+    claims = reservation_dao.claims_on_held(conn, utc_now())
     terms = terms_dao.of_vms(conn, [row.id for row in rows if row.gpus])
     found = {}
     for row in rows:

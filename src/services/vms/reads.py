@@ -67,6 +67,7 @@ class VmView(NamedTuple):
     reservation: str | None = None  # the reservation it runs in
     nics: list[nic_dao.NicRow] = []  # noqa: RUF012 - never mutated
     security_groups: tuple[str, ...] = ()  # the names of its groups
+    preemptible: bool = False  # it said so at create: a reservation may stop it
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
                                         domain_exists=power_state != MISSING)
     return VmView(row, power_state, task, actions, volumes or [], queue,
                   terms.preempt_at if terms else None, terms.reservation if terms else None,
-                  nics or [], terms.security_groups if terms else ())
+                  nics or [], terms.security_groups if terms else (),
+                  bool(terms and terms.preemptible))
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Terms:
     reservation: str | None = None
     preempt_at: str | None = None
     security_groups: tuple[str, ...] = ()
+    preemptible: bool = False
 
 
 def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Terms]:
@@ -102,7 +105,8 @@ def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Te
     bound = terms_dao.of_vms(conn, [row.id for row in rows])
     groups = group_dao.names_by_vm(conn, [row.id for row in rows]) if rows else {}
     return {row.id: Terms(bound[row.id].reservation_id if row.id in bound else None,
-                          preempts.get(row.id), tuple(groups.get(row.id, ()))) for row in rows
+                          preempts.get(row.id), tuple(groups.get(row.id, ())),
+                          row.id in bound and bound[row.id].preemptible) for row in rows
             if row.id in bound or row.id in preempts or groups.get(row.id)}
 
 

@@ -7,11 +7,14 @@ import { renderImages } from "./images.js";
 import { renderVolumes } from "./volumes.js";
 import { renderAudit, renderGpus, renderHosts } from "./admin.js";
 import { renderHost } from "./host.js";
+import { renderQueue, renderReservations } from "./scarcity.js";
 
 const PAGES = [
   [/^#\/vms\/([^/]+)$/, renderVm],
   [/^#\/images$/, renderImages],
   [/^#\/volumes$/, renderVolumes],
+  [/^#\/queue$/, renderQueue],
+  [/^#\/reservations$/, renderReservations],
   [/^#\/gpus$/, renderGpus, "admin"],
   [/^#\/hosts\/([^/]+)$/, renderHost, "admin"],
   [/^#\/hosts$/, renderHosts, "admin"],
