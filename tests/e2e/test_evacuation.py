@@ -6,37 +6,16 @@ from __future__ import annotations
 
 import libvirt  # type: ignore[import-untyped]
 
-from scripts.harness.host import IsolatedNetwork, purge_domains
-from scripts.harness.pools import remove_pool
 from scripts.harness.remote_host import RemoteHost
-from src.app import App
-from src.config import Config
-from tests.e2e.conftest import E2eAppFactory, register_tiny_image, served
+from tests.e2e.conftest import REMOTE_POOL, TwoHosts, eventually
 from tests.e2e.http_client import HttpClient
-from tests.e2e.test_two_hosts import (  # noqa: F401 - remote_network is a fixture
-    DOWN_WITHIN_S,
-    POOL,
-    READY,
-    create,
-    eventually,
-    remote_network,
-)
+from tests.e2e.test_two_hosts import DOWN_WITHIN_S, READY, create
 
 
 def test_a_dead_hosts_guest_is_rebuilt_here_and_its_old_copy_removed_when_it_returns(
-        make_e2e_app: E2eAppFactory, e2e_config: Config, remote_host: RemoteHost,
-        remote_conn: libvirt.virConnect, remote_network: IsolatedNetwork) -> None:  # noqa: F811
-    app = make_e2e_app(e2e_config)
-    try:
-        with served(app) as client:
-            _scenario(client, app, remote_host, remote_network)
-    finally:
-        fresh = remote_host.open()
-        try:
-            purge_domains(fresh, [], app.installation_id)
-            remove_pool(fresh, POOL)
-        finally:
-            fresh.close()
+        two_hosts: TwoHosts) -> None:
+    with two_hosts.serve() as client:
+        _scenario(client, two_hosts)
 
 
 def _left_on(remote: RemoteHost, vm_id: str) -> tuple[bool, list[str]]:
@@ -48,19 +27,15 @@ def _left_on(remote: RemoteHost, vm_id: str) -> tuple[bool, list[str]]:
             domain = True
         except libvirt.libvirtError:
             domain = False
-        volumes = [name for name in conn.storagePoolLookupByName(POOL).listVolumes()
+        volumes = [name for name in conn.storagePoolLookupByName(REMOTE_POOL).listVolumes()
                    if vm_id in name]
         return domain, volumes
     finally:
         conn.close()
 
 
-def _scenario(client: HttpClient, app: App, remote: RemoteHost, net: IsolatedNetwork) -> None:
-    register_tiny_image(client)
-    added = client.post("/v1/hosts", {"name": "remote", "uri": remote.uri, "storage": "pool",
-                                      "storage_pool": POOL, "network": net.name,
-                                      "domain_type": "qemu"})
-    assert added.status == 201, added.body
+def _scenario(client: HttpClient, two_hosts: TwoHosts) -> None:
+    remote, config = two_hosts.remote, two_hosts.config
     there = create(client, "remote")
     assert client.wait_task(there["task"]["id"])["status"] == "succeeded"
     eventually(lambda: READY in client.get(f"/v1/vms/{there['id']}/console?tail=50").body,
@@ -88,7 +63,7 @@ def _scenario(client: HttpClient, app: App, remote: RemoteHost, net: IsolatedNet
                120, "the rebuilt guest's boot here")
     events = client.get(f"/v1/vms/{there['id']}/events").body["events"]
     assert "fresh root disk" in next(e["reason"] for e in events if e["action"] == "evacuate")
-    assert (e2e_instance := app.config.instances_dir / there["id"] / "disk.qcow2").is_file()
+    assert (e2e_instance := config.instances_dir / there["id"] / "disk.qcow2").is_file()
 
     remote.start_libvirtd()
     # (it stays disabled: the evacuation disabled it; `reason` is null once it answers)

@@ -41,6 +41,7 @@ class StaleCopies:
                 state = host.hypervisor.power_state(row.vm_id)
                 host.hypervisor.force_off(row.vm_id)
                 host.hypervisor.undefine(row.vm_id)
+                self._provisioner.firewall.remove(row.vm_id, host)  # no domain names it now
                 if host.row.storage == "pool":  # shared files are the rebuilt VM's own
                     self._provisioner.disks(host).remove(row.vm_id)
             except HypervisorUnavailable:

@@ -84,7 +84,8 @@ class Provisioner:
                 placed = self.disks(host).make(record, undo)
             else:
                 placed = keep
-            xml = render_domain(self._spec(record, host, placed))
+            nwfilter = self.firewall.put(vm_id, host, undo)  # before the NICs that name it
+            xml = render_domain(replace(self._spec(record, host, placed), nwfilter=nwfilter))
             made("domain")
             with step("define_failed"):
                 hypervisor.define(xml)
