@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("throughput", lambda root: [throughput.run(
                     conn, root, net, (1, 4) if quick else (1, 4, 8), 4 if quick else 8)]),
                 ("remote", lambda root: [_remote(root, net, 2 if quick else 5)]),
-                ("migration", lambda root: [_migration(conn, root, net, 2 if quick else 5)]),
+                ("migration", lambda root: [_migration(conn, root, net, 2 if quick else 7)]),
                 ("broker", lambda root: [
                     broker.create(conn, root, net, 3 if quick else 10),
                     broker.redelivery(conn, root, net, 2 if quick else 5),

@@ -47,11 +47,13 @@ RAW_INSTALLATION = "bench-rawmig-" + secrets.token_hex(4)  # tags by-hand domain
 DOWNTIME = re.compile(r"Total downtime:\s+(\d+)\s+ms")
 
 
-def _until(check: Callable[[], bool], what: str) -> None:
+def _until(check: Callable[[], bool], what: str,
+           why: Callable[[], str] = lambda: "") -> None:
+    """Raises: RuntimeError when check does not hold within BOOT_S (why() says more)."""
     deadline = time.monotonic() + BOOT_S
     while not check():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not within {BOOT_S:.0f} s")
+            raise RuntimeError(f"{what} not within {BOOT_S:.0f} s; {why()}")
         time.sleep(0.2)
 
 
@@ -131,8 +133,12 @@ class ByHand:
         domain.create()
         domain.setAutostart(1)
         log = folder / "console.log"
-        _until(lambda: log.exists() and READY in log.read_text(errors="replace"),
-               "the by-hand guest's boot")
+
+        def shown() -> str:
+            return log.read_text(errors="replace") if log.exists() else ""
+
+        _until(lambda: READY in shown(), "the by-hand guest's boot",
+               lambda: f"state {domain.state()}, its console log ends: {shown()[-400:]!r}")
         return spec
 
     def move(self) -> tuple[float, int | None]:
@@ -261,6 +267,9 @@ def _section(times: dict[str, list[float]], downtimes: dict[str, list[int | None
                          " (that step alone leaves the target without the files it needs and "
                          "the source with its own; every virsh call also pays its own process "
                          "and TLS connection, as an operator's would)")
+    pairs = ", ".join(f"{api_s:.2f}/{hand_s:.2f}" for api_s, hand_s in
+                      zip(times["API"], times["virsh by hand"], strict=True))
+    section.notes.append(f"each round, API/by hand in s: {pairs}")
     section.notes.append(f"The first move through the API, which also copied the base image "
                          f"into the target's pool and checked its SHA-256: {ms(first)}.")
     return section
