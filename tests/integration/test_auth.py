@@ -121,6 +121,8 @@ class World:
             values["snapshot"] = "s1"  # the volume's; a VM's is not there (404 of its own)
         if "{reservation}" in route.pattern:
             values["reservation"] = "r-absent"
+        if "{network}" in route.pattern:
+            values["network"] = "iaas-test"  # the host's own: listed, never deleted (409)
         if "{keypair}" in route.pattern:
             name = unique("key")
             assert self.member.post("/v1/keypairs", {"name": name, "public_key": KEY}).status == 201
@@ -146,6 +148,8 @@ def body_for(route: Route) -> Any:
             "/v1/vms/{vm}/snapshots": {"name": unique("snap")},
             "/v1/vms/{vm}/revert": {"snapshot": "s1"},
             "/v1/vms/{vm}/image": {"name": unique("img")},
+            "/v1/networks": {"name": unique("net"), "host": "local", "mode": "isolated",
+                             "subnet": "10.253.0.0/24"},
             }.get(route.pattern)
 
 
