@@ -61,9 +61,12 @@ def test_purges_go_in_small_batches(app: App) -> None:
         batches.append(removed)
         return removed
 
-    retention = Retention(app.db, 90, 30, batch=10)
+    pauses: list[float] = []
+    retention = Retention(app.db, 90, 30, batch=10, pause=pauses.append)
     assert retention._in_batches(counting, utc_after(-30 * DAY_S)) == 25
     assert batches == [10, 10, 5]
+    # After each full batch the purge steps aside for PACE times as long as the batch took.
+    assert len(pauses) == 2 and all(pause > 0 for pause in pauses)
 
 
 class _Recorder:

@@ -1,12 +1,15 @@
 """Retention: audit rows and finished tasks of deleted VMs are purged once old enough.
 
 Purges run in small batches, each its own short write transaction, so API writes never wait
-long behind them.
+long behind them, and pause between batches (PACE times as long as the batch took), so a long
+backlog never takes the API's CPU for as long as it lasts: a million old tasks purged back to
+back slowed every `GET /v1/vms` beside them by half.
 """
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 
 from src.database import audit as audit_dao
@@ -18,12 +21,14 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 DAY_S = 86400
+PACE = 3.0  # a purge takes at most a quarter of one CPU while its backlog lasts
 
 
 class Retention:
     def __init__(self, db: Database, audit_days: int, task_days: int,
-                 batch: int = BATCH) -> None:
+                 batch: int = BATCH, pause: Callable[[float], object] = time.sleep) -> None:
         self._db = db
+        self._pause = pause
         self._audit_days = audit_days
         self._task_days = task_days
         self._batch = batch
@@ -41,8 +46,10 @@ class Retention:
                     before: str) -> int:
         total = 0
         while True:
+            started = time.monotonic()
             with self._db.write() as conn:
                 removed = purge(conn, before, self._batch)
             total += removed
             if removed < self._batch:
                 return total
+            self._pause(PACE * (time.monotonic() - started))
