@@ -280,6 +280,6 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                             housekeeping=lambda: (retention.purge(), runner.expire_queued(),
                                                   execution.expire_stale(),
                                                   moves.settle_orphans()),
-                            after_host_sweep=after_host_sweep)
+                            after_host_sweep=after_host_sweep, on_stop=retention.stop)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
                 runner, reconciler, work, steps, execution, intake, layers, placer, moves)

@@ -107,3 +107,14 @@ def test_hot_queries_scan_no_table(app: App, name: str) -> None:
         full_scans = [step for step in plan.split(" / ") if step.split()[0] == "SCAN"
                       and step.split()[1] in WATCHED and "USING" not in step]
         assert not full_scans, f"{name}: {plan}"
+
+
+def test_a_stopped_purge_ends_at_its_next_pause(app: App) -> None:
+    """Shutting down does not wait for a long backlog: the purge ends between two batches."""
+    with app.db.write() as conn:
+        for _ in range(25):
+            _task(conn, "gone", "succeeded", 60)
+    retention = Retention(app.db, 90, 30, batch=10)
+    retention.stop()
+    assert retention._in_batches(task_dao.purge_finished_of_deleted_vms,
+                                 utc_after(-30 * DAY_S)) == 10

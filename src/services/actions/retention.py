@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 
@@ -26,12 +27,18 @@ PACE = 3.0  # a purge takes at most a quarter of one CPU while its backlog lasts
 
 class Retention:
     def __init__(self, db: Database, audit_days: int, task_days: int,
-                 batch: int = BATCH, pause: Callable[[float], object] = time.sleep) -> None:
+                 batch: int = BATCH, pause: Callable[[float], object] | None = None) -> None:
+        """pause(seconds) waits between batches; a true answer ends the purge (stopped)."""
         self._db = db
-        self._pause = pause
+        self._stopped = threading.Event()
+        self._pause = pause or self._stopped.wait
         self._audit_days = audit_days
         self._task_days = task_days
         self._batch = batch
+
+    def stop(self) -> None:
+        """End a purge under way at its next pause (the rest waits for the next start)."""
+        self._stopped.set()
 
     def purge(self) -> tuple[int, int]:
         """(audit rows, tasks) removed now."""
@@ -52,4 +59,5 @@ class Retention:
             total += removed
             if removed < self._batch:
                 return total
-            self._pause(PACE * (time.monotonic() - started))
+            if self._pause(PACE * (time.monotonic() - started)) or self._stopped.is_set():
+                return total
