@@ -307,7 +307,7 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
                                                   evacuations.settle_orphans(),
                                                   settle_filters(provisioner.firewall, db,
                                                                  hosts)),
-                            after_host_sweep=after_host_sweep)
+                            after_host_sweep=after_host_sweep, on_stop=retention.stop)
     return Core(db, installation_id, hosts, images, provisioner, capacity, gpus, addresses,
                 runner, reconciler, work, steps, execution, intake, layers, placer, moves,
                 firewall_tasks)

@@ -62,6 +62,9 @@ class Database:
                     self._idle, self._idle_pid = [], os.getpid()
                 if self._idle:
                     return self._idle.pop()
+        return self._open(foreign_keys)
+
+    def _open(self, foreign_keys: bool = True) -> sqlite3.Connection:
         self._keep_open()
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
@@ -188,9 +191,13 @@ class Database:
         return (lambda: int(conn.execute("PRAGMA data_version").fetchone()[0])), conn.close
 
     def ping(self) -> None:
-        """Raises: sqlite3.Error when the database cannot be read."""
-        with self.read() as conn:
+        """Raises: sqlite3.Error when the database cannot be read (opened anew: an idle
+        connection would still read a file removed since)."""
+        conn = self._open()
+        try:
             conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+        finally:
+            conn.close()
 
 
 def _take(fd: int, deadline: float) -> None:

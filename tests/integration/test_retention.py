@@ -61,9 +61,12 @@ def test_purges_go_in_small_batches(app: App) -> None:
         batches.append(removed)
         return removed
 
-    retention = Retention(app.db, 90, 30, batch=10)
+    pauses: list[float] = []
+    retention = Retention(app.db, 90, 30, batch=10, pause=pauses.append)
     assert retention._in_batches(counting, utc_after(-30 * DAY_S)) == 25
     assert batches == [10, 10, 5]
+    # After each full batch the purge steps aside for PACE times as long as the batch took.
+    assert len(pauses) == 2 and all(pause > 0 for pause in pauses)
 
 
 class _Recorder:
@@ -104,3 +107,14 @@ def test_hot_queries_scan_no_table(app: App, name: str) -> None:
         full_scans = [step for step in plan.split(" / ") if step.split()[0] == "SCAN"
                       and step.split()[1] in WATCHED and "USING" not in step]
         assert not full_scans, f"{name}: {plan}"
+
+
+def test_a_stopped_purge_ends_at_its_next_pause(app: App) -> None:
+    """Shutting down does not wait for a long backlog: the purge ends between two batches."""
+    with app.db.write() as conn:
+        for _ in range(25):
+            _task(conn, "gone", "succeeded", 60)
+    retention = Retention(app.db, 90, 30, batch=10)
+    retention.stop()
+    assert retention._in_batches(task_dao.purge_finished_of_deleted_vms,
+                                 utc_after(-30 * DAY_S)) == 10

@@ -209,9 +209,12 @@ class Reconciler:
     def __init__(self, db: Database, hosts: HostRegistry, addresses: AddressBook,
                  runner: TaskRunner, interval_s: float, use_events: bool,
                  housekeeping: Callable[[], object] = lambda: None,
-                 after_host_sweep: Callable[[Host], object] = lambda _host: None) -> None:
-        """after_host_sweep(host) runs after each sweep of a host (e.g. re-read its GPUs)."""
+                 after_host_sweep: Callable[[Host], object] = lambda _host: None,
+                 on_stop: Callable[[], object] = lambda: None) -> None:
+        """after_host_sweep(host) runs after each sweep of a host (e.g. re-read its GPUs);
+        on_stop() as stop begins (ends a housekeeping pass under way)."""
         self._db = db
+        self._on_stop = on_stop
         self._after_host_sweep = after_host_sweep
         self._hosts = hosts
         self._addresses = addresses
@@ -246,6 +249,7 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._on_stop()
         for reconciler in self._all():
             reconciler.stop()
         if self._thread is not None:

@@ -1,12 +1,16 @@
 """Retention: audit rows and finished tasks of deleted VMs are purged once old enough.
 
 Purges run in small batches, each its own short write transaction, so API writes never wait
-long behind them.
+long behind them, and pause between batches (PACE times as long as the batch took), so a long
+backlog never takes the API's CPU for as long as it lasts: a million old tasks purged back to
+back slowed every `GET /v1/vms` beside them by half.
 """
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 
 from src.database import audit as audit_dao
@@ -18,15 +22,23 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 DAY_S = 86400
+PACE = 3.0  # a purge takes at most a quarter of one CPU while its backlog lasts
 
 
 class Retention:
     def __init__(self, db: Database, audit_days: int, task_days: int,
-                 batch: int = BATCH) -> None:
+                 batch: int = BATCH, pause: Callable[[float], object] | None = None) -> None:
+        """pause(seconds) waits between batches; a true answer ends the purge (stopped)."""
         self._db = db
+        self._stopped = threading.Event()
+        self._pause = pause or self._stopped.wait
         self._audit_days = audit_days
         self._task_days = task_days
         self._batch = batch
+
+    def stop(self) -> None:
+        """End a purge under way at its next pause (the rest waits for the next start)."""
+        self._stopped.set()
 
     def purge(self) -> tuple[int, int]:
         """(audit rows, tasks) removed now."""
@@ -41,8 +53,11 @@ class Retention:
                     before: str) -> int:
         total = 0
         while True:
+            started = time.monotonic()
             with self._db.write() as conn:
                 removed = purge(conn, before, self._batch)
             total += removed
             if removed < self._batch:
+                return total
+            if self._pause(PACE * (time.monotonic() - started)) or self._stopped.is_set():
                 return total
