@@ -208,3 +208,13 @@ def claimed_after(conn: sqlite3.Connection, at: str,
     return {(host, gpu) for host, gpu in conn.execute(
         "SELECT DISTINCT host, gpu_id FROM gpu_claims WHERE start_at > ? "
         "AND reservation_id IS NOT ?", (at, besides))}
+
+
+def due(conn: sqlite3.Connection, now: str) -> list[ReservationRow]:
+    """The open reservations whose start or end the clock must enforce at now: those pending
+    whose window has begun, and those whose window is over (the partial index keeps the scan
+    to open ones; a ledger of thousands booked ahead costs a few index steps)."""
+    return [ReservationRow(*row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM reservations WHERE status IN ('pending', 'active') "
+        "AND start_at <= ? AND (status = 'pending' OR end_at <= ?) ORDER BY start_at, id",
+        (now, now))]

@@ -29,7 +29,7 @@ class ReservationClock:
         """One look: statuses first, then the stops they call for."""
         now = utc_now()
         with self._db.write() as conn:
-            for row in reservation_dao.open_ones(conn):
+            for row in reservation_dao.due(conn, now):
                 if row.end_at <= now:
                     if reservation_dao.set_status(conn, row.id, "ended", ("pending", "active")):
                         log.info("reservation %s ended", row.id)
