@@ -173,10 +173,12 @@ def force_off(domain: libvirt.virDomain) -> None:
     destroy_if_running(domain)
 
 
-def purge_filters(conn: libvirt.virConnect, uuids: Iterable[str]) -> None:
+def purge_filters(conn: libvirt.virConnect, uuids: Iterable[str | None]) -> None:
     """Undefine the nwfilters (security groups) of the VMs with these uuids; gone ones are fine.
     Call it after their domains are gone: libvirt keeps a filter a NIC uses."""
     for uuid in uuids:
+        if not uuid:
+            continue  # an image's task has no VM
         try:
             conn.nwfilterLookupByName(filter_name(uuid)).undefine()
         except libvirt.libvirtError:
