@@ -29,10 +29,12 @@ def roles_of(supervisor: subprocess.Popen[bytes]) -> dict[str, int]:
     return roles
 
 
-def wait_for(supervisor: subprocess.Popen[bytes], wanted: set[str],
-             deadline_s: float = 30) -> dict[str, int]:
+def wait_for(supervisor: subprocess.Popen[bytes], wanted: set[str], deadline_s: float = 30,
+             gone: int | None = None) -> dict[str, int]:
+    """The supervisor's children once their roles are wanted (and none is the PID gone: a
+    child just SIGKILLed may still be dying, its command line still there)."""
     deadline = time.monotonic() + deadline_s
-    while set(roles := roles_of(supervisor)) != wanted:
+    while set(roles := roles_of(supervisor)) != wanted or gone in roles.values():
         assert time.monotonic() < deadline, roles
         time.sleep(0.2)
     return roles
@@ -48,7 +50,8 @@ def test_make_worker_runs_each_host_restarts_the_dead_and_adds_new_hosts(
     try:
         first = wait_for(supervisor, {"--hosts local", "--images"})
         os.kill(first["--hosts local"], signal.SIGKILL)
-        again = wait_for(supervisor, {"--hosts local", "--images"})
+        again = wait_for(supervisor, {"--hosts local", "--images"},
+                         gone=first["--hosts local"])
         assert again["--hosts local"] != first["--hosts local"]
         host = tmp_path / "extra.xml"
         host.write_text(host_xml(e2e_config.network))  # libvirt's test driver
