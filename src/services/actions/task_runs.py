@@ -13,6 +13,7 @@ from typing import Any
 
 from src import errors
 from src.database import gpus as gpu_dao
+from src.database import security_groups as group_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
@@ -152,6 +153,9 @@ class TaskSteps:
             self._evacuations.expire(task)
         elif task.action == "import":
             self._downloads.expire(task.image_id)
+        elif task.action == firewall.ACTION and task.vm_id:  # the next pass rewrites it
+            with self._db.write() as conn:
+                group_dao.mark_pending(conn, task.vm_id)
 
     def record_of(self, vm_id: str, payload: dict[str, Any]) -> BuildRecord:
         """The build record in vm_id's create task payload, whichever version wrote it (0: no

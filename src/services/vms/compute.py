@@ -47,7 +47,7 @@ from src.services.vms.build_record import (
 from src.services.vms.flavors import demand_of
 from src.services.vms.power import PowerOptions
 from src.services.vms.provisioning import GIB
-from src.services.vms.reads import Terms, VmView, row_and_task, view
+from src.services.vms.reads import Terms, VmView, row_and_task, terms_of, view
 from src.services.vms.waiting import UNPLACED
 from src.services.volumes import attachments
 from src.utils.clock import utc_after, utc_now
@@ -293,7 +293,8 @@ class ComputeService:
         row, task = row_and_task(self._db, vm_id)
         with self._db.read() as conn:
             wait = wait_dao.get(conn, vm_id)
-        return view(row, MISSING, task, queue=wait)
+            terms = terms_of(conn, [row]).get(vm_id)
+        return view(row, MISSING, task, queue=wait, terms=terms)
 
     def _candidates(self, pinned: str | None) -> tuple[list[Host], dict[str, HostCapacity]]:
         """Every host (or the pinned one) and the capacity of those that answer.
