@@ -20,6 +20,7 @@ from scripts.harness.host import (
     TINY_IMAGE_NAME,
     IsolatedNetwork,
     purge_domains,
+    purge_pools_under,
 )
 from scripts.harness.pools import remove_pool, start_dir_pool, upload_file
 from scripts.harness.remote_host import RemoteHost, host_entry
@@ -223,6 +224,7 @@ def run(conn: libvirt.virConnect, root: Path, net: IsolatedNetwork, remote: Remo
             app.runner.shutdown()  # no task may define a domain after the purge
             purge_domains(conn, [], app.installation_id)
             purge_domains(conn, [], RAW_INSTALLATION)
+            purge_pools_under(conn, root)  # the volumes pool the app made here
             if hand is not None:
                 hand.close()
             remote_conn = remote.open()
