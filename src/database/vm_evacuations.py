@@ -6,7 +6,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
-from src.database.vms import Held
+from src.database.vms import Held, plus_claims
 
 # The phases an evacuation holds its target claim in; once done, the VM's row holds it.
 CLAIMING = ("queued", "building")
@@ -163,12 +163,6 @@ def mark_cleaned(conn: sqlite3.Connection, task_id: str, now: str) -> None:
 
 def with_evacuations(conn: sqlite3.Connection, held: dict[str, Held]) -> dict[str, Held]:
     """held (what VMs hold, by host) plus what rebuilds under way claim on their targets."""
-    total = dict(held)
-    for target, cpu, ram, disk_gb, pinned in conn.execute(
-            f"SELECT target, cpu, ram, disk_gb, pinned_cpus FROM vm_evacuations "
-            f"WHERE phase IN {_CLAIMING_SQL}"):
-        before = total.get(target, Held(vcpus=0, ram_mib=0, disk_gb=0, pinned_cpus=set()))
-        total[target] = Held(vcpus=before.vcpus + cpu, ram_mib=before.ram_mib + ram,
-                             disk_gb=before.disk_gb + disk_gb,
-                             pinned_cpus=before.pinned_cpus | set(json.loads(pinned)))
-    return total
+    return plus_claims(held, conn.execute(
+        f"SELECT target, cpu, ram, disk_gb, pinned_cpus FROM vm_evacuations "
+        f"WHERE phase IN {_CLAIMING_SQL}"))

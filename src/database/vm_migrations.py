@@ -5,7 +5,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
-from src.database.vms import Held
+from src.database.vms import Held, plus_claims
 
 # The phases a move holds its target claim in; from `committed` on, the VM's row holds it.
 CLAIMING = ("queued", "preparing", "transferring")
@@ -124,12 +124,6 @@ def release_target(conn: sqlite3.Connection, move: MigrationRow, now: str,
 
 def with_moves(conn: sqlite3.Connection, held: dict[str, Held]) -> dict[str, Held]:
     """held (what VMs hold, by host) plus what moves under way claim on their targets."""
-    total = dict(held)
-    for target, cpu, ram, disk_gb, pinned in conn.execute(
-            f"SELECT target, cpu, ram, disk_gb, pinned_cpus FROM vm_migrations "
-            f"WHERE phase IN {_CLAIMING_SQL}"):
-        before = total.get(target, Held(vcpus=0, ram_mib=0, disk_gb=0, pinned_cpus=set()))
-        total[target] = Held(vcpus=before.vcpus + cpu, ram_mib=before.ram_mib + ram,
-                             disk_gb=before.disk_gb + disk_gb,
-                             pinned_cpus=before.pinned_cpus | set(json.loads(pinned)))
-    return total
+    return plus_claims(held, conn.execute(
+        f"SELECT target, cpu, ram, disk_gb, pinned_cpus FROM vm_migrations "
+        f"WHERE phase IN {_CLAIMING_SQL}"))

@@ -179,6 +179,18 @@ class Held:
     pinned_cpus: set[int]
 
 
+def plus_claims(held: dict[str, Held], claims: sqlite3.Cursor) -> dict[str, Held]:
+    """held (by host) plus claims: rows of (target, cpu, ram, disk_gb, pinned_cpus JSON), what
+    moves and rebuilds under way claim on their targets."""
+    total = dict(held)
+    for target, cpu, ram, disk_gb, pinned in claims:
+        before = total.get(target, Held(vcpus=0, ram_mib=0, disk_gb=0, pinned_cpus=set()))
+        total[target] = Held(vcpus=before.vcpus + cpu, ram_mib=before.ram_mib + ram,
+                             disk_gb=before.disk_gb + disk_gb,
+                             pinned_cpus=before.pinned_cpus | set(json.loads(pinned)))
+    return total
+
+
 def allocated(conn: sqlite3.Connection) -> dict[str, Held]:
     """What VMs hold, by host; hosts where nothing is held are absent."""
     held = {host: Held(vcpus=int(vcpus), ram_mib=int(ram), disk_gb=int(disk), pinned_cpus=set())

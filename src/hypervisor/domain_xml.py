@@ -96,7 +96,8 @@ class DomainSpec:
     metadata_ns: str = METADATA_NS
 
 
-_env = jinja2.Environment(
+# The one environment for every XML template in configs/ (domains, disks, filters, probes).
+TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
@@ -110,7 +111,7 @@ def render_domain(spec: DomainSpec) -> str:
 
     Raises: jinja2.UndefinedError if the template uses a value the spec lacks.
     """
-    return _env.get_template(TEMPLATE_NAME).render(**asdict(spec), root_ports=root_ports(spec))
+    return TEMPLATES.get_template(TEMPLATE_NAME).render(**asdict(spec), root_ports=root_ports(spec))
 
 
 def root_ports(spec: DomainSpec) -> int:
@@ -126,7 +127,7 @@ def root_ports(spec: DomainSpec) -> int:
 
 def render_disk(spec: DiskSpec) -> str:
     """The <disk> element of a volume, to attach to a domain."""
-    return _env.get_template(DISK_TEMPLATE_NAME).render(volume=asdict(spec)).strip() + "\n"
+    return TEMPLATES.get_template(DISK_TEMPLATE_NAME).render(volume=asdict(spec)).strip() + "\n"
 
 
 def has_agent_channel(xml: str) -> bool:

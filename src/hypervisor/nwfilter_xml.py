@@ -6,9 +6,7 @@ import ipaddress
 import uuid as uuid_module
 from dataclasses import asdict, dataclass
 
-import jinja2
-
-from src.hypervisor.domain_xml import TEMPLATE_DIR
+from src.hypervisor.domain_xml import TEMPLATES
 
 TEMPLATE_NAME = "nwfilter_template.xml"
 FILTER_PREFIX = "iaas-fw-"
@@ -60,20 +58,11 @@ class FilterSpec:
         return filter_name(self.vm_id)
 
 
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
 def render_filter(spec: FilterSpec) -> str:
     """The nwfilter XML of spec (its UUID is the VM's, so a redefinition replaces it).
 
     Raises: ValueError when vm_id is not a UUID.
     """
     uuid = str(uuid_module.UUID(spec.vm_id))
-    return _env.get_template(TEMPLATE_NAME).render(
+    return TEMPLATES.get_template(TEMPLATE_NAME).render(
         name=filter_name(uuid), uuid=uuid, rules=[asdict(rule) for rule in spec.rules])

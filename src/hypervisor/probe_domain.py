@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import jinja2
-
-from src.hypervisor.domain_xml import TEMPLATE_DIR
+from src.hypervisor.domain_xml import TEMPLATES
 
 PROBE_TEMPLATE_NAME = "probe_template.xml"
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 @dataclass(frozen=True)
@@ -37,4 +27,4 @@ def render_probe(spec: ProbeSpec) -> str:
 
     Raises: jinja2.UndefinedError if the template uses a value the spec lacks.
     """
-    return _env.get_template(PROBE_TEMPLATE_NAME).render(**asdict(spec))
+    return TEMPLATES.get_template(PROBE_TEMPLATE_NAME).render(**asdict(spec))
