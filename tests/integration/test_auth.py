@@ -25,9 +25,10 @@ UNAUTHENTICATED = {"nobody", "bad", "expired", "revoked"}
 # The caller's own VM has no snapshot s1 and no volume attached: its own things, not another's.
 # This host has no GPUs, so no reservation can be booked: the member names one that is not
 # there (tests/integration/test_reservations.py shows its owner and the others at work).
-OWN_ABSENT = ("snapshot_not_found", "volume_not_attached", "reservation_not_found")
+OWN_ABSENT = ("snapshot_not_found", "volume_not_attached", "reservation_not_found",
+              "security_group_rule_not_found", "security_group_not_attached")
 SCOPED = ("{vm}", "{task}", "{project}", "{image}", "{keypair}", "{token}", "{volume}",
-          "{reservation}")
+          "{reservation}", "{group}")
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8MA5O06e6hGBoxdxQI/tB709j1rZvLvFNdkwcOfISp laptop"
 _names = itertools.count()
 
@@ -121,6 +122,13 @@ class World:
             values["snapshot"] = "s1"  # the volume's; a VM's is not there (404 of its own)
         if "{reservation}" in route.pattern:
             values["reservation"] = "r-absent"
+        if "{group}" in route.pattern:  # the member's own security group (no VM has it)
+            name = unique("sg")
+            reply = self.member.post("/v1/security-groups", {"name": name})
+            assert reply.status == 201, reply.body
+            values["group"] = name  # admins name another project's with ?project= (below)
+        if "{rule}" in route.pattern:
+            values["rule"] = "rule-absent"  # its own 404, like a VM's absent snapshot
         if "{network}" in route.pattern:
             values["network"] = "iaas-test"  # the host's own: listed, never deleted (409)
         if "{keypair}" in route.pattern:
@@ -130,7 +138,13 @@ class World:
         return values
 
 
+RULE = {"direction": "ingress", "protocol": "tcp", "port_min": 22, "port_max": 22,
+        "cidr": "0.0.0.0/0"}
+
+
 def body_for(route: Route) -> Any:
+    if route.pattern == "/v1/security-groups/{group}/rules":
+        return {"rules": [RULE]} if route.method == "PUT" else RULE
     if route.method == "PUT":
         return {"instances": 1000}
     if route.method != "POST":
@@ -148,6 +162,8 @@ def body_for(route: Route) -> Any:
             "/v1/vms/{vm}/snapshots": {"name": unique("snap")},
             "/v1/vms/{vm}/revert": {"snapshot": "s1"},
             "/v1/vms/{vm}/image": {"name": unique("img")},
+            "/v1/security-groups": {"name": unique("sg")},
+            "/v1/vms/{vm}/security-groups": {"name": "default"},
             "/v1/networks": {"name": unique("net"), "host": "local", "mode": "isolated",
                              "subnet": "10.253.0.0/24"},
             }.get(route.pattern)
@@ -172,8 +188,13 @@ def test_every_route_for_every_caller(app: App, config: Config,
     world = World(app, config, tokens["member"] or "")
     routes = app.router.routes
     assert len(routes) >= 25 and {r.access for r in routes} == {"public", "member", "admin"}
-    for route, caller in itertools.product(routes, CALLERS):
+    # Routes that empty or stop the host (a drain) go last: the others' set-up makes VMs there.
+    emptying = [r for r in routes if r.pattern.startswith("/v1/hosts/{host}/")]
+    ordered = [r for r in routes if r not in emptying] + emptying
+    for route, caller in itertools.product(ordered, CALLERS):
         path = route.pattern.format(**world.params(route))
+        if "{group}" in route.pattern:
+            path += "?project=alpha"
         reply = Client(app, token=tokens[caller]).request(route.method, path, body_for(route))
         want = expected(route, caller)
         where = f"{route.method} {route.pattern} as {caller}: {reply.status} {reply.body}"
@@ -187,7 +208,8 @@ def test_every_route_for_every_caller(app: App, config: Config,
             assert reply.error_code in (code, "vm_not_found", "task_not_found",
                                         "project_not_found", "image_not_found",
                                         "keypair_not_found", "token_not_found",
-                                        "volume_not_found", "reservation_not_found"), where
+                                        "volume_not_found", "reservation_not_found",
+                                        "security_group_not_found"), where
         if want == "401":
             assert reply.headers["WWW-Authenticate"] == "Bearer", where
 
