@@ -20,11 +20,14 @@ TASK_OPERATIONS = ["rebootVm", "pauseVm", "resumeVm", "stopVm", "startVm", "shut
                    "deleteVm"]  # in an order that each succeeds on the VM the one before left
 DISK_OPERATIONS = ["attachVolume", "detachVolume", "listVmSnapshots", "createVmSnapshot",
                    "deleteVmSnapshot", "revertVm", "createVmImage"]
+SECURITY_OPERATIONS = ["attachSecurityGroup", "detachSecurityGroup"]
 ADMIN_OPERATIONS = ["migrateVm"]  # members are refused these before any lookup
-VM_OPERATIONS = READ_OPERATIONS + TASK_OPERATIONS + DISK_OPERATIONS + ADMIN_OPERATIONS
+VM_OPERATIONS = (READ_OPERATIONS + TASK_OPERATIONS + DISK_OPERATIONS + SECURITY_OPERATIONS
+                 + ADMIN_OPERATIONS)
 # Valid bodies, so that what answers is the VM's lookup, not the body's check.
 BODIES = {"attachVolume": {"volume": "data"}, "createVmSnapshot": {"name": "s1"},
-          "revertVm": {"snapshot": "s1"}, "createVmImage": {"name": "img"}}
+          "revertVm": {"snapshot": "s1"}, "createVmImage": {"name": "img"},
+          "attachSecurityGroup": {"name": "default"}}
 
 
 class Projects:
@@ -60,7 +63,7 @@ def vm_routes() -> dict[str, tuple[str, str]]:
 def call(client: Client, operation: str, vm: str, query: str = "") -> Reply:
     method, pattern = vm_routes()[operation]
     path = (pattern.replace("{vm}", vm).replace("{volume}", "data")
-            .replace("{snapshot}", "s1") + query)
+            .replace("{snapshot}", "s1").replace("{group}", "default") + query)
     if method == "POST":
         return client.post(path, BODIES.get(operation))
     return client.request(method, path)

@@ -15,6 +15,7 @@ from src.services.actions.reconcile import GPU_CALLS, SWEEP_CALLS_BOUND
 from src.services.hosts.capacity import CAPACITY_CALLS
 from src.services.vms.addresses import LEASE_CALLS, AddressBook
 from src.services.vms.agent_asks import ASKS_PER_SWEEP
+from src.vocabulary import QUOTA_RESOURCES
 from tests.conftest import AppFactory, make_qcow2
 from tests.support import Client
 
@@ -38,8 +39,8 @@ def fleet(make_app: AppFactory, config: Config, root: Path, count: int) -> App:
     app = make_app(replace(config, db_path=root / "iaas.db", images_dir=root / "images",
                            instances_dir=root / "instances", lifecycle_events=False,
                            reconcile_interval_s=3600, cpu_allocation_ratio=64.0,
-                           default_quota=(None, None, None, 0, None, None, None, None, None, None,
-                                          None)))
+                           default_quota=tuple(0 if resource == "gpus" else None
+                                               for resource in QUOTA_RESOURCES)))
     client = Client(app)
     make_qcow2(root / "images" / "base.qcow2")
     assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",

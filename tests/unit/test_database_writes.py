@@ -140,4 +140,6 @@ def test_threads_behind_another_process_wait_without_spinning(tmp_path: Path) ->
         holder.wait()
     with db.read() as conn:
         assert conn.execute("SELECT count(*) FROM leases WHERE name LIKE 'w%'").fetchone()[0] == 50
-    assert cpu < 0.15, f"{cpu * 1000:.0f} ms of CPU while waiting about 1 s"
+    # Polling every 2 ms each burnt ~620 ms; starting 50 threads and their inserts cost up to
+    # ~190 ms on a loaded CI machine, so the bound sits between the two.
+    assert cpu < 0.35, f"{cpu * 1000:.0f} ms of CPU while waiting about 1 s"

@@ -86,6 +86,8 @@ class Firewall:
         Raises: TaskFailed (firewall_failed), HypervisorUnavailable.
         """
         name = filter_name(vm_id)
+        if host.name in self._unfiltered:
+            return name  # no nwfilter driver there (said once): nothing to ask libvirt
         with self._lock(vm_id):
             with self._db.read() as conn:
                 xml = render_filter(spec_of(conn, vm_id))
