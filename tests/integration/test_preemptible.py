@@ -1,54 +1,27 @@
+# ruff: noqa: F811 - the fixtures come from test_reservations, by name
 """Who a reservation may preempt, over HTTP on a test-driver host with two GPUs: only VMs that
 said `preemptible: true` or that landed on claimed GPUs (their preempt_at shows it), each after a
 notice in its history; a VM that did neither keeps its GPU, which no booking takes."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from src.app import App
-from src.config import Config
-from tests.conftest import AppFactory, make_qcow2
 from tests.e2e.http_client import HttpClient
 from tests.integration.test_capacity_queue import (
-    ONE_GPU,
-    QUICK,
-    TWO_GPUS,
     create,
     member,
     running,
     status_of,
 )
-from tests.integration.test_reservations import at, book, stopped_for
-from tests.support import LiveServer, host_xml
-
-
-@pytest.fixture
-def test_host(tmp_path: Path) -> Path:
-    path = tmp_path / "gpu-host.xml"
-    path.write_text(host_xml("iaas-test", devices=TWO_GPUS))
-    return path
-
-
-@pytest.fixture
-def quick_app(make_app: AppFactory, config: Config) -> App:
-    return make_app(replace(config, **QUICK))
-
-
-@pytest.fixture
-def served(quick_app: App) -> Iterator[str]:
-    server = LiveServer(quick_app)
-    admin = HttpClient(server.url)
-    make_qcow2(quick_app.config.images_dir / "base.qcow2")
-    assert admin.post("/v1/images", {"name": "base", "file": "base.qcow2",
-                                     "format": "qcow2"}).status == 201
-    assert admin.post("/v1/flavors", ONE_GPU).status == 201
-    yield server.url
-    server.stop()
+from tests.integration.test_reservations import (  # noqa: F401 - fixtures
+    at,
+    book,
+    quick_app,
+    served,
+    stopped_for,
+    test_host,
+)
 
 
 def history(client: HttpClient, vm: dict[str, Any]) -> list[tuple[str, str | None]]:
