@@ -21,7 +21,10 @@ def roles_of(supervisor: subprocess.Popen[bytes]) -> dict[str, int]:
                            text=True, check=False).stdout.split()
     roles = {}
     for pid in found:
-        words = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        try:
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except FileNotFoundError:
+            continue  # reaped since pgrep listed it
         if "src.worker" not in words:
             continue  # a dead child not reaped yet (its command line is gone)
         role = " ".join(words[words.index("src.worker") + 1:words.index("--concurrency")])
