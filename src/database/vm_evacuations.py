@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from src.database.vms import Held, plus_claims
+from src.database.volumes import count_held
 
 # The phases an evacuation holds its target claim in; once done, the VM's row holds it.
 CLAIMING = ("queued", "building")
@@ -134,10 +135,12 @@ def commit(conn: sqlite3.Connection, row: EvacuationRow, status: str, vnc_port: 
     owners = kept + ([row.vm_id] if row.keeps_disks else [])
     if owners:
         marks = ", ".join("?" * len(owners))
-        _count_volumes(conn, kept, -1)  # the usage counters follow (migration 017)
+        for volume_id in kept:  # the usage counters follow (migration 017)
+            count_held(conn, volume_id, -1)
         conn.execute(f"UPDATE volumes SET host = ?, updated_at = ? WHERE id IN ({marks})",
                      (row.target, now, *owners))
-        _count_volumes(conn, kept, 1)
+        for volume_id in kept:
+            count_held(conn, volume_id, 1)
         conn.execute(f"UPDATE disk_layers SET host = ? WHERE owner IN ({marks})",
                      (row.target, *owners))
     if not row.keeps_disks:
@@ -146,14 +149,6 @@ def commit(conn: sqlite3.Connection, row: EvacuationRow, status: str, vnc_port: 
         conn.execute("DELETE FROM root_disk_tops WHERE vm_id = ?", (row.vm_id,))
     conn.execute("UPDATE vm_evacuations SET phase = 'done', stale_on = source, updated_at = ? "
                  "WHERE task_id = ?", (now, row.task_id))
-
-
-def _count_volumes(conn: sqlite3.Connection, volume_ids: list[str], sign: int) -> None:
-    """Add (1) or take back (-1) the volumes' sizes in their host's counters."""
-    for volume_id in volume_ids:
-        conn.execute("INSERT INTO host_usage (host, volumes_gb) SELECT host, ? * size_gb "
-                     "FROM volumes WHERE id = ? ON CONFLICT (host) DO UPDATE SET "
-                     "volumes_gb = volumes_gb + excluded.volumes_gb", (sign, volume_id))
 
 
 def mark_cleaned(conn: sqlite3.Connection, task_id: str, now: str) -> None:

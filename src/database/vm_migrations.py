@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from src.database.vms import Held, plus_claims
+from src.database.volumes import count_held
 
 # The phases a move holds its target claim in; from `committed` on, the VM's row holds it.
 CLAIMING = ("queued", "preparing", "transferring")
@@ -101,8 +102,12 @@ def commit(conn: sqlite3.Connection, move: MigrationRow, vnc_port: int | None,
                  (move.vm_id, move.source))
     owners = [move.vm_id, *volume_ids]
     marks = ", ".join("?" * len(owners))
+    for volume_id in volume_ids:  # the usage counters follow (migration 017)
+        count_held(conn, volume_id, -1)
     conn.execute(f"UPDATE volumes SET host = ?, updated_at = ? WHERE id IN ({marks})",
                  (move.target, now, *owners))
+    for volume_id in volume_ids:
+        count_held(conn, volume_id, 1)
     conn.execute(f"UPDATE disk_layers SET host = ? WHERE owner IN ({marks})",
                  (move.target, *owners))
     for old, new in renames.items():

@@ -52,9 +52,9 @@ def _attachment(row: sqlite3.Row) -> AttachmentRow:
     return AttachmentRow(**{**dict(row), "read_only": bool(row["read_only"])})
 
 
-def _count_held(conn: sqlite3.Connection, volume_id: str, sign: int) -> None:
+def count_held(conn: sqlite3.Connection, volume_id: str, sign: int) -> None:
     """Add (1) or take back (-1) the volume's size in its host's counters (migration 017), in
-    the transaction that changes it."""
+    the transaction that changes it (or moves it: take back before, add after)."""
     conn.execute("INSERT INTO host_usage (host, volumes_gb) SELECT host, ? * size_gb FROM volumes "
                  "WHERE id = ? ON CONFLICT (host) DO UPDATE SET "
                  "volumes_gb = volumes_gb + excluded.volumes_gb", (sign, volume_id))
@@ -64,7 +64,7 @@ def insert(conn: sqlite3.Connection, volume: VolumeRow) -> None:
     """Raises: sqlite3.IntegrityError when the name is taken in the project."""
     conn.execute(f"INSERT INTO volumes ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",
                  tuple(getattr(volume, name) for name in _FIELDS))
-    _count_held(conn, volume.id, 1)
+    count_held(conn, volume.id, 1)
 
 
 def get(conn: sqlite3.Connection, volume_id: str) -> VolumeRow | None:
@@ -119,17 +119,17 @@ def set_status(conn: sqlite3.Connection, volume_id: str, status: str, now: str,
 
 def set_top(conn: sqlite3.Connection, volume_id: str, layer: str, size_gb: int,
             now: str) -> None:
-    _count_held(conn, volume_id, -1)
+    count_held(conn, volume_id, -1)
     conn.execute("UPDATE volumes SET top_layer = ?, size_gb = ?, updated_at = ? WHERE id = ?",
                  (layer, size_gb, now, volume_id))
-    _count_held(conn, volume_id, 1)
+    count_held(conn, volume_id, 1)
 
 
 def set_size(conn: sqlite3.Connection, volume_id: str, size_gb: int, now: str) -> None:
-    _count_held(conn, volume_id, -1)
+    count_held(conn, volume_id, -1)
     conn.execute("UPDATE volumes SET size_gb = ?, updated_at = ? WHERE id = ?",
                  (size_gb, now, volume_id))
-    _count_held(conn, volume_id, 1)
+    count_held(conn, volume_id, 1)
 
 
 def delete_all(conn: sqlite3.Connection) -> list[str]:
@@ -143,7 +143,7 @@ def delete_all(conn: sqlite3.Connection) -> list[str]:
 
 
 def delete(conn: sqlite3.Connection, volume_id: str) -> None:
-    _count_held(conn, volume_id, -1)
+    count_held(conn, volume_id, -1)
     conn.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
 
 

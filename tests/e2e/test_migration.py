@@ -19,6 +19,7 @@ from scripts.harness.console import ask, uptime_s
 from scripts.harness.host import IsolatedNetwork, domain_exists, purge_domains
 from scripts.harness.remote_host import RemoteHost
 from src.config import Config
+from src.database import hosts as host_dao
 from tests.e2e.conftest import (
     REMOTE_POOL,
     TwoHosts,
@@ -190,6 +191,10 @@ def test_layers_of_the_root_disk_and_a_volume_move_with_the_vm(two_hosts: TwoHos
         task = done(client, client.post(f"/v1/vms/{vm_id}/migrate", {"host": "remote"}))
         assert task["progress"]["phase"] == "done"
         assert client.get("/v1/volumes/data").body["host"] == "remote"
+        with app.db.read() as conn:  # the volume's size moved in the hosts' usage counters
+            assert host_dao.usage(conn)["remote"].volumes_gb == 1
+            assert {host: used for host, used in host_dao.usage(conn).items()
+                    if used != host_dao.Usage()} == host_dao.recount(conn)
         volume_files = pool_files_of(remote, app.installation_id[:8])
         assert len(volume_files) == 2  # the frozen layer and the top, rebuilt as a chain
         assert sorted(pool_files_of(remote, vm_id)) == sorted([
