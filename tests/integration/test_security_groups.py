@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from src.app import App
+from src.config import Config
 from src.database import security_groups as group_dao
 from src.database import tasks as task_dao
 from src.database import vms as vm_dao
 from src.hypervisor.nwfilter_xml import filter_name, render_filter
 from src.services.security.firewall import Firewall, settle, spec_of
 from src.utils.clock import utc_now
+from tests.conftest import AppFactory
 from tests.support import Client
 
 GOLDEN = Path(__file__).parent / "golden" / "nwfilter-default.xml"
@@ -240,3 +242,20 @@ def test_a_deleted_member_leaves_the_filters_that_named_it(alpha: Client, app: A
     assert settle(Firewall(app.db), app.db, app.hosts) >= 1
     with app.db.read() as conn:
         assert group_dao.pending(conn) == []
+
+
+def test_a_refresh_a_restart_cut_short_is_left_to_housekeeping(
+        make_app: AppFactory, config: Config, alpha: Client, app: App,
+        base_image: dict) -> None:
+    vm_id = create_vm(alpha, "cut")["id"]
+    with app.db.write() as conn:  # as if the server died while the VM's refresh ran
+        group_dao.take_pending(conn, vm_id)
+        conn.execute("INSERT INTO tasks (id, vm_id, action, status, created_at) VALUES "
+                     "('00000000-0000-4000-8000-00000000000f', ?, 'firewall', 'running', "
+                     "'2026-01-01')", (vm_id,))
+    app.close()
+    again = make_app(config)
+    task = Client(again).get("/v1/tasks/00000000-0000-4000-8000-00000000000f").body
+    assert task["status"] == "failed" and task["error"]["code"] == "interrupted"
+    with again.db.read() as conn:
+        assert group_dao.pending(conn) == [vm_id]

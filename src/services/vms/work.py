@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from src.database import security_groups as group_dao
 from src.database import snapshots as snapshot_dao
 from src.database import tasks as task_dao
 from src.database import vm_nics as nic_dao
@@ -15,6 +16,7 @@ from src.hypervisor.domains import MISSING
 from src.hypervisor.errors import HypervisorError, HypervisorUnavailable
 from src.services.hosts.registry import Host, HostRegistry
 from src.services.rules import lifecycle
+from src.services.security.firewall import ACTION as FIREWALL_ACTION
 from src.services.tasks.runner import Next, TaskFailed
 from src.services.vms.build_record import BuildRecord
 from src.services.vms.power import PowerControl, PowerOptions
@@ -166,7 +168,8 @@ class VmWork:
 
         A half-made VM is torn down and kept in error (interrupted) for the user to see; a
         half-done delete is finished; a power action just fails, and the reconciler's first
-        sweep sets the status from the host. A migration is left running: it is resumed
+        sweep sets the status from the host; a firewall refresh is left to the housekeeping
+        pass (its VM is marked pending). A migration is left running: it is resumed
         (RESUMED_ACTIONS).
         """
         with self._db.read() as conn:  # only what this executor runs: broker tasks live on
@@ -185,6 +188,10 @@ class VmWork:
                     if cleaned:  # a domain that may still run keeps its GPUs and CPUs
                         vm_dao.release_resources(conn, task.vm_id)
                         volume_dao.drop_pending(conn, task.vm_id)
+            elif task.action == FIREWALL_ACTION:  # the housekeeping pass refreshes it
+                with self._db.write() as conn:
+                    if vm_dao.get(conn, task.vm_id) is not None:
+                        group_dao.mark_pending(conn, task.vm_id)
             elif task.action == "delete":
                 try:
                     self.delete(task.vm_id)
