@@ -6,6 +6,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from src.database.records import RecordTable
 from src.database.vms import Held, plus_claims
 from src.database.volumes import count_held
 
@@ -41,53 +42,37 @@ class EvacuationRow:
     stale_cleaned_at: str | None = None
 
 
-_COLUMNS = ("task_id, vm_id, vm_name, source, target, phase, keeps_disks, start, cpu, ram, "
-            "disk_gb, created_at, updated_at, numa_node, node_cpus, pinned_cpus, lost_volumes, "
-            "made, error_code, stale_on, stale_cleaned_at")
-_NAMES = [name.strip() for name in _COLUMNS.split(",")]
-_JSON = ("node_cpus", "pinned_cpus", "lost_volumes", "made")
-
-
-def _row(row: sqlite3.Row) -> EvacuationRow:
-    values = dict(row)
-    for name in _JSON:
-        values[name] = json.loads(values[name])
-    values["keeps_disks"], values["start"] = bool(values["keeps_disks"]), bool(values["start"])
-    return EvacuationRow(**values)
+_TABLE = RecordTable[EvacuationRow](
+    "vm_evacuations",
+    "task_id, vm_id, vm_name, source, target, phase, keeps_disks, start, cpu, ram, disk_gb, "
+    "created_at, updated_at, numa_node, node_cpus, pinned_cpus, lost_volumes, made, error_code, "
+    "stale_on, stale_cleaned_at",
+    EvacuationRow, json_fields=("node_cpus", "pinned_cpus", "lost_volumes", "made"),
+    flags=("keeps_disks", "start"))
 
 
 def insert(conn: sqlite3.Connection, row: EvacuationRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM has an evacuation under way already."""
-    values = [getattr(row, name) for name in _NAMES]
-    conn.execute(f"INSERT INTO vm_evacuations ({_COLUMNS}) VALUES "
-                 f"({', '.join('?' * len(values))})",
-                 [json.dumps(value) if isinstance(value, list) else value for value in values])
+    _TABLE.insert(conn, row)
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> EvacuationRow | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM vm_evacuations WHERE task_id = ?",
-                       (task_id,)).fetchone()
-    return _row(row) if row else None
+    return _TABLE.get(conn, task_id)
 
 
 def list_claiming(conn: sqlite3.Connection) -> list[EvacuationRow]:
-    return [_row(row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM vm_evacuations WHERE phase IN {_CLAIMING_SQL} "
-        "ORDER BY created_at")]
+    return _TABLE.select(conn, f"phase IN {_CLAIMING_SQL} ORDER BY created_at")
 
 
 def of_host(conn: sqlite3.Connection, source: str) -> list[EvacuationRow]:
     """Every evacuation off source, oldest first."""
-    return [_row(row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM vm_evacuations WHERE source = ? ORDER BY created_at",
-        (source,))]
+    return _TABLE.select(conn, "source = ? ORDER BY created_at", (source,))
 
 
 def stale_on(conn: sqlite3.Connection, host: str) -> list[EvacuationRow]:
     """The VMs rebuilt elsewhere whose old copy host still holds."""
-    return [_row(row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM vm_evacuations WHERE stale_on = ? AND stale_cleaned_at IS NULL "
-        "ORDER BY created_at", (host,))]
+    return _TABLE.select(conn, "stale_on = ? AND stale_cleaned_at IS NULL ORDER BY created_at",
+                         (host,))
 
 
 def set_phase(conn: sqlite3.Connection, task_id: str, phase: str, now: str,

@@ -5,6 +5,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from src.database.records import RecordTable
 from src.database.vms import Held, plus_claims
 from src.database.volumes import count_held
 
@@ -38,42 +39,30 @@ class MigrationRow:
     error_code: str | None = None
 
 
-_COLUMNS = ("task_id, vm_id, source, target, live, phase, cpu, ram, disk_gb, created_at, "
-            "updated_at, was_running, numa_node, node_cpus, pinned_cpus, made, error_code")
-_JSON = ("node_cpus", "pinned_cpus", "made")
-
-
-def _row(row: sqlite3.Row) -> MigrationRow:
-    values = dict(row)
-    for name in _JSON:
-        values[name] = json.loads(values[name])
-    values["live"], values["was_running"] = bool(values["live"]), bool(values["was_running"])
-    return MigrationRow(**values)
+_TABLE = RecordTable[MigrationRow](
+    "vm_migrations",
+    "task_id, vm_id, source, target, live, phase, cpu, ram, disk_gb, created_at, updated_at, "
+    "was_running, numa_node, node_cpus, pinned_cpus, made, error_code",
+    MigrationRow, json_fields=("node_cpus", "pinned_cpus", "made"),
+    flags=("live", "was_running"))
 
 
 def insert(conn: sqlite3.Connection, move: MigrationRow) -> None:
     """Raises: sqlite3.IntegrityError when the VM has a move under way already."""
-    values = [getattr(move, name.strip()) for name in _COLUMNS.split(",")]
-    conn.execute(f"INSERT INTO vm_migrations ({_COLUMNS}) VALUES "
-                 f"({', '.join('?' * len(values))})",
-                 [json.dumps(value) if isinstance(value, list) else value for value in values])
+    _TABLE.insert(conn, move)
 
 
 def get(conn: sqlite3.Connection, task_id: str) -> MigrationRow | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM vm_migrations WHERE task_id = ?",
-                       (task_id,)).fetchone()
-    return _row(row) if row else None
+    return _TABLE.get(conn, task_id)
 
 
 def active_for_vm(conn: sqlite3.Connection, vm_id: str) -> MigrationRow | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM vm_migrations WHERE vm_id = ? AND phase IN "
-                       f"{_ACTIVE_SQL}", (vm_id,)).fetchone()
-    return _row(row) if row else None
+    found = _TABLE.select(conn, f"vm_id = ? AND phase IN {_ACTIVE_SQL}", (vm_id,))
+    return found[0] if found else None
 
 
 def list_active(conn: sqlite3.Connection) -> list[MigrationRow]:
-    return [_row(row) for row in conn.execute(
-        f"SELECT {_COLUMNS} FROM vm_migrations WHERE phase IN {_ACTIVE_SQL} ORDER BY created_at")]
+    return _TABLE.select(conn, f"phase IN {_ACTIVE_SQL} ORDER BY created_at")
 
 
 def set_phase(conn: sqlite3.Connection, task_id: str, phase: str, now: str,
