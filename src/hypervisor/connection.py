@@ -90,6 +90,13 @@ def _translated(connecting: bool = False) -> Iterator[None]:
         raise HypervisorError(str(exc), summarise(exc)) from exc
 
 
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
 class Connection:
     """The connection to one libvirt URI; safe to share between threads."""
 
@@ -116,7 +123,15 @@ class Connection:
         """
         with _translated():
             self.count(libvirt_calls)
-            return func(self._connection())
+            conn = self._connection()
+            try:
+                return func(conn)
+            except libvirt.libvirtError as exc:
+                # The daemon died after the liveness check: libvirt then says "client socket
+                # is closed", an internal error, but the host is away, not the step failed.
+                if not is_missing(exc) and not _alive(conn):
+                    raise HypervisorUnavailable(str(exc), summarise(exc)) from exc
+                raise
 
     def count(self, libvirt_calls: int) -> None:
         """Count libvirt calls, in total and for this thread: `call` counts those it declares, a

@@ -39,6 +39,8 @@ from scripts.harness.host import (
 from scripts.harness.remote_host import RemoteHost, start_remote_host
 from src.config import Config
 from src.database.db import Database
+from src.hypervisor.connection import Connection
+from src.hypervisor.errors import HypervisorUnavailable
 from src.services.accounts.auth import TokenService
 from tests.e2e.conftest import running
 from tests.e2e.http_client import HttpClient
@@ -277,7 +279,10 @@ def test_libvirtd_killed_during_create_and_delete(
                 "the API did not reconnect within 30 s of libvirtd coming back"
             time.sleep(0.2)
         recovered_at = time.monotonic() - began
-        time.sleep(3)  # rounds after recovery
+        deadline = time.monotonic() + 60  # rounds after recovery: a few creates answered
+        while sum(o.what == "create" and o.at > recovered_at for o in list(outcomes)) < 4:
+            assert time.monotonic() < deadline, "no create answered after the recovery"
+            time.sleep(0.2)
     finally:
         if not restarted and "libvirtd" not in own_host.pids:
             own_host.start_libvirtd()  # whatever failed, the daemon we killed comes back
@@ -319,8 +324,9 @@ def test_libvirtd_killed_during_create_and_delete(
     # The outage was waited out: no accepted task failed because libvirtd was restarting
     # (before, deletes caught by it ended power_off_failed or undefine_failed).
     with sqlite3.connect(own_config.db_path) as db:
-        ended = db.execute("SELECT action, status, error_code, attempts FROM tasks").fetchall()
-    assert ended and all(status == "succeeded" for _, status, _, _ in ended), \
+        ended = db.execute("SELECT action, status, error_code, attempts, error_message "
+                           "FROM tasks").fetchall()
+    assert ended and all(row[1] == "succeeded" for row in ended), \
         [row for row in ended if row[1] != "succeeded"]
     print(f"tasks: {len(ended)} accepted, all succeeded across the outage")
     conn = own_host.open()  # the first connection died with the daemon
@@ -329,3 +335,27 @@ def test_libvirtd_killed_during_create_and_delete(
     finally:
         conn.close()
     system_conn.getLibVersion()  # qemu:///system was never restarted: our connection lives
+
+
+def test_a_call_whose_daemon_dies_under_it_says_the_host_is_away(own_host: RemoteHost) -> None:
+    """libvirtd killed between the connection's liveness check and the call: libvirt's error
+    (an internal one, "client socket is closed") means the host is away, so a task waits for
+    it instead of failing its step (a create once ended start_failed so)."""
+    connection = Connection(own_host.uri)
+
+    def dies_first(conn: libvirt.virConnect) -> object:
+        own_host.kill_libvirtd()
+        deadline = time.monotonic() + 30
+        while conn.isAlive():  # the event loop sees the socket close
+            assert time.monotonic() < deadline, "the dead daemon's connection still alive"
+            time.sleep(0.1)
+        return conn.lookupByName("iaas-nothing")
+
+    try:
+        assert connection.call(lambda conn: conn.getLibVersion()) > 0
+        with pytest.raises(HypervisorUnavailable):
+            connection.call(dies_first)
+    finally:
+        connection.close()
+        if "libvirtd" not in own_host.pids:
+            own_host.start_libvirtd()
