@@ -214,3 +214,12 @@ def test_the_ledger_holds_one_vf_for_one_vm(app: App, admin: HttpClient) -> None
         partition_dao.allocate(conn, partition_dao.MdevRow(
             "00000000-0000-4000-8000-000000000009", "local", "0000:3b:00.0", "sriov_vf",
             vm["id"], "2026-01-01T00:00:00.000000Z", "0000:3b:00.4"))
+
+
+def test_a_vm_on_a_vf_is_not_migrated(admin: HttpClient) -> None:
+    """Its VF is a PCI function of its host: it cannot go with it, cold or live."""
+    vm = running(admin, create(admin, "vf-1", "vf.1"))
+    for live in (True, False):
+        reply = admin.post(f"/v1/vms/{vm['id']}/migrate", {"live": live})
+        assert (reply.status, reply.body["error"]["code"]) == (409, "vm_not_migratable")
+        assert "GPU partition of its host (0000:3b:00.4)" in reply.body["error"]["message"]
