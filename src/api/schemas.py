@@ -125,7 +125,8 @@ SCHEMAS: dict[str, Any] = {
                       "description": "Product name match, e.g. H100"},
         "gpu_profile": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$",
                         "description": "One GPU partition of this mdev type (its id, e.g. "
-                                       "nvidia-700, or name) instead of whole GPUs"},
+                                       "nvidia-700, or name), or one SR-IOV virtual function "
+                                       "(sriov_vf), instead of whole GPUs"},
         "hugepages": {"type": "boolean", "default": False},
         "cpu_pinning": {"type": "boolean", "default": False},
         "numa_aligned": {"type": "boolean", "default": False},
@@ -204,7 +205,7 @@ SCHEMAS: dict[str, Any] = {
         "ram": {"type": "integer"}, "disk_gb": {"type": "integer"},
         "gpu_count": {"type": "integer"}, "gpu_model": {"type": ["string", "null"]},
         "gpu_profile": {"type": ["string", "null"],
-                        "description": "The GPU partition (mdev type) it asks for"},
+                        "description": "The GPU partition (mdev type, or sriov_vf) it asks for"},
         "hugepages": {"type": "boolean"}, "cpu_pinning": {"type": "boolean"},
         "numa_aligned": {"type": "boolean"}, "description": {"type": "string"},
         "created_at": TIME,
@@ -264,7 +265,7 @@ SCHEMAS: dict[str, Any] = {
         "parent": {"type": "string", "description": "The GPU's PCI address"},
         "kind": {"type": "string", "enum": list(PARTITION_KINDS),
                  "description": "mdev: a mediated device type; vf: the GPU's SR-IOV virtual "
-                                "functions (listed, not yet given to VMs)"},
+                                "functions (a flavor with gpu_profile sriov_vf takes one)"},
         "type": {"type": "string", "description": "libvirt's mdev type id (nvidia-700), or "
                                                   "sriov_vf"},
         "profile": {"type": "string", "description": "What a flavor's gpu_profile names"},

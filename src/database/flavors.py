@@ -19,7 +19,7 @@ class FlavorRow:
     numa_aligned: bool
     description: str
     created_at: str
-    gpu_profile: str | None = None  # one GPU partition of this mdev type, not whole GPUs
+    gpu_profile: str | None = None  # one GPU partition (an mdev type, or sriov_vf), not whole GPUs
 
 
 _COLUMNS = ("id, name, cpu, ram, disk_gb, gpu_count, gpu_model, hugepages, cpu_pinning, "

@@ -149,7 +149,7 @@ def test_a_record_of_an_unknown_version_fails_its_task_and_frees_the_vm(core: Co
         is None
     assert published == []
     vm, task = rows(core, vm_id, task_id)
-    message = ("The task's build record is version 7; this server reads versions 0 to 4. "
+    message = ("The task's build record is version 7; this server reads versions 0 to 5. "
                "A newer API queued it: upgrade this worker, then create the VM again.")
     assert (task.status, task.error_code, task.error_message) == (
         "failed", "build_record_unsupported", message)

@@ -171,3 +171,21 @@ def test_a_flavor_asks_for_a_partition_or_whole_gpus_not_both(admin: HttpClient)
                                        "gpu_count": 1, "gpu_profile": "nvidia-700"})
     assert (reply.status, reply.body["error"]["code"]) == (400, "validation_failed")
     assert admin.get("/v1/flavors/both").status == 404
+
+
+def test_a_vf_flavor_on_a_host_without_virtual_functions_is_refused_and_makes_nothing(
+        app: App, admin: HttpClient, mdevs: RecordedMdevs) -> None:
+    assert admin.post("/v1/flavors", {"name": "vf.1", "cpu": 1, "ram": 512, "disk_gb": 1,
+                                      "gpu_profile": "sriov_vf"}).status == 201
+    reply = admin.post("/v1/vms", {"name": "vf-1", "image_name": "base", "flavor": "vf.1"})
+    assert reply.status == 409, reply.body
+    error = reply.body["error"]
+    assert error["code"] == "insufficient_capacity"
+    assert error["message"] == (
+        "Not enough gpu: 1 requested, 0 available: no host has a free GPU partition of profile "
+        "'sriov_vf' (an SR-IOV virtual function of a GPU no VM holds whole; GET /v1/gpus lists "
+        "the partitions of kind vf).")
+    assert admin.get("/v1/vms").body["vms"] == [] and mdevs.made == {}
+    assert app.hypervisor.power_states() == {}
+    with app.db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM partition_allocations").fetchone()[0] == 0

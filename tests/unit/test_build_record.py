@@ -28,6 +28,7 @@ from src.services.vms.build_record import (
     Nic,
     Placement,
     UnreadableRecord,
+    VfClaim,
     VolumeDisk,
     legacy_record,
     record_for,
@@ -61,7 +62,7 @@ def through_json(payload: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_record_round_trips_through_the_task_payload() -> None:
     payload = through_json(RECORD.to_payload())
-    assert payload["build"]["version"] == VERSION == 4
+    assert payload["build"]["version"] == VERSION == 5
     assert build_record.from_payload(payload, VM_ID, never) == RECORD
 
 
@@ -127,7 +128,7 @@ def test_the_create_and_version_0_make_one_record_from_one_claim() -> None:
     assert made == RECORD
 
 
-@pytest.mark.parametrize("version", [5, 99, 0, -1, "1", 1.0, True, None])
+@pytest.mark.parametrize("version", [6, 99, 0, -1, "1", 1.0, True, None])
 def test_a_version_this_code_does_not_know_is_refused_clearly(version: object) -> None:
     payload = through_json(RECORD.to_payload())
     payload["build"]["version"] = version
@@ -135,7 +136,7 @@ def test_a_version_this_code_does_not_know_is_refused_clearly(version: object) -
         build_record.from_payload(payload, VM_ID, never)
     assert refused.value.code == UNSUPPORTED
     assert refused.value.message == (
-        f"The task's build record is version {version!r}; this server reads versions 0 to 4. "
+        f"The task's build record is version {version!r}; this server reads versions 0 to 5. "
         "A newer API queued it: upgrade this worker, then create the VM again.")
 
 
@@ -179,7 +180,7 @@ def test_a_record_that_is_not_the_shape_of_its_version_is_refused(change: str,
         build_record.from_payload(edited(change), VM_ID, never)
     assert refused.value.code == INVALID
     assert refused.value.message == (
-        f"The task's build record (version 4) cannot be read: {reason}.")
+        f"The task's build record (version 5) cannot be read: {reason}.")
 
 
 def test_a_version_1_record_builds_without_volumes_and_may_not_name_any() -> None:
@@ -188,6 +189,7 @@ def test_a_version_1_record_builds_without_volumes_and_may_not_name_any() -> Non
     del payload["build"]["volumes"]
     del payload["build"]["nics"]
     del payload["build"]["placement"]["mdevs"]
+    del payload["build"]["placement"]["vfs"]
     assert build_record.from_payload(payload, VM_ID, never) == RECORD
     payload["build"]["volumes"] = []
     with pytest.raises(UnreadableRecord) as refused:
@@ -226,6 +228,7 @@ def test_a_version_2_record_builds_without_partitions_and_may_not_name_any() -> 
     payload = through_json(RECORD.to_payload())
     payload["build"]["version"] = 2
     del payload["build"]["placement"]["mdevs"]
+    del payload["build"]["placement"]["vfs"]
     del payload["build"]["nics"]
     assert build_record.from_payload(payload, VM_ID, never) == RECORD
     payload["build"]["placement"]["mdevs"] = []
@@ -245,6 +248,7 @@ def test_a_version_3_record_builds_with_one_nic_and_may_not_name_more() -> None:
     payload = through_json(RECORD.to_payload())
     payload["build"]["version"] = 3
     del payload["build"]["nics"]
+    del payload["build"]["placement"]["vfs"]
     record = build_record.from_payload(payload, VM_ID, never)
     assert record == RECORD
     assert record.interfaces == (Nic("iaas-net", "52:54:00:12:ab:ef"),)
@@ -265,3 +269,22 @@ def test_a_version_4_record_carries_every_nic_in_order() -> None:
     with pytest.raises(UnreadableRecord) as refused:
         build_record.from_payload(payload, VM_ID, never)
     assert "unknown field 'filter'" in refused.value.message
+
+
+def test_a_version_4_record_builds_without_virtual_functions_and_may_not_name_any() -> None:
+    payload = through_json(RECORD.to_payload())
+    payload["build"]["version"] = 4
+    del payload["build"]["placement"]["vfs"]
+    assert build_record.from_payload(payload, VM_ID, never) == RECORD
+    payload["build"]["placement"]["vfs"] = []
+    with pytest.raises(UnreadableRecord) as refused:
+        build_record.from_payload(payload, VM_ID, never)
+    assert refused.value.message == (
+        "The task's build record (version 4) cannot be read: unknown field 'vfs'.")
+
+
+def test_a_version_5_record_passes_its_virtual_function_through_as_a_pci_function() -> None:
+    vf = VfClaim("0b7d1e0e-5c4a-4f59-9d0f-3f1b7a2c9e11", "0000:3b:00.4", "0000:3b:00.0")
+    record = replace(RECORD, placement=Placement(vfs=(vf,)))
+    assert build_record.from_payload(through_json(record.to_payload()), VM_ID, never) == record
+    assert record.gpu_functions == ["0000:3b:00.4"]

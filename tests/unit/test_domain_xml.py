@@ -21,6 +21,8 @@ from src.hypervisor.domain_xml import (
     root_ports,
     template_has_agent_channel,
 )
+from src.hypervisor.pci import split_address
+from src.services.vms.build_record import Placement, VfClaim
 
 GOLDEN = Path(__file__).parent / "golden" / "domain.xml"
 
@@ -286,3 +288,28 @@ def test_gpu_partition_is_an_mdev_hostdev_by_uuid() -> None:
                               "managed": "no"}
     assert hostdev.find("source/address").attrib == {"uuid": MDEV_UUID}
     assert root_ports(MDEV_SPEC) == root_ports(replace(MDEV_SPEC, mdevs=())) + 1
+
+
+VF_GOLDEN = Path(__file__).parent / "golden" / "domain-vf.xml"
+# What a VF flavor's build record passes through: the VF's own PCI function, nothing else.
+VF_RECORD_PLACEMENT = Placement(vfs=(VfClaim("0b7d1e0e-5c4a-4f59-9d0f-3f1b7a2c9e11",
+                                             "0000:3b:00.4", "0000:3b:00.0"),))
+VF_SPEC = replace(SPEC, machine="q35", cpu_mode="host-passthrough", hostdevs=tuple(
+    split_address(vf.address) for vf in VF_RECORD_PLACEMENT.vfs))
+
+
+def test_virtual_function_vm_matches_golden_file(golden: Golden) -> None:
+    golden(VF_GOLDEN, render_domain(VF_SPEC))
+
+
+def test_a_virtual_function_is_a_managed_pci_hostdev_of_its_own_address(tmp_path: Path) -> None:
+    root = ET.fromstring(render_domain(VF_SPEC))
+    (hostdev,) = root.findall("devices/hostdev")
+    assert hostdev.attrib == {"mode": "subsystem", "type": "pci", "managed": "yes"}
+    assert hostdev.find("source/address").attrib == {
+        "domain": "0x0000", "bus": "0x3b", "slot": "0x00", "function": "0x4"}
+    path = tmp_path / "domain.xml"
+    path.write_text(render_domain(VF_SPEC))
+    result = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

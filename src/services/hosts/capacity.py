@@ -30,6 +30,7 @@ from src.services.rules.placement import (
 )
 from src.services.rules.scheduler import Candidate, NoHostFits, requested, schedule
 from src.utils.clock import utc_now
+from src.vocabulary import VF_TYPE
 
 GIB = 1024 ** 3
 CAPACITY_CALLS = 1  # what a sweep's reread of a shared host's capacity costs (getInfo)
@@ -151,9 +152,14 @@ class Capacity:
             return schedule(demand, self._each_candidate(conn, demand, considered, capacities,
                                                          reservation), self._policy)
         except NoHostFits as none:
-            raise errors.InsufficientCapacity(
+            short = errors.InsufficientCapacity(
                 resource=none.resource, requested=requested(demand, none.resource),
-                available=none.available, hosts=none.rejected) from None
+                available=none.available, hosts=none.rejected)
+            if demand.gpu_profile and none.resource == "gpu":
+                short = errors.InsufficientCapacity(
+                    f"{short.message[:-1]}: {_no_partition(demand.gpu_profile)}.",
+                    **short.details)
+            raise short from None
 
     def availability(self, demand: Demand,
                      at: str | None = None) -> tuple[int, str, list[HostAvailability]]:
@@ -265,14 +271,15 @@ def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],
 def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[PartitionRoom, ...]]:
     """By host, the partitions that may be made at `at`: on GPUs no VM holds whole and no
     reservation claims then, of the one type each GPU already holds partitions of (any type
-    on a GPU that holds none)."""
-    # Virtual functions are listed (GET /v1/gpus) but not handed to VMs yet: only mdevs are.
-    offers = [offer for offer in partition_dao.list_all(conn) if offer.kind == "mdev"]
+    on a GPU that holds none); a GPU's virtual functions count as one type, the VFs no VM
+    holds listed by address."""
+    offers = partition_dao.list_all(conn)
     if not offers:  # no GPU here is split: nothing to weigh (the common case)
         return {}
     whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn)
              if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
     claimed = set(reservation_dao.claimed_at(conn, at))
+    taken_vfs = partition_dao.vfs_taken(conn) if any(o.kind == "vf" for o in offers) else set()
     held_types: dict[tuple[str, str], set[str]] = {}
     for offer in offers:
         if offer.used:
@@ -283,10 +290,27 @@ def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[Partit
         if gpu in whole or gpu in claimed or offer.type_id not in held_types.get(
                 gpu, {offer.type_id}):
             continue
-        rooms.setdefault(offer.host, []).append(PartitionRoom(
-            offer.parent, offer.type_id, offer.name, max(0, offer.total - offer.used),
-            offer.used))
+        rooms.setdefault(offer.host, []).append(_room(offer, taken_vfs))
     return {host: tuple(found) for host, found in rooms.items()}
+
+
+def _room(offer: partition_dao.PartitionRow, taken_vfs: set[tuple[str, str]]) -> PartitionRoom:
+    """The room an offer leaves: a VF offer as many as its VFs no VM holds (an offer read
+    before its addresses were kept, migration 028, has none until the next refresh)."""
+    if offer.kind != "vf":
+        return PartitionRoom(offer.parent, offer.type_id, offer.name,
+                             max(0, offer.total - offer.used), offer.used)
+    free = tuple(vf for vf in offer.functions if (offer.host, vf) not in taken_vfs)
+    return PartitionRoom(offer.parent, offer.type_id, offer.name, len(free), offer.used, free)
+
+
+def _no_partition(profile: str) -> str:
+    """Why a partition demand fits nowhere, in words an operator can act on."""
+    what = f"no host has a free GPU partition of profile {profile!r}"
+    if profile.lower() == VF_TYPE:
+        return (f"{what} (an SR-IOV virtual function of a GPU no VM holds whole; GET /v1/gpus "
+                f"lists the partitions of kind vf)")
+    return f"{what} (GET /v1/gpus lists the partitions each GPU offers)"
 
 
 def _free(capacity: HostCapacity, held: vm_dao.Held | None, gpus: list[gpu_dao.GpuRow],

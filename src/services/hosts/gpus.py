@@ -28,7 +28,7 @@ def virtual_functions(host: str, devices: list[PciDevice], by_address: dict[str,
         first = by_address.get(device.virt_functions[0])
         offers.append(partition_dao.PartitionRow(
             host, device.address, VF_TYPE, first.product_name if first else None,
-            len(device.virt_functions), now, kind="vf"))
+            len(device.virt_functions), now, kind="vf", functions=device.virt_functions))
     return offers
 
 
@@ -113,8 +113,8 @@ class GpuInventory:
             return gpu_dao.list_all(conn, host)
 
     def partitions(self, host: str | None = None) -> Sequence[PartitionOffer]:
-        """The mdev types every GPU offers, with how many more may be made now: none on a GPU
-        a VM holds whole, or that holds partitions of another type."""
+        """The mdev types and virtual functions every GPU offers, with how many more may be
+        given now: none on a GPU a VM holds whole, or that holds partitions of another type."""
         with self._db.read() as conn:
             rows = partition_dao.list_all(conn, host)
             whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn, host)

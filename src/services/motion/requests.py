@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from src import errors
 from src.database import flavors as flavor_dao
 from src.database import gpus as gpu_dao
+from src.database import partitions as partition_dao
 from src.database import tasks as task_dao
 from src.database import vm_migrations as move_dao
 from src.database import vms as vm_dao
@@ -102,10 +103,15 @@ class MigrationService:
                     "migrate live; migrate it with live: false (it is stopped, moved and "
                     "started again with GPUs of the target)")
         with self._db.read() as conn:
+            split = partition_dao.for_vm(conn, row.id)
             attached = volume_dao.attachments_for_vms(conn, [row.id]).get(row.id, [])
             shared = volume_dao.attachments_of(conn, [a.volume_id for a in attached])
             busy = [a.volume_name for a in attached
                     if task_dao.active_for_volume(conn, a.volume_id) is not None]
+        if split:  # its mdev or VF belongs to its host's GPU; the target's ledger has none
+            return ("it runs on a GPU partition of its host "
+                    f"({', '.join(held.address or held.type_id for held in split)}), which "
+                    "cannot move with it; delete it and create it again")
         others = sorted({a.volume_name for a in attached
                          for other in shared[a.volume_id] if other.vm_id != row.id})
         if others:

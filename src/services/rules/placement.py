@@ -19,19 +19,25 @@ class Demand:
     numa_aligned: bool = False
     cpu_pinning: bool = False
     disk_gb: int = 0
-    gpu_profile: str | None = None  # one GPU partition of this mdev type (id or name)
+    gpu_profile: str | None = None  # one GPU partition: an mdev type (id or name), or sriov_vf
 
 
 @dataclass(frozen=True)
 class PartitionRoom:
-    """Room for partitions of one mdev type on one GPU: free ones, and how many of the type
-    VMs already hold there (a GPU holds partitions of one type at a time)."""
+    """Room for partitions of one type (an mdev type, or sriov_vf) on one GPU: free ones, and
+    how many of the type VMs already hold there (a GPU holds partitions of one type at a time)."""
 
     parent: str  # the GPU's PCI address
     type_id: str
     name: str | None
     free: int
     used: int = 0
+    functions: tuple[str, ...] = ()  # the free VFs' PCI addresses (a VF room), first taken first
+
+    @property
+    def next_vf(self) -> str | None:
+        """The VF a claim of this room takes (None for an mdev type)."""
+        return self.functions[0] if self.functions else None
 
     def offers(self, profile: str) -> bool:
         return profile.lower() in (self.type_id.lower(), (self.name or "").lower())
@@ -133,7 +139,8 @@ def _after_partition(rooms: tuple[PartitionRoom, ...],
     if taken is None:
         return rooms
     return tuple(
-        replace(room, free=room.free - 1, used=room.used + 1) if room == taken else room
+        replace(room, free=room.free - 1, used=room.used + 1, functions=room.functions[1:])
+        if room == taken else room
         for room in rooms if room.parent != taken.parent or room.type_id == taken.type_id)
 
 

@@ -10,7 +10,8 @@ version wrote, so every version it ever wrote keeps a loader here:
 - version 1 is this record without volumes;
 - version 2 is this record without GPU partitions (placement.mdevs);
 - version 3 is this record without NICs beyond mac and network (nics);
-- version 4 is this record;
+- version 4 is this record without SR-IOV virtual functions (placement.vfs);
+- version 5 is this record;
 - a version this code does not know (a newer API's) fails the task, never the worker.
 
 Adding to what a build needs (volumes to attach, say): give the field a type and a default,
@@ -34,8 +35,9 @@ from src.database.vms import VmRow
 from src.services.rules.placement import Claim
 from src.services.tasks.runner import TaskFailed
 from src.utils.nocloud import Seed
+from src.vocabulary import VF_TYPE
 
-VERSION = 4
+VERSION = 5
 KEY = "build"  # where the record sits in the task's payload
 # Where a VM that waits for capacity keeps its record until placed: host, network and
 # placement are empty there, and the placement (src/services/queue/placer.py) fills them.
@@ -77,11 +79,22 @@ class MdevClaim:
 
 
 @dataclass(frozen=True)
+class VfClaim:
+    """A GPU partition that is an SR-IOV virtual function: passed through as a PCI function of
+    its own, held in the ledger by its address (and a UUID, the ledger's key)."""
+
+    uuid: str
+    address: str  # the VF's PCI address
+    parent: str  # its physical function's PCI address
+
+
+@dataclass(frozen=True)
 class Placement:
     """What the scheduler gave the VM on its host, beyond vCPUs and RAM."""
 
     gpus: tuple[GpuClaim, ...] = ()
     mdevs: tuple[MdevClaim, ...] = ()
+    vfs: tuple[VfClaim, ...] = ()
     numa_node: int | None = None
     node_cpus: tuple[int, ...] = ()  # the host CPUs of numa_node
     pinned_cpus: tuple[int, ...] = ()  # one host CPU per vCPU, in order
@@ -150,8 +163,9 @@ class BuildRecord:
 
     @property
     def gpu_functions(self) -> list[str]:
-        """PCI addresses to pass through: every function of every claimed GPU."""
-        return [fn for gpu in self.placement.gpus for fn in gpu.functions]
+        """PCI addresses to pass through: every function of every claimed GPU, and each VF."""
+        return ([fn for gpu in self.placement.gpus for fn in gpu.functions]
+                + [vf.address for vf in self.placement.vfs])
 
     @property
     def seed(self) -> Seed:
@@ -181,23 +195,31 @@ def record_for(row: VmRow, image: ImageRow, base_path: Path, claim: Claim, netwo
 
 
 def placement_of(claim: Claim) -> Placement:
-    """The record's placement for claim; a partition gets the UUID of its mdev-to-be here."""
+    """The record's placement for claim; a partition gets the UUID of its mdev-to-be (or of
+    its VF's ledger entry) here."""
     part = claim.partition
+    vf = part.next_vf if part is not None else None
     return Placement(gpus=tuple(GpuClaim(gpu.id, tuple(gpu.functions)) for gpu in claim.gpus),
                      mdevs=(MdevClaim(str(uuid.uuid4()), part.parent, part.type_id),)
-                     if part is not None else (),
+                     if part is not None and vf is None else (),
+                     vfs=(VfClaim(str(uuid.uuid4()), vf, part.parent),)
+                     if part is not None and vf is not None else (),
                      numa_node=claim.numa_node, node_cpus=tuple(claim.node_cpus),
                      pinned_cpus=tuple(claim.pinned_cpus))
 
 
 def hold_partitions(conn: sqlite3.Connection, record: BuildRecord, now: str) -> None:
-    """The ledger takes the record's mdevs for its VM, inside the placement's transaction.
+    """The ledger takes the record's mdevs and VFs for its VM, inside the placement's
+    transaction.
 
-    Raises: sqlite3.IntegrityError when a UUID is taken.
+    Raises: sqlite3.IntegrityError when a UUID, or a VF on the host, is taken.
     """
     for mdev in record.placement.mdevs:
         partition_dao.allocate(conn, partition_dao.MdevRow(
             mdev.uuid, record.host, mdev.parent, mdev.type_id, record.vm_id, now))
+    for vf in record.placement.vfs:
+        partition_dao.allocate(conn, partition_dao.MdevRow(
+            vf.uuid, record.host, vf.parent, VF_TYPE, record.vm_id, now, vf.address))
 
 
 def waiting_payload(record: BuildRecord) -> dict[str, Any]:
@@ -335,6 +357,13 @@ def _v3(data: dict[str, Any]) -> BuildRecord:
 
 def _v4(data: dict[str, Any]) -> BuildRecord:
     """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
+    if "vfs" in (data.get("placement") or {}):
+        raise ValueError("unknown field 'vfs'")
+    return _v5(data)
+
+
+def _v5(data: dict[str, Any]) -> BuildRecord:
+    """Raises: KeyError (a field is missing), TypeError, ValueError (an unknown field)."""
     _only(data, BuildRecord, ("version",))
     image = _only(data["image"], ImageRef)
     placement = _only(data.get("placement", {}), Placement)
@@ -355,6 +384,8 @@ def _v4(data: dict[str, Any]) -> BuildRecord:
             mdevs=tuple(MdevClaim(_text(_only(mdev, MdevClaim)["uuid"]), _text(mdev["parent"]),
                                   _text(mdev["type_id"]))
                         for mdev in placement.get("mdevs", [])),
+            vfs=tuple(VfClaim(_text(_only(vf, VfClaim)["uuid"]), _text(vf["address"]),
+                              _text(vf["parent"])) for vf in placement.get("vfs", [])),
             numa_node=_maybe(_int, placement.get("numa_node")),
             node_cpus=_ints(placement.get("node_cpus", [])),
             pinned_cpus=_ints(placement.get("pinned_cpus", []))),
@@ -374,4 +405,5 @@ def _volume(entry: dict[str, Any]) -> VolumeDisk:
 
 
 # Every version this code reads, but 0 (no record: the caller's legacy loader).
-_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+_LOADERS: dict[int, Callable[[dict[str, Any]], BuildRecord]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4,
+                                                              5: _v5}

@@ -110,8 +110,8 @@ class Provisioner:
         with step("undefine_failed"):
             host.hypervisor.undefine(vm_id)
         with self._db.read() as conn:
-            mdevs = partition_dao.for_vm(conn, vm_id)
-        for mdev in mdevs:  # its GPU partitions go with it
+            mdevs = [held for held in partition_dao.for_vm(conn, vm_id) if held.is_mdev]
+        for mdev in mdevs:  # its GPU partitions go with it (a VF stays: it only goes back)
             with step("mdev_remove_failed"):
                 host.hypervisor.mdevs.remove(mdev.mdev_uuid)
         self.firewall.remove(vm_id, host)  # once no domain uses it
