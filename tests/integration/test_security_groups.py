@@ -4,6 +4,8 @@ no nwfilter driver: the filter's XML is checked as rendered, and tests/e2e/test_
 reads it back from libvirt.)"""
 from __future__ import annotations
 
+import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -259,3 +261,28 @@ def test_a_refresh_a_restart_cut_short_is_left_to_housekeeping(
     assert task["status"] == "failed" and task["error"]["code"] == "interrupted"
     with again.db.read() as conn:
         assert group_dao.pending(conn) == [vm_id]
+
+
+def test_a_refresh_that_waited_for_a_delete_never_defines_the_filter_again(
+        alpha: Client, app: App, base_image: dict) -> None:
+    """A housekeeping refresh and a delete's remove meet at the VM's lock: the refresh reads
+    the row only once it holds it, so it sees `deleting` and leaves the filter removed."""
+    vm_id = create_vm(alpha, "going")["id"]
+    calls: list[int] = []
+
+    def refresh(firewall: Firewall) -> None:  # a fresh Firewall asks libvirt (no driver cache)
+        before = app.hypervisor.thread_calls
+        firewall.refresh([vm_id], app.hosts)
+        calls.append(app.hypervisor.thread_calls - before)
+
+    refresh(Firewall(app.db))
+    assert calls[0] > 0  # a refresh of a running VM asks libvirt for its filter
+    waiting = Firewall(app.db)
+    with waiting._lock(vm_id):  # held, as a delete's remove holds it
+        thread = threading.Thread(target=refresh, args=(waiting,))
+        thread.start()
+        time.sleep(0.2)  # (lets the old code read the row first; the new one cannot)
+        with app.db.write() as conn:
+            vm_dao.set_status(conn, vm_id, "deleting", utc_now())
+    thread.join(timeout=30)
+    assert calls[1:] == [0]

@@ -85,27 +85,30 @@ class Firewall:
 
         Raises: TaskFailed (firewall_failed), HypervisorUnavailable.
         """
+        with self._lock(vm_id):
+            return self._define(vm_id, host, undo)
+
+    def _define(self, vm_id: str, host: Host, undo: ExitStack | None) -> str:
+        """put's work; the caller holds the VM's lock."""
         name = filter_name(vm_id)
         if host.name in self._unfiltered:
             return name  # no nwfilter driver there (said once): nothing to ask libvirt
-        with self._lock(vm_id):
-            with self._db.read() as conn:
-                xml = render_filter(spec_of(conn, vm_id))
-            log.debug("nwfilter XML for %s:\n%s", vm_id, xml)
-            filters = host.hypervisor.filters
-            with step("firewall_failed"):
-                before = filters.xml_of(name)
-                try:
-                    filters.define(xml)
-                except FiltersUnsupported:
-                    if host.name not in self._unfiltered:
-                        self._unfiltered.add(host.name)
-                        log.warning("host %s has no nwfilter driver: VMs' filters are not "
-                                    "defined there", host.name)
-                    return name
-            if undo is not None:
-                undo.callback(best_effort, "restore nwfilter", self._restore, host, name,
-                              before)
+        with self._db.read() as conn:
+            xml = render_filter(spec_of(conn, vm_id))
+        log.debug("nwfilter XML for %s:\n%s", vm_id, xml)
+        filters = host.hypervisor.filters
+        with step("firewall_failed"):
+            before = filters.xml_of(name)
+            try:
+                filters.define(xml)
+            except FiltersUnsupported:
+                if host.name not in self._unfiltered:
+                    self._unfiltered.add(host.name)
+                    log.warning("host %s has no nwfilter driver: VMs' filters are not "
+                                "defined there", host.name)
+                return name
+        if undo is not None:
+            undo.callback(best_effort, "restore nwfilter", self._restore, host, name, before)
         return name
 
     @staticmethod
@@ -120,7 +123,7 @@ class Firewall:
 
         Raises: TaskFailed (firewall_failed), HypervisorUnavailable.
         """
-        with step("firewall_failed"):
+        with self._lock(vm_id), step("firewall_failed"):
             host.hypervisor.filters.undefine(filter_name(vm_id))
 
     def refresh(self, vm_ids: list[str], hosts: HostRegistry) -> None:
@@ -131,11 +134,15 @@ class Firewall:
         """
         with ExitStack() as undo:
             for vm_id in vm_ids:
-                with self._db.read() as conn:
-                    row = vm_dao.get(conn, vm_id)
-                if row is None or not row.host or row.status in _SKIPPED:
-                    continue  # gone, never placed, or going
-                self.put(vm_id, hosts.get(row.host), undo)
+                # The row is read under the VM's lock, which a delete's remove takes too: a
+                # refresh that read the VM before its delete began never defines its filter
+                # again after the delete removed it.
+                with self._lock(vm_id):
+                    with self._db.read() as conn:
+                        row = vm_dao.get(conn, vm_id)
+                    if row is None or not row.host or row.status in _SKIPPED:
+                        continue  # gone, never placed, or going
+                    self._define(vm_id, hosts.get(row.host), undo)
             undo.pop_all()
 
 
