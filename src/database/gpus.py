@@ -44,8 +44,12 @@ def _row(row: sqlite3.Row | tuple[Any, ...]) -> GpuRow:
     (gpu_id, vendor_id, vendor_name, product_id, product_name, iommu_group, numa_node, driver,
      unavailable, refreshed_at, group_devices, functions, vm_id, host) = tuple(row)
     return GpuRow(gpu_id, vendor_id, vendor_name, product_id, product_name, iommu_group,
-                  numa_node, driver, unavailable, refreshed_at, json.loads(group_devices),
-                  json.loads(functions), vm_id, host)
+                  numa_node, driver, unavailable, refreshed_at, _list(group_devices),
+                  _list(functions), vm_id, host)
+
+
+def _list(text: str) -> list[Any]:
+    return [] if text == "[]" else json.loads(text)  # most GPUs have no functions listed
 
 
 def upsert(conn: sqlite3.Connection, gpu: GpuRow) -> None:

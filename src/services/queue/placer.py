@@ -157,11 +157,13 @@ class QueuePlacer:
                       whole=self._capacity.whole_rooms(conn, hosts, capacities),
                       now=utc_now(), overdue=utc_after(-self._backfill_limit_s), active=active)
         held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
-        entries = {key: _entry(wait) for key, wait in waits.items()}
+        entries, asked, shapes = {}, {}, {}
+        for key, wait in waits.items():
+            entries[key] = _entry(wait)
+            asked[key] = _asked(conn, wait)
+            shapes[key] = _shape(wait, asked[key])
         turn = FairTurn(entries.values(), held, allowed)
         networks = {host.name: host.row.network for host in hosts}
-        asked = {key: _asked(conn, wait) for key, wait in waits.items()}
-        shapes = {key: _shape(wait, asked[key]) for key, wait in waits.items()}
         untried = Counter(shapes.values())
         live = len(waits)  # the waits not tried yet whose shape has not failed in this pass
         placed = []
