@@ -29,7 +29,7 @@ _COLUMNS = ("vm_id, task_id, project, since, expires_at, reason, demand, pinned_
 
 def _row(row: tuple[Any, ...], parsed: dict[str | None, Any] | None = None) -> WaitRow:
     """parsed: demands and network lists already read, by their text (a queue of a thousand
-    holds a few)."""
+    holds a few; a list's JSON never equals an object's)."""
     (vm_id, task_id, project, since, expires_at, reason, text, pinned_host, position,
      estimate, networks) = row
     known = parsed if parsed is not None else {}
@@ -88,7 +88,7 @@ def count(conn: sqlite3.Connection) -> int:
 
 def network_asks(conn: sqlite3.Connection) -> tuple[bool, list[str]]:
     """(some wait is recorded asking for networks, the tasks of the waits whose networks were
-    not recorded): whether a pass must look at hosts' networks, in one index-free scan."""
+    not recorded): whether a pass must look at hosts' networks, without reading every task."""
     asking = conn.execute("SELECT EXISTS (SELECT 1 FROM capacity_waits WHERE networks IS NOT "
                           "NULL AND networks != '[]')").fetchone()[0]
     return bool(asking), [task for task, in conn.execute(
