@@ -190,7 +190,7 @@ def booking(root: Path, hosts: int, reservations: int, decisions: int) -> Sectio
                 "(wsgiref) of each kind, timed to their answer: one GPU for an hour after the "
                 "booked span (201: the decision reads one claim per GPU), and every GPU for the "
                 "span's last hour (409 `reservation_conflict` with `next_start`: the sweep of "
-                "every claim's gap)."),
+                "the gaps of every claim not over by the window's start)."),
         header=["kind", "answer", "median", "p95"])
     config = _config(root)
     with live_app(config) as (app, url):

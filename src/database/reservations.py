@@ -145,10 +145,13 @@ def windows_from(conn: sqlite3.Connection, now: str) -> dict[tuple[str, str], li
     """By GPU, every window claimed on it not over by now, earliest first (plain tuples: a
     conflict's offer sweeps them all)."""
     found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    # No ORDER BY: sorting by GPU would walk the whole ledger in gpu_claims_gpu's order; the
+    # end index (migration 026) reads only the windows not over, sorted here.
     for host, gpu, begins, ends in conn.execute(
-            "SELECT host, gpu_id, start_at, end_at FROM gpu_claims WHERE end_at > ? "
-            "ORDER BY host, gpu_id, start_at", (now,)):
+            "SELECT host, gpu_id, start_at, end_at FROM gpu_claims WHERE end_at > ?", (now,)):
         found.setdefault((host, gpu), []).append((begins, ends))
+    for windows in found.values():
+        windows.sort()
     return found
 
 

@@ -220,8 +220,9 @@ def test_a_move_needs_the_vm_s_networks_on_the_target_and_keeps_them(
     assert admin.delete("/v1/networks/local/lab").status == 204  # nothing uses it there now
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "queued-before-025"])
 def test_a_queued_vm_waits_for_a_host_with_its_networks(
-        app: App, admin: Client, tmp_path: Path) -> None:
+        app: App, admin: Client, tmp_path: Path, recorded: bool) -> None:
     big = tmp_path / "big.xml"
     big.write_text(host_xml("iaas-test", cpus=16, memory_gib=64))
     assert admin.post("/v1/hosts", {"name": "big", "uri": f"test://{big}"}).status == 201
@@ -232,6 +233,11 @@ def test_a_queued_vm_waits_for_a_host_with_its_networks(
     assert reply.status == 202, reply.body
     assert (reply.body["status"], reply.body["host"]) == ("queued", None)  # big has no lab
     assert reply.body["nics"] == []
+    with app.db.write() as conn:  # the networks asked for are kept with the wait
+        assert conn.execute("SELECT networks FROM capacity_waits WHERE vm_id = ?",
+                            (reply.body["id"],)).fetchone()[0] == '["lab"]'
+        if not recorded:  # as a VM queued before migration 025: the pass reads its task
+            conn.execute("UPDATE capacity_waits SET networks = NULL")
     done = admin.delete(f"/v1/vms/{filler['id']}")
     assert admin.wait_task(done.body["id"])["status"] == "succeeded"
     deadline = time.monotonic() + 30

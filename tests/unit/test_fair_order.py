@@ -72,3 +72,18 @@ def test_could_hold_judges_each_host_as_if_it_were_empty() -> None:
     one = Free(vcpus=16, ram_mib=4096, gpus=[gpu("c", 0)], cpus={0: [0, 1]})
     assert could_hold(Demand(cpu=1, ram=512, gpu_count=2), {"two": two, "one": one}) == {"two"}
     assert could_hold(Demand(cpu=1, ram=512, gpu_count=3), {"two": two, "one": one}) == set()
+
+
+def test_fair_order_is_a_fair_turn_where_every_vm_is_placed() -> None:
+    # Mixed resources per project (shares that fall between a project's VMs) and ties.
+    resources = ["gpus", "vcpus", "ram"]
+    entries = [Entry(f"v{index:03d}", f"p{index % 4}", f"2026-01-01T00:{index % 7:02d}:00Z",
+                     resources[index % 3], 1 + index % 5) for index in range(120)]
+    held = {("p0", "gpus"): 3, ("p1", "vcpus"): 40, ("p2", "ram"): 2048}
+    allowed = {(f"p{project}", resource): 64 * (1 + project)
+               for project in range(4) for resource in resources}
+    turn, expected = FairTurn(entries, held, allowed), []
+    while (entry := turn.next()) is not None:
+        expected.append(entry.key)
+        turn.placed()
+    assert [entry.key for entry in fair_order(entries, held, allowed)] == expected

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from src import errors
 from src.database import gpus as gpu_dao
@@ -193,9 +193,8 @@ class Capacity:
                     capacities: dict[str, HostCapacity]) -> dict[str, Free]:
         """Each host that answers as if nothing ran on it: all it has, every assignable GPU."""
         gpus: dict[str, list[gpu_dao.GpuRow]] = {}
-        for gpu in gpu_dao.list_all(conn):
-            if gpu.unavailable_reason is None:
-                gpus.setdefault(gpu.host, []).append(replace(gpu, vm_id=None))
+        for gpu in gpu_dao.assignable_rows(conn):
+            gpus.setdefault(gpu.host, []).append(gpu)
         return {host.name: Free(vcpus=capacity.vcpus, ram_mib=capacity.ram_mib,
                                 disk_gb=capacity.disk_gb, gpus=gpus.get(host.name, []),
                                 cpus=capacity.cells)

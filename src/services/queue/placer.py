@@ -16,6 +16,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -64,8 +65,15 @@ def _shape(wait: wait_dao.WaitRow, networks: tuple[str, ...]) -> Shape:
 
 
 def _asked(conn: sqlite3.Connection, wait: wait_dao.WaitRow) -> tuple[str, ...]:
-    """The networks the waiting VM's record asks for (none: its host's network)."""
-    task = task_dao.get(conn, wait.task_id)
+    """The networks the waiting VM's record asks for (none: its host's network): as recorded
+    with the wait, or read from its task for a VM queued before they were (migration 025)."""
+    if wait.networks is not None:
+        return wait.networks
+    return _asked_by_task(conn, wait.task_id)
+
+
+def _asked_by_task(conn: sqlite3.Connection, task_id: str) -> tuple[str, ...]:
+    task = task_dao.get(conn, task_id)
     return build_record.asked_networks(json.loads(task.payload)) if task else ()
 
 
@@ -115,7 +123,8 @@ class QueuePlacer:
         with self._db.read() as conn:
             if not wait_dao.count(conn):
                 return []
-            asking = any(_asked(conn, wait) for wait in wait_dao.list_all(conn))
+            asking, unrecorded = wait_dao.network_asks(conn)
+            asking = asking or any(_asked_by_task(conn, task) for task in unrecorded)
         hosts = self._hosts.all()
         capacities = self._capacity.known(hosts)  # libvirt (cached): before the transaction
         active = active_on([host for host in hosts if host.name in capacities]) if asking else None
@@ -148,28 +157,43 @@ class QueuePlacer:
                       whole=self._capacity.whole_rooms(conn, hosts, capacities),
                       now=utc_now(), overdue=utc_after(-self._backfill_limit_s), active=active)
         held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
-        entries = {key: _entry(wait) for key, wait in waits.items()}
+        entries, asked, shapes = {}, {}, {}
+        for key, wait in waits.items():
+            entries[key] = _entry(wait)
+            asked[key] = _asked(conn, wait)
+            shapes[key] = _shape(wait, asked[key])
         turn = FairTurn(entries.values(), held, allowed)
         networks = {host.name: host.row.network for host in hosts}
+        untried = Counter(shapes.values())
+        live = len(waits)  # the waits not tried yet whose shape has not failed in this pass
         placed = []
-        while (entry := turn.next()) is not None:
-            wait = waits[entry.key]
-            task = self._try(conn, wait, state, networks)
+        while live and (entry := turn.next()) is not None:
+            wait, shape = waits[entry.key], shapes[entry.key]
+            untried[shape] -= 1
+            live -= shape not in state.failed
+            failed_before = shape in state.failed
+            task = self._try(conn, wait, asked[entry.key], shape, state, networks)
             if task is None:
+                if not failed_before and shape in state.failed:
+                    live -= untried[shape]  # the rest of that shape fail alike, untried
                 turn.passed()
                 continue
             turn.placed()
             placed.append(task)
             del waits[entry.key]
+        # Past the last shape that could fit, the rest only learn why they wait (and the hosts
+        # kept for overdue ones no longer matter: nothing else is tried).
+        for key in waits.keys() - state.reasons.keys():
+            if shapes[key] in state.failed:
+                state.reasons[key] = state.failed[shapes[key]]
         _rank(conn, [(waits[key], entries[key]) for key in waits], state.reasons, turn.held,
               allowed)
         return placed
 
-    def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, state: _Pass,
-             networks: dict[str, str]) -> task_dao.TaskRow | None:
-        """Place one waiting VM if it fits; its create task then, else None."""
-        asked = _asked(conn, wait)
-        shape = _shape(wait, asked)
+    def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, asked: tuple[str, ...],
+             shape: Shape, state: _Pass, networks: dict[str, str]) -> task_dao.TaskRow | None:
+        """Place one waiting VM (which asks for networks `asked`) if it fits; its create task
+        then, else None."""
         if shape not in state.failed:
             demand = Demand(**wait.demand)
             # Unknown networks (a VM queued after this pass looked) offer nothing until the next.

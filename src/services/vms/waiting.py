@@ -13,7 +13,7 @@ from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.services.rules.placement import Demand
 from src.services.tasks.runner import new_task_row
-from src.services.vms.build_record import BuildRecord, waiting_payload
+from src.services.vms.build_record import BuildRecord, asked_networks, waiting_payload
 from src.utils.clock import utc_now
 from src.vocabulary import QUEUE_EXECUTOR
 
@@ -33,15 +33,15 @@ def enqueue(conn: sqlite3.Connection, row: vm_dao.VmRow, task: task_dao.TaskRow,
     """Inside the create's transaction: the VM row (queued, holding nothing), its create task
     (queued for no executor) and its place in the queue. Returns the row and task inserted."""
     row = replace(row, status="queued", host=UNPLACED, numa_node=None, pinned_cpus=[], gpus=[])
-    task = replace(task, executor=QUEUE_EXECUTOR, host=None,
-                   payload=json.dumps(waiting_payload(record)))
+    payload = waiting_payload(record)
+    task = replace(task, executor=QUEUE_EXECUTOR, host=None, payload=json.dumps(payload))
     vm_dao.insert(conn, row)
     vm_dao.release_resources(conn, row.id)  # it holds nothing while it waits
     task_dao.insert(conn, task)
     wait_dao.insert(conn, wait_dao.WaitRow(
         vm_id=row.id, task_id=task.id, project=row.project, since=row.created_at,
         expires_at=expires_at, reason=reason_of(reason), demand=asdict(demand),
-        pinned_host=pinned))
+        pinned_host=pinned, networks=asked_networks(payload)))
     return row, task
 
 
