@@ -227,7 +227,7 @@ class Capacity:
         gpus, later = claimed_out(conn, gpu_dao.list_free(
             conn, demand.gpu_model if demand.gpu_count else None), reservation, moment)
         # Never whole-GPU passthrough and partitions on one physical GPU.
-        split = partition_dao.parents_in_use(conn)
+        split = partition_dao.gpus_split(conn)
         gpus = {host: [gpu for gpu in free if (host, gpu.id) not in split]
                 for host, free in gpus.items()}
         rooms = partition_rooms(conn, moment) if demand.gpu_profile or with_partitions else {}
@@ -279,7 +279,13 @@ def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[Partit
     whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn)
              if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
     claimed = set(reservation_dao.claimed_at(conn, at))
-    taken_vfs = partition_dao.vfs_taken(conn) if any(o.kind == "vf" for o in offers) else set()
+    # A VF is one device: passed through whole, or holding mdevs of a type it offers.
+    through: set[tuple[str, str]] = set()
+    taken_vfs: set[tuple[str, str]] = set()
+    physical = partition_dao.physical_functions(offers)
+    if physical:
+        through = partition_dao.vfs_taken(conn)
+        taken_vfs = through | partition_dao.parents_in_use(conn)
     held_types: dict[tuple[str, str], set[str]] = {}
     for offer in offers:
         if offer.used:
@@ -287,8 +293,9 @@ def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[Partit
     rooms: dict[str, list[PartitionRoom]] = {}
     for offer in offers:
         gpu = (offer.host, offer.parent)
-        if gpu in whole or gpu in claimed or offer.type_id not in held_types.get(
-                gpu, {offer.type_id}):
+        card = physical.get(gpu, gpu)  # an mdev type of a VF lives on its physical function
+        if card in whole or card in claimed or gpu in through or offer.type_id not in (
+                held_types.get(gpu, {offer.type_id})):
             continue
         rooms.setdefault(offer.host, []).append(_room(offer, taken_vfs))
     return {host: tuple(found) for host, found in rooms.items()}
