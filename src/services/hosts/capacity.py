@@ -270,15 +270,17 @@ def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],
 
 def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[PartitionRoom, ...]]:
     """By host, the partitions that may be made at `at`: on GPUs no VM holds whole and no
-    reservation claims then, of the one type each GPU already holds partitions of (any type
-    on a GPU that holds none); a GPU's virtual functions count as one type, the VFs no VM
-    holds listed by address."""
+    reservation claims then or later, of the one type each GPU already holds partitions of
+    (any type on a GPU that holds none); a GPU's virtual functions count as one type, the VFs
+    no VM holds listed by address."""
     offers = partition_dao.list_all(conn)
     if not offers:  # no GPU here is split: nothing to weigh (the common case)
         return {}
     whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn)
              if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
-    claimed = set(reservation_dao.claimed_at(conn, at))
+    # Nor on GPUs a later window claims: a VM on a partition is not preempted at its start.
+    claimed = set(reservation_dao.claimed_at(conn, at)) | reservation_dao.claimed_after(
+        conn, at, None)
     # A VF is one device: passed through whole, or holding mdevs of a type it offers.
     through: set[tuple[str, str]] = set()
     taken_vfs: set[tuple[str, str]] = set()
