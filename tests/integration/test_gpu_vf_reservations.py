@@ -1,7 +1,8 @@
-"""A reservation that books a GPU whose VFs are free now gets that GPU whole in its window: a
+"""VFs racing and reserved. A reservation that books a GPU whose VFs are free now gets that GPU whole in its window: a
 VF given in between must not keep it split (a partition cannot be preempted like a GPU)."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from tests.e2e.http_client import HttpClient
 from tests.integration.test_capacity_queue import ONE_GPU, QUICK, until
 from tests.integration.test_gpu_virtual_functions import PHYSICAL, PLAIN, VIRTUAL
 from tests.integration.test_reservations import at, book, reservation_status
-from tests.support import LiveServer, host_xml
+from tests.support import LiveServer, host_xml, race
 
 
 @pytest.fixture
@@ -51,3 +52,19 @@ def test_a_vf_given_before_a_window_leaves_the_reservation_its_gpus(admin: HttpC
         made = admin.post("/v1/vms", {"name": f"r{index}", "image_name": "base",
                                       "flavor": "g.1", "reservation": booked["id"]})
         assert made.status == 202, (index, reply.status, made.body)
+
+
+def test_racing_creates_of_the_last_vfs_take_each_once_and_the_losers_leave_nothing(
+        admin: HttpClient) -> None:
+    replies = race(f"{admin.base_url}/v1/vms", [
+        {"name": f"vf-{index}", "image_name": "base", "flavor": "vf.1"} for index in range(8)])
+    assert Counter(reply.status for reply in replies) == {202: 3, 409: 5}, [
+        reply.body for reply in replies]
+    assert {reply.body["error"]["code"] for reply in replies if reply.status == 409} == {
+        "insufficient_capacity"}
+    won = {reply.body["id"] for reply in replies if reply.status == 202}
+    until(lambda: {vm["status"] for vm in admin.get("/v1/vms").body["vms"]} == {"running"},
+          "the winners built")
+    assert {vm["id"] for vm in admin.get("/v1/vms").body["vms"]} == won
+    shown = admin.get("/v1/gpus").body["partitions"]
+    assert [offer["available"] for offer in shown if offer["kind"] == "vf"] == [0]
