@@ -13,7 +13,7 @@ from src.app import App
 from src.config import Config
 from tests.conftest import AppFactory, make_qcow2
 from tests.e2e.http_client import HttpClient
-from tests.integration.test_capacity_queue import ONE_GPU, QUICK, until
+from tests.integration.test_capacity_queue import ONE_GPU, QUICK, create, running, until
 from tests.integration.test_gpu_virtual_functions import PHYSICAL, PLAIN, VIRTUAL
 from tests.integration.test_reservations import at, book, reservation_status
 from tests.support import LiveServer, host_xml, race
@@ -68,3 +68,15 @@ def test_racing_creates_of_the_last_vfs_take_each_once_and_the_losers_leave_noth
     assert {vm["id"] for vm in admin.get("/v1/vms").body["vms"]} == won
     shown = admin.get("/v1/gpus").body["partitions"]
     assert [offer["available"] for offer in shown if offer["kind"] == "vf"] == [0]
+
+
+def test_a_vf_create_waits_for_a_vf_and_takes_the_one_given_back(admin: HttpClient) -> None:
+    held = [running(admin, create(admin, f"vf-{index}", "vf.1")) for index in range(3)]
+    reply = admin.post("/v1/vms", {"name": "waits", "image_name": "base", "flavor": "vf.1",
+                                   "wait_for_capacity": True})
+    assert reply.status == 202, reply.body
+    assert reply.body["status"] == "queued"
+    gone = admin.delete(f"/v1/vms/{held[0]['id']}")
+    assert admin.wait_task(gone.body["id"])["status"] == "succeeded"
+    placed = running(admin, reply.body)
+    assert placed["gpus"] == []

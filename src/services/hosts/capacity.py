@@ -191,14 +191,21 @@ class Capacity:
     @staticmethod
     def whole_rooms(conn: sqlite3.Connection, hosts: list[Host],
                     capacities: dict[str, HostCapacity]) -> dict[str, Free]:
-        """Each host that answers as if nothing ran on it: all it has, every assignable GPU."""
+        """Each host that answers as if nothing ran on it: all it has, every assignable GPU,
+        every partition its GPUs offer."""
         gpus: dict[str, list[gpu_dao.GpuRow]] = {}
         for gpu in gpu_dao.list_all(conn):
             if gpu.unavailable_reason is None:
                 gpus.setdefault(gpu.host, []).append(replace(gpu, vm_id=None))
+        rooms: dict[str, list[PartitionRoom]] = {}
+        for offer in partition_dao.list_all(conn):  # (a partition demand may wait for one)
+            rooms.setdefault(offer.host, []).append(PartitionRoom(
+                offer.parent, offer.type_id, offer.name,
+                len(offer.functions) if offer.kind == "vf" else offer.total,
+                functions=offer.functions))
         return {host.name: Free(vcpus=capacity.vcpus, ram_mib=capacity.ram_mib,
                                 disk_gb=capacity.disk_gb, gpus=gpus.get(host.name, []),
-                                cpus=capacity.cells)
+                                cpus=capacity.cells, partitions=tuple(rooms.get(host.name, ())))
                 for host in hosts if (capacity := capacities.get(host.name)) is not None}
 
     @staticmethod
