@@ -11,7 +11,7 @@ import pytest
 from src.app import App
 from tests.conftest import make_qcow2
 from tests.e2e.http_client import HttpClient
-from tests.integration.test_capacity_queue import ONE_GPU, create, running
+from tests.integration.test_capacity_queue import ONE_GPU, create, member, running
 from tests.integration.test_gpu_partitions import RecordedMdevs
 from tests.integration.test_gpu_virtual_functions import PHYSICAL, VFS, _function, vf_of
 from tests.support import LiveServer, host_xml
@@ -106,3 +106,19 @@ def test_a_gpu_held_whole_lends_no_mdev_of_its_vfs_nor_goes_whole_while_they_hol
     running(admin, create(admin, "part-2", "p.1"))
     reply = admin.post("/v1/vms", {"name": "whole-2", "image_name": "base", "flavor": "g.1"})
     assert reply.status == 409, reply.body
+
+
+def test_a_partition_counts_as_one_gpu_in_the_quota(app: App, admin: HttpClient) -> None:
+    team = member(app, admin.base_url, "team-a", gpus=1)
+    running(team, create(team, "vf-1", "vf.1"))
+    for flavor in ("vf.1", "p.1"):
+        reply = team.post("/v1/vms", {"name": f"more-{flavor[0]}", "image_name": "base",
+                                      "flavor": flavor})
+        assert reply.status == 403, reply.body
+        assert reply.body["error"]["code"] == "quota_exceeded"
+    assert team.get("/v1/projects/team-a/quota").body["in_use"]["gpus"] == 1
+    none = member(app, admin.base_url, "team-b", gpus=0)
+    reply = none.post("/v1/vms", {"name": "vf-2", "image_name": "base", "flavor": "vf.1",
+                                  "wait_for_capacity": True})
+    assert reply.status == 403, reply.body
+    assert reply.body["error"]["code"] == "quota_exceeded"
