@@ -85,6 +85,22 @@ def parents_in_use(conn: sqlite3.Connection) -> set[tuple[str, str]]:
         "SELECT DISTINCT host, parent FROM partition_allocations")}
 
 
+def physical_functions(offers: list[PartitionRow]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(host, VF address) -> (host, its physical function), from the VF offers."""
+    return {(offer.host, vf): (offer.host, offer.parent)
+            for offer in offers if offer.kind == "vf" for vf in offer.functions}
+
+
+def gpus_split(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """(host, GPU) of every GPU VMs hold partitions of: an mdev on one of its VFs splits the
+    physical function too (a vGPU card in SR-IOV mode offers its mdev types on its VFs)."""
+    split = parents_in_use(conn)
+    if not split:
+        return split
+    physical = physical_functions(list_all(conn))
+    return split | {physical[parent] for parent in split if parent in physical}
+
+
 def allocate(conn: sqlite3.Connection, row: MdevRow) -> None:
     """Raises: sqlite3.IntegrityError when the UUID, or the VF on its host, is taken."""
     conn.execute("INSERT INTO partition_allocations (mdev_uuid, host, parent, type_id, vm_id, "

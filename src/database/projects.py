@@ -40,8 +40,8 @@ def set_limits(conn: sqlite3.Connection, name: str, changes: Limits) -> None:
 
 
 def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
-    """Instances are every VM row; vCPUs, RAM, disk and GPUs only of VMs that still hold them
-    or wait for capacity (a queued VM's quota is taken when it is accepted);
+    """Instances are every VM row; vCPUs, RAM, disk and GPUs (a partition counts as one) only
+    of VMs that still hold them or wait for capacity (a queued VM's quota is taken when it is accepted);
     images_gb the project's stored image bytes, in whole GiB rounded up; images, keypairs and
     tokens are counts (tokens: the live ones its members made)."""
     instances, vcpus, ram, disk = conn.execute(
@@ -51,7 +51,10 @@ def usage(conn: sqlite3.Connection, name: str) -> dict[str, int]:
         "FROM vms WHERE project = ?", (name,)).fetchone()
     gpus = conn.execute("SELECT count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
                         "WHERE v.project = ?", (name,)).fetchone()[0]
-    gpus += conn.execute("SELECT coalesce(sum(json_extract(demand, '$.gpu_count')), 0) "
+    gpus += conn.execute("SELECT count(*) FROM partition_allocations a JOIN vms v "
+                         "ON v.id = a.vm_id WHERE v.project = ?", (name,)).fetchone()[0]
+    gpus += conn.execute("SELECT coalesce(sum(json_extract(demand, '$.gpu_count') + "
+                         "(json_extract(demand, '$.gpu_profile') IS NOT NULL)), 0) "
                          "FROM capacity_waits WHERE project = ?", (name,)).fetchone()[0]
     gpus += gpus_reserved_now(conn, name, utc_now())  # a reservation's GPUs, in its window
     images_gb = -(-images.stored_bytes(conn, name) // GIB)

@@ -191,13 +191,20 @@ class Capacity:
     @staticmethod
     def whole_rooms(conn: sqlite3.Connection, hosts: list[Host],
                     capacities: dict[str, HostCapacity]) -> dict[str, Free]:
-        """Each host that answers as if nothing ran on it: all it has, every assignable GPU."""
+        """Each host that answers as if nothing ran on it: all it has, every assignable GPU,
+        every partition its GPUs offer."""
         gpus: dict[str, list[gpu_dao.GpuRow]] = {}
         for gpu in gpu_dao.assignable_rows(conn):
             gpus.setdefault(gpu.host, []).append(gpu)
+        rooms: dict[str, list[PartitionRoom]] = {}
+        for offer in partition_dao.list_all(conn):  # (a partition demand may wait for one)
+            rooms.setdefault(offer.host, []).append(PartitionRoom(
+                offer.parent, offer.type_id, offer.name,
+                len(offer.functions) if offer.kind == "vf" else offer.total,
+                functions=offer.functions))
         return {host.name: Free(vcpus=capacity.vcpus, ram_mib=capacity.ram_mib,
                                 disk_gb=capacity.disk_gb, gpus=gpus.get(host.name, []),
-                                cpus=capacity.cells)
+                                cpus=capacity.cells, partitions=tuple(rooms.get(host.name, ())))
                 for host in hosts if (capacity := capacities.get(host.name)) is not None}
 
     @staticmethod
@@ -226,7 +233,7 @@ class Capacity:
         gpus, later = claimed_out(conn, gpu_dao.list_free(
             conn, demand.gpu_model if demand.gpu_count else None), reservation, moment)
         # Never whole-GPU passthrough and partitions on one physical GPU.
-        split = partition_dao.parents_in_use(conn)
+        split = partition_dao.gpus_split(conn)
         gpus = {host: [gpu for gpu in free if (host, gpu.id) not in split]
                 for host, free in gpus.items()}
         rooms = partition_rooms(conn, moment) if demand.gpu_profile or with_partitions else {}
@@ -269,16 +276,24 @@ def claimed_out(conn: sqlite3.Connection, free: dict[str, list[gpu_dao.GpuRow]],
 
 def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[PartitionRoom, ...]]:
     """By host, the partitions that may be made at `at`: on GPUs no VM holds whole and no
-    reservation claims then, of the one type each GPU already holds partitions of (any type
-    on a GPU that holds none); a GPU's virtual functions count as one type, the VFs no VM
-    holds listed by address."""
+    reservation claims then or later, of the one type each GPU already holds partitions of
+    (any type on a GPU that holds none); a GPU's virtual functions count as one type, the VFs
+    no VM holds listed by address."""
     offers = partition_dao.list_all(conn)
     if not offers:  # no GPU here is split: nothing to weigh (the common case)
         return {}
     whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn)
              if gpu.vm_id is not None or gpu.unavailable_reason == "not_present"}
-    claimed = set(reservation_dao.claimed_at(conn, at))
-    taken_vfs = partition_dao.vfs_taken(conn) if any(o.kind == "vf" for o in offers) else set()
+    # Nor on GPUs a later window claims: a VM on a partition is not preempted at its start.
+    claimed = set(reservation_dao.claimed_at(conn, at)) | reservation_dao.claimed_after(
+        conn, at, None)
+    # A VF is one device: passed through whole, or holding mdevs of a type it offers.
+    through: set[tuple[str, str]] = set()
+    taken_vfs: set[tuple[str, str]] = set()
+    physical = partition_dao.physical_functions(offers)
+    if physical:
+        through = partition_dao.vfs_taken(conn)
+        taken_vfs = through | partition_dao.parents_in_use(conn)
     held_types: dict[tuple[str, str], set[str]] = {}
     for offer in offers:
         if offer.used:
@@ -286,8 +301,9 @@ def partition_rooms(conn: sqlite3.Connection, at: str) -> dict[str, tuple[Partit
     rooms: dict[str, list[PartitionRoom]] = {}
     for offer in offers:
         gpu = (offer.host, offer.parent)
-        if gpu in whole or gpu in claimed or offer.type_id not in held_types.get(
-                gpu, {offer.type_id}):
+        card = physical.get(gpu, gpu)  # an mdev type of a VF lives on its physical function
+        if card in whole or card in claimed or gpu in through or offer.type_id not in (
+                held_types.get(gpu, {offer.type_id})):
             continue
         rooms.setdefault(offer.host, []).append(_room(offer, taken_vfs))
     return {host: tuple(found) for host, found in rooms.items()}

@@ -48,14 +48,14 @@ def _ledger(conn: sqlite3.Connection, model: str | None, start: str, end: str,
     (every_window: all those not over by start, as a conflict's offer needs), and those in
     use."""
     gpus: dict[str, list[str]] = {}
-    in_use = set(partition_dao.parents_in_use(conn))  # a GPU split in partitions is in use
+    in_use = set(partition_dao.gpus_split(conn))  # a GPU split in partitions is in use
     for host, gpu, held in gpu_dao.assignable(conn, model):
         gpus.setdefault(host, []).append(gpu)
         if held:
             in_use.add((host, gpu))
     claimed = reservation_dao.windows_from(conn, start) if every_window else \
         reservation_dao.windows_meeting(conn, start, end)
-    kept = reservation_dao.kept_from_bookings(conn, utc_now()) | partition_dao.parents_in_use(conn)
+    kept = reservation_dao.kept_from_bookings(conn, utc_now()) | partition_dao.gpus_split(conn)
     return gpu_ledger.Ledger(gpus, claimed, frozenset(in_use), frozenset(kept))
 
 

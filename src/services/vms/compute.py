@@ -183,7 +183,9 @@ class ComputeService:
                 quotas.enforce(conn, row.project, {
                     "instances": 1, "vcpus": demand.cpu, "ram": demand.ram,
                     # A reservation's GPUs count against the quota already, for its window.
-                    "gpus": 0 if booked else demand.gpu_count, "disk_gb": disk_gb})
+                    # A GPU partition (an mdev, a VF) counts as one GPU.
+                    "gpus": 0 if booked else demand.gpu_count + bool(demand.gpu_profile),
+                    "disk_gb": disk_gb})
                 try:
                     row, task = self._place(conn, row, task, demand, build)
                 except errors.InsufficientCapacity as short:
