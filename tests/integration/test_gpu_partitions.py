@@ -9,7 +9,8 @@ one that records what it was asked; the real one (src/hypervisor/mdevs.py) needs
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,21 +94,35 @@ def mdevs(app: App) -> RecordedMdevs:
     return recorded
 
 
+def partition_flavor(name: str, profile: str) -> dict[str, Any]:
+    return {"name": name, "cpu": 1, "ram": 512, "disk_gb": 1, "gpu_profile": profile}
+
+
+@contextmanager
+def served_with(app: App, flavors: Iterable[dict[str, Any]],
+                refresh_gpus: bool = False) -> Iterator[HttpClient]:
+    """The app on 127.0.0.1 with the image `base` and these flavors (and its GPUs read again)."""
+    server = LiveServer(app)
+    try:
+        client = HttpClient(server.url)
+        make_qcow2(app.config.images_dir / "base.qcow2")
+        assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
+                                          "format": "qcow2"}).status == 201
+        for flavor in flavors:
+            reply = client.post("/v1/flavors", flavor)
+            assert reply.status == 201, reply.body
+        if refresh_gpus:
+            assert client.post("/v1/gpus/refresh", None).status == 200
+        yield client
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def admin(app: App) -> Iterator[HttpClient]:
-    server = LiveServer(app)
-    client = HttpClient(server.url)
-    make_qcow2(app.config.images_dir / "base.qcow2")
-    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
-                                      "format": "qcow2"}).status == 201
-    for flavor in (ONE_GPU,
-                   {"name": "p.1", "cpu": 1, "ram": 512, "disk_gb": 1, "gpu_profile": "nvidia-700"},
-                   {"name": "p.2", "cpu": 1, "ram": 512, "disk_gb": 1,
-                    "gpu_profile": "NVIDIA H100-2-20C"}):
-        reply = client.post("/v1/flavors", flavor)
-        assert reply.status == 201, reply.body
-    yield client
-    server.stop()
+    with served_with(app, (ONE_GPU, partition_flavor("p.1", "nvidia-700"),
+                           partition_flavor("p.2", "NVIDIA H100-2-20C"))) as client:
+        yield client
 
 
 def partitions(admin: HttpClient) -> dict[str, int]:

@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from src.app import App
-from tests.conftest import make_qcow2
 from tests.e2e.http_client import HttpClient
 from tests.integration.test_capacity_queue import ONE_GPU, create, member, running
-from tests.integration.test_gpu_partitions import RecordedMdevs
+from tests.integration.test_gpu_partitions import (
+    RecordedMdevs,
+    partition_flavor,
+    served_with,
+)
 from tests.integration.test_gpu_virtual_functions import PHYSICAL, VFS, _function, vf_of
-from tests.support import LiveServer, host_xml
+from tests.support import host_xml
 
 ONE_TYPE = """      <capability type='mdev_types'>
         <type id='nvidia-700'>
@@ -47,20 +50,9 @@ def mdevs(app: App) -> RecordedMdevs:
 
 @pytest.fixture
 def admin(app: App, mdevs: RecordedMdevs) -> Iterator[HttpClient]:
-    server = LiveServer(app)
-    client = HttpClient(server.url)
-    make_qcow2(app.config.images_dir / "base.qcow2")
-    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
-                                      "format": "qcow2"}).status == 201
-    for flavor in ({"name": "vf.1", "cpu": 1, "ram": 512, "disk_gb": 1,
-                    "gpu_profile": "sriov_vf"},
-                   {"name": "p.1", "cpu": 1, "ram": 512, "disk_gb": 1,
-                    "gpu_profile": "nvidia-700"}):
-        reply = client.post("/v1/flavors", flavor)
-        assert reply.status == 201, reply.body
-    assert client.post("/v1/gpus/refresh", None).status == 200
-    yield client
-    server.stop()
+    with served_with(app, (partition_flavor("vf.1", "sriov_vf"),
+                           partition_flavor("p.1", "nvidia-700")), refresh_gpus=True) as client:
+        yield client
 
 
 def test_the_host_offers_mdevs_on_its_virtual_functions(admin: HttpClient) -> None:

@@ -11,12 +11,13 @@ import pytest
 
 from src.app import App
 from src.config import Config
-from tests.conftest import AppFactory, make_qcow2
+from tests.conftest import AppFactory
 from tests.e2e.http_client import HttpClient
 from tests.integration.test_capacity_queue import ONE_GPU, QUICK, create, running, until
+from tests.integration.test_gpu_partitions import partition_flavor, served_with
 from tests.integration.test_gpu_virtual_functions import PHYSICAL, PLAIN, VIRTUAL
 from tests.integration.test_reservations import at, book, reservation_status
-from tests.support import LiveServer, host_xml, race
+from tests.support import host_xml, race
 
 
 @pytest.fixture
@@ -29,17 +30,9 @@ def test_host(tmp_path: Path) -> Path:
 @pytest.fixture
 def admin(make_app: AppFactory, config: Config) -> Iterator[HttpClient]:
     app: App = make_app(replace(config, **QUICK))
-    server = LiveServer(app)
-    client = HttpClient(server.url)
-    make_qcow2(app.config.images_dir / "base.qcow2")
-    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
-                                      "format": "qcow2"}).status == 201
-    for flavor in (ONE_GPU, {"name": "vf.1", "cpu": 1, "ram": 512, "disk_gb": 1,
-                             "gpu_profile": "sriov_vf"}):
-        assert client.post("/v1/flavors", flavor).status == 201
-    assert client.post("/v1/gpus/refresh", None).status == 200
-    yield client
-    server.stop()
+    with served_with(app, (ONE_GPU, partition_flavor("vf.1", "sriov_vf")),
+                     refresh_gpus=True) as client:
+        yield client
 
 
 def test_a_vf_given_before_a_window_leaves_the_reservation_its_gpus(admin: HttpClient) -> None:

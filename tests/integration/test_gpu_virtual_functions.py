@@ -20,7 +20,7 @@ from src.config import Config
 from src.database import partitions as partition_dao
 from src.hypervisor.disks import CommandFailed, run_command
 from src.hypervisor.pci import parse_node_device
-from tests.conftest import AppFactory, make_qcow2
+from tests.conftest import AppFactory
 from tests.e2e.http_client import HttpClient
 from tests.integration.test_capacity_queue import (
     ONE_GPU,
@@ -29,7 +29,8 @@ from tests.integration.test_capacity_queue import (
     status_of,
     until,
 )
-from tests.support import Client, LiveServer, host_xml
+from tests.integration.test_gpu_partitions import partition_flavor, served_with
+from tests.support import Client, host_xml
 
 
 def _function(function: int, group: int, extra: str, parent: str = "computer") -> str:
@@ -118,18 +119,9 @@ def test_gpus_lists_the_virtual_functions_as_one_partition_offer(client: Client)
 
 @pytest.fixture
 def admin(app: App) -> Iterator[HttpClient]:
-    server = LiveServer(app)
-    client = HttpClient(server.url)
-    make_qcow2(app.config.images_dir / "base.qcow2")
-    assert client.post("/v1/images", {"name": "base", "file": "base.qcow2",
-                                      "format": "qcow2"}).status == 201
-    for flavor in (ONE_GPU, {"name": "vf.1", "cpu": 1, "ram": 512, "disk_gb": 1,
-                             "gpu_profile": "sriov_vf"}):
-        reply = client.post("/v1/flavors", flavor)
-        assert reply.status == 201, reply.body
-    assert client.post("/v1/gpus/refresh", None).status == 200
-    yield client
-    server.stop()
+    with served_with(app, (ONE_GPU, partition_flavor("vf.1", "sriov_vf")),
+                     refresh_gpus=True) as client:
+        yield client
 
 
 def vfs_available(admin: HttpClient) -> int:
