@@ -19,6 +19,7 @@ from scripts.harness.host import (
 )
 from src.config import Config
 from src.hypervisor.domain_xml import DomainSpec, NicSpec, domain_name, render_domain
+from src.hypervisor.nwfilter_xml import AllowRule, FilterSpec, render_filter
 from src.services.vms.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
 
@@ -41,32 +42,39 @@ def api_create(base_url: str) -> float:
 
 
 def raw_create(conn: libvirt.virConnect, base: Path, workdir: Path, network: str) -> float:
-    """The same steps straight on libvirt: overlay, seed, define (validated), start, autostart."""
+    """The same steps straight on libvirt: overlay, seed, the VM's nwfilter (what the API's
+    default security group gives a VM alone in it: SSH from anywhere), define (validated),
+    start, autostart."""
     vm_id = str(uuid.uuid4())
     folder = workdir / vm_id
     mac = "52:54:00:" + ":".join(secrets.token_hex(1) for _ in range(3))
+    firewall = FilterSpec(vm_id, (AllowRule("tcp", None, 0, port_min=22, port_max=22),))
     spec = DomainSpec(uuid=vm_id, name=domain_name(vm_id),
                       title=f"bench-raw-{secrets.token_hex(4)}", domain_type="qemu",
                       cpu=1, ram_mib=256, disk_path=str(folder / "disk.qcow2"),
                       disk_format="qcow2", nics=(NicSpec(network, mac),),
                       console_log=str(folder / "console.log"),
                       installation_id=RAW_INSTALLATION, image_name=TINY_IMAGE_NAME,
-                      seed_path=str(folder / "seed.iso"))
+                      seed_path=str(folder / "seed.iso"), nwfilter=firewall.name)
     started = time.perf_counter()
     folder.mkdir(mode=0o755)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2",
                     spec.disk_path, str(GIB)], check=True)
     write_seed(Seed(instance_id=vm_id, hostname=spec.title, ssh_keys=(), user_data=None, mac=mac),
                folder / "seed.iso")
-    domain = conn.defineXMLFlags(render_domain(spec), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    nwfilter = conn.nwfilterDefineXML(render_filter(firewall))
     try:
-        domain.create()
-        domain.setAutostart(1)
-        elapsed = time.perf_counter() - started
+        domain = conn.defineXMLFlags(render_domain(spec), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        try:
+            domain.create()
+            domain.setAutostart(1)
+            elapsed = time.perf_counter() - started
+        finally:
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
     finally:
-        if domain.isActive():
-            domain.destroy()
-        domain.undefine()
+        nwfilter.undefine()
         shutil.rmtree(folder)
     return elapsed
 
@@ -108,6 +116,7 @@ def run(conn: libvirt.virConnect, root: Path, net: IsolatedNetwork, runs: int) -
         "Create to running: API against raw libvirt",
         f"`{SYSTEM_URI}`, TCG, the tiny image, an isolated network; {runs} interleaved runs per "
         "side after one warm-up pair. API: `POST /v1/vms` until its task succeeded (HTTP, auth, "
-        "DB, capacity and quota checks, seed, overlay, define, start, autostart). Raw: the same "
-        "overlay, seed, validated define, start and autostart straight on libvirt.",
+        "DB, capacity and quota checks, seed, overlay, the VM's nwfilter of its security groups, "
+        "define, start, autostart). Raw: the same overlay, seed, nwfilter (the default group's "
+        "rules), validated define, start and autostart straight on libvirt.",
         "side", {"raw libvirt": raw_times, "API": api_times}, "API / raw", TARGETS["create"])

@@ -25,7 +25,7 @@ from scripts.harness.host import (
 from scripts.harness.pools import remove_pool, start_dir_pool, upload_file
 from scripts.harness.remote_host import RemoteHost, host_entry
 from src.config import Config
-from src.hypervisor.domain_xml import DomainSpec, domain_name, render_domain
+from src.hypervisor.domain_xml import DomainSpec, NicSpec, domain_name, render_domain
 from src.hypervisor.retarget import Retarget, retarget
 from src.services.vms.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
@@ -121,10 +121,10 @@ class ByHand:
         spec = DomainSpec(uuid=vm_id, name=domain_name(vm_id),
                           title=f"bench-rawmig-{secrets.token_hex(4)}", domain_type="qemu",
                           cpu=1, ram_mib=128, disk_path=str(folder / "disk.qcow2"),
-                          disk_format="qcow2", network=self.net.name,
+                          disk_format="qcow2", nics=(NicSpec(self.net.name, mac),),
                           console_log=str(folder / "console.log"),
                           installation_id=RAW_INSTALLATION, image_name=TINY_IMAGE_NAME,
-                          mac=mac, seed_path=str(folder / "seed.iso"))
+                          seed_path=str(folder / "seed.iso"))
         folder.mkdir(mode=0o755)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.base), "-F",
                         "qcow2", spec.disk_path, str(GIB)], check=True)
