@@ -137,8 +137,10 @@ def holdings(conn: sqlite3.Connection, projects: list[str]) -> dict[str, Holding
     sizes = {project: (int(cpu), int(ram), int(disk)) for project, cpu, ram, disk in conn.execute(
         "SELECT project, sum(cpu), sum(ram), sum(disk_gb) FROM vms WHERE holds_resources = 1 "
         f"AND project IN ({marks}) GROUP BY project", projects)}
+    # A partition (an mdev, a VF) counts as one GPU, as in the project's gpus quota.
     gpus = {project: int(held) for project, held in conn.execute(
-        "SELECT v.project, count(*) FROM gpu_allocations a JOIN vms v ON v.id = a.vm_id "
+        "SELECT v.project, count(*) FROM (SELECT vm_id FROM gpu_allocations UNION ALL "
+        "SELECT vm_id FROM partition_allocations) a JOIN vms v ON v.id = a.vm_id "
         f"WHERE v.project IN ({marks}) GROUP BY v.project", projects)}
     return {project: Holding(*sizes.get(project, (0, 0, 0)), gpus=gpus.get(project, 0))
             for project in projects}

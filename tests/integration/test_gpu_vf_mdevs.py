@@ -114,3 +114,18 @@ def test_a_partition_counts_as_one_gpu_in_the_quota(app: App, admin: HttpClient)
                                   "wait_for_capacity": True})
     assert reply.status == 403, reply.body
     assert reply.body["error"]["code"] == "quota_exceeded"
+
+
+def test_the_listing_counts_a_vf_holding_an_mdev_as_taken(admin: HttpClient) -> None:
+    def vfs_available() -> list[int]:
+        return [offer["available"] for offer in admin.get("/v1/gpus").body["partitions"]
+                if offer["kind"] == "vf"]
+
+    assert vfs_available() == [len(VFS)]
+    running(admin, create(admin, "part", "p.1"))
+    assert vfs_available() == [len(VFS) - 1]
+    made = 0  # the listing says what the scheduler gives
+    while admin.post("/v1/vms", {"name": f"vf-{made}", "image_name": "base",
+                                 "flavor": "vf.1"}).status == 202:
+        made += 1
+    assert made == len(VFS) - 1

@@ -64,6 +64,8 @@ def test_gpu_vms_are_judged_by_gpus_others_by_what_ran_short() -> None:
     assert share_resource(Demand(cpu=8, ram=1024), "ram") == "ram"
     assert share_resource(Demand(cpu=8, ram=1024), "host") == "vcpus"
     assert amount_of(Demand(cpu=8, ram=1024, gpu_count=2), "gpus") == 2
+    partition = Demand(cpu=8, ram=1024, gpu_profile="sriov_vf")  # one GPU, as in the quota
+    assert (share_resource(partition, "gpu"), amount_of(partition, "gpus")) == ("gpus", 1)
     assert amount_of(Demand(cpu=8, ram=1024), "ram") == 1024
 
 

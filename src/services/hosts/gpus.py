@@ -10,6 +10,7 @@ from src.database import partitions as partition_dao
 from src.database.db import Database
 from src.hypervisor.errors import HypervisorError
 from src.hypervisor.pci import PciDevice, slot_of
+from src.services.hosts.capacity import partition_rooms
 from src.services.hosts.registry import Host, HostRegistry
 from src.utils.clock import utc_now
 from src.vocabulary import VF_TYPE
@@ -114,17 +115,16 @@ class GpuInventory:
 
     def partitions(self, host: str | None = None) -> Sequence[PartitionOffer]:
         """The mdev types and virtual functions every GPU offers, with how many more may be
-        given now: none on a GPU a VM holds whole, or that holds partitions of another type."""
+        given now: what the scheduler would give (partition_rooms), so none on a GPU a VM holds
+        whole, that holds partitions of another type, or that a reservation claims now or later;
+        no VF that a VM holds or that carries an mdev."""
         with self._db.read() as conn:
             rows = partition_dao.list_all(conn, host)
-            whole = {(gpu.host, gpu.id) for gpu in gpu_dao.list_all(conn, host)
-                     if gpu.vm_id is not None}
-        other_type = {(row.host, row.parent, other.type_id) for row in rows if row.used
-                      for other in rows if (other.host, other.parent) == (row.host, row.parent)
-                      and other.type_id != row.type_id}
-        return [PartitionOffer(row, 0 if (row.host, row.parent) in whole
-                               or (row.host, row.parent, row.type_id) in other_type
-                               else max(0, row.total - row.used)) for row in rows]
+            rooms = {(name, room.parent, room.type_id): room.free
+                     for name, found in partition_rooms(conn, utc_now()).items()
+                     for room in found}
+        return [PartitionOffer(row, rooms.get((row.host, row.parent, row.type_id), 0))
+                for row in rows]
 
 
 @dataclass(frozen=True)

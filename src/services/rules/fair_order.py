@@ -2,8 +2,9 @@
 for goes first, then the oldest of its VMs; a project's share grows as its VMs are placed.
 
 A share is what the project holds of a resource over what its quota allows of it (the whole
-cluster's amount when its quota sets no limit). A VM that asks for GPUs is judged by the GPU
-share, whatever ran short; any other by the share of the resource its placement found short.
+cluster's amount when its quota sets no limit). A VM that asks for GPUs, whole or a partition
+(which counts as one GPU, as in the quota), is judged by the GPU share, whatever ran short; any
+other by the share of the resource its placement found short.
 Pure: the caller says who holds what.
 """
 from __future__ import annotations
@@ -33,11 +34,16 @@ class Entry:
 
 def share_resource(demand: Demand, reason: str) -> str:
     """The quota resource a waiting VM's fairness is judged by."""
-    return "gpus" if demand.gpu_count else SHARE_OF.get(reason, "vcpus")
+    return "gpus" if gpus_of(demand) else SHARE_OF.get(reason, "vcpus")
+
+
+def gpus_of(demand: Demand) -> int:
+    """The GPUs a VM of demand counts for: a partition is one, as in the gpus quota."""
+    return demand.gpu_count or int(demand.gpu_profile is not None)
 
 
 def amount_of(demand: Demand, resource: str) -> int:
-    return {"gpus": demand.gpu_count, "vcpus": demand.cpu, "ram": demand.ram,
+    return {"gpus": gpus_of(demand), "vcpus": demand.cpu, "ram": demand.ram,
             "disk_gb": demand.disk_gb}.get(resource, 1)
 
 
