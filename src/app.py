@@ -59,13 +59,14 @@ from src.services.security.groups import SecurityGroupService
 from src.services.tasks.broker import BrokerExecutor, celery_app
 from src.services.tasks.runner import Executor, TaskRunner
 from src.services.tasks.waits import WaitLimiter
-from src.services.vms import preemption
+from src.services.vms import preemption, runtime
 from src.services.vms.addresses import AddressBook
 from src.services.vms.compute import ComputeService, QueueRules
 from src.services.vms.flavors import FlavorService
 from src.services.vms.provisioning import Provisioner
 from src.services.vms.reads import VmReader
 from src.services.vms.root_disks import RootDisks, RootDiskWork
+from src.services.vms.runtime import RuntimeLimits
 from src.services.vms.work import VmWork
 from src.services.volumes.attachments import AttachmentService
 from src.services.volumes.catalog import VolumeService
@@ -176,7 +177,8 @@ def create_app(config: Config, *, open_libvirt: Callable[[str], Hypervisor] = Hy
     core.placer.bind(executor.submit)
     reservation_clock = ReservationClock(core.db, executor)
     clock = CapacityClock(config.reservation_tick_s, [
-        reservation_clock.enforce, core.placer.expire, core.placer.place])
+        reservation_clock.enforce, RuntimeLimits(core.db, executor).enforce,
+        core.placer.expire, core.placer.place])
     compute = ComputeService(core.db, core.hosts, core.images, executor, core.capacity,
                              QueueRules(config.queue_backfill_limit_s, config.queue_max_wait_s),
                              on_queued=core.placer.place)
@@ -271,8 +273,9 @@ def build_core(config: Config, open_libvirt: Callable[[str], Hypervisor] = Hyper
     firewall_tasks = FirewallTasks(db, "celery" if config.broker_url else "inprocess")
 
     def after_task(task: task_dao.TaskRow) -> None:
-        """A task ended: a stop for a reservation gives the VM's GPUs back, and whatever
-        freed room lets the capacity queue move on."""
+        """A task ended: a stop for a reservation or a max_runtime_s gives the VM's GPUs
+        back, and whatever freed room lets the capacity queue move on."""
+        runtime.after_task(db, task)  # a run of a VM with max_runtime_s begins or ends
         if preemption.after_stop(db, task):
             placer.place()
         placer.after_task(task)

@@ -20,6 +20,7 @@ DOMAIN_TYPES = frozenset({
     "vbox", "phyp", "parallels", "bhyve", "vz", "kqemu", "hvf", "ch",
 })
 MAX_WAIT_S = 30 * 86400  # the longest a VM may wait for capacity (IAAS_QUEUE_MAX_WAIT, max_wait_s)
+MAX_RUNTIME_S = 366 * 86400  # the longest run a VM may ask for (max_runtime_s)
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

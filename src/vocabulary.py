@@ -66,3 +66,4 @@ PREEMPTED = "preempted: reservation {reservation}"
 # A notice's reason: the VM runs on GPUs a reservation claims from start; it is stopped then.
 PREEMPTION_NOTICE = "preemption notice: reservation {reservation} starts at {start}"
 RESERVATION_ENDED = "reservation_ended"
+MAX_RUNTIME_REACHED = "max_runtime_reached"  # its run lasted its max_runtime_s

@@ -9,7 +9,7 @@ from src.api.queue_schemas import QUEUE_SCHEMAS
 from src.api.reservation_schemas import RESERVATION_SCHEMAS
 from src.api.security_schemas import SECURITY_SCHEMAS
 from src.api.volume_schemas import VOLUME_SCHEMAS
-from src.config import DOMAIN_TYPES, MAX_WAIT_S
+from src.config import DOMAIN_TYPES, MAX_RUNTIME_S, MAX_WAIT_S
 from src.services.vms.power import PowerOptions
 from src.vocabulary import (
     CAPACITY_RESOURCES,
@@ -108,6 +108,12 @@ SCHEMAS: dict[str, Any] = {
         "max_wait_s": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_S,
                        "description": "With wait_for_capacity: how long it may wait (default "
                                       "IAAS_QUEUE_MAX_WAIT); then error capacity_wait_expired."},
+        "max_runtime_s": {"type": "integer", "minimum": 1, "maximum": MAX_RUNTIME_S,
+                          "description": "Each run's time limit (as Slurm's --time): seconds "
+                                         "after each create or start it is stopped (never "
+                                         "deleted; history: max_runtime_reached) and its GPUs "
+                                         "go back. Shown as stop_at while it runs; the queue's "
+                                         "estimated_start_at counts on it."},
     }, required=["name", "image_name"]) | {
         "dependentRequired": {"max_wait_s": ["wait_for_capacity"]},
         "description": "Sized by a flavor, or by cpu and ram (not both).",
@@ -333,6 +339,11 @@ SCHEMAS: dict[str, Any] = {
         "preempt_at": {"type": ["string", "null"], "format": "date-time",
                        "description": "It runs on GPUs a reservation claims from then: it is "
                                       "stopped then (kept, not deleted)"},
+        "max_runtime_s": {"type": ["integer", "null"],
+                          "description": "Each run's time limit, as asked at create"},
+        "stop_at": {"type": ["string", "null"], "format": "date-time",
+                    "description": "When this run reaches max_runtime_s: it is stopped then "
+                                   "(kept, not deleted; null while it does not run)"},
         "created_at": TIME, "updated_at": TIME,
     }),
     "Event": _object({

@@ -124,6 +124,8 @@ def vm(view: VmView, reveal: bool) -> dict[str, Any]:
             "queue": queue_place(view.queue) if view.queue else None,
             "reservation": view.reservation, "preemptible": view.preemptible,
             "preempt_at": shown(view.preempt_at) if view.preempt_at else None,
+            "max_runtime_s": view.max_runtime_s,
+            "stop_at": shown(view.stop_at) if view.stop_at else None,
             "security_groups": list(view.security_groups),
             "created_at": row.created_at, "updated_at": row.updated_at}
 

@@ -44,6 +44,7 @@ def render_vm(vm: dict[str, Any], out: Any) -> None:
                   for nic in vm.get("nics") or []]),
         ("vnc", (vm.get("console") or {}).get("vnc")),
         ("security_groups", vm.get("security_groups") or []),
+        *[(name, vm[name]) for name in ("preempt_at", "stop_at") if vm.get(name)],
         ("error", f"{vm['error']['code']}: {vm['error']['message']}" if vm.get("error") else None),
         ("created_at", vm["created_at"]), ("updated_at", vm["updated_at"])])
 
@@ -117,13 +118,15 @@ def _keys(values: tuple[str, ...]) -> list[str]:
               help="A security group of your project. Repeatable (default: default).")
 @click.option("--preemptible", is_flag=True,
               help="A reservation may stop it (after a notice), never delete it.")
+@click.option("--max-runtime", "max_runtime_s", type=click.IntRange(min=1), metavar="SECONDS",
+              help="Stop it (never delete it) this long after each start; its GPUs go back.")
 @wait_option
 @click.pass_context
 def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None,
               cpu: int | None, ram: int | None, disk_gb: int | None, ssh_keys: tuple[str, ...],
               key_names: tuple[str, ...], user_data: Any, host: str | None,
               reservation: str | None, networks: tuple[str, ...], wait_for_capacity: bool,
-              security_groups: tuple[str, ...], preemptible: bool,
+              security_groups: tuple[str, ...], preemptible: bool, max_runtime_s: int | None,
               wait: bool | None) -> None:
     """Create a VM; on a terminal, wait until it runs."""
     s = session(ctx)
@@ -137,7 +140,8 @@ def vm_create(ctx: click.Context, name: str, image_name: str, flavor: str | None
                             "reservation": reservation, "networks": list(networks) or None,
                             "wait_for_capacity": True if wait_for_capacity else None,
                             "security_groups": list(security_groups) or None,
-                            "preemptible": True if preemptible else None}
+                            "preemptible": True if preemptible else None,
+                            "max_runtime_s": max_runtime_s}
     answer = s.api.send("POST", "/v1/vms", {k: v for k, v in body.items() if v is not None})
     vm = answer.json()
     s.run_task(vm["task"], f"create {name}", wait, lambda _t: s.get(f"/v1/vms/{vm['id']}"),

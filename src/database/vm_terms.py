@@ -1,5 +1,5 @@
-"""DAO for vm_terms: what a VM agreed to beyond its size (its reservation, preemptible) and the
-GPUs a stop for a reservation gave back."""
+"""DAO for vm_terms: what a VM agreed to beyond its size (its reservation, preemptible, its
+max_runtime_s and the end of its current run) and the GPUs a stop for a reservation gave back."""
 from __future__ import annotations
 
 import json
@@ -13,32 +13,40 @@ class Terms:
     reservation_id: str | None = None
     preemptible: bool = False
     released_gpus: list[str] = field(default_factory=list)
+    max_runtime_s: int | None = None  # each run's limit: stopped after, its GPUs given back
+    runs_until: str | None = None  # the current run's end (None: not running, or no limit)
+
+
+_COLUMNS = "vm_id, reservation_id, preemptible, released_gpus, max_runtime_s, runs_until"
 
 
 def put(conn: sqlite3.Connection, terms: Terms) -> None:
-    conn.execute("INSERT INTO vm_terms (vm_id, reservation_id, preemptible, released_gpus) "
-                 "VALUES (?, ?, ?, ?) ON CONFLICT (vm_id) DO UPDATE SET "
+    conn.execute(f"INSERT INTO vm_terms ({_COLUMNS}) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (vm_id) DO UPDATE SET "
                  "reservation_id = excluded.reservation_id, preemptible = excluded.preemptible, "
-                 "released_gpus = excluded.released_gpus",
+                 "released_gpus = excluded.released_gpus, "
+                 "max_runtime_s = excluded.max_runtime_s, runs_until = excluded.runs_until",
                  (terms.vm_id, terms.reservation_id, int(terms.preemptible),
-                  json.dumps(sorted(terms.released_gpus))))
+                  json.dumps(sorted(terms.released_gpus)), terms.max_runtime_s,
+                  terms.runs_until))
 
 
 def _terms(row: tuple[object, ...]) -> Terms:
-    vm_id, reservation_id, preemptible, released = row
+    vm_id, reservation_id, preemptible, released, max_runtime_s, runs_until = row
     return Terms(str(vm_id), reservation_id if isinstance(reservation_id, str) else None,
-                 bool(preemptible), json.loads(str(released)))
+                 bool(preemptible), json.loads(str(released)),
+                 max_runtime_s if isinstance(max_runtime_s, int) else None,
+                 runs_until if isinstance(runs_until, str) else None)
 
 
 def get(conn: sqlite3.Connection, vm_id: str) -> Terms:
-    row = conn.execute("SELECT vm_id, reservation_id, preemptible, released_gpus FROM vm_terms "
-                       "WHERE vm_id = ?", (vm_id,)).fetchone()
+    row = conn.execute(f"SELECT {_COLUMNS} FROM vm_terms WHERE vm_id = ?", (vm_id,)).fetchone()
     return _terms(tuple(row)) if row else Terms(vm_id)
 
 
 def of_vms(conn: sqlite3.Connection, vm_ids: list[str] | None = None) -> dict[str, Terms]:
     """The terms of these VMs (every VM that has any when None); VMs without are absent."""
-    rows = conn.execute("SELECT vm_id, reservation_id, preemptible, released_gpus FROM vm_terms")
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM vm_terms")
     wanted = None if vm_ids is None else set(vm_ids)
     return {terms.vm_id: terms for terms in (_terms(tuple(row)) for row in rows)
             if wanted is None or terms.vm_id in wanted}
@@ -63,3 +71,22 @@ def holding_after_window(conn: sqlite3.Connection, now: str) -> list[tuple[str, 
         "JOIN reservations r ON r.id = t.reservation_id "
         "WHERE (r.status IN ('ended', 'cancelled') OR r.end_at <= ?) "
         "AND EXISTS (SELECT 1 FROM gpu_allocations a WHERE a.vm_id = t.vm_id)", (now,))]
+
+
+def end_run(conn: sqlite3.Connection, vm_id: str) -> None:
+    conn.execute("UPDATE vm_terms SET runs_until = NULL WHERE vm_id = ?", (vm_id,))
+
+
+def past_runtime(conn: sqlite3.Connection, now: str) -> list[str]:
+    """The VMs whose current run reached its max_runtime_s."""
+    return [row[0] for row in conn.execute(
+        "SELECT vm_id FROM vm_terms WHERE runs_until IS NOT NULL AND runs_until <= ? "
+        "ORDER BY runs_until", (now,))]
+
+
+def runs_ending(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """(end of run, GPUs held) of the VMs holding GPUs whose run has a limit, soonest first."""
+    return [(row[0], int(row[1])) for row in conn.execute(
+        "SELECT t.runs_until, count(*) FROM vm_terms t JOIN gpu_allocations a "
+        "ON a.vm_id = t.vm_id WHERE t.runs_until IS NOT NULL GROUP BY t.vm_id "
+        "ORDER BY t.runs_until")]

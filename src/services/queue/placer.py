@@ -26,6 +26,7 @@ from src.database import gpus as gpu_dao
 from src.database import projects as project_dao
 from src.database import reservations as reservation_dao
 from src.database import tasks as task_dao
+from src.database import vm_terms as terms_dao
 from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
@@ -307,7 +308,8 @@ def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list
 def _rank(conn: sqlite3.Connection, waits: list[tuple[wait_dao.WaitRow, Entry]],
           reasons: dict[str, str], held: Holdings, allowed: Holdings) -> None:
     """Record each remaining wait's position in the fair order, what it waits for, and when
-    it may start (for GPUs: when the reservations running now give back enough of them)."""
+    it may start (for GPUs: when the reservations running now, or the runs of VMs with a
+    max_runtime_s, give back enough of them)."""
     by_id = {wait.vm_id: wait for wait, _ in waits}
     freed = _gpus_freed(conn)
     changed = []
@@ -323,9 +325,10 @@ def _rank(conn: sqlite3.Connection, waits: list[tuple[wait_dao.WaitRow, Entry]],
 
 
 def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:
-    """(moment, GPUs given back then) for the reservations whose window runs now: at its end
-    its VMs are stopped and its claims lapse. Only these ends are known ahead."""
-    return reservation_dao.ends_of_running(conn, utc_now())
+    """(moment, GPUs given back then), soonest first: the ends of the reservations whose window
+    runs now (its VMs are stopped and its claims lapse) and of the runs of VMs with a
+    max_runtime_s. Only these ends are known ahead."""
+    return sorted(reservation_dao.ends_of_running(conn, utc_now()) + terms_dao.runs_ending(conn))
 
 
 def _estimate(freed: list[tuple[str, int]], wanted: int) -> str | None:

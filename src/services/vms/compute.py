@@ -75,6 +75,7 @@ class CreateRequest:
     networks: tuple[str, ...] | list[str] = ()  # one NIC each, in order; none: its host's
     security_groups: tuple[str, ...] | list[str] = ("default",)  # the project's, by name
     preemptible: bool = False  # a reservation may stop it (its GPUs may be booked under it)
+    max_runtime_s: int | None = None  # each run's limit: then stopped, its GPUs given back
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,10 @@ class ComputeService:
                                            request.max_wait_s or self._queue.max_wait_s)
                 security_groups.attach_at_create(conn, row.id, row.project,
                                                  request.security_groups)
-                if request.preemptible:
-                    terms_dao.put(conn, replace(terms_dao.get(conn, row.id), preemptible=True))
+                if request.preemptible or request.max_runtime_s:
+                    terms_dao.put(conn, replace(terms_dao.get(conn, row.id),
+                                                preemptible=request.preemptible,
+                                                max_runtime_s=request.max_runtime_s))
         except sqlite3.IntegrityError:
             raise errors.NameConflict(kind="VM", name=request.name) from None
         if row.status == "queued":
@@ -206,7 +209,8 @@ class ComputeService:
         with self._db.read() as conn:
             return view(row, MISSING, task, nics=nic_dao.for_vms(conn, [row.id]).get(row.id),
                         terms=Terms(security_groups=tuple(sorted(request.security_groups)),
-                                    preemptible=request.preemptible))
+                                    preemptible=request.preemptible,
+                                    max_runtime_s=request.max_runtime_s))
 
     def _place(self, conn: sqlite3.Connection, row: vm_dao.VmRow, task: task_dao.TaskRow,
                demand: Demand, build: _Build) -> tuple[vm_dao.VmRow, task_dao.TaskRow]:

@@ -68,6 +68,8 @@ class VmView(NamedTuple):
     nics: list[nic_dao.NicRow] = []  # noqa: RUF012 - never mutated
     security_groups: tuple[str, ...] = ()  # the names of its groups
     preemptible: bool = False  # it said so at create: a reservation may stop it
+    max_runtime_s: int | None = None  # each run's limit
+    stop_at: str | None = None  # when this run reaches it
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
     return VmView(row, power_state, task, actions, volumes or [], queue,
                   terms.preempt_at if terms else None, terms.reservation if terms else None,
                   nics or [], terms.security_groups if terms else (),
-                  bool(terms and terms.preemptible))
+                  bool(terms and terms.preemptible), terms.max_runtime_s if terms else None,
+                  terms.runs_until if terms else None)
 
 
 @dataclass(frozen=True)
@@ -98,16 +101,22 @@ class Terms:
     preempt_at: str | None = None
     security_groups: tuple[str, ...] = ()
     preemptible: bool = False
+    max_runtime_s: int | None = None
+    runs_until: str | None = None
 
 
 def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Terms]:
     preempts = preemption.preempt_at(conn, rows)
     bound = terms_dao.of_vms(conn, [row.id for row in rows])
     groups = group_dao.names_by_vm(conn, [row.id for row in rows]) if rows else {}
-    return {row.id: Terms(bound[row.id].reservation_id if row.id in bound else None,
-                          preempts.get(row.id), tuple(groups.get(row.id, ())),
-                          row.id in bound and bound[row.id].preemptible) for row in rows
-            if row.id in bound or row.id in preempts or groups.get(row.id)}
+    found = {}
+    for row in rows:
+        if row.id in bound or row.id in preempts or groups.get(row.id):
+            agreed = bound.get(row.id) or terms_dao.Terms(row.id)
+            found[row.id] = Terms(agreed.reservation_id, preempts.get(row.id),
+                                  tuple(groups.get(row.id, ())), agreed.preemptible,
+                                  agreed.max_runtime_s, agreed.runs_until)
+    return found
 
 
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
