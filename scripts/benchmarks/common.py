@@ -14,6 +14,7 @@ from typing import Any
 from scripts.harness.servers import LiveServer, ProdServer, Reply, fetch, host_xml
 from src.app import App, create_app
 from src.config import Config
+from src.hypervisor.nwfilter_xml import AllowRule, FilterSpec
 
 
 @dataclass(frozen=True)
@@ -190,3 +191,9 @@ def create_vms(url: str, count: int, start: int = 0) -> None:
              for i in range(count)]
     for task_id in tasks:
         wait_task(url, task_id)
+
+
+def default_group_filter(vm_id: str) -> FilterSpec:
+    """The nwfilter the API gives a VM alone in its project's default security group (SSH from
+    anywhere): what a by-hand side defines to do the same steps."""
+    return FilterSpec(vm_id, (AllowRule("tcp", None, 0, port_min=22, port_max=22),))

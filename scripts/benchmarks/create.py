@@ -19,11 +19,19 @@ from scripts.harness.host import (
 )
 from src.config import Config
 from src.hypervisor.domain_xml import DomainSpec, NicSpec, domain_name, render_domain
-from src.hypervisor.nwfilter_xml import AllowRule, FilterSpec, render_filter
+from src.hypervisor.nwfilter_xml import render_filter
 from src.services.vms.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
 
-from .common import TARGETS, Section, call, live_app, side_by_side, wait_task
+from .common import (
+    TARGETS,
+    Section,
+    call,
+    default_group_filter,
+    live_app,
+    side_by_side,
+    wait_task,
+)
 
 RAW_INSTALLATION = "bench-raw-" + secrets.token_hex(4)  # tags raw domains so cleanup finds them
 
@@ -48,7 +56,7 @@ def raw_create(conn: libvirt.virConnect, base: Path, workdir: Path, network: str
     vm_id = str(uuid.uuid4())
     folder = workdir / vm_id
     mac = "52:54:00:" + ":".join(secrets.token_hex(1) for _ in range(3))
-    firewall = FilterSpec(vm_id, (AllowRule("tcp", None, 0, port_min=22, port_max=22),))
+    firewall = default_group_filter(vm_id)
     spec = DomainSpec(uuid=vm_id, name=domain_name(vm_id),
                       title=f"bench-raw-{secrets.token_hex(4)}", domain_type="qemu",
                       cpu=1, ram_mib=256, disk_path=str(folder / "disk.qcow2"),

@@ -26,6 +26,7 @@ from scripts.harness.pools import remove_pool, start_dir_pool, upload_file
 from scripts.harness.remote_host import RemoteHost, host_entry
 from src.config import Config
 from src.hypervisor.domain_xml import DomainSpec, NicSpec, domain_name, render_domain
+from src.hypervisor.nwfilter_xml import render_filter
 from src.hypervisor.retarget import Retarget, retarget
 from src.services.vms.provisioning import GIB
 from src.utils.nocloud import Seed, write_seed
@@ -34,6 +35,7 @@ from .common import (
     TARGETS,
     Section,
     call,
+    default_group_filter,
     live_app,
     median_ms,
     ms,
@@ -108,13 +110,24 @@ class ByHand:
         self.remote_base = upload_file(self.remote_conn, self.pool, "base.qcow2", base).path()
         self.pool_dir = str(Path(self.remote_base).parent)
         self.migrate_times: list[float] = []
+        self.filters: set[str] = set()  # the by-hand VMs' nwfilters, defined on both hosts
 
     def close(self) -> None:
         try:
             purge_domains(self.remote_conn, [], RAW_INSTALLATION)
+            self._undefine_filters()
             remove_pool(self.remote_conn, RAW_POOL)
         finally:
             self.remote_conn.close()
+
+    def _undefine_filters(self) -> None:
+        for name in list(self.filters):
+            for conn in (self.conn, self.remote_conn):
+                try:
+                    conn.nwfilterLookupByName(name).undefine()
+                except libvirt.libvirtError:
+                    pass  # (not defined there yet, or its domain still runs: purged first)
+            self.filters.discard(name)
 
     def _boot(self, vm_id: str, folder: Path) -> DomainSpec:
         mac = "52:54:00:" + ":".join(secrets.token_hex(1) for _ in range(3))
@@ -124,8 +137,11 @@ class ByHand:
                           disk_format="qcow2", nics=(NicSpec(self.net.name, mac),),
                           console_log=str(folder / "console.log"),
                           installation_id=RAW_INSTALLATION, image_name=TINY_IMAGE_NAME,
-                          seed_path=str(folder / "seed.iso"))
+                          seed_path=str(folder / "seed.iso"),
+                          nwfilter=default_group_filter(vm_id).name)
         folder.mkdir(mode=0o755)
+        self.filters.add(default_group_filter(vm_id).name)
+        self.conn.nwfilterDefineXML(render_filter(default_group_filter(vm_id)))
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.base), "-F",
                         "qcow2", spec.disk_path, str(GIB)], check=True)
         write_seed(Seed(instance_id=vm_id, hostname=spec.title, ssh_keys=(), user_data=None,
@@ -158,9 +174,10 @@ class ByHand:
         (folder / "persist.xml").write_text(retarget(
             domain.XMLDesc(live | libvirt.VIR_DOMAIN_XML_INACTIVE), where))
         seed = folder / "seed.iso"
+        (folder / "filter.xml").write_text(render_filter(default_group_filter(vm_id)))
         target = self.remote.uri
         started = time.perf_counter()
-        _virsh(target, f"vol-create-as {RAW_POOL} {vm_id}.qcow2 {GIB} --format qcow2 "
+        _virsh(target, f"nwfilter-define {folder / 'filter.xml'}; vol-create-as {RAW_POOL} {vm_id}.qcow2 {GIB} --format qcow2 "
                        f"--backing-vol {self.remote_base} --backing-vol-format qcow2; "
                        f"vol-create-as {RAW_POOL} {vm_id}-seed.iso {seed.stat().st_size} "
                        f"--format raw; vol-upload --pool {RAW_POOL} {vm_id}-seed.iso {seed}")
@@ -176,6 +193,7 @@ class ByHand:
         elapsed = time.perf_counter() - started
         found = DOWNTIME.search(_virsh(target, f"domjobinfo --completed {spec.name}"))
         purge_domains(self.remote_conn, [vm_id], RAW_INSTALLATION)
+        self._undefine_filters()
         self.pool.refresh(0)
         for name in (f"{vm_id}.qcow2", f"{vm_id}-seed.iso", f"{vm_id}-console.log"):
             try:
