@@ -73,15 +73,17 @@ def holding_after_window(conn: sqlite3.Connection, now: str) -> list[tuple[str, 
         "AND EXISTS (SELECT 1 FROM gpu_allocations a WHERE a.vm_id = t.vm_id)", (now,))]
 
 
-def end_run(conn: sqlite3.Connection, vm_id: str) -> None:
-    conn.execute("UPDATE vm_terms SET runs_until = NULL WHERE vm_id = ?", (vm_id,))
+def end_run(conn: sqlite3.Connection, vm_id: str, runs_until: str | None = None) -> None:
+    """The VM's run is over; with runs_until, only that run (not one a start began since)."""
+    conn.execute("UPDATE vm_terms SET runs_until = NULL WHERE vm_id = ? "
+                 "AND (? IS NULL OR runs_until = ?)", (vm_id, runs_until, runs_until))
 
 
-def past_runtime(conn: sqlite3.Connection, now: str) -> list[str]:
-    """The VMs whose current run reached its max_runtime_s."""
-    return [row[0] for row in conn.execute(
-        "SELECT vm_id FROM vm_terms WHERE runs_until IS NOT NULL AND runs_until <= ? "
-        "ORDER BY runs_until", (now,))]
+def past_runtime(conn: sqlite3.Connection, now: str) -> list[tuple[str, str]]:
+    """(VM, end of its run) of the VMs whose current run reached its max_runtime_s."""
+    return [(row[0], row[1]) for row in conn.execute(
+        "SELECT vm_id, runs_until FROM vm_terms WHERE runs_until IS NOT NULL "
+        "AND runs_until <= ? ORDER BY runs_until", (now,))]
 
 
 def runs_ending(conn: sqlite3.Connection) -> list[tuple[str, int]]:
