@@ -1,6 +1,8 @@
 # ruff: noqa: F811 - the fixtures come from test_reservations, by name
 """max_runtime_s when things go wrong, on a test-driver host with two GPUs: a stop for it that
-fails is asked again (the run is over only once the VM stopped)."""
+fails is asked again (the run is over only once the VM stopped), and the queue's
+estimated_start_at does not count a GPU a reservation claims at the end of the run on it (it
+comes back at the window's end)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -18,6 +20,7 @@ from tests.integration.test_capacity_queue import (
     QUICK,
     create,
     member,
+    queued,
     running,
     until,
 )
@@ -65,3 +68,25 @@ def test_a_stop_for_max_runtime_that_fails_is_asked_again(quick_app: App, served
     stopped_for(team, vm, "max_runtime_reached")  # its run was not forgotten: asked again
     assert ("stop", "max_runtime_reached", "succeeded") in events(team, vm)
     assert stop_at(team, vm) is None
+
+
+def test_the_queue_counts_a_claimed_gpu_at_its_window_end_not_at_the_run_end(
+        quick_app: App, served: str) -> None:
+    """team-a's VM in a reservation of one GPU runs 20 s of a 60 s window; its other VM holds
+    the other GPU for good. What team-b queues gets a GPU at the window's end, not at the run's
+    (the claim keeps the GPU until then), and that GPU is counted once."""
+    team_a, team_b = member(quick_app, served, "team-a"), member(quick_app, served, "team-b")
+    booked = book(team_a, 1, "now", at(60))
+    until(lambda: reservation_status(team_a, booked) == "active", "the window began")
+    inside = running(team_a, create(team_a, "inside", reservation=booked["id"],
+                                    max_runtime_s=20))
+    ends = until(lambda: stop_at(team_a, inside), "its run's end is shown")
+    assert ends < booked["end"]
+    running(team_a, create(team_a, "endless"))
+    waiting = queued(team_b, "waiting")
+    estimate = until(lambda: (team_b.get(f"/v1/vms/{waiting['id']}").body["queue"] or {}).get(
+        "estimated_start_at"), "the queue estimates the start")
+    assert estimate == booked["end"]
+    two = queued(team_b, "two", "g.2")  # the GPU the window frees, and no other known to come
+    assert (team_b.get(f"/v1/vms/{two['id']}").body["queue"] or {}).get(
+        "estimated_start_at") is None
