@@ -6,6 +6,8 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from src.vocabulary import ACTIVE_TASK_STATUSES
+
 
 @dataclass(frozen=True)
 class Terms:
@@ -17,6 +19,7 @@ class Terms:
     runs_until: str | None = None  # the current run's end (None: not running, or no limit)
 
 
+_ACTIVE = "(" + ", ".join(f"'{status}'" for status in ACTIVE_TASK_STATUSES) + ")"
 _COLUMNS = "vm_id, reservation_id, preemptible, released_gpus, max_runtime_s, runs_until"
 
 
@@ -77,6 +80,23 @@ def end_run(conn: sqlite3.Connection, vm_id: str, runs_until: str | None = None)
     """The VM's run is over; with runs_until, only that run (not one a start began since)."""
     conn.execute("UPDATE vm_terms SET runs_until = NULL WHERE vm_id = ? "
                  "AND (? IS NULL OR runs_until = ?)", (vm_id, runs_until, runs_until))
+
+
+def runs_missing(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """(VM, max_runtime_s) of the VMs with a limit found running (or paused) with no run while
+    no task holds them: a start that succeeded but whose end was never seen (a restart between
+    the two), or a domain started on the host."""
+    return [(str(vm_id), int(limit)) for vm_id, limit in conn.execute(
+        "SELECT t.vm_id, t.max_runtime_s FROM vm_terms t JOIN vms v ON v.id = t.vm_id "
+        "WHERE t.max_runtime_s IS NOT NULL AND t.runs_until IS NULL "
+        "AND v.status IN ('running', 'paused') AND NOT EXISTS (SELECT 1 FROM tasks k "
+        f"WHERE k.vm_id = t.vm_id AND k.status IN {_ACTIVE})")]
+
+
+def begin_run(conn: sqlite3.Connection, vm_id: str, runs_until: str) -> None:
+    """The VM's run ends at runs_until, unless one was begun meanwhile."""
+    conn.execute("UPDATE vm_terms SET runs_until = ? WHERE vm_id = ? AND runs_until IS NULL",
+                 (runs_until, vm_id))
 
 
 def past_runtime(conn: sqlite3.Connection, now: str) -> list[tuple[str, str]]:

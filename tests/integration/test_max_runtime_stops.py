@@ -2,7 +2,7 @@
 """max_runtime_s when things go wrong, on a test-driver host with two GPUs: a stop for it that
 fails is asked again (the run is over only once the VM stopped), and the queue's
 estimated_start_at does not count a GPU a reservation claims at the end of the run on it (it
-comes back at the window's end)."""
+comes back at the window's end), and a VM found running without a run begins one."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -90,3 +90,19 @@ def test_the_queue_counts_a_claimed_gpu_at_its_window_end_not_at_the_run_end(
     two = queued(team_b, "two", "g.2")  # the GPU the window frees, and no other known to come
     assert (team_b.get(f"/v1/vms/{two['id']}").body["queue"] or {}).get(
         "estimated_start_at") is None
+
+
+def test_a_vm_found_running_without_a_run_begins_one(quick_app: App, served: str) -> None:
+    """A start the API did not see to its end (a restart cut it short, or the domain was
+    started on the host) leaves the VM running with no run: the clock begins one, so it is
+    stopped at the limit all the same."""
+    team = member(quick_app, served, "team-a")
+    vm = running(team, create(team, "vm", "c.1", max_runtime_s=2))
+    stopped_for(team, vm, "max_runtime_reached")
+    quick_app.hypervisor.start(vm["id"])  # outside the API: no start task, no run begun
+    until(lambda: team.get(f"/v1/vms/{vm['id']}").body["status"] == "running",
+          "the host's truth is seen")
+    until(lambda: stop_at(team, vm), "a run's end is shown")
+    until(lambda: events(team, vm).count(("stop", "max_runtime_reached", "succeeded")) == 2,
+          "stopped at the limit again")
+    assert quick_app.hypervisor.power_state(vm["id"]) == "shutoff"

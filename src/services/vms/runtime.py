@@ -46,9 +46,16 @@ class RuntimeLimits:
     def enforce(self) -> None:
         """One look of the capacity clock: stop each VM whose run is over. The run ends once
         the VM stopped (after_task), so one busy with another task, or whose stop failed, is
-        asked again at the next look."""
+        asked again at the next look. A VM found running without a run begins one now."""
+        now = utc_now()
         with self._db.read() as conn:
-            over = terms_dao.past_runtime(conn, utc_now())
+            missing = terms_dao.runs_missing(conn)
+            over = terms_dao.past_runtime(conn, now)
+        for vm_id, limit in missing:
+            with self._db.write() as conn:
+                terms_dao.begin_run(conn, vm_id, utc_plus(now, limit))
+            log.warning("vm %s runs with no run begun (a start not seen to its end): its "
+                        "max_runtime_s counts from now", vm_id)
         for vm_id, runs_until in over:
             if stop_for(self._db, self._executor, vm_id, MAX_RUNTIME_REACHED):
                 with self._db.write() as conn:
