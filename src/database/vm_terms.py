@@ -108,13 +108,15 @@ def past_runtime(conn: sqlite3.Connection, now: str) -> list[tuple[str, str]]:
 
 def runs_ending(conn: sqlite3.Connection, now: str) -> list[tuple[str, int]]:
     """(end of run, GPUs held) of the VMs holding GPUs whose run has a limit, soonest first.
-    A GPU a window claims now is left out: it comes back at the window's end, counted there
-    (reservations.ends_of_running)."""
+    A GPU a window claims from now to the run's end is left out: one claimed now comes back at
+    the window's end, counted there (reservations.ends_of_running); one claimed later is the
+    window's from its start (its VM preempted then)."""
     return [(row[0], int(row[1])) for row in conn.execute(
         "SELECT t.runs_until, count(*) FROM vm_terms t JOIN gpu_allocations a "
         "ON a.vm_id = t.vm_id WHERE t.runs_until IS NOT NULL AND NOT EXISTS (SELECT 1 "
-        # One GPU's windows never overlap: only the last one begun by now may run now.
+        # One GPU's windows never overlap: when any meets [now, runs_until], the last one
+        # begun by runs_until does.
         "FROM gpu_claims c WHERE c.rowid = (SELECT l.rowid FROM gpu_claims l "
-        "WHERE l.host = a.host AND l.gpu_id = a.gpu_id AND l.start_at <= ? "
+        "WHERE l.host = a.host AND l.gpu_id = a.gpu_id AND l.start_at <= t.runs_until "
         "ORDER BY l.start_at DESC LIMIT 1) AND c.end_at > ?) "
-        "GROUP BY t.vm_id ORDER BY t.runs_until", (now, now))]
+        "GROUP BY t.vm_id ORDER BY t.runs_until", (now,))]

@@ -106,3 +106,19 @@ def test_a_vm_found_running_without_a_run_begins_one(quick_app: App, served: str
     until(lambda: events(team, vm).count(("stop", "max_runtime_reached", "succeeded")) == 2,
           "stopped at the limit again")
     assert quick_app.hypervisor.power_state(vm["id"]) == "shutoff"
+
+
+def test_the_queue_does_not_count_a_gpu_a_later_window_claims_before_the_run_ends(
+        quick_app: App, served: str) -> None:
+    """team-a's preemptible VM runs 40 s on the GPU team-c books from 10 s to 60 s: it is
+    preempted at 10 s and the GPU is the window's, so nothing comes back at its stop_at."""
+    team_a, team_b = member(quick_app, served, "team-a"), member(quick_app, served, "team-b")
+    team_c = member(quick_app, served, "team-c")
+    limited = running(team_a, create(team_a, "limited", preemptible=True, max_runtime_s=40))
+    running(team_a, create(team_a, "endless"))  # the other GPU, kept from every booking
+    booked = book(team_c, 1, at(10), at(60))
+    assert booked["hosts"][0]["gpus"] == limited["gpus"]
+    assert until(lambda: stop_at(team_a, limited), "its run's end is shown") > booked["start"]
+    waiting = queued(team_b, "waiting")
+    assert waiting["queue"]["position"] == 1  # ranked: its estimate is written
+    assert waiting["queue"]["estimated_start_at"] is None
