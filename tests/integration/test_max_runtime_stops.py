@@ -122,3 +122,16 @@ def test_the_queue_does_not_count_a_gpu_a_later_window_claims_before_the_run_end
     waiting = queued(team_b, "waiting")
     assert waiting["queue"]["position"] == 1  # ranked: its estimate is written
     assert waiting["queue"]["estimated_start_at"] is None
+
+
+def test_a_guest_that_powered_itself_off_gives_its_gpus_back_at_its_stop_at(
+        quick_app: App, served: str) -> None:
+    team = member(quick_app, served, "team-a")
+    vm = running(team, create(team, "vm", max_runtime_s=6))
+    ends = until(lambda: stop_at(team, vm), "its run's end is shown")
+    quick_app.hypervisor.force_off(vm["id"])  # as the guest's own poweroff: no task
+    until(lambda: team.get(f"/v1/vms/{vm['id']}").body["status"] == "stopped",
+          "the host's truth is seen")
+    assert stop_at(team, vm) == ends and team.get(f"/v1/vms/{vm['id']}").body["gpus"]
+    stopped_for(team, vm, "max_runtime_reached")  # its GPUs go back then
+    assert stop_at(team, vm) is None
