@@ -208,9 +208,12 @@ def claimed_at(conn: sqlite3.Connection, at: str) -> dict[tuple[str, str], str]:
 def claimed_after(conn: sqlite3.Connection, at: str,
                   besides: str | None) -> set[tuple[str, str]]:
     """The GPUs a window that begins after `at` claims, that of reservation besides aside."""
+    # Such a window ends after `at` too: the end index (migration 026) reads only the windows
+    # not over, where DISTINCT walked the whole ledger in gpu_claims_gpu's order (every
+    # GET /v1/gpus and every placement on GPUs read this).
     return {(host, gpu) for host, gpu in conn.execute(
-        "SELECT DISTINCT host, gpu_id FROM gpu_claims WHERE start_at > ? "
-        "AND reservation_id IS NOT ?", (at, besides))}
+        "SELECT host, gpu_id FROM gpu_claims WHERE end_at > ? AND start_at > ? "
+        "AND reservation_id IS NOT ?", (at, at, besides))}
 
 
 def due(conn: sqlite3.Connection, now: str) -> list[ReservationRow]:

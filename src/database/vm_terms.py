@@ -6,6 +6,8 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from src.vocabulary import ACTIVE_TASK_STATUSES
+
 
 @dataclass(frozen=True)
 class Terms:
@@ -17,6 +19,7 @@ class Terms:
     runs_until: str | None = None  # the current run's end (None: not running, or no limit)
 
 
+_ACTIVE = "(" + ", ".join(f"'{status}'" for status in ACTIVE_TASK_STATUSES) + ")"
 _COLUMNS = "vm_id, reservation_id, preemptible, released_gpus, max_runtime_s, runs_until"
 
 
@@ -73,20 +76,47 @@ def holding_after_window(conn: sqlite3.Connection, now: str) -> list[tuple[str, 
         "AND EXISTS (SELECT 1 FROM gpu_allocations a WHERE a.vm_id = t.vm_id)", (now,))]
 
 
-def end_run(conn: sqlite3.Connection, vm_id: str) -> None:
-    conn.execute("UPDATE vm_terms SET runs_until = NULL WHERE vm_id = ?", (vm_id,))
+def end_run(conn: sqlite3.Connection, vm_id: str, runs_until: str | None = None) -> None:
+    """The VM's run is over; with runs_until, only that run (not one a start began since)."""
+    conn.execute("UPDATE vm_terms SET runs_until = NULL WHERE vm_id = ? "
+                 "AND (? IS NULL OR runs_until = ?)", (vm_id, runs_until, runs_until))
 
 
-def past_runtime(conn: sqlite3.Connection, now: str) -> list[str]:
-    """The VMs whose current run reached its max_runtime_s."""
-    return [row[0] for row in conn.execute(
-        "SELECT vm_id FROM vm_terms WHERE runs_until IS NOT NULL AND runs_until <= ? "
-        "ORDER BY runs_until", (now,))]
+def runs_missing(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """(VM, max_runtime_s) of the VMs with a limit found running (or paused) with no run while
+    no task holds them: a start that succeeded but whose end was never seen (a restart between
+    the two), or a domain started on the host."""
+    return [(str(vm_id), int(limit)) for vm_id, limit in conn.execute(
+        "SELECT t.vm_id, t.max_runtime_s FROM vm_terms t JOIN vms v ON v.id = t.vm_id "
+        "WHERE t.max_runtime_s IS NOT NULL AND t.runs_until IS NULL "
+        "AND v.status IN ('running', 'paused') AND NOT EXISTS (SELECT 1 FROM tasks k "
+        f"WHERE k.vm_id = t.vm_id AND k.status IN {_ACTIVE})")]
 
 
-def runs_ending(conn: sqlite3.Connection) -> list[tuple[str, int]]:
-    """(end of run, GPUs held) of the VMs holding GPUs whose run has a limit, soonest first."""
+def begin_run(conn: sqlite3.Connection, vm_id: str, runs_until: str) -> None:
+    """The VM's run ends at runs_until, unless one was begun meanwhile."""
+    conn.execute("UPDATE vm_terms SET runs_until = ? WHERE vm_id = ? AND runs_until IS NULL",
+                 (runs_until, vm_id))
+
+
+def past_runtime(conn: sqlite3.Connection, now: str) -> list[tuple[str, str]]:
+    """(VM, end of its run) of the VMs whose current run reached its max_runtime_s."""
+    return [(row[0], row[1]) for row in conn.execute(
+        "SELECT vm_id, runs_until FROM vm_terms WHERE runs_until IS NOT NULL "
+        "AND runs_until <= ? ORDER BY runs_until", (now,))]
+
+
+def runs_ending(conn: sqlite3.Connection, now: str) -> list[tuple[str, int]]:
+    """(end of run, GPUs held) of the VMs holding GPUs whose run has a limit, soonest first.
+    A GPU a window claims from now to the run's end is left out: one claimed now comes back at
+    the window's end, counted there (reservations.ends_of_running); one claimed later is the
+    window's from its start (its VM preempted then)."""
     return [(row[0], int(row[1])) for row in conn.execute(
         "SELECT t.runs_until, count(*) FROM vm_terms t JOIN gpu_allocations a "
-        "ON a.vm_id = t.vm_id WHERE t.runs_until IS NOT NULL GROUP BY t.vm_id "
-        "ORDER BY t.runs_until")]
+        "ON a.vm_id = t.vm_id WHERE t.runs_until IS NOT NULL AND NOT EXISTS (SELECT 1 "
+        # One GPU's windows never overlap: when any meets [now, runs_until], the last one
+        # begun by runs_until does.
+        "FROM gpu_claims c WHERE c.rowid = (SELECT l.rowid FROM gpu_claims l "
+        "WHERE l.host = a.host AND l.gpu_id = a.gpu_id AND l.start_at <= t.runs_until "
+        "ORDER BY l.start_at DESC LIMIT 1) AND c.end_at > ?) "
+        "GROUP BY t.vm_id ORDER BY t.runs_until", (now,))]

@@ -328,7 +328,8 @@ def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     """(moment, GPUs given back then), soonest first: the ends of the reservations whose window
     runs now (its VMs are stopped and its claims lapse) and of the runs of VMs with a
     max_runtime_s. Only these ends are known ahead."""
-    return sorted(reservation_dao.ends_of_running(conn, utc_now()) + terms_dao.runs_ending(conn))
+    now = utc_now()
+    return sorted(reservation_dao.ends_of_running(conn, now) + terms_dao.runs_ending(conn, now))
 
 
 def _estimate(freed: list[tuple[str, int]], wanted: int) -> str | None:
