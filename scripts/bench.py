@@ -18,8 +18,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -215,7 +215,27 @@ def main(argv: list[str] | None = None) -> int:
                     broker.redelivery(conn, root, net, 2 if quick else 5),
                     broker.throughput(root, 2 if quick else 8, 1 if quick else 3)]),
                 ("volumes", lambda root: volumes.run(conn, root, net, 1 if quick else 4,
-                                                     3 if quick else 5)))
+                                                     3 if quick else 5)),
+                ("listing", lambda root: [listing.run(root / "list", (10, 100) if quick else
+                                                      (10, 100, 1000, 5000),
+                                                      20 if quick else 200)]),
+                ("history", lambda root: [task_history.run(root / "history",
+                                                           100 if quick else 1000,
+                                                           10_000 if quick else 1_000_000,
+                                                           20 if quick else 200)]),
+                ("hosts", lambda root: [
+                    hosts.scheduling(root, (10, 100) if quick else (10, 100, 1000),
+                                     10 if quick else 30),
+                    hosts.listing(root, 100 if quick else 1000, 20 if quick else 200)]),
+                ("scarcity", lambda root: [
+                    scarcity.placement(root / "queue", 10 if quick else 100,
+                                       100 if quick else 1000, 5 if quick else 30),
+                    scarcity.booking(root / "ledger", 10 if quick else 100,
+                                     1000 if quick else 10_000, 5 if quick else 20)]),
+                ("servers", lambda root: servers.run(root, 200 if quick else 2000,
+                                                     500 if quick else 2000)),
+                ("upload", lambda root: [upload.run(root, (0.25,) if quick else (1, 4),
+                                                    1 if quick else 3)]))
         for label, measure in measures:
             if label not in wanted:
                 continue
@@ -226,49 +246,16 @@ def main(argv: list[str] | None = None) -> int:
             except HostUnavailable as exc:  # said, and the run fails: never a made-up figure
                 print(f"bench: {label} cannot run here: {exc}", file=sys.stderr, flush=True)
                 unable.append(label)
+            except Exception:  # noqa: BLE001 - the other sections still run; what they measured is kept
+                traceback.print_exc()
+                print(f"bench: {label} failed (above); not measured", file=sys.stderr,
+                      flush=True)
+                unable.append(label)
             finally:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         remove_network(conn, net)
         conn.close()
-    if "listing" in wanted:
-        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-            print("bench: listing", flush=True)
-            sections += stamped([listing.run(Path(tmp) / "list", (10, 100) if quick else
-                                             (10, 100, 1000, 5000), 20 if quick else 200)])
-    if "history" in wanted:
-        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-            print("bench: history", flush=True)
-            sections += stamped([task_history.run(Path(tmp) / "history",
-                                                  100 if quick else 1000,
-                                                  10_000 if quick else 1_000_000,
-                                                  20 if quick else 200)])
-    if "hosts" in wanted:
-        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-            print("bench: hosts", flush=True)
-            sections += stamped([hosts.scheduling(Path(tmp), (10, 100) if quick else
-                                                  (10, 100, 1000), 10 if quick else 30)])
-            sections += stamped([hosts.listing(Path(tmp), 100 if quick else 1000,
-                                               20 if quick else 200)])
-    if "scarcity" in wanted:
-        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-            print("bench: scarcity", flush=True)
-            sections += stamped([scarcity.placement(Path(tmp) / "queue", 10 if quick else 100,
-                                                    100 if quick else 1000,
-                                                    5 if quick else 30)])
-            sections += stamped([scarcity.booking(Path(tmp) / "ledger", 10 if quick else 100,
-                                                  1000 if quick else 10_000,
-                                                  5 if quick else 20)])
-    if "servers" in wanted:
-        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-            print("bench: servers", flush=True)
-            sections += stamped(servers.run(Path(tmp), 200 if quick else 2000,
-                                            500 if quick else 2000))
-    if "upload" in wanted:
-        with tempfile.TemporaryDirectory(prefix="iaas-bench-") as tmp:
-            print("bench: upload", flush=True)
-            sections += stamped([upload.run(Path(tmp), (0.25,) if quick else (1, 4),
-                                            1 if quick else 3)])
     if not sections:
         print(f"bench: nothing measured; {args.output} left as it was", file=sys.stderr)
         return 1
@@ -279,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in section.summary():
             print(f"bench: {line}")
     if unable:
-        print(f"bench: NOT measured (could not run here): {', '.join(unable)}", file=sys.stderr)
+        print(f"bench: NOT measured (could not run here, or failed): {', '.join(unable)}",
+              file=sys.stderr)
         return 1
     return 0
 
