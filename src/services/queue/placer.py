@@ -312,16 +312,15 @@ def _rank(conn: sqlite3.Connection, waits: list[tuple[wait_dao.WaitRow, Entry]],
     max_runtime_s, give back enough of them)."""
     by_id = {wait.vm_id: wait for wait, _ in waits}
     freed = _gpus_freed(conn)
-    changed = []
+    findings: list[wait_dao.Finding] = []
     for position, entry in enumerate(fair_order([entry for _, entry in waits], held, allowed),
                                      1):
         wait = by_id[entry.key]
         reason = reasons.get(wait.vm_id, wait.reason)
         estimate = _estimate(freed, int(wait.demand.get("gpu_count", 0))) \
             if reason == "gpu" else None
-        if (wait.position, wait.reason, wait.estimated_start_at) != (position, reason, estimate):
-            changed.append((wait.vm_id, position, estimate, reason))
-    wait_dao.set_findings(conn, changed)
+        findings.append((wait, position, estimate, reason))
+    wait_dao.set_findings(conn, findings)
 
 
 def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:
