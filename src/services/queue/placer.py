@@ -88,13 +88,22 @@ class _Pass:
     """What one pass learns as it goes."""
 
     rooms: dict[str, Candidate]  # what is free on each host, less what this pass placed
-    whole: dict[str, Free]  # each host's whole room (could a waiting VM ever fit there?)
+    read_whole: Callable[[], dict[str, Free]]  # each host's whole room (could a VM ever fit?)
     now: str
     overdue: str  # a wait since before this is past the backfill limit
     kept: set[str] = field(default_factory=set)  # hosts kept for overdue waits
     failed: dict[Shape, str] = field(default_factory=dict)  # shapes that fit nowhere: why
     reasons: dict[str, str] = field(default_factory=dict)  # vm id -> what it waits for now
     active: dict[str, set[str]] | None = None  # each host's active networks, when asked
+    _whole: dict[str, Free] | None = None
+
+    @property
+    def whole(self) -> dict[str, Free]:
+        """Read when first asked: only a wait past the backfill limit needs it (every GPU's
+        description parsed again cost a pass over 200 GPUs 1.5 ms)."""
+        if self._whole is None:
+            self._whole = self.read_whole()
+        return self._whole
 
 
 class QueuePlacer:
@@ -155,9 +164,9 @@ class QueuePlacer:
             return []
         state = _Pass(rooms={room.name: room for room in
                              self._capacity.rooms(conn, hosts, capacities)},
-                      whole=self._capacity.whole_rooms(conn, hosts, capacities),
+                      read_whole=lambda: self._capacity.whole_rooms(conn, hosts, capacities),
                       now=utc_now(), overdue=utc_after(-self._backfill_limit_s), active=active)
-        held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
+        held, allowed = _shares(conn, list(waits.values()), hosts, capacities)
         entries, asked, shapes = {}, {}, {}
         for key, wait in waits.items():
             entries[key] = _entry(wait)
@@ -284,12 +293,12 @@ def _share(demand_text: str, reason: str) -> tuple[str, int]:
 
 
 def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list[Host],
-            capacities: dict[str, HostCapacity], whole: dict[str, Free]
-            ) -> tuple[Holdings, Holdings]:
+            capacities: dict[str, HostCapacity]) -> tuple[Holdings, Holdings]:
     """(what each waiting project holds, what its quota allows: the cluster's amount where its
     quota sets no limit) of every resource a share is counted in."""
     enabled = [host.name for host in hosts if host.row.enabled and host.name in capacities]
-    totals = {"gpus": sum(len(whole[name].gpus) for name in enabled),
+    assignable = gpu_dao.assignable_counts(conn)  # each host's whole room's GPUs
+    totals = {"gpus": sum(assignable.get(name, 0) for name in enabled),
               "vcpus": sum(capacities[name].vcpus for name in enabled),
               "ram": sum(capacities[name].ram_mib for name in enabled),
               "disk_gb": sum(min(capacities[name].disk_gb, 2 ** 40) for name in enabled)}
