@@ -60,11 +60,6 @@ Shape = tuple[str, str | None, tuple[str, ...]]
 SHARED = ("gpus", "vcpus", "ram", "disk_gb")  # the resources a share can be counted in
 
 
-def _shape(wait: wait_dao.WaitRow, networks: tuple[str, ...]) -> Shape:
-    return (wait.demand_text or json.dumps(wait.demand, sort_keys=True), wait.pinned_host,
-            networks)
-
-
 def _asked(conn: sqlite3.Connection, wait: wait_dao.WaitRow) -> tuple[str, ...]:
     """The networks the waiting VM's record asks for (none: its host's network): as recorded
     with the wait, or read from its task for a VM queued before they were (migration 025)."""
@@ -170,8 +165,9 @@ class QueuePlacer:
         entries, asked, shapes = {}, {}, {}
         for key, wait in waits.items():
             entries[key] = _entry(wait)
-            asked[key] = _asked(conn, wait)
-            shapes[key] = _shape(wait, asked[key])
+            asked[key] = networks_asked = _asked(conn, wait)
+            shapes[key] = (wait.demand_text or json.dumps(wait.demand, sort_keys=True),
+                           wait.pinned_host, networks_asked)
         turn = FairTurn(entries.values(), held, allowed)
         networks = {host.name: host.row.network for host in hosts}
         untried = Counter(shapes.values())
@@ -196,8 +192,7 @@ class QueuePlacer:
         for key in waits.keys() - state.reasons.keys():
             if shapes[key] in state.failed:
                 state.reasons[key] = state.failed[shapes[key]]
-        _rank(conn, [(waits[key], entries[key]) for key in waits], state.reasons, turn.held,
-              allowed)
+        _rank(conn, waits, entries, state.reasons, turn.held, allowed)
         return placed
 
     def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, asked: tuple[str, ...],
@@ -314,20 +309,20 @@ def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list
     return held, allowed
 
 
-def _rank(conn: sqlite3.Connection, waits: list[tuple[wait_dao.WaitRow, Entry]],
-          reasons: dict[str, str], held: Holdings, allowed: Holdings) -> None:
+def _rank(conn: sqlite3.Connection, waits: dict[str, wait_dao.WaitRow],
+          entries: dict[str, Entry], reasons: dict[str, str], held: Holdings,
+          allowed: Holdings) -> None:
     """Record each remaining wait's position in the fair order, what it waits for, and when
     it may start (for GPUs: when the reservations running now, or the runs of VMs with a
     max_runtime_s, give back enough of them)."""
-    by_id = {wait.vm_id: wait for wait, _ in waits}
     freed = _gpus_freed(conn)
     findings: list[wait_dao.Finding] = []
-    for position, entry in enumerate(fair_order([entry for _, entry in waits], held, allowed),
-                                     1):
-        wait = by_id[entry.key]
-        reason = reasons.get(wait.vm_id, wait.reason)
+    for position, entry in enumerate(fair_order([entries[key] for key in waits], held,
+                                                allowed), 1):
+        wait = waits[entry.key]
+        reason = reasons.get(entry.key, wait.reason)
         estimate = _estimate(freed, int(wait.demand.get("gpu_count", 0))) \
-            if reason == "gpu" else None
+            if reason == "gpu" and freed else None
         findings.append((wait, position, estimate, reason))
     wait_dao.set_findings(conn, findings)
 

@@ -132,8 +132,11 @@ def fair_order(entries: Iterable[Entry], held: Holdings, allowed: Holdings) -> l
         order.append(entry)
         key = (project, entry.resource)
         holding[key] = holding.get(key, 0) + entry.amount
-        if queue:
-            heapq.heapreplace(heap, turn(project, queue[0]))
+        if queue:  # turn(project, queue[0]) written out: a call per entry added up
+            head = queue[0]
+            key = (project, head.resource)
+            heapq.heapreplace(heap, (holding.get(key, 0) / max(1, allowed.get(key, 1)),
+                                     head.since, project))
         else:
             heapq.heappop(heap)
     return order
