@@ -146,6 +146,9 @@ def placement(root: Path, hosts: int, waiting: int, frees: int) -> Section:
     section.judge(TARGETS["queue_placement"], figure, f"{figure:.1f} ms")
     section.notes.append("A queued `POST /v1/vms` also runs a pass (it ranks the new VM), so "
                          "its time over HTTP is shown beside.")
+    section.notes.append("CPU per pass is the CPU time of the thread that ran the pass "
+                         "(`time.thread_time`), what a loaded machine changes least: there the "
+                         "wall time is mostly waiting for a core.")
     return section
 
 
