@@ -84,6 +84,12 @@ def assignable_rows(conn: sqlite3.Connection) -> list[GpuRow]:
     return [_row(row) for row in cursor]
 
 
+def assignable_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many GPUs each host has assignable (those assignable_rows lists), by host."""
+    return {host: int(count) for host, count in conn.execute(
+        "SELECT host, count(*) FROM gpus WHERE unavailable_reason IS NULL GROUP BY host")}
+
+
 def list_free(conn: sqlite3.Connection, model: str | None) -> dict[str, list[GpuRow]]:
     """Assignable GPUs nobody holds, by host; with model, only those whose product name
     contains it."""

@@ -60,11 +60,6 @@ Shape = tuple[str, str | None, tuple[str, ...]]
 SHARED = ("gpus", "vcpus", "ram", "disk_gb")  # the resources a share can be counted in
 
 
-def _shape(wait: wait_dao.WaitRow, networks: tuple[str, ...]) -> Shape:
-    return (wait.demand_text or json.dumps(wait.demand, sort_keys=True), wait.pinned_host,
-            networks)
-
-
 def _asked(conn: sqlite3.Connection, wait: wait_dao.WaitRow) -> tuple[str, ...]:
     """The networks the waiting VM's record asks for (none: its host's network): as recorded
     with the wait, or read from its task for a VM queued before they were (migration 025)."""
@@ -88,13 +83,22 @@ class _Pass:
     """What one pass learns as it goes."""
 
     rooms: dict[str, Candidate]  # what is free on each host, less what this pass placed
-    whole: dict[str, Free]  # each host's whole room (could a waiting VM ever fit there?)
+    read_whole: Callable[[], dict[str, Free]]  # each host's whole room (could a VM ever fit?)
     now: str
     overdue: str  # a wait since before this is past the backfill limit
     kept: set[str] = field(default_factory=set)  # hosts kept for overdue waits
     failed: dict[Shape, str] = field(default_factory=dict)  # shapes that fit nowhere: why
     reasons: dict[str, str] = field(default_factory=dict)  # vm id -> what it waits for now
     active: dict[str, set[str]] | None = None  # each host's active networks, when asked
+    _whole: dict[str, Free] | None = None
+
+    @property
+    def whole(self) -> dict[str, Free]:
+        """Read when first asked: only a wait past the backfill limit needs it (every GPU's
+        description parsed again cost a pass over 200 GPUs 1.5 ms)."""
+        if self._whole is None:
+            self._whole = self.read_whole()
+        return self._whole
 
 
 class QueuePlacer:
@@ -155,14 +159,15 @@ class QueuePlacer:
             return []
         state = _Pass(rooms={room.name: room for room in
                              self._capacity.rooms(conn, hosts, capacities)},
-                      whole=self._capacity.whole_rooms(conn, hosts, capacities),
+                      read_whole=lambda: self._capacity.whole_rooms(conn, hosts, capacities),
                       now=utc_now(), overdue=utc_after(-self._backfill_limit_s), active=active)
-        held, allowed = _shares(conn, list(waits.values()), hosts, capacities, state.whole)
+        held, allowed = _shares(conn, list(waits.values()), hosts, capacities)
         entries, asked, shapes = {}, {}, {}
         for key, wait in waits.items():
             entries[key] = _entry(wait)
-            asked[key] = _asked(conn, wait)
-            shapes[key] = _shape(wait, asked[key])
+            asked[key] = networks_asked = _asked(conn, wait)
+            shapes[key] = (wait.demand_text or json.dumps(wait.demand, sort_keys=True),
+                           wait.pinned_host, networks_asked)
         turn = FairTurn(entries.values(), held, allowed)
         networks = {host.name: host.row.network for host in hosts}
         untried = Counter(shapes.values())
@@ -187,8 +192,7 @@ class QueuePlacer:
         for key in waits.keys() - state.reasons.keys():
             if shapes[key] in state.failed:
                 state.reasons[key] = state.failed[shapes[key]]
-        _rank(conn, [(waits[key], entries[key]) for key in waits], state.reasons, turn.held,
-              allowed)
+        _rank(conn, waits, entries, state.reasons, turn.held, allowed)
         return placed
 
     def _try(self, conn: sqlite3.Connection, wait: wait_dao.WaitRow, asked: tuple[str, ...],
@@ -284,12 +288,12 @@ def _share(demand_text: str, reason: str) -> tuple[str, int]:
 
 
 def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list[Host],
-            capacities: dict[str, HostCapacity], whole: dict[str, Free]
-            ) -> tuple[Holdings, Holdings]:
+            capacities: dict[str, HostCapacity]) -> tuple[Holdings, Holdings]:
     """(what each waiting project holds, what its quota allows: the cluster's amount where its
     quota sets no limit) of every resource a share is counted in."""
     enabled = [host.name for host in hosts if host.row.enabled and host.name in capacities]
-    totals = {"gpus": sum(len(whole[name].gpus) for name in enabled),
+    assignable = gpu_dao.assignable_counts(conn)  # each host's whole room's GPUs
+    totals = {"gpus": sum(assignable.get(name, 0) for name in enabled),
               "vcpus": sum(capacities[name].vcpus for name in enabled),
               "ram": sum(capacities[name].ram_mib for name in enabled),
               "disk_gb": sum(min(capacities[name].disk_gb, 2 ** 40) for name in enabled)}
@@ -305,23 +309,22 @@ def _shares(conn: sqlite3.Connection, waits: list[wait_dao.WaitRow], hosts: list
     return held, allowed
 
 
-def _rank(conn: sqlite3.Connection, waits: list[tuple[wait_dao.WaitRow, Entry]],
-          reasons: dict[str, str], held: Holdings, allowed: Holdings) -> None:
+def _rank(conn: sqlite3.Connection, waits: dict[str, wait_dao.WaitRow],
+          entries: dict[str, Entry], reasons: dict[str, str], held: Holdings,
+          allowed: Holdings) -> None:
     """Record each remaining wait's position in the fair order, what it waits for, and when
     it may start (for GPUs: when the reservations running now, or the runs of VMs with a
     max_runtime_s, give back enough of them)."""
-    by_id = {wait.vm_id: wait for wait, _ in waits}
     freed = _gpus_freed(conn)
-    changed = []
-    for position, entry in enumerate(fair_order([entry for _, entry in waits], held, allowed),
-                                     1):
-        wait = by_id[entry.key]
-        reason = reasons.get(wait.vm_id, wait.reason)
+    findings: list[wait_dao.Finding] = []
+    for position, entry in enumerate(fair_order([entries[key] for key in waits], held,
+                                                allowed), 1):
+        wait = waits[entry.key]
+        reason = reasons.get(entry.key, wait.reason)
         estimate = _estimate(freed, int(wait.demand.get("gpu_count", 0))) \
-            if reason == "gpu" else None
-        if (wait.position, wait.reason, wait.estimated_start_at) != (position, reason, estimate):
-            changed.append((wait.vm_id, position, estimate, reason))
-    wait_dao.set_findings(conn, changed)
+            if reason == "gpu" and freed else None
+        findings.append((wait, position, estimate, reason))
+    wait_dao.set_findings(conn, findings)
 
 
 def _gpus_freed(conn: sqlite3.Connection) -> list[tuple[str, int]]:

@@ -104,13 +104,19 @@ def choose(demand: Demand, free: Free, skip: frozenset[str] = frozenset()) -> Cl
         # A GPU whose NUMA node is unknown is local to none and so acceptable to every node.
         gpus = [gpu for gpu in free.gpus
                 if node is None or gpu.numa_node is None or gpu.numa_node == node]
-        cpus = (free.cpus[node] if node is not None
-                else sorted(cpu for cpus in free.cpus.values() for cpu in cpus))
-        best_gpus, best_cpus = max(best_gpus, len(gpus)), max(best_cpus, len(cpus))
+        if node is not None:
+            cpus = free.cpus[node]
+        elif demand.cpu_pinning:
+            cpus = sorted(cpu for cpus in free.cpus.values() for cpu in cpus)
+        else:  # none pinned, so only counted (a queue pass sorted each host's CPUs twice)
+            cpus = []
+        cpu_count = (len(cpus) if node is not None or demand.cpu_pinning
+                     else sum(map(len, free.cpus.values())))
+        best_gpus, best_cpus = max(best_gpus, len(gpus)), max(best_cpus, cpu_count)
         gpu_ok = "gpu" in skip or len(gpus) >= demand.gpu_count
-        cpu_ok = "pcpu" in skip or not demand.cpu_pinning or len(cpus) >= demand.cpu
+        cpu_ok = "pcpu" in skip or not demand.cpu_pinning or cpu_count >= demand.cpu
         if gpu_ok and cpu_ok:
-            fits.append((len(gpus), len(cpus), node, gpus, cpus))
+            fits.append((len(gpus), cpu_count, node, gpus, cpus))
     if not fits:
         if "gpu" not in skip and best_gpus < demand.gpu_count:
             raise Shortfall("gpu", best_gpus)
