@@ -90,9 +90,9 @@ def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
                   bool(terms and terms.preemptible))
 
 
-@dataclass(frozen=True)
-class Terms:
-    """What a VM's view says beyond its row: its reservation, and when it is preempted."""
+class Terms(NamedTuple):
+    """What a VM's view says beyond its row: its reservation, and when it is preempted (a
+    NamedTuple: one is built per VM listed that is in a security group, which is every VM)."""
 
     reservation: str | None = None
     preempt_at: str | None = None
@@ -101,13 +101,21 @@ class Terms:
 
 
 def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Terms]:
+    if not rows:
+        return {}
+    ids = [row.id for row in rows]
     preempts = preemption.preempt_at(conn, rows)
-    bound = terms_dao.of_vms(conn, [row.id for row in rows])
-    groups = group_dao.names_by_vm(conn, [row.id for row in rows]) if rows else {}
-    return {row.id: Terms(bound[row.id].reservation_id if row.id in bound else None,
-                          preempts.get(row.id), tuple(groups.get(row.id, ())),
-                          row.id in bound and bound[row.id].preemptible) for row in rows
-            if row.id in bound or row.id in preempts or groups.get(row.id)}
+    bound = terms_dao.of_vms(conn, ids)
+    groups = group_dao.names_by_vm(conn, ids)
+    found: dict[str, Terms] = {}
+    for vm_id in ids:
+        agreed = bound.get(vm_id)
+        names = groups.get(vm_id)
+        if agreed is None and not names and vm_id not in preempts:
+            continue
+        found[vm_id] = Terms(agreed.reservation_id if agreed else None, preempts.get(vm_id),
+                             tuple(names) if names else (), bool(agreed and agreed.preemptible))
+    return found
 
 
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
