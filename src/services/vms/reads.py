@@ -84,10 +84,10 @@ def view(row: vm_dao.VmRow, power_state: str, task: task_dao.TaskRow | None,
          nics: list[nic_dao.NicRow] | None = None) -> VmView:
     actions = lifecycle.allowed_actions(row.status, busy=task is not None,
                                         domain_exists=power_state != MISSING)
-    return VmView(row, power_state, task, actions, volumes or [], queue,
-                  terms.preempt_at if terms else None, terms.reservation if terms else None,
-                  nics or [], terms.security_groups if terms else (),
-                  bool(terms and terms.preemptible))
+    if terms is None:
+        return VmView(row, power_state, task, actions, volumes or [], queue, nics=nics or [])
+    return VmView(row, power_state, task, actions, volumes or [], queue, terms.preempt_at,
+                  terms.reservation, nics or [], terms.security_groups, terms.preemptible)
 
 
 class Terms(NamedTuple):
