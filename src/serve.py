@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return 2
     app = create_app(config)
+    settle()  # before "serving on" is logged: a SIGTERM may follow it at once
     serve, close = _run(app, config, args.server)
-    settle()
     signal.signal(signal.SIGTERM, _stop)
     try:
         serve()  # waitress itself returns on KeyboardInterrupt

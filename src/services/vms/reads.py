@@ -118,6 +118,11 @@ def terms_of(conn: sqlite3.Connection, rows: list[vm_dao.VmRow]) -> dict[str, Te
     return found
 
 
+# What a page shows beside its rows, by VM id: unfinished tasks, volumes, queue places, terms, NICs
+_Beside = tuple[dict[str, task_dao.TaskRow], dict[str, list[volume_dao.AttachmentRow]],
+                dict[str, wait_dao.WaitRow], dict[str, Terms], dict[str, list[nic_dao.NicRow]]]
+
+
 def lookup(conn: sqlite3.Connection, id_or_name: str, project: str | None) -> vm_dao.VmRow:
     """The one VM with this id, or with this name in project (None: in any project).
 
@@ -186,6 +191,10 @@ class VmReader:
         """A page of VMs with live state from one bulk libvirt call per host, made in parallel;
         a host that does not answer leaves its VMs' power state unknown.
 
+        What the rows do not say (tasks, volumes, NICs, terms) is read on a pool thread
+        while this one makes the libvirt calls, which let go of the GIL (counted as this
+        request's own): a page of 1,000 on two cores is that much sooner.
+
         Raises: MarkerNotFound.
         """
         project = access.scope(caller)
@@ -195,17 +204,23 @@ class VmReader:
                 raise errors.MarkerNotFound(marker=marker)
             rows = vm_dao.list_page(conn, status=status, name=name, after=after, limit=limit,
                                     project=project)
-            active = task_dao.active_by_vm(conn) if rows else {}
-            volumes = volume_dao.attachments_for_vms(conn) if rows else {}
-            waits = wait_dao.of_vms(conn, [row.id for row in rows if row.status == "queued"])
-            terms = terms_of(conn, rows)
-            nics = nic_dao.for_vms(conn, [row.id for row in rows]) if rows else {}
+        if not rows:
+            return []
+        reading = self._pool.submit(self._beside_rows, rows)
         states = self._power_states({row.host for row in rows if row.host})
+        active, volumes, waits, terms, nics = reading.result()
         return [view(row, states.get(row.id, MISSING)
                      if row.host in states.answered or not row.host else UNKNOWN,
                      active.get(row.id), volumes.get(row.id), waits.get(row.id),
                      terms.get(row.id), nics.get(row.id))
                 for row in rows]
+
+    def _beside_rows(self, rows: list[vm_dao.VmRow]) -> _Beside:
+        """What a page shows beside its rows, in grouped reads (never one per VM)."""
+        with self._db.read() as conn:
+            return (task_dao.active_by_vm(conn), volume_dao.attachments_for_vms(conn),
+                    wait_dao.of_vms(conn, [row.id for row in rows if row.status == "queued"]),
+                    terms_of(conn, rows), nic_dao.for_vms(conn, [row.id for row in rows]))
 
     def _power_states(self, names: set[str]) -> PowerStates:
         """Every domain's state on the named hosts that answer, asked in parallel."""
