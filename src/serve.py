@@ -19,6 +19,7 @@ from typing import Any
 from src.app import App, create_app
 from src.config import Config, start_process
 from src.servers.dev import make_dev_server
+from src.servers.heap import settle
 from src.servers.prod import bound_port, make_prod_server
 
 log = logging.getLogger("iaas.serve")
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return 2
     app = create_app(config)
+    settle()  # before "serving on" is logged: a SIGTERM may follow it at once
     serve, close = _run(app, config, args.server)
     signal.signal(signal.SIGTERM, _stop)
     try:

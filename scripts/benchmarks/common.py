@@ -15,6 +15,7 @@ from scripts.harness.servers import LiveServer, ProdServer, Reply, fetch, host_x
 from src.app import App, create_app
 from src.config import Config
 from src.hypervisor.nwfilter_xml import AllowRule, FilterSpec
+from src.servers.heap import settle, unsettle
 
 
 @dataclass(frozen=True)
@@ -154,13 +155,15 @@ def wait_task(base_url: str, task_id: str) -> None:
 def live_app(config: Config, server: str = "wsgiref",
              wrap: Callable[[App], App] = lambda app: app) -> Iterator[tuple[App, str]]:
     """wrap(create_app(config)) behind wsgiref (make serve) or waitress (make serve-prod) on
-    127.0.0.1."""
+    127.0.0.1, with the collector settled as `python -m src.serve` settles it."""
     app = wrap(create_app(config))
     try:
         live = LiveServer(app) if server == "wsgiref" else ProdServer(app)
+        settle()
         try:
             yield app, live.url
         finally:
+            unsettle()
             live.stop()
     finally:
         app.close()

@@ -5,6 +5,10 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+import orjson
+
+from src.database.rows import field_names, filled
+
 
 @dataclass(frozen=True)
 class NicRow:
@@ -15,9 +19,12 @@ class NicRow:
     addresses: list[dict[str, str]] = field(default_factory=list)
 
 
+_FIELDS = field_names(NicRow)
+
+
 def _row(found: tuple[str, int, str, str, str]) -> NicRow:
-    return NicRow(found[0], found[1], found[2], found[3],
-                  [] if found[4] == "[]" else json.loads(found[4]))
+    """A NicRow without its dataclass __init__ (one or more per VM listed)."""
+    return filled(NicRow, _FIELDS, (*found[:4], [] if found[4] == "[]" else orjson.loads(found[4])))
 
 
 def put(conn: sqlite3.Connection, vm_id: str, nics: list[tuple[str, str]]) -> None:

@@ -1,4 +1,5 @@
-"""The vms DAO reads back exactly the VmRow it stored, from the plain tuples it fetches."""
+"""The vms and vm_nics DAOs read back exactly the rows they stored, from the plain tuples they
+fetch (rows are filled without their dataclass __init__: they must equal what it builds)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +7,7 @@ import dataclasses
 import pytest
 
 from src.database import gpus as gpu_dao
+from src.database import vm_nics as nic_dao
 from src.database import vms as vm_dao
 from src.database.db import Database
 from tests.unit.conftest import IMAGE_ID, NOW
@@ -59,3 +61,17 @@ def test_an_empty_domain_name_reads_as_vmrow_names_it(db: Database) -> None:
     with db.read() as conn:
         got = vm_dao.get(conn, row.id)
     assert got is not None and got.domain_name == "iaas-" + row.id
+
+
+def test_nics_read_back_as_nicrow_builds_them(db: Database) -> None:
+    row = full_row()
+    store(db, row)
+    with db.write() as conn:
+        nic_dao.put(conn, row.id, [("iaas-a", "52:54:00:00:00:01"), ("iaas-b", "52:54:00:00:00:02")])
+        nic_dao.set_addresses(conn, row.id, "52:54:00:00:00:02", ADDRESSES)
+    with db.read() as conn:
+        found = nic_dao.for_vms(conn, [row.id, "no-such-vm"])
+    assert found == {row.id: [nic_dao.NicRow(row.id, 0, "iaas-a", "52:54:00:00:00:01"),
+                              nic_dao.NicRow(row.id, 1, "iaas-b", "52:54:00:00:00:02", ADDRESSES)]}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found[row.id][0].network = "other"  # type: ignore[misc]
