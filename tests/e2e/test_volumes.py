@@ -155,7 +155,11 @@ def test_data_outlives_the_vm_and_a_revert_gives_back_the_snapshot(
     assert data == written, "the next VM reads what the first one wrote"
     overwritten = stamp_after(e2e_config, second, device, mark)
     assert overwritten != written
+    mark = size_of(console(e2e_config, second))
     detach(client, second, volume)
+    # The guest's watcher must see the disk go before it comes back: a re-attach within one of
+    # its polls would look to it like the same disk still there (never SEEN again).
+    wait_for_console_from(console(e2e_config, second), r"IAAS-DISK-GONE vd", mark)
 
     # Reverting gives back the snapshot's bytes: the first VM's stamp, not the second's.
     done(client, client.post("/v1/volumes/ckpt/revert", {"snapshot": "s1"}))
