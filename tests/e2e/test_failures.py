@@ -97,6 +97,8 @@ def test_vm_cleanup_removes_orphans_then_all_of_ours_only(make_e2e_app: E2eAppFa
     cli.vm_cleanup(e2e_config, everything=True)  # `make vm-cleanup ALL=1`
 
     assert not any(domain_exists(system_conn, vm_id) for vm_id in ours)
+    filters = set(system_conn.listNWFilters())  # nor their security groups' filters
+    assert not {f"iaas-fw-{vm_id}" for vm_id in [*ours, orphan]} & filters
     assert not any((e2e_config.instances_dir / vm_id).exists() for vm_id in ours)
     assert client.get("/v1/vms").body["vms"] == []
     assert domain_exists(system_conn, foreign_domain.UUIDString())

@@ -14,6 +14,7 @@ from src.database import vms as vm_dao
 from src.database import volumes as volume_dao
 from src.database.db import Database
 from src.hypervisor.domain_xml import METADATA_NS
+from src.hypervisor.nwfilter_xml import filter_name
 from src.services.hosts.registry import HostRegistry
 from src.services.vms.disks import OWNER_MARKER
 from src.services.volumes.layers import VolumeLayers, owner_of
@@ -78,11 +79,12 @@ class OrphanFinder:
                                 if owner_of(self._installation_id, v.file) not in volumes])
 
     def remove(self, orphans: Orphans) -> None:
-        """Power off and undefine the domains, delete the folders."""
+        """Power off and undefine the domains (and their nwfilters), delete the folders."""
         for domain in orphans.domains:
             hypervisor = self._hosts.get(domain.host).hypervisor
             hypervisor.force_off(domain.uuid)
             hypervisor.undefine(domain.uuid)
+            hypervisor.filters.undefine(filter_name(domain.uuid))  # its security groups
         for folder in orphans.folders:
             shutil.rmtree(folder, ignore_errors=True)
         for volume in orphans.volumes:
